@@ -1,0 +1,1 @@
+"""pgsteady: production-grade PostgreSQL on your own hosts, converged with pyinfra."""
