@@ -1,0 +1,1 @@
+"""Per-version Postgres parameter catalogs (pg<major>.tsv), made by scripts/gen-param-catalog."""
