@@ -1,0 +1,39 @@
+"""App-side resilience kit for applications using a pgsteady database.
+
+* :class:`Pool` -- thread-safe psycopg2 pool: health-checked checkout, bounded waits,
+  connect retries with backoff, and :meth:`Pool.run` / :meth:`Pool.transaction` with a precise
+  retry contract (:class:`ConnectionLost` vs :class:`CommitOutcomeUnknown`).
+* :class:`HealthApp` -- WSGI app serving ``/health``, ``/health/detailed``, ``/health/ready``
+  and ``/health/live``.
+* :class:`Backoff` / :func:`retry_call` -- the exponential backoff used by both.
+"""
+
+from .errors import (
+    ClientError,
+    CommitOutcomeUnknown,
+    ConnectFailed,
+    ConnectionLost,
+    PoolClosed,
+    PoolExhausted,
+    commit_outcome_unknown,
+    is_connection_broken,
+)
+from .health import HealthApp
+from .pool import Pool, PoolStats
+from .retry import Backoff, retry_call
+
+__all__ = [
+    "Backoff",
+    "ClientError",
+    "CommitOutcomeUnknown",
+    "ConnectFailed",
+    "ConnectionLost",
+    "HealthApp",
+    "Pool",
+    "PoolClosed",
+    "PoolExhausted",
+    "PoolStats",
+    "commit_outcome_unknown",
+    "is_connection_broken",
+    "retry_call",
+]

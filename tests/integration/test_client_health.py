@@ -1,0 +1,132 @@
+"""pgsteady.client.HealthApp served over real HTTP, against a real PostgreSQL taken down and up.
+
+The tests only use the ``server`` fixture's PostgresServer protocol, so a container-backed
+fixture can replace SupervisedPostgres.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import pytest
+from pgserver_supervised import PostgresServer, SupervisedPostgres, available
+
+from pgsteady.client import Backoff, HealthApp, Pool
+
+_UNAVAILABLE = available()
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(_UNAVAILABLE is not None, reason=_UNAVAILABLE or ""),
+]
+
+READY_TIMEOUT = 1.5
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[PostgresServer]:
+    with SupervisedPostgres() as srv:
+        yield srv
+
+
+@pytest.fixture
+def base_url(server: PostgresServer) -> Iterator[str]:
+    pool = Pool(
+        server.dsn(),
+        minconn=1,
+        maxconn=4,
+        connect_timeout=2,
+        connect_backoff=Backoff(base=0.2, max_attempts=3, deadline=5),
+    )
+    app = HealthApp(pool, timeout=3.0, ready_timeout=READY_TIMEOUT)
+    httpd: WSGIServer = make_server("127.0.0.1", 0, app, handler_class=QuietHandler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        thread.join(10)
+        httpd.server_close()
+        pool.close()
+
+
+def fetch(url: str, method: str = "GET") -> tuple[int, str, dict[str, Any], float]:
+    """(status, content type, JSON body, seconds taken) -- never raises for HTTP errors."""
+    started = time.monotonic()
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=15) as resp:
+            status, ctype, raw = resp.status, resp.headers["Content-Type"], resp.read()
+    except urllib.error.HTTPError as err:
+        status, ctype, raw = err.code, err.headers["Content-Type"], err.read()
+    return status, ctype, json.loads(raw), time.monotonic() - started
+
+
+def test_endpoints_when_up(base_url: str) -> None:
+    status, ctype, body, _ = fetch(base_url + "/health")
+    assert (status, ctype, body) == (200, "application/json", {"status": "ok"})
+
+    status, _, body, _ = fetch(base_url + "/health/detailed")
+    assert status == 200 and body["status"] == "ok"
+    db = body["database"]
+    assert db["role"] == "primary" and db["in_recovery"] is False
+    assert db["server_version"].startswith("15")
+    assert db["size_bytes"] > 0 and 0 <= db["latency_ms"] < 1000
+    assert body["pool"]["maxconn"] == 4 and body["pool"]["size"] >= 1
+
+    assert fetch(base_url + "/health/ready")[0] == 200
+    assert fetch(base_url + "/health/live")[0] == 200
+    assert fetch(base_url + "/health/nope")[0] == 404
+    assert fetch(base_url + "/health", method="POST")[0] == 405
+
+
+def test_ready_503_while_down_and_200_after(server: PostgresServer, base_url: str) -> None:
+    assert fetch(base_url + "/health/ready")[0] == 200
+    server.stop()
+    try:
+        seen = [fetch(base_url + "/health/ready") for _ in range(3)]
+        for status, ctype, body, took in seen:
+            assert status == 503 and ctype == "application/json"
+            assert body["status"] == "unavailable" and body["error"]
+            assert took < READY_TIMEOUT + 1.0  # bounded: never hangs
+        assert fetch(base_url + "/health")[0] == 503
+        status, _, body, _ = fetch(base_url + "/health/detailed")
+        assert status == 503 and "pool" in body
+        assert fetch(base_url + "/health/live")[0] == 200
+    finally:
+        server.start()
+
+    deadline = time.monotonic() + 30
+    while fetch(base_url + "/health/ready")[0] != 200:
+        assert fetch(base_url + "/health/live")[0] == 200
+        assert time.monotonic() < deadline, "ready did not come back after the server started"
+        time.sleep(0.1)
+    assert fetch(base_url + "/health")[0] == 200
+    assert fetch(base_url + "/health/live")[0] == 200
+
+
+def test_ready_recovers_after_sigkill(server: PostgresServer, base_url: str) -> None:
+    """ready turns 503 after a SIGKILL and back to 200 once the supervisor restarted it."""
+    assert fetch(base_url + "/health/ready")[0] == 200
+    server.kill_postmaster()
+    deadline = time.monotonic() + 30
+    statuses: list[int] = []
+    while not (503 in statuses and statuses[-1] == 200):
+        assert time.monotonic() < deadline, f"ready did not go down and up: {statuses}"
+        status, _, _, took = fetch(base_url + "/health/ready")
+        assert took < READY_TIMEOUT + 1.0
+        statuses.append(status)
+        time.sleep(0.02)
+    assert fetch(base_url + "/health/live")[0] == 200
