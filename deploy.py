@@ -1,0 +1,19 @@
+"""pgsteady: converge each inventory host into a production-grade Postgres host.
+
+    pyinfra inventory/<env>.py deploy.py
+
+Every setting of every host is validated, and every preflight check run, before the
+first operation; a host with a problem stops the run with the list of what to fix.
+"""
+
+from tasks import docker, image, postgres, preflight, secrets
+from tasks.settings import load_settings
+
+settings = load_settings()
+preflight.run(settings)
+compose_cmd = docker.compose_command(settings)
+
+docker.install(settings)
+image_ops = image.ensure(settings)
+secrets.ensure(settings)
+postgres.ensure(settings, compose_cmd, image_ops)

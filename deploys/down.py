@@ -1,0 +1,11 @@
+"""Stop Postgres on every inventory host, keeping its data volume: `make down`."""
+
+from pyinfra.operations import server
+
+from tasks.settings import load_settings
+
+settings = load_settings()
+server.shell(
+    name=f"Stop {settings.container_name} (data kept)",
+    commands=[f"{settings.paths['bin']}/pgsteady-ctl down"],
+)

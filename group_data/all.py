@@ -1,0 +1,66 @@
+"""Every pgsteady setting with its default. Override per environment in the inventory.
+
+This file documents the defaults; pgsteady/settings.py validates every value (a unit
+test keeps the two equal). Sizes take B, kB, MB, GB, TB (powers of 1024); durations
+take ms, s, m, h.
+"""
+
+# --- layout ------------------------------------------------------------------------
+app_dir = "/opt/pgsteady"  # everything on the host: compose file, config/, secrets/, backups/
+compose_project = "pgsteady"  # compose project; the container is <compose_project>-postgres
+
+# --- image -------------------------------------------------------------------------
+postgres_version = 17  # major version, 13-18 (the debian source builds 15 or 17)
+postgres_image_source = "auto"  # registry | debian (built on the host) | archive | auto
+postgres_image = None  # image to pull or load; default postgres:<version>
+postgres_image_archive = None  # tarball on the host for postgres_image_source = archive
+postgres_uid = 999  # uid of postgres in the image; owns secrets and config files
+
+# --- network -----------------------------------------------------------------------
+postgres_port = 5432  # port published on the host
+postgres_bind = "127.0.0.1"  # address the port is published on (0.0.0.0 = every interface)
+postgres_allowed_networks = ["samenet"]  # pg_hba networks (CIDR, samenet, samehost); scram only
+
+# --- database ----------------------------------------------------------------------
+postgres_db = "app"  # the application's database
+postgres_user = "app"  # the application's owner role (LOGIN, not superuser)
+postgres_readonly_user = None  # an optional read-only role, e.g. "app_ro"
+postgres_extensions = ["pg_stat_statements", "pg_trgm"]  # created in postgres_db
+postgres_schema_files = []  # local SQL files applied in order as postgres_user (idempotent!)
+
+# --- resources and tuning ----------------------------------------------------------
+postgres_memory_limit = "auto"  # container memory limit; auto = 75% of host RAM
+postgres_cpus = "auto"  # container CPU limit; auto = all host CPUs
+postgres_shm_size = "256MB"  # /dev/shm for parallel queries
+postgres_db_type = "web"  # tuning profile: web | oltp | dw | desktop | mixed
+postgres_storage = "ssd"  # tuning for: ssd | hdd | san | nvme
+postgres_max_connections = None  # default: the profile's (web 200, oltp 300, dw 40 ...)
+postgres_settings = {}  # postgresql.conf overrides, checked against the server's own list
+
+# --- container behaviour -----------------------------------------------------------
+postgres_restart_policy = "always"  # always | unless-stopped | on-failure | no
+postgres_stop_grace_period = "60s"  # time for a clean shutdown before SIGKILL
+postgres_healthy_timeout = "300s"  # the deploy fails if not healthy within this
+healthcheck_interval = "10s"  # pg_isready every ...
+healthcheck_timeout = "5s"  # ... with this timeout
+healthcheck_retries = 3  # consecutive failures before "unhealthy"
+healthcheck_start_period = "60s"  # failures during start-up do not count
+
+# --- docker ------------------------------------------------------------------------
+docker_packages = "debian"  # debian (docker.io + docker-compose) | docker-ce (Docker's repo)
+docker_log_max_size = "10m"  # container log file size before rotation
+docker_log_max_file = 5  # rotated log files kept
+
+# --- preflight ---------------------------------------------------------------------
+preflight_min_ram = "1GB"  # refuse hosts with less RAM
+preflight_min_disk = "2GB"  # refuse when app_dir's filesystem has less free space
+
+# --- backups -----------------------------------------------------------------------
+backup_enabled = True  # schedule backups (cron.d, or a systemd timer under systemd)
+backup_dir = None  # default <app_dir>/backups
+backup_schedule = "15 2 * * *"  # cron expression or @hourly/@daily/@weekly/@monthly
+backup_keep_days = 7  # daily backups kept
+backup_keep_weeks = 4  # weekly backups kept
+backup_keep_months = 6  # monthly backups kept
+backup_on_failure_command = None  # shell command run when a backup fails (mail, webhook)
+postgres_restore_on_empty = False  # first start on an empty volume restores the newest backup

@@ -1,0 +1,84 @@
+"""What goes into app_dir/docker-compose.yml, decided from Settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pgsteady.render import render
+from pgsteady.settings import Settings
+
+#: Where things live inside the container.
+CONFIG_MOUNT = "/etc/pgsteady"
+DATA_MOUNT = "/var/lib/postgresql/data"
+PGDATA = f"{DATA_MOUNT}/pgdata"
+BACKUP_MOUNT = "/backups"
+INIT_MOUNT = "/docker-entrypoint-initdb.d"
+SUPERUSER = "postgres"
+
+
+def secret_names(s: Settings) -> list[str]:
+    """Password files under app_dir/secrets/, each mounted at /run/secrets/NAME."""
+    names = ["postgres_password", "app_password"]
+    if s.postgres_readonly_user:
+        names.append("readonly_password")
+    return names
+
+
+def _duration(seconds: float) -> str:
+    return f"{int(seconds)}s" if seconds >= 1 else f"{int(seconds * 1000)}ms"
+
+
+def compose_context(s: Settings) -> dict[str, Any]:
+    """Template context for docker-compose.yml.j2."""
+    return {
+        "service": "postgres",
+        "image": s.image_alias,
+        "container_name": s.container_name,
+        "restart": s.postgres_restart_policy,
+        "command": ["postgres", "-c", f"config_file={CONFIG_MOUNT}/postgresql.conf"],
+        "environment": {
+            "POSTGRES_USER": SUPERUSER,
+            "POSTGRES_DB": SUPERUSER,
+            "POSTGRES_PASSWORD_FILE": "/run/secrets/postgres_password",
+            "POSTGRES_INITDB_ARGS": "--data-checksums --auth-local=peer --auth-host=scram-sha-256",
+            "PGDATA": PGDATA,
+            "PGSTEADY_RESTORE_ON_EMPTY": "1" if s.postgres_restore_on_empty else "0",
+        },
+        "secrets": {n: f"{s.paths['secrets']}/{n}" for n in secret_names(s)},
+        "ports": [f"{s.postgres_bind}:{s.postgres_port}:5432"],
+        "volumes": [
+            f"pgdata:{DATA_MOUNT}",
+            f"{s.paths['config']}:{CONFIG_MOUNT}:ro",
+            f"{s.paths['init']}:{INIT_MOUNT}:ro",
+            f"{s.backup_path}:{BACKUP_MOUNT}",
+        ],
+        "mem_limit": f"{s.memory_limit_mb}m",
+        "cpus": s.cpu_limit,
+        "shm_size": s.postgres_shm_size.lower().replace("b", ""),
+        "stop_grace_period": s.postgres_stop_grace_period,
+        # pg_isready over TCP: the entrypoint's init-time server listens on the socket only,
+        # so the container turns healthy when the real server accepts network connections.
+        "healthcheck": {
+            "test": [
+                "CMD",
+                "pg_isready",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                SUPERUSER,
+                "-d",
+                SUPERUSER,
+            ],
+            "interval": s.healthcheck_interval,
+            "timeout": s.healthcheck_timeout,
+            "retries": s.healthcheck_retries,
+            "start_period": s.healthcheck_start_period,
+        },
+        "logging": {"max-size": s.docker_log_max_size, "max-file": str(s.docker_log_max_file)},
+        "labels": {"io.pgsteady.project": s.compose_project},
+    }
+
+
+def render_compose(s: Settings) -> str:
+    return render("docker-compose.yml.j2", **compose_context(s))

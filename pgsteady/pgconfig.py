@@ -1,0 +1,82 @@
+"""The files that configure the server: postgresql.conf, pg_hba.conf and init_db.sql.
+
+Pure: Settings in, rendered text out. The deploy uploads what these return.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from pgsteady.compose import CONFIG_MOUNT, INIT_MOUNT, SUPERUSER
+from pgsteady.pgparams import conf_text, hba_rules
+from pgsteady.render import render
+from pgsteady.settings import Settings
+from pgsteady.tuning import TuningInput, TuningResult, tune
+
+HEADER = "Managed by pgsteady: the next converge overwrites local edits."
+
+
+def tuning_input(s: Settings) -> TuningInput:
+    """What the tuner is told about this host and its container."""
+    return TuningInput(
+        pg_version=s.postgres_version,
+        db_type=s.postgres_db_type,
+        ram=s.host_ram_mb * 1024 * 1024,
+        cpus=max(1, s.host_cpus),
+        connections=s.postgres_max_connections,
+        storage=s.postgres_storage,
+        os="linux",
+        memory_limit=s.memory_limit_bytes,
+        cpu_limit=s.cpu_limit,
+    )
+
+
+def tuning(s: Settings) -> TuningResult:
+    return tune(tuning_input(s))
+
+
+def expected_settings(s: Settings) -> dict[str, str]:
+    """Every setting the rendered postgresql.conf sets, overrides applied (for verify)."""
+    values = tuning(s).as_dict()
+    values.update({k: conf_text(v) for k, v in s.postgres_settings.items()})
+    return values
+
+
+def render_postgresql_conf(s: Settings) -> str:
+    return render(
+        "postgresql.conf.j2",
+        header=HEADER,
+        settings=tuning(s).settings,
+        overrides=s.postgres_settings,
+        listen_addresses="*",
+        port=5432,
+        hba_file=f"{CONFIG_MOUNT}/pg_hba.conf",
+    )
+
+
+def render_pg_hba_conf(s: Settings) -> str:
+    return render(
+        "pg_hba.conf.j2",
+        header=HEADER,
+        rules=hba_rules(s.postgres_allowed_networks, SUPERUSER),
+    )
+
+
+def schema_file_names(s: Settings) -> list[str]:
+    """Where each operator schema file lands under app_dir/init/schema/, in order."""
+    return [
+        f"{i:02d}-{PurePosixPath(path).name}" for i, path in enumerate(s.postgres_schema_files, 1)
+    ]
+
+
+def render_init_db_sql(s: Settings) -> str:
+    return render(
+        "init_db.sql.j2",
+        app_user=s.postgres_user,
+        app_password_file="/run/secrets/app_password",
+        readonly_user=s.postgres_readonly_user,
+        readonly_password_file="/run/secrets/readonly_password",
+        database=s.postgres_db,
+        extensions=s.postgres_extensions,
+        schema_files=[f"{INIT_MOUNT}/schema/{n}" for n in schema_file_names(s)],
+    )

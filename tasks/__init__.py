@@ -1,0 +1,1 @@
+"""pyinfra deploys, one module per capability; each is usable from another deploy."""

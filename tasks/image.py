@@ -1,0 +1,166 @@
+"""The Postgres image: pulled, built from Debian packages, or loaded from an archive.
+
+Whatever the source, the result is tagged ``Settings.image_alias``, the tag the compose
+file runs; compose recreates the container when the image behind that tag changes.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
+from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.files import FileContents, Sha256File
+from pyinfra.operations import apt, files, server
+
+from pgsteady.image import RECIPE_LABEL, debian_mirror, debian_recipe, shipped_files
+from pgsteady.settings import DEBIAN_SUITES, Settings
+from tasks.facts import AptSources, DockerInspect
+
+
+def _image(name: str) -> dict | None:
+    return host.get_fact(DockerInspect, kind="image", object_id=name)
+
+
+def _labels(image: dict | None) -> dict:
+    return ((image or {}).get("Config") or {}).get("Labels") or {}
+
+
+def _upload_recipe(s: Settings) -> None:
+    shipped = shipped_files()
+    for path in (shipped.build_script, shipped.entrypoint):
+        files.put(
+            name=f"Upload {path.name}",
+            src=str(path),
+            dest=f"{s.paths['image']}/{path.name}",
+            mode="755",
+        )
+
+
+def _mirror() -> str:
+    sources = host.get_fact(AptSources)
+    try:
+        return debian_mirror(sources["list"][0], sources["deb822"])
+    except ValueError as exc:
+        raise DeployError(f"postgres_image_source=debian needs a Debian mirror: {exc}") from None
+
+
+def _has_mirror() -> bool:
+    try:
+        _mirror()
+    except DeployError:
+        return False
+    return True
+
+
+def _build_command(s: Settings) -> str:
+    """Build the recipe's image (the script exits at once if it exists) and tag the alias."""
+    recipe = debian_recipe(s.postgres_version)
+    return (
+        f"{s.paths['image']}/build-debian-image.sh {s.postgres_version} {recipe.suite} "
+        f"'{_mirror()}' {recipe.tag} {recipe.recipe_hash} /var/tmp/pgsteady-image && "
+        f"docker tag {recipe.tag} {s.image_alias}"
+    )
+
+
+def _pull_command(s: Settings) -> str:
+    return (
+        f"{{ docker image inspect {s.registry_image} >/dev/null 2>&1 || "
+        f"docker pull {s.registry_image}; }} && docker tag {s.registry_image} {s.image_alias}"
+    )
+
+
+def _alias_is_current(s: Settings, allow_registry: bool, allow_debian: bool) -> bool:
+    alias = _image(s.image_alias)
+    if not alias:
+        return False
+    if allow_debian:
+        recipe = debian_recipe(s.postgres_version).recipe_hash
+        if _labels(alias).get(RECIPE_LABEL) == recipe:
+            return True
+    if allow_registry:
+        registry = _image(s.registry_image)
+        return bool(registry) and registry.get("Id") == alias.get("Id")
+    return False
+
+
+def _build_prerequisites(s: Settings) -> None:
+    apt.packages(name="Install debootstrap", packages=["debootstrap"])
+    _upload_recipe(s)
+
+
+def _from_debian(s: Settings) -> list[OperationMeta]:
+    if _alias_is_current(s, allow_registry=False, allow_debian=True):
+        return []
+    _build_prerequisites(s)
+    recipe = debian_recipe(s.postgres_version)
+    return [
+        server.shell(
+            name=f"Build {recipe.tag} from Debian {recipe.suite} packages",
+            commands=[_build_command(s)],
+        )
+    ]
+
+
+def _from_registry(s: Settings) -> list[OperationMeta]:
+    if _alias_is_current(s, allow_registry=True, allow_debian=False):
+        return []
+    return [server.shell(name=f"Pull {s.registry_image}", commands=[_pull_command(s)])]
+
+
+def _auto(s: Settings) -> list[OperationMeta]:
+    """Registry first (a failed pull costs ~0.1 s offline), Debian packages otherwise.
+
+    Sticky: once either image is in place it stays while it is current, so a registry
+    that comes and goes does not flip the image under a running database.
+    """
+    if s.postgres_version not in DEBIAN_SUITES or not _has_mirror():
+        return _from_registry(s)
+    if _alias_is_current(s, allow_registry=True, allow_debian=True):
+        return []
+    _build_prerequisites(s)
+    return [
+        server.shell(
+            name=f"Pull {s.registry_image}, else build it from Debian packages",
+            commands=[
+                f"if {_pull_command(s)}; then :; else "
+                "echo 'registry unreachable: building from Debian packages' >&2 && "
+                f"{_build_command(s)}; fi"
+            ],
+        )
+    ]
+
+
+def _load_archive(s: Settings) -> list[OperationMeta]:
+    archive = s.postgres_image_archive
+    marker = f"{s.paths['image']}/archive.sha256"
+    digest = host.get_fact(Sha256File, path=archive)
+    if digest is None:
+        raise DeployError(f"postgres_image_archive = {archive!r}: no such file on {host.name}")
+    recorded = host.get_fact(FileContents, path=marker)
+    if recorded and recorded[0].strip() == digest and _image(s.image_alias):
+        return []
+    return [
+        server.shell(
+            name=f"Load {archive}",
+            commands=[
+                f"docker load -i {archive}",
+                f"docker tag {s.postgres_image} {s.image_alias}",
+                f"echo {digest} > {marker}",
+            ],
+        )
+    ]
+
+
+@deploy("Postgres image")
+def ensure(s: Settings) -> list[OperationMeta]:
+    """Make ``s.image_alias`` the right image; return the operations that may change it."""
+    files.directory(name="Image recipe directory", path=s.paths["image"], mode="755")
+    source = s.postgres_image_source
+    if source == "debian":
+        return _from_debian(s)
+    if source == "registry":
+        return _from_registry(s)
+    if source == "auto":
+        return _auto(s)
+    return _load_archive(s)

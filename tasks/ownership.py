@@ -1,0 +1,32 @@
+"""Numeric ownership: the container's uid 999 often has no name (or another one) here."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import files, server
+
+from tasks.facts import NumericStat
+
+
+def owner_and_mode(
+    path: str, uid: int, gid: int, mode: str, created_by: OperationMeta | None = None
+) -> None:
+    """chown/chmod ``path`` when its numeric owner or mode differ, or when ``created_by``
+    (an earlier operation of this run that writes the path) changed it."""
+    current = host.get_fact(NumericStat, path=path)
+    command = f"chown {uid}:{gid} {path} && chmod {mode} {path}"
+    name = f"{path} owned by {uid}:{gid}, mode {mode}"
+    if current is not None and current != (uid, gid, mode.zfill(3)):
+        server.shell(name=name, commands=[command])
+    elif created_by is not None:
+        server.shell(name=name, commands=[command], _if=created_by.did_change)
+
+
+def put_text(text: str, dest: str, uid: int, gid: int, mode: str) -> OperationMeta:
+    """Upload rendered text; owner and mode by number. Returns the upload operation."""
+    op = files.put(name=f"Write {dest}", src=StringIO(text), dest=dest, mode=mode)
+    owner_and_mode(dest, uid, gid, mode, created_by=op)
+    return op

@@ -1,0 +1,118 @@
+"""The Postgres stack: layout, configuration, compose file, and keeping it running.
+
+A converged host gets no operation that changes anything: compose runs only when the
+compose file, image or secrets changed or the container is not running; a configuration
+change reloads the server and restarts it only when a changed setting requires it.
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import files, server
+
+from pgsteady.compose import render_compose
+from pgsteady.pgconfig import (
+    render_init_db_sql,
+    render_pg_hba_conf,
+    render_postgresql_conf,
+    schema_file_names,
+)
+from pgsteady.render import render
+from pgsteady.settings import Settings
+from tasks.facts import DockerInspect
+from tasks.ownership import owner_and_mode, put_text
+
+CTL = Path(__file__).resolve().parent.parent / "files" / "bin" / "pgsteady-ctl"
+
+
+def _container_ok(s: Settings) -> bool:
+    state = (host.get_fact(DockerInspect, kind="container", object_id=s.container_name) or {}).get(
+        "State"
+    ) or {}
+    return bool(state.get("Running")) and (state.get("Health") or {}).get("Status") == "healthy"
+
+
+@deploy("Postgres stack")
+def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> None:
+    p = s.paths
+    uid = s.postgres_uid
+    files.directory(name="app_dir", path=s.app_dir, user="root", group="root", mode="755")
+    for key in ("bin", "image"):
+        files.directory(name=f"{key} directory", path=p[key], user="root", mode="755")
+    for key in ("config", "init"):
+        op = files.directory(name=f"{key} directory", path=p[key], mode="750")
+        owner_and_mode(p[key], uid, uid, "750", created_by=op)
+    op = files.directory(name="backup directory", path=p["backups"], mode="700")
+    owner_and_mode(p["backups"], 0, 0, "700", created_by=op)
+
+    files.put(name="pgsteady-ctl", src=str(CTL), dest=f"{p['bin']}/pgsteady-ctl", mode="755")
+    files.put(
+        name="ctl.env",
+        src=_text(
+            render(
+                "ctl.env.j2",
+                project=s.compose_project,
+                container=s.container_name,
+                compose=compose_cmd,
+                compose_file=p["compose"],
+                healthy_timeout=int(s.seconds("postgres_healthy_timeout")),
+            )
+        ),
+        dest=f"{p['config']}/ctl.env",
+        mode="600",
+    )
+
+    conf = put_text(render_postgresql_conf(s), f"{p['config']}/postgresql.conf", uid, uid, "640")
+    hba = put_text(render_pg_hba_conf(s), f"{p['config']}/pg_hba.conf", uid, uid, "640")
+    schema_ops = _schema_files(s)
+    init_sql = put_text(render_init_db_sql(s), f"{p['init']}/10-init_db.sql", uid, uid, "640")
+    compose = files.put(
+        name="docker-compose.yml",
+        src=_text(render_compose(s)),
+        dest=p["compose"],
+        user="root",
+        group="root",
+        mode="640",
+    )
+
+    ctl_cmd = f"{p['bin']}/pgsteady-ctl"
+    was_ok = _container_ok(s)
+    up_triggers = [compose, *image_ops]
+    up = server.shell(
+        name="Start or update the stack, wait until healthy",
+        commands=[f"{ctl_cmd} up"],
+        _if=None if not was_ok else (lambda: any(o.did_change() for o in up_triggers)),
+    )
+    # A server that was just started or recreated already runs the new files.
+    server.shell(
+        name="Apply changed server configuration (reload; restart only if required)",
+        commands=[f"{ctl_cmd} apply-config"],
+        _if=lambda: (conf.did_change() or hba.did_change()) and not up.did_change(),
+    )
+    # Idempotent SQL: also harmless right after the entrypoint applied it to a new cluster.
+    server.shell(
+        name="Apply init_db.sql",
+        commands=[f"{ctl_cmd} apply-sql /docker-entrypoint-initdb.d/10-init_db.sql"],
+        _if=lambda: any(o.did_change() for o in (init_sql, *schema_ops)),
+    )
+
+
+def _schema_files(s: Settings) -> list[OperationMeta]:
+    ops = []
+    schema_dir = f"{s.paths['init']}/schema"
+    if s.postgres_schema_files:
+        op = files.directory(name="schema directory", path=schema_dir, mode="750")
+        owner_and_mode(schema_dir, s.postgres_uid, s.postgres_uid, "750", created_by=op)
+    for local, name in zip(s.postgres_schema_files, schema_file_names(s), strict=True):
+        text = Path(local).read_text()
+        ops.append(put_text(text, f"{schema_dir}/{name}", s.postgres_uid, s.postgres_uid, "640"))
+    return ops
+
+
+def _text(content: str) -> StringIO:
+    return StringIO(content)

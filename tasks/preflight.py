@@ -1,0 +1,31 @@
+"""Preflight: refuse, before changing anything, a host that cannot run pgsteady well."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.server import LinuxDistribution, Port
+
+from pgsteady.preflight import PreflightInput, check
+from pgsteady.settings import Settings
+from tasks.facts import DockerInspect, FreeDiskBytes
+
+
+def run(s: Settings) -> None:
+    """Raise DeployError naming every failed check and its fix."""
+    distro = host.get_fact(LinuxDistribution) or {}
+    container = host.get_fact(DockerInspect, kind="container", object_id=s.container_name)
+    owner, _pid = host.get_fact(Port, port=s.postgres_port) or (None, None)
+    failures = check(
+        s,
+        PreflightInput(
+            distro=str(distro.get("name") or "unknown"),
+            distro_major=distro.get("major"),
+            free_disk_bytes=host.get_fact(FreeDiskBytes, path=s.app_dir),
+            port_owner=owner,
+            container=container,
+        ),
+    )
+    if failures:
+        lines = "\n".join(f"  - {f}" for f in failures)
+        raise DeployError(f"preflight failed on {host.name}:\n{lines}")

@@ -1,0 +1,34 @@
+"""Passwords generated on the host on first converge: 0600 files, never overwritten or shown."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.files import File
+from pyinfra.operations import files, server
+
+from pgsteady.compose import secret_names
+from pgsteady.settings import Settings
+from tasks.ownership import owner_and_mode
+
+
+@deploy("Secrets")
+def ensure(s: Settings) -> None:
+    secrets = s.paths["secrets"]
+    files.directory(name="Secrets directory (0700)", path=secrets, user="root", mode="700")
+    uid = s.postgres_uid
+    for name in secret_names(s):
+        path = f"{secrets}/{name}"
+        generate = None
+        if not host.get_fact(File, path=path):
+            # Generated on the host so the value never crosses the wire or enters a log;
+            # the command itself holds no secret.
+            generate = server.shell(
+                name=f"Generate {name}",
+                commands=[
+                    f"umask 077 && tr -dc 'A-Za-z0-9' </dev/urandom | head -c 40 > {path}.new"
+                    f" && mv {path}.new {path}"
+                ],
+            )
+        # Owned by the image's postgres uid: compose bind-mounts secrets keeping owner/mode.
+        owner_and_mode(path, uid, uid, "600", created_by=generate)

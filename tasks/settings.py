@@ -1,0 +1,27 @@
+"""Build the host's Settings from host.data and facts, before any operation runs."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.hardware import Cpus, Memory
+
+from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
+from tasks.facts import HasSystemd
+
+
+def host_facts() -> HostFacts:
+    """The facts Settings depend on, read from the current host."""
+    return HostFacts(
+        ram_mb=int(host.get_fact(Memory) or 0),
+        cpus=int(host.get_fact(Cpus) or 1),
+        has_systemd=bool(host.get_fact(HasSystemd)),
+    )
+
+
+def load_settings() -> Settings:
+    """Validated Settings for the current host, or a DeployError listing every problem."""
+    try:
+        return build_settings(host.data.dict(), host_facts(), host=host.name)
+    except SettingsError as exc:
+        raise DeployError(str(exc)) from None
