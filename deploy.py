@@ -6,7 +6,7 @@ Every setting of every host is validated, and every preflight check run, before 
 first operation; a host with a problem stops the run with the list of what to fix.
 """
 
-from tasks import docker, image, postgres, preflight, secrets
+from tasks import backup, docker, image, postgres, preflight, schedule, secrets
 from tasks.settings import load_settings
 
 settings = load_settings()
@@ -17,3 +17,5 @@ docker.install(settings)
 image_ops = image.ensure(settings)
 secrets.ensure(settings)
 postgres.ensure(settings, compose_cmd, image_ops)
+backup.install(settings)
+schedule.ensure(settings)

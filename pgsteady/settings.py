@@ -360,22 +360,41 @@ class Settings(BaseModel):
         }
 
 
+def _server_parameter_like(key: str) -> str | None:
+    """The Postgres parameter an unknown ``postgres_<name>`` key most likely means."""
+    from pgsteady.pgparams import available_versions, load_catalog
+
+    names: set[str] = set()
+    for version in available_versions():
+        names.update(load_catalog(version))
+    close = difflib.get_close_matches(key.removeprefix("postgres_"), sorted(names), n=1)
+    return close[0] if close else None
+
+
 def _unknown_key_errors(keys: list[str], known: set[str]) -> list[str]:
     errors = []
     for key in keys:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            errors.append(f"{key}: unknown setting{hint}")
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8)
+        param = None if close else _server_parameter_like(key)
+        if close:
+            hint = f"; did you mean {close[0]}?"
+        elif param:
+            hint = f"; server parameters go in postgres_settings, e.g. {{{param!r}: ...}}"
+        else:
+            hint = "; see group_data/all.py for every setting"
+        errors.append(f"{key}: unknown setting{hint}")
     return errors
 
 
 def _format_error(err: Any) -> str:
     key = ".".join(str(p) for p in err["loc"]) or "settings"
     msg = err["msg"].removeprefix("Value error, ")
-    if "input" in err and not msg.startswith(repr(err["input"])):
-        return f"{key} = {err['input']!r}: {msg}"
-    return f"{key}: {msg}"
+    if "input" not in err or key == "settings":
+        return f"{key}: {msg}"
+    value = repr(err["input"])
+    return f"{key} = {value}: {msg.removeprefix(value).strip()}"
 
 
 def _cross_checks(s: Settings) -> list[str]:
@@ -405,6 +424,11 @@ def _cross_checks(s: Settings) -> list[str]:
         errors.append(
             f"postgres_readonly_user = {s.postgres_readonly_user!r}: must differ from postgres_user"
         )
+    if s.postgres_settings:
+        from pgsteady.pgparams import available_versions, validate_overrides
+
+        if s.postgres_version in available_versions():
+            errors.extend(validate_overrides(s.postgres_version, s.postgres_settings))
     if "postgres" in (s.postgres_user, s.postgres_readonly_user):
         errors.append("postgres_user: 'postgres' is the superuser; the app needs its own role")
     return errors

@@ -1,0 +1,272 @@
+#!/bin/bash
+# Entrypoint of pgsteady's Debian-built Postgres image, honouring the official image's
+# contract: POSTGRES_PASSWORD[_FILE], POSTGRES_USER[_FILE], POSTGRES_DB[_FILE],
+# POSTGRES_INITDB_ARGS, POSTGRES_INITDB_WALDIR, PGDATA, /docker-entrypoint-initdb.d.
+#
+# Differences from the official image, on purpose:
+#   * no `trust` anywhere: local (unix socket) connections use `peer`, mapped so that the
+#     OS user postgres may log in as POSTGRES_USER; TCP connections use scram-sha-256.
+#     POSTGRES_HOST_AUTH_METHOD may only be scram-sha-256 (anything else is refused).
+#   * a failed initialisation (initdb.d script error) leaves the marker file
+#     PGDATA/.pgsteady-init-incomplete; later starts refuse to run on such a data dir
+#     instead of silently serving a half-initialised database. Nothing is deleted: to
+#     retry, empty the data volume.
+set -euo pipefail
+shopt -s nullglob
+
+INIT_DIR=/docker-entrypoint-initdb.d
+SOCKET_DIR=/var/run/postgresql
+INCOMPLETE_MARKER=.pgsteady-init-incomplete
+IDENT_MAP=pgsteady
+
+log() { printf 'pgsteady-entrypoint: %s\n' "$*"; }
+die() {
+	printf 'pgsteady-entrypoint: error: %s\n' "$*" >&2
+	exit 1
+}
+
+# file_env VAR [DEFAULT]: VAR from the environment, or from the file named by VAR_FILE.
+file_env() {
+	local var=$1 default=${2:-} file_var="${1}_FILE" value
+	if [[ -n ${!var:-} && -n ${!file_var:-} ]]; then
+		die "both $var and $file_var are set; use only one"
+	fi
+	value=$default
+	if [[ -n ${!var:-} ]]; then
+		value=${!var}
+	elif [[ -n ${!file_var:-} ]]; then
+		[[ -r ${!file_var} ]] ||
+			die "$file_var=${!file_var} is not readable by uid $(id -u) (own it by uid 999 or make it group-readable)"
+		value=$(<"${!file_var}")
+	fi
+	export "$var=$value"
+	unset "$file_var"
+}
+
+# True when the arguments only ask postgres for information (no server, no init).
+wants_help() {
+	local arg
+	for arg; do
+		case $arg in
+		-'?' | --help | --describe-config | -V | --version | -C | -C?*) return 0 ;;
+		esac
+	done
+	return 1
+}
+
+setup_env() {
+	: "${PGDATA:=/var/lib/postgresql/data}"
+	export PGDATA
+	file_env POSTGRES_PASSWORD
+	file_env POSTGRES_USER postgres
+	file_env POSTGRES_DB "$POSTGRES_USER"
+	file_env POSTGRES_INITDB_ARGS
+	: "${POSTGRES_INITDB_WALDIR:=}"
+	: "${POSTGRES_HOST_AUTH_METHOD:=scram-sha-256}"
+	[[ $POSTGRES_HOST_AUTH_METHOD == scram-sha-256 ]] ||
+		die "POSTGRES_HOST_AUTH_METHOD=$POSTGRES_HOST_AUTH_METHOD is not supported; this image only uses scram-sha-256"
+}
+
+# As root: create and own the directories postgres needs, then re-run this script as
+# postgres (setpriv execs, so the postmaster ends up as PID 1 and gets signals directly).
+prepare_dirs_as_root_and_drop() {
+	: "${PGDATA:=/var/lib/postgresql/data}" "${POSTGRES_INITDB_WALDIR:=}"
+	mkdir -p "$PGDATA" "$SOCKET_DIR"
+	find "$PGDATA" \! -user postgres -exec chown postgres:postgres '{}' +
+	chmod 0700 "$PGDATA"
+	chown postgres:postgres "$SOCKET_DIR"
+	chmod 2775 "$SOCKET_DIR"
+	if [[ -n $POSTGRES_INITDB_WALDIR ]]; then
+		mkdir -p "$POSTGRES_INITDB_WALDIR"
+		find "$POSTGRES_INITDB_WALDIR" \! -user postgres -exec chown postgres:postgres '{}' +
+		chmod 0700 "$POSTGRES_INITDB_WALDIR"
+	fi
+	HOME=$(getent passwd postgres | cut -d: -f6)
+	export HOME USER=postgres LOGNAME=postgres
+	exec setpriv --reuid=postgres --regid=postgres --init-groups -- "${BASH_SOURCE[0]}" "$@"
+}
+
+prepare_dirs_as_user() {
+	mkdir -p "$PGDATA" 2>/dev/null || true
+	chmod 0700 "$PGDATA" 2>/dev/null || true
+	[[ -w $PGDATA ]] || die "PGDATA=$PGDATA is not writable by uid $(id -u)"
+}
+
+data_dir_state() {
+	if [[ -e $PGDATA/$INCOMPLETE_MARKER ]]; then
+		echo incomplete
+	elif [[ -s $PGDATA/PG_VERSION ]]; then
+		echo initialised
+	else
+		echo empty
+	fi
+}
+
+write_hba() {
+	cat >"$PGDATA/pg_hba.conf" <<-EOF
+		# Written by pgsteady's docker-entrypoint.sh at initialisation. No trust entries:
+		# the socket uses peer (map "$IDENT_MAP" in pg_ident.conf), TCP uses scram-sha-256.
+		# TYPE   DATABASE     USER  ADDRESS  METHOD
+		local    all          all            peer map=$IDENT_MAP
+		local    replication  all            peer map=$IDENT_MAP
+		host     all          all   all      scram-sha-256
+		host     replication  all   all      scram-sha-256
+	EOF
+	{
+		echo "# MAPNAME  SYSTEM-USERNAME  PG-USERNAME  (written by pgsteady's docker-entrypoint.sh)"
+		echo "$IDENT_MAP  postgres  $POSTGRES_USER"
+	} >>"$PGDATA/pg_ident.conf"
+}
+
+run_initdb() {
+	[[ -n $POSTGRES_PASSWORD ]] || die "database is uninitialised and no superuser password is set.
+  Set POSTGRES_PASSWORD_FILE (preferred) or POSTGRES_PASSWORD to a non-empty value;
+  this image never initialises a cluster without a password."
+	local -a args=(--username="$POSTGRES_USER" --auth-local=peer --auth-host=scram-sha-256)
+	[[ -z $POSTGRES_INITDB_WALDIR ]] || args+=(--waldir="$POSTGRES_INITDB_WALDIR")
+	# POSTGRES_INITDB_ARGS is split on whitespace, as in the official image.
+	# shellcheck disable=SC2206
+	args+=($POSTGRES_INITDB_ARGS)
+	log "initialising $PGDATA: initdb ${args[*]}"
+	initdb "${args[@]}" --pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD")
+	: >"$PGDATA/$INCOMPLETE_MARKER"
+	write_hba
+}
+
+psql_init() {
+	psql -v ON_ERROR_STOP=1 --no-psqlrc --no-password --username "$POSTGRES_USER" "$@"
+}
+
+# For sourced initdb.d scripts written against the official image's helpers.
+docker_process_sql() {
+	psql_init --dbname "$POSTGRES_DB" "$@"
+}
+
+# A server reachable only through the socket, for the initialisation steps.
+temp_server_start() {
+	local -a opts=("$@" -c listen_addresses= -c "unix_socket_directories=$SOCKET_DIR"
+		-c "hba_file=$PGDATA/pg_hba.conf" -c "ident_file=$PGDATA/pg_ident.conf"
+		-p "${PGPORT:-5432}")
+	log "starting a temporary server (unix socket only)"
+	pg_ctl -D "$PGDATA" -o "$(printf '%q ' "${opts[@]}")" -w start
+	TEMP_SERVER_UP=1
+}
+
+temp_server_stop() {
+	log "stopping the temporary server"
+	pg_ctl -D "$PGDATA" -m fast -w stop
+	TEMP_SERVER_UP=
+}
+
+# On any failure during initialisation, do not leave the temporary server behind.
+on_exit() {
+	local status=$?
+	if [[ -n ${TEMP_SERVER_UP:-} ]]; then
+		log "stopping the temporary server after a failure"
+		pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+	fi
+	if ((status != 0)); then
+		printf 'pgsteady-entrypoint: exiting with status %s\n' "$status" >&2
+	fi
+}
+trap on_exit EXIT
+
+create_database() {
+	[[ $POSTGRES_DB != postgres ]] || return 0
+	local exists
+	exists=$(psql_init --dbname postgres -tA -v db="$POSTGRES_DB" \
+		<<<"SELECT 1 FROM pg_database WHERE datname = :'db'")
+	[[ -n $exists ]] || psql_init --dbname postgres -v db="$POSTGRES_DB" \
+		<<<'CREATE DATABASE :"db"'
+	log "created database $POSTGRES_DB"
+}
+
+run_init_scripts() {
+	local f
+	# Scripts run in name order (LANG is C.UTF-8: code point order).
+	export PGHOST=$SOCKET_DIR PGPORT=${PGPORT:-5432} PGUSER=$POSTGRES_USER PGDATABASE=$POSTGRES_DB
+	for f in "$INIT_DIR"/*; do
+		case $f in
+		*.sh)
+			if [[ -x $f ]]; then
+				log "running $f"
+				"$f" || die "$f failed (status $?)"
+			else
+				log "sourcing $f"
+				# Scripts written for the official image may use unset variables.
+				set +u
+				# shellcheck disable=SC1090
+				. "$f"
+				set -u
+			fi
+			;;
+		*.sql)
+			log "running $f"
+			psql_init --dbname "$POSTGRES_DB" -f "$f" || die "$f failed"
+			;;
+		*.sql.gz)
+			log "running $f"
+			gunzip -c "$f" | psql_init --dbname "$POSTGRES_DB" || die "$f failed"
+			;;
+		*.sql.xz)
+			log "running $f"
+			xz -dc "$f" | psql_init --dbname "$POSTGRES_DB" || die "$f failed"
+			;;
+		*.sql.zst)
+			log "running $f"
+			zstd -dc "$f" | psql_init --dbname "$POSTGRES_DB" || die "$f failed"
+			;;
+		*) log "ignoring $f" ;;
+		esac
+	done
+	unset PGHOST PGUSER PGDATABASE
+}
+
+# First start on an empty data dir: initdb, database, init scripts. A future
+# restore-on-empty hook belongs here, before run_initdb (restore instead of init).
+initialise() {
+	run_initdb
+	temp_server_start "$@"
+	create_database
+	run_init_scripts
+	temp_server_stop
+	rm -f "$PGDATA/$INCOMPLETE_MARKER"
+	log "initialisation complete; ready for start up"
+}
+
+main() {
+	if [[ ${1:-} == -* ]]; then
+		set -- postgres "$@"
+	fi
+	if [[ ${1:-} != postgres ]]; then
+		exec "$@"
+	fi
+	if wants_help "$@"; then
+		# postgres refuses to run as root, even to print information.
+		if [[ $(id -u) == 0 ]]; then
+			exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"
+		fi
+		exec "$@"
+	fi
+
+	if [[ $(id -u) == 0 ]]; then
+		prepare_dirs_as_root_and_drop "$@"
+	fi
+	# From here on as the postgres user: *_FILE secrets must be readable by it, as with
+	# the official image (own them by uid 999, or make them group-readable).
+	setup_env
+	prepare_dirs_as_user
+
+	case $(data_dir_state) in
+	empty) initialise "${@:2}" ;;
+	initialised) log "$PGDATA holds a cluster; skipping initialisation" ;;
+	incomplete)
+		die "$PGDATA holds an incomplete initialisation (marker $INCOMPLETE_MARKER: an initdb.d script failed earlier).
+  Refusing to start on it. Inspect it, then empty the data volume to initialise again."
+		;;
+	esac
+	unset POSTGRES_PASSWORD
+	exec "$@"
+}
+
+main "$@"

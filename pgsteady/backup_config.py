@@ -1,0 +1,25 @@
+"""The backup tool's config file (app_dir/config/backup.json), decided from Settings."""
+
+from __future__ import annotations
+
+import json
+
+from pgsteady.settings import Settings
+
+
+def backup_config(s: Settings) -> dict[str, object]:
+    return {
+        "container": s.container_name,
+        "databases": [s.postgres_db],
+        "backup_dir": s.backup_path,
+        "keep_days": s.backup_keep_days,
+        "keep_weeks": s.backup_keep_weeks,
+        "keep_months": s.backup_keep_months,
+        "on_failure_command": s.backup_on_failure_command,
+        "docker": "docker",
+        "compose_project": s.compose_project,
+    }
+
+
+def render_backup_config(s: Settings) -> str:
+    return json.dumps(backup_config(s), indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,87 @@
+"""Scheduled jobs (backups, the container watchdog) as cron.d entries or systemd timers.
+
+One description per job, rendered either way: systemd when the host runs it, cron.d
+otherwise. Pure: Settings in, file names and contents out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pgsteady.render import render
+from pgsteady.schedule import parse_schedule
+from pgsteady.settings import Settings
+
+
+@dataclass(frozen=True)
+class Job:
+    """A command run on a schedule as root."""
+
+    unit: str  # cron.d file name / systemd unit name (no dots: cron skips such files)
+    description: str
+    schedule: str  # backup_schedule syntax: cron expression or @daily ...
+    command: tuple[str, ...]
+    log_tag: str
+    nice: int = 10
+    io_class: str = "idle"
+    persistent: bool = True
+    randomized_delay_sec: int = 60
+
+
+def watchdog_job(s: Settings) -> Job:
+    return Job(
+        unit=f"pgsteady-watchdog-{s.compose_project}",
+        description=f"restart {s.container_name} if it is down",
+        schedule="* * * * *",
+        command=(f"{s.paths['bin']}/pgsteady-ctl", "watchdog"),
+        log_tag=f"pgsteady-watchdog-{s.compose_project}",
+        nice=0,
+        io_class="best-effort",
+        persistent=False,
+        randomized_delay_sec=0,
+    )
+
+
+def backup_job(s: Settings) -> Job:
+    return Job(
+        unit=f"pgsteady-backup-{s.compose_project}",
+        description=f"backup of {s.container_name}",
+        schedule=s.backup_schedule,
+        command=(
+            "/usr/bin/python3",
+            f"{s.paths['bin']}/pgsteady-backup",
+            "backup",
+            "--config",
+            f"{s.paths['config']}/backup.json",
+        ),
+        log_tag=f"pgsteady-backup-{s.compose_project}",
+    )
+
+
+def _context(job: Job) -> dict[str, object]:
+    sched = parse_schedule(job.schedule)
+    return {
+        "unit": job.unit,
+        "description": job.description,
+        "schedule_value": sched.value,
+        "cron_schedule": sched.cron,
+        "on_calendar": sched.on_calendar,
+        "command": job.command,
+        "log_tag": job.log_tag,
+        "nice": job.nice,
+        "io_class": job.io_class,
+        "persistent": job.persistent,
+        "randomized_delay_sec": job.randomized_delay_sec,
+    }
+
+
+def render_cron(job: Job) -> str:
+    return render("job.cron.j2", **_context(job))
+
+
+def render_service(job: Job) -> str:
+    return render("job.service.j2", **_context(job))
+
+
+def render_timer(job: Job) -> str:
+    return render("job.timer.j2", **_context(job))

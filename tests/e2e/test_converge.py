@@ -1,0 +1,118 @@
+"""The foundation, end to end: converge, idempotence, limits, crash recovery, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from stack import ROOT, Stack, docker
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def _record(name: str, value: float) -> None:
+    """Append a measured figure to the e2e measurements file (read by the docs)."""
+    ROOT.mkdir(parents=True, exist_ok=True)
+    with (ROOT / "measurements.jsonl").open("a") as f:
+        f.write(json.dumps({"measure": name, "seconds": round(value, 3)}) + "\n")
+
+
+def test_container_is_healthy_with_configured_policy_and_limits(deployed: Stack) -> None:
+    info = deployed.inspect()
+    assert info["State"]["Running"] is True
+    assert info["State"]["Health"]["Status"] == "healthy"
+    host = info["HostConfig"]
+    assert host["RestartPolicy"]["Name"] == "always"
+    assert host["Memory"] == 1024**3
+    assert host["NanoCpus"] == 1_000_000_000
+    assert host["Privileged"] is False
+    assert host["PortBindings"] == {
+        "5432/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(deployed.port)}]
+    }
+    assert host["LogConfig"]["Type"] == "json-file"
+    assert host["LogConfig"]["Config"] == {"max-size": "10m", "max-file": "5"}
+    env = dict(e.split("=", 1) for e in info["Config"]["Env"])
+    assert env["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert "POSTGRES_PASSWORD" not in env
+
+
+def test_database_is_initialised_and_secrets_are_private(deployed: Stack) -> None:
+    assert deployed.psql("SHOW data_checksums") == "on"
+    assert deployed.psql("SELECT rolsuper FROM pg_roles WHERE rolname = 'app'") == "f"
+    with deployed.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT current_user, current_database()")
+        assert cur.fetchone() == ("app", "app")
+    secrets_dir = deployed.app_dir / "secrets"
+    assert oct(secrets_dir.stat().st_mode & 0o777) == "0o700"
+    for f in secrets_dir.iterdir():
+        st = f.stat()
+        assert oct(st.st_mode & 0o777) == "0o600", f
+        assert st.st_uid == 999, f
+    # The passwords never appear in the deploy's own files.
+    password = deployed.secret("app_password")
+    for name in ("docker-compose.yml", "config/postgresql.conf", "init/10-init_db.sql"):
+        assert password not in (deployed.app_dir / name).read_text()
+
+
+def test_second_run_changes_nothing(deployed: Stack) -> None:
+    before = deployed.postmaster_start()
+    result = deployed.deploy()
+    assert result.returncode == 0, result.output[-3000:]
+    assert result.changed == 0, result.changed_operations()
+    assert result.no_change > 10
+    assert deployed.postmaster_start() == before
+
+
+def test_kill_9_of_the_postmaster_recovers(deployed: Stack) -> None:
+    deployed.wait_until_accepting()
+    time.sleep(11)  # Docker's restart backoff resets only after 10 s of uptime
+    before = deployed.inspect()["RestartCount"]
+    killed_at = time.monotonic()
+    os.kill(deployed.host_pid(), signal.SIGKILL)
+    recovery = deployed.wait_until_accepting(timeout=120)
+    _record("kill -9 postmaster -> first query", time.monotonic() - killed_at)
+    assert deployed.inspect()["RestartCount"] == before + 1
+    assert recovery < 120
+
+
+def test_docker_kill_is_restarted_by_the_watchdog(deployed: Stack) -> None:
+    # Docker counts `docker kill` as a manual stop and does not apply the restart policy;
+    # the watchdog job (cron, every minute) brings the container back.
+    watchdog = Path(f"/etc/cron.d/pgsteady-watchdog-{deployed.name}")
+    assert f"{deployed.app_dir}/bin/pgsteady-ctl watchdog" in watchdog.read_text()
+    deployed.wait_until_accepting()
+    killed_at = time.monotonic()
+    docker("kill", deployed.container)
+    assert deployed.inspect()["State"]["Running"] is False
+    deployed.wait_until_accepting(timeout=150)
+    _record("docker kill -> first query (watchdog)", time.monotonic() - killed_at)
+    deployed.wait_healthy()
+
+
+def test_bad_settings_stop_before_any_change(new_stack: Stack) -> None:
+    result = new_stack.deploy(
+        postgres_port=70000,
+        postgres_memory_limit="lots",
+        postgres_image_source="floppy",
+        postgres_bind="localhost",
+        backup_keep_days=-1,
+        postgres_shared_bufers="1GB",
+    )
+    assert result.returncode != 0
+    out = result.output
+    assert "6 invalid setting(s)" in out
+    for fragment in (
+        "postgres_port = 70000",
+        "postgres_memory_limit = 'lots'",
+        "'auto', 'registry', 'debian' or 'archive'",
+        "postgres_bind = 'localhost'",
+        "backup_keep_days = -1",
+        "postgres_shared_bufers: unknown setting",
+    ):
+        assert fragment in out, fragment
+    assert "Traceback" not in out
+    assert new_stack.exists_anywhere() == []
