@@ -9,7 +9,7 @@ PYTEST := $(BIN)/pytest
 PYTEST_ARGS ?=
 
 .PHONY: help deploy dry-run down test test-unit test-integration test-e2e lint verify \
-	tune clean-venv host-deps
+	status monitor chaos bench backup restore restore-drill clean-venv host-deps
 
 help:
 	@echo "make deploy   [INVENTORY=inventory/local.py]  converge the inventory's hosts"
@@ -43,7 +43,24 @@ host-deps:
 	sh scripts/ensure-test-host
 
 test: $(STAMP) host-deps lint
-	$(PYTEST) -q tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
+	$(PYTEST) -q tests/unit tests/integration tests/e2e tests/chaos $(PYTEST_ARGS)
+
+# The production-readiness suite (testinfra) against every host of INVENTORY.
+verify: $(STAMP)
+	$(BIN)/python -m pgsteady.verify --inventory $(INVENTORY) $(if $(JUNIT),--junit $(JUNIT))
+
+status: $(STAMP)
+	$(BIN)/python -m pgsteady.monitor --inventory $(INVENTORY) $(if $(JSON),--json)
+
+monitor: $(STAMP)
+	$(BIN)/python -m pgsteady.monitor --inventory $(INVENTORY) --live
+
+# Long fault-injection runs; a CI-sized subset runs inside `make test`.
+chaos: $(STAMP) host-deps
+	PGSTEADY_CHAOS=full $(PYTEST) -q -s tests/chaos $(PYTEST_ARGS)
+
+bench: $(STAMP) host-deps
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 test-unit: $(STAMP)
 	$(PYTEST) -q tests/unit $(PYTEST_ARGS)

@@ -1,0 +1,77 @@
+"""Read a pyinfra inventory file the way the deploy sees it, for verify and monitor.
+
+Each host comes with its merged data (inventory + group_data) and the connection
+details other tools need: a testinfra host spec (``local://`` or ``ssh://``) and
+an ssh command prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class InventoryHost:
+    """One host of a pyinfra inventory."""
+
+    name: str
+    data: dict[str, Any]
+
+    @property
+    def is_local(self) -> bool:
+        return self.name == "@local"
+
+    @property
+    def ssh_hostname(self) -> str:
+        return str(self.data.get("ssh_hostname") or self.name.removeprefix("@ssh/"))
+
+    def testinfra_spec(self) -> str:
+        """``local://`` for @local, else ``ssh://user@host:port`` (key passed separately)."""
+        if self.is_local:
+            return "local://"
+        user = self.data.get("ssh_user")
+        port = self.data.get("ssh_port")
+        spec = f"ssh://{user + '@' if user else ''}{self.ssh_hostname}"
+        spec += f":{port}" if port else ""
+        if self.data.get("_sudo"):
+            spec += "?sudo=true"
+        return spec
+
+    def ssh_options(self) -> list[str]:
+        """Options for the ssh client matching the inventory's connection data."""
+        opts = ["-o", "BatchMode=yes"]
+        if self.data.get("ssh_key"):
+            opts += ["-i", str(Path(str(self.data["ssh_key"])).expanduser())]
+        if self.data.get("ssh_port"):
+            opts += ["-p", str(self.data["ssh_port"])]
+        if self.data.get("ssh_known_hosts_file"):
+            opts += ["-o", f"UserKnownHostsFile={self.data['ssh_known_hosts_file']}"]
+        if self.data.get("ssh_strict_host_key_checking") is not None:
+            value = self.data["ssh_strict_host_key_checking"]
+            opts += ["-o", f"StrictHostKeyChecking={value}"]
+        return opts
+
+    def command_prefix(self) -> list[str]:
+        """argv prefix that runs a command on this host (empty for @local)."""
+        if self.is_local:
+            return []
+        user = self.data.get("ssh_user")
+        target = f"{user}@{self.ssh_hostname}" if user else self.ssh_hostname
+        prefix = ["ssh", *self.ssh_options(), target]
+        return [*prefix, "sudo", "-n"] if self.data.get("_sudo") else prefix
+
+
+def load_inventory(path: str | Path, cwd: str | Path = REPO) -> list[InventoryHost]:
+    """Every host of a pyinfra inventory file with its merged data (group_data included)."""
+    from pyinfra.api import State
+    from pyinfra.context import ctx_state
+    from pyinfra_cli.inventory import make_inventory
+
+    state = State(check_for_changes=False)
+    with ctx_state.use(state):
+        inventory = make_inventory(str(path), cwd=str(cwd))
+    return [InventoryHost(host.name, dict(host.data.dict())) for host in inventory]
