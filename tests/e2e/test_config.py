@@ -1,0 +1,77 @@
+"""Configuration end to end: the server runs the tuned config; reload vs restart."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import pytest
+from stack import Stack
+
+from pgsteady.pgconfig import expected_settings, tuning_input
+from pgsteady.settings import HostFacts, build_settings
+from pgsteady.tuning import pgtune
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def _host_facts() -> HostFacts:
+    """This machine's facts, as the deploy's pyinfra facts report them."""
+    with open("/proc/meminfo") as f:
+        mem_kb = next(int(line.split()[1]) for line in f if line.startswith("MemTotal:"))
+    return HostFacts(ram_mb=mem_kb // 1024, cpus=os.cpu_count() or 1)
+
+
+def _show_all(stack: Stack) -> dict[str, str]:
+    rows = stack.psql("SELECT name, current_setting(name) FROM pg_settings")
+    return dict(line.split("|", 1) for line in rows.splitlines())
+
+
+def test_server_runs_the_tuned_config_for_its_container(deployed: Stack) -> None:
+    s = build_settings(deployed.host_data(), _host_facts())
+    expected = expected_settings(s)
+    # Sized for the 1 GB container, not for the host's RAM.
+    host_sized = pgtune(replace(tuning_input(s), memory_limit=None, cpu_limit=None)).as_dict()
+    assert expected["shared_buffers"] != host_sized["shared_buffers"]
+    shown = _show_all(deployed)
+    differing = {
+        n: (v, shown.get(n))
+        for n, v in expected.items()
+        if shown.get(n) != v and not _same_in_pages(deployed, n, v, shown.get(n))
+    }
+    assert not differing, differing
+
+
+def _same_in_pages(stack: Stack, name: str, expected: str, shown: str | None) -> bool:
+    """PGTune writes e.g. wal_buffers = 3932kB; the server keeps whole 8kB pages (3936kB)."""
+    unit = stack.psql(f"SELECT unit FROM pg_settings WHERE name = '{name}'")
+    if unit != "8kB" or not (expected.endswith("kB") and shown and shown.endswith("kB")):
+        return False
+    return abs(int(expected[:-2]) - int(shown[:-2])) < 8
+
+
+def test_reloadable_change_reloads_restart_only_change_restarts(deployed: Stack) -> None:
+    start = deployed.postmaster_start()
+
+    result = deployed.deploy(postgres_settings={"log_min_duration_statement": "1234ms"})
+    assert result.returncode == 0, result.output[-3000:]
+    assert deployed.psql("SHOW log_min_duration_statement") == "1234ms"
+    assert deployed.postmaster_start() == start, "a reloadable change restarted the server"
+    changed = result.changed_operations()
+    assert any("Apply changed server configuration" in op for op in changed), changed
+    assert not any("Start or update the stack" in op for op in changed), changed
+
+    result = deployed.deploy(
+        postgres_settings={"log_min_duration_statement": "1234ms", "shared_buffers": "192MB"}
+    )
+    assert result.returncode == 0, result.output[-3000:]
+    assert deployed.psql("SHOW shared_buffers") == "192MB"
+    restarted = deployed.postmaster_start()
+    assert restarted != start
+    assert deployed.inspect()["State"]["Running"] is True
+
+    again = deployed.deploy(
+        postgres_settings={"log_min_duration_statement": "1234ms", "shared_buffers": "192MB"}
+    )
+    assert again.changed == 0, again.changed_operations()
+    assert deployed.postmaster_start() == restarted

@@ -1,0 +1,147 @@
+"""init_db.sql applied twice to a real server: same result, least privilege, scram logins."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import psycopg2
+import pytest
+from pgserver import OS_USER, PG_BIN, PgServer, available
+
+from pgsteady.pgparams import hba_rules
+from pgsteady.render import render
+from pgsteady.tuning import TuningInput, tune
+from pgsteady.units import GIB
+
+pytestmark = pytest.mark.skipif(not available(), reason="Postgres 15 server binaries missing")
+
+
+@pytest.fixture
+def server():
+    srv = PgServer()
+    conf = render(
+        "postgresql.conf.j2",
+        settings=tune(TuningInput(15, "web", 1 * GIB, 1)).settings,
+        overrides={},
+        listen_addresses="127.0.0.1",
+        port=srv.port,
+        hba_file=str(srv.hba_file),
+        header="integration test",
+    )
+    srv.write(conf, render("pg_hba.conf.j2", rules=hba_rules(["samenet"], OS_USER)))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.cleanup()
+
+
+def _secret(srv: PgServer, name: str, value: str) -> Path:
+    path = srv.root / name
+    path.write_text(value + "\n")
+    os.chown(path, *_postgres_ids())
+    path.chmod(0o600)
+    return path
+
+
+def _postgres_ids() -> tuple[int, int]:
+    import pwd
+
+    entry = pwd.getpwnam(OS_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _apply(srv: PgServer, sql_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["runuser", "-u", OS_USER, "--", str(PG_BIN / "psql"), "-h", str(srv.sockdir),
+         "-p", str(srv.port), "-d", "postgres", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+         "-f", str(sql_path)],
+        capture_output=True, text=True, cwd="/",
+    )  # fmt: skip
+
+
+def _render(srv: PgServer, schema: Path | None = None) -> Path:
+    sql = render(
+        "init_db.sql.j2",
+        app_user="shop",
+        app_password_file=str(_secret(srv, "app_password", "app-Secret-1")),
+        readonly_user="shop_ro",
+        readonly_password_file=str(_secret(srv, "ro_password", "ro-Secret-2")),
+        database="shopdb",
+        extensions=["pg_trgm", "pg_stat_statements"],
+        schema_files=[str(schema)] if schema else [],
+    )
+    path = srv.root / "init_db.sql"
+    path.write_text(sql)
+    os.chown(path, *_postgres_ids())
+    return path
+
+
+def _login(srv: PgServer, user: str, password: str):
+    return psycopg2.connect(
+        host="127.0.0.1", port=srv.port, user=user, password=password, dbname="shopdb",
+        connect_timeout=5,
+    )  # fmt: skip
+
+
+def test_applies_twice_with_the_same_outcome(server: PgServer) -> None:
+    schema = server.root / "schema.sql"
+    schema.write_text(
+        "CREATE TABLE IF NOT EXISTS items (id int PRIMARY KEY, name text, "
+        "updated_at timestamptz);\n"
+        "CREATE OR REPLACE TRIGGER t_updated BEFORE UPDATE ON items "
+        "FOR EACH ROW EXECUTE FUNCTION pgsteady_set_updated_at();\n"
+    )
+    os.chown(schema, *_postgres_ids())
+    sql = _render(server, schema)
+    first = _apply(server, sql)
+    assert first.returncode == 0, first.stderr
+    snapshot = server.psql_as_os_user(
+        "SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolcanlogin FROM pg_roles "
+        "WHERE rolname IN ('shop', 'shop_ro') ORDER BY 1"
+    ).stdout
+    second = _apply(server, sql)
+    assert second.returncode == 0, second.stderr
+    assert (
+        server.psql_as_os_user(
+            "SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolcanlogin FROM pg_roles "
+            "WHERE rolname IN ('shop', 'shop_ro') ORDER BY 1"
+        ).stdout
+        == snapshot
+    )
+    assert snapshot.splitlines() == ["shop|f|f|f|t", "shop_ro|f|f|f|t"]
+
+
+def test_roles_privileges_and_trigger(server: PgServer) -> None:
+    schema = server.root / "schema.sql"
+    schema.write_text(
+        "CREATE TABLE IF NOT EXISTS items (id int PRIMARY KEY, name text, "
+        "updated_at timestamptz);\n"
+        "CREATE OR REPLACE TRIGGER t_updated BEFORE UPDATE ON items "
+        "FOR EACH ROW EXECUTE FUNCTION pgsteady_set_updated_at();\n"
+    )
+    os.chown(schema, *_postgres_ids())
+    assert _apply(server, _render(server, schema)).returncode == 0
+    with _login(server, "shop", "app-Secret-1") as conn, conn.cursor() as cur:
+        cur.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'items'")
+        assert cur.fetchone() == ("shop",)
+        cur.execute("INSERT INTO items VALUES (1, 'a', NULL)")
+        cur.execute("UPDATE items SET name = 'b' WHERE id = 1 RETURNING updated_at")
+        assert cur.fetchone()[0] is not None
+        cur.execute("SELECT extname FROM pg_extension ORDER BY 1")
+        assert {"pg_trgm", "pg_stat_statements"} <= {r[0] for r in cur.fetchall()}
+        cur.execute("SELECT has_schema_privilege('public', 'public', 'CREATE')")
+        assert cur.fetchone() == (False,)
+    with _login(server, "shop_ro", "ro-Secret-2") as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM items")
+        assert cur.fetchone() == (1,)
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute("INSERT INTO items VALUES (2, 'c', NULL)")
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        _login(server, "shop", "wrong")
+    stored = server.psql_as_os_user(
+        "SELECT rolpassword FROM pg_authid WHERE rolname IN ('shop', 'shop_ro')"
+    ).stdout.split()
+    assert len(stored) == 2 and all(p.startswith("SCRAM-SHA-256$") for p in stored)
