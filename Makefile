@@ -55,6 +55,20 @@ status: $(STAMP)
 monitor: $(STAMP)
 	$(BIN)/python -m pgsteady.monitor --inventory $(INVENTORY) --live
 
+# Backups on the inventory's hosts (HOST= limits to one host). The tool's output is shown.
+SHOW_OUTPUT := -vvv
+backup: $(STAMP)
+	$(PYINFRA) $(SHOW_OUTPUT) $(if $(HOST),--limit $(HOST)) $(INVENTORY) deploys/backup.py
+
+restore: $(STAMP)
+	$(PYINFRA) $(SHOW_OUTPUT) $(if $(HOST),--limit $(HOST)) $(INVENTORY) deploys/restore.py \
+		--data pgsteady_backup=$(or $(BACKUP),latest) \
+		$(if $(TARGET_DB),--data pgsteady_target_db=$(TARGET_DB)) \
+		$(if $(FORCE),--data pgsteady_force=$(FORCE)) $(if $(JOBS),--data pgsteady_jobs=$(JOBS))
+
+restore-drill: $(STAMP)
+	$(PYINFRA) $(SHOW_OUTPUT) $(if $(HOST),--limit $(HOST)) $(INVENTORY) deploys/restore_drill.py
+
 # Long fault-injection runs; a CI-sized subset runs inside `make test`.
 chaos: $(STAMP) host-deps
 	PGSTEADY_CHAOS=full $(PYTEST) -q -s tests/chaos $(PYTEST_ARGS)

@@ -21,5 +21,17 @@ def backup_config(s: Settings) -> dict[str, object]:
     }
 
 
+def tool_argv(s: Settings, subcommand: str, *args: str) -> list[str]:
+    """The command line of the backup tool on the host."""
+    return [
+        "/usr/bin/python3",
+        f"{s.paths['bin']}/pgsteady-backup",
+        subcommand,
+        "--config",
+        f"{s.paths['config']}/backup.json",
+        *args,
+    ]
+
+
 def render_backup_config(s: Settings) -> str:
     return json.dumps(backup_config(s), indent=2, sort_keys=True) + "\n"

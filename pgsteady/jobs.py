@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pgsteady.backup_config import tool_argv
 from pgsteady.render import render
 from pgsteady.schedule import parse_schedule
 from pgsteady.settings import Settings
@@ -47,13 +48,7 @@ def backup_job(s: Settings) -> Job:
         unit=f"pgsteady-backup-{s.compose_project}",
         description=f"backup of {s.container_name}",
         schedule=s.backup_schedule,
-        command=(
-            "/usr/bin/python3",
-            f"{s.paths['bin']}/pgsteady-backup",
-            "backup",
-            "--config",
-            f"{s.paths['config']}/backup.json",
-        ),
+        command=tuple(tool_argv(s, "backup")),
         log_tag=f"pgsteady-backup-{s.compose_project}",
     )
 

@@ -1,0 +1,14 @@
+"""Back up every inventory host now: `make backup`."""
+
+import shlex
+
+from pyinfra.operations import server
+
+from pgsteady.backup_config import tool_argv
+from tasks.settings import load_settings
+
+settings = load_settings()
+server.shell(
+    name=f"Back up {settings.container_name} now",
+    commands=[shlex.join(tool_argv(settings, "backup"))],
+)

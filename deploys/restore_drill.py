@@ -1,0 +1,18 @@
+"""Prove the newest backup restores: `make restore-drill`.
+
+Restores it into a scratch database, compares every table's row count with the counts
+recorded at backup time, drops the scratch database and reports the duration.
+"""
+
+import shlex
+
+from pyinfra.operations import server
+
+from pgsteady.backup_config import tool_argv
+from tasks.settings import load_settings
+
+settings = load_settings()
+server.shell(
+    name=f"Restore drill on {settings.container_name}",
+    commands=[shlex.join(tool_argv(settings, "drill"))],
+)
