@@ -18,6 +18,7 @@ class PreflightInput:
     free_disk_bytes: int
     port_owner: str | None
     container: dict[str, Any] | None
+    data_version: int | None = None
 
 
 def _gb(n: int) -> str:
@@ -65,5 +66,12 @@ def check(s: Settings, facts: PreflightInput) -> list[str]:
         failures.append(
             f"port {s.postgres_port} is in use by {facts.port_owner!r}: stop it or set "
             "postgres_port to a free port"
+        )
+    if facts.data_version is not None and facts.data_version != s.postgres_version:
+        failures.append(
+            f"the data volume {s.compose_project}_pgdata holds a Postgres {facts.data_version} "
+            f"cluster; postgres_version={s.postgres_version} cannot run on it: set "
+            f"postgres_version={facts.data_version}, or upgrade it (docs/operations.md, "
+            "'Major version upgrade')"
         )
     return failures

@@ -108,3 +108,18 @@ class NumericStat(FactBase[tuple[int, int, str] | None]):
             return None
         uid, gid, mode = lines[0].split()
         return int(uid), int(gid), mode.zfill(3)
+
+
+class VolumePgVersion(FactBase[int | None]):
+    """Major version of the cluster in a docker volume's ``pgdata`` dir, None if none."""
+
+    def command(self, volume: str) -> StringCommand:
+        return StringCommand(
+            "m=$(docker volume inspect -f '{{.Mountpoint}}'",
+            QuoteString(volume),
+            '2>/dev/null) && cat "$m/pgdata/PG_VERSION" 2>/dev/null || true',
+        )
+
+    def process(self, output: Iterable[str]) -> int | None:
+        lines = [line.strip() for line in output if line.strip()]
+        return int(lines[0]) if lines and lines[0].isdigit() else None

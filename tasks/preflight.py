@@ -8,7 +8,7 @@ from pyinfra.facts.server import LinuxDistribution, Port
 
 from pgsteady.preflight import PreflightInput, check
 from pgsteady.settings import Settings
-from tasks.facts import DockerInspect, FreeDiskBytes
+from tasks.facts import DockerInspect, FreeDiskBytes, VolumePgVersion
 
 
 def run(s: Settings) -> None:
@@ -24,6 +24,7 @@ def run(s: Settings) -> None:
             free_disk_bytes=host.get_fact(FreeDiskBytes, path=s.app_dir),
             port_owner=owner,
             container=container,
+            data_version=host.get_fact(VolumePgVersion, volume=f"{s.compose_project}_pgdata"),
         ),
     )
     if failures:
