@@ -178,6 +178,10 @@ grep -q "^#listen_addresses = 'localhost'" "$SAMPLE" ||
     die 1 "unexpected listen_addresses line in $SAMPLE"
 sed -i "s/^#listen_addresses = 'localhost'/listen_addresses = '*'/" "$SAMPLE"
 
+# en_US.UTF-8 as well as the built-in C.UTF-8 (the image's LANG), so that a data dir
+# initialised by the official image (LANG en_US.utf8) also starts on this one.
+chroot "$ROOTFS" localedef -i en_US -c -f UTF-8 -A /usr/share/locale/locale.alias en_US.UTF-8
+
 # Keep later package installs slim too.
 cat >"$ROOTFS/etc/dpkg/dpkg.cfg.d/pgsteady-slim" <<'EOF'
 path-exclude=/usr/share/doc/*
