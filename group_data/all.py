@@ -14,6 +14,7 @@ postgres_version = 17  # major version, 13-18 (the debian source builds 15 or 17
 postgres_image_source = "auto"  # registry | debian (built on the host) | archive | auto
 postgres_image = None  # image to pull or load; default postgres:<version>
 postgres_image_archive = None  # tarball on the host for postgres_image_source = archive
+postgres_debian_mirror = None  # Debian mirror for the debian source; default: host's apt sources
 postgres_uid = 999  # uid of postgres in the image; owns secrets and config files
 
 # --- network -----------------------------------------------------------------------

@@ -120,6 +120,20 @@ def _check_identifier(value: Any) -> Any:
     return value
 
 
+def _check_role(value: Any) -> Any:
+    _check_identifier(value)
+    if value in ("public", "none"):
+        raise ValueError(f"{value!r} is a role name Postgres reserves")
+    return value
+
+
+def _check_database(value: Any) -> Any:
+    _check_identifier(value)
+    if value == "template0":
+        raise ValueError(f"{value!r} accepts no connections; name the application's database")
+    return value
+
+
 def _check_path(value: Any) -> Any:
     if not isinstance(value, str) or not _SAFE_PATH.match(value) or "/../" in f"{value}/":
         raise ValueError(
@@ -128,6 +142,29 @@ def _check_path(value: Any) -> Any:
     if value.rstrip("/") in ("", "/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/boot"):
         raise ValueError(f"{value!r} is a system directory; use a directory of its own")
     return value.rstrip("/")
+
+
+def _check_cpus(value: Any) -> Any:
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{value!r} is not 'auto' or a number of CPUs like 2 or 0.5")
+    return value
+
+
+def _check_overrides(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            if item is None or not isinstance(item, str | int | float | bool):
+                raise ValueError(
+                    f"{name!r} = {item!r} is not a single value (string, number or boolean)"
+                )
+            if isinstance(item, str) and any(c in item for c in "\n\r\0"):
+                raise ValueError(
+                    f"{name!r} = {item!r} contains a line break or NUL, which "
+                    "postgresql.conf cannot hold"
+                )
+    return value
 
 
 def _check_network(value: Any) -> Any:
@@ -144,7 +181,8 @@ def _check_network(value: Any) -> Any:
 Duration = Annotated[str, BeforeValidator(_check_duration)]
 Size = Annotated[str, BeforeValidator(_check_size)]
 SizeOrAuto = Annotated[str, BeforeValidator(_check_size_or_auto)]
-Identifier = Annotated[str, BeforeValidator(_check_identifier)]
+RoleName = Annotated[str, BeforeValidator(_check_role)]
+DatabaseName = Annotated[str, BeforeValidator(_check_database)]
 ExtensionName = Annotated[str, BeforeValidator(_check_name)]
 SafePath = Annotated[str, BeforeValidator(_check_path)]
 Network = Annotated[str, BeforeValidator(_check_network)]
@@ -167,6 +205,9 @@ class Settings(BaseModel):
     postgres_image_archive: SafePath | None = Field(
         None, description="Tarball for postgres_image_source=archive"
     )
+    postgres_debian_mirror: str | None = Field(
+        None, description="Debian mirror for the debian source (default: the host's apt sources)"
+    )
     postgres_uid: StrictInt = Field(999, ge=1, le=65535, description="postgres uid in image")
     # --- network ------------------------------------------------------------
     postgres_port: StrictInt = Field(5432, ge=1, le=65535, description="Published port")
@@ -175,9 +216,9 @@ class Settings(BaseModel):
         default_factory=lambda: ["samenet"], description="Networks allowed to log in"
     )
     # --- database -----------------------------------------------------------
-    postgres_db: Identifier = Field("app", description="The application's database")
-    postgres_user: Identifier = Field("app", description="The application's owner role")
-    postgres_readonly_user: Identifier | None = Field(None, description="Optional read-only role")
+    postgres_db: DatabaseName = Field("app", description="The application's database")
+    postgres_user: RoleName = Field("app", description="The application's owner role")
+    postgres_readonly_user: RoleName | None = Field(None, description="Optional read-only role")
     postgres_extensions: list[ExtensionName] = Field(
         default_factory=lambda: ["pg_stat_statements", "pg_trgm"],
         description="Extensions created in postgres_db",
@@ -187,7 +228,9 @@ class Settings(BaseModel):
     )
     # --- resources and tuning -----------------------------------------------
     postgres_memory_limit: SizeOrAuto = Field("auto", description="Container memory limit")
-    postgres_cpus: float | Literal["auto"] = Field("auto", description="Container CPU limit")
+    postgres_cpus: Annotated[float | Literal["auto"], BeforeValidator(_check_cpus)] = Field(
+        "auto", description="Container CPU limit"
+    )
     postgres_shm_size: Size = Field("256MB", description="Container /dev/shm size")
     postgres_db_type: Literal["web", "oltp", "dw", "desktop", "mixed"] = Field(
         "web", description="Workload kind for tuning"
@@ -198,9 +241,9 @@ class Settings(BaseModel):
     postgres_max_connections: StrictInt | None = Field(
         None, ge=10, le=10000, description="max_connections (the workload's default when unset)"
     )
-    postgres_settings: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, description="postgresql.conf overrides, merged last"
-    )
+    postgres_settings: Annotated[
+        dict[str, str | int | float | bool], BeforeValidator(_check_overrides)
+    ] = Field(default_factory=dict, description="postgresql.conf overrides, merged last")
     # --- container behaviour ------------------------------------------------
     postgres_restart_policy: Literal["always", "unless-stopped", "on-failure", "no"] = Field(
         "always", description="Docker restart policy"
@@ -273,6 +316,13 @@ class Settings(BaseModel):
     def _image(cls, v: str | None) -> str | None:
         if v is not None and not re.match(r"^[a-z0-9][a-z0-9._/:@-]*$", v):
             raise ValueError(f"{v!r} is not a docker image reference like postgres:17")
+        return v
+
+    @field_validator("postgres_debian_mirror")
+    @classmethod
+    def _mirror(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(https?://|file:/)[A-Za-z0-9._~:/%+-]+$", v):
+            raise ValueError(f"{v!r} is not a mirror URI like http://HOST/debian or file:/PATH")
         return v
 
     @field_validator("postgres_settings")
@@ -394,7 +444,9 @@ def _format_error(err: Any) -> str:
     if "input" not in err or key == "settings":
         return f"{key}: {msg}"
     value = repr(err["input"])
-    return f"{key} = {value}: {msg.removeprefix(value).strip()}"
+    if msg.startswith(f"{value} "):  # the validator named the value itself
+        msg = msg.removeprefix(value)
+    return f"{key} = {value}: {msg.strip()}"
 
 
 def _cross_checks(s: Settings) -> list[str]:

@@ -37,17 +37,22 @@ def _upload_recipe(s: Settings) -> None:
         )
 
 
-def _mirror() -> str:
+def _mirror(s: Settings) -> str:
+    if s.postgres_debian_mirror:
+        return s.postgres_debian_mirror
     sources = host.get_fact(AptSources)
     try:
         return debian_mirror(sources["list"][0], sources["deb822"])
     except ValueError as exc:
-        raise DeployError(f"postgres_image_source=debian needs a Debian mirror: {exc}") from None
+        raise DeployError(
+            f"postgres_image_source=debian needs a Debian mirror: {exc}; "
+            "set postgres_debian_mirror (e.g. on Ubuntu hosts)"
+        ) from None
 
 
-def _has_mirror() -> bool:
+def _has_mirror(s: Settings) -> bool:
     try:
-        _mirror()
+        _mirror(s)
     except DeployError:
         return False
     return True
@@ -58,8 +63,18 @@ def _build_command(s: Settings) -> str:
     recipe = debian_recipe(s.postgres_version)
     return (
         f"{s.paths['image']}/build-debian-image.sh {s.postgres_version} {recipe.suite} "
-        f"'{_mirror()}' {recipe.tag} {recipe.recipe_hash} /var/tmp/pgsteady-image && "
-        f"docker tag {recipe.tag} {s.image_alias}"
+        f"'{_mirror(s)}' {recipe.tag} {recipe.recipe_hash} /var/tmp/pgsteady-image && "
+        f"docker tag {recipe.tag} {s.image_alias} && {_prune_command(s, recipe.tag)}"
+    )
+
+
+def _prune_command(s: Settings, keep: str) -> str:
+    """Untag older recipes of this version; images still in use keep their other tags."""
+    repo = keep.split(":")[0]
+    return (
+        f"docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' {repo} | "
+        f"grep -e ':{s.postgres_version}-debian-' | grep -vx '{keep}' | "
+        "xargs -r docker rmi >/dev/null 2>&1 || true"
     )
 
 
@@ -114,7 +129,7 @@ def _auto(s: Settings) -> list[OperationMeta]:
     Sticky: once either image is in place it stays while it is current, so a registry
     that comes and goes does not flip the image under a running database.
     """
-    if s.postgres_version not in DEBIAN_SUITES or not _has_mirror():
+    if s.postgres_version not in DEBIAN_SUITES or not _has_mirror(s):
         return _from_registry(s)
     if _alias_is_current(s, allow_registry=True, allow_debian=True):
         return []

@@ -11,6 +11,10 @@
 #     PGDATA/.pgsteady-init-incomplete; later starts refuse to run on such a data dir
 #     instead of silently serving a half-initialised database. Nothing is deleted: to
 #     retry, empty the data volume.
+#   * PGSTEADY_RESTORE_ON_EMPTY=1: on an empty data dir, when PGSTEADY_BACKUP_DIR (default
+#     /backups) holds pgsteady backups, the newest backup of every database is restored
+#     instead of starting empty (roles from the newest globals dump, the superuser's own
+#     role excepted); the initdb.d scripts then run as usual, so they must be idempotent.
 set -euo pipefail
 shopt -s nullglob
 
@@ -18,6 +22,7 @@ INIT_DIR=/docker-entrypoint-initdb.d
 SOCKET_DIR=/var/run/postgresql
 INCOMPLETE_MARKER=.pgsteady-init-incomplete
 IDENT_MAP=pgsteady
+RESTORE_STAGE=/var/lib/postgresql/pgsteady-restore
 
 log() { printf 'pgsteady-entrypoint: %s\n' "$*"; }
 die() {
@@ -81,9 +86,53 @@ prepare_dirs_as_root_and_drop() {
 		find "$POSTGRES_INITDB_WALDIR" \! -user postgres -exec chown postgres:postgres '{}' +
 		chmod 0700 "$POSTGRES_INITDB_WALDIR"
 	fi
+	stage_restore_as_root
 	HOME=$(getent passwd postgres | cut -d: -f6)
 	export HOME USER=postgres LOGNAME=postgres
 	exec setpriv --reuid=postgres --regid=postgres --init-groups -- "${BASH_SOURCE[0]}" "$@"
+}
+
+# As root (the backups are root-only 0600): copy the newest verified backups where the
+# postgres user can read them, when restore-on-empty is asked for and PGDATA is empty.
+stage_restore_as_root() {
+	local backups=${PGSTEADY_BACKUP_DIR:-/backups} latest target
+	[[ ${PGSTEADY_RESTORE_ON_EMPTY:-0} == 1 ]] || return 0
+	rm -rf "$RESTORE_STAGE"
+	[[ $(data_dir_state) == empty ]] || return 0
+	local -a found=("$backups"/last/*-latest.dump)
+	if ((${#found[@]} == 0)); then
+		log "restore-on-empty: no backups in $backups/last; initialising an empty cluster"
+		return 0
+	fi
+	mkdir -p "$RESTORE_STAGE"
+	for latest in "${found[@]}" "$backups"/last/globals-latest.sql; do
+		target=$(readlink -f "$latest")
+		[[ -f $target ]] || die "restore-on-empty: $latest points to a missing file"
+		(cd "$(dirname "$target")" && sha256sum --quiet -c "$(basename "$target").sha256") ||
+			die "restore-on-empty: $target fails its sha256 check; refusing to restore it"
+		cp "$target" "$RESTORE_STAGE/$(basename "$latest")"
+		log "restore-on-empty: staged $target"
+	done
+	chown -R postgres:postgres "$RESTORE_STAGE"
+	chmod -R go= "$RESTORE_STAGE"
+}
+
+# In the temporary server: roles first, then each database with its owner.
+restore_staged() {
+	local dump globals=$RESTORE_STAGE/globals-latest.sql
+	if [[ -f $globals ]]; then
+		log "restore-on-empty: restoring roles"
+		# The superuser exists already, with the password of this deployment's secret.
+		grep -Ev "^(CREATE|ALTER) ROLE \"?$POSTGRES_USER\"?[ ;]" "$globals" |
+			psql_init --dbname postgres -q -v ON_ERROR_STOP=1
+	fi
+	for dump in "$RESTORE_STAGE"/*-latest.dump; do
+		log "restore-on-empty: restoring $(basename "$dump")"
+		pg_restore --create --exit-on-error --dbname postgres --username "$POSTGRES_USER" \
+			"$dump" || die "restore-on-empty: pg_restore of $dump failed"
+	done
+	rm -rf "$RESTORE_STAGE"
+	log "restore-on-empty: restored the newest backups"
 }
 
 prepare_dirs_as_user() {
@@ -222,11 +271,14 @@ run_init_scripts() {
 	unset PGHOST PGUSER PGDATABASE
 }
 
-# First start on an empty data dir: initdb, database, init scripts. A future
-# restore-on-empty hook belongs here, before run_initdb (restore instead of init).
+# First start on an empty data dir: initdb, then the staged backups (restore-on-empty)
+# or the database, then the init scripts.
 initialise() {
 	run_initdb
 	temp_server_start "$@"
+	if [[ -d $RESTORE_STAGE ]]; then
+		restore_staged
+	fi
 	create_database
 	run_init_scripts
 	temp_server_stop

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stack import REPO, Stack
+from stack import REPO, Stack, docker
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -22,7 +22,7 @@ TABLES = {
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     """A stack whose backup job runs every minute through the real cron."""
-    s = Stack(data={"backup_schedule": "* * * * *"})
+    s = Stack(data={"backup_schedule": "* * * * *", "postgres_restore_on_empty": True})
     result = s.deploy()
     if result.returncode != 0:
         s.destroy()
@@ -100,3 +100,22 @@ def test_restore_drill_compares_row_counts(stack: Stack) -> None:
     assert result["ok"] is True
     scratch = stack.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '%drill%'")
     assert scratch == "0"
+
+
+def test_restore_on_empty_brings_the_data_back(stack: Stack) -> None:
+    """Lose the data volume; the next converge starts from the newest backup."""
+    before = table_checksums(stack, "app")
+    backup = make("backup", stack)
+    assert backup.returncode == 0, backup.stdout[-2000:] + backup.stderr[-2000:]
+    (stack.app_dir / ".stopped").touch()  # keep the watchdog out of the way meanwhile
+    docker("rm", "-f", stack.container)
+    docker("volume", "rm", f"{stack.name}_pgdata")
+    result = stack.deploy()
+    assert result.returncode == 0, result.output[-4000:]
+    assert table_checksums(stack, "app") == before
+    logs = docker("logs", stack.container).stdout + docker("logs", stack.container).stderr
+    assert "restore-on-empty: restored the newest backups" in logs
+    # The app role logs in with the current secret, and owns its database again.
+    with stack.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM orders")
+        assert cur.fetchone() == (20000,)
