@@ -15,7 +15,12 @@ help:
 	@echo "make deploy   [INVENTORY=inventory/local.py]  converge the inventory's hosts"
 	@echo "make dry-run  [INVENTORY=...]                 show what deploy would change"
 	@echo "make down     [INVENTORY=...]                 stop Postgres, keep the data"
+	@echo "make verify   [INVENTORY=...] [JUNIT=file]    production-readiness checks"
+	@echo "make status   [INVENTORY=...] [JSON=1]        dashboard; make monitor = live"
+	@echo "make backup | restore-drill                   back up now | prove the newest restores"
+	@echo "make restore  [HOST=] [BACKUP=latest|FILE] [TARGET_DB=] [FORCE=1]"
 	@echo "make test                                     set up this machine and run every test"
+	@echo "make chaos | bench                            fault injection | measurements"
 	@echo "make lint                                     ruff check + format check"
 
 # The virtualenv, rebuilt when the pinned dependencies change.

@@ -43,7 +43,8 @@ class InventoryHost:
 
     def ssh_options(self) -> list[str]:
         """Options for the ssh client matching the inventory's connection data."""
-        opts = ["-o", "BatchMode=yes"]
+        timeout = int(self.data.get("ssh_connect_timeout") or 10)
+        opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={timeout}"]
         if self.data.get("ssh_key"):
             opts += ["-i", str(Path(str(self.data["ssh_key"])).expanduser())]
         if self.data.get("ssh_port"):

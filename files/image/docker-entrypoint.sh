@@ -313,7 +313,7 @@ main() {
 	empty) initialise "${@:2}" ;;
 	initialised) log "$PGDATA holds a cluster; skipping initialisation" ;;
 	incomplete)
-		die "$PGDATA holds an incomplete initialisation (marker $INCOMPLETE_MARKER: an initdb.d script failed earlier).
+		die "$PGDATA holds an incomplete initialisation (marker $INCOMPLETE_MARKER: the first start failed before it finished).
   Refusing to start on it. Inspect it, then empty the data volume to initialise again."
 		;;
 	esac

@@ -116,3 +116,16 @@ def test_bad_settings_stop_before_any_change(new_stack: Stack) -> None:
         assert fragment in out, fragment
     assert "Traceback" not in out
     assert new_stack.exists_anywhere() == []
+
+
+def test_a_server_that_never_gets_healthy_fails_the_deploy_with_its_log(new_stack: Stack) -> None:
+    # Valid on its own, impossible together: the server refuses to start.
+    result = new_stack.deploy(
+        postgres_max_connections=10,
+        postgres_settings={"superuser_reserved_connections": 8, "reserved_connections": 5},
+        postgres_healthy_timeout="25s",
+    )
+    assert result.returncode != 0
+    assert f"{new_stack.container} is not healthy after 25s" in result.output
+    # The server's own reason, from the container log.
+    assert '"reserved_connections" (5) must be less than "max_connections" (10)' in result.output

@@ -1,0 +1,200 @@
+"""Rich rendering of HostStatus: a summary table of every host and a panel per host."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from pgsteady.monitor.model import CRITICAL, OK, UNREACHABLE, WARNING, Disk, HostStatus
+from pgsteady.units import human_size
+
+STYLE = {OK: "green", WARNING: "yellow", CRITICAL: "bold red", UNREACHABLE: "bold magenta"}
+DASH = "-"
+
+
+def duration(seconds: float | None) -> str:
+    """``93784`` → ``1d 2h``; ``125`` → ``2m 5s``; None → ``-``."""
+    if seconds is None:
+        return DASH
+    s = round(seconds)
+    for unit, size, sub, subsize in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
+        if s >= size:
+            rest = (s % size) // subsize
+            return f"{s // size}{unit} {rest}{sub}" if rest else f"{s // size}{unit}"
+    return f"{s // 60}m {s % 60}s" if s >= 60 else f"{s}s"
+
+
+def badge(status: str) -> Text:
+    return Text(status.upper(), style=STYLE.get(status, ""))
+
+
+def _disk(disk: Disk | None) -> str:
+    if disk is None:
+        return DASH
+    return f"{human_size(disk.free_bytes)} free ({disk.used_percent:.0f}% used)"
+
+
+def _health(h: HostStatus) -> str:
+    c = h.container
+    if not c.exists:
+        return "missing"
+    return c.state if c.health == "none" else f"{c.state}, {c.health}"
+
+
+def _short_state(h: HostStatus) -> str:
+    c = h.container
+    if not c.exists:
+        return "missing"
+    return c.health if c.state == "running" and c.health != "none" else c.state
+
+
+def _conns(h: HostStatus) -> str:
+    c = h.postgres.connections
+    return f"{c.used}/{c.max}" if c else DASH
+
+
+def _cache(h: HostStatus) -> str:
+    r = h.postgres.cache_hit_ratio
+    return f"{r:.1%}" if r is not None else DASH
+
+
+def _last_backup(h: HostStatus) -> str:
+    b = h.backup
+    if not b.enabled:
+        return "disabled"
+    if b.last_run_ok is False:
+        return "FAILED"
+    if b.last_success_age_seconds is None:
+        return "never"
+    return f"{duration(b.last_success_age_seconds)} ago"
+
+
+def _used(disk: Disk | None) -> str:
+    return f"{disk.used_percent:.0f}%" if disk else DASH
+
+
+def summary(hosts: list[HostStatus], selected: int | None = None) -> Table:
+    """One row per host (the panels carry the rest)."""
+    table = Table(
+        title="pgsteady status",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=0,
+        show_edge=False,
+    )
+    for col in (
+        "#", "host", "status", "state", "up", "restarts", "pg", "conns",
+        "data fs", "bkp fs", "last backup",
+    ):  # fmt: skip
+        table.add_column(col, overflow="fold", no_wrap=col == "status")
+    for i, h in enumerate(hosts):
+        pg = h.postgres
+        row_style = "reverse" if selected == i and len(hosts) > 1 else ""
+        if h.error:
+            table.add_row(str(i + 1), h.host, badge(h.status), *[DASH] * 8, style=row_style)
+            continue
+        table.add_row(
+            str(i + 1),
+            h.host,
+            badge(h.status),
+            _short_state(h),
+            duration(h.container.uptime_seconds),
+            DASH if h.container.restart_count is None else str(h.container.restart_count),
+            pg.version or "down",
+            _conns(h),
+            _used(h.disks.get("data")),
+            _used(h.disks.get("backup")),
+            _last_backup(h),
+            style=row_style,
+        )
+    return table
+
+
+def _detail_rows(h: HostStatus) -> list[tuple[str, str]]:
+    c, pg, b = h.container, h.postgres, h.backup
+    info = h.hostinfo
+    load = " ".join(f"{x:.2f}" for x in info.get("load") or []) or DASH
+    rows = [
+        (
+            "host",
+            f"{info.get('hostname') or DASH}: {info.get('cpus') or '?'} CPUs, "
+            f"{human_size((info.get('ram_mb') or 0) << 20)} RAM, load {load}",
+        ),
+        ("container", f"{h.settings.get('container', DASH)}: {_health(h)}"),
+        ("uptime", f"{duration(c.uptime_seconds)}, {c.restart_count or 0} restart(s)"),
+    ]
+    if pg.up:
+        role = "replica" if pg.in_recovery else "primary"
+        rows.append(("postgres", f"{pg.version} ({role}), up {duration(pg.uptime_seconds)}"))
+        cn = pg.connections
+        if cn:
+            rows.append(
+                (
+                    "connections",
+                    f"{cn.used}/{cn.max} ({cn.percent:.0f}%): {cn.active} active, {cn.idle} idle,"
+                    f" {cn.idle_in_transaction} idle in transaction",
+                )
+            )
+        sizes = ", ".join(f"{k} {human_size(v)}" for k, v in pg.databases.items())
+        rows.append(("databases", sizes or DASH))
+        rows.append(("cache hit", f"{_cache(h)} of {pg.block_accesses} block accesses"))
+        tx = pg.longest_transaction
+        rows.append(
+            (
+                "longest tx",
+                f"{duration(tx['seconds'])} pid {tx.get('pid')} {tx.get('user')}@"
+                f"{tx.get('database')} ({tx.get('state')}): {tx.get('query', '')[:80]}"
+                if tx
+                else "none open",
+            )
+        )
+        wait = pg.longest_lock_wait_seconds
+        longest = f", longest {duration(wait)}" if wait is not None else ""
+        rows.append(("waiting locks", f"{pg.waiting_locks}{longest}"))
+    else:
+        rows.append(("postgres", f"down: {pg.error}"))
+    for name in ("data", "backup"):
+        disk = h.disks.get(name)
+        where = f" on {disk.mount} ({disk.path})" if disk else ""
+        size = f" of {human_size(disk.size_bytes)}" if disk else ""
+        rows.append((f"{name} fs", _disk(disk).replace(" free", f" free{size}") + where))
+    last = _last_backup(h)
+    if b.last_success_size_bytes:
+        last += f", {human_size(b.last_success_size_bytes)}"
+    if b.last_run_ok is False:
+        last += f": {b.last_error}"
+    if b.drill_ok is not None:
+        last += f"; drill {'ok' if b.drill_ok else 'FAILED'} {b.drill_time or ''}"
+    rows.append(("last backup", last))
+    return rows
+
+
+def host_panel(h: HostStatus, log_lines: int = 5) -> Panel:
+    """Every value of one host, its problems and its recent log errors."""
+    title = Text.assemble(h.host, " ", badge(h.status))
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    if h.error:  # unreachable or invalid settings: the error is all there is
+        grid.add_row("error", Text(h.error, style="magenta"))
+        return Panel(grid, title=title, title_align="left", border_style=STYLE[h.status])
+    for label, value in _detail_rows(h):
+        grid.add_row(label, value)
+    parts: list[RenderableType] = [grid]
+    for problem in h.problems:
+        level = problem.split(":", 1)[0]
+        parts.append(Text(f"• {problem}", style=STYLE.get(level, "")))
+    if h.log_errors:
+        parts.append(Text(f"recent log errors ({len(h.log_errors)}):", style="bold"))
+        parts += [Text(line[:200], style="dim") for line in h.log_errors[-log_lines:]]
+    return Panel(Group(*parts), title=title, title_align="left", border_style=STYLE[h.status])
+
+
+def render_status(hosts: list[HostStatus], selected: int | None = None) -> RenderableType:
+    """``make status``: the summary and a panel per host (only the selected one if given)."""
+    panels = [host_panel(h) for i, h in enumerate(hosts) if selected in (None, i)]
+    return Group(summary(hosts, selected), *panels)
