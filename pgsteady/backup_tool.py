@@ -917,7 +917,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminated)
     try:
         config = load_config(args.config)
-        ensure_dirs(config.backup_dir)
+        if args.command != "verify":  # verify only reads: it must not repair modes it checks
+            ensure_dirs(config.backup_dir)
     except (BackupError, OSError) as exc:
         log.error(f"{args.command} failed: {exc}")
         return 2

@@ -245,7 +245,7 @@ def _unit_scale(unit: str) -> tuple[dict[str, float], float] | None:
     return None
 
 
-def _to_number(text: str, param: Param) -> float | str:
+def to_number(text: str, param: Param) -> float | str:
     """The value in the parameter's own unit, or an error string."""
     if param.vartype == "integer" and _HEX.match(text):
         return float(int(text.strip(), 16))
@@ -293,7 +293,7 @@ def check_value(param: Param, value: str | int | float | bool) -> str | None:
             return None
         return f"expected one of: {', '.join(allowed)}"
     if param.vartype in ("integer", "real"):
-        number = _to_number(text, param)
+        number = to_number(text, param)
         if isinstance(number, str):
             return f"{number}; expected a number in {_range_text(param)}"
         if not math.isfinite(number):

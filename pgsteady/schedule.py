@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 _SHORTCUTS = {
     "@hourly": "0 * * * *",
@@ -222,3 +223,28 @@ def _on_calendar(parsed: list[_Parsed]) -> tuple[str, ...]:
 def validate_schedule(value: object, key: str = "backup_schedule") -> Schedule:
     """Settings' validator: the parsed Schedule, or ScheduleError (a ValueError)."""
     return parse_schedule(value, key)
+
+
+def max_gap(schedule: str) -> timedelta | None:
+    """The longest time between two consecutive runs of a backup_schedule (None: never runs).
+
+    Uses the schedule module's own cron parser, with cron's day rule: when day-of-month
+    and day-of-week are both restricted a day matches either, otherwise both.
+    """
+    parts = parse_schedule(schedule).cron.split(" ")
+    minute, hour, dom, month, dow = (
+        _parse_field(f, p) for f, p in zip(_FIELDS, parts, strict=True)
+    )
+    times = sorted(h * 60 + m for h in hour.values for m in minute.values)
+    gap = max((b - a for a, b in zip(times, times[1:], strict=False)), default=0)
+    previous: date | None = None
+    day = date(2000, 1, 1)  # nine years: every kind of month, leap years included
+    while day.year < 2009:
+        dom_ok, dow_ok = day.day in dom.values, (day.weekday() + 1) % 7 in dow.values
+        either = not dom.star and not dow.star
+        if day.month in month.values and ((dom_ok or dow_ok) if either else dom_ok and dow_ok):
+            if previous is not None:
+                gap = max(gap, (day - previous).days * 1440 + times[0] - times[-1])
+            previous = day
+        day += timedelta(days=1)
+    return timedelta(minutes=gap) if previous is not None else None

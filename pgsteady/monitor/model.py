@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pgsteady.schedule import parse_schedule
+from pgsteady.schedule import max_gap
 from pgsteady.settings import Settings
 
 SCHEMA_VERSION = 1
@@ -186,33 +186,10 @@ def parse_df(text: str) -> Disk | None:
     return Disk(path, " ".join(fields[5:]), size, free, percent)
 
 
-def _hours(spec: str) -> list[int]:
-    """The hours a cron hour field (numbers, as parse_schedule normalizes it) matches."""
-    hours: set[int] = set()
-    for part in spec.split(","):
-        span, _, step = part.partition("/")
-        if span == "*":
-            low, high = 0, 23
-        else:
-            first, _, last = span.partition("-")
-            low = int(first)
-            high = int(last) if last else (23 if step else low)
-        hours.update(range(low, high + 1, int(step or 1)))
-    return sorted(hours)
-
-
 def expected_interval(schedule: str) -> int:
-    """The longest gap between two runs of a cron schedule, in seconds (day fields rough)."""
-    _minute, hour, dom, month, dow = parse_schedule(schedule).cron.split()
-    if month != "*":
-        return 366 * DAY
-    if dom != "*":
-        return 31 * DAY
-    if dow != "*":
-        return 7 * DAY
-    hours = _hours(hour)
-    gaps = [(b - a) % 24 or 24 for a, b in zip(hours, [*hours[1:], hours[0]], strict=True)]
-    return max(gaps) * HOUR
+    """The longest gap between two runs of a backup schedule, in seconds."""
+    gap = max_gap(schedule)
+    return int(gap.total_seconds()) if gap is not None else 366 * DAY
 
 
 def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:

@@ -1,0 +1,343 @@
+"""`make verify` end to end: green on a converged stack, and each fault caught by its check.
+
+One stack for the module. Each fault is injected, `make verify` must fail exactly the
+matching checks (with their fix lines) while every other check keeps its outcome, and
+the host is restored before the next fault. A final `make deploy` + `make verify` pass.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from stack import REPO, Stack, docker
+
+pytestmark = pytest.mark.timeout(900)
+
+FAIL_LINE = re.compile(r"^FAIL \[(?P<host>[^\]]+)\] (?P<id>\S+): (?P<what>.*) -- fix: (?P<fix>.*)$")
+SKIP_LINE = re.compile(r"^SKIP \[(?P<host>[^\]]+)\] (?P<id>\S+): (?P<why>.*)$")
+TOTAL_LINE = re.compile(r"^(\d+) checks: ")
+
+
+@dataclass
+class VerifyRun:
+    """What one `make verify` printed and wrote."""
+
+    returncode: int
+    output: str
+    total: int = 0
+    failed: dict[str, tuple[str, str]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    junit_cases: int = 0
+    junit_failures: int = 0
+    seconds: float = 0.0
+
+
+def make_verify(inventory: Path, junit: Path, target: str = "verify") -> VerifyRun:
+    """`make verify INVENTORY=... JUNIT=...` (the venv's install stamp is taken as is)."""
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-o",
+            ".venv/.installed",
+            target,
+            f"INVENTORY={inventory}",
+            f"JUNIT={junit}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    run = VerifyRun(proc.returncode, proc.stdout + proc.stderr)
+    run.seconds = time.monotonic() - started
+    for line in proc.stdout.splitlines():
+        if m := FAIL_LINE.match(line):
+            run.failed[m["id"]] = (m["what"], m["fix"])
+        elif m := SKIP_LINE.match(line):
+            run.skipped[m["id"]] = m["why"]
+        elif m := TOTAL_LINE.match(line):
+            run.total = int(m[1])
+    if junit.exists():
+        cases = ET.parse(junit).getroot().iter("testcase")
+        for case in cases:
+            run.junit_cases += 1
+            run.junit_failures += bool(
+                case.find("failure") is not None or case.find("error") is not None
+            )
+    return run
+
+
+def make_deploy(inventory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "-s", "-o", ".venv/.installed", "deploy", f"INVENTORY={inventory}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    """A converged stack with one backup taken, as the nightly job would."""
+    st = Stack()
+    result = st.deploy()
+    if result.returncode != 0:
+        st.destroy()
+        pytest.fail(f"deploy failed:\n{result.output[-4000:]}")
+    app = st.app_dir
+    backup = subprocess.run(
+        [
+            "python3",
+            f"{app}/bin/pgsteady-backup",
+            "backup",
+            "--config",
+            f"{app}/config/backup.json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert backup.returncode == 0, backup.stderr
+    yield st
+    st.destroy()
+
+
+@pytest.fixture(scope="module")
+def baseline(stack: Stack) -> VerifyRun:
+    run = make_verify(stack.inventory, stack.dir / "baseline.xml")
+    assert run.returncode == 0, run.output[-4000:]
+    return run
+
+
+def test_verify_passes_on_a_converged_host(baseline: VerifyRun) -> None:
+    assert baseline.total >= 30, baseline.output
+    assert not baseline.failed
+    assert baseline.junit_cases == baseline.total
+    assert baseline.junit_failures == 0
+    # The only skip allowed: no NTP client and no systemd to ask (as on the test machines).
+    assert set(baseline.skipped) <= {"host/time_synchronised"}, baseline.skipped
+    assert "pgsteady verify" in baseline.output  # the summary table
+
+
+# --- faults ---------------------------------------------------------------------------------
+
+
+def ctl(st: Stack, *args: str) -> None:
+    proc = subprocess.run(
+        [f"{st.app_dir}/bin/pgsteady-ctl", *args], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def sql(st: Stack, statement: str, db: str = "postgres") -> None:
+    st.psql(statement, db=db)
+
+
+@dataclass
+class Fault:
+    """How to break the host, which checks must fail, a fix-line fragment, how to undo it."""
+
+    name: str
+    expected: set[str]
+    fix: str
+    break_it: Callable[[Stack], object]
+    undo: Callable[[Stack], object]
+    allow_new_skips: bool = False
+
+
+def _conf(st: Stack, name: str) -> Path:
+    return st.app_dir / "config" / name
+
+
+def _saved(st: Stack, key: str) -> Path:
+    return st.dir / f"saved-{key}"
+
+
+def _add_trust(st: Stack) -> None:
+    hba = _conf(st, "pg_hba.conf")
+    _saved(st, "hba").write_text(hba.read_text())
+    hba.write_text(hba.read_text() + "host all all 10.99.0.0/16 trust\n")
+    ctl(st, "apply-config")
+
+
+def _restore_hba(st: Stack) -> None:
+    _conf(st, "pg_hba.conf").write_text(_saved(st, "hba").read_text())
+    ctl(st, "apply-config")
+
+
+def _status(st: Stack) -> Path:
+    return st.app_dir / "backups" / "status.json"
+
+
+def _make_stale(st: Stack) -> None:
+    text = _status(st).read_text()
+    _saved(st, "status").write_text(text)
+    status = json.loads(text)
+    old = datetime.now(UTC) - timedelta(days=3)
+    status["last_success"]["time"] = old.isoformat()
+    _status(st).write_text(json.dumps(status))
+
+
+def _public_port(st: Stack) -> None:
+    compose = st.app_dir / "docker-compose.yml"
+    _saved(st, "compose").write_text(compose.read_text())
+    compose.write_text(compose.read_text().replace(f"127.0.0.1:{st.port}:", f"0.0.0.0:{st.port}:"))
+    ctl(st, "up")
+
+
+def _restore_port(st: Stack) -> None:
+    (st.app_dir / "docker-compose.yml").write_text(_saved(st, "compose").read_text())
+    ctl(st, "up")
+
+
+def _newest_dump(st: Stack) -> Path:
+    return (st.app_dir / "backups" / "last" / "app-latest.dump").resolve()
+
+
+def _flip_byte(st: Stack) -> None:
+    path = _newest_dump(st)
+    with path.open("r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def _chmod(path_of: Callable[[Stack], Path], mode: int) -> Callable[[Stack], None]:
+    return lambda st: path_of(st).chmod(mode)
+
+
+SECRET = lambda st: st.app_dir / "secrets" / "app_password"  # noqa: E731
+CONF = lambda st: _conf(st, "postgresql.conf")  # noqa: E731
+BACKUPS = lambda st: st.app_dir / "backups"  # noqa: E731
+
+FAULTS = [
+    Fault(
+        "container stopped (pgsteady-ctl down: the watchdog leaves it alone)",
+        {"container/running", "container/healthy"},
+        "pgsteady-ctl up",
+        lambda st: ctl(st, "down"),
+        lambda st: ctl(st, "up"),
+        allow_new_skips=True,
+    ),
+    Fault(
+        "secret chmod 644",
+        {"security/secret_files"},
+        "chmod 600",
+        _chmod(SECRET, 0o644),
+        _chmod(SECRET, 0o600),
+    ),
+    Fault(
+        "trust rule in pg_hba.conf, reloaded",
+        {
+            "security/hba_no_trust",
+            "security/hba_network_rules_scram",
+            "postgres/config_file_matches[pg_hba.conf]",
+        },
+        "make deploy INVENTORY=",
+        _add_trust,
+        _restore_hba,
+    ),
+    Fault(
+        "last backup stale",
+        {"backups/last_success_recent"},
+        "pgsteady-backup backup --config",
+        _make_stale,
+        lambda st: _status(st).write_text(_saved(st, "status").read_text()),
+    ),
+    Fault(
+        "port published on 0.0.0.0",
+        {"container/port_published", "container/compose_file_matches"},
+        "make deploy INVENTORY=",
+        _public_port,
+        _restore_port,
+    ),
+    Fault(
+        "app role superuser",
+        {"security/app_roles_unprivileged", "security/one_superuser"},
+        "NOSUPERUSER",
+        lambda st: sql(st, "ALTER ROLE app SUPERUSER"),
+        lambda st: sql(st, "ALTER ROLE app NOSUPERUSER"),
+    ),
+    Fault(
+        "CREATE on schema public granted to PUBLIC",
+        {"security/public_schema_create"},
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+        lambda st: sql(st, "GRANT CREATE ON SCHEMA public TO PUBLIC", db="app"),
+        lambda st: sql(st, "REVOKE CREATE ON SCHEMA public FROM PUBLIC", db="app"),
+    ),
+    Fault(
+        "newest backup corrupted",
+        {"backups/newest_backup_verifies"},
+        "pgsteady-backup backup",
+        _flip_byte,
+        _flip_byte,
+    ),
+    Fault(
+        "work_mem changed at runtime (ALTER SYSTEM + reload)",
+        {"postgres/tuned_settings", "postgres/no_runtime_overrides"},
+        "ALTER SYSTEM RESET ALL",
+        lambda st: (sql(st, "ALTER SYSTEM SET work_mem = '64MB'"), ctl(st, "apply-config")),
+        lambda st: (sql(st, "ALTER SYSTEM RESET ALL"), ctl(st, "apply-config")),
+    ),
+    Fault(
+        "postgresql.conf chmod 644",
+        {"security/config_not_world_readable"},
+        "chmod o-rwx",
+        _chmod(CONF, 0o644),
+        _chmod(CONF, 0o640),
+    ),
+    Fault(
+        "backup directory chmod 755",
+        {"backups/backup_dir_private"},
+        "chmod 700",
+        _chmod(BACKUPS, 0o755),
+        _chmod(BACKUPS, 0o700),
+    ),
+    Fault(  # last: undone by `make deploy`, as an operator would
+        "backup cron file removed",
+        {"backups/scheduler_installed"},
+        "make deploy INVENTORY=",
+        lambda st: next(p for p in st.scheduled_files() if "-backup-" in p.name).unlink(),
+        lambda st: None,
+    ),
+]
+
+
+def test_each_fault_fails_its_check_only(stack: Stack, baseline: VerifyRun) -> None:
+    table = []
+    for i, fault in enumerate(FAULTS):
+        fault.break_it(stack)
+        run = make_verify(stack.inventory, stack.dir / f"fault{i}.xml")
+        table.append((fault.name, sorted(run.failed), round(run.seconds, 1)))
+        fault.undo(stack)
+        assert run.returncode != 0, f"{fault.name}: verify passed\n{run.output[-3000:]}"
+        assert set(run.failed) == fault.expected, (fault.name, run.failed, run.output[-3000:])
+        for check_id, (what, fix) in run.failed.items():
+            assert what and fix, (check_id, what, fix)
+        assert any(fault.fix in fix for _, fix in run.failed.values()), (fault.name, run.failed)
+        assert run.total == baseline.total, fault.name
+        assert run.junit_failures == len(fault.expected), fault.name
+        if not fault.allow_new_skips:
+            assert run.skipped.keys() == baseline.skipped.keys(), (fault.name, run.skipped)
+    print("\nfault table:")
+    for name, failed, seconds in table:
+        print(f"  {name:60s} {seconds:5.1f}s  {', '.join(failed)}")
+
+    deployed = make_deploy(stack.inventory)
+    assert deployed.returncode == 0, deployed.stdout[-3000:]
+    final = make_verify(stack.inventory, stack.dir / "final.xml")
+    assert final.returncode == 0, final.output[-4000:]
+    assert final.total == baseline.total and not final.failed
+    assert docker("inspect", stack.container).returncode == 0
