@@ -195,6 +195,10 @@ class Stack:
         # Jobs first: the watchdog would otherwise bring the container back.
         for cron in self.scheduled_files():
             cron.unlink()
+        # A chaos test may have restarted dockerd: wait for it rather than leak the stack.
+        deadline = time.monotonic() + 90
+        while docker("info", check=False).returncode != 0 and time.monotonic() < deadline:
+            time.sleep(1)
         docker("rm", "-f", "-v", self.container, check=False)
         docker("volume", "rm", "-f", f"{self.name}_pgdata", check=False)
         docker("network", "rm", f"{self.name}_default", check=False)
