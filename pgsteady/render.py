@@ -33,6 +33,13 @@ def sql_ident(value: Any) -> str:
     return '"' + str(value).replace('"', '""') + '"'
 
 
+def psql_arg(value: Any) -> str:
+    """A psql meta-command argument (e.g. of ``\\i``): single-quoted, ``'`` doubled, and
+    backslash, newline and carriage return written as psql's backslash escapes."""
+    text = str(value).replace("\\", "\\\\").replace("'", "''")
+    return "'" + text.replace("\n", "\\n").replace("\r", "\\r") + "'"
+
+
 def sh_quote(value: Any) -> str:
     """A POSIX shell word."""
     return shlex.quote(str(value))
@@ -48,6 +55,7 @@ def _environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters.update(yaml=yaml_str, sql_literal=sql_literal, sql_ident=sql_ident, sh=sh_quote)
+    env.filters["psql_arg"] = psql_arg
     env.filters["conf_value"] = conf_value
     return env
 
