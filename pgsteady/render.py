@@ -19,8 +19,11 @@ TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 
 def yaml_str(value: Any) -> str:
-    """A YAML scalar that parses back to the same string (JSON is a subset of YAML)."""
-    return json.dumps(str(value))
+    """A compose-file scalar that parses back to the same string.
+
+    JSON strings are valid YAML; ``$`` is doubled because compose interpolates it.
+    """
+    return json.dumps(str(value).replace("$", "$$"))
 
 
 def sql_literal(value: Any) -> str:

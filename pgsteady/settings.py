@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -129,8 +130,10 @@ def _check_role(value: Any) -> Any:
 
 def _check_database(value: Any) -> Any:
     _check_identifier(value)
-    if value == "template0":
-        raise ValueError(f"{value!r} accepts no connections; name the application's database")
+    if value in ("template0", "template1", "postgres"):
+        raise ValueError(
+            f"{value!r} is a system database; name the application's own (e.g. 'app')"
+        )
     return value
 
 
@@ -472,6 +475,18 @@ def _cross_checks(s: Settings) -> list[str]:
             "postgres_image: required when postgres_image_source=archive "
             "(the image name inside the tarball)"
         )
+    for i, path in enumerate(s.postgres_schema_files):
+        name = os.path.basename(path)
+        if not os.path.isfile(path):
+            errors.append(
+                f"postgres_schema_files[{i}] = {path!r}: no such file here "
+                "(paths are read on the machine that runs the deploy)"
+            )
+        elif not re.match(r"^[A-Za-z0-9._-]+\.sql$", name):
+            errors.append(
+                f"postgres_schema_files[{i}] = {path!r}: name it with letters, digits, "
+                "'.', '_' and '-', ending in .sql"
+            )
     if s.postgres_user == s.postgres_readonly_user:
         errors.append(
             f"postgres_readonly_user = {s.postgres_readonly_user!r}: must differ from postgres_user"

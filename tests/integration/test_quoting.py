@@ -23,7 +23,7 @@ from pgserver import OS_USER, PG_BIN, PgServer, available
 from pgsteady.backup_config import render_backup_config
 from pgsteady.compose import render_compose
 from pgsteady.jobs import Job, backup_job, render_cron, watchdog_job
-from pgsteady.pgconfig import render_postgresql_conf, schema_file_names
+from pgsteady.pgconfig import render_postgresql_conf
 from pgsteady.pgparams import hba_rules
 from pgsteady.render import render
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
@@ -90,7 +90,7 @@ PLACEMENT = {
     "postgres_memory_limit": lambda v: v,
 }
 #: keys that take free text on purpose; their round trips are tested below
-FREE_TEXT = {"backup_on_failure_command", "postgres_schema_files", "postgres_settings"}
+FREE_TEXT = {"backup_on_failure_command", "postgres_settings"}
 
 
 @pytest.mark.parametrize("key", sorted(PLACEMENT))
@@ -107,7 +107,6 @@ def test_hostile_strings_are_rejected_naming_key_and_value(key: str) -> None:
 def test_free_text_settings_accept_one_line_strings_and_refuse_line_breaks() -> None:
     for value in ONE_LINE:
         _settings(postgres_settings={"log_line_prefix": value})
-        _settings(postgres_schema_files=[f"/srv/{value}.sql"])
         if "%" not in value:  # cron would turn % into a line break
             _settings(backup_on_failure_command=f"echo {value}")
     for key, data in (
@@ -118,6 +117,24 @@ def test_free_text_settings_accept_one_line_strings_and_refuse_line_breaks() -> 
         with pytest.raises(SettingsError) as exc:
             build_settings(data, FACTS)
         assert exc.value.errors[0].startswith(key)
+
+
+def test_schema_files_with_odd_names_are_rejected_naming_them(tmp_path: Path) -> None:
+    for value in ONE_LINE:
+        path = tmp_path / f"{value}.sql".replace("/", "_")
+        path.write_text("SELECT 1;\n")
+        if (
+            path.name.replace(".sql", "")
+            .replace(".", "")
+            .replace("_", "")
+            .replace("-", "")
+            .isalnum()
+        ):
+            continue  # a plain name is accepted
+        with pytest.raises(SettingsError) as exc:
+            _settings(postgres_schema_files=[str(path)])
+        assert exc.value.errors[0].startswith("postgres_schema_files[0]")
+        assert repr(str(path))[1:-1] in exc.value.errors[0]
 
 
 #: Values the validators accept that YAML, SQL or the shell could still misread.
@@ -341,20 +358,21 @@ PASSWORD = 'it\'s "$HOME" `id` $(id) \\ : # - yes ~ % {a: b} ünï'
 def test_init_db_sql_round_trips_names_passwords_and_schema_paths(
     server: PgServer, tmp_path: Path, user: str, readonly: str, database: str
 ) -> None:
+    # Settings only accept plain schema file names; the template still quotes any path
+    # safely for psql's \i command, which is what the nasty names below prove.
     schema_names = [f"/src/{v}.sql" for v in NASTY if v not in ("a\nb",)] + ["/src/a\nb.sql"]
     s = _settings(
         postgres_user=user,
         postgres_readonly_user=readonly,
         postgres_db=database,
         postgres_extensions=["pg_trgm"],
-        postgres_schema_files=schema_names,
     )
     work = server.root / f"q-{user}"
     (work / "schema").mkdir(parents=True)
     _own(work, 0o755)
     _own(work / "schema", 0o755)
     paths = []
-    for i, name in enumerate(schema_file_names(s)):
+    for i, name in enumerate(f"{i:02d}-{Path(n).name}" for i, n in enumerate(schema_names, 1)):
         path = work / "schema" / name
         path.write_text(f"CREATE TABLE IF NOT EXISTS t{i} (id int);\n")
         paths.append(str(_own(path)))

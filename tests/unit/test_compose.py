@@ -57,3 +57,9 @@ def test_restart_policy_is_configurable():
         compose(postgres_restart_policy="unless-stopped")["services"]["postgres"]["restart"]
         == "unless-stopped"
     )
+
+
+def test_dollar_signs_survive_compose_interpolation():
+    from pgsteady.render import yaml_str
+
+    assert yaml.safe_load(yaml_str("a$b")) == "a$$b"  # compose turns $$ back into $

@@ -90,6 +90,9 @@ def test_every_error_is_reported_together_with_key_value_and_accepted():
         ({"postgres_readonly_user": "app"}, "must differ"),
         ({"postgres_shm_size": "0MB"}, "larger than zero"),
         ({"backup_enabled": "yes"}, "backup_enabled = 'yes'"),
+        ({"postgres_db": "template1"}, "is a system database"),
+        ({"postgres_db": "postgres"}, "is a system database"),
+        ({"postgres_schema_files": ["/nonexistent/schema.sql"]}, "no such file here"),
     ],
 )
 def test_invalid_values_are_rejected(data, fragment):
@@ -107,3 +110,12 @@ def test_unknown_keys_get_a_suggestion_and_foreign_keys_are_ignored():
 def test_networks_are_normalised():
     s = build_settings({"postgres_allowed_networks": ["10.1.2.3/8", "samenet"]}, FACTS)
     assert s.postgres_allowed_networks == ["10.0.0.0/8", "samenet"]
+
+
+def test_schema_files_must_exist_and_have_safe_names(tmp_path):
+    good = tmp_path / "01_tables.sql"
+    good.write_text("SELECT 1;\n")
+    odd = tmp_path / "my tables.sql"
+    odd.write_text("SELECT 1;\n")
+    assert build_settings({"postgres_schema_files": [str(good)]}, FACTS)
+    assert "ending in .sql" in "\n".join(errors_for(postgres_schema_files=[str(odd)]))
