@@ -1,0 +1,129 @@
+"""What a benchmark run does: the parts, their sizes, full and --quick presets."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+PARTS = ("recovery", "tuning", "backups", "converge")
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Sizes of one run; the defaults are the documented full run (< 20 minutes)."""
+
+    parts: tuple[str, ...] = PARTS
+    # the data-carrying stack (tuning, backups, recovery)
+    memory_limit: str = "2GB"
+    cpus: int = 2
+    scale: int = 70
+    # recovery
+    recovery_trials: int = 20
+    recovery_spacing: float = 11.0
+    recovery_timeout: float = 180.0
+    old_promise_seconds: float = 30.0
+    # tuning
+    tuning_rounds: int = 2
+    tuning_seconds: int = 30
+    tuning_warmup: int = 5
+    clients: int = 4
+    threads: int = 2
+    # backups
+    backup_rounds: int = 3
+    restore_rounds: int = 2
+    restore_jobs: tuple[int, ...] = (1, 2, 4)
+    drill_rounds: int = 2
+    # converge
+    converge_first: int = 3
+    converge_hosts: tuple[int, ...] = (1, 5, 10)
+    converge_rounds: int = 1
+    use_sshd: bool = True
+    # output
+    out_dir: Path = field(default=REPO / "docs")
+    quick: bool = False
+    render_only: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["out_dir"] = str(self.out_dir)
+        return data
+
+
+QUICK = {
+    "scale": 20,
+    "recovery_trials": 3,
+    "tuning_rounds": 1,
+    "tuning_seconds": 8,
+    "tuning_warmup": 2,
+    "backup_rounds": 1,
+    "restore_rounds": 1,
+    "restore_jobs": (1, 2),
+    "drill_rounds": 1,
+    "converge_first": 1,
+    "converge_hosts": (1, 2),
+    "converge_rounds": 1,
+}
+
+
+def parse_parts(text: str) -> tuple[str, ...]:
+    """``"recovery,tuning"`` → ("recovery", "tuning") in the canonical order."""
+    wanted = {p.strip() for p in text.split(",") if p.strip()}
+    unknown = sorted(wanted - set(PARTS))
+    if unknown or not wanted:
+        raise ValueError(f"unknown part(s) {', '.join(unknown) or '(none)'}; use {','.join(PARTS)}")
+    return tuple(p for p in PARTS if p in wanted)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    values = tuple(int(v) for v in text.split(",") if v.strip())
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers like 1,2,4")
+    return values
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark pgsteady on this machine; write docs/benchmarks.md and .json.",
+    )
+    p.add_argument("--quick", action="store_true", help="a short smoke run (a few minutes)")
+    p.add_argument("--only", type=parse_parts, help=f"comma-separated parts of {','.join(PARTS)}")
+    p.add_argument("--out-dir", type=Path, help="where to write benchmarks.md/.json")
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="only re-write benchmarks.md from the benchmarks.json in --out-dir",
+    )
+    for f in fields(BenchConfig):
+        if f.name in ("parts", "out_dir", "quick", "render_only"):
+            continue
+        kind = type(f.default)
+        flag = "--" + f.name.replace("_", "-")
+        if kind is tuple:
+            p.add_argument(flag, type=_int_list, help=f"default {f.default}")
+        elif kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, help=f"default {f.default}")
+        else:
+            p.add_argument(flag, type=kind, help=f"default {f.default}")
+    return p
+
+
+def from_args(argv: list[str] | None = None) -> BenchConfig:
+    """The run's configuration: defaults, then --quick, then explicit options."""
+    args = parser().parse_args(argv)
+    config = replace(BenchConfig(), **QUICK, quick=True) if args.quick else BenchConfig()
+    explicit = {
+        f.name: getattr(args, f.name)
+        for f in fields(BenchConfig)
+        if f.name not in ("parts", "out_dir", "quick", "render_only")
+        and getattr(args, f.name) is not None
+    }
+    if args.only:
+        explicit["parts"] = args.only
+    if args.out_dir:
+        explicit["out_dir"] = args.out_dir
+    if args.render_only:
+        explicit["render_only"] = True
+    return replace(config, **explicit)

@@ -1,0 +1,309 @@
+"""Render a run's results (the benchmarks.json document) as docs/benchmarks.md. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Results = dict[str, Any]
+
+
+METHOD_NOTES = (
+    "Every stack is an isolated pgsteady deployment on this machine (own app_dir, compose "
+    "project, port; tests/e2e/stack.py), converged by the real `pyinfra` CLI with the "
+    "operator defaults (image source auto, healthcheck every 10 s), and destroyed at the end "
+    "with its container, volume, cron jobs and files.",
+    "Recovery trials wait for a healthy container and more than 10 s of uptime between "
+    "kills; Docker's restart backoff would otherwise dominate (back-to-back kills: p50 about "
+    "52 s on this machine kind, see FINDINGS). The clock starts just before `kill -9` and "
+    "stops when a new TCP connection runs a query on a server with a new start time.",
+    "Tuning swaps the data stack's postgresql.conf (mounted read-only from "
+    "APP_DIR/config) and restarts the container; the container limits and data stay the "
+    "same. B is `pgtune()` for the container's memory and CPUs: PGTune for the host's RAM "
+    "would give shared_buffers above the container's memory limit. C is the file the "
+    "deploy wrote (`tune()`), including pg_stat_statements and connection logging, which "
+    "cost some throughput on very short queries.",
+    "pgbench runs inside the container (its PG17 pgbench over the Unix socket), so client "
+    "and server share the same CPU limit in every configuration; the host's PG15 pgbench "
+    "is not used. The TPC-B-like runs write, so tables grow a little from round to round; "
+    "alternating A B C spreads that evenly.",
+    "The bare dump writes to the same directory (same disk) as the tool, without fsync, "
+    "verification or checksum: what a hand-written cron line does.",
+    "Several hosts in one inventory: every host is this machine, reached over a private "
+    "sshd on 127.0.0.1 (started for the run, stopped by PID), so the per-host figure "
+    "includes pyinfra's SSH round trips that @local does not have.",
+)
+
+
+def fmt_ratio(r: dict[str, Any]) -> str:
+    """``{"median": 1.2, "min": 1.1, "max": 1.3}`` → ``1.20× (1.10–1.30)``."""
+    if r["n"] == 1:
+        return f"{r['median']:.2f}× (one round)"
+    return f"{r['median']:.2f}× ({r['min']:.2f}–{r['max']:.2f})"
+
+
+def fmt_s(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines + [""]
+
+
+def commands(config: dict[str, Any]) -> list[str]:
+    """The commands each part runs, with this run's sizes filled in."""
+    c, j, t = config["clients"], config["threads"], config["tuning_seconds"]
+    tool = "python3 APP_DIR/bin/pgsteady-backup {cmd} --config APP_DIR/config/backup.json"
+    return [
+        "pyinfra -y INVENTORY deploy.py   (per stack; timed around the CLI)",
+        "kill -9 $(docker inspect -f '{{.State.Pid}}' C)   then psycopg2 connect + "
+        "SELECT pg_postmaster_start_time() over TCP every 20 ms",
+        f"docker exec -u postgres C pgbench -i -q -s {config['scale']} app",
+        f"docker exec -u postgres C pgbench -S -c {c} -j {j} -T {t} app   (read-only)",
+        f"docker exec -u postgres C pgbench -c {c} -j {j} -T {t} app   (TPC-B-like)",
+        "docker restart -t 60 C   (after swapping APP_DIR/config/postgresql.conf)",
+        tool.format(cmd="backup"),
+        "docker exec -u postgres C pg_dump -Fc -d app > APP_DIR/backups/bench-bare.dump",
+        tool.format(cmd="restore --jobs N") + "   (new database, dropped afterwards)",
+        tool.format(cmd="drill"),
+        "python -m pgsteady.verify --inventory INVENTORY   (make verify)",
+    ]
+
+
+def headlines(res: Results) -> list[str]:
+    """One line per headline figure, for the top of the page and the run's summary."""
+    out = []
+    if rec := res.get("recovery"):
+        s = rec["seconds"]
+        out.append(
+            f"Recovery after kill -9 of the postmaster: p50 {fmt_s(s['p50'])}, p95 "
+            f"{fmt_s(s['p95'])}, max {fmt_s(s['max'])} over {s['n']} spaced trials "
+            f"(old setup promised < {rec['old_promise_seconds']:.0f} s; "
+            f"{rec['within_old_promise']}/{s['n']} within it)"
+        )
+    if tun := res.get("tuning"):
+        for workload, r in tun["results"].items():
+            out.append(
+                f"pgbench {workload.replace('_', '-')}: PGTune core / stock {fmt_ratio(r['B/A'])}, "
+                f"pgsteady / stock {fmt_ratio(r['C/A'])}, pgsteady / PGTune {fmt_ratio(r['C/B'])}"
+            )
+    if bak := res.get("backups"):
+        out.append(
+            f"Backup of a {bak['database_bytes'] / 1024**3:.2f} GiB database: the tool (dump + "
+            f"verify + sha256) takes {fmt_ratio(bak['tool_vs_bare'])} the time of a bare "
+            f"pg_dump -Fc ({fmt_s(bak['backup_seconds']['tool']['p50'])} vs "
+            f"{fmt_s(bak['backup_seconds']['bare']['p50'])})"
+        )
+        for key, r in bak["restore_speedup"].items():
+            one, many = key.split("/")
+            out.append(f"Restore --jobs {many} is {fmt_ratio(r)} faster than --jobs {one}")
+        out.append(f"Restore drill: {fmt_s(bak['drill_seconds']['p50'])} (median)")
+    if con := res.get("converge"):
+        out.append(
+            f"Converge: first {fmt_s(con['first_converge']['seconds']['p50'])}, no-op "
+            f"{fmt_s(con['noop_converge']['seconds']['p50'])} (medians)"
+        )
+        if par := con.get("parallel_noop"):
+            parts = [f"{n} host(s) {fmt_s(v['seconds']['p50'])}" for n, v in par.items()]
+            out.append("No-op converge, one inventory over ssh: " + ", ".join(parts))
+    return out
+
+
+def _recovery(rec: Results) -> list[str]:
+    s = rec["seconds"]
+    lines = [
+        "## Recovery: kill -9 of the postmaster → first query over TCP",
+        "",
+        f"{s['n']} trials, each after at least {rec['spacing_seconds']:.0f} s of uptime and a "
+        "healthy container (Docker's restart backoff resets only after 10 s of uptime; "
+        "back-to-back kills measure that backoff instead: see FINDINGS).",
+        "",
+    ]
+    lines += _table(
+        ["", "p50", "p95", "max", "min", "old setup's promise"],
+        [["seconds", fmt_s(s["p50"]), fmt_s(s["p95"]), fmt_s(s["max"]), fmt_s(s["min"]),
+          f"< {rec['old_promise_seconds']:.0f} s"]],
+    )  # fmt: skip
+    lines.append(
+        f"{rec['within_old_promise']}/{s['n']} trials met the old promise; the slowest took "
+        f"{rec['max_vs_promise'] * 100:.1f}% of it. Slow trials (> 5 s, a crash loop "
+        f"suspect): {len(rec['slow_trials'])}."
+    )
+    return lines + [""]
+
+
+def _tuning(tun: Results) -> list[str]:
+    pg = tun["pgbench"]
+    lines = [
+        "## Tuning: pgbench TPS, same container, same data",
+        "",
+        f"pgbench {pg['where']}; {pg['clients']} clients, {pg['threads']} threads, "
+        f"{pg['seconds']} s per run after a {pg['warmup_seconds']} s read-only warm-up; "
+        f"{pg['rounds']} round(s) alternated A B C. Ratios are paired within a round; "
+        "the spread is min–max over rounds.",
+        "",
+    ]
+    configs = tun["configs"]
+    names = sorted({n for c in configs.values() for n in c["settings"]})
+    lines += _table(
+        ["setting", *[f"{k}: {c['name']}" for k, c in configs.items()]],
+        [[n, *[c["settings"].get(n, "") for c in configs.values()]] for n in names],
+    )
+    rows = []
+    for workload, r in tun["results"].items():
+        tps = r["tps"]
+        rows.append(
+            [workload.replace("_", "-"), *[f"{tps[k]['p50']:.0f}" for k in ("A", "B", "C")],
+             fmt_ratio(r["B/A"]), fmt_ratio(r["C/A"]), fmt_ratio(r["C/B"])]
+        )  # fmt: skip
+    lines += _table(["workload", "A tps", "B tps", "C tps", "B/A", "C/A", "C/B"], rows)
+    restored = "yes" if tun["deployed_conf_restored"] else "NO"
+    lines.append(f"The deployed postgresql.conf was put back afterwards: {restored}.")
+    return lines + [""]
+
+
+def _backups(bak: Results) -> list[str]:
+    gib = bak["database_bytes"] / 1024**3
+    b = bak["backup_seconds"]
+    lines = [
+        "## Backups",
+        "",
+        f"Database: {gib:.2f} GiB (pg_database_size); dump: "
+        f"{bak['dump_bytes']['tool'] / 1024**2:.0f} MiB.",
+        "",
+    ]
+    rows = [
+        ["tool backup (dump + verify + sha256)", fmt_s(b["tool"]["p50"]),
+         f"{fmt_s(b['tool']['min'])}–{fmt_s(b['tool']['max'])}", str(b["tool"]["n"])],
+        ["bare pg_dump -Fc via docker exec", fmt_s(b["bare"]["p50"]),
+         f"{fmt_s(b['bare']['min'])}–{fmt_s(b['bare']['max'])}", str(b["bare"]["n"])],
+    ]  # fmt: skip
+    for jobs, s in bak["restore_seconds"].items():
+        rows.append(
+            [f"restore --jobs {jobs}", fmt_s(s["p50"]),
+             f"{fmt_s(s['min'])}–{fmt_s(s['max'])}", str(s["n"])]
+        )  # fmt: skip
+    d = bak["drill_seconds"]
+    rows.append(
+        ["drill (restore + row counts)", fmt_s(d["p50"]),
+         f"{fmt_s(d['min'])}–{fmt_s(d['max'])}", str(d["n"])]
+    )  # fmt: skip
+    lines += _table(["", "median", "range", "runs"], rows)
+    lines.append(f"Tool / bare dump: {fmt_ratio(bak['tool_vs_bare'])}.")
+    for key, r in bak["restore_speedup"].items():
+        one, many = key.split("/")
+        lines.append(f"Restore speed-up --jobs {many} over --jobs {one}: {fmt_ratio(r)}.")
+    return lines + [""]
+
+
+def _converge(con: Results) -> list[str]:
+    first, noop = con["first_converge"], con["noop_converge"]
+    lines = ["## Converge", ""]
+    lines += _table(
+        ["", "median", "range", "runs", "changed operations"],
+        [
+            ["first converge (image present)", fmt_s(first["seconds"]["p50"]),
+             f"{fmt_s(first['seconds']['min'])}–{fmt_s(first['seconds']['max'])}",
+             str(first["seconds"]["n"]), ", ".join(str(r["changed"]) for r in first["runs"])],
+            ["no-op re-converge", fmt_s(noop["seconds"]["p50"]),
+             f"{fmt_s(noop['seconds']['min'])}–{fmt_s(noop['seconds']['max'])}",
+             str(noop["seconds"]["n"]), ", ".join(str(r["changed"]) for r in noop["runs"])],
+        ],
+    )  # fmt: skip
+    if first.get("image_present") is False:
+        lines += ["The image was not on the machine yet: the first converge built it.", ""]
+    changed = sorted({op for r in noop["runs"] for op in r["changed_operations"]})
+    if changed:
+        lines += [f"Operations a re-converge still changed: {', '.join(changed)}.", ""]
+    if par := con.get("parallel_first_converge"):
+        lines += [
+            f"First converge of {par['hosts']} more hosts in one inventory (over ssh, in "
+            f"parallel): {fmt_s(par['seconds'])}.",
+            "",
+        ]
+    rows = []
+    serial, parallel = con.get("serial_local_noop", {}), con.get("parallel_noop", {})
+    for n in serial:
+        p = parallel.get(n)
+        rows.append(
+            [n, fmt_s(serial[n]["p50"]),
+             fmt_s(p["seconds"]["p50"]) if p else "not measured",
+             fmt_s(p["per_host_seconds"]) if p else "",
+             ", ".join(map(str, p["changed"])) if p else ""]
+        )  # fmt: skip
+    lines.append("No-op converge of N stacks on this machine:")
+    lines.append("")
+    lines += _table(
+        ["hosts", "N separate @local runs, serial", "one inventory over ssh",
+         "per host", "changed"],
+        rows,
+    )  # fmt: skip
+    ver = con.get("verify", {})
+    if not ver.get("available"):
+        lines.append(f"make verify: not measured ({ver.get('note', 'not run')}).")
+    else:
+        for key, v in ver.items():
+            if key != "available":
+                lines.append(f"make verify ({key}): {fmt_s(v['seconds'])}, exit {v['returncode']}.")
+    return lines + [""]
+
+
+def render(res: Results) -> str:
+    """The whole of docs/benchmarks.md."""
+    m, v, cfg = res["machine"], res["versions"], res["config"]
+    lines = [
+        "# pgsteady benchmarks",
+        "",
+        f"Written by `make bench` (`python -m bench{' ' + res['argv'] if res['argv'] else ''}`) "
+        f"on {res['started']}; the "
+        f"run took {res['total_seconds'] / 60:.1f} minutes. Re-run it to refresh this page.",
+        "",
+        "**Noise.** The machine is shared: other work ran during the run (load average "
+        f"{' / '.join(map(str, res['load']['start']))} at the start, "
+        f"{' / '.join(map(str, res['load']['end']))} at the end, 1/5/15 min, on "
+        f"{m['cpus']} CPUs). Comparisons are therefore alternated runs in one session, "
+        "reported as ratios with their spread; absolute numbers are this machine's only.",
+        "",
+        "## Headlines",
+        "",
+        *[f"- {h}" for h in headlines(res)],
+        "",
+        *[
+            f"Retried once after a failure (e.g. dockerd restarted by other work): {name}: "
+            f"{msg.splitlines()[0]}\n"
+            for name, msg in res.get("retried", {}).items()
+        ],
+        "## Machine and versions",
+        "",
+    ]
+    rows = [[k.replace("_", " "), str(val)] for k, val in {**m, **v}.items()]
+    lines += _table(["", ""], rows)
+    lines += [
+        f"Stacks: converged by the real pyinfra CLI with operator defaults; the data stack "
+        f"runs with a {cfg['memory_limit']} memory limit and {cfg['cpus']} CPUs and holds "
+        f"pgbench scale {cfg['scale']}.",
+        "",
+    ]
+    for key, part in (
+        ("recovery", _recovery),
+        ("tuning", _tuning),
+        ("backups", _backups),
+        ("converge", _converge),
+    ):
+        if key in res:
+            lines += part(res[key])
+        elif key in res.get("errors", {}):
+            lines += [f"## {key.title()}", "", f"Failed: {res['errors'][key]}", ""]
+    lines += ["## Method notes", "", *[f"- {n}" for n in METHOD_NOTES], ""]
+    lines += ["## Commands", "", *[f"    {c}" for c in commands(cfg)], ""]
+    lines += [
+        "## Reproduce",
+        "",
+        "    make deploy            # once: venv, Docker, image",
+        "    make bench             # full run, < 20 minutes",
+        '    make bench BENCH_ARGS="--quick"                 # a few minutes',
+        '    make bench BENCH_ARGS="--only recovery,tuning"  # some parts',
+        "",
+    ]
+    return "\n".join(lines)
