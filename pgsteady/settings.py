@@ -131,9 +131,7 @@ def _check_role(value: Any) -> Any:
 def _check_database(value: Any) -> Any:
     _check_identifier(value)
     if value in ("template0", "template1", "postgres"):
-        raise ValueError(
-            f"{value!r} is a system database; name the application's own (e.g. 'app')"
-        )
+        raise ValueError(f"{value!r} is a system database; name the application's own (e.g. 'app')")
     return value
 
 
