@@ -7,6 +7,10 @@ an ssh command prefix.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,13 +70,47 @@ class InventoryHost:
         return [*prefix, "sudo", "-n"] if self.data.get("_sudo") else prefix
 
 
+class InventoryError(Exception):
+    """The inventory file could not be read."""
+
+
 def load_inventory(path: str | Path, cwd: str | Path = REPO) -> list[InventoryHost]:
-    """Every host of a pyinfra inventory file with its merged data (group_data included)."""
+    """Every host of a pyinfra inventory file with its merged data (group_data included).
+
+    pyinfra's inventory reader lives in its CLI package, whose import monkey-patches the
+    whole process with gevent (threads, select, subprocess, sleep). Callers here use real
+    threads, so the file is read in a child process that prints the hosts as JSON.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-m", "pgsteady.inventory", str(Path(path).resolve()), str(cwd)],
+        cwd=str(cwd),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *sys.path])},
+    )
+    for line in proc.stdout.splitlines():
+        if proc.returncode == 0 and line.startswith(_MARK):
+            return [InventoryHost(n, d) for n, d in json.loads(line[len(_MARK) :])]
+    lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+    detail = lines[-1].strip() if lines else f"exit code {proc.returncode}"
+    raise InventoryError(f"cannot read inventory {path}: {detail}")
+
+
+_MARK = "@@pgsteady-inventory "
+
+
+def _read_here(path: str, cwd: str) -> list[tuple[str, dict[str, Any]]]:
+    """Read the inventory in this process (gevent-patched by pyinfra's CLI import)."""
     from pyinfra.api import State
     from pyinfra.context import ctx_state
     from pyinfra_cli.inventory import make_inventory
 
     state = State(check_for_changes=False)
     with ctx_state.use(state):
-        inventory = make_inventory(str(path), cwd=str(cwd))
-    return [InventoryHost(host.name, dict(host.data.dict())) for host in inventory]
+        inventory = make_inventory(path, cwd=cwd)
+    return [(host.name, dict(host.data.dict())) for host in inventory]
+
+
+if __name__ == "__main__":
+    print(_MARK + json.dumps(_read_here(sys.argv[1], sys.argv[2]), default=str))

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
+from pgsteady.inventory import InventoryError
 from pgsteady.monitor import collect, model, snapshot, view
 
 
@@ -38,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         targets = collect.load_targets(args.inventory)
-    except (collect.InventoryError, OSError, ValueError) as exc:
+    except (InventoryError, OSError, ValueError) as exc:
         print(f"pgsteady.monitor: {exc}", file=sys.stderr)
         return 2
     if not targets:

@@ -8,11 +8,9 @@ Interpretation is left to :mod:`pgsteady.monitor.model`.
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from typing import Any
 
 from pgsteady import hostfacts
 from pgsteady.compose import DATA_MOUNT
-from pgsteady.inventory import REPO, InventoryHost
+from pgsteady.inventory import InventoryHost, load_inventory
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
 
 #: Seconds one host's whole collection may take (ssh included).
@@ -163,37 +161,9 @@ class Target:
         return self.host.name
 
 
-class InventoryError(Exception):
-    """The inventory file could not be read."""
-
-
-_LOADER = (
-    "import json, sys\n"
-    "from pgsteady.inventory import load_inventory\n"
-    "hosts = [[h.name, h.data] for h in load_inventory(sys.argv[1])]\n"
-    "print('@@inventory ' + json.dumps(hosts, default=str))\n"
-)
-
-
 def read_inventory(inventory: str | Path) -> list[InventoryHost]:
-    """:func:`pgsteady.inventory.load_inventory` in a child process.
-
-    Importing pyinfra's CLI monkey-patches the process with gevent (threads, select,
-    subprocess); the monitor relies on real threads and select, so it stays out of it.
-    """
-    path = str(Path(inventory).resolve())
-    proc = subprocess.run(
-        [sys.executable, "-c", _LOADER, path],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    for line in proc.stdout.splitlines():
-        if proc.returncode == 0 and line.startswith("@@inventory "):
-            return [InventoryHost(n, d) for n, d in json.loads(line.split(" ", 1)[1])]
-    detail = _last_line(proc.stderr) or _last_line(proc.stdout) or f"exit code {proc.returncode}"
-    raise InventoryError(f"cannot read inventory {inventory}: {detail}")
+    """The inventory's hosts (read in a child process: see load_inventory)."""
+    return load_inventory(inventory)
 
 
 def load_targets(inventory: str | Path) -> list[Target]:
