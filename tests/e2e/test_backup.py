@@ -102,6 +102,42 @@ def test_restore_drill_compares_row_counts(stack: Stack) -> None:
     assert scratch == "0"
 
 
+def test_container_down_is_a_clear_error_and_the_next_run_works(stack: Stack) -> None:
+    ctl = str(stack.app_dir / "bin" / "pgsteady-ctl")
+    subprocess.run([ctl, "down"], check=True, capture_output=True)
+    try:
+        failed = make("backup", stack)
+        assert failed.returncode != 0
+        assert stack.container in failed.stdout + failed.stderr
+        assert stack.container in status(stack)["last_error"]["message"]
+    finally:
+        subprocess.run([ctl, "up"], check=True, capture_output=True)
+    ok = make("backup", stack)
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    assert status(stack)["last_run"]["ok"] is True
+
+
+def test_a_corrupted_backup_is_caught_by_verify_and_the_drill(stack: Stack) -> None:
+    last = stack.app_dir / "backups" / "last"
+    newest = max(p for p in last.glob("app-*.dump") if not p.is_symlink())
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    tool = [
+        "/usr/bin/python3", str(stack.app_dir / "bin" / "pgsteady-backup"), "verify",
+        "--config", str(stack.app_dir / "config" / "backup.json"),
+    ]  # fmt: skip
+    verify = subprocess.run(tool, capture_output=True, text=True)
+    assert verify.returncode != 0
+    assert "sha256" in verify.stdout + verify.stderr
+    drill = make("restore-drill", stack)
+    assert drill.returncode != 0
+    assert status(stack)["drill"]["ok"] is False
+    # A fresh backup makes the newest good again.
+    assert make("backup", stack).returncode == 0
+    assert subprocess.run(tool, capture_output=True).returncode == 0
+
+
 def test_restore_on_empty_brings_the_data_back(stack: Stack) -> None:
     """Lose the data volume; the next converge starts from the newest backup."""
     before = table_checksums(stack, "app")
