@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
-from pyinfra.operations import apt, server, systemd, sysvinit
+from pyinfra.operations import apt, server, systemd
 
 from pgsteady.settings import Settings
 from tasks.facts import ComposeCommand, DockerServerVersion
@@ -41,11 +41,17 @@ def install(s: Settings) -> None:
             name="Docker is running and enabled", service="docker", running=True, enabled=True
         )
     elif not host.get_fact(DockerServerVersion):
-        sysvinit.service(name="Start Docker (no systemd)", service="docker", running=True)
+        # No systemd (containers, WSL, minimal VMs): the init script first; where it cannot
+        # work (seen: its `ulimit` is refused inside a container), the daemon itself.
         server.shell(
-            name="Wait for the Docker engine to answer",
+            name="Start Docker (no systemd)",
             commands=[
-                "i=0; until docker info >/dev/null 2>&1; do i=$((i+1)); "
-                '[ "$i" -lt 60 ] || { echo "dockerd did not start" >&2; exit 1; }; sleep 1; done'
+                "service docker start >/dev/null 2>&1 || true; i=0; "
+                "until docker info >/dev/null 2>&1; do i=$((i+1)); "
+                'if [ "$i" -eq 10 ]; then echo "init script did not start dockerd; '
+                'starting it directly" >&2; setsid -f dockerd >>/var/log/pgsteady-dockerd.log '
+                "2>&1 </dev/null; fi; "
+                '[ "$i" -lt 90 ] || { echo "dockerd did not start: see '
+                '/var/log/pgsteady-dockerd.log" >&2; exit 1; }; sleep 1; done'
             ],
         )
