@@ -34,7 +34,7 @@ deploy: $(STAMP)
 	$(PYINFRA) $(INVENTORY) deploy.py
 
 dry-run: $(STAMP)
-	$(BIN)/pyinfra --dry -y $(INVENTORY) deploy.py
+	$(BIN)/pyinfra --dry $(INVENTORY) deploy.py </dev/null
 
 down: $(STAMP)
 	$(PYINFRA) $(INVENTORY) deploys/down.py

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import replace
 
 import pytest
-from stack import Stack
+from stack import REPO, Stack
 
 from pgsteady.pgconfig import expected_settings, tuning_input
 from pgsteady.settings import HostFacts, build_settings
@@ -75,3 +76,23 @@ def test_reloadable_change_reloads_restart_only_change_restarts(deployed: Stack)
     )
     assert again.changed == 0, again.changed_operations()
     assert deployed.postmaster_start() == restarted
+
+
+def test_dry_run_shows_the_change_and_changes_nothing(deployed: Stack) -> None:
+    conf = deployed.app_dir / "config" / "postgresql.conf"
+    before = conf.read_text()
+    start = deployed.postmaster_start()
+    deployed.write_inventory(postgres_settings={"log_min_duration_statement": "4321ms"})
+    proc = subprocess.run(
+        ["make", "-s", "dry-run", f"INVENTORY={deployed.inventory}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    output = proc.stdout + proc.stderr
+    changed = [
+        line for line in output.splitlines() if "postgresql.conf" in line and "Write" in line
+    ]
+    assert changed and "(@local)" in changed[0].split("postgresql.conf", 1)[1]
+    assert conf.read_text() == before
+    assert deployed.psql("SHOW log_min_duration_statement") != "4321ms"
+    assert deployed.postmaster_start() == start
