@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from stack import ROOT, Stack, docker
+from stack import REPO, ROOT, Stack, docker
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -91,6 +92,25 @@ def test_docker_kill_is_restarted_by_the_watchdog(deployed: Stack) -> None:
     deployed.wait_until_accepting(timeout=150)
     _record("docker kill -> first query (watchdog)", time.monotonic() - killed_at)
     deployed.wait_healthy()
+
+
+def test_make_down_stops_it_on_purpose_and_deploy_brings_it_back(deployed: Stack) -> None:
+    down = subprocess.run(
+        ["make", "-s", "down", f"INVENTORY={deployed.inventory}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert down.returncode == 0, down.stdout[-2000:] + down.stderr[-2000:]
+    assert deployed.inspect()["State"]["Running"] is False
+    assert docker("volume", "inspect", f"{deployed.name}_pgdata", check=False).returncode == 0
+    # The watchdog leaves a stack stopped on purpose alone.
+    subprocess.run([str(deployed.app_dir / "bin" / "pgsteady-ctl"), "watchdog"], check=True)
+    assert deployed.inspect()["State"]["Running"] is False
+    result = deployed.deploy()
+    assert result.returncode == 0, result.output[-3000:]
+    deployed.wait_healthy()
+    with deployed.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT current_database()")
+        assert cur.fetchone() == ("app",)
 
 
 def test_bad_settings_stop_before_any_change(new_stack: Stack) -> None:
