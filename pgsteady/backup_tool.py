@@ -509,23 +509,38 @@ def dump_database(
             )
             meta = json.loads(snap.query(_META_SQL)[0])
         verify_dump(docker, tmp, config.verify)
-        manifest = {
-            "format": 1,
-            "kind": "database",
-            "database": db,
-            "file": name,
-            "created": when.isoformat(),
-            **meta,
-            "size": size,
-            "sha256": sha,
-            "duration_seconds": round(time.monotonic() - started, 3),
-            "container": config.container,
-            "compose_project": config.compose_project,
-        }
+        manifest = _manifest(
+            config, "database", name, when, size, sha, started, database=db, **meta
+        )
         publish(tmp, final, sha, manifest)
     finally:
         discard_unpublished(tmp, final)
     return Made(name, final, manifest)
+
+
+def _manifest(
+    config: Config,
+    kind: str,
+    name: str,
+    when: datetime,
+    size: int,
+    sha: str,
+    started: float,
+    **fields: object,
+) -> dict:
+    """The JSON written next to every published dump (``fields`` are kind-specific)."""
+    return {
+        "format": 1,
+        "kind": kind,
+        "file": name,
+        "created": when.isoformat(),
+        **fields,
+        "size": size,
+        "sha256": sha,
+        "duration_seconds": round(time.monotonic() - started, 3),
+        "container": config.container,
+        "compose_project": config.compose_project,
+    }
 
 
 def dump_globals(config: Config, docker: Docker, directory: str, when: datetime) -> Made:
@@ -540,18 +555,9 @@ def dump_globals(config: Config, docker: Docker, directory: str, when: datetime)
             if size == 0 or b"CREATE ROLE" not in fh.read():
                 raise BackupError(f"pg_dumpall --globals-only gave no roles ({size} bytes)")
         version = docker.psql("postgres", "SHOW server_version")
-        manifest = {
-            "format": 1,
-            "kind": "globals",
-            "file": name,
-            "created": when.isoformat(),
-            "server_version": version,
-            "size": size,
-            "sha256": sha,
-            "duration_seconds": round(time.monotonic() - started, 3),
-            "container": config.container,
-            "compose_project": config.compose_project,
-        }
+        manifest = _manifest(
+            config, "globals", name, when, size, sha, started, server_version=version
+        )
         publish(tmp, final, sha, manifest)
     finally:
         discard_unpublished(tmp, final)

@@ -14,6 +14,8 @@ PGDATA = f"{DATA_MOUNT}/pgdata"
 BACKUP_MOUNT = "/backups"
 INIT_MOUNT = "/docker-entrypoint-initdb.d"
 SUPERUSER = "postgres"
+#: init_db.sql's name in app_dir/init (mounted at INIT_MOUNT); sorts before operator files.
+INIT_SQL = "10-init_db.sql"
 
 
 def secret_names(s: Settings) -> list[str]:
@@ -22,10 +24,6 @@ def secret_names(s: Settings) -> list[str]:
     if s.postgres_readonly_user:
         names.append("readonly_password")
     return names
-
-
-def _duration(seconds: float) -> str:
-    return f"{int(seconds)}s" if seconds >= 1 else f"{int(seconds * 1000)}ms"
 
 
 def compose_context(s: Settings) -> dict[str, Any]:
@@ -82,3 +80,15 @@ def compose_context(s: Settings) -> dict[str, Any]:
 
 def render_compose(s: Settings) -> str:
     return render("docker-compose.yml.j2", **compose_context(s))
+
+
+def render_ctl_env(s: Settings, compose_cmd: str) -> str:
+    """app_dir/config/ctl.env, read by pgsteady-ctl: the stack and the compose CLI to use."""
+    return render(
+        "ctl.env.j2",
+        project=s.compose_project,
+        container=s.container_name,
+        compose=compose_cmd,
+        compose_file=s.paths["compose"],
+        healthy_timeout=int(s.seconds("postgres_healthy_timeout")),
+    )

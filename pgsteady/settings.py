@@ -28,6 +28,7 @@ from pydantic import (
     field_validator,
 )
 
+from pgsteady.image import SUITES as DEBIAN_SUITES
 from pgsteady.schedule import parse_schedule
 from pgsteady.units import parse_size
 
@@ -44,8 +45,6 @@ SETTING_PREFIXES = (
 
 #: Postgres major versions the registry/archive sources accept.
 SUPPORTED_VERSIONS = range(13, 19)
-#: Versions Debian packages, and the suite that carries each.
-DEBIAN_SUITES = {15: "bookworm", 17: "trixie"}
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -71,8 +70,6 @@ class HostFacts:
 
     ram_mb: int
     cpus: int
-    distro: str = "Debian"
-    distro_version: str = "12"
     has_systemd: bool = False
 
 
@@ -86,7 +83,6 @@ def duration_seconds(value: str) -> float:
 
 def _check_duration(value: Any) -> Any:
     if isinstance(value, str):
-        duration_seconds(value)
         if duration_seconds(value) <= 0:
             raise ValueError(f"{value!r} must be longer than zero")
         return value
@@ -360,10 +356,6 @@ class Settings(BaseModel):
     @property
     def registry_image(self) -> str:
         return self.postgres_image or f"postgres:{self.postgres_version}"
-
-    @property
-    def debian_suite(self) -> str:
-        return DEBIAN_SUITES[self.postgres_version]
 
     @property
     def backup_path(self) -> str:

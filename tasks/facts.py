@@ -9,6 +9,8 @@ from typing import Any
 from pyinfra.api import FactBase
 from pyinfra.api.command import QuoteString, StringCommand
 
+from pgsteady.hostfacts import SYSTEMD_COMMAND, parse_has_systemd
+
 
 class FreeDiskBytes(FactBase[int]):
     """Free bytes on the filesystem that holds ``path`` (or its nearest existing parent)."""
@@ -29,10 +31,10 @@ class HasSystemd(FactBase[bool]):
     """True when systemd is the running init (not merely installed)."""
 
     def command(self) -> str:
-        return "test -d /run/systemd/system && echo yes || echo no"
+        return SYSTEMD_COMMAND
 
     def process(self, output: Iterable[str]) -> bool:
-        return list(output)[0].strip() == "yes"
+        return parse_has_systemd("\n".join(output))
 
 
 class ComposeCommand(FactBase[str]):

@@ -14,7 +14,8 @@ from pyinfra.facts.files import FileContents, Sha256File
 from pyinfra.operations import apt, files, server
 
 from pgsteady.image import RECIPE_LABEL, debian_mirror, debian_recipe, shipped_files
-from pgsteady.settings import DEBIAN_SUITES, Settings
+from pgsteady.image import SUITES as DEBIAN_SUITES
+from pgsteady.settings import Settings
 from tasks.facts import AptSources, DockerInspect
 
 

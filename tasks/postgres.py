@@ -15,14 +15,13 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, server
 
-from pgsteady.compose import render_compose
+from pgsteady.compose import INIT_MOUNT, INIT_SQL, render_compose, render_ctl_env
 from pgsteady.pgconfig import (
     render_init_db_sql,
     render_pg_hba_conf,
     render_postgresql_conf,
     schema_file_names,
 )
-from pgsteady.render import render
 from pgsteady.settings import Settings
 from tasks.facts import DockerInspect
 from tasks.ownership import owner_and_mode, put_text
@@ -42,27 +41,18 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
     p = s.paths
     uid = s.postgres_uid
     files.directory(name="app_dir", path=s.app_dir, user="root", group="root", mode="755")
-    for key in ("bin", "image"):
-        files.directory(name=f"{key} directory", path=p[key], user="root", mode="755")
+    files.directory(name="bin directory", path=p["bin"], user="root", mode="755")
     for key in ("config", "init"):
         op = files.directory(name=f"{key} directory", path=p[key], mode="750")
         owner_and_mode(p[key], uid, uid, "750", created_by=op)
-    op = files.directory(name="backup directory", path=p["backups"], mode="700")
-    owner_and_mode(p["backups"], 0, 0, "700", created_by=op)
+    files.directory(
+        name="backup directory", path=p["backups"], user="root", group="root", mode="700"
+    )
 
     files.put(name="pgsteady-ctl", src=str(CTL), dest=f"{p['bin']}/pgsteady-ctl", mode="755")
     files.put(
         name="ctl.env",
-        src=_text(
-            render(
-                "ctl.env.j2",
-                project=s.compose_project,
-                container=s.container_name,
-                compose=compose_cmd,
-                compose_file=p["compose"],
-                healthy_timeout=int(s.seconds("postgres_healthy_timeout")),
-            )
-        ),
+        src=StringIO(render_ctl_env(s, compose_cmd)),
         dest=f"{p['config']}/ctl.env",
         mode="600",
     )
@@ -70,10 +60,10 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
     conf = put_text(render_postgresql_conf(s), f"{p['config']}/postgresql.conf", uid, uid, "640")
     hba = put_text(render_pg_hba_conf(s), f"{p['config']}/pg_hba.conf", uid, uid, "640")
     schema_ops = _schema_files(s)
-    init_sql = put_text(render_init_db_sql(s), f"{p['init']}/10-init_db.sql", uid, uid, "640")
+    init_sql = put_text(render_init_db_sql(s), f"{p['init']}/{INIT_SQL}", uid, uid, "640")
     compose = files.put(
         name="docker-compose.yml",
-        src=_text(render_compose(s)),
+        src=StringIO(render_compose(s)),
         dest=p["compose"],
         user="root",
         group="root",
@@ -97,7 +87,7 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
     # Idempotent SQL: also harmless right after the entrypoint applied it to a new cluster.
     server.shell(
         name="Apply init_db.sql",
-        commands=[f"{ctl_cmd} apply-sql /docker-entrypoint-initdb.d/10-init_db.sql"],
+        commands=[f"{ctl_cmd} apply-sql {INIT_MOUNT}/{INIT_SQL}"],
         _if=lambda: any(o.did_change() for o in (init_sql, *schema_ops)),
     )
 
@@ -112,7 +102,3 @@ def _schema_files(s: Settings) -> list[OperationMeta]:
         text = Path(local).read_text()
         ops.append(put_text(text, f"{schema_dir}/{name}", s.postgres_uid, s.postgres_uid, "640"))
     return ops
-
-
-def _text(content: str) -> StringIO:
-    return StringIO(content)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import replace
 
 import pytest
 from stack import REPO, Stack
 
+from pgsteady.hostfacts import host_facts
 from pgsteady.pgconfig import expected_settings, tuning_input
 from pgsteady.settings import HostFacts, build_settings
 from pgsteady.tuning import pgtune
@@ -17,10 +17,10 @@ pytestmark = pytest.mark.timeout(900)
 
 
 def _host_facts() -> HostFacts:
-    """This machine's facts, as the deploy's pyinfra facts report them."""
-    with open("/proc/meminfo") as f:
-        mem_kb = next(int(line.split()[1]) for line in f if line.startswith("MemTotal:"))
-    return HostFacts(ram_mb=mem_kb // 1024, cpus=os.cpu_count() or 1)
+    """This machine's facts, read with the deploy's own commands."""
+    return host_facts(
+        lambda cmd: subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout
+    )
 
 
 def _show_all(stack: Stack) -> dict[str, str]:

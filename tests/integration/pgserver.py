@@ -17,6 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from pgsteady.pgparams import hba_rules
+from pgsteady.render import render
+from pgsteady.tuning import TuningResult
+
 PG_BIN = Path(os.environ.get("PGSTEADY_PG_BIN", "/usr/lib/postgresql/15/bin"))
 OS_USER = "postgres"
 SUPERUSER_PASSWORD = "s3cret-super"
@@ -39,6 +43,14 @@ def free_port() -> int:
 
 def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", OS_USER, "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def own(path: Path, mode: int = 0o640) -> Path:
+    """Give ``path`` to the postgres OS user (the server and psql run as it)."""
+    entry = pwd.getpwnam(OS_USER)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    path.chmod(mode)
+    return path
 
 
 def _chown(path: Path) -> None:
@@ -143,6 +155,29 @@ class PgServer:
         except subprocess.TimeoutExpired:
             os.kill(self.proc.pid, signal.SIGQUIT)
             self.proc.wait(timeout=10)
+
+    def configure(self, result: TuningResult, overrides: dict[str, str] | None = None) -> None:
+        """Write the rendered postgresql.conf (tuned) and pg_hba.conf for this server."""
+        conf = render(
+            "postgresql.conf.j2",
+            settings=result.settings,
+            overrides=overrides or {},
+            listen_addresses="127.0.0.1",
+            port=self.port,
+            hba_file=str(self.hba_file),
+            header="Managed by pgsteady (integration test).",
+        )
+        self.write(conf, render("pg_hba.conf.j2", rules=hba_rules(["samenet"], OS_USER)))
+
+    def psql_file(self, path: Path) -> subprocess.CompletedProcess[str]:
+        """psql -f as the postgres OS user over the socket, stopping at the first error."""
+        return subprocess.run(
+            _as_postgres(
+                [str(PG_BIN / "psql"), "-h", str(self.sockdir), "-p", str(self.port), "-d",
+                 "postgres", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(path)]
+            ),
+            capture_output=True, text=True, cwd="/",
+        )  # fmt: skip
 
     def cleanup(self) -> None:
         self.stop()

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import psycopg2
 import pytest
-from pgserver import OS_USER, PG_BIN, PgServer, available
+from pgserver import PgServer, available, own
 
-from pgsteady.pgparams import hba_rules
 from pgsteady.render import render
 from pgsteady.tuning import TuningInput, tune
 from pgsteady.units import GIB
@@ -21,16 +18,7 @@ pytestmark = pytest.mark.skipif(not available(), reason="Postgres 15 server bina
 @pytest.fixture
 def server():
     srv = PgServer()
-    conf = render(
-        "postgresql.conf.j2",
-        settings=tune(TuningInput(15, "web", 1 * GIB, 1)).settings,
-        overrides={},
-        listen_addresses="127.0.0.1",
-        port=srv.port,
-        hba_file=str(srv.hba_file),
-        header="integration test",
-    )
-    srv.write(conf, render("pg_hba.conf.j2", rules=hba_rules(["samenet"], OS_USER)))
+    srv.configure(tune(TuningInput(15, "web", 1 * GIB, 1)))
     srv.start()
     try:
         yield srv
@@ -41,25 +29,19 @@ def server():
 def _secret(srv: PgServer, name: str, value: str) -> Path:
     path = srv.root / name
     path.write_text(value + "\n")
-    os.chown(path, *_postgres_ids())
-    path.chmod(0o600)
-    return path
+    return own(path, 0o600)
 
 
-def _postgres_ids() -> tuple[int, int]:
-    import pwd
-
-    entry = pwd.getpwnam(OS_USER)
-    return entry.pw_uid, entry.pw_gid
-
-
-def _apply(srv: PgServer, sql_path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["runuser", "-u", OS_USER, "--", str(PG_BIN / "psql"), "-h", str(srv.sockdir),
-         "-p", str(srv.port), "-d", "postgres", "-X", "-q", "-v", "ON_ERROR_STOP=1",
-         "-f", str(sql_path)],
-        capture_output=True, text=True, cwd="/",
-    )  # fmt: skip
+def _schema(srv: PgServer) -> Path:
+    """An idempotent operator schema file using the updated_at trigger function."""
+    path = srv.root / "schema.sql"
+    path.write_text(
+        "CREATE TABLE IF NOT EXISTS items (id int PRIMARY KEY, name text, "
+        "updated_at timestamptz);\n"
+        "CREATE OR REPLACE TRIGGER t_updated BEFORE UPDATE ON items "
+        "FOR EACH ROW EXECUTE FUNCTION pgsteady_set_updated_at();\n"
+    )
+    return own(path)
 
 
 def _render(srv: PgServer, schema: Path | None = None) -> Path:
@@ -75,8 +57,7 @@ def _render(srv: PgServer, schema: Path | None = None) -> Path:
     )
     path = srv.root / "init_db.sql"
     path.write_text(sql)
-    os.chown(path, *_postgres_ids())
-    return path
+    return own(path)
 
 
 def _login(srv: PgServer, user: str, password: str):
@@ -87,22 +68,15 @@ def _login(srv: PgServer, user: str, password: str):
 
 
 def test_applies_twice_with_the_same_outcome(server: PgServer) -> None:
-    schema = server.root / "schema.sql"
-    schema.write_text(
-        "CREATE TABLE IF NOT EXISTS items (id int PRIMARY KEY, name text, "
-        "updated_at timestamptz);\n"
-        "CREATE OR REPLACE TRIGGER t_updated BEFORE UPDATE ON items "
-        "FOR EACH ROW EXECUTE FUNCTION pgsteady_set_updated_at();\n"
-    )
-    os.chown(schema, *_postgres_ids())
+    schema = _schema(server)
     sql = _render(server, schema)
-    first = _apply(server, sql)
+    first = server.psql_file(sql)
     assert first.returncode == 0, first.stderr
     snapshot = server.psql_as_os_user(
         "SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolcanlogin FROM pg_roles "
         "WHERE rolname IN ('shop', 'shop_ro') ORDER BY 1"
     ).stdout
-    second = _apply(server, sql)
+    second = server.psql_file(sql)
     assert second.returncode == 0, second.stderr
     assert (
         server.psql_as_os_user(
@@ -115,15 +89,8 @@ def test_applies_twice_with_the_same_outcome(server: PgServer) -> None:
 
 
 def test_roles_privileges_and_trigger(server: PgServer) -> None:
-    schema = server.root / "schema.sql"
-    schema.write_text(
-        "CREATE TABLE IF NOT EXISTS items (id int PRIMARY KEY, name text, "
-        "updated_at timestamptz);\n"
-        "CREATE OR REPLACE TRIGGER t_updated BEFORE UPDATE ON items "
-        "FOR EACH ROW EXECUTE FUNCTION pgsteady_set_updated_at();\n"
-    )
-    os.chown(schema, *_postgres_ids())
-    assert _apply(server, _render(server, schema)).returncode == 0
+    schema = _schema(server)
+    assert server.psql_file(_render(server, schema)).returncode == 0
     with _login(server, "shop", "app-Secret-1") as conn, conn.cursor() as cur:
         cur.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'items'")
         assert cur.fetchone() == ("shop",)

@@ -11,15 +11,13 @@ import psycopg2
 import pytest
 from pgserver import OS_USER, SUPERUSER_PASSWORD, PgServer, available
 
-from pgsteady.pgparams import hba_rules, validate_overrides
-from pgsteady.render import render
+from pgsteady.pgparams import validate_overrides
 from pgsteady.tuning import TuningInput, TuningResult, tune
 from pgsteady.units import GIB, parse_size
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL 15 server binaries absent")
 
 PG_VERSION = 15
-HEADER = "Managed by pgsteady (integration test)."
 
 
 @pytest.fixture
@@ -32,17 +30,7 @@ def server():
 
 
 def configure(srv: PgServer, result: TuningResult, overrides: dict[str, str] | None = None) -> None:
-    conf = render(
-        "postgresql.conf.j2",
-        settings=result.settings,
-        overrides=overrides or {},
-        listen_addresses="127.0.0.1",
-        port=srv.port,
-        hba_file=str(srv.hba_file),
-        header=HEADER,
-    )
-    hba = render("pg_hba.conf.j2", rules=hba_rules(["samenet"], OS_USER))
-    srv.write(conf, hba)
+    srv.configure(result, overrides)
 
 
 def connect(srv: PgServer, user: str = OS_USER, password: str | None = SUPERUSER_PASSWORD, **kw):

@@ -5,8 +5,6 @@ exactly the value that went in."""
 from __future__ import annotations
 
 import json
-import os
-import pwd
 import re
 import shlex
 import shutil
@@ -18,7 +16,7 @@ from typing import Any
 import psycopg2
 import pytest
 import yaml
-from pgserver import OS_USER, PG_BIN, PgServer, available
+from pgserver import OS_USER, PG_BIN, PgServer, available, own
 
 from pgsteady.backup_config import render_backup_config
 from pgsteady.compose import render_compose
@@ -327,26 +325,6 @@ def test_postgresql_conf_round_trips_override_strings(server: PgServer, value: s
     assert _show_config(server, render_postgresql_conf(s), "log_line_prefix") == value
 
 
-def _postgres_ids() -> tuple[int, int]:
-    entry = pwd.getpwnam(OS_USER)
-    return entry.pw_uid, entry.pw_gid
-
-
-def _own(path: Path, mode: int = 0o640) -> Path:
-    os.chown(path, *_postgres_ids())
-    path.chmod(mode)
-    return path
-
-
-def _psql_file(srv: PgServer, path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["runuser", "-u", OS_USER, "--", str(PG_BIN / "psql"), "-h", str(srv.sockdir),
-         "-p", str(srv.port), "-d", "postgres", "-X", "-q", "-v", "ON_ERROR_STOP=1",
-         "-f", str(path)],
-        capture_output=True, text=True, cwd="/",
-    )  # fmt: skip
-
-
 PASSWORD = 'it\'s "$HOME" `id` $(id) \\ : # - yes ~ % {a: b} ünï'
 
 
@@ -369,18 +347,18 @@ def test_init_db_sql_round_trips_names_passwords_and_schema_paths(
     )
     work = server.root / f"q-{user}"
     (work / "schema").mkdir(parents=True)
-    _own(work, 0o755)
-    _own(work / "schema", 0o755)
+    own(work, 0o755)
+    own(work / "schema", 0o755)
     paths = []
     for i, name in enumerate(f"{i:02d}-{Path(n).name}" for i, n in enumerate(schema_names, 1)):
         path = work / "schema" / name
         path.write_text(f"CREATE TABLE IF NOT EXISTS t{i} (id int);\n")
-        paths.append(str(_own(path)))
+        paths.append(str(own(path)))
     secrets = {}
     for role in ("app", "ro"):
         secret = work / f"{role}_password"
         secret.write_text(PASSWORD + role + "\n")
-        secrets[role] = str(_own(secret, 0o600))
+        secrets[role] = str(own(secret, 0o600))
     sql = render(
         "init_db.sql.j2",
         app_user=s.postgres_user,
@@ -393,9 +371,9 @@ def test_init_db_sql_round_trips_names_passwords_and_schema_paths(
     )
     script = work / "init_db.sql"
     script.write_text(sql)
-    _own(script)
+    own(script)
     for _ in range(2):  # idempotent, whatever the names
-        proc = _psql_file(server, script)
+        proc = server.psql_file(script)
         assert proc.returncode == 0, proc.stderr
     for role, login in (("app", user), ("ro", readonly)):
         with psycopg2.connect(
