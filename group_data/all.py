@@ -26,6 +26,7 @@ postgres_allowed_networks = ["samenet"]  # pg_hba networks (CIDR, samenet, sameh
 postgres_db = "app"  # the application's database
 postgres_user = "app"  # the application's owner role (LOGIN, not superuser)
 postgres_readonly_user = None  # an optional read-only role, e.g. "app_ro"
+postgres_monitor_user = "monitor"  # LOGIN role with pg_monitor (password: secrets/monitor_password)
 postgres_extensions = ["pg_stat_statements", "pg_trgm"]  # created in postgres_db
 postgres_schema_files = []  # local SQL files applied in order as postgres_user (idempotent!)
 

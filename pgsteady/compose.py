@@ -20,7 +20,7 @@ INIT_SQL = "10-init_db.sql"
 
 def secret_names(s: Settings) -> list[str]:
     """Password files under app_dir/secrets/, each mounted at /run/secrets/NAME."""
-    names = ["postgres_password", "app_password"]
+    names = ["postgres_password", "app_password", "monitor_password"]
     if s.postgres_readonly_user:
         names.append("readonly_password")
     return names

@@ -216,6 +216,9 @@ class Settings(BaseModel):
     postgres_db: DatabaseName = Field("app", description="The application's database")
     postgres_user: RoleName = Field("app", description="The application's owner role")
     postgres_readonly_user: RoleName | None = Field(None, description="Optional read-only role")
+    postgres_monitor_user: RoleName = Field(
+        "monitor", description="LOGIN role with pg_monitor for exporters and check tools"
+    )
     postgres_extensions: list[ExtensionName] = Field(
         default_factory=lambda: ["pg_stat_statements", "pg_trgm"],
         description="Extensions created in postgres_db",
@@ -480,6 +483,11 @@ def _cross_checks(s: Settings) -> list[str]:
     if s.postgres_user == s.postgres_readonly_user:
         errors.append(
             f"postgres_readonly_user = {s.postgres_readonly_user!r}: must differ from postgres_user"
+        )
+    if s.postgres_monitor_user in (s.postgres_user, s.postgres_readonly_user, "postgres"):
+        errors.append(
+            f"postgres_monitor_user = {s.postgres_monitor_user!r}: must differ from "
+            "postgres_user, postgres_readonly_user and the superuser 'postgres'"
         )
     if s.postgres_settings:
         from pgsteady.pgparams import available_versions, validate_overrides

@@ -39,7 +39,12 @@ def test_secrets_are_files_never_values():
     svc = doc["services"]["postgres"]
     assert "POSTGRES_PASSWORD" not in svc["environment"]
     assert svc["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
-    assert svc["secrets"] == ["postgres_password", "app_password", "readonly_password"]
+    assert svc["secrets"] == [
+        "postgres_password",
+        "app_password",
+        "monitor_password",
+        "readonly_password",
+    ]
     assert doc["secrets"]["app_password"] == {"file": "/opt/pgsteady/secrets/app_password"}
 
 

@@ -88,6 +88,8 @@ def test_every_error_is_reported_together_with_key_value_and_accepted():
         ({"postgres_settings": {"work_mem": "4mb"}}, "unknown unit 'mb'"),
         ({"postgres_settings": {"port": 5433}}, "cannot be overridden"),
         ({"postgres_readonly_user": "app"}, "must differ"),
+        ({"postgres_monitor_user": "app"}, "postgres_monitor_user = 'app': must differ"),
+        ({"postgres_monitor_user": "pg_monitor"}, "starts with pg_"),
         ({"postgres_shm_size": "0MB"}, "larger than zero"),
         ({"backup_enabled": "yes"}, "backup_enabled = 'yes'"),
         ({"postgres_db": "template1"}, "is a system database"),
