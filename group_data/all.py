@@ -38,6 +38,9 @@ postgres_db_type = "web"  # tuning profile: web | oltp | dw | desktop | mixed
 postgres_storage = "ssd"  # tuning for: ssd | hdd | san | nvme
 postgres_max_connections = None  # default: the profile's (web 200, oltp 300, dw 40 ...)
 postgres_settings = {}  # postgresql.conf overrides, checked against the server's own list
+# fsync/full_page_writes off and managed keys (hba_file, include*, ssl*) are refused;
+# synchronous_commit = off loses the last acknowledged commits on a crash: opt in here
+postgres_accept_async_commit_loss = False
 
 # --- container behaviour -----------------------------------------------------------
 postgres_restart_policy = "always"  # always | unless-stopped | on-failure | no

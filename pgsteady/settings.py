@@ -28,6 +28,7 @@ from pydantic import (
     field_validator,
 )
 
+from pgsteady import safety
 from pgsteady.image import SUITES as DEBIAN_SUITES
 from pgsteady.schedule import parse_schedule
 from pgsteady.units import parse_size
@@ -244,6 +245,9 @@ class Settings(BaseModel):
     postgres_settings: Annotated[
         dict[str, str | int | float | bool], BeforeValidator(_check_overrides)
     ] = Field(default_factory=dict, description="postgresql.conf overrides, merged last")
+    postgres_accept_async_commit_loss: StrictBool = Field(
+        False, description="Allow synchronous_commit = off (a crash loses the last commits)"
+    )
     # --- container behaviour ------------------------------------------------
     postgres_restart_policy: Literal["always", "unless-stopped", "on-failure", "no"] = Field(
         "always", description="Docker restart policy"
@@ -493,7 +497,10 @@ def _cross_checks(s: Settings) -> list[str]:
         from pgsteady.pgparams import available_versions, validate_overrides
 
         if s.postgres_version in available_versions():
-            errors.extend(validate_overrides(s.postgres_version, s.postgres_settings))
+            managed = safety.MANAGED_KEYS
+            unmanaged = {k: v for k, v in s.postgres_settings.items() if k not in managed}
+            errors.extend(validate_overrides(s.postgres_version, unmanaged))
+    errors.extend(safety.errors(s))
     if "postgres" in (s.postgres_user, s.postgres_readonly_user):
         errors.append("postgres_user: 'postgres' is the superuser; the app needs its own role")
     return errors

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.hardware import Cpus, Memory
 
+from pgsteady import safety
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
 from tasks.facts import HasSystemd
 
@@ -20,8 +21,15 @@ def host_facts() -> HostFacts:
 
 
 def load_settings() -> Settings:
-    """Validated Settings for the current host, or a DeployError listing every problem."""
+    """Validated Settings for the current host, or a DeployError listing every problem.
+
+    Valid but risky settings (statement logging that records passwords, accepted
+    asynchronous commits) are logged as warnings before any operation.
+    """
     try:
-        return build_settings(host.data.dict(), host_facts(), host=host.name)
+        settings = build_settings(host.data.dict(), host_facts(), host=host.name)
     except SettingsError as exc:
         raise DeployError(str(exc)) from None
+    for text in safety.warnings(settings):
+        logger.warning("%s: %s", host.name, text)
+    return settings

@@ -104,8 +104,8 @@ def main_stack(results: Results) -> Iterator[Stack]:
 
 @pytest.fixture
 def oom_stack() -> Iterator[Stack]:
-    """A stack whose container may use only 256 MB."""
-    stack = Stack(data={"postgres_memory_limit": "256MB"})
+    """A stack whose container may use only 256 MB (50 connections: what 256 MB holds)."""
+    stack = Stack(data={"postgres_memory_limit": "256MB", "postgres_max_connections": 50})
     deploy_or_fail(stack)
     yield stack
     stack.destroy()

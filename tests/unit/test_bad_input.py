@@ -90,6 +90,18 @@ BAD_SETTINGS: list[tuple[dict[str, Any], str, str, str]] = [
      "line break"),
     ({"postgres_version": 16, "postgres_settings": {"work_mem": "1MB\nfsync = off"}},
      "postgres_settings", "fsync = off", "line break"),
+    ({"postgres_version": 16, "postgres_settings": {"hba_file": "/tmp/hba"}},
+     "postgres_settings['hba_file']", "'/tmp/hba'", "cannot be overridden"),
+    ({"postgres_version": 18, "postgres_settings": {"include_dir": "/tmp"}},
+     "postgres_settings['include_dir']", "'/tmp'", "accepted: any other server parameter"),
+    # durability and resources
+    ({"postgres_settings": {"fsync": "off"}}, "postgres_settings['fsync']", "'off'",
+     "accepted: on"),
+    ({"postgres_settings": {"full_page_writes": False}}, "postgres_settings['full_page_writes']",
+     "False", "accepted: on"),
+    ({"postgres_settings": {"synchronous_commit": "off"}},
+     "postgres_settings['synchronous_commit']", "'off'", "postgres_accept_async_commit_loss"),
+    ({"postgres_memory_limit": "64MB"}, "postgres_memory_limit", "'64MB'", "at least 536MB"),
     # unknown keys
     ({"backup_keep_day": 3}, "backup_keep_day", "unknown setting",
      "did you mean backup_keep_days?"),

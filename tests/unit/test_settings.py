@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pgsteady import safety
 from pgsteady.settings import HostFacts, SettingsError, build_settings, defaults
 
 FACTS = HostFacts(ram_mb=8192, cpus=4)
@@ -121,3 +122,114 @@ def test_schema_files_must_exist_and_have_safe_names(tmp_path):
     odd.write_text("SELECT 1;\n")
     assert build_settings({"postgres_schema_files": [str(good)]}, FACTS)
     assert "ending in .sql" in "\n".join(errors_for(postgres_schema_files=[str(odd)]))
+
+
+# --------------------------------------------------------------------------------------
+# Settings that bypass managed files, lose acknowledged data, or cannot work
+# --------------------------------------------------------------------------------------
+
+ALL_VERSIONS = range(13, 19)
+FALSE_SPELLINGS = ["off", "OFF", "false", "False", "f", "no", "n", "0", 0, False, " off "]
+TRUE_SPELLINGS = ["on", "true", "True", "yes", "1", 1, True]
+MANAGED = [
+    "hba_file", "ident_file", "config_file", "data_directory", "include", "include_dir",
+    "include_if_exists", "ssl", "ssl_cert_file", "ssl_key_file", "ssl_ca_file",
+    "listen_addresses", "port", "unix_socket_directories",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS)
+@pytest.mark.parametrize("key", MANAGED)
+def test_managed_keys_are_refused_for_every_version(version: int, key: str) -> None:
+    errors = errors_for(postgres_version=version, postgres_settings={key: "/tmp/evil"})
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"postgres_settings[{key!r}] = '/tmp/evil': cannot be overridden")
+    assert "accepted: any other server parameter" in errors[0]
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS)
+@pytest.mark.parametrize("key", ["fsync", "full_page_writes"])
+@pytest.mark.parametrize("value", FALSE_SPELLINGS, ids=repr)
+def test_durability_off_is_refused_in_every_spelling(version: int, key: str, value) -> None:
+    errors = errors_for(postgres_version=version, postgres_settings={key: value})
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"postgres_settings[{key!r}] = {value!r}: refused"), errors
+    assert "accepted: on, or leave it out" in errors[0]
+
+
+@pytest.mark.parametrize("key", ["fsync", "full_page_writes"])
+@pytest.mark.parametrize("value", TRUE_SPELLINGS, ids=repr)
+def test_durability_on_is_accepted(key: str, value) -> None:
+    build_settings({"postgres_settings": {key: value}}, FACTS)
+
+
+@pytest.mark.parametrize("value", ["off", "false", "no", "0", False, 0])
+def test_async_commit_needs_the_acknowledgement(value) -> None:
+    errors = errors_for(postgres_settings={"synchronous_commit": value})
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"postgres_settings['synchronous_commit'] = {value!r}:")
+    assert "postgres_accept_async_commit_loss = True" in errors[0]
+    assert "accepted: on, local, remote_write, remote_apply" in errors[0]
+    s = build_settings(
+        {"postgres_settings": {"synchronous_commit": value},
+         "postgres_accept_async_commit_loss": True}, FACTS,
+    )  # fmt: skip
+    assert safety.async_commit_in_use(s)
+    assert any("synchronous_commit" in w for w in safety.warnings(s))
+
+
+@pytest.mark.parametrize("value", ["on", "local", "remote_write", "remote_apply", True])
+def test_sync_commit_values_that_keep_acknowledged_data_need_nothing(value) -> None:
+    s = build_settings({"postgres_settings": {"synchronous_commit": value}}, FACTS)
+    assert not safety.async_commit_in_use(s)
+    assert safety.warnings(s) == []
+
+
+@pytest.mark.parametrize(("value", "warns"), [("ddl", True), ("mod", True), ("all", True),
+                                              ("ALL", True), ("none", False)])  # fmt: skip
+def test_statement_logging_that_records_passwords_warns(value: str, warns: bool) -> None:
+    s = build_settings({"postgres_settings": {"log_statement": value}}, FACTS)
+    found = [w for w in safety.warnings(s) if "log_statement" in w]
+    assert bool(found) == warns
+    if warns:
+        assert "ALTER ROLE ... PASSWORD in clear text" in found[0]
+        assert f"= {value!r}" in found[0]
+
+
+def test_the_reviewed_case_fsync_off_in_64mb_gives_both_reasons() -> None:
+    errors = errors_for(postgres_settings={"fsync": "off"}, postgres_memory_limit="64MB")
+    assert len(errors) == 2, errors
+    assert errors[0].startswith("postgres_settings['fsync'] = 'off': refused")
+    assert errors[1].startswith("postgres_memory_limit = '64MB': below the 536MB the server")
+    assert "max_connections = 200" in errors[1] and "at least 536MB" in errors[1]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{}, {"postgres_max_connections": 50}, {"postgres_max_connections": 1000},
+     {"postgres_db_type": "dw"}, {"postgres_settings": {"shared_buffers": "1GB"}},
+     {"postgres_settings": {"max_connections": 500, "shared_buffers": 65536}}],
+    ids=["web", "50-conns", "1000-conns", "dw", "sb-1GB", "override-conns-and-blocks"],
+)  # fmt: skip
+def test_memory_minimum_is_the_exact_boundary(data: dict) -> None:
+    """The reported minimum is accepted and 1 MB less is refused."""
+    probe = build_settings({**data, "postgres_memory_limit": "8GB"}, FACTS)
+    minimum_mb = safety.memory_minimum(probe) // 2**20
+    ok = build_settings({**data, "postgres_memory_limit": f"{minimum_mb}MB"}, FACTS)
+    assert safety.memory_errors(ok) == []
+    errors = errors_for(**data, postgres_memory_limit=f"{minimum_mb - 1}MB")
+    assert len(errors) == 1 and f"at least {minimum_mb}MB" in errors[0], errors
+
+
+def test_memory_minimum_follows_the_documented_formula() -> None:
+    s = build_settings(
+        {"postgres_memory_limit": "4GB",
+         "postgres_settings": {"shared_buffers": "1GB", "max_connections": 100}}, FACTS,
+    )  # fmt: skip
+    assert safety.memory_minimum(s) == (64 + 1024 * 9 // 8 + 2 * 100) * 2**20
+
+
+def test_auto_limit_too_small_for_the_connections_is_refused() -> None:
+    errors = errors_for(postgres_max_connections=3000)  # auto: 6 GB of 8 GB RAM
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("postgres_memory_limit = 'auto' (75% of the host's RAM: 6144 MB)")
