@@ -10,7 +10,7 @@ stay compatible with Python 3.8. The deploy installs, all in ``APP_DIR/bin/``::
     retention.py      (naming and retention, shared with the deploy's tests)
 
 and it is run as ``python3 APP_DIR/bin/pgsteady-backup SUBCOMMAND --config
-APP_DIR/config/backup.json``. In the pgsteady package the same modules are imported
+APP_DIR/etc/backup.json``. In the pgsteady package the same modules are imported
 as ``pgsteady.backup_tool`` etc.; run as files they import each other from their own
 directory, so the retention logic exists once.
 
@@ -68,7 +68,7 @@ class BackupError(Exception):
 
 @dataclass
 class Config:
-    """The JSON config the deploy writes to APP_DIR/config/backup.json.
+    """The JSON config the deploy writes to APP_DIR/etc/backup.json.
 
     Required: ``container`` (name), ``databases`` (list of names), ``backup_dir`` (host
     path). Optional: ``keep_days`` (>= 1), ``keep_weeks``, ``keep_months`` (>= 0; 0 turns
@@ -178,8 +178,14 @@ class Log:
 # --- docker ----------------------------------------------------------------------------
 
 
+#: Every session the tool opens runs as the superuser: it resolves names in pg_catalog
+#: (then pg_temp, which is never searched for functions or operators) and never in a
+#: schema the application role can create objects in.
+SAFE_PGOPTIONS = "-c search_path=pg_catalog,pg_temp"
+
+
 class Docker:
-    """``docker exec -u postgres`` into the Postgres container."""
+    """``docker exec -u postgres`` into the Postgres container (search_path pinned)."""
 
     def __init__(self, config: Config) -> None:
         self.docker = config.docker
@@ -188,7 +194,10 @@ class Docker:
 
     def exec_args(self, *command: str, stdin: bool = False) -> list[str]:
         interactive = ["-i"] if stdin else []
-        return [self.docker, "exec", *interactive, "-u", "postgres", self.container, *command]
+        return [
+            self.docker, "exec", *interactive, "-e", f"PGOPTIONS={SAFE_PGOPTIONS}",
+            "-u", "postgres", self.container, *command,
+        ]  # fmt: skip
 
     def check_running(self) -> None:
         """Raise a BackupError naming the container unless it is running."""
@@ -385,26 +394,27 @@ def check_file(path: str) -> dict:
 # --- dumping ---------------------------------------------------------------------------
 
 _META_SQL = """
-SELECT json_build_object(
-  'server_version', current_setting('server_version'),
-  'server_version_num', current_setting('server_version_num')::int,
-  'owner', pg_get_userbyid(d.datdba),
-  'encoding', pg_encoding_to_char(d.encoding),
+SELECT pg_catalog.json_build_object(
+  'server_version', pg_catalog.current_setting('server_version'),
+  'server_version_num', pg_catalog.current_setting('server_version_num')::int,
+  'owner', pg_catalog.pg_get_userbyid(d.datdba),
+  'encoding', pg_catalog.pg_encoding_to_char(d.encoding),
   'lc_collate', d.datcollate,
   'lc_ctype', d.datctype,
   'tables', (
-    SELECT coalesce(json_object_agg(t.name, t.rows ORDER BY t.name), '{}'::json)
+    SELECT coalesce(pg_catalog.json_object_agg(t.name, t.rows ORDER BY t.name), '{}'::json)
     FROM (
-      SELECT format('%I.%I', n.nspname, c.relname) AS name,
-             (xpath('/row/c/text()', query_to_xml(
-                format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname),
+      SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS name,
+             (pg_catalog.xpath('/row/c/text()', pg_catalog.query_to_xml(
+                pg_catalog.format('SELECT pg_catalog.count(*) AS c FROM %I.%I',
+                                  n.nspname, c.relname),
                 false, true, '')))[1]::text::bigint AS rows
-      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind = 'r' AND c.relpersistence <> 't'
         AND n.nspname NOT IN ('pg_catalog', 'information_schema')
         AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
     ) t))
-FROM pg_database d WHERE d.datname = current_database()
+FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()
 """
 TABLE_COUNTS_SQL = _META_SQL
 

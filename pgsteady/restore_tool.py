@@ -1,15 +1,36 @@
 """pgsteady-backup restore and drill (stdlib-only, runs on the host; see backup_tool).
 
-``restore`` checks a backup's sha256, then restores it into a NEW database
-(``DB_restore_YYYYmmdd_HHMMSS`` unless ``--target-db`` names another). Restoring over an
-existing database needs ``--force`` and first takes a verified safety backup of it into
-``backup_dir/safety/``. ``--jobs N`` copies the dump into the container's /tmp (the
-backup files are 0600 root, unreadable by the container's postgres user) and runs
-``pg_restore -j N`` on it; with one job the dump is streamed through stdin.
+``restore`` checks a backup's sha256, then restores it; the target is a NEW database
+(``DB_restore_YYYYmmdd_HHMMSS`` unless ``--target-db`` names another), or with
+``--force`` an existing one, which it replaces atomically:
 
-``drill`` restores the newest backup of every database into a scratch database,
-compares each table's row count with the manifest, drops the scratch database and
-records the outcome under ``drill`` in status.json.
+1. The backup lock (the one backups and drills take) is held for the whole operation.
+2. With ``--force``, a verified safety backup of the target goes to ``backup_dir/safety/``.
+3. The archive is restored into a fresh database with a unique temporary name
+   (``pgsteady_restore_<hex>``), owned by the superuser, with CONNECT revoked from
+   PUBLIC: the application cannot connect to it, nor see it half-filled.
+4. Only after pg_restore and ANALYZE succeeded, one transaction terminates the target's
+   sessions, renames the target to ``pgsteady_replaced_<hex>``, renames the new database
+   to the target's name and gives it the target's owner, database ACL (GRANT/REVOKE),
+   connection limit and ``ALTER DATABASE/ROLE ... SET`` settings. For a new target they
+   are copied from the database the backup was taken from, when it exists.
+5. The replaced database is then dropped: the safety backup of step 2 is its copy.
+
+A failure or a kill at any point before the swap leaves the target untouched; the next
+restore (or drill) drops the ``pgsteady_restore_*`` / ``pgsteady_replaced_*`` databases a
+killed run left. Every restore, successful or not, is recorded in status.json
+(``last_restore`` and the newest entries of ``restores``).
+
+``--jobs N`` copies the dump into the container's /tmp (the backup files are 0600 root,
+unreadable by the container's postgres user) and runs ``pg_restore -j N`` on it; with
+one job the dump is streamed through stdin.
+
+``drill`` restores the newest backup of every database into a scratch database nobody
+else can connect to, compares each table's row count with the manifest, drops the
+scratch database and records the outcome under ``drill`` in status.json.
+
+Every session runs as the superuser with search_path pinned (backup_tool.SAFE_PGOPTIONS)
+and schema-qualified catalog names.
 """
 
 from __future__ import annotations
@@ -19,6 +40,7 @@ import contextlib
 import json
 import os
 import secrets
+import sys
 import time
 
 if __package__:
@@ -27,6 +49,22 @@ else:  # run from app_dir/bin, next to backup_tool.py
     import backup_tool as bt
 
 RESERVED = ("template0", "template1")
+TEMP_PREFIX = "pgsteady_restore_"
+REPLACED_PREFIX = "pgsteady_replaced_"
+KEEP_RESTORES = 20
+#: Test hook: a comma-separated list of step names at which restore pauses (an hour),
+#: announcing ``pausing at STEP`` on stderr, so that a test can kill it there.
+PAUSE_ENV = "PGSTEADY_TEST_RESTORE_PAUSE_AT"
+#: GUCs whose value is a list of names: pg_db_role_setting flattens them, and each
+#: element is given back as its own literal (as pg_dump does).
+LIST_GUCS = (
+    "local_preload_libraries",
+    "search_path",
+    "session_preload_libraries",
+    "shared_preload_libraries",
+    "temp_tablespaces",
+    "unix_socket_directories",
+)
 
 
 def ident(name: str) -> str:
@@ -35,8 +73,15 @@ def ident(name: str) -> str:
 
 
 def literal(value: str) -> str:
-    """A SQL string literal."""
+    """A SQL string literal (standard_conforming_strings is on)."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def pause_point(log: bt.Log, step: str) -> None:
+    """Sleep at ``step`` when the test hook names it (see PAUSE_ENV)."""
+    if step in os.environ.get(PAUSE_ENV, "").split(","):
+        print(f"pausing at {step}", file=sys.stderr, flush=True)
+        time.sleep(3600)
 
 
 def resolve_backup(config: bt.Config, db: str, backup: str) -> str:
@@ -50,7 +95,9 @@ def resolve_backup(config: bt.Config, db: str, backup: str) -> str:
 
 
 def database_exists(docker: bt.Docker, name: str) -> bool:
-    found = docker.psql("postgres", f"SELECT 1 FROM pg_database WHERE datname = {literal(name)}")
+    found = docker.psql(
+        "postgres", f"SELECT 1 FROM pg_catalog.pg_database WHERE datname = {literal(name)}"
+    )
     return found == "1"
 
 
@@ -59,21 +106,31 @@ def drop_database(docker: bt.Docker, name: str) -> None:
     docker.psql("postgres", f"DROP DATABASE IF EXISTS {ident(name)} WITH (FORCE)")
 
 
+def drop_leftovers(docker: bt.Docker, log: bt.Log) -> None:
+    """Drop the temporary databases of a restore that was killed (call with the lock held)."""
+    patterns = [
+        literal(prefix.replace("_", "\\_") + "%") for prefix in (TEMP_PREFIX, REPLACED_PREFIX)
+    ]
+    where = " OR ".join(f"datname LIKE {p}" for p in patterns)
+    names = docker.psql("postgres", f"SELECT datname FROM pg_catalog.pg_database WHERE {where}")
+    for name in names.split():
+        log.info(f"dropping {name}, left by an interrupted restore")
+        drop_database(docker, name)
+
+
 def create_database(docker: bt.Docker, name: str, manifest: dict) -> None:
-    """Create an empty database from template0 with the backup's owner, encoding, locale."""
+    """Create an empty, private database from template0 with the backup's encoding/locale.
+
+    It is owned by the superuser and CONNECT is revoked from PUBLIC: only superusers can
+    connect until the restore hands it over.
+    """
     options = [f"TEMPLATE template0 ENCODING {literal(manifest.get('encoding', 'UTF8'))}"]
     if manifest.get("lc_collate"):
         options.append(f"LC_COLLATE {literal(manifest['lc_collate'])}")
     if manifest.get("lc_ctype"):
         options.append(f"LC_CTYPE {literal(manifest['lc_ctype'])}")
-    owner = manifest.get("owner")
-    if (
-        owner
-        and docker.psql("postgres", f"SELECT 1 FROM pg_roles WHERE rolname = {literal(owner)}")
-        == "1"
-    ):
-        options.append(f"OWNER {ident(owner)}")
     docker.psql("postgres", f"CREATE DATABASE {ident(name)} {' '.join(options)}")
+    docker.psql("postgres", f"REVOKE ALL ON DATABASE {ident(name)} FROM PUBLIC")
 
 
 def pg_restore(docker: bt.Docker, path: str, target: str, jobs: int) -> None:
@@ -96,6 +153,135 @@ def table_counts(docker: bt.Docker, db: str) -> dict:
     return json.loads(docker.psql(db, bt.TABLE_COUNTS_SQL))["tables"]
 
 
+_PROPERTIES_SQL = """
+SELECT pg_catalog.json_build_object(
+  'owner', pg_catalog.pg_get_userbyid(d.datdba),
+  'connlimit', d.datconnlimit,
+  'acl', CASE WHEN d.datacl IS NULL THEN NULL ELSE (
+    SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
+             'grantee', CASE WHEN a.grantee = 0 THEN NULL
+                             ELSE pg_catalog.pg_get_userbyid(a.grantee) END,
+             'privilege', a.privilege_type, 'grantable', a.is_grantable)
+             ORDER BY a.grantee, a.privilege_type), '[]'::json)
+    FROM pg_catalog.aclexplode(d.datacl) a) END,
+  'settings', (
+    SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
+             'role', CASE WHEN s.setrole = 0 THEN NULL
+                          ELSE pg_catalog.pg_get_userbyid(s.setrole) END,
+             'config', s.setconfig) ORDER BY s.setrole), '[]'::json)
+    FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid))
+FROM pg_catalog.pg_database d WHERE d.datname = %s
+"""
+
+
+def database_properties(docker: bt.Docker, name: str) -> dict | None:
+    """Owner, ACL entries, connection limit and SET settings of ``name`` (None: no such DB)."""
+    out = docker.psql("postgres", _PROPERTIES_SQL % literal(name))
+    return json.loads(out) if out else None
+
+
+def split_guc_list(value: str) -> list[str]:
+    """The elements of a flattened list GUC (``"$user", public``), unquoted."""
+    items, i = [], 0
+    while i < len(value):
+        while i < len(value) and value[i] in " \t\n":
+            i += 1
+        if i >= len(value):
+            break
+        if value[i] == '"':
+            i += 1
+            item = ""
+            while i < len(value):
+                if value[i] == '"':
+                    if value[i + 1 : i + 2] == '"':
+                        item += '"'
+                        i += 2
+                        continue
+                    i += 1
+                    break
+                item += value[i]
+                i += 1
+        else:
+            start = i
+            while i < len(value) and value[i] != ",":
+                i += 1
+            item = value[start:i].strip()
+        items.append(item)
+        while i < len(value) and value[i] in " \t\n":
+            i += 1
+        if i < len(value) and value[i] == ",":
+            i += 1
+    return items
+
+
+def setting_sql(database: str, role: str | None, entry: str) -> str:
+    """``ALTER DATABASE/ROLE ... SET`` re-creating one pg_db_role_setting entry."""
+    name, _, value = entry.partition("=")
+    if name.lower() in LIST_GUCS:
+        values = ", ".join(literal(v) for v in split_guc_list(value)) or "''"
+    else:
+        values = literal(value)
+    where = (
+        f"ROLE {ident(role)} IN DATABASE {ident(database)}"
+        if role
+        else f"DATABASE {ident(database)}"
+    )
+    return f"ALTER {where} SET {ident(name)} TO {values}"
+
+
+def handover_sql(name: str, props: dict) -> list[str]:
+    """Give database ``name`` the owner, ACL, connection limit and settings in ``props``."""
+    db = ident(name)
+    sql = [
+        f"ALTER DATABASE {db} OWNER TO {ident(props['owner'])}",
+        f"ALTER DATABASE {db} CONNECTION LIMIT {int(props['connlimit'])}",
+    ]
+    if props["acl"] is None:  # the defaults: PUBLIC may connect and create temp tables
+        sql.append(f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO PUBLIC")
+    else:
+        sql += [
+            f"REVOKE ALL ON DATABASE {db} FROM PUBLIC",
+            f"REVOKE ALL ON DATABASE {db} FROM {ident(props['owner'])}",
+        ]
+        for item in props["acl"]:
+            grantee = ident(item["grantee"]) if item["grantee"] else "PUBLIC"
+            option = " WITH GRANT OPTION" if item["grantable"] else ""
+            sql.append(f"GRANT {item['privilege']} ON DATABASE {db} TO {grantee}{option}")
+    for setting in props["settings"]:
+        sql += [setting_sql(name, setting["role"], e) for e in setting["config"] or []]
+    return sql
+
+
+def swap_sql(target: str, temp: str, replaced: str | None, props: dict) -> str:
+    """One transaction: retire ``target`` (when it exists) and put ``temp`` in its place."""
+    steps = ["BEGIN"]
+    if replaced:
+        steps += [
+            "SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) FROM "
+            f"pg_catalog.pg_stat_activity WHERE datname = {literal(target)} "
+            "AND pid <> pg_catalog.pg_backend_pid()",
+            f"ALTER DATABASE {ident(target)} RENAME TO {ident(replaced)}",
+        ]
+    steps.append(f"ALTER DATABASE {ident(temp)} RENAME TO {ident(target)}")
+    steps += handover_sql(target, props)
+    steps.append("COMMIT")
+    return ";\n".join(steps) + ";"
+
+
+def swap(docker: bt.Docker, log: bt.Log, target: str, temp: str, replaced: str | None,
+         props: dict) -> None:  # fmt: skip
+    """Run the swap transaction, retrying while sessions reconnect to the old target."""
+    for attempt in range(1, 6):
+        try:
+            docker.psql("postgres", swap_sql(target, temp, replaced, props), timeout=300)
+            return
+        except bt.BackupError as exc:
+            if "is being accessed by other users" not in str(exc) or attempt == 5:
+                raise
+            log.info(f"sessions reconnected to {target} during the swap; retrying")
+            time.sleep(1)
+
+
 def restore(
     config: bt.Config,
     log: bt.Log,
@@ -105,7 +291,7 @@ def restore(
     force: bool,
     jobs: int,
 ) -> dict:
-    """Restore a backup; return a summary. Raises BackupError on any failure."""
+    """Restore a backup atomically (see the module doc); raise BackupError on failure."""
     docker = bt.Docker(config)
     source_db = db or (config.databases[0] if len(config.databases) == 1 else None)
     if source_db is None and backup == "latest":
@@ -119,38 +305,69 @@ def restore(
     source_db = manifest["database"]
     stamp = bt.now_utc().strftime("%Y%m%d_%H%M%S")
     target = target or f"{source_db[:40]}_restore_{stamp}"
-    if target in RESERVED or len(target.encode()) > 63:
+    if (
+        target in RESERVED
+        or len(target.encode()) > 63
+        or target.startswith((TEMP_PREFIX, REPLACED_PREFIX))
+    ):
         raise bt.BackupError(f"--target-db {target!r}: not a usable database name")
     docker.check_running()
     safety = None
-    if database_exists(docker, target):
-        if not force:
+    with bt.Lock(config.backup_dir, config.lock_timeout):
+        drop_leftovers(docker, log)
+        props = database_properties(docker, target)
+        if props is not None and not force:
             raise bt.BackupError(
                 f"database {target} exists; pass --force to restore over it "
                 "(a safety backup of it is taken first)"
             )
-        with bt.Lock(config.backup_dir, config.lock_timeout):
+        if props is not None:
             log.info(f"taking a safety backup of {target} before restoring over it")
-            made = bt.dump_database(
+            safety = bt.dump_database(
                 config,
                 docker,
                 target,
                 os.path.join(config.backup_dir, bt.SAFETY_DIR),
                 bt.now_utc(),
                 name=f"{target}-pre-restore-{stamp}{bt.DUMP_SUFFIX}",
+            ).path
+            log.info(f"safety backup {safety} verified")
+        pause_point(log, "safety")
+        if props is None:
+            props = database_properties(docker, source_db) or {
+                "owner": manifest.get("owner") or "postgres",
+                "connlimit": -1,
+                "acl": [],
+                "settings": [],
+            }
+            owner_known = docker.psql(
+                "postgres",
+                f"SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {literal(props['owner'])}",
             )
-        safety = made.path
-        log.info(f"safety backup {safety} verified; dropping {target}")
-        drop_database(docker, target)
-    create_database(docker, target, manifest)
-    try:
-        pg_restore(docker, path, target, jobs)
-        docker.psql(target, "ANALYZE")
-    except bt.BackupError as exc:
-        drop_database(docker, target)
-        hint = f"; the previous {target} is in {safety}" if safety else ""
-        message = f"restore into {target} failed and it was dropped: {exc}{hint}"
-        raise bt.BackupError(message) from None
+            if owner_known != "1":
+                props["owner"] = "postgres"
+        suffix = secrets.token_hex(6)
+        temp = f"{TEMP_PREFIX}{suffix}"
+        create_database(docker, temp, manifest)
+        pause_point(log, "created")
+        try:
+            pg_restore(docker, path, temp, jobs)
+            pause_point(log, "restored")
+            docker.psql(temp, "ANALYZE")
+            pause_point(log, "swap")
+            replaced = f"{REPLACED_PREFIX}{suffix}" if safety else None
+            swap(docker, log, target, temp, replaced, props)
+        except BaseException as exc:
+            with contextlib.suppress(bt.BackupError):
+                drop_database(docker, temp)
+            if not isinstance(exc, bt.BackupError):
+                raise
+            message = f"restore into {target} failed; {target} is unchanged: {exc}"
+            raise bt.BackupError(message) from None
+        log.info(f"{target} now holds the restored data")
+        pause_point(log, "swapped")
+        if replaced:
+            drop_database(docker, replaced)
     result = {
         "backup": path,
         "database": source_db,
@@ -168,7 +385,7 @@ def drill_one(config: bt.Config, log: bt.Log, docker: bt.Docker, db: str, jobs: 
     started = time.monotonic()
     path = bt.newest_backup(config.backup_dir, db)
     manifest = bt.check_file(path)
-    scratch = f"{db[:40]}_drill_{bt.now_utc():%Y%m%d_%H%M%S}"
+    scratch = f"{TEMP_PREFIX}{secrets.token_hex(6)}"
     create_database(docker, scratch, manifest)
     try:
         pg_restore(docker, path, scratch, jobs)
@@ -203,6 +420,7 @@ def drill(config: bt.Config, log: bt.Log, db: str | None, jobs: int) -> dict:
     started = time.monotonic()
     docker = bt.Docker(config)
     docker.check_running()
+    drop_leftovers(docker, log)
     results = {}
     errors = []
     for name in [db] if db else config.databases:
@@ -228,9 +446,33 @@ def drill(config: bt.Config, log: bt.Log, db: str | None, jobs: int) -> dict:
     }
 
 
+def record_restore(config: bt.Config, log: bt.Log, entry: dict) -> None:
+    """Record one restore in status.json: ``last_restore`` and the newest ``restores``."""
+    history = bt.read_status(config.backup_dir).get("restores")
+    history = [e for e in history if isinstance(e, dict)] if isinstance(history, list) else []
+    bt.update_status(config, log, last_restore=entry, restores=[*history, entry][-KEEP_RESTORES:])
+
+
 def cmd_restore(config: bt.Config, log: bt.Log, args: argparse.Namespace) -> int:
     def run() -> None:
-        result = restore(config, log, args.db, args.backup, args.target_db, args.force, args.jobs)
+        started = bt.now_utc()
+        entry = {
+            "time": started.isoformat(),
+            "backup": args.backup,
+            "target": args.target_db,
+            "force": bool(args.force),
+        }
+        try:
+            result = restore(
+                config, log, args.db, args.backup, args.target_db, args.force, args.jobs
+            )
+        except BaseException as exc:
+            message = (
+                str(exc) if isinstance(exc, bt.BackupError) else f"{type(exc).__name__}: {exc}"
+            )
+            record_restore(config, log, {**entry, "ok": False, "error": message})
+            raise
+        record_restore(config, log, {**entry, **result, "ok": True})
         print(result["target"])
 
     return bt.with_failure_handling(config, log, "restore", run)

@@ -41,6 +41,10 @@ FACT_COMMANDS = {
     "fact_systemd": hostfacts.SYSTEMD_COMMAND,
 }
 
+#: The query runs as the superuser: a statement timeout, and a search_path that never
+#: resolves a function or operator someone else created (pg_catalog first, no public).
+PGOPTIONS_SAFE = "-c statement_timeout=5000 -c search_path=pg_catalog,pg_temp"
+
 SECTION = "@@pgsteady-section"
 STDERR = "@@pgsteady-stderr"
 END = "@@pgsteady-end@@"
@@ -111,7 +115,7 @@ host_info() {
 }
 inspect() { d inspect --format "$INSPECT_FORMAT" "$C"; }
 sql() {
-    d exec -e PGCONNECT_TIMEOUT=5 -e PGOPTIONS='-c statement_timeout=5000' -u postgres "$C" \
+    d exec -e PGCONNECT_TIMEOUT=5 -e "PGOPTIONS=$PGOPTIONS_SAFE" -u postgres "$C" \
         psql -XAtq -v ON_ERROR_STOP=1 -d postgres -c "$SQL"
 }
 df_of() {
@@ -189,6 +193,7 @@ def collect_script(s: Settings) -> str:
         "BACKUP_DIR": s.backup_path,
         "DATA_MOUNT": DATA_MOUNT,
         "SQL": SQL.strip(),
+        "PGOPTIONS_SAFE": PGOPTIONS_SAFE,
         "INSPECT_FORMAT": INSPECT_FORMAT,
         "MOUNT_FORMAT": mount_format,
         "STEP_TIMEOUT": str(STEP_TIMEOUT),

@@ -147,9 +147,14 @@ class Host:
         return items[0] if items else None
 
     def psql(self, sql: str, db: str = "postgres") -> list[list[str]]:
-        """Rows of a query run as the superuser inside the container (tab-separated)."""
+        """Rows of a query run as the superuser inside the container (tab-separated).
+
+        search_path is pinned to pg_catalog, pg_temp: nothing the application role
+        creates is resolved in these superuser sessions.
+        """
         cmd = (
-            f"{self.docker} exec -u postgres {shlex.quote(self.s.container_name)} psql -XAtq "
+            f"{self.docker} exec -e PGOPTIONS='-c search_path=pg_catalog,pg_temp' "
+            f"-u postgres {shlex.quote(self.s.container_name)} psql -XAtq "
             f"-v ON_ERROR_STOP=1 -F '\t' -d {shlex.quote(db)} -c {shlex.quote(sql)}"
         )
         res = self.run(cmd)

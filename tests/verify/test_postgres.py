@@ -140,7 +140,7 @@ def test_pg_stat_statements(pg: Host, s: Settings) -> None:
     libs = pg.value("SHOW shared_preload_libraries")
     check("pg_stat_statements" in libs.split(","), "pg_stat_statements is not preloaded")
     if "pg_stat_statements" in s.postgres_extensions:
-        res = pg.value("SELECT count(*) >= 0 FROM pg_stat_statements", db=s.postgres_db)
+        res = pg.value("SELECT count(*) >= 0 FROM public.pg_stat_statements", db=s.postgres_db)
         check(res == "t", f"pg_stat_statements cannot be queried in {s.postgres_db}")
 
 
