@@ -9,6 +9,7 @@
 """
 
 from .errors import (
+    AuthenticationFailed,
     ClientError,
     CommitOutcomeUnknown,
     ConnectFailed,
@@ -16,6 +17,7 @@ from .errors import (
     PoolClosed,
     PoolExhausted,
     commit_outcome_unknown,
+    is_auth_failure,
     is_connection_broken,
 )
 from .health import HealthApp
@@ -23,6 +25,7 @@ from .pool import Pool, PoolStats
 from .retry import Backoff, retry_call
 
 __all__ = [
+    "AuthenticationFailed",
     "Backoff",
     "ClientError",
     "CommitOutcomeUnknown",
@@ -34,6 +37,7 @@ __all__ = [
     "PoolExhausted",
     "PoolStats",
     "commit_outcome_unknown",
+    "is_auth_failure",
     "is_connection_broken",
     "retry_call",
 ]

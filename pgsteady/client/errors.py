@@ -13,6 +13,7 @@ Two questions are answered here, both from the exception and the connection stat
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import psycopg2
@@ -51,6 +52,14 @@ class ConnectFailed(ClientError):
         self.attempts = attempts
 
 
+class AuthenticationFailed(ConnectFailed):
+    """The server refused the credentials (wrong password, no pg_hba.conf entry, no such role).
+
+    Raised after the first attempt: retrying cannot fix a wrong password, and every retry
+    is one more failed login in the server log.  The driver error is the ``__cause__``.
+    """
+
+
 class ConnectionLost(ClientError):
     """The connection broke *before* ``COMMIT`` was sent.
 
@@ -67,6 +76,35 @@ class CommitOutcomeUnknown(ClientError):
     Never retried automatically.  The caller must reconcile (e.g. look the row up by its key)
     or surface the uncertainty.  The driver error is the ``__cause__``.
     """
+
+
+#: SQLSTATE class 28 (invalid authorization specification: 28000, 28P01).
+_AUTH_SQLSTATE_CLASS = "28"
+_AUTH_CLASSES: tuple[type[BaseException], ...] = tuple(
+    psycopg2.errors.lookup(code) for code in ("28000", "28P01")
+)
+#: What the server says when it refuses a login.  libpq reports no SQLSTATE for a failed
+#: connection attempt, so the text is all there is (the server's English messages; with
+#: another lc_messages the failure falls back to the ordinary connect retry).
+_AUTH_MESSAGES = re.compile(
+    r"password authentication failed|authentication failed for user|no pg_hba\.conf entry"
+    r"|pg_hba\.conf rejects connection|no password supplied"
+    r"|role \".*\" (does not exist|is not permitted to log in)"
+)
+
+
+def is_auth_failure(exc: BaseException) -> bool:
+    """True if ``exc`` is the server refusing the credentials (never worth a retry).
+
+    Matches SQLSTATE class 28 (28000, 28P01) and, since libpq gives a failed connection
+    attempt no SQLSTATE, the server's own wording of an authentication failure.
+    """
+    code = sqlstate(exc)
+    if code is not None:
+        return code.startswith(_AUTH_SQLSTATE_CLASS)
+    if isinstance(exc, _AUTH_CLASSES):
+        return True
+    return isinstance(exc, psycopg2.OperationalError) and bool(_AUTH_MESSAGES.search(str(exc)))
 
 
 def sqlstate(exc: BaseException) -> str | None:

@@ -2,12 +2,22 @@
 
 Routes (``GET`` or ``HEAD``; other methods get 405, other paths 404; bodies are JSON):
 
-* ``/health``          -- 200 ``{"status": "ok"}`` if ``SELECT 1`` succeeds, else 503.
-* ``/health/detailed`` -- round-trip latency (ms), pool stats, server version, recovery role
-  (``primary``/``replica`` from ``pg_is_in_recovery()``) and database size; 503 on failure
-  (still with pool stats and the error).
+* ``/health``          -- 200 ``{"status": "ok"}`` if ``SELECT 1`` succeeds, else 503
+  ``{"status": "unavailable"}``.
 * ``/health/ready``    -- like ``/health`` with a shorter timeout: can we serve a query *now*?
-* ``/health/live``     -- always 200; never touches the database.
+* ``/health/live``     -- always 200 ``{"status": "ok"}``; never touches the database.
+* ``/health/detailed`` -- only with details on (below): round-trip latency (ms), pool stats,
+  server version, recovery role (``primary``/``replica`` from ``pg_is_in_recovery()``) and
+  database size; 503 on failure (still with pool stats and the error).
+
+Public by default: the bodies carry the status only.  Health routes are usually reachable
+without authentication (load balancers, orchestrators), and a process id, the exact server
+version, the database name and size, pool figures or the text of a libpq error help an
+attacker more than an operator.  Details are an explicit opt-in, for routes that only
+trusted callers reach: ``HealthApp(pool, details=True)``, or the environment variable
+``PGSTEADY_HEALTH_DETAILS=1`` when ``details`` is not given.  With details on, ``/health/live``
+adds ``pid`` and ``uptime_s`` and a 503 adds ``error``.  Either way the error of a failed
+probe is logged (logger ``pgsteady.client.health``).
 
 Every database probe is bounded: it runs in a helper thread and the request waits at most the
 route's timeout (the connection also gets ``statement_timeout``, and a new connection gets a
@@ -22,6 +32,7 @@ Mount it anywhere WSGI goes, e.g. in Flask::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -33,6 +44,10 @@ StartResponse = Callable[..., Any]
 Body = dict[str, Any]
 
 _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+#: Set to 1/true/yes to turn details on when the constructor does not say.
+DETAILS_ENV = "PGSTEADY_HEALTH_DETAILS"
+
+log = logging.getLogger("pgsteady.client.health")
 
 
 class PoolLike(Protocol):
@@ -83,7 +98,9 @@ class HealthApp:
     """WSGI app serving the health routes for ``pool``.
 
     ``timeout`` bounds ``/health`` and ``/health/detailed``; ``ready_timeout`` bounds
-    ``/health/ready``.  ``clock`` is injectable for tests.
+    ``/health/ready``.  ``details`` serves ``/health/detailed`` and adds pid, uptime and
+    error texts (default: the ``PGSTEADY_HEALTH_DETAILS`` environment variable, else off).
+    ``clock`` is injectable for tests.
     """
 
     def __init__(
@@ -92,9 +109,13 @@ class HealthApp:
         *,
         timeout: float = 5.0,
         ready_timeout: float = 2.0,
+        details: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pool = pool
+        if details is None:
+            details = os.environ.get(DETAILS_ENV, "").strip().lower() in ("1", "true", "yes")
+        self.details = details
         self.timeout = timeout
         self.ready_timeout = ready_timeout
         self._clock = clock
@@ -106,6 +127,8 @@ class HealthApp:
             "/health/ready": self.ready,
             "/health/live": self.live,
         }
+        if not details:
+            del self._routes["/health/detailed"]
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
@@ -115,7 +138,7 @@ class HealthApp:
         handler = self._routes.get(path)
         extra: list[tuple[str, str]] = []
         if handler is None:
-            status, body = 404, {"status": "error", "error": "not found", "path": path}
+            status, body = 404, {"status": "error", "error": "not found"}
         elif method not in ("GET", "HEAD"):
             status, body = 405, {"status": "error", "error": f"method {method} not allowed"}
             extra.append(("Allow", "GET, HEAD"))
@@ -134,6 +157,8 @@ class HealthApp:
     # -- route handlers: (HTTP status, JSON body) --------------------------------------------
 
     def live(self) -> tuple[int, Body]:
+        if not self.details:
+            return 200, {"status": "ok"}
         return 200, {"status": "ok", "pid": os.getpid(), "uptime_s": self._uptime()}
 
     def basic(self) -> tuple[int, Body]:
@@ -146,6 +171,7 @@ class HealthApp:
         try:
             db = self._probes["detailed"](lambda: self._query_details(self.timeout), self.timeout)
         except Exception as exc:
+            log.warning("health probe detailed failed: %s", _describe(exc))
             return 503, {"status": "unavailable", "error": _describe(exc), "pool": self._stats()}
         return 200, {"status": "ok", "database": db, "pool": self._stats()}
 
@@ -155,7 +181,10 @@ class HealthApp:
         try:
             self._probes[name](lambda: self._query_details(timeout, details=False), timeout)
         except Exception as exc:
-            return 503, {"status": "unavailable", "error": _describe(exc)}
+            log.warning("health probe %s failed: %s", name, _describe(exc))
+            if self.details:
+                return 503, {"status": "unavailable", "error": _describe(exc)}
+            return 503, {"status": "unavailable"}
         return 200, {"status": "ok"}
 
     def _query_details(self, timeout: float, *, details: bool = True) -> Body:

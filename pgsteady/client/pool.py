@@ -16,11 +16,15 @@ Checkout (:meth:`Pool.getconn`):
    suspect).  A connection failing either check is closed and replaced.
 3. New connections are opened outside the lock, retrying ``OperationalError`` with
    exponential backoff and jitter (:class:`~pgsteady.client.retry.Backoff`); when the budget
-   runs out, :class:`ConnectFailed` is raised.  libpq reports no SQLSTATE for failed
-   connection attempts, so every ``OperationalError`` (including a wrong password) is retried.
+   runs out, :class:`ConnectFailed` is raised.  A refused login (wrong password, no
+   pg_hba.conf entry, unknown role: :func:`~pgsteady.client.errors.is_auth_failure`) is not
+   retried: :class:`AuthenticationFailed` is raised after the first attempt.
 
 Return (:meth:`Pool.putconn`): an open transaction is rolled back; a connection that is closed,
-fails the rollback, or is passed with ``discard=True`` is closed instead of pooled.
+fails the rollback, or is passed with ``discard=True`` is closed instead of pooled.  Every
+path out of a checkout -- including ``KeyboardInterrupt``, ``SystemExit`` or a gevent
+``Timeout`` (``BaseException``) raised inside ``COMMIT`` or the rollback -- gives the slot
+back; a connection interrupted that way is discarded, since its state is unknown.
 
 Transactions (:meth:`Pool.transaction`, :meth:`Pool.run`) -- the exact contract:
 
@@ -54,12 +58,14 @@ import psycopg2
 import psycopg2.extensions as ext
 
 from .errors import (
+    AuthenticationFailed,
     CommitOutcomeUnknown,
     ConnectFailed,
     ConnectionLost,
     PoolClosed,
     PoolExhausted,
     commit_outcome_unknown,
+    is_auth_failure,
     is_connection_broken,
 )
 from .retry import Backoff, Clock, Rand, Sleep, retry_call
@@ -175,6 +181,8 @@ class Pool:
                     return self._lend(conn)
             return self._lend(self._open(connect_retry))
         except BaseException:
+            if entry is not None:  # interrupted while validating: its state is unknown
+                self._close_quietly(entry.conn)
             with self._cond:
                 self._size -= 1
                 self._cond.notify()
@@ -185,7 +193,11 @@ class Pool:
         with self._cond:
             if self._lent.pop(id(conn), None) is None:
                 raise ValueError("connection was not checked out from this pool")
-        broken = discard or not self._reset(conn)
+        try:
+            broken = discard or not self._reset(conn)
+        except BaseException:  # interrupted during the rollback: give the slot back
+            self._forget(conn)
+            raise
         with self._cond:
             if broken or self._closed:
                 self._size -= 1
@@ -367,17 +379,24 @@ class Pool:
                 self._counts["failures"] += 1
             log.warning("connect attempt %d failed: %s (retry in %s)", attempt, exc, wait)
 
+        def retryable(exc: BaseException) -> bool:
+            return isinstance(exc, psycopg2.OperationalError) and not is_auth_failure(exc)
+
         try:
             conn = retry_call(
                 lambda: self._connect(self._dsn, **self._kwargs),
                 policy,
-                retry_on=lambda exc: isinstance(exc, psycopg2.OperationalError),
+                retry_on=retryable,
                 clock=self._clock,
                 sleep=self._sleep,
                 rand=self._rand,
                 on_failure=on_failure,
             )
         except psycopg2.OperationalError as exc:
+            if is_auth_failure(exc):
+                raise AuthenticationFailed(
+                    f"login refused, not retried: {exc}".strip(), attempts
+                ) from exc
             msg = f"could not connect after {attempts} attempt(s): {exc}".strip()
             raise ConnectFailed(msg, attempts) from exc
         with self._cond:
@@ -406,6 +425,11 @@ class Pool:
                     f"connection lost during COMMIT; it may or may not have committed: {exc}"
                 ) from exc
             raise
+        except BaseException:
+            # KeyboardInterrupt, SystemExit, a gevent Timeout ... mid-COMMIT: the session may
+            # be waiting for the reply, so it cannot be reused; close it and free the slot.
+            self.putconn(conn, discard=True)
+            raise
         self.putconn(conn)
 
     @staticmethod
@@ -419,6 +443,16 @@ class Pool:
             return conn.info.transaction_status == ext.TRANSACTION_STATUS_IDLE
         except Exception:
             return False
+
+    def _forget(self, conn: Connection) -> None:
+        """Close a returned connection whose reset was interrupted and free its slot."""
+        self._close_quietly(conn)
+        with self._cond:
+            self._size -= 1
+            self._counts["discarded"] += 1
+            self._pending_replacements += 1
+            self._last_break = self._clock()
+            self._cond.notify()
 
     @staticmethod
     def _close_quietly(conn: Connection) -> None:

@@ -14,11 +14,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import gevent
 import psycopg2
+import psycopg2.extensions
 import pytest
 from pgserver_supervised import PostgresServer, SupervisedPostgres, available
 
 from pgsteady.client import (
+    AuthenticationFailed,
+    Backoff,
     CommitOutcomeUnknown,
     ConnectFailed,
     ConnectionLost,
@@ -36,7 +40,7 @@ WRITERS = 8
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
+def server() -> Iterator[SupervisedPostgres]:
     with SupervisedPostgres() as srv:
         yield srv
 
@@ -196,3 +200,109 @@ def _wait_for(probe: Any, timeout: float) -> Any:
             return value
         time.sleep(0.02)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+# -- an interrupt inside COMMIT, and a login the server refuses ------------------------------
+
+
+class InterruptibleConnection(psycopg2.extensions.connection):
+    """A real connection whose ``commit()`` can be made to raise a BaseException.
+
+    ``raise_after`` decides whether the exception arrives after COMMIT reached the server
+    (an interrupt while waiting for the reply's aftermath) or before it is sent.
+    """
+
+    interrupt: BaseException | None = None
+    raise_after = True
+
+    def commit(self) -> None:
+        exc = type(self).interrupt
+        if exc is not None and not type(self).raise_after:
+            raise exc
+        super().commit()
+        if exc is not None:
+            raise exc
+
+
+@pytest.fixture
+def interruptible() -> Iterator[type[InterruptibleConnection]]:
+    yield InterruptibleConnection
+    InterruptibleConnection.interrupt = None
+
+
+@pytest.mark.parametrize("after", [True, False], ids=["after-commit-sent", "before-commit-sent"])
+@pytest.mark.parametrize(
+    "interrupt",
+    [KeyboardInterrupt(), SystemExit(3), gevent.Timeout(0.1)],
+    ids=["KeyboardInterrupt", "SystemExit", "gevent.Timeout"],
+)
+def test_base_exception_during_commit_frees_the_slot(
+    server: PostgresServer,
+    interruptible: type[InterruptibleConnection],
+    interrupt: BaseException,
+    after: bool,
+) -> None:
+    with Pool(
+        server.dsn(),
+        minconn=2,
+        maxconn=2,
+        acquire_timeout=0.5,
+        connect_kwargs={"connection_factory": interruptible},
+    ) as pool:
+        before = pool.stats()
+        assert (before.size, before.in_use, before.idle) == (2, 0, 2)
+        interruptible.interrupt, interruptible.raise_after = interrupt, after
+        with pytest.raises(type(interrupt)), pool.transaction() as cur:
+            cur.execute("SELECT 1")
+        interruptible.interrupt = None
+
+        stats = pool.stats()
+        assert stats.in_use == 0, stats  # the slot came back
+        assert stats.discarded == before.discarded + 1  # the interrupted session is closed
+        # Every slot can be checked out again (a leaked slot raises PoolExhausted here).
+        held = [pool.getconn(timeout=1), pool.getconn(timeout=1)]
+        for conn in held:
+            assert not conn.closed
+            pool.putconn(conn)
+        assert pool.stats().in_use == 0
+        assert pool.run(lambda c: c.execute("SELECT 2") or c.fetchone()) == (2,)
+
+
+ROLE, PASSWORD = "h5_login", "right-password-1"
+
+
+@pytest.fixture(scope="module")
+def password_role(server: SupervisedPostgres) -> str:
+    """A role that must log in with scram-sha-256 (the fixture's cluster trusts the rest)."""
+    with psycopg2.connect(server.dsn()) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD %s", (PASSWORD,))
+    hba = server.datadir / "pg_hba.conf"
+    rules = f"host all {ROLE} 127.0.0.1/32 scram-sha-256\n" + hba.read_text()
+    hba.write_text(rules)
+    with psycopg2.connect(server.dsn()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_reload_conf()")
+    time.sleep(0.5)  # the postmaster rereads pg_hba.conf on SIGHUP
+    return f"host=127.0.0.1 port={server.port} user={ROLE} dbname=postgres"
+
+
+def test_wrong_password_fails_fast_without_retry(password_role: str) -> None:
+    # The right password logs in (so the failure below is the password, not the setup).
+    with Pool(password_role + f" password={PASSWORD}", minconn=1, maxconn=1) as pool:
+        assert pool.run(lambda c: c.execute("SELECT current_user") or c.fetchone()) == (ROLE,)
+
+    slow_retry = Backoff(base=1.0, cap=30.0, max_attempts=10, deadline=60.0)  # the default
+    started = time.monotonic()
+    with pytest.raises(AuthenticationFailed) as info:
+        Pool(password_role + " password=wrong", minconn=1, connect_backoff=slow_retry)
+    took = time.monotonic() - started
+    assert took < 1.0, f"a refused login took {took:.1f}s (retried?)"
+    assert info.value.attempts == 1
+    assert isinstance(info.value, ConnectFailed)  # callers catching ConnectFailed still do
+    assert "password authentication failed" in str(info.value.__cause__)
+
+    with Pool(password_role + " password=wrong", minconn=0, maxconn=1) as pool:
+        started = time.monotonic()
+        with pytest.raises(AuthenticationFailed):
+            pool.getconn()
+        assert time.monotonic() - started < 1.0
+        assert pool.stats().size == 0  # the reserved slot was given back

@@ -27,6 +27,7 @@ from pgsteady.client import (
     PoolClosed,
     PoolExhausted,
     commit_outcome_unknown,
+    is_auth_failure,
     is_connection_broken,
     retry_call,
 )
@@ -238,6 +239,36 @@ def test_is_connection_broken(exc: Exception, closed: int, broken: bool) -> None
 )
 def test_commit_outcome_unknown(exc: Exception, closed: int, unknown: bool) -> None:
     assert commit_outcome_unknown(exc, Conn(closed)) is unknown
+
+
+_REFUSED = 'connection to server at "127.0.0.1", port 5432 failed: FATAL:  '
+
+
+@pytest.mark.parametrize(
+    ("exc", "auth"),
+    [
+        (psycopg2.OperationalError(_REFUSED + 'password authentication failed for user "app"'),
+         True),
+        (psycopg2.OperationalError(_REFUSED + 'no pg_hba.conf entry for host "10.0.0.5", user '
+                                   '"app", database "app", no encryption'), True),
+        (psycopg2.OperationalError(_REFUSED + 'pg_hba.conf rejects connection for host "::1"'),
+         True),
+        (psycopg2.OperationalError(_REFUSED + 'role "nobody" does not exist'), True),
+        (psycopg2.OperationalError('role "ro" is not permitted to log in'), True),
+        (psycopg2.OperationalError("fe_sendauth: no password supplied"), True),
+        (psycopg2.errors.InvalidPassword(), True),  # 28P01
+        (psycopg2.errors.InvalidAuthorizationSpecification(), True),  # 28000
+        # transient: retried
+        (psycopg2.OperationalError(_REFUSED + "the database system is starting up"), False),
+        (psycopg2.OperationalError("server closed the connection unexpectedly"), False),
+        (psycopg2.OperationalError(_REFUSED + "Connection refused"), False),
+        (psycopg2.OperationalError(_REFUSED + 'database "app" does not exist'), False),
+        (psycopg2.errors.CannotConnectNow(), False),
+        (ValueError("password authentication failed"), False),  # not a driver error
+    ],
+)  # fmt: skip
+def test_is_auth_failure(exc: Exception, auth: bool) -> None:
+    assert is_auth_failure(exc) is auth
 
 
 # -- pool logic with fake connections --------------------------------------------------------
@@ -554,7 +585,7 @@ def call(app: HealthApp, path: str, method: str = "GET") -> tuple[str, dict[str,
 
 
 def test_routes_when_database_up() -> None:
-    app = HealthApp(FakePool())
+    app = HealthApp(FakePool(), details=True)
     status, headers, body = call(app, "/health")
     assert status == "200 OK" and body == {"status": "ok"}
     assert headers["Content-Type"] == "application/json"
@@ -573,14 +604,14 @@ def test_routes_when_database_up() -> None:
 def test_replica_role_reported() -> None:
     pool = FakePool()
     pool.replica = True
-    _, _, body = call(HealthApp(pool), "/health/detailed")
+    _, _, body = call(HealthApp(pool, details=True), "/health/detailed")
     assert body["database"]["role"] == "replica" and body["database"]["in_recovery"] is True
 
 
 def test_routes_when_database_down() -> None:
     pool = FakePool()
     pool.down = True
-    app = HealthApp(pool)
+    app = HealthApp(pool, details=True)
     for path in ("/health", "/health/ready", "/health/detailed"):
         status, headers, body = call(app, path)
         assert status == "503 Service Unavailable", path
@@ -595,7 +626,7 @@ def test_routes_when_database_down() -> None:
 def test_ready_is_bounded_when_database_hangs() -> None:
     pool = FakePool()
     pool.hang = True
-    app = HealthApp(pool, ready_timeout=0.2)
+    app = HealthApp(pool, ready_timeout=0.2, details=True)
     try:
         status, _, body = call(app, "/health/ready")
         assert status == "503 Service Unavailable" and "exceeded" in body["error"]
@@ -606,6 +637,31 @@ def test_ready_is_bounded_when_database_hangs() -> None:
         assert call(app, "/health/live")[0] == "200 OK"
     finally:
         pool.release.set()
+
+
+def test_public_bodies_carry_the_status_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the opt-in: no pid, uptime, version, db name, pool figures or error text."""
+    monkeypatch.delenv("PGSTEADY_HEALTH_DETAILS", raising=False)
+    pool = FakePool()
+    app = HealthApp(pool)
+    for path in ("/health", "/health/ready", "/health/live"):
+        assert call(app, path)[2] == {"status": "ok"}, path
+    assert call(app, "/health/detailed")[0] == "404 Not Found"
+    assert call(app, "/health/detailed")[2] == {"status": "error", "error": "not found"}
+    pool.down = True
+    for path in ("/health", "/health/ready"):
+        assert call(app, path)[:3:2] == ("503 Service Unavailable", {"status": "unavailable"})
+
+
+@pytest.mark.parametrize(("env", "on"), [("1", True), ("true", True), ("yes", True),
+                                         ("0", False), ("", False), ("off", False)])  # fmt: skip
+def test_details_opt_in_by_environment(monkeypatch: pytest.MonkeyPatch, env: str, on: bool) -> None:
+    monkeypatch.setenv("PGSTEADY_HEALTH_DETAILS", env)
+    app = HealthApp(FakePool())
+    assert app.details is on
+    assert ("pid" in call(app, "/health/live")[2]) is on
+    assert (call(app, "/health/detailed")[0] == "200 OK") is on
+    assert HealthApp(FakePool(), details=False).details is False  # the argument wins
 
 
 def test_unknown_path_and_wrong_method() -> None:
