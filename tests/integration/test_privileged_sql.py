@@ -1,0 +1,263 @@
+"""No superuser session of pgsteady runs code the application role can define.
+
+The application role owns its database and may create objects in ``public``. Here it
+plants overloads of the functions, aggregates and operators pgsteady's superuser SQL
+uses, each of which records its caller and, when called by a superuser, escalates with
+``COPY ... TO PROGRAM`` (which writes a marker file in the container). A control query
+proves the traps fire for an unpinned superuser session; then every privileged path
+runs against the real server: backup, verify, drill and restore (the backup tool as
+cron runs it), the monitor's collect script, the verify suite's psql, and init_db.sql
+(applied as the entrypoint and as ``pgsteady-ctl apply-sql`` do). No trap may fire.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import types
+from pathlib import Path
+
+import pytest
+from backup_env import DOCKER, REPO, Postgres, Tool, docker, find_image
+
+from pgsteady.monitor.collect import collect_script, parse_sections
+from pgsteady.render import render
+
+IMAGE = find_image()
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.skipif(IMAGE is None, reason="no image labelled io.pgsteady.recipe"),
+]
+
+MARKER = "/tmp/pgsteady-pwned"
+SAFE = "-c search_path=pg_catalog,pg_temp"
+
+#: Run as the application role (SET ROLE app) in a database it can create objects in.
+PLANT = r"""
+CREATE TABLE public.pwned (fn text, cu name, su name);
+GRANT INSERT ON public.pwned TO PUBLIC;
+CREATE FUNCTION public.pgs_trap(fn text) RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog AS $$
+BEGIN
+  IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+    EXECUTE format('COPY (SELECT %L) TO PROGRAM %L', fn, 'cat >> /tmp/pgsteady-pwned');
+  END IF;
+  BEGIN
+    INSERT INTO public.pwned VALUES (fn, current_user, session_user);
+  EXCEPTION WHEN OTHERS THEN NULL;  -- e.g. a read-only transaction
+  END;
+END $$;
+
+CREATE FUNCTION public.format(text, name, name) RETURNS text LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('format(text,name,name)');
+   RETURN pg_catalog.format($1, $2, $3); END $$;
+CREATE FUNCTION public.format(text, name) RETURNS text LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('format(text,name)'); RETURN pg_catalog.format($1, $2); END $$;
+CREATE FUNCTION public.format(text, text) RETURNS text LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('format(text,text)'); RETURN pg_catalog.format($1, $2); END $$;
+CREATE FUNCTION public.format(text, text, text) RETURNS text LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('format(text,text,text)');
+   RETURN pg_catalog.format($1, $2, $3); END $$;
+CREATE FUNCTION public.query_to_xml(text, boolean, boolean, text) RETURNS xml
+LANGUAGE plpgsql AS $$ BEGIN PERFORM public.pgs_trap('query_to_xml');
+   RETURN pg_catalog.query_to_xml($1, $2, $3, $4); END $$;
+CREATE FUNCTION public.xpath(text, xml) RETURNS xml[] LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('xpath'); RETURN pg_catalog.xpath($1, $2); END $$;
+CREATE FUNCTION public.current_setting(text) RETURNS text LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('current_setting');
+   RETURN pg_catalog.current_setting($1); END $$;
+CREATE FUNCTION public.pg_get_userbyid(oid) RETURNS name LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('pg_get_userbyid');
+   RETURN pg_catalog.pg_get_userbyid($1); END $$;
+CREATE FUNCTION public.pg_terminate_backend(integer) RETURNS boolean LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('pg_terminate_backend'); RETURN false; END $$;
+CREATE FUNCTION public.pg_size_pretty(bigint) RETURNS text LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('pg_size_pretty');
+   RETURN pg_catalog.pg_size_pretty($1); END $$;
+CREATE FUNCTION public.pg_database_size(oid) RETURNS bigint LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('pg_database_size');
+   RETURN pg_catalog.pg_database_size($1); END $$;
+CREATE FUNCTION public."left"(text, integer) RETURNS text LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('left'); RETURN pg_catalog."left"($1, $2); END $$;
+CREATE FUNCTION public.string_agg_sf(text, text, text) RETURNS text LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('string_agg'); RETURN $1 || $3 || $2; END $$;
+CREATE AGGREGATE public.string_agg(text, text) (SFUNC = public.string_agg_sf, STYPE = text);
+
+-- Aggregates: json_object_agg(text, bigint) beats the catalog's ("any", "any").
+CREATE FUNCTION public.pgs_joa_sf(text, text, bigint) RETURNS text LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('json_object_agg'); RETURN '{}'; END $$;
+CREATE FUNCTION public.pgs_joa_ff(text) RETURNS json LANGUAGE sql AS $$ SELECT '{}'::json $$;
+CREATE AGGREGATE public.json_object_agg(text, bigint)
+  (SFUNC = public.pgs_joa_sf, STYPE = text, FINALFUNC = public.pgs_joa_ff);
+CREATE FUNCTION public.pgs_count_sf(bigint) RETURNS bigint LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('count(*)'); RETURN $1 + 1; END $$;
+CREATE AGGREGATE public.count(*) (SFUNC = public.pgs_count_sf, STYPE = bigint, INITCOND = 0);
+CREATE FUNCTION public.pgs_sum_sf(numeric, bigint) RETURNS numeric LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('sum(bigint)'); RETURN coalesce($1, 0) + $2; END $$;
+CREATE AGGREGATE public.sum(bigint) (SFUNC = public.pgs_sum_sf, STYPE = numeric);
+
+-- Operators: oid = integer beats the catalog's oid = oid (which needs a cast).
+CREATE FUNCTION public.pgs_eq_oid_int(oid, integer) RETURNS boolean LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('oid = integer'); RETURN $1 = $2::oid; END $$;
+CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = integer, FUNCTION = public.pgs_eq_oid_int);
+CREATE FUNCTION public.pgs_eq_name_text(name, text) RETURNS boolean LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('name = text'); RETURN $1::text = $2; END $$;
+CREATE OPERATOR public.= (LEFTARG = name, RIGHTARG = text, FUNCTION = public.pgs_eq_name_text);
+CREATE FUNCTION public.pgs_cat(bigint, text) RETURNS text LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('bigint || text'); RETURN $1::text || $2; END $$;
+CREATE OPERATOR public.|| (LEFTARG = bigint, RIGHTARG = text, FUNCTION = public.pgs_cat);
+CREATE FUNCTION public.pgs_like(name, text) RETURNS boolean LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('name ~~ text'); RETURN $1::text ~~ $2; END $$;
+CREATE OPERATOR public.~~ (LEFTARG = name, RIGHTARG = text, FUNCTION = public.pgs_like);
+
+CREATE TABLE public.items (id int PRIMARY KEY, name text);
+INSERT INTO public.items SELECT g, 'n' || g FROM generate_series(1, 50) g;
+"""
+
+
+def _fired(pg: Postgres) -> list[str]:
+    """What the traps recorded: superuser calls (marker file) and rows in public.pwned."""
+    proc = docker("exec", pg.name, "cat", MARKER, check=False)
+    calls = [f"superuser call: {line}" for line in proc.stdout.splitlines()]
+    for db in ("app", "postgres"):
+        rows = pg.value("SELECT fn || ' by ' || cu FROM public.pwned ORDER BY 1", db)
+        calls += [f"{db}: {row}" for row in rows.splitlines()]
+    return calls
+
+
+def _reset(pg: Postgres) -> None:
+    docker("exec", pg.name, "rm", "-f", MARKER)
+    for db in ("app", "postgres"):
+        pg.sql("DELETE FROM public.pwned", db)
+
+
+@pytest.fixture(scope="module")
+def pg():
+    container = Postgres(IMAGE)
+    try:
+        container.sql(
+            "CREATE ROLE app LOGIN PASSWORD 'app-pw'; ALTER DATABASE app OWNER TO app; "
+            "GRANT CREATE ON SCHEMA public TO app",  # postgres.public, as before PG 15
+            "postgres",
+        )
+        for db in ("app", "postgres"):
+            container.sql(f"SET ROLE app;\n{PLANT}", db)
+        yield container
+    finally:
+        container.remove()
+
+
+def test_the_traps_fire_for_an_unpinned_superuser_session(pg):
+    """The control: an ordinary superuser session in the app database is hijacked."""
+    _reset(pg)
+    pg.sql("SELECT format('%I.%I', 'a'::name, 'b'::name)")
+    pg.sql("SELECT 1 FROM pg_class WHERE oid = 0")
+    fired = _fired(pg)
+    assert "superuser call: format(text,name,name)" in fired
+    assert "superuser call: oid = integer" in fired
+    _reset(pg)
+
+
+def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def test_backup_tool_paths_never_run_app_code(tmp_path, pg):
+    _reset(pg)
+    tool = Tool.install(tmp_path / "app", pg.name, ["app"])
+    _ok(tool.run("backup"))
+    manifest = tool.status()["last_success"]["databases"]["app"]
+    assert manifest["tables"] == 2  # public.items and public.pwned
+    _ok(tool.run("verify"))
+    _ok(tool.run("drill"))  # restores the planted objects into a scratch DB, then counts
+    assert tool.status()["drill"]["databases"]["app"]["rows"] == 50
+    _ok(tool.run("restore", "--target-db", "app_copy"))
+    _ok(tool.run("restore", "--target-db", "app", "--force"))
+    assert pg.value("SELECT count(*) FROM items") == "50"
+    assert _fired(pg) == []
+
+
+def test_monitor_collect_never_runs_app_code(tmp_path, pg):
+    _reset(pg)
+    s = types.SimpleNamespace(
+        container_name=pg.name, app_dir=str(tmp_path), backup_path=str(tmp_path)
+    )
+    proc = subprocess.run(
+        ["sh", "-s"], input=collect_script(s), capture_output=True, text=True, timeout=120,
+        env={"PATH": f"{Path(DOCKER).parent}:/usr/bin:/bin"},
+    )  # fmt: skip
+    sql = parse_sections(proc.stdout)["sql"]
+    assert sql["rc"] == 0, sql["err"]
+    assert '"databases"' in sql["out"]
+    assert _fired(pg) == []
+
+
+def _verify_host_class() -> type:
+    """The verify suite's Host (tests/verify/conftest.py), loaded under its own name."""
+    spec = importlib.util.spec_from_file_location(
+        "pgsteady_verify_conftest", REPO / "tests/verify/conftest.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Host
+
+
+class _LocalHost:
+    """The slice of a testinfra host that the verify suite's Host uses, run locally."""
+
+    def run(self, command: str) -> types.SimpleNamespace:
+        proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+        return types.SimpleNamespace(rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr)
+
+
+def test_verify_suite_psql_never_runs_app_code(pg):
+    _reset(pg)
+    host = _verify_host_class()(_LocalHost(), types.SimpleNamespace(container_name=pg.name))
+    for db in ("app", "postgres"):
+        rows = host.psql(
+            "SELECT format('%I.%I', n.nspname, c.relname), count(*) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = 0 "
+            "OR n.nspname LIKE 'public' GROUP BY 1 ORDER BY 1 LIMIT 1",
+            db,
+        )
+        assert rows
+    assert _fired(pg) == []
+
+
+def _put(pg: Postgres, path: str, text: str) -> str:
+    subprocess.run(
+        [DOCKER, "exec", "-i", "-u", "postgres", pg.name, "sh", "-c", f"umask 077; cat > {path}"],
+        input=text, text=True, check=True, capture_output=True,
+    )  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("pinned", [False, True], ids=["entrypoint", "apply-sql"])
+def test_init_db_sql_never_runs_app_code(pg, pinned):
+    _reset(pg)
+    schema = _put(
+        pg,
+        "/tmp/01-schema.sql",
+        "CREATE TABLE IF NOT EXISTS stamped (id int, updated_at timestamptz);\n"
+        "CREATE OR REPLACE TRIGGER t BEFORE UPDATE ON stamped "
+        "FOR EACH ROW EXECUTE FUNCTION pgsteady_set_updated_at();\n",
+    )
+    sql = render(
+        "init_db.sql.j2",
+        app_user="app",
+        app_password_file=_put(pg, "/tmp/app_password", "app-pw\n"),
+        readonly_user="app_ro",
+        readonly_password_file=_put(pg, "/tmp/ro_password", "ro-pw\n"),
+        monitor_user="monitor",
+        monitor_password_file=_put(pg, "/tmp/monitor_password", "mon-pw\n"),
+        database="app",
+        extensions=["pg_trgm", "pg_stat_statements"],
+        schema_files=[schema],
+    )
+    path = _put(pg, "/tmp/init_db.sql", sql)
+    env = ["-e", f"PGOPTIONS={SAFE}"] if pinned else []
+    _ok(docker("exec", *env, "-u", "postgres", pg.name, "psql", "-X", "-q", "-v",
+               "ON_ERROR_STOP=1", "-d", "postgres", "-f", path, check=False))  # fmt: skip
+    assert pg.value("SELECT tableowner FROM pg_tables WHERE tablename = 'stamped'") == "app"
+    assert _fired(pg) == []
