@@ -21,6 +21,14 @@ postgres_uid = 999  # uid of postgres in the image; owns secrets and config file
 postgres_port = 5432  # port published on the host
 postgres_bind = "127.0.0.1"  # address the port is published on (0.0.0.0 = every interface)
 postgres_allowed_networks = ["samenet"]  # pg_hba networks (CIDR, samenet, samehost); scram only
+# TLS on every address. Default: a CA per inventory (.pgsteady/<inventory>/ beside the
+# inventory file, on the deploy machine) issues each host's certificate, renewed by a
+# converge 30 days before it expires. Or supply your own (paths on the deploy machine):
+postgres_tls_cert_file = None  # server certificate (PEM), with the two below
+postgres_tls_key_file = None  # its unencrypted private key (PEM)
+postgres_tls_ca_file = None  # the CA that issued it: what clients verify with
+postgres_tls_ca_dir = None  # where the generated CA lives (default .pgsteady/<inventory>)
+postgres_tls_extra_names = []  # more DNS names/addresses the certificate lists
 
 # --- database ----------------------------------------------------------------------
 postgres_db = "app"  # the application's database

@@ -6,6 +6,7 @@ from typing import Any
 
 from pgsteady.render import render
 from pgsteady.settings import Settings
+from pgsteady.tls import TLS_MOUNT
 
 #: Where things live inside the container.
 CONFIG_MOUNT = "/etc/pgsteady"
@@ -48,6 +49,7 @@ def compose_context(s: Settings) -> dict[str, Any]:
             f"pgdata:{DATA_MOUNT}",
             f"{s.paths['config']}:{CONFIG_MOUNT}:ro",
             f"{s.paths['init']}:{INIT_MOUNT}:ro",
+            f"{s.app_dir}/tls:{TLS_MOUNT}:ro",
             f"{s.backup_path}:{BACKUP_MOUNT}",
         ],
         "mem_limit": f"{s.memory_limit_mb}m",

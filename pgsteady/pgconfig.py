@@ -5,12 +5,14 @@ Pure: Settings in, rendered text out. The deploy uploads what these return.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import PurePosixPath
 
 from pgsteady.compose import CONFIG_MOUNT, INIT_MOUNT, SUPERUSER
 from pgsteady.pgparams import conf_text, hba_rules
 from pgsteady.render import render
 from pgsteady.settings import Settings
+from pgsteady.tls import CA_FILE, CERT_FILE, KEY_FILE, TLS_MOUNT
 from pgsteady.tuning import TuningInput, TuningResult, tune
 
 HEADER = "Managed by pgsteady: the next converge overwrites local edits."
@@ -51,14 +53,38 @@ def render_postgresql_conf(s: Settings) -> str:
         listen_addresses="*",
         port=5432,
         hba_file=f"{CONFIG_MOUNT}/pg_hba.conf",
+        tls=tls_settings(TLS_MOUNT),
     )
 
 
+def tls_settings(directory: str) -> dict[str, str]:
+    """postgresql.conf's TLS lines for certificate files under ``directory``."""
+    return {
+        "ssl": "on",
+        "ssl_cert_file": f"{directory}/{CERT_FILE}",
+        "ssl_key_file": f"{directory}/{KEY_FILE}",
+        "ssl_ca_file": f"{directory}/{CA_FILE}",
+    }
+
+
+def requires_tls(s: Settings) -> bool:
+    """Plain TCP is refused unless the port is published on a loopback address only."""
+    return not ipaddress.ip_address(s.postgres_bind).is_loopback
+
+
 def render_pg_hba_conf(s: Settings) -> str:
+    roles = [r for r in (s.postgres_user, s.postgres_readonly_user) if r]
     return render(
         "pg_hba.conf.j2",
         header=HEADER,
-        rules=hba_rules(s.postgres_allowed_networks, SUPERUSER),
+        rules=hba_rules(
+            s.postgres_allowed_networks,
+            SUPERUSER,
+            database=s.postgres_db,
+            app_roles=roles,
+            monitor_role=s.postgres_monitor_user,
+            require_ssl=requires_tls(s),
+        ),
     )
 
 

@@ -363,7 +363,8 @@ _ROLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
 @dataclass(frozen=True)
 class HbaRule:
-    """One pg_hba.conf line; ``address`` is empty for ``local`` rules."""
+    """One pg_hba.conf line: ``database``/``user`` are keywords (``all``) or quoted names;
+    ``address`` is empty for ``local`` rules."""
 
     type: str
     database: str
@@ -395,27 +396,67 @@ def normalize_network(entry: str) -> str:
         ) from exc
 
 
-def hba_rules(allowed_networks: list[str], superuser: str) -> list[HbaRule]:
-    """The pg_hba.conf rules pgsteady writes, first match wins:
+#: Every address, and the container's own loopback addresses.
+ANY_IPV4, ANY_IPV6 = "0.0.0.0/0", "::/0"
+LOOPBACK = ("127.0.0.1/32", "::1/128")
 
-    ``local all <superuser> peer`` (``docker exec -u postgres psql`` without a password),
-    ``local all all scram-sha-256``, loopback over TCP, then one scram-sha-256 host rule per
-    allowed network. There is never a ``trust`` rule.
+
+def _hba_name(name: str, what: str) -> str:
+    """``name`` double-quoted for pg_hba.conf, so that ``all``, ``replication``, ``+x``
+    or ``/regex`` are never read as keywords, groups or patterns."""
+    if not isinstance(name, str) or not _ROLE_NAME.match(name):
+        raise ValueError(f"{what} {name!r}: expected a plain name (letters, digits, _, $)")
+    if "trust" in name.lower() and what == "superuser":
+        raise ValueError(f"{what} {name!r}: 'trust' is never allowed in pg_hba.conf")
+    return f'"{name}"'
+
+
+def hba_rules(
+    allowed_networks: list[str],
+    superuser: str,
+    *,
+    database: str,
+    app_roles: list[str],
+    monitor_role: str | None = None,
+    require_ssl: bool = False,
+) -> list[HbaRule]:
+    """The pg_hba.conf rules pgsteady writes; the first matching rule wins.
+
+    1. ``local all <superuser> peer``: ``docker exec -u postgres psql`` without a password.
+    2. The superuser is rejected over TCP from every address, before any allow rule.
+    3. With ``require_ssl`` (a published port that is not loopback): plain TCP is rejected.
+    4. On the socket, loopback and each allowed network: ``app_roles`` may log in to
+       ``database`` and ``monitor_role`` to ``database`` and ``postgres`` (scram-sha-256;
+       ``hostssl`` with ``require_ssl``).
+    5. Everything else is rejected: no role reaches ``template1``, and the app roles do not
+       reach ``postgres``. There is never a ``trust`` rule.
     """
-    if not isinstance(superuser, str) or not _ROLE_NAME.match(superuser) or superuser == "all":
-        raise ValueError(
-            f"superuser {superuser!r}: expected a plain role name (letters, digits, _; not 'all')"
-        )
-    if "trust" in superuser.lower():
-        raise ValueError(f"superuser {superuser!r}: 'trust' is never allowed in pg_hba.conf")
-    rules = [
-        HbaRule("local", "all", superuser, "", "peer"),
-        HbaRule("local", "all", "all", "", "scram-sha-256"),
-    ]
+    if superuser == "all":
+        raise ValueError(f"superuser {superuser!r}: expected a plain role name (not 'all')")
+    su = _hba_name(superuser, "superuser")
+    db = _hba_name(database, "database")
+    roles = [_hba_name(r, "role") for r in app_roles]
+    if not roles:
+        raise ValueError("app_roles: at least the application's role is needed")
+    monitor = _hba_name(monitor_role, "monitor role") if monitor_role else None
+    host_type = "hostssl" if require_ssl else "host"
+
+    rules = [HbaRule("local", "all", su, "", "peer")]
+    rules += [HbaRule("host", "all", su, net, "reject") for net in (ANY_IPV4, ANY_IPV6)]
+    if require_ssl:
+        rules += [HbaRule("hostnossl", "all", "all", n, "reject") for n in (ANY_IPV4, ANY_IPV6)]
+    wanted = [(db, ",".join([*roles, *([monitor] if monitor else [])]))]
+    if monitor:
+        wanted.append(('"postgres"', monitor))
+    places = [("local", "")]
     seen: set[str] = set()
-    for net in ["127.0.0.1/32", "::1/128", *allowed_networks]:
+    for net in [*LOOPBACK, *allowed_networks]:
         addr = normalize_network(net)
         if addr not in seen:
             seen.add(addr)
-            rules.append(HbaRule("host", "all", "all", addr, "scram-sha-256"))
+            places.append((host_type, addr))
+    for kind, addr in places:
+        rules += [HbaRule(kind, d, u, addr, "scram-sha-256") for d, u in wanted]
+    rules.append(HbaRule("local", "all", "all", "", "reject"))
+    rules += [HbaRule("host", "all", "all", net, "reject") for net in (ANY_IPV4, ANY_IPV6)]
     return rules

@@ -213,6 +213,18 @@ class Settings(BaseModel):
     postgres_allowed_networks: list[Network] = Field(
         default_factory=lambda: ["samenet"], description="Networks allowed to log in"
     )
+    # --- TLS (paths on the machine that runs the deploy) ----------------------
+    postgres_tls_cert_file: str | None = Field(
+        None, description="Server certificate (PEM); default: issued by the inventory's CA"
+    )
+    postgres_tls_key_file: str | None = Field(None, description="Its private key (PEM)")
+    postgres_tls_ca_file: str | None = Field(None, description="The CA that issued it (PEM)")
+    postgres_tls_ca_dir: SafePath | None = Field(
+        None, description="The inventory's CA (default: .pgsteady/<inventory> beside it)"
+    )
+    postgres_tls_extra_names: list[str] = Field(
+        default_factory=list, description="More DNS names/addresses for the certificate"
+    )
     # --- database -----------------------------------------------------------
     postgres_db: DatabaseName = Field("app", description="The application's database")
     postgres_user: RoleName = Field("app", description="The application's owner role")
@@ -484,6 +496,7 @@ def _cross_checks(s: Settings) -> list[str]:
                 f"postgres_schema_files[{i}] = {path!r}: name it with letters, digits, "
                 "'.', '_' and '-', ending in .sql"
             )
+    errors.extend(_tls_checks(s))
     if s.postgres_user == s.postgres_readonly_user:
         errors.append(
             f"postgres_readonly_user = {s.postgres_readonly_user!r}: must differ from postgres_user"
@@ -503,6 +516,26 @@ def _cross_checks(s: Settings) -> list[str]:
     errors.extend(safety.errors(s))
     if "postgres" in (s.postgres_user, s.postgres_readonly_user):
         errors.append("postgres_user: 'postgres' is the superuser; the app needs its own role")
+    return errors
+
+
+def _tls_checks(s: Settings) -> list[str]:
+    from pgsteady.tls import check_supplied, valid_name
+
+    errors = [
+        f"postgres_tls_extra_names[{i}] = {name!r}: not a DNS name or IP address"
+        for i, name in enumerate(s.postgres_tls_extra_names)
+        if not valid_name(name)
+    ]
+    supplied = (s.postgres_tls_cert_file, s.postgres_tls_key_file, s.postgres_tls_ca_file)
+    if any(supplied) and not all(supplied):
+        errors.append(
+            "postgres_tls_cert_file, postgres_tls_key_file, postgres_tls_ca_file: set all "
+            "three (your certificate, its key, the CA clients verify it with) or none "
+            "(pgsteady issues one from the inventory's CA)"
+        )
+    elif all(supplied):
+        errors.extend(check_supplied(*supplied))  # type: ignore[arg-type]
     return errors
 
 

@@ -242,19 +242,24 @@ def _fill_wal(stack: SmallDiskStack, leave_mb: int = 6) -> str:
          f"count={max(0, free_mb - leave_mb)}"],
         check=True, capture_output=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            with stack.connect(user="postgres", dbname="app") as conn, conn.cursor() as cur:
-                conn.autocommit = True
-                while True:
-                    cur.execute("CREATE TABLE IF NOT EXISTS chaos_switch (x int)")
-                    cur.execute("INSERT INTO chaos_switch VALUES (1)")
-                    cur.execute("SELECT pg_switch_wal()")
-        except psycopg2.Error as exc:
-            logs = docker("logs", "--tail", "200", stack.container).stderr.splitlines()
-            full = [line.split("] ", 1)[-1] for line in logs if "No space left" in line]
-            return full[-1] if full else str(exc).strip().splitlines()[0]
+    # As the superuser on the container's socket (it may not log in over TCP): switch
+    # segments until psql fails.
+    loop = (
+        'while psql -XAtq -v ON_ERROR_STOP=1 -d app -c "CREATE TABLE IF NOT EXISTS chaos_switch'
+        ' (x int)" -c "INSERT INTO chaos_switch VALUES (1)" -c "SELECT pg_switch_wal()"'
+        " >/dev/null; do :; done"
+    )
+    try:
+        proc = subprocess.run(
+            [DOCKER, "exec", "-u", "postgres", stack.container, "sh", "-c", loop],
+            capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        proc = None
+    if proc is not None:
+        logs = docker("logs", "--tail", "200", stack.container).stderr.splitlines()
+        full = [line.split("] ", 1)[-1] for line in logs if "No space left" in line]
+        return full[-1] if full else (proc.stderr.strip().splitlines() or ["psql failed"])[-1]
     raise AssertionError("WAL never ran out of space")
 
 

@@ -137,15 +137,22 @@ class Stack:
     def secret(self, name: str) -> str:
         return (self.app_dir / "secrets" / name).read_text().strip()
 
+    @property
+    def ca_file(self) -> Path:
+        return self.app_dir / "tls" / "ca.crt"
+
     def connect(self, user: str = "app", dbname: str = "app", timeout: int = 3):
-        password = self.secret("app_password" if user == "app" else "postgres_password")
+        """The app role over TCP and TLS, verifying the server as the README says (the
+        superuser may not log in over TCP: use :meth:`psql`)."""
         return psycopg2.connect(
             host="127.0.0.1",
             port=self.port,
             user=user,
-            password=password,
+            password=self.secret(f"{user}_password" if user != "app" else "app_password"),
             dbname=dbname,
             connect_timeout=timeout,
+            sslmode="verify-full",
+            sslrootcert=str(self.ca_file),
         )
 
     def psql(self, sql: str, db: str = "postgres") -> str:

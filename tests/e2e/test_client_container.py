@@ -46,6 +46,7 @@ class ContainerServer:
         s = self.stack
         return (
             f"host=127.0.0.1 port={s.port} user=app dbname=app password={s.secret('app_password')}"
+            f" sslmode=verify-full sslrootcert={s.ca_file}"
         )
 
     def kill_postmaster(self) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pgsteady.pgparams import hba_rules
 from pgsteady.render import render
+from pgsteady.tls import CA_FILE, CERT_FILE, KEY_FILE, Authority, create_ca, issue_server_cert
 from pgsteady.tuning import TuningResult
 
 PG_BIN = Path(os.environ.get("PGSTEADY_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -156,8 +157,18 @@ class PgServer:
             os.kill(self.proc.pid, signal.SIGQUIT)
             self.proc.wait(timeout=10)
 
-    def configure(self, result: TuningResult, overrides: dict[str, str] | None = None) -> None:
-        """Write the rendered postgresql.conf (tuned) and pg_hba.conf for this server."""
+    def configure(
+        self,
+        result: TuningResult,
+        overrides: dict[str, str] | None = None,
+        *,
+        database: str = "app",
+        app_roles: tuple[str, ...] = ("app",),
+        hba: str | None = None,
+        tls: dict[str, str] | None = None,
+    ) -> None:
+        """Write the rendered postgresql.conf (tuned; with ``tls`` lines if given) and
+        pg_hba.conf: ``hba``, or pgsteady's rules for ``database`` and ``app_roles``."""
         conf = render(
             "postgresql.conf.j2",
             settings=result.settings,
@@ -166,8 +177,48 @@ class PgServer:
             port=self.port,
             hba_file=str(self.hba_file),
             header="Managed by pgsteady (integration test).",
+            tls=tls or {},
         )
-        self.write(conf, render("pg_hba.conf.j2", rules=hba_rules(["samenet"], OS_USER)))
+        if hba is None:
+            rules = hba_rules(["samenet"], OS_USER, database=database, app_roles=list(app_roles))
+            hba = render("pg_hba.conf.j2", rules=rules)
+        self.write(conf, hba)
+
+    def make_tls(self, names: list[str], ca: Authority | None = None) -> Path:
+        """CA + server certificate for ``names`` under root/tls, laid out and owned as on a
+        converged host (key root:postgres 0640 in a 0750 directory); returns the directory."""
+        ca = ca or create_ca("integration")
+        cert, key = issue_server_cert(ca, names)
+        tls = self.root / "tls"
+        (tls / "private").mkdir(parents=True, exist_ok=True)
+        tls.chmod(0o755)
+        gid = pwd.getpwnam(OS_USER).pw_gid
+        os.chown(tls / "private", 0, gid)
+        (tls / "private").chmod(0o750)
+        (tls / CA_FILE).write_bytes(ca.cert_pem)
+        (tls / CERT_FILE).write_bytes(cert)
+        key_path = tls / KEY_FILE
+        key_path.touch(mode=0o600)
+        key_path.write_bytes(key)
+        os.chown(key_path, 0, gid)
+        key_path.chmod(0o640)
+        return tls
+
+    def write_hba(self, text: str) -> None:
+        self.hba_file.write_text(text)
+        _chown(self.hba_file)
+
+    def reload(self, timeout: float = 10) -> None:
+        """pg_reload_conf() and wait until the postmaster has read the files again."""
+        before = self.psql_as_os_user("SELECT pg_conf_load_time()").stdout.strip()
+        self.psql_as_os_user("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = self.psql_as_os_user("SELECT pg_conf_load_time()").stdout.strip()
+            if now and now != before:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"postgres did not reload:\n{self.log_text()}")
 
     def psql_file(self, path: Path) -> subprocess.CompletedProcess[str]:
         """psql -f as the postgres OS user over the socket, stopping at the first error."""

@@ -21,10 +21,10 @@ from pgserver import OS_USER, PG_BIN, PgServer, available, own
 from pgsteady.backup_config import render_backup_config
 from pgsteady.compose import render_compose
 from pgsteady.jobs import Job, backup_job, render_cron, watchdog_job
-from pgsteady.pgconfig import render_postgresql_conf
-from pgsteady.pgparams import hba_rules
+from pgsteady.pgconfig import render_pg_hba_conf, render_postgresql_conf
 from pgsteady.render import render
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
+from pgsteady.tls import TLS_MOUNT
 
 FACTS = HostFacts(ram_mb=8192, cpus=4)
 
@@ -295,8 +295,9 @@ def server() -> Iterator[PgServer]:
     srv = PgServer()
     base = _settings(postgres_version=15, postgres_memory_limit="1GB")
     conf = render_postgresql_conf(base).replace("/etc/pgsteady/pg_hba.conf", str(srv.hba_file))
+    conf = conf.replace(TLS_MOUNT, str(srv.make_tls(["localhost"])))
     conf += f"\nport = {srv.port}\nlisten_addresses = '127.0.0.1'\n"
-    srv.write(conf, render("pg_hba.conf.j2", rules=hba_rules(["samenet"], OS_USER)))
+    srv.write(conf, render_pg_hba_conf(base))  # each test below writes its own and reloads
     srv.start()
     try:
         yield srv
@@ -307,6 +308,7 @@ def server() -> Iterator[PgServer]:
 def _show_config(srv: PgServer, conf: str, name: str) -> str:
     """What ``postgres -C name`` reads from ``conf`` (a second data dir's config file)."""
     path = srv.root / "quoting.conf"
+    conf = conf.replace(TLS_MOUNT, str(srv.root / "tls"))
     path.write_text(conf.replace("/etc/pgsteady/pg_hba.conf", str(srv.hba_file)))
     shutil.chown(path, OS_USER, OS_USER)
     proc = subprocess.run(
@@ -372,6 +374,9 @@ def test_init_db_sql_round_trips_names_passwords_and_schema_paths(
     script = work / "init_db.sql"
     script.write_text(sql)
     own(script)
+    # pg_hba.conf names these roles and database: "all", "select" ... must stay names.
+    server.write_hba(render_pg_hba_conf(s))
+    server.reload()
     for _ in range(2):  # idempotent, whatever the names
         proc = server.psql_file(script)
         assert proc.returncode == 0, proc.stderr

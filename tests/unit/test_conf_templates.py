@@ -77,21 +77,39 @@ def test_conf_template_rejects_unwritable_value():
         _conf([], {"application_name": "a\nb"})
 
 
+def _hba(networks, **kw):
+    args = {"database": "app", "app_roles": ["app"], "monitor_role": "monitor", **kw}
+    return hba_rules(networks, "postgres", **args)
+
+
 def test_hba_renders_rules_and_never_trust():
-    text = render("pg_hba.conf.j2", rules=hba_rules(["samenet", "10.0.0.0/8"], "postgres"))
+    text = render("pg_hba.conf.j2", rules=_hba(["samenet", "10.0.0.0/8"], require_ssl=True))
     rules = [line.split() for line in text.splitlines() if line and not line.startswith("#")]
-    assert rules == [
-        ["local", "all", "postgres", "peer"],
-        ["local", "all", "all", "scram-sha-256"],
-        ["host", "all", "all", "127.0.0.1/32", "scram-sha-256"],
-        ["host", "all", "all", "::1/128", "scram-sha-256"],
-        ["host", "all", "all", "samenet", "scram-sha-256"],
-        ["host", "all", "all", "10.0.0.0/8", "scram-sha-256"],
+    assert rules[:5] == [
+        ["local", "all", '"postgres"', "peer"],
+        ["host", "all", '"postgres"', "0.0.0.0/0", "reject"],
+        ["host", "all", '"postgres"', "::/0", "reject"],
+        ["hostnossl", "all", "all", "0.0.0.0/0", "reject"],
+        ["hostnossl", "all", "all", "::/0", "reject"],
     ]
+    assert ["hostssl", '"app"', '"app","monitor"', "10.0.0.0/8", "scram-sha-256"] in rules
+    assert ["hostssl", '"postgres"', '"monitor"', "samenet", "scram-sha-256"] in rules
+    assert rules[-1] == ["host", "all", "all", "::/0", "reject"]
     assert not any("trust" in rule for rule in rules)
     assert not re.search(r"^[^#].*\btrust\b", text, re.MULTILINE)
 
 
+def test_conf_renders_tls_files():
+    from pgsteady.pgconfig import tls_settings
+
+    text = _conf([Setting("work_mem", "4MB")], tls=tls_settings("/etc/pgsteady-tls"))
+    pairs = _assignments(text)
+    assert ("ssl", "on") in pairs
+    assert ("ssl_cert_file", "'/etc/pgsteady-tls/server.crt'") in pairs
+    assert ("ssl_key_file", "'/etc/pgsteady-tls/private/server.key'") in pairs
+    assert ("ssl_ca_file", "'/etc/pgsteady-tls/ca.crt'") in pairs
+
+
 def test_hba_optional_header():
-    text = render("pg_hba.conf.j2", rules=hba_rules([], "postgres"), header="Line one\nLine two")
+    text = render("pg_hba.conf.j2", rules=_hba([]), header="Line one\nLine two")
     assert text.startswith("# Line one\n# Line two\n# First matching rule wins.")

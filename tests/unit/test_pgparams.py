@@ -248,20 +248,80 @@ def test_conf_value_rejects_line_breaks(value):
         conf_value(value)
 
 
+def _rules(networks, superuser="postgres", **kw):
+    args = {"database": "app", "app_roles": ["app"], "monitor_role": "monitor", **kw}
+    return hba_rules(networks, superuser, **args)
+
+
 def test_hba_rules_default():
-    rules = hba_rules(["samenet"], "postgres")
+    rules = _rules(["samenet"], app_roles=["app", "app_ro"])
+    scram = "scram-sha-256"
+    roles = '"app","app_ro","monitor"'
     assert rules == [
-        HbaRule("local", "all", "postgres", "", "peer"),
-        HbaRule("local", "all", "all", "", "scram-sha-256"),
-        HbaRule("host", "all", "all", "127.0.0.1/32", "scram-sha-256"),
-        HbaRule("host", "all", "all", "::1/128", "scram-sha-256"),
-        HbaRule("host", "all", "all", "samenet", "scram-sha-256"),
+        HbaRule("local", "all", '"postgres"', "", "peer"),
+        HbaRule("host", "all", '"postgres"', "0.0.0.0/0", "reject"),
+        HbaRule("host", "all", '"postgres"', "::/0", "reject"),
+        HbaRule("local", '"app"', roles, "", scram),
+        HbaRule("local", '"postgres"', '"monitor"', "", scram),
+        HbaRule("host", '"app"', roles, "127.0.0.1/32", scram),
+        HbaRule("host", '"postgres"', '"monitor"', "127.0.0.1/32", scram),
+        HbaRule("host", '"app"', roles, "::1/128", scram),
+        HbaRule("host", '"postgres"', '"monitor"', "::1/128", scram),
+        HbaRule("host", '"app"', roles, "samenet", scram),
+        HbaRule("host", '"postgres"', '"monitor"', "samenet", scram),
+        HbaRule("local", "all", "all", "", "reject"),
+        HbaRule("host", "all", "all", "0.0.0.0/0", "reject"),
+        HbaRule("host", "all", "all", "::/0", "reject"),
     ]
 
 
+def test_hba_superuser_rejected_before_any_network_allow_rule():
+    rules = _rules(["10.0.0.0/8"], require_ssl=True)
+    network = [r for r in rules if r.type != "local"]
+    assert [(r.user, r.address, r.method) for r in network[:2]] == [
+        ('"postgres"', "0.0.0.0/0", "reject"),
+        ('"postgres"', "::/0", "reject"),
+    ]
+    allowed = [r for r in rules if r.method != "reject" and r.type != "local"]
+    assert not [r for r in allowed if "postgres" in r.user or r.user == "all"]
+    assert not [r for r in allowed if r.database == "all"]
+
+
+def test_hba_app_roles_reach_their_database_only():
+    rules = _rules(["samenet"], app_roles=["app", "app_ro"])
+    allow = [r for r in rules if r.method != "reject"]
+    by_db = {r.database for r in allow if "app" in r.user.split(",")[0]}
+    assert by_db == {'"app"'}
+    assert {r.database for r in allow if r.user == '"monitor"'} == {'"postgres"'}
+    assert not [r for r in allow if "template" in r.database]
+    assert rules[-3:] == [
+        HbaRule("local", "all", "all", "", "reject"),
+        HbaRule("host", "all", "all", "0.0.0.0/0", "reject"),
+        HbaRule("host", "all", "all", "::/0", "reject"),
+    ]
+
+
+def test_hba_require_ssl_rejects_plain_tcp_and_allows_hostssl_only():
+    rules = _rules(["10.0.0.0/8"], require_ssl=True)
+    assert rules[3:5] == [
+        HbaRule("hostnossl", "all", "all", "0.0.0.0/0", "reject"),
+        HbaRule("hostnossl", "all", "all", "::/0", "reject"),
+    ]
+    allow_tcp = {r.type for r in rules if r.method != "reject" and r.type != "local"}
+    assert allow_tcp == {"hostssl"}
+    plain = _rules(["10.0.0.0/8"])
+    assert not [r for r in plain if r.type.startswith("hostnossl")]
+
+
+@pytest.mark.parametrize("name", ["all", "replication", "sameuser", "samerole", "select"])
+def test_hba_keyword_names_are_quoted(name):
+    rules = _rules([], database=name, app_roles=[name])
+    assert HbaRule("local", f'"{name}"', f'"{name}","monitor"', "", "scram-sha-256") in rules
+
+
 def test_hba_rules_networks_normalized_and_deduplicated():
-    rules = hba_rules(["10.0.0.0/8", "fd00::/8", "192.168.1.7", "127.0.0.1/32", "SAMEHOST"], "pg")
-    addresses = [r.address for r in rules if r.type == "host"]
+    rules = _rules(["10.0.0.0/8", "fd00::/8", "192.168.1.7", "127.0.0.1/32", "SAMEHOST"], "pg")
+    addresses = [r.address for r in rules if r.type == "host" and r.database == '"app"']
     assert addresses == [
         "127.0.0.1/32",
         "::1/128",
@@ -286,7 +346,7 @@ def test_hba_rules_networks_normalized_and_deduplicated():
 )
 def test_hba_rules_reject_bad_networks(entry, fragment):
     with pytest.raises(ValueError, match="allowed network") as err:
-        hba_rules([entry], "postgres")
+        _rules([entry])
     assert fragment in str(err.value)
     with pytest.raises(ValueError):
         normalize_network(entry)
@@ -295,7 +355,14 @@ def test_hba_rules_reject_bad_networks(entry, fragment):
 @pytest.mark.parametrize("user", ["all", "trust", "a b", "+group", "", "x\ny"])
 def test_hba_rules_reject_bad_superuser(user):
     with pytest.raises(ValueError, match="superuser"):
-        hba_rules([], user)
+        _rules([], user)
+
+
+@pytest.mark.parametrize("kw", [{"database": "a b"}, {"app_roles": ["+grp"]}, {"app_roles": []},
+                                {"monitor_role": "/regex"}])  # fmt: skip
+def test_hba_rules_reject_bad_names(kw):
+    with pytest.raises(ValueError):
+        _rules([], **kw)
 
 
 def test_managed_names_are_documented():

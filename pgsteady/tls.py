@@ -1,0 +1,364 @@
+"""TLS for the server: one CA per inventory, a server certificate per host, renewal.
+
+Pure logic on PEM text (the ``cryptography`` library, no openssl CLI): what names a host's
+certificate lists, whether the certificate on the host must be replaced, and how to make
+a CA and a server certificate. The CA lives on the deploy machine (:func:`load_or_create_ca`);
+tasks/tls.py pushes ``ca.crt``, ``server.crt`` and ``server.key`` to the host.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+#: A generated server certificate is valid this long and replaced by the converge that
+#: finds fewer than RENEW_DAYS left; `make verify` fails below VERIFY_MIN_DAYS.
+SERVER_DAYS = 365
+CA_DAYS = 3650
+RENEW_DAYS = 30
+VERIFY_MIN_DAYS = 14
+#: Inside the container (compose mounts app_dir/tls here, read-only).
+TLS_MOUNT = "/etc/pgsteady-tls"
+CA_FILE, CERT_FILE, KEY_FILE = "ca.crt", "server.crt", "private/server.key"
+
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?)+$")
+
+
+_SERVER_AND_PEER = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+
+
+class TlsError(ValueError):
+    """A certificate, key or CA directory that cannot be used, with what to do about it."""
+
+
+@dataclass(frozen=True)
+class Authority:
+    """A CA: its certificate and private key (PEM)."""
+
+    cert_pem: bytes
+    key_pem: bytes
+
+    @property
+    def cert(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.cert_pem)
+
+    @property
+    def key(self) -> ec.EllipticCurvePrivateKey:
+        key = serialization.load_pem_private_key(self.key_pem, password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return key
+
+
+# --- names ------------------------------------------------------------------------------
+
+
+def is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def valid_name(name: str) -> bool:
+    """An IP address or a DNS name a certificate can list."""
+    return isinstance(name, str) and (is_address(name) or bool(_DNS_NAME.match(name)))
+
+
+def server_names(
+    hostname: str,
+    fqdn: str,
+    bind: str,
+    inventory_name: str,
+    extra: list[str] | tuple[str, ...] = (),
+) -> list[str]:
+    """The names a host's certificate lists, in order, without duplicates: the extra names,
+    the FQDN and short hostname, the published address (unless a wildcard), the inventory
+    name (an address or a DNS name, not ``@local``), then localhost and loopback."""
+    wildcard = bind in ("0.0.0.0", "::")
+    candidates = [*extra, fqdn, hostname, "" if wildcard else bind, inventory_name]
+    candidates += ["localhost", "127.0.0.1", "::1"]
+    names: list[str] = []
+    for raw in candidates:
+        name = (raw or "").strip().rstrip(".")
+        name = str(ipaddress.ip_address(name)) if is_address(name) else name.lower()
+        if name and valid_name(name) and name not in names:
+            names.append(name)
+    return names
+
+
+def _san(names: list[str]) -> x509.SubjectAlternativeName:
+    entries: list[x509.GeneralName] = []
+    for name in names:
+        if is_address(name):
+            entries.append(x509.IPAddress(ipaddress.ip_address(name)))
+        else:
+            entries.append(x509.DNSName(name))
+    return x509.SubjectAlternativeName(entries)
+
+
+def cert_names(cert: x509.Certificate) -> set[str]:
+    """The DNS names and addresses of a certificate's subjectAltName."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    dns = set(san.get_values_for_type(x509.DNSName))
+    return dns | {str(a) for a in san.get_values_for_type(x509.IPAddress)}
+
+
+# --- making certificates ----------------------------------------------------------------
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def create_ca(label: str, now: dt.datetime | None = None, days: int = CA_DAYS) -> Authority:
+    """A new CA (ECDSA P-256) named after ``label`` (the inventory)."""
+    now = now or _now()
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pgsteady"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"pgsteady CA {label}"[:64]),
+        ]
+    )
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return Authority(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def issue_server_cert(
+    ca: Authority, names: list[str], now: dt.datetime | None = None, days: int = SERVER_DAYS
+) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) for a server known by ``names``, signed by ``ca``."""
+    if not names:
+        raise TlsError("a server certificate needs at least one name")
+    now = now or _now()
+    key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = ca.cert
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        # clientAuth too: a later cluster's members verify each other with the same CA.
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(_san(names), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+# --- deciding ---------------------------------------------------------------------------
+
+
+def days_left(cert: x509.Certificate, now: dt.datetime | None = None) -> float:
+    return (cert.not_valid_after_utc - (now or _now())).total_seconds() / 86400
+
+
+def issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def renewal_reason(
+    current_pem: str | bytes | None,
+    ca_cert_pem: bytes,
+    names: list[str],
+    now: dt.datetime | None = None,
+    renew_days: int = RENEW_DAYS,
+) -> str | None:
+    """Why the host's certificate must be replaced, or None when it is good as it is."""
+    if not current_pem:
+        return "no certificate on the host"
+    data = current_pem.encode() if isinstance(current_pem, str) else current_pem
+    try:
+        cert = x509.load_pem_x509_certificate(data)
+    except ValueError:
+        return "the certificate on the host cannot be read"
+    if not issued_by(cert, x509.load_pem_x509_certificate(ca_cert_pem)):
+        return "the certificate was not issued by this inventory's CA"
+    left = days_left(cert, now)
+    if left < renew_days:
+        return f"{max(left, 0):.0f} days left (renewed below {renew_days})"
+    if cert.not_valid_before_utc > (now or _now()):
+        return "the certificate is not valid yet"
+    if cert_names(cert) != set(names):
+        return "the host's names changed"
+    return None
+
+
+# --- operator-supplied files ------------------------------------------------------------
+
+
+def check_supplied(
+    cert_file: str, key_file: str, ca_file: str, now: dt.datetime | None = None
+) -> list[str]:
+    """Problems with an operator's certificate, key and CA (local files), as setting errors."""
+    errors: list[str] = []
+    loaded: dict[str, bytes] = {}
+    for key, path in (
+        ("postgres_tls_cert_file", cert_file),
+        ("postgres_tls_key_file", key_file),
+        ("postgres_tls_ca_file", ca_file),
+    ):
+        try:
+            loaded[key] = Path(path).read_bytes()
+        except OSError as exc:
+            errors.append(
+                f"{key} = {path!r}: cannot be read here ({exc.strerror}; paths are read on "
+                "the machine that runs the deploy)"
+            )
+    if errors:
+        return errors
+    try:
+        cert, *chain = x509.load_pem_x509_certificates(loaded["postgres_tls_cert_file"])
+    except ValueError:
+        return [f"postgres_tls_cert_file = {cert_file!r}: not a PEM certificate"]
+    try:
+        cas = x509.load_pem_x509_certificates(loaded["postgres_tls_ca_file"])
+    except ValueError:
+        return [f"postgres_tls_ca_file = {ca_file!r}: not a PEM certificate"]
+    try:
+        key = serialization.load_pem_private_key(loaded["postgres_tls_key_file"], password=None)
+    except (ValueError, TypeError):
+        return [f"postgres_tls_key_file = {key_file!r}: not an unencrypted PEM private key"]
+    if key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) != cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ):
+        errors.append(
+            f"postgres_tls_key_file = {key_file!r}: does not belong to postgres_tls_cert_file"
+        )
+    if days_left(cert, now) <= 0:
+        errors.append(
+            f"postgres_tls_cert_file = {cert_file!r}: expired on "
+            f"{cert.not_valid_after_utc:%Y-%m-%d}; supply a valid certificate"
+        )
+    if not any(issued_by(cert, ca) for ca in [*cas, *chain]):
+        errors.append(
+            f"postgres_tls_ca_file = {ca_file!r}: did not issue postgres_tls_cert_file "
+            "(clients verify the server with this file: sslmode=verify-full)"
+        )
+    return errors
+
+
+# --- the CA directory on the deploy machine ---------------------------------------------
+
+
+def load_or_create_ca(directory: Path, label: str) -> Authority:
+    """The CA in ``directory`` (``ca.crt`` + ``ca.key``), created on first use.
+
+    The directory is 0700 and the key 0600, owned by whoever runs the deploy; a key that
+    others can read is refused. Creation is atomic: two deploys racing end up with one CA.
+    """
+    key_path, cert_path = directory / "ca.key", directory / "ca.crt"
+    if not directory.exists():
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+        ca = create_ca(label)
+        fd = os.open(tmp / "ca.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(ca.key_pem)
+        (tmp / "ca.crt").write_bytes(ca.cert_pem)
+        (tmp / "ca.crt").chmod(0o644)
+        try:
+            tmp.rename(directory)
+        except OSError:  # another deploy created it first: use that one
+            for child in tmp.iterdir():
+                child.unlink()
+            tmp.rmdir()
+    mode = key_path.stat().st_mode & 0o777 if key_path.exists() else None
+    if mode is None or not cert_path.exists():
+        raise TlsError(
+            f"{directory}: holds no ca.key/ca.crt; restore them from your backup, or move "
+            "the directory away to create a new CA (clients then need the new ca.crt)"
+        )
+    if mode & 0o077:
+        raise TlsError(f"{key_path} is mode {mode:04o}; run: chmod 600 {key_path}")
+    ca = Authority(cert_path.read_bytes(), key_path.read_bytes())
+    try:
+        ca_cert, ca_key = ca.cert, ca.key
+    except (ValueError, AssertionError) as exc:
+        raise TlsError(f"{directory}: ca.crt or ca.key cannot be read ({exc})") from None
+    if ca_cert.public_key().public_numbers() != ca_key.public_key().public_numbers():
+        raise TlsError(f"{directory}: ca.key does not belong to ca.crt")
+    return ca
