@@ -9,7 +9,7 @@ PYTEST := $(BIN)/pytest
 PYTEST_ARGS ?=
 
 .PHONY: help deploy dry-run down test test-unit test-integration test-e2e lint verify \
-	status monitor chaos bench backup restore restore-drill clean-venv host-deps
+	status monitor chaos bench backup restore restore-drill clean-venv host-deps lock
 
 help:
 	@echo "make deploy   [INVENTORY=inventory/local.py]  converge the inventory's hosts"
@@ -23,12 +23,29 @@ help:
 	@echo "make chaos | bench                            fault injection | measurements"
 	@echo "make lint                                     ruff check + format check"
 
-# The virtualenv, rebuilt when the pinned dependencies change.
-$(STAMP): pyproject.toml constraints.txt
+# The virtualenv, rebuilt when the locked dependencies change. Every file pip installs is
+# checked against the sha256 hashes in requirements/ (pip and setuptools first, then the
+# runtime and test dependencies); pgsteady itself goes in last, without dependencies and
+# built with the pinned setuptools. After editing pyproject.toml: make lock.
+$(STAMP): pyproject.toml requirements/bootstrap.txt requirements/lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q --require-hashes -r requirements/bootstrap.txt
+	$(BIN)/pip install -q --require-hashes -r requirements/lock.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+# Re-pin requirements/*.txt with hashes (pip-tools in a throw-away virtualenv; pins
+# already in the files are kept unless pyproject.toml asks for another version).
+PIP_TOOLS_VENV := $(or $(TMPDIR),/tmp)/pgsteady-pip-tools
+lock:
+	test -x $(PIP_TOOLS_VENV)/bin/pip-compile || \
+		($(PYTHON) -m venv $(PIP_TOOLS_VENV) && $(PIP_TOOLS_VENV)/bin/pip install -q pip-tools==7.6.2)
+	$(PIP_TOOLS_VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links \
+		-o requirements/bootstrap.txt requirements/bootstrap.in
+	$(PIP_TOOLS_VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links --extra test \
+		-o requirements/lock.txt pyproject.toml
 
 deploy: $(STAMP)
 	$(PYINFRA) $(INVENTORY) deploy.py
