@@ -15,7 +15,7 @@ postgres_image_source = "auto"  # registry | debian (built on the host) | archiv
 postgres_image = None  # image to pull or load; default postgres:<version>
 postgres_image_archive = None  # tarball on the host for postgres_image_source = archive
 postgres_debian_mirror = None  # Debian mirror for the debian source; default: host's apt sources
-postgres_uid = 999  # uid of postgres in the image; owns secrets and config files
+postgres_uid = 999  # uid/gid of postgres in the image; its group reads config/, init/, secrets
 
 # --- network -----------------------------------------------------------------------
 postgres_port = 5432  # port published on the host
@@ -76,4 +76,11 @@ backup_keep_days = 7  # daily backups kept
 backup_keep_weeks = 4  # weekly backups kept
 backup_keep_months = 6  # monthly backups kept
 backup_on_failure_command = None  # shell command run when a backup fails (mail, webhook)
+# The watchdog (every minute) starts a container that is down, not stopped on purpose,
+# not paused/restarting, and whose restart policy is not "no". A start that does not stay
+# up makes it wait watchdog_backoff, doubling up to watchdog_backoff_max; from the third
+# such start on it reports a crash loop (logger, app_dir/state/watchdog.json, the command).
+watchdog_backoff = "60s"  # wait after a start that did not stay up; doubles each time
+watchdog_backoff_max = "1h"  # longest wait between two watchdog starts
+watchdog_on_failure_command = None  # shell command run when the watchdog reports a crash loop
 postgres_restore_on_empty = False  # first start on an empty volume restores the newest backup

@@ -287,6 +287,14 @@ class Settings(BaseModel):
     backup_keep_weeks: StrictInt = Field(4, ge=0, le=520, description="Weekly backups kept")
     backup_keep_months: StrictInt = Field(6, ge=0, le=240, description="Monthly backups kept")
     backup_on_failure_command: str | None = Field(None, description="Run when a backup fails")
+    # --- watchdog (pgsteady-ctl watchdog, every minute) ----------------------
+    watchdog_backoff: Duration = Field(
+        "60s", description="Wait after a watchdog start that did not stay up; doubles each time"
+    )
+    watchdog_backoff_max: Duration = Field("1h", description="Longest wait between starts")
+    watchdog_on_failure_command: str | None = Field(
+        None, description="Run when the watchdog reports a crash loop"
+    )
     postgres_restore_on_empty: StrictBool = Field(
         False, description="Restore the newest backup into an empty data volume"
     )
@@ -355,7 +363,7 @@ class Settings(BaseModel):
         parse_schedule(v)
         return v
 
-    @field_validator("backup_on_failure_command")
+    @field_validator("backup_on_failure_command", "watchdog_on_failure_command")
     @classmethod
     def _on_failure(cls, v: str | None) -> str | None:
         if v is not None and ("\n" in v or "%" in v):
@@ -413,7 +421,11 @@ class Settings(BaseModel):
         a = self.app_dir
         return {
             "compose": f"{a}/docker-compose.yml",
-            "config": f"{a}/config",
+            "config": f"{a}/config",  # read by the server (root:postgres_uid 0750)
+            "etc": f"{a}/etc",  # read by root's tools only (root 0700)
+            "ctl_env": f"{a}/etc/ctl.env",
+            "backup_config": f"{a}/etc/backup.json",
+            "state": f"{a}/state",  # root 0700: the ctl lock, watchdog.json
             "secrets": f"{a}/secrets",
             "init": f"{a}/init",
             "bin": f"{a}/bin",
@@ -476,6 +488,11 @@ def _cross_checks(s: Settings) -> list[str]:
         errors.append(
             f"postgres_version = {s.postgres_version}: Debian packages only {accepted} "
             "(postgres_image_source=debian); use one of those or another image source"
+        )
+    if s.seconds("watchdog_backoff") > s.seconds("watchdog_backoff_max"):
+        errors.append(
+            f"watchdog_backoff = {s.watchdog_backoff!r}: longer than watchdog_backoff_max "
+            f"({s.watchdog_backoff_max!r}); use a backoff up to the maximum"
         )
     if s.postgres_image_source == "archive" and not s.postgres_image_archive:
         errors.append("postgres_image_archive: required when postgres_image_source=archive")
