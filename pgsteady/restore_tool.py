@@ -8,7 +8,8 @@
 2. With ``--force``, a verified safety backup of the target goes to ``backup_dir/safety/``.
 3. The archive is restored into a fresh database with a unique temporary name
    (``pgsteady_restore_<hex>``), owned by the superuser, with CONNECT revoked from
-   PUBLIC: the application cannot connect to it, nor see it half-filled.
+   PUBLIC: the application cannot connect to it, nor see it half-filled. Rows are loaded
+   as the database's owner when that is not a superuser (see pg_restore()).
 4. Only after pg_restore and ANALYZE succeeded, one transaction terminates the target's
    sessions, renames the target to ``pgsteady_replaced_<hex>``, renames the new database
    to the target's name and gives it the target's owner, database ACL (GRANT/REVOKE),
@@ -133,16 +134,41 @@ def create_database(docker: bt.Docker, name: str, manifest: dict) -> None:
     docker.psql("postgres", f"REVOKE ALL ON DATABASE {ident(name)} FROM PUBLIC")
 
 
-def pg_restore(docker: bt.Docker, path: str, target: str, jobs: int) -> None:
-    """Restore the archive at ``path`` (on the host) into the existing ``target``."""
+def data_role(docker: bt.Docker, owner: str | None) -> str | None:
+    """``owner`` when it is a role that is not a superuser (the one to load data as)."""
+    if not owner:
+        return None
+    found = docker.psql(
+        "postgres",
+        f"SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {literal(owner)} AND NOT rolsuper",
+    )
+    return owner if found == "1" else None
+
+
+def pg_restore(
+    docker: bt.Docker, path: str, target: str, jobs: int, role: str | None = None
+) -> None:
+    """Restore the archive at ``path`` (on the host) into the existing ``target``.
+
+    With ``role`` (the database owner, not a superuser), the data section runs as that
+    role: loading rows evaluates CHECK constraints, domain checks and generated columns,
+    which call functions the application defined; they never run as the superuser.
+    Schema (pre-data) and indexes/constraints (post-data; index expressions run as the
+    table owner) are restored by the superuser.
+    """
+    passes = [[]] if role is None else [
+        ["--section=pre-data"], ["--section=data", f"--role={role}"], ["--section=post-data"],
+    ]  # fmt: skip
     args = ["pg_restore", "--exit-on-error", "-d", target]
     if jobs <= 1:
-        docker.run(*args, input_file=path, timeout=24 * 3600)
+        for extra in passes:
+            docker.run(*args, *extra, input_file=path, timeout=24 * 3600)
         return
     inside = f"/tmp/pgsteady-restore-{secrets.token_hex(6)}.dump"
     try:
         docker.run("sh", "-c", f"umask 077 && cat > {inside}", input_file=path, timeout=3600)
-        docker.run(*args, "-j", str(jobs), inside, timeout=24 * 3600)
+        for extra in passes:
+            docker.run(*args, *extra, "-j", str(jobs), inside, timeout=24 * 3600)
     finally:
         with contextlib.suppress(bt.BackupError):
             docker.run("rm", "-f", inside, timeout=60)
@@ -351,7 +377,7 @@ def restore(
         create_database(docker, temp, manifest)
         pause_point(log, "created")
         try:
-            pg_restore(docker, path, temp, jobs)
+            pg_restore(docker, path, temp, jobs, data_role(docker, props["owner"]))
             pause_point(log, "restored")
             docker.psql(temp, "ANALYZE")
             pause_point(log, "swap")
@@ -388,7 +414,7 @@ def drill_one(config: bt.Config, log: bt.Log, docker: bt.Docker, db: str, jobs: 
     scratch = f"{TEMP_PREFIX}{secrets.token_hex(6)}"
     create_database(docker, scratch, manifest)
     try:
-        pg_restore(docker, path, scratch, jobs)
+        pg_restore(docker, path, scratch, jobs, data_role(docker, manifest.get("owner")))
         counts = table_counts(docker, scratch)
     finally:
         drop_database(docker, scratch)

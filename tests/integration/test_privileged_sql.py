@@ -41,11 +41,11 @@ SET search_path = pg_catalog AS $$
 BEGIN
   IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
     EXECUTE format('COPY (SELECT %L) TO PROGRAM %L', fn, 'cat >> /tmp/pgsteady-pwned');
+    BEGIN
+      INSERT INTO public.pwned VALUES (fn, current_user, session_user);
+    EXCEPTION WHEN OTHERS THEN NULL;  -- e.g. a read-only transaction
+    END;
   END IF;
-  BEGIN
-    INSERT INTO public.pwned VALUES (fn, current_user, session_user);
-  EXCEPTION WHEN OTHERS THEN NULL;  -- e.g. a read-only transaction
-  END;
 END $$;
 
 CREATE FUNCTION public.format(text, name, name) RETURNS text LANGUAGE plpgsql AS
@@ -110,17 +110,26 @@ CREATE FUNCTION public.pgs_like(name, text) RETURNS boolean LANGUAGE plpgsql AS
 $$ BEGIN PERFORM public.pgs_trap('name ~~ text'); RETURN $1::text ~~ $2; END $$;
 CREATE OPERATOR public.~~ (LEFTARG = name, RIGHTARG = text, FUNCTION = public.pgs_like);
 
+-- Loading rows (pg_restore's data section) evaluates CHECK constraints.
+CREATE FUNCTION public.pgs_check(int) RETURNS boolean LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('CHECK constraint'); RETURN true; END $$;
+CREATE TABLE public.checked (x int CHECK (public.pgs_check(x)));
+INSERT INTO public.checked VALUES (1);
 CREATE TABLE public.items (id int PRIMARY KEY, name text);
 INSERT INTO public.items SELECT g, 'n' || g FROM generate_series(1, 50) g;
 """
 
 
 def _fired(pg: Postgres) -> list[str]:
-    """What the traps recorded: superuser calls (marker file) and rows in public.pwned."""
+    """Superuser calls the traps recorded: in the marker file and in public.pwned."""
     proc = docker("exec", pg.name, "cat", MARKER, check=False)
     calls = [f"superuser call: {line}" for line in proc.stdout.splitlines()]
     for db in ("app", "postgres"):
-        rows = pg.value("SELECT fn || ' by ' || cu FROM public.pwned ORDER BY 1", db)
+        rows = pg.value(
+            "SELECT fn || ' by ' || cu FROM public.pwned WHERE cu IN "
+            "(SELECT rolname FROM pg_roles WHERE rolsuper) ORDER BY 1",
+            db,
+        )
         calls += [f"{db}: {row}" for row in rows.splitlines()]
     return calls
 
@@ -168,10 +177,10 @@ def test_backup_tool_paths_never_run_app_code(tmp_path, pg):
     tool = Tool.install(tmp_path / "app", pg.name, ["app"])
     _ok(tool.run("backup"))
     manifest = tool.status()["last_success"]["databases"]["app"]
-    assert manifest["tables"] == 2  # public.items and public.pwned
+    assert manifest["tables"] == 3  # public.items, public.checked and public.pwned
     _ok(tool.run("verify"))
     _ok(tool.run("drill"))  # restores the planted objects into a scratch DB, then counts
-    assert tool.status()["drill"]["databases"]["app"]["rows"] == 50
+    assert tool.status()["drill"]["databases"]["app"]["rows"] == 51
     _ok(tool.run("restore", "--target-db", "app_copy"))
     _ok(tool.run("restore", "--target-db", "app", "--force"))
     assert pg.value("SELECT count(*) FROM items") == "50"
