@@ -6,8 +6,10 @@
 * :class:`HealthApp` -- WSGI app serving ``/health``, ``/health/detailed``, ``/health/ready``
   and ``/health/live``.
 * :class:`Backoff` / :func:`retry_call` -- the exponential backoff used by both.
+* :func:`dsn` -- the connection string: ``sslmode=verify-full`` with app_dir/tls/ca.crt.
 """
 
+from .conninfo import dsn
 from .errors import (
     AuthenticationFailed,
     ClientError,
@@ -37,6 +39,7 @@ __all__ = [
     "PoolExhausted",
     "PoolStats",
     "commit_outcome_unknown",
+    "dsn",
     "is_auth_failure",
     "is_connection_broken",
     "retry_call",

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from stack import REPO, Stack, docker
 
+from pgsteady.tls import Authority, issue_server_cert
+
 pytestmark = pytest.mark.timeout(900)
 
 FAIL_LINE = re.compile(r"^FAIL \[(?P<host>[^\]]+)\] (?P<id>\S+): (?P<what>.*) -- fix: (?P<fix>.*)$")
@@ -176,6 +178,30 @@ def _restore_hba(st: Stack) -> None:
     ctl(st, "apply-config")
 
 
+def _tls(st: Stack) -> tuple[Path, Path]:
+    return st.app_dir / "tls" / "server.crt", st.app_dir / "tls" / "private" / "server.key"
+
+
+def _expiring_cert(st: Stack) -> None:
+    """A certificate from the inventory's CA with 5 days left, loaded by the server."""
+    ca_dir = st.dir / ".pgsteady" / "inventory"
+    ca = Authority((ca_dir / "ca.crt").read_bytes(), (ca_dir / "ca.key").read_bytes())
+    cert_path, key_path = _tls(st)
+    _saved(st, "crt").write_bytes(cert_path.read_bytes())
+    _saved(st, "key").write_bytes(key_path.read_bytes())
+    cert, key = issue_server_cert(ca, ["localhost", "127.0.0.1"], now=datetime.now(UTC), days=5)
+    cert_path.write_bytes(cert)
+    key_path.write_bytes(key)
+    ctl(st, "apply-config")
+
+
+def _restore_cert(st: Stack) -> None:
+    cert_path, key_path = _tls(st)
+    cert_path.write_bytes(_saved(st, "crt").read_bytes())
+    key_path.write_bytes(_saved(st, "key").read_bytes())
+    ctl(st, "apply-config")
+
+
 def _status(st: Stack) -> Path:
     return st.app_dir / "backups" / "status.json"
 
@@ -244,10 +270,19 @@ FAULTS = [
             "security/hba_no_trust",
             "security/hba_network_rules_scram",
             "postgres/config_file_matches[pg_hba.conf]",
+            "hba/no_all_all_network_rule",
+            "hba/app_roles_only_reach_their_database",
         },
         "make deploy INVENTORY=",
         _add_trust,
         _restore_hba,
+    ),
+    Fault(
+        "server certificate expires in 5 days",
+        {"tls/certificate_days_left"},
+        "issues a new certificate",
+        _expiring_cert,
+        _restore_cert,
     ),
     Fault(
         "last backup stale",

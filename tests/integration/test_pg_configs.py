@@ -14,6 +14,7 @@ import psycopg2
 import pytest
 from pgserver import OS_USER, PG_BIN, SUPERUSER_PASSWORD, PgServer, available
 
+from pgsteady.client import Pool, dsn
 from pgsteady.pgconfig import render_pg_hba_conf, tls_settings
 from pgsteady.pgparams import validate_overrides
 from pgsteady.settings import HostFacts, build_settings
@@ -265,3 +266,26 @@ def test_tls_renewed_certificate_is_served_after_a_reload(server):
     server.reload()
     connect(server, user="app", password=APP_PASS, dbname="app", **new_name, **secure).close()
     assert server.proc.pid == started and server.proc.poll() is None
+
+
+def test_client_kit_dsn_verifies_the_server(server):
+    tls = _product_server(server, _settings(postgres_bind="10.0.0.5"), ["localhost"])
+    conninfo = dsn("localhost", port=server.port, ca_file=str(tls / "ca.crt"))
+    assert "sslmode=verify-full" in conninfo
+    with Pool(conninfo, minconn=1, maxconn=1, connect_kwargs={"password": APP_PASS}) as pool:
+        conn = pool.getconn()
+        with conn.cursor() as cur:
+            cur.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            assert cur.fetchone() == (True,)
+        pool.putconn(conn)
+    with pytest.raises(ValueError, match="verify-full"):
+        dsn("localhost", sslmode="require")
+
+
+def test_server_refuses_a_key_others_can_read(server):
+    """Why the key is root:postgres 0640: the server accepts that, refuses 0644."""
+    tls = server.make_tls(["localhost"])
+    server.configure(tune(SIZES["small-web"]), tls=tls_settings(str(tls)))
+    (tls / "private" / "server.key").chmod(0o644)
+    with pytest.raises(RuntimeError, match="group or world access"):
+        server.start()

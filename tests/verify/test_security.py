@@ -23,10 +23,10 @@ def _psql_fix(fixes: Fixes, s: Settings, sql: str, db: str = "postgres") -> str:
 def test_hba_network_rules_scram(pg: Host, fixes: Fixes) -> None:
     rows = pg.psql(
         "SELECT line_number, type, auth_method FROM pg_hba_file_rules "
-        "WHERE type LIKE 'host%' AND auth_method <> 'scram-sha-256'"
+        "WHERE type LIKE 'host%' AND auth_method NOT IN ('scram-sha-256', 'reject')"
     )
     bad = [f"line {n}: {t} {m}" for n, t, m in rows]
-    check(not bad, f"pg_hba.conf network rules without scram-sha-256: {'; '.join(bad)}")
+    check(not bad, f"pg_hba.conf network rules neither scram-sha-256 nor reject: {'; '.join(bad)}")
 
 
 def test_hba_no_trust(pg: Host, s: Settings, fixes: Fixes) -> None:
