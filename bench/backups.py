@@ -3,7 +3,7 @@ restore with one job against parallel jobs, and the restore drill.
 
 Everything runs the installed tool the way cron does:
 ``python3 APP_DIR/bin/pgsteady-backup {backup,restore,drill} --config
-APP_DIR/config/backup.json``. The bare dump is what a hand-written cron line does:
+APP_DIR/etc/backup.json``. The bare dump is what a hand-written cron line does:
 ``docker exec -u postgres C pg_dump -Fc -d app > FILE`` into the same backup directory
 (same disk), without verification, checksum or fsync.
 """
@@ -26,7 +26,7 @@ def tool_argv(stack: Stack, command: str, *extra: str) -> list[str]:
         str(app / "bin" / "pgsteady-backup"),
         command,
         "--config",
-        str(app / "config" / "backup.json"),
+        str(app / "etc" / "backup.json"),
         *extra,
     ]
 

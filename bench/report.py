@@ -54,7 +54,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def commands(config: dict[str, Any]) -> list[str]:
     """The commands each part runs, with this run's sizes filled in."""
     c, j, t = config["clients"], config["threads"], config["tuning_seconds"]
-    tool = "python3 APP_DIR/bin/pgsteady-backup {cmd} --config APP_DIR/config/backup.json"
+    tool = "python3 APP_DIR/bin/pgsteady-backup {cmd} --config APP_DIR/etc/backup.json"
     return [
         "pyinfra -y INVENTORY deploy.py   (per stack; timed around the CLI)",
         "kill -9 $(docker inspect -f '{{.State.Pid}}' C)   then psycopg2 connect + "

@@ -1,4 +1,4 @@
-"""The backup tool's config file (app_dir/config/backup.json), decided from Settings."""
+"""The backup tool's config file (app_dir/etc/backup.json, root-only), decided from Settings."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def tool_argv(s: Settings, subcommand: str, *args: str) -> list[str]:
         f"{s.paths['bin']}/pgsteady-backup",
         subcommand,
         "--config",
-        f"{s.paths['config']}/backup.json",
+        s.paths["backup_config"],
         *args,
     ]
 

@@ -85,7 +85,8 @@ def render_compose(s: Settings) -> str:
 
 
 def render_ctl_env(s: Settings, compose_cmd: str) -> str:
-    """app_dir/config/ctl.env, read by pgsteady-ctl: the stack and the compose CLI to use."""
+    """app_dir/etc/ctl.env, sourced by pgsteady-ctl (as root): the stack, the compose CLI,
+    the state directory (lock, watchdog.json) and the watchdog's policy."""
     return render(
         "ctl.env.j2",
         project=s.compose_project,
@@ -93,4 +94,9 @@ def render_ctl_env(s: Settings, compose_cmd: str) -> str:
         compose=compose_cmd,
         compose_file=s.paths["compose"],
         healthy_timeout=int(s.seconds("postgres_healthy_timeout")),
+        state_dir=s.paths["state"],
+        restart_policy=s.postgres_restart_policy,
+        backoff=int(s.seconds("watchdog_backoff")),
+        backoff_max=int(s.seconds("watchdog_backoff_max")),
+        on_failure=s.watchdog_on_failure_command or "",
     )

@@ -1,4 +1,4 @@
-"""The backup tool on the host: its code, its config and its directory."""
+"""The backup tool on the host: its code and its config, root-owned (root runs them)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from pyinfra.api import deploy
 from pyinfra.operations import files
 
 from pgsteady.backup_config import render_backup_config
+from pgsteady.hostfiles import TOOL_MODULES
 from pgsteady.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
-#: Stdlib-only modules the tool imports from its own directory on the host.
-TOOL_MODULES = ("backup_tool.py", "restore_tool.py", "retention.py")
 
 
 @deploy("Backup tool")
@@ -23,16 +22,25 @@ def install(s: Settings) -> None:
         name="pgsteady-backup",
         src=str(REPO / "files" / "backup" / "pgsteady-backup"),
         dest=f"{bin_dir}/pgsteady-backup",
+        user="root",
+        group="root",
         mode="755",
     )
     for module in TOOL_MODULES:
         files.put(
-            name=module, src=str(REPO / "pgsteady" / module), dest=f"{bin_dir}/{module}", mode="644"
+            name=module,
+            src=str(REPO / "pgsteady" / module),
+            dest=f"{bin_dir}/{module}",
+            user="root",
+            group="root",
+            mode="644",
         )
+    # Its on_failure_command and docker keys are run by root: root-only, in etc/ (0700).
     files.put(
         name="backup.json",
         src=StringIO(render_backup_config(s)),
-        dest=f"{s.paths['config']}/backup.json",
+        dest=s.paths["backup_config"],
         user="root",
+        group="root",
         mode="600",
     )

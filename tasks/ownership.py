@@ -1,4 +1,7 @@
-"""Numeric ownership: the container's uid 999 often has no name (or another one) here."""
+"""Numeric ownership: the container's uid 999 often has no name (or another one) here.
+
+The rule for each path (root-only vs readable by the server) is pgsteady.hostfiles'.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from pyinfra import host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, server
 
+from pgsteady.hostfiles import Owned
 from tasks.facts import NumericStat
 
 
@@ -30,3 +34,20 @@ def put_text(text: str, dest: str, uid: int, gid: int, mode: str) -> OperationMe
     op = files.put(name=f"Write {dest}", src=StringIO(text), dest=dest, mode=mode)
     owner_and_mode(dest, uid, gid, mode, created_by=op)
     return op
+
+
+def ensure_owned(o: Owned, created_by: OperationMeta | None = None) -> None:
+    """Give ``o.path`` the owner and mode of the rule in pgsteady.hostfiles."""
+    owner_and_mode(o.path, o.uid, o.gid, o.mode, created_by=created_by)
+
+
+def directory_owned(o: Owned, name: str) -> OperationMeta:
+    """Create the directory ``o.path`` and give it the rule's owner and mode."""
+    op = files.directory(name=name, path=o.path, mode=o.mode)
+    ensure_owned(o, created_by=op)
+    return op
+
+
+def put_owned(text: str, o: Owned) -> OperationMeta:
+    """Upload rendered text to ``o.path`` with the rule's owner and mode."""
+    return put_text(text, o.path, o.uid, o.gid, o.mode)

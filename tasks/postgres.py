@@ -16,6 +16,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, server
 
 from pgsteady.compose import INIT_MOUNT, INIT_SQL, render_compose, render_ctl_env
+from pgsteady.hostfiles import OLD_ROOT_FILES_IN_CONFIG, root_only, server_readable
 from pgsteady.pgconfig import (
     render_init_db_sql,
     render_pg_hba_conf,
@@ -24,7 +25,7 @@ from pgsteady.pgconfig import (
 )
 from pgsteady.settings import Settings
 from tasks.facts import DockerInspect
-from tasks.ownership import owner_and_mode, put_text
+from tasks.ownership import directory_owned, put_owned
 
 CTL = Path(__file__).resolve().parent.parent / "files" / "bin" / "pgsteady-ctl"
 
@@ -39,28 +40,45 @@ def _container_ok(s: Settings) -> bool:
 @deploy("Postgres stack")
 def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> None:
     p = s.paths
-    uid = s.postgres_uid
     files.directory(name="app_dir", path=s.app_dir, user="root", group="root", mode="755")
-    files.directory(name="bin directory", path=p["bin"], user="root", mode="755")
+    for key in ("bin", "etc", "state"):
+        mode = "755" if key == "bin" else "700"
+        directory_owned(root_only(p[key], mode, directory=True), f"{key} directory")
+    # Read by the server through its group; only root writes them (issue 11, item 2).
     for key in ("config", "init"):
-        op = files.directory(name=f"{key} directory", path=p[key], mode="750")
-        owner_and_mode(p[key], uid, uid, "750", created_by=op)
+        directory_owned(server_readable(s, p[key], directory=True), f"{key} directory")
     files.directory(
         name="backup directory", path=p["backups"], user="root", group="root", mode="700"
     )
 
-    files.put(name="pgsteady-ctl", src=str(CTL), dest=f"{p['bin']}/pgsteady-ctl", mode="755")
+    files.put(
+        name="pgsteady-ctl",
+        src=str(CTL),
+        dest=f"{p['bin']}/pgsteady-ctl",
+        user="root",
+        group="root",
+        mode="755",
+    )
     files.put(
         name="ctl.env",
         src=StringIO(render_ctl_env(s, compose_cmd)),
-        dest=f"{p['config']}/ctl.env",
+        dest=p["ctl_env"],
+        user="root",
+        group="root",
         mode="600",
     )
+    # Hosts converged before etc/ existed kept root's files in the server's config dir.
+    for old in OLD_ROOT_FILES_IN_CONFIG:
+        files.file(
+            name=f"Remove old {p['config']}/{old}", path=f"{p['config']}/{old}", present=False
+        )
 
-    conf = put_text(render_postgresql_conf(s), f"{p['config']}/postgresql.conf", uid, uid, "640")
-    hba = put_text(render_pg_hba_conf(s), f"{p['config']}/pg_hba.conf", uid, uid, "640")
+    conf = put_owned(
+        render_postgresql_conf(s), server_readable(s, f"{p['config']}/postgresql.conf")
+    )
+    hba = put_owned(render_pg_hba_conf(s), server_readable(s, f"{p['config']}/pg_hba.conf"))
     schema_ops = _schema_files(s)
-    init_sql = put_text(render_init_db_sql(s), f"{p['init']}/{INIT_SQL}", uid, uid, "640")
+    init_sql = put_owned(render_init_db_sql(s), server_readable(s, f"{p['init']}/{INIT_SQL}"))
     compose = files.put(
         name="docker-compose.yml",
         src=StringIO(render_compose(s)),
@@ -96,9 +114,8 @@ def _schema_files(s: Settings) -> list[OperationMeta]:
     ops = []
     schema_dir = f"{s.paths['init']}/schema"
     if s.postgres_schema_files:
-        op = files.directory(name="schema directory", path=schema_dir, mode="750")
-        owner_and_mode(schema_dir, s.postgres_uid, s.postgres_uid, "750", created_by=op)
+        directory_owned(server_readable(s, schema_dir, directory=True), "schema directory")
     for local, name in zip(s.postgres_schema_files, schema_file_names(s), strict=True):
         text = Path(local).read_text()
-        ops.append(put_text(text, f"{schema_dir}/{name}", s.postgres_uid, s.postgres_uid, "640"))
+        ops.append(put_owned(text, server_readable(s, f"{schema_dir}/{name}")))
     return ops

@@ -8,15 +8,15 @@ from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
 from pgsteady.compose import secret_names
+from pgsteady.hostfiles import server_readable
 from pgsteady.settings import Settings
-from tasks.ownership import owner_and_mode
+from tasks.ownership import ensure_owned
 
 
 @deploy("Secrets")
 def ensure(s: Settings) -> None:
     secrets = s.paths["secrets"]
     files.directory(name="Secrets directory (0700)", path=secrets, user="root", mode="700")
-    uid = s.postgres_uid
     for name in secret_names(s):
         path = f"{secrets}/{name}"
         generate = None
@@ -30,5 +30,6 @@ def ensure(s: Settings) -> None:
                     f" && mv {path}.new {path}"
                 ],
             )
-        # Owned by the image's postgres uid: compose bind-mounts secrets keeping owner/mode.
-        owner_and_mode(path, uid, uid, "600", created_by=generate)
+        # Compose bind-mounts secrets keeping owner/mode: the container's postgres reads
+        # them through its group; only root may change them (pgsteady.hostfiles).
+        ensure_owned(server_readable(s, path), created_by=generate)

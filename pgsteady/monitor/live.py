@@ -147,7 +147,7 @@ class Monitor:
             return
         s = target.settings
         argv = ["python3", f"{s.paths['bin']}/pgsteady-backup", "backup"]
-        argv += ["--config", f"{s.paths['config']}/backup.json"]
+        argv += ["--config", s.paths["backup_config"]]
 
         def run() -> str:
             started = time.monotonic()

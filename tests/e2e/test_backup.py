@@ -125,7 +125,7 @@ def test_a_corrupted_backup_is_caught_by_verify_and_the_drill(stack: Stack) -> N
     newest.write_bytes(bytes(data))
     tool = [
         "/usr/bin/python3", str(stack.app_dir / "bin" / "pgsteady-backup"), "verify",
-        "--config", str(stack.app_dir / "config" / "backup.json"),
+        "--config", str(stack.app_dir / "etc" / "backup.json"),
     ]  # fmt: skip
     verify = subprocess.run(tool, capture_output=True, text=True)
     assert verify.returncode != 0

@@ -44,7 +44,7 @@ def monitor(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
 
 
 def backup(stack: Stack) -> None:
-    tool, config = stack.app_dir / "bin" / "pgsteady-backup", stack.app_dir / "config/backup.json"
+    tool, config = stack.app_dir / "bin" / "pgsteady-backup", stack.app_dir / "etc/backup.json"
     subprocess.run(
         ["python3", str(tool), "backup", "--config", str(config)],
         check=True,

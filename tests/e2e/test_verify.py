@@ -8,6 +8,7 @@ the host is restored before the next fault. A final `make deploy` + `make verify
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -105,7 +106,7 @@ def stack() -> Iterator[Stack]:
             f"{app}/bin/pgsteady-backup",
             "backup",
             "--config",
-            f"{app}/config/backup.json",
+            f"{app}/etc/backup.json",
         ],
         capture_output=True,
         text=True,
@@ -260,9 +261,9 @@ FAULTS = [
     Fault(
         "secret chmod 644",
         {"security/secret_files"},
-        "chmod 600",
+        "chmod 640",
         _chmod(SECRET, 0o644),
-        _chmod(SECRET, 0o600),
+        _chmod(SECRET, 0o640),
     ),
     Fault(
         "trust rule in pg_hba.conf, reloaded",
@@ -339,6 +340,13 @@ FAULTS = [
         "chmod 700",
         _chmod(BACKUPS, 0o755),
         _chmod(BACKUPS, 0o700),
+    ),
+    Fault(
+        "ctl.env (sourced by root) chowned to the postgres uid",
+        {"files/root_files_only_root_writes"},
+        "chown 0:0",
+        lambda st: os.chown(st.app_dir / "etc" / "ctl.env", 999, 999),
+        lambda st: os.chown(st.app_dir / "etc" / "ctl.env", 0, 0),
     ),
     Fault(  # last: undone by `make deploy`, as an operator would
         "backup cron file removed",

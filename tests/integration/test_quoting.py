@@ -202,11 +202,19 @@ def test_no_accepted_setting_puts_a_dollar_into_the_compose_file() -> None:
 
 
 def _ctl_env(tmp_path: Path, **values: str) -> dict[str, str]:
-    text = render("ctl.env.j2", healthy_timeout=300, **values)
+    fixed = {"restart_policy": "always", "backoff": 60, "backoff_max": 3600}
+    text = render("ctl.env.j2", healthy_timeout=300, **fixed, **values)
     path = tmp_path / "ctl.env"
     path.write_text(text)
     assert subprocess.run(["sh", "-n", str(path)], capture_output=True).returncode == 0, text
-    names = ["PGSTEADY_PROJECT", "PGSTEADY_CONTAINER", "PGSTEADY_COMPOSE", "PGSTEADY_COMPOSE_FILE"]
+    names = [
+        "PGSTEADY_PROJECT",
+        "PGSTEADY_CONTAINER",
+        "PGSTEADY_COMPOSE",
+        "PGSTEADY_COMPOSE_FILE",
+        "PGSTEADY_STATE_DIR",
+        "PGSTEADY_WATCHDOG_ON_FAILURE",
+    ]
     script = '. "$1"; printf "%s\\0" ' + " ".join(f'"${n}"' for n in names)
     out = subprocess.run(
         ["sh", "-c", script, "sh", str(path)], capture_output=True, check=True
@@ -217,13 +225,21 @@ def _ctl_env(tmp_path: Path, **values: str) -> dict[str, str]:
 @pytest.mark.parametrize("value", NASTY, ids=range(len(NASTY)))
 def test_ctl_env_round_trips_any_string(tmp_path: Path, value: str) -> None:
     got = _ctl_env(
-        tmp_path, project=value, container=f"{value}-c", compose=value, compose_file=f"/{value}"
+        tmp_path,
+        project=value,
+        container=f"{value}-c",
+        compose=value,
+        compose_file=f"/{value}",
+        state_dir=f"/s/{value}",
+        on_failure=value,
     )
     assert got == {
         "PGSTEADY_PROJECT": value,
         "PGSTEADY_CONTAINER": f"{value}-c",
         "PGSTEADY_COMPOSE": value,
         "PGSTEADY_COMPOSE_FILE": f"/{value}",
+        "PGSTEADY_STATE_DIR": f"/s/{value}",
+        "PGSTEADY_WATCHDOG_ON_FAILURE": value,
     }
 
 

@@ -29,7 +29,7 @@ def test_backup_cron_entry():
     ]
     assert lines[3] == (
         "0 0 * * * root /usr/bin/python3 /opt/pgsteady/bin/pgsteady-backup backup "
-        "--config /opt/pgsteady/config/backup.json 2>&1 | logger -t pgsteady-backup-pgsteady"
+        "--config /opt/pgsteady/etc/backup.json 2>&1 | logger -t pgsteady-backup-pgsteady"
     )
     assert len(lines) == 4
     assert text.endswith("\n")  # cron ignores a last line without a newline

@@ -11,10 +11,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pgsteady.backup_config import render_backup_config
-from pgsteady.compose import render_compose
+from pgsteady.compose import render_compose, render_ctl_env
 from pgsteady.jobs import backup_job, render_cron, render_service, render_timer, watchdog_job
 from pgsteady.pgconfig import render_init_db_sql, render_pg_hba_conf, render_postgresql_conf
-from pgsteady.render import render
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings, defaults
 
 KEYS = sorted(defaults())
@@ -144,14 +143,7 @@ def render_everything(s: Settings) -> dict[str, str]:
         "postgresql.conf": render_postgresql_conf(s),
         "pg_hba.conf": render_pg_hba_conf(s),
         "init_db.sql": render_init_db_sql(s),
-        "ctl.env": render(
-            "ctl.env.j2",
-            project=s.compose_project,
-            container=s.container_name,
-            compose="docker-compose",
-            compose_file=s.paths["compose"],
-            healthy_timeout=int(s.seconds("postgres_healthy_timeout")),
-        ),
+        "ctl.env": render_ctl_env(s, "docker-compose"),
         "backup.json": render_backup_config(s),
         **{f"{job.unit}.cron": render_cron(job) for job in (watchdog, backup)},
         **{f"{job.unit}.service": render_service(job) for job in (watchdog, backup)},

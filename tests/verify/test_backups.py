@@ -27,9 +27,7 @@ TIERS = {
 
 
 def _tool(s: Settings, sub: str) -> str:
-    return (
-        f"python3 {s.paths['bin']}/pgsteady-backup {sub} --config {s.paths['config']}/backup.json"
-    )
+    return f"python3 {s.paths['bin']}/pgsteady-backup {sub} --config {s.paths['backup_config']}"
 
 
 def _backup_now(fixes: Fixes, s: Settings) -> str:
@@ -87,7 +85,7 @@ def test_scheduler_installed(on: Host, s: Settings) -> None:
 
 
 def test_config_matches(on: Host, s: Settings) -> None:
-    path = f"{s.paths['config']}/backup.json"
+    path = s.paths["backup_config"]
     check(on.read(path) == render_backup_config(s), f"{path} is missing or differs from settings")
 
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def _ctl_env(on: Host, s: Settings) -> dict[str, str]:
-    text = on.read(f"{s.paths['config']}/ctl.env") or ""
+    text = on.read(s.paths["ctl_env"]) or ""
     pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
     return {k.strip(): " ".join(shlex.split(v)) for k, v in pairs if not k.startswith("#")}
 
@@ -29,9 +29,9 @@ def test_engine_running(on: Host, s: Settings, fixes: Fixes) -> None:
 
 
 def test_compose_available(on: Host, s: Settings) -> None:
-    """The compose CLI the deploy detected (app_dir/config/ctl.env) runs and owns the container."""
+    """The compose CLI the deploy detected (app_dir/etc/ctl.env) runs and owns the container."""
     compose = _ctl_env(on, s).get("PGSTEADY_COMPOSE")
-    check(compose, f"no PGSTEADY_COMPOSE in {s.paths['config']}/ctl.env")
+    check(compose, f"no PGSTEADY_COMPOSE in {s.paths['ctl_env']}")
     res = on.run(f"{compose} version")
     check(res.rc == 0, f"`{compose} version` fails: {res.stderr.strip()[:120]}")
     container = on.inspect("container", s.container_name)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pgsteady.compose import SUPERUSER, secret_names
+from pgsteady.hostfiles import server_readable
 from pgsteady.settings import Settings
 from pgsteady.verify import Fixes, check
 
@@ -123,15 +124,16 @@ def test_secrets_dir(on: Host, s: Settings, fixes: Fixes) -> None:
 
 
 def test_secret_files(on: Host, s: Settings, fixes: Fixes) -> None:
-    uid = s.postgres_uid
     for name in secret_names(s):
-        path = f"{s.paths['secrets']}/{name}"
-        got = on.stat(path)
-        check(got is not None, f"{path} is missing", fixes.deploy)
+        want = server_readable(s, f"{s.paths['secrets']}/{name}")
+        got = on.stat(want.path)
+        check(got is not None, f"{want.path} is missing", fixes.deploy)
+        uid, gid, mode = got
         check(
-            got[0] == uid and got[2] == 0o600,
-            f"{path} is {_describe(got)}; must be owned by uid {uid}, mode 0600",
-            fixes.on_host(f"chown {uid}:{uid} {path} && chmod 600 {path}"),
+            (uid, gid) == (want.uid, want.gid) and not mode & ~int(want.mode, 8) and mode & 0o040,
+            f"{want.path} is {_describe(got)}; must be {want.describe()} "
+            f"(read by the server's group, written only by root)",
+            fixes.on_host(want.fix()),
         )
 
 
@@ -146,8 +148,8 @@ def test_config_not_world_readable(on: Host, s: Settings, fixes: Fixes) -> None:
     files = [
         f"{p['config']}/postgresql.conf",
         f"{p['config']}/pg_hba.conf",
-        f"{p['config']}/ctl.env",
-        f"{p['config']}/backup.json",
+        p["ctl_env"],
+        p["backup_config"],
         f"{p['init']}/10-init_db.sql",
         p["compose"],
     ]
