@@ -1,0 +1,91 @@
+"""roles: the monitoring role, private extension objects, no password kept in clear."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pgsteady.compose import INIT_MOUNT, INIT_SQL
+from pgsteady.settings import Settings
+from pgsteady.verify import Fixes, check
+
+if TYPE_CHECKING:
+    from conftest import Host
+
+#: Re-applies init_db.sql, which creates/repairs the roles and the grants checked here.
+APPLY_INIT = "{bin}/pgsteady-ctl apply-sql " + f"{INIT_MOUNT}/{INIT_SQL}"
+
+#: Extension-owned relations of the current database that grant something to PUBLIC,
+#: and pg_stat_statements' functions that PUBLIC may execute.
+PUBLIC_EXTENSION_GRANTS = """
+SELECT e.extname, pg_catalog.format('%I.%I', n.nspname, c.relname)
+  FROM pg_catalog.pg_depend d
+  JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+  JOIN pg_catalog.pg_class c ON c.oid = d.objid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype = 'e'
+   AND EXISTS (SELECT FROM pg_catalog.aclexplode(c.relacl) a WHERE a.grantee = 0)
+UNION ALL
+SELECT e.extname, p.oid::pg_catalog.regprocedure::text
+  FROM pg_catalog.pg_depend d
+  JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+  JOIN pg_catalog.pg_proc p ON p.oid = d.objid
+ WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.deptype = 'e'
+   AND e.extname = 'pg_stat_statements'
+   AND EXISTS (SELECT FROM pg_catalog.aclexplode(
+                 coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
+               WHERE a.grantee = 0)
+ ORDER BY 1, 2
+"""
+
+#: Tracked statements that carry a password literal (ALTER/CREATE ROLE ... PASSWORD '...').
+PASSWORD_STATEMENTS = (
+    "SELECT pg_catalog.count(*) FROM public.pg_stat_statements "
+    "WHERE query OPERATOR(pg_catalog.~*) 'PASSWORD\\s+'''"
+)
+
+
+def _apply_init(fixes: Fixes, s: Settings) -> str:
+    return fixes.on_host(APPLY_INIT.format(bin=s.paths["bin"]))
+
+
+def test_monitor_role(pg: Host, s: Settings, fixes: Fixes) -> None:
+    rows = pg.psql(
+        "SELECT rolcanlogin, rolsuper, pg_catalog.pg_has_role(oid, 'pg_monitor', 'MEMBER'), "
+        "pg_catalog.has_database_privilege(oid, "
+        f"'{s.postgres_db}', 'CONNECT') FROM pg_catalog.pg_roles "
+        f"WHERE rolname OPERATOR(pg_catalog.=) '{s.postgres_monitor_user}'"
+    )
+    fix = _apply_init(fixes, s)
+    check(bool(rows), f"the monitoring role {s.postgres_monitor_user} does not exist", fix)
+    login, superuser, monitor, connect = rows[0]
+    check(superuser == "f", f"{s.postgres_monitor_user} is a superuser", fix)
+    check(
+        login == "t" and monitor == "t" and connect == "t",
+        f"{s.postgres_monitor_user}: login {login}, pg_monitor member {monitor}, "
+        f"CONNECT on {s.postgres_db} {connect} (all expected t)",
+        fix,
+    )
+
+
+def test_no_public_grants_on_extension_objects(pg: Host, s: Settings, fixes: Fixes) -> None:
+    rows = pg.psql(PUBLIC_EXTENSION_GRANTS, db=s.postgres_db)
+    found = ", ".join(f"{name} ({ext})" for ext, name in rows)
+    check(not rows, f"extension objects usable by PUBLIC in {s.postgres_db}: {found}",
+          _apply_init(fixes, s))  # fmt: skip
+
+
+def test_no_password_in_pg_stat_statements(pg: Host, s: Settings, fixes: Fixes) -> None:
+    if "pg_stat_statements" not in s.postgres_extensions:
+        pytest.skip("pg_stat_statements is not in postgres_extensions")
+    count = pg.value(PASSWORD_STATEMENTS, db=s.postgres_db)
+    check(
+        count == "0",
+        f"pg_stat_statements keeps {count} statement(s) with a password in clear text",
+        fixes.on_host(
+            f"docker exec -u postgres {s.container_name} psql -d {s.postgres_db} "
+            "-c 'SELECT public.pg_stat_statements_reset()'"
+        )
+        + " (then change the passwords that were exposed)",
+    )
