@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 from stack import Stack
 
-from pgsteady.tls import Authority, days_left, issue_server_cert
+from pgsteady.tls import Authority, create_ca, days_left, issue_server_cert
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -120,3 +120,26 @@ def test_converge_adds_a_name_then_changes_nothing(st: Stack) -> None:
     again = st.deploy(postgres_tls_extra_names=[EXTRA])
     assert again.returncode == 0, again.output[-3000:]
     assert again.changed == 0, again.changed_operations()
+
+
+def test_operator_supplied_certificate_is_served(new_stack: Stack) -> None:
+    ca = create_ca("operator pki")
+    cert, key = issue_server_cert(ca, ["db.operator.example", "127.0.0.1"])
+    files = {}
+    for name, data in (("cert", cert), ("key", key), ("ca", ca.cert_pem)):
+        path = new_stack.dir / f"supplied-{name}.pem"
+        path.write_bytes(data)
+        files[f"postgres_tls_{name}_file"] = str(path)
+    result = new_stack.deploy(**files)
+    assert result.returncode == 0, result.output[-3000:]
+    assert not (new_stack.dir / ".pgsteady").exists()  # no CA made when one is supplied
+    assert (new_stack.app_dir / "tls" / "server.crt").read_bytes() == cert
+    with psycopg2.connect(
+        host="db.operator.example", hostaddr="127.0.0.1", port=new_stack.port, user="app",
+        dbname="app", password=new_stack.secret("app_password"), connect_timeout=5,
+        sslmode="verify-full", sslrootcert=files["postgres_tls_ca_file"],
+    ) as conn, conn.cursor() as cur:  # fmt: skip
+        cur.execute("SELECT 1")
+    conn.close()
+    again = new_stack.deploy(**files)
+    assert again.returncode == 0 and again.changed == 0, again.changed_operations()
