@@ -245,6 +245,27 @@ def test_watchdog_backs_off_a_crash_loop_and_reports_it(stack: CtlStack) -> None
     assert state["next_attempt"] > state["updated"], state
 
 
+def test_watchdog_reports_docker_restarting_a_crash_loop(stack: CtlStack) -> None:
+    """Policy always: Docker restarts the crashing container itself; the watchdog does not
+    start it too, but reports the loop once RestartCount has grown by 3, then at 6, 12 ..."""
+    hook = f'echo "$PGSTEADY_EVENT" >> {stack.hook_log}'
+    stack.write(["sh", "-c", "exit 1"], restart="always", on_failure=hook)
+    stack.compose("up", "-d")
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline:
+        run = stack.ctl("watchdog")
+        assert run.returncode == 0, run.stderr
+        time.sleep(0.3)
+    count = int(docker("inspect", "-f", "{{.RestartCount}}", stack.container).stdout)
+    assert count >= 4, count
+    lines = stack.hook_log.read_text().splitlines()
+    want = 1 + (count >= 6) + (count >= 12)
+    assert len(lines) in (want - 1, want) and lines, (count, lines)  # the last may be pending
+    assert set(lines) == {"watchdog-crash-loop"}
+    state = stack.watchdog_state()
+    assert state["crash_loop"] is True and state["docker_restarts_reported"] >= 3, state
+
+
 def test_watchdog_resets_once_the_container_stays_up(stack: CtlStack) -> None:
     stack.write(["sleep", "600"], backoff=30, backoff_max=60)
     stack.compose("up", "-d")
