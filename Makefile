@@ -9,10 +9,12 @@ PYTEST := $(BIN)/pytest
 PYTEST_ARGS ?=
 
 .PHONY: help deploy dry-run down test test-unit test-integration test-e2e lint verify \
-	status monitor chaos bench backup restore restore-drill clean-venv host-deps lock
+	status monitor chaos bench backup restore restore-drill clean-venv host-deps update-image lock
 
 help:
 	@echo "make deploy   [INVENTORY=inventory/local.py]  converge the inventory's hosts"
+	@echo "make update-image [INVENTORY=...]             rebuild/pull the image (security and"
+	@echo "                                              minor updates), roll the container"
 	@echo "make dry-run  [INVENTORY=...]                 show what deploy would change"
 	@echo "make down     [INVENTORY=...]                 stop Postgres, keep the data"
 	@echo "make verify   [INVENTORY=...] [JUNIT=file]    production-readiness checks"
@@ -49,6 +51,11 @@ lock:
 
 deploy: $(STAMP)
 	$(PYINFRA) $(INVENTORY) deploy.py
+
+# A deploy that rebuilds the Debian image from the current signed packages (or pulls the
+# registry tag again); the container is recreated only if the image changed.
+update-image: $(STAMP)
+	$(PYINFRA) $(INVENTORY) deploy.py --data pgsteady_refresh_image=1
 
 dry-run: $(STAMP)
 	$(BIN)/pyinfra --dry $(INVENTORY) deploy.py </dev/null

@@ -15,6 +15,7 @@ postgres_image_source = "auto"  # registry | debian (built on the host) | archiv
 postgres_image = None  # image to pull or load; default postgres:<version>
 postgres_image_archive = None  # tarball on the host for postgres_image_source = archive
 postgres_debian_mirror = None  # Debian mirror for the debian source; default: host's apt sources
+postgres_debian_security_mirror = None  # archive of <suite>-security; default: host's apt sources
 postgres_uid = 999  # uid/gid of postgres in the image; its group reads config/, init/, secrets
 
 # --- network -----------------------------------------------------------------------
@@ -83,4 +84,4 @@ backup_on_failure_command = None  # shell command run when a backup fails (mail,
 watchdog_backoff = "60s"  # wait after a start that did not stay up; doubles each time
 watchdog_backoff_max = "1h"  # longest wait between two watchdog starts
 watchdog_on_failure_command = None  # shell command run when the watchdog reports a crash loop
-postgres_restore_on_empty = False  # first start on an empty volume restores the newest backup
+postgres_restore_on_empty = False  # empty volume restores the newest backup; debian source only

@@ -21,6 +21,14 @@ IMAGE_REPOSITORY = "pgsteady/postgres"
 REGISTRY_REPOSITORY = "postgres"
 #: Image label holding the full recipe hash (sha256 hex).
 RECIPE_LABEL = "io.pgsteady.recipe"
+#: Image label holding the installed postgresql-N Debian package version.
+PACKAGE_LABEL = "io.pgsteady.postgres-package"
+#: Image label holding a digest of every installed package version.
+PACKAGES_LABEL = "io.pgsteady.packages"
+#: Root-only parent of the image builds on the host (checked by the build script).
+BUILD_DIR = "/var/lib/pgsteady/image-build"
+#: Keyring every Release file of the build must be signed with.
+ARCHIVE_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 #: uid/gid of the postgres user in the built image, as in the official image.
 POSTGRES_UID = 999
 POSTGRES_GID = 999
@@ -164,6 +172,51 @@ def _deb822_entries(text: str) -> list[tuple[str, str]]:
     return entries
 
 
+def _entries(sources_list_text: str, deb822_texts: list[str]) -> list[tuple[str, str]]:
+    entries = _one_line_entries(sources_list_text)
+    for text in deb822_texts:
+        entries.extend(_deb822_entries(text))
+    return entries
+
+
+def debian_security_mirror(sources_list_text: str, deb822_texts: list[str]) -> str:
+    """Return the archive URI serving ``<suite>-security`` in the host's apt sources.
+
+    Same inputs as :func:`debian_mirror`. Only an entry whose suite ends in
+    ``-security`` counts (``deb-src``, disabled and commented entries are skipped);
+    nothing is derived from the main mirror's host name. Raises ValueError when none.
+    """
+    for uri, suite in _entries(sources_list_text, deb822_texts):
+        if uri.lower().startswith(_URI_SCHEMES) and suite.endswith("-security"):
+            return uri.rstrip("/")
+    raise ValueError(
+        "debian security mirror: no 'deb URI SUITE-security' entry found in "
+        "/etc/apt/sources.list or /etc/apt/sources.list.d/*.sources"
+    )
+
+
+def upstream_version(package_version: str) -> tuple[int, int] | None:
+    """(major, minor) of a Postgres package version: ``17.6-0+deb13u1`` -> (17, 6).
+
+    Also takes ``server_version`` text (``17.6 (Debian 17.6-0+deb13u1)``); None when
+    the text does not start with MAJOR.MINOR (betas and unknown formats).
+    """
+    text = package_version.split(":", 1)[-1].strip()
+    match = re.match(r"^(\d+)\.(\d+)(?![\d.]*(beta|rc))", text)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def minor_releases_behind(running: str, available: str) -> int | None:
+    """How many minor releases ``running`` is behind ``available`` (0 when current).
+
+    None when either version cannot be read or the majors differ.
+    """
+    run, avail = upstream_version(running), upstream_version(available)
+    if run is None or avail is None or run[0] != avail[0]:
+        return None
+    return max(0, avail[1] - run[1])
+
+
 def debian_mirror(sources_list_text: str, deb822_texts: list[str]) -> str:
     """Return the main archive URI configured in the host's apt sources.
 
@@ -173,10 +226,7 @@ def debian_mirror(sources_list_text: str, deb822_texts: list[str]) -> str:
     security archives and -updates/-backports suites are skipped; the first
     remaining entry wins. Raises ValueError when there is none.
     """
-    entries = _one_line_entries(sources_list_text)
-    for text in deb822_texts:
-        entries.extend(_deb822_entries(text))
-    for uri, suite in entries:
+    for uri, suite in _entries(sources_list_text, deb822_texts):
         if _is_main_archive(uri, suite):
             return uri.rstrip("/")
     raise ValueError(

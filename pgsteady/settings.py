@@ -206,6 +206,10 @@ class Settings(BaseModel):
     postgres_debian_mirror: str | None = Field(
         None, description="Debian mirror for the debian source (default: the host's apt sources)"
     )
+    postgres_debian_security_mirror: str | None = Field(
+        None,
+        description="Archive of <suite>-security for the debian source (default: host's apt)",
+    )
     postgres_uid: StrictInt = Field(999, ge=1, le=65535, description="postgres uid in image")
     # --- network ------------------------------------------------------------
     postgres_port: StrictInt = Field(5432, ge=1, le=65535, description="Published port")
@@ -342,7 +346,7 @@ class Settings(BaseModel):
             raise ValueError(f"{v!r} is not a docker image reference like postgres:17")
         return v
 
-    @field_validator("postgres_debian_mirror")
+    @field_validator("postgres_debian_mirror", "postgres_debian_security_mirror")
     @classmethod
     def _mirror(cls, v: str | None) -> str | None:
         if v is not None and not re.match(r"^(https?://|file:/)[A-Za-z0-9._~:/%+-]+$", v):
@@ -496,6 +500,14 @@ def _cross_checks(s: Settings) -> list[str]:
         )
     if s.postgres_image_source == "archive" and not s.postgres_image_archive:
         errors.append("postgres_image_archive: required when postgres_image_source=archive")
+    if s.postgres_restore_on_empty and s.postgres_image_source != "debian":
+        errors.append(
+            f"postgres_restore_on_empty = True: needs postgres_image_source = 'debian' (got "
+            f"{s.postgres_image_source!r}); restore-on-empty is done by pgsteady's Debian-built "
+            "image, whose entrypoint reads the root-only backups before dropping to the "
+            "postgres user. The official image (registry, auto, archive) starts its init "
+            "scripts as that user, after initdb, and cannot read them: it would start empty"
+        )
     if s.postgres_image_source == "archive" and not s.postgres_image:
         errors.append(
             "postgres_image: required when postgres_image_source=archive "

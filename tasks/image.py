@@ -2,6 +2,12 @@
 
 Whatever the source, the result is tagged ``Settings.image_alias``, the tag the compose
 file runs; compose recreates the container when the image behind that tag changes.
+
+A normal converge never rebuilds or pulls an image that is present. Security and minor
+updates arrive on purpose: ``make update-image`` runs the deploy with the data flag
+``pgsteady_refresh_image=1``, which rebuilds the Debian image from the current (signed)
+packages or pulls the registry tag again; the stack is then rolled by ``pgsteady-ctl up``
+only when the image behind the alias changed.
 """
 
 from __future__ import annotations
@@ -13,7 +19,14 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import FileContents, Sha256File
 from pyinfra.operations import apt, files, server
 
-from pgsteady.image import RECIPE_LABEL, debian_mirror, debian_recipe, shipped_files
+from pgsteady.image import (
+    BUILD_DIR,
+    RECIPE_LABEL,
+    debian_mirror,
+    debian_recipe,
+    debian_security_mirror,
+    shipped_files,
+)
 from pgsteady.image import SUITES as DEBIAN_SUITES
 from pgsteady.settings import Settings
 from tasks.facts import AptSources, DockerInspect
@@ -51,20 +64,41 @@ def _mirror(s: Settings) -> str:
         ) from None
 
 
+def _security_mirror(s: Settings) -> str:
+    if s.postgres_debian_security_mirror:
+        return s.postgres_debian_security_mirror
+    sources = host.get_fact(AptSources)
+    try:
+        return debian_security_mirror(sources["list"][0], sources["deb822"])
+    except ValueError as exc:
+        raise DeployError(
+            f"postgres_image_source=debian builds with security updates: {exc}; "
+            "set postgres_debian_security_mirror"
+        ) from None
+
+
 def _has_mirror(s: Settings) -> bool:
     try:
         _mirror(s)
+        _security_mirror(s)
     except DeployError:
         return False
     return True
 
 
+def refresh_requested() -> bool:
+    """True when this run was asked to refresh the image (``make update-image``)."""
+    return str(host.data.get("pgsteady_refresh_image") or "").lower() in ("1", "true", "yes")
+
+
 def _build_command(s: Settings) -> str:
     """Build the recipe's image (the script exits at once if it exists) and tag the alias."""
     recipe = debian_recipe(s.postgres_version)
+    refresh = "PGSTEADY_REFRESH=1 " if refresh_requested() else ""
     return (
-        f"{s.paths['image']}/build-debian-image.sh {s.postgres_version} {recipe.suite} "
-        f"'{_mirror(s)}' {recipe.tag} {recipe.recipe_hash} /var/tmp/pgsteady-image && "
+        f"{refresh}{s.paths['image']}/build-debian-image.sh {s.postgres_version} "
+        f"{recipe.suite} '{_mirror(s)}' '{_security_mirror(s)}' {recipe.tag} "
+        f"{recipe.recipe_hash} {BUILD_DIR} && "
         f"docker tag {recipe.tag} {s.image_alias} && {_prune_command(s, recipe.tag)}"
     )
 
@@ -80,6 +114,8 @@ def _prune_command(s: Settings, keep: str) -> str:
 
 
 def _pull_command(s: Settings) -> str:
+    if refresh_requested():
+        return f"docker pull {s.registry_image} && docker tag {s.registry_image} {s.image_alias}"
     return (
         f"{{ docker image inspect {s.registry_image} >/dev/null 2>&1 || "
         f"docker pull {s.registry_image}; }} && docker tag {s.registry_image} {s.image_alias}"
@@ -87,6 +123,8 @@ def _pull_command(s: Settings) -> str:
 
 
 def _alias_is_current(s: Settings, allow_registry: bool, allow_debian: bool) -> bool:
+    if refresh_requested():
+        return False
     alias = _image(s.image_alias)
     if not alias:
         return False
@@ -101,7 +139,11 @@ def _alias_is_current(s: Settings, allow_registry: bool, allow_debian: bool) -> 
 
 
 def _build_prerequisites(s: Settings) -> None:
-    apt.packages(name="Install debootstrap", packages=["debootstrap"])
+    # The keyring debootstrap checks every Release file against (--force-check-gpg).
+    apt.packages(
+        name="Install debootstrap and the Debian archive keyring",
+        packages=["debootstrap", "debian-archive-keyring"],
+    )
     _upload_recipe(s)
 
 

@@ -68,6 +68,14 @@ setup_env() {
 	file_env POSTGRES_INITDB_ARGS
 	: "${POSTGRES_INITDB_WALDIR:=}"
 	: "${POSTGRES_HOST_AUTH_METHOD:=scram-sha-256}"
+	local name
+	for name in POSTGRES_USER POSTGRES_DB; do
+		[[ -n ${!name} && ${!name} != *[$'\n\r']* ]] ||
+			die "$name must be a non-empty name on one line"
+	done
+	# initdb writes the superuser's name into SQL unescaped (spaces are fine).
+	[[ $POSTGRES_USER != *'"'* ]] ||
+		die "POSTGRES_USER must not contain a double quote (initdb cannot create that role)"
 	[[ $POSTGRES_HOST_AUTH_METHOD == scram-sha-256 ]] ||
 		die "POSTGRES_HOST_AUTH_METHOD=$POSTGRES_HOST_AUTH_METHOD is not supported; this image only uses scram-sha-256"
 }
@@ -123,7 +131,9 @@ restore_staged() {
 	if [[ -f $globals ]]; then
 		log "restore-on-empty: restoring roles"
 		# The superuser exists already, with the password of this deployment's secret.
-		grep -Ev "^(CREATE|ALTER) ROLE \"?$POSTGRES_USER\"?[ ;]" "$globals" |
+		local role_re
+		role_re=$(printf '%s' "$POSTGRES_USER" | sed 's/[][\\.*^$+?(){}|/]/\\&/g')
+		grep -Ev "^(CREATE|ALTER) ROLE \"?$role_re\"?[ ;]" "$globals" |
 			psql_init --dbname postgres -q -v ON_ERROR_STOP=1
 	fi
 	for dump in "$RESTORE_STAGE"/*-latest.dump; do
@@ -163,8 +173,15 @@ write_hba() {
 	EOF
 	{
 		echo "# MAPNAME  SYSTEM-USERNAME  PG-USERNAME  (written by pgsteady's docker-entrypoint.sh)"
-		echo "$IDENT_MAP  postgres  $POSTGRES_USER"
+		echo "$IDENT_MAP  postgres  $(conf_quote "$POSTGRES_USER")"
 	} >>"$PGDATA/pg_ident.conf"
+}
+
+# conf_quote NAME: NAME as one double-quoted pg_hba/pg_ident token (spaces, commas,
+# keywords such as "all" and leading "+" or "/" lose their meaning; " is doubled).
+conf_quote() {
+	local q='"'
+	printf '"%s"' "${1//$q/$q$q}"
 }
 
 run_initdb() {

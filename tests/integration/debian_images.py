@@ -16,10 +16,17 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from pgsteady.image import RECIPE_LABEL, debian_mirror, debian_recipe, shipped_files
+from pgsteady.image import (
+    BUILD_DIR,
+    RECIPE_LABEL,
+    debian_mirror,
+    debian_recipe,
+    debian_security_mirror,
+    shipped_files,
+)
 
 DOCKER_CLI = "/usr/bin/docker"
-WORKDIR = "/var/tmp/pgsteady-image"
+WORKDIR = BUILD_DIR
 BUILD_TIMEOUT_S = 900
 
 
@@ -28,12 +35,21 @@ def docker_client() -> docker.DockerClient:
     return docker.DockerClient(base_url="unix:///var/run/docker.sock", version="auto")
 
 
-def host_debian_mirror() -> str:
-    """The main archive URI from this host's apt sources."""
+def _host_sources() -> tuple[str, list[str]]:
     sources_list = Path("/etc/apt/sources.list")
     text = sources_list.read_text() if sources_list.exists() else ""
     deb822 = [Path(p).read_text() for p in sorted(glob.glob("/etc/apt/sources.list.d/*.sources"))]
-    return debian_mirror(text, deb822)
+    return text, deb822
+
+
+def host_debian_mirror() -> str:
+    """The main archive URI from this host's apt sources."""
+    return debian_mirror(*_host_sources())
+
+
+def host_security_mirror() -> str:
+    """The archive serving <suite>-security in this host's apt sources."""
+    return debian_security_mirror(*_host_sources())
 
 
 def image_ready(client: docker.DockerClient, tag: str, recipe_hash: str) -> bool:
@@ -69,6 +85,7 @@ def ensure_debian_image(client: docker.DockerClient, version: int) -> str:
         str(version),
         recipe.suite,
         host_debian_mirror(),
+        host_security_mirror(),
         recipe.tag,
         recipe.recipe_hash,
         WORKDIR,

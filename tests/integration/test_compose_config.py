@@ -33,7 +33,12 @@ VARIANTS = [
     {"postgres_bind": "0.0.0.0", "postgres_port": 6543, "postgres_readonly_user": "app_ro"},
     {"postgres_bind": "::1", "healthcheck_interval": "500ms", "postgres_stop_grace_period": "2m"},
     {"app_dir": "/srv/pg.data-1", "backup_dir": "/mnt/backups", "compose_project": "shop_db-2"},
-    {"postgres_restore_on_empty": True, "docker_log_max_size": "50m", "docker_log_max_file": 2},
+    {
+        "postgres_image_source": "debian",  # restore-on-empty needs pgsteady's image
+        "postgres_restore_on_empty": True,
+        "docker_log_max_size": "50m",
+        "docker_log_max_file": 2,
+    },
 ]
 
 

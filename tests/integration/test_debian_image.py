@@ -28,6 +28,7 @@ from debian_images import (
     docker_client,
     ensure_debian_image,
     host_debian_mirror,
+    host_security_mirror,
 )
 from docker.models.containers import Container
 
@@ -462,6 +463,7 @@ def test_build_script_skips_a_present_image(
             str(version),
             recipe.suite,
             host_debian_mirror(),
+            host_security_mirror(),
             recipe.tag,
             recipe.recipe_hash,
             str(tmp_path / "work"),
@@ -480,7 +482,17 @@ def test_failed_build_leaves_no_image_and_no_rootfs(
         pytest.skip(build_prerequisites_missing())
     tag = f"pgsteady-test/failed-build:{secrets.token_hex(4)}"
     work = tmp_path / "work"
-    proc = _run_build(["17", "nosuchsuite", host_debian_mirror(), tag, "b" * 64, str(work)])
+    proc = _run_build(
+        [
+            "17",
+            "nosuchsuite",
+            host_debian_mirror(),
+            host_security_mirror(),
+            tag,
+            "b" * 64,
+            str(work),
+        ]
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "debootstrap failed" in proc.stderr
     with pytest.raises(docker.errors.ImageNotFound):
@@ -494,3 +506,360 @@ def test_locales(version: int, debian_images: dict[int, str], res: Resources) ->
     c.start()
     assert wait_exit(c) == 0
     assert {"C.utf8", "en_US.utf8"} <= set(logs(c).split())
+
+
+# --- the build directory is root's alone (issue 11, item 3) ----------------------------
+
+OTHER_UID = 4242
+
+
+def _refusal_args(workdir: Path | str) -> list[str]:
+    recipe = debian_recipe(17)
+    return [
+        "17",
+        recipe.suite,
+        host_debian_mirror(),
+        host_security_mirror(),
+        f"pgsteady-test/refused:{secrets.token_hex(4)}",
+        "c" * 64,
+        str(workdir),
+    ]
+
+
+def _plant(base: Path, case: str) -> tuple[Path, Path]:
+    """An attacker's set-up for ``case``; returns (workdir to pass, file that must not appear)."""
+    base.chmod(0o755)
+    target = base / "root-wrote-here"
+    work = base / "work"
+    if case == "workdir-owned-by-other-uid":
+        work.mkdir()
+        (work / ".lock").symlink_to(target)
+        os.chown(work, OTHER_UID, OTHER_UID)
+        os.lchown(work / ".lock", OTHER_UID, OTHER_UID)
+    elif case == "workdir-group-writable":
+        work.mkdir(mode=0o770)
+        work.chmod(0o770)
+    elif case == "workdir-is-a-symlink":
+        real = base / "real"
+        real.mkdir(mode=0o700)
+        os.chown(real, OTHER_UID, OTHER_UID)
+        work.symlink_to(real)
+        target = real / ".lock"
+    elif case == "parent-owned-by-other-uid":
+        parent = base / "parent"
+        parent.mkdir(mode=0o755)
+        os.chown(parent, OTHER_UID, OTHER_UID)
+        work = parent / "work"
+        target = work
+    elif case == "parent-world-writable-not-sticky":
+        parent = base / "parent"
+        parent.mkdir()
+        parent.chmod(0o777)
+        work = parent / "work"
+        target = work
+    elif case == "ancestor-symlink-to-other-uid-dir":
+        theirs = base / "theirs"
+        theirs.mkdir(mode=0o755)
+        os.chown(theirs, OTHER_UID, OTHER_UID)
+        (base / "via").symlink_to(theirs)
+        work = base / "via" / "deeper" / "work"
+        target = theirs / "deeper"
+    elif case == "lock-is-a-symlink":
+        work.mkdir(mode=0o700)
+        (work / ".lock").symlink_to(target)
+    else:
+        raise AssertionError(case)
+    return work, target
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("workdir-owned-by-other-uid", f"owned by uid {OTHER_UID}, not root"),
+        ("workdir-group-writable", "writable by other users (mode 770)"),
+        ("workdir-is-a-symlink", "is a symlink"),
+        ("parent-owned-by-other-uid", f"above the work directory is owned by uid {OTHER_UID}"),
+        ("parent-world-writable-not-sticky", "above the work directory is writable by other"),
+        (
+            "ancestor-symlink-to-other-uid-dir",
+            f"above the work directory is owned by uid {OTHER_UID}",
+        ),
+        ("lock-is-a-symlink", "lock file"),
+    ],
+)
+def test_build_refuses_a_work_dir_another_uid_controls(
+    case: str, reason: str, tmp_path: Path
+) -> None:
+    """Root neither writes through nor builds in a directory another uid could swap."""
+    if os.geteuid() != 0:
+        pytest.skip("the build script runs as root")
+    work, must_not_exist = _plant(tmp_path, case)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    proc = _run_build(_refusal_args(work))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "WORKDIR" in proc.stderr and reason in proc.stderr, proc.stderr
+    assert not must_not_exist.exists(), f"root wrote {must_not_exist}"
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    assert "debootstrap" not in proc.stdout
+
+
+def test_build_creates_its_work_dir_root_only(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the build script runs as root")
+    tmp_path.chmod(0o755)
+    work = tmp_path / "a" / "work"
+    # A keyring that cannot exist stops the script right after the directory checks.
+    env = {**os.environ, "DOCKER": DOCKER_CLI, "PGSTEADY_KEYRING": str(tmp_path / "none.gpg")}
+    script = shipped_files().build_script
+    proc = subprocess.run(
+        ["sh", str(script), *_refusal_args(work)], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 3 and "keyring" in proc.stderr, proc.stderr
+    st = work.stat()
+    assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o700)
+    assert (tmp_path / "a").stat().st_mode & 0o022 == 0
+
+
+# --- signed packages, the security suite, package labels (item 4) ----------------------
+
+
+def test_build_refuses_a_release_not_signed_by_the_keyring(
+    client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """--force-check-gpg: a Release file that does not verify aborts before any package."""
+    if build_prerequisites_missing():
+        pytest.skip(build_prerequisites_missing())
+    wrong = Path("/usr/share/keyrings/debian-archive-bullseye-stable.gpg")
+    if not wrong.exists():
+        pytest.skip(f"{wrong} (a keyring that does not sign trixie) is not installed")
+    tag = f"pgsteady-test/unsigned:{secrets.token_hex(4)}"
+    recipe = debian_recipe(17)
+    work = tmp_path / "work"
+    env = {**os.environ, "DOCKER": DOCKER_CLI, "PGSTEADY_KEYRING": str(wrong)}
+    args = [
+        "17",
+        recipe.suite,
+        host_debian_mirror(),
+        host_security_mirror(),
+        tag,
+        "d" * 64,
+        str(work),
+    ]
+    proc = subprocess.run(
+        ["sh", str(shipped_files().build_script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "debootstrap failed" in proc.stderr
+    log = (work / f"build-{recipe.suite}-17.log").read_text()
+    assert "signed by unknown key" in log or "Invalid Release signature" in log, log[-2000:]
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get(tag)
+    assert not list(work.glob("build.*"))
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=lambda v: f"pg{v}")
+def test_image_has_the_security_updates_and_says_which_postgres(
+    version: int, debian_images: dict[int, str], client: docker.DockerClient, res: Resources
+) -> None:
+    """Built from SUITE + SUITE-security: postgresql-N is the newest either offers."""
+    image = client.images.get(debian_images[version])
+    labels = image.labels
+    c = res.container(
+        debian_images[version],
+        entrypoint=["/bin/sh", "-c"],
+        command=[
+            "cat /etc/apt/sources.list; echo ---; "
+            f"dpkg-query -W -f '${{Version}}\\n' postgresql-{version}; echo ---; "
+            "apt-get -qq update >/dev/null 2>&1 || echo UPDATE-FAILED; "
+            f"apt-cache policy postgresql-{version} | sed -n 's/^ *Candidate: //p'"
+        ],
+    )
+    c.start()
+    assert wait_exit(c, timeout=180) == 0, logs(c)
+    sources, installed, candidate = (part.strip() for part in logs(c).split("---"))
+    assert f"{host_security_mirror()} {SUITES[version]}-security main" in sources
+    assert labels["io.pgsteady.postgres-package"] == installed
+    assert f"PG_VERSION={installed}" in image.attrs["Config"]["Env"]
+    assert len(labels["io.pgsteady.packages"]) == 64
+    if "UPDATE-FAILED" in candidate:
+        pytest.skip("the Debian mirror is not reachable from a container here")
+    assert candidate == installed, f"postgresql-{version} {installed} is older than {candidate}"
+
+
+def test_refresh_keeps_an_image_whose_packages_did_not_change(
+    debian_images: dict[int, str], client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """make update-image on a current host rebuilds, finds nothing new, keeps the image."""
+    recipe = debian_recipe(15)
+    before = client.images.get(recipe.tag).id
+    args = [
+        "15",
+        recipe.suite,
+        host_debian_mirror(),
+        host_security_mirror(),
+        recipe.tag,
+        recipe.recipe_hash,
+        str(tmp_path / "work"),
+    ]
+    env = {**os.environ, "DOCKER": DOCKER_CLI, "PGSTEADY_REFRESH": "1"}
+    proc = subprocess.run(
+        ["sh", str(shipped_files().build_script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "debootstrap minbase" in proc.stdout  # it did rebuild ...
+    assert "no package changed" in proc.stdout  # ... and kept the present image
+    assert client.images.get(recipe.tag).id == before
+
+
+# --- the official image's contract (item 11; docker-library's postgres-* tests) ---------
+
+SPACED = {
+    "POSTGRES_USER": "my cool postgres user",
+    "POSTGRES_PASSWORD": "my cool postgres password",
+    "POSTGRES_DB": "my cool postgres database",
+}
+
+
+def _spaced_initdb(base: Path) -> Path:
+    """initdb.d with .sql, .sql.gz, a sourced and an executable .sh, and a file ignored."""
+    initdb = base / "initdb.d"
+    initdb.mkdir(mode=0o755)
+    initdb.chmod(0o755)
+    (initdb / "a.sql").write_text(
+        "CREATE TABLE test (a INT, b INT, c VARCHAR(255));\n"
+        "INSERT INTO test VALUES (1, 2, 'hello');\n"
+        "INSERT INTO test VALUES (2, 3, 'goodbye!');\n"
+        "DELETE FROM test WHERE a = 1;\n"
+    )
+    (initdb / "b.sql.gz").write_bytes(gzip.compress(b"CREATE TABLE gz (x text);\n"))
+    (initdb / "c.sh").write_text(
+        "docker_process_sql -c \"INSERT INTO gz VALUES ('sourced as $POSTGRES_USER')\"\n"
+    )
+    (initdb / "d.sh").write_text(
+        '#!/bin/sh\nset -eu\npsql -v ON_ERROR_STOP=1 -c "INSERT INTO gz VALUES (current_user)"\n'
+    )
+    (initdb / "rubbish_doc_file").write_text("not a script\n")
+    for f in initdb.iterdir():
+        f.chmod(0o644)
+    (initdb / "d.sh").chmod(0o755)
+    return initdb
+
+
+def _tcp(c: Container, env: dict[str, str]) -> psycopg2.extensions.connection:
+    return psycopg2.connect(
+        host=ip_of(c),
+        port=5432,
+        user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"],
+        dbname=env["POSTGRES_DB"],
+        connect_timeout=5,
+    )
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=lambda v: f"pg{v}")
+def test_official_contract_user_and_db_with_spaces(
+    version: int, debian_images: dict[int, str], res: Resources, tmp_path: Path
+) -> None:
+    """postgres-basics and postgres-initdb, plus initdb args and a separate WAL directory."""
+    env = {
+        **SPACED,
+        "POSTGRES_INITDB_ARGS": "--data-checksums --encoding=LATIN1 --locale=C",
+        "POSTGRES_INITDB_WALDIR": "/var/lib/postgresql/wal",
+    }
+    vols = {str(_spaced_initdb(tmp_path)): {"bind": "/docker-entrypoint-initdb.d", "mode": "ro"}}
+    c = res.container(debian_images[version], environment=env, volumes=vols)
+    c.start()
+    wait_ready(c)
+    conn = _tcp(c, env)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        # postgres-initdb: the .sql ran in POSTGRES_DB.
+        cur.execute("SELECT count(*), min(c) FROM test")
+        assert cur.fetchone() == (1, "goodbye!")
+        cur.execute("SELECT x FROM gz ORDER BY x")
+        assert [r[0] for r in cur.fetchall()] == [
+            SPACED["POSTGRES_USER"],
+            f"sourced as {SPACED['POSTGRES_USER']}",
+        ]
+        # postgres-basics: create, count, insert, delete, drop; JIT is available.
+        cur.execute("CREATE TABLE basics (a INT, b INT, c VARCHAR(255))")
+        cur.execute("INSERT INTO basics VALUES (1, 2, 'hello'), (2, 3, 'goodbye!')")
+        cur.execute("DELETE FROM basics WHERE a = 1")
+        cur.execute("SELECT count(*), min(c) FROM basics")
+        assert cur.fetchone() == (1, "goodbye!")
+        cur.execute("DROP TABLE basics")
+        cur.execute("SET jit = on; SELECT pg_jit_available()")
+        assert cur.fetchone() == (True,)
+        # POSTGRES_INITDB_ARGS and POSTGRES_INITDB_WALDIR reached initdb.
+        cur.execute("SELECT current_user, current_database(), current_setting('data_checksums')")
+        assert cur.fetchone() == (SPACED["POSTGRES_USER"], SPACED["POSTGRES_DB"], "on")
+        cur.execute(
+            "SELECT pg_encoding_to_char(encoding), datcollate FROM pg_database "
+            "WHERE datname = current_database()"
+        )
+        assert cur.fetchone() == ("LATIN1", "C")
+    conn.close()
+    code, out = c.exec_run(["readlink", "/var/lib/postgresql/data/pg_wal"])
+    assert code == 0 and out.decode().strip() == "/var/lib/postgresql/wal"
+    # The socket (peer, through the pg_ident.conf map) works for the spaced superuser too.
+    code, out = c.exec_run(
+        [
+            "psql",
+            "-XtA",
+            "-U",
+            SPACED["POSTGRES_USER"],
+            "-d",
+            SPACED["POSTGRES_DB"],
+            "-c",
+            "SELECT current_user",
+        ],
+        user="postgres",
+    )
+    assert (code, out.decode().strip()) == (0, SPACED["POSTGRES_USER"])
+    assert "ignoring /docker-entrypoint-initdb.d/rubbish_doc_file" in logs(c)
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=lambda v: f"pg{v}")
+def test_official_contract_file_variables(
+    version: int, debian_images: dict[int, str], res: Resources, tmp_path: Path
+) -> None:
+    """POSTGRES_PASSWORD_FILE, POSTGRES_USER_FILE and POSTGRES_DB_FILE, values with spaces."""
+    tmp_path.chmod(0o755)
+    mounts: dict[str, dict[str, str]] = {}
+    env: dict[str, str] = {}
+    for name, value in SPACED.items():
+        f = tmp_path / name.lower()
+        f.write_text(value + "\n")
+        os.chown(f, POSTGRES_UID, POSTGRES_GID)
+        f.chmod(0o600)
+        mounts[str(f)] = {"bind": f"/run/secrets/{name.lower()}", "mode": "ro"}
+        env[f"{name}_FILE"] = f"/run/secrets/{name.lower()}"
+    c = res.container(debian_images[version], environment=env, volumes=mounts)
+    c.start()
+    wait_ready(c)
+    conn = _tcp(c, SPACED)
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_user, current_database()")
+        assert cur.fetchone() == (SPACED["POSTGRES_USER"], SPACED["POSTGRES_DB"])
+    conn.close()
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        _tcp(c, {**SPACED, "POSTGRES_PASSWORD": "wrong"})
+
+
+@pytest.mark.parametrize("version", VERSIONS[-1:], ids=lambda v: f"pg{v}")
+def test_superuser_name_with_a_double_quote_is_a_clear_error(
+    version: int, debian_images: dict[int, str], res: Resources
+) -> None:
+    env = {**SPACED, "POSTGRES_USER": 'my "quoted" user'}
+    c = res.container(debian_images[version], environment=env)
+    c.start()
+    assert wait_exit(c) != 0
+    assert "POSTGRES_USER must not contain a double quote" in logs(c)

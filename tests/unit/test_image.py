@@ -13,12 +13,16 @@ from pgsteady.image import (
     SUITES,
     debian_mirror,
     debian_recipe,
+    debian_security_mirror,
     image_tag,
+    minor_releases_behind,
     recipe_hash,
     registry_image,
     shipped_files,
     suite_for,
+    upstream_version,
 )
+from pgsteady.settings import HostFacts, SettingsError, build_settings
 
 MAIN = "http://mirror.example/debian"
 SECURITY = "http://mirror.example/debian-security"
@@ -234,7 +238,7 @@ def test_uid_matches_official_image() -> None:
 
 # --- build script argument checking (exits before touching docker or debootstrap) ---
 
-GOOD_ARGS = ["17", "trixie", MAIN, "pgsteady/postgres:17-debian-0123456789ab", "a" * 64]
+GOOD_ARGS = ["17", "trixie", MAIN, SECURITY, "pgsteady/postgres:17-debian-0123456789ab", "a" * 64]
 
 
 @pytest.mark.parametrize(
@@ -244,9 +248,11 @@ GOOD_ARGS = ["17", "trixie", MAIN, "pgsteady/postgres:17-debian-0123456789ab", "
         (1, "Trixie", "SUITE"),
         (2, "ftp://mirror.example/debian", "MIRROR"),
         (2, "http://mirror.example/deb ian", "MIRROR"),
-        (3, "Bad Tag", "TAG"),
-        (4, "A" * 64, "RECIPE_HASH"),
-        (4, "a" * 12, "RECIPE_HASH"),
+        (3, "ftp://mirror.example/debian-security", "SECURITY_MIRROR"),
+        (3, "", "SECURITY_MIRROR"),
+        (4, "Bad Tag", "TAG"),
+        (5, "A" * 64, "RECIPE_HASH"),
+        (5, "a" * 12, "RECIPE_HASH"),
     ],
 )
 def test_build_script_rejects_bad_arguments(index: int, value: str, message: str) -> None:
@@ -259,7 +265,16 @@ def test_build_script_rejects_bad_arguments(index: int, value: str, message: str
     assert message in proc.stderr
 
 
-@pytest.mark.parametrize("args", [[], GOOD_ARGS[:4], [*GOOD_ARGS, "relative/dir"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        GOOD_ARGS[:5],
+        [*GOOD_ARGS, "relative/dir"],
+        [*GOOD_ARGS, "/var/lib/../tmp/x"],
+        [*GOOD_ARGS, "/var/lib/./x"],
+    ],
+)
 def test_build_script_usage(args: list[str]) -> None:
     proc = subprocess.run(
         ["sh", str(shipped_files().build_script), *args], capture_output=True, text=True
@@ -274,3 +289,98 @@ def test_build_script_usage(args: list[str]) -> None:
 def test_shipped_scripts_parse(shell: str, name: str) -> None:
     path = shipped_files().build_script.parent / name
     assert subprocess.run([shell, "-n", str(path)], check=False).returncode == 0
+
+
+# --- security suite, package versions -----------------------------------------------
+
+
+def test_security_mirror_from_deb822() -> None:
+    assert debian_security_mirror("", [DEB822_DEBIAN]) == SECURITY
+
+
+def test_security_mirror_from_one_line_list_skips_src_and_disabled() -> None:
+    text = f"""\
+deb {MAIN} bookworm main
+deb-src http://src.example/debian-security bookworm-security main
+# deb http://commented.example/debian-security bookworm-security main
+deb [signed-by=/usr/share/keyrings/x.gpg] {SECURITY}/ bookworm-security main
+"""
+    assert debian_security_mirror(text, []) == SECURITY
+
+
+def test_security_mirror_is_never_derived_from_the_main_mirror() -> None:
+    with pytest.raises(ValueError, match="security"):
+        debian_security_mirror(f"deb {MAIN} bookworm main\n", [])
+    disabled = DEB822_DEBIAN.replace(
+        "Suites: bookworm-security", "Suites: bookworm-security\nEnabled: no"
+    )
+    with pytest.raises(ValueError, match="security"):
+        debian_security_mirror("", [disabled])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("17.6-0+deb13u1", (17, 6)),
+        ("15.20-0+deb12u1", (15, 20)),
+        ("17.2-1.pgdg120+1", (17, 2)),
+        ("17.6 (Debian 17.6-0+deb13u1)", (17, 6)),
+        ("1:16.4-1", (16, 4)),
+        ("18beta1-1", None),
+        ("18.0~rc1-1", (18, 0)),
+        ("", None),
+        ("garbage", None),
+    ],
+)
+def test_upstream_version(text: str, expected: tuple[int, int] | None) -> None:
+    assert upstream_version(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("running", "available", "behind"),
+    [
+        ("15.18-0+deb12u1", "15.20-0+deb12u1", 2),
+        ("17.6 (Debian 17.6-0+deb13u1)", "17.6-0+deb13u1", 0),
+        ("17.7-0+deb13u1", "17.6-0+deb13u1", 0),
+        ("16.4-1", "17.6-0+deb13u1", None),
+        ("unknown", "17.6-0+deb13u1", None),
+    ],
+)
+def test_minor_releases_behind(running: str, available: str, behind: int | None) -> None:
+    assert minor_releases_behind(running, available) == behind
+
+
+# --- settings: restore-on-empty only where the image honours it ---------------------
+
+FACTS = HostFacts(ram_mb=4096, cpus=2)
+
+
+@pytest.mark.parametrize("source", ["registry", "auto", "archive"])
+def test_restore_on_empty_refused_for_images_that_ignore_it(source: str) -> None:
+    data: dict[str, object] = {
+        "postgres_image_source": source,
+        "postgres_restore_on_empty": True,
+    }
+    if source == "archive":
+        data.update(postgres_image_archive="/srv/pg.tar", postgres_image="postgres:17")
+    with pytest.raises(SettingsError) as err:
+        build_settings(data, FACTS)
+    text = str(err.value)
+    assert "postgres_restore_on_empty = True" in text
+    assert repr(source) in text
+    assert "'debian'" in text
+    assert "cannot read" in text
+
+
+def test_restore_on_empty_accepted_with_the_debian_image() -> None:
+    s = build_settings(
+        {"postgres_image_source": "debian", "postgres_restore_on_empty": True}, FACTS
+    )
+    assert s.postgres_restore_on_empty
+
+
+def test_security_mirror_setting_is_validated() -> None:
+    with pytest.raises(SettingsError, match="postgres_debian_security_mirror"):
+        build_settings({"postgres_debian_security_mirror": "ftp://x/debian-security"}, FACTS)
+    s = build_settings({"postgres_debian_security_mirror": "file:/srv/debian-security"}, FACTS)
+    assert s.postgres_debian_security_mirror == "file:/srv/debian-security"
