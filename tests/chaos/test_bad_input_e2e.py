@@ -22,6 +22,15 @@ CASES: list[tuple[dict[str, Any], list[str]]] = [
      ["postgres_settings['shared_bufers'] = '1GB'", "did you mean 'shared_buffers'"]),
     ({"postgres_shared_buffers": "1GB"},
      ["postgres_shared_buffers: unknown setting", "server parameters go in postgres_settings"]),
+    # the reviewed case: both refused, each with its reason, before anything is created
+    ({"postgres_settings": {"fsync": "off"}, "postgres_memory_limit": "64MB"},
+     ["2 invalid setting(s)", "postgres_settings['fsync'] = 'off': refused",
+      "accepted: on, or leave it out", "postgres_memory_limit = '64MB': below the",
+      "max_connections = 200", "accepted: at least"]),
+    ({"postgres_version": 16, "postgres_settings": {"hba_file": "/tmp/pgsteady-hba"}},
+     ["postgres_settings['hba_file'] = '/tmp/pgsteady-hba': cannot be overridden"]),
+    ({"postgres_settings": {"synchronous_commit": "off"}},
+     ["postgres_settings['synchronous_commit'] = 'off'", "postgres_accept_async_commit_loss"]),
 ]  # fmt: skip
 
 
