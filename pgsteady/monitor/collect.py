@@ -112,6 +112,11 @@ host_info() {
     echo "hostname $(hostname 2>/dev/null)"
     echo "load $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
     if [ -e "$APP_DIR/.stopped" ]; then echo "stopped_marker yes"; else echo "stopped_marker no"; fi
+    w="$APP_DIR/state/watchdog.json"
+    if grep -q '^ *"crash_loop": true' "$w" 2>/dev/null; then
+        echo "watchdog_crash_loop yes"
+        echo "watchdog_reason $(sed -n 's/^ *"reason": "\(.*\)",$/\1/p' "$w" | head -n 1)"
+    fi
 }
 inspect() { d inspect --format "$INSPECT_FORMAT" "$C"; }
 sql() {

@@ -53,6 +53,7 @@ class Container:
     image: str | None = None
     stopped_on_purpose: bool = False
     health_output: str = ""
+    watchdog_crash_loop: str | None = None  # the watchdog's reason (state/watchdog.json)
 
 
 @dataclass
@@ -326,6 +327,8 @@ def _judge(st: HostStatus, t: Thresholds) -> None:
         st.flag(CRITICAL, f"container is unhealthy: {c.health_output or 'healthcheck failing'}")
     elif c.health == "starting":
         st.flag(WARNING, "container health is still starting")
+    if c.watchdog_crash_loop:
+        st.flag(CRITICAL, f"the watchdog reports a crash loop ({c.watchdog_crash_loop})")
     if c.restart_count and c.uptime_seconds is not None and c.uptime_seconds < t.restart_recent:
         st.flag(WARNING, f"container restarted recently ({c.restart_count} restarts)")
     if c.state == "running" and not pg.up:
@@ -422,6 +425,8 @@ def derive(
     now = datetime.fromtimestamp(int(info["now"]), UTC) if info.get("now", "").isdigit() else None
     _container(st, raw, now)
     st.container.stopped_on_purpose = stopped
+    if info.get("watchdog_crash_loop") == "yes":
+        st.container.watchdog_crash_loop = info.get("watchdog_reason") or "no reason recorded"
     _postgres(st, raw)
     st.disks = {
         "data": parse_df(_section(raw, "data_df")["out"]),

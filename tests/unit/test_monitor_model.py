@@ -184,6 +184,16 @@ def test_stopped_on_purpose_is_still_critical_and_says_so():
     assert "stopped on purpose" in st.problems[0]
 
 
+def test_watchdog_crash_loop_is_critical():
+    reason = "exited; started it (start 4; the next no earlier than in 480s)"
+    host = f"now {NOW}\nstopped_marker no\nwatchdog_crash_loop yes\nwatchdog_reason {reason}"
+    st = derive(sample_raw(host=host), SETTINGS)
+    assert st.status == CRITICAL
+    assert f"critical: the watchdog reports a crash loop ({reason})" in st.problems
+    assert st.container.watchdog_crash_loop == reason
+    assert derive(sample_raw(), SETTINGS).container.watchdog_crash_loop is None
+
+
 def test_backup_age_and_failure():
     def status(age_h: float, ok: bool = True) -> str:
         t = iso(age_h * 3600)
@@ -266,6 +276,7 @@ def test_report_schema_and_exit_code():
     assert set(host["container"]) == {
         "exists", "state", "health", "started_at", "uptime_seconds", "restart_count",
         "oom_killed", "exit_code", "image", "stopped_on_purpose", "health_output",
+        "watchdog_crash_loop",
     }  # fmt: skip
     assert set(host["postgres"]) == {
         "up", "error", "version", "version_num", "started_at", "uptime_seconds",
