@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from stack import Stack
+from stack import PYINFRA, REPO, Stack
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -67,3 +68,19 @@ def test_port_in_use_is_refused_and_nothing_is_created(fresh: Stack) -> None:
         result,
         ["preflight failed", f"port {fresh.port} is in use by", "set postgres_port to a free port"],
     )
+
+
+def test_statement_logging_of_passwords_warns_and_changes_nothing(fresh: Stack) -> None:
+    """log_statement = ddl is valid, but the deploy says what it would log (dry run here)."""
+    fresh.write_inventory(postgres_settings={"log_statement": "ddl"})
+    proc = subprocess.run(
+        [str(PYINFRA), "--dry", str(fresh.inventory), "deploy.py"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-2000:]
+    assert (
+        "postgres_settings['log_statement'] = 'ddl': the server log will hold every "
+        "ALTER ROLE ... PASSWORD in clear text"
+    ) in output
+    assert fresh.exists_anywhere() == []
