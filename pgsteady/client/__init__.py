@@ -3,8 +3,9 @@
 * :class:`Pool` -- thread-safe psycopg2 pool: health-checked checkout, bounded waits,
   connect retries with backoff, and :meth:`Pool.run` / :meth:`Pool.transaction` with a precise
   retry contract (:class:`ConnectionLost` vs :class:`CommitOutcomeUnknown`).
-* :class:`HealthApp` -- WSGI app serving ``/health``, ``/health/detailed``, ``/health/ready``
-  and ``/health/live``.
+* :class:`HealthApp` -- WSGI app serving ``/health``, ``/health/ready`` and ``/health/live``
+  (status only), plus ``/health/detailed`` with ``details=True`` / ``PGSTEADY_HEALTH_DETAILS``.
+* :class:`AuthenticationFailed` -- a refused login, raised at once instead of retried.
 * :class:`Backoff` / :func:`retry_call` -- the exponential backoff used by both.
 * :func:`dsn` -- the connection string: ``sslmode=verify-full`` with app_dir/tls/ca.crt.
 """
