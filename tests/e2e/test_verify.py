@@ -343,7 +343,7 @@ FAULTS = [
     ),
     Fault(
         "ctl.env (sourced by root) chowned to the postgres uid",
-        {"files/root_files_only_root_writes"},
+        {"files/root_files_only_root_writes", "files/nothing_under_app_dir_writable_by_others"},
         "chown 0:0",
         lambda st: os.chown(st.app_dir / "etc" / "ctl.env", 999, 999),
         lambda st: os.chown(st.app_dir / "etc" / "ctl.env", 0, 0),

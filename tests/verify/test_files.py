@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from typing import TYPE_CHECKING
 
 from pgsteady.hostfiles import OLD_ROOT_FILES_IN_CONFIG, Owned, layout, writable_by_others
@@ -50,6 +51,24 @@ def test_server_files_read_only(on: Host, s: Settings, fixes: Fixes) -> None:
     """config/, init/ and secrets: readable by the postgres group, writable only by root."""
     wanted = [o for o in layout(s) if o.gid != 0]
     _check(on, fixes, wanted, f"uid {s.postgres_uid} (or others) may change these")
+
+
+def test_nothing_under_app_dir_writable_by_others(on: Host, s: Settings, fixes: Fixes) -> None:
+    """Whoever added it (tls/, image/, backups, files an operator dropped in): every path
+    under app_dir and the backup directory is root-owned and not group/other writable."""
+    roots = " ".join(shlex.quote(p) for p in sorted({s.app_dir, s.backup_path}))
+    res = on.run(f"find {roots} -xdev \\( ! -uid 0 -o -perm /022 \\) -print 2>/dev/null")
+    found = [line for line in res.stdout.splitlines() if line.strip()]
+    shown = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+    check(
+        not found,
+        f"another uid owns or may write: {shown}",
+        fixes.on_host(
+            " && ".join(
+                f"chown root {shlex.quote(p)} && chmod go-w {shlex.quote(p)}" for p in found[:10]
+            )
+        ),
+    )
 
 
 def test_app_dir_parents(on: Host, s: Settings, fixes: Fixes) -> None:
