@@ -29,7 +29,12 @@ def compose_commands() -> list[list[str]]:
 
 VARIANTS = [
     {},
-    {"postgres_memory_limit": "512MB", "postgres_cpus": 0.5, "postgres_restart_policy": "no"},
+    {  # 512 MB holds 100 connections, not the web profile's 200 (pgsteady.safety)
+        "postgres_memory_limit": "512MB",
+        "postgres_max_connections": 100,
+        "postgres_cpus": 0.5,
+        "postgres_restart_policy": "no",
+    },
     {"postgres_bind": "0.0.0.0", "postgres_port": 6543, "postgres_readonly_user": "app_ro"},
     {"postgres_bind": "::1", "healthcheck_interval": "500ms", "postgres_stop_grace_period": "2m"},
     {"app_dir": "/srv/pg.data-1", "backup_dir": "/mnt/backups", "compose_project": "shop_db-2"},
