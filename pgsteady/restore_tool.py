@@ -9,7 +9,7 @@
 3. The archive is restored into a fresh database with a unique temporary name
    (``pgsteady_restore_<hex>``), owned by the superuser, with CONNECT revoked from
    PUBLIC: the application cannot connect to it, nor see it half-filled. Rows are loaded
-   as the database's owner when that is not a superuser (see pg_restore()).
+   as their table's owner when that is not a superuser (see pg_restore()).
 4. Only after pg_restore and ANALYZE succeeded, one transaction terminates the target's
    sessions, renames the target to ``pgsteady_replaced_<hex>``, renames the new database
    to the target's name and gives it the target's owner, database ACL (GRANT/REVOKE),
@@ -42,6 +42,7 @@ import json
 import os
 import secrets
 import sys
+import tempfile
 import time
 
 if __package__:
@@ -134,44 +135,71 @@ def create_database(docker: bt.Docker, name: str, manifest: dict) -> None:
     docker.psql("postgres", f"REVOKE ALL ON DATABASE {ident(name)} FROM PUBLIC")
 
 
-def data_role(docker: bt.Docker, owner: str | None) -> str | None:
-    """``owner`` when it is a role that is not a superuser (the one to load data as)."""
-    if not owner:
-        return None
-    found = docker.psql(
-        "postgres",
-        f"SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {literal(owner)} AND NOT rolsuper",
-    )
-    return owner if found == "1" else None
+def data_passes(docker: bt.Docker, toc: str) -> dict[str | None, list[str]]:
+    """Every ``pg_restore --list`` entry, grouped by the role that restores its data.
+
+    An entry owned by a role that is not a superuser goes to that role; one owned by a
+    superuser, or without an owner, to the superuser (key None). Each group is restored
+    with ``--section=data``, so every data entry (table data, sequence values, large
+    objects, whatever a version adds) is restored exactly once, by its owner.
+    """
+    rows = docker.psql("postgres", "SELECT rolsuper, rolname FROM pg_catalog.pg_roles")
+    roles = [(name, flag == "t") for flag, _, name in (r.partition("|") for r in rows.splitlines())]
+    roles.sort(key=lambda role: -len(role[0]))  # "a b" before "b": names may hold spaces
+    passes: dict[str | None, list[str]] = {}
+    for line in toc.splitlines():
+        if not line.strip() or line.startswith(";"):
+            continue
+        owner = next(((n, su) for n, su in roles if line.endswith(f" {n}")), None)
+        if owner is None and " TABLE DATA " in line:
+            raise bt.BackupError(f"cannot tell which role owns the archive entry {line!r}")
+        role = owner[0] if owner and not owner[1] else None
+        passes.setdefault(role, []).append(line)
+    return passes
 
 
-def pg_restore(
-    docker: bt.Docker, path: str, target: str, jobs: int, role: str | None = None
-) -> None:
+def pg_restore(docker: bt.Docker, path: str, target: str, jobs: int) -> None:
     """Restore the archive at ``path`` (on the host) into the existing ``target``.
 
-    With ``role`` (the database owner, not a superuser), the data section runs as that
-    role: loading rows evaluates CHECK constraints, domain checks and generated columns,
-    which call functions the application defined; they never run as the superuser.
-    Schema (pre-data) and indexes/constraints (post-data; index expressions run as the
-    table owner) are restored by the superuser.
+    The superuser restores the schema (pre-data) and then indexes, constraints and
+    triggers (post-data; index expressions run as the table owner). Rows are loaded as
+    each table's owner when that is not a superuser: loading evaluates CHECK
+    constraints, domain checks and generated columns, i.e. functions that role wrote,
+    which must never run as the superuser.
     """
-    passes = [[]] if role is None else [
-        ["--section=pre-data"], ["--section=data", f"--role={role}"], ["--section=post-data"],
-    ]  # fmt: skip
-    args = ["pg_restore", "--exit-on-error", "-d", target]
-    if jobs <= 1:
-        for extra in passes:
-            docker.run(*args, *extra, input_file=path, timeout=24 * 3600)
-        return
-    inside = f"/tmp/pgsteady-restore-{secrets.token_hex(6)}.dump"
+    work = f"/tmp/pgsteady-restore-{secrets.token_hex(6)}"
+    inside = f"{work}.dump" if jobs > 1 else None
+    copied: list[str] = []
+
+    def copy_in(name: str, source: str) -> str:
+        docker.run("sh", "-c", f"umask 077 && cat > {name}", input_file=source, timeout=3600)
+        copied.append(name)
+        return name
+
+    def run(*args: str) -> str:
+        if inside:
+            return docker.run("pg_restore", *args, "-j", str(jobs), inside, timeout=24 * 3600)
+        return docker.run("pg_restore", *args, input_file=path, timeout=24 * 3600)
+
     try:
-        docker.run("sh", "-c", f"umask 077 && cat > {inside}", input_file=path, timeout=3600)
-        for extra in passes:
-            docker.run(*args, *extra, "-j", str(jobs), inside, timeout=24 * 3600)
+        if inside:
+            copy_in(inside, path)
+        toc = docker.run("pg_restore", "--list", *([inside] if inside else []),
+                         input_file=None if inside else path)  # fmt: skip
+        base = ["--exit-on-error", "-d", target]
+        run(*base, "--section=pre-data")
+        for i, (role, lines) in enumerate(sorted(data_passes(docker, toc).items(), key=str)):
+            with tempfile.NamedTemporaryFile("w", suffix=".list") as fh:
+                fh.write("\n".join(lines) + "\n")
+                fh.flush()
+                listed = copy_in(f"{work}-{i}.list", fh.name)
+            as_role = [f"--role={role}"] if role else []
+            run(*base, "--section=data", f"--use-list={listed}", *as_role)
+        run(*base, "--section=post-data")
     finally:
-        with contextlib.suppress(bt.BackupError):
-            docker.run("rm", "-f", inside, timeout=60)
+        if copied:
+            with contextlib.suppress(bt.BackupError):
+                docker.run("rm", "-f", *copied, timeout=60)
 
 
 def table_counts(docker: bt.Docker, db: str) -> dict:
@@ -377,7 +405,7 @@ def restore(
         create_database(docker, temp, manifest)
         pause_point(log, "created")
         try:
-            pg_restore(docker, path, temp, jobs, data_role(docker, props["owner"]))
+            pg_restore(docker, path, temp, jobs)
             pause_point(log, "restored")
             docker.psql(temp, "ANALYZE")
             pause_point(log, "swap")
@@ -414,7 +442,7 @@ def drill_one(config: bt.Config, log: bt.Log, docker: bt.Docker, db: str, jobs: 
     scratch = f"{TEMP_PREFIX}{secrets.token_hex(6)}"
     create_database(docker, scratch, manifest)
     try:
-        pg_restore(docker, path, scratch, jobs, data_role(docker, manifest.get("owner")))
+        pg_restore(docker, path, scratch, jobs)
         counts = table_counts(docker, scratch)
     finally:
         drop_database(docker, scratch)

@@ -120,6 +120,20 @@ INSERT INTO public.items SELECT g, 'n' || g FROM generate_series(1, 50) g;
 """
 
 
+#: Rows owned by another role, by the superuser, and a large object: a restore loads
+#: each as its owner (the superuser's and the large object's as the superuser).
+OTHER_OWNERS = """
+CREATE ROLE other;
+CREATE TABLE public.theirs (x int);
+INSERT INTO public.theirs VALUES (1), (2), (3);
+ALTER TABLE public.theirs OWNER TO other;
+CREATE TABLE public.admin_only (x int);
+INSERT INTO public.admin_only VALUES (1), (2);
+SET ROLE app;
+SELECT lo_from_bytea(0, 'large object'::bytea);
+"""
+
+
 def _fired(pg: Postgres) -> list[str]:
     """Superuser calls the traps recorded: in the marker file and in public.pwned."""
     proc = docker("exec", pg.name, "cat", MARKER, check=False)
@@ -151,6 +165,7 @@ def pg():
         )
         for db in ("app", "postgres"):
             container.sql(f"SET ROLE app;\n{PLANT}", db)
+        container.sql(OTHER_OWNERS, "app")
         yield container
     finally:
         container.remove()
@@ -177,13 +192,17 @@ def test_backup_tool_paths_never_run_app_code(tmp_path, pg):
     tool = Tool.install(tmp_path / "app", pg.name, ["app"])
     _ok(tool.run("backup"))
     manifest = tool.status()["last_success"]["databases"]["app"]
-    assert manifest["tables"] == 3  # public.items, public.checked and public.pwned
+    assert manifest["tables"] == 5  # items, checked, pwned, theirs, admin_only
     _ok(tool.run("verify"))
     _ok(tool.run("drill"))  # restores the planted objects into a scratch DB, then counts
-    assert tool.status()["drill"]["databases"]["app"]["rows"] == 51
+    assert tool.status()["drill"]["databases"]["app"]["rows"] == 50 + 1 + 3 + 2
     _ok(tool.run("restore", "--target-db", "app_copy"))
     _ok(tool.run("restore", "--target-db", "app", "--force"))
     assert pg.value("SELECT count(*) FROM items") == "50"
+    assert pg.value("SELECT tableowner FROM pg_tables WHERE tablename = 'theirs'") == "other"
+    assert pg.value("SELECT convert_from(lo_get(oid), 'UTF8') FROM pg_largeobject_metadata") == (
+        "large object"
+    )
     assert _fired(pg) == []
 
 
