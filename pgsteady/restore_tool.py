@@ -54,6 +54,7 @@ RESERVED = ("template0", "template1")
 TEMP_PREFIX = "pgsteady_restore_"
 REPLACED_PREFIX = "pgsteady_replaced_"
 KEEP_RESTORES = 20
+DATABASE_PRIVILEGES = ("CREATE", "CONNECT", "TEMPORARY")
 #: Test hook: a comma-separated list of step names at which restore pauses (an hour),
 #: announcing ``pausing at STEP`` on stderr, so that a test can kill it there.
 PAUSE_ENV = "PGSTEADY_TEST_RESTORE_PAUSE_AT"
@@ -298,6 +299,8 @@ def handover_sql(name: str, props: dict) -> list[str]:
             f"REVOKE ALL ON DATABASE {db} FROM {ident(props['owner'])}",
         ]
         for item in props["acl"]:
+            if item["privilege"] not in DATABASE_PRIVILEGES:
+                raise bt.BackupError(f"unexpected database privilege {item['privilege']!r}")
             grantee = ident(item["grantee"]) if item["grantee"] else "PUBLIC"
             option = " WITH GRANT OPTION" if item["grantable"] else ""
             sql.append(f"GRANT {item['privilege']} ON DATABASE {db} TO {grantee}{option}")
