@@ -102,6 +102,8 @@ def render_init_db_sql(s: Settings) -> str:
         app_password_file="/run/secrets/app_password",
         readonly_user=s.postgres_readonly_user,
         readonly_password_file="/run/secrets/readonly_password",
+        monitor_user=s.postgres_monitor_user,
+        monitor_password_file="/run/secrets/monitor_password",
         database=s.postgres_db,
         extensions=s.postgres_extensions,
         schema_files=[f"{INIT_MOUNT}/schema/{n}" for n in schema_file_names(s)],
