@@ -50,7 +50,7 @@ if __package__:
 else:  # run from app_dir/bin, next to backup_tool.py
     import backup_tool as bt
 
-RESERVED = ("template0", "template1")
+RESERVED = ("template0", "template1", "postgres")
 TEMP_PREFIX = "pgsteady_restore_"
 REPLACED_PREFIX = "pgsteady_replaced_"
 KEEP_RESTORES = 20
