@@ -493,6 +493,11 @@ def _cross_checks(s: Settings) -> list[str]:
             f"postgres_version = {s.postgres_version}: Debian packages only {accepted} "
             "(postgres_image_source=debian); use one of those or another image source"
         )
+    if s.seconds("watchdog_backoff") < 1:
+        errors.append(
+            f"watchdog_backoff = {s.watchdog_backoff!r}: below 1s; the watchdog counts whole "
+            "seconds (use e.g. 60s)"
+        )
     if s.seconds("watchdog_backoff") > s.seconds("watchdog_backoff_max"):
         errors.append(
             f"watchdog_backoff = {s.watchdog_backoff!r}: longer than watchdog_backoff_max "

@@ -201,3 +201,13 @@ def test_passwords_reach_neither_log_nor_pg_stat_statements(logging_server: PgSe
     assert statements.stdout.strip() == ""
     tracked = srv.psql_as_os_user("SELECT count(*) FROM pg_stat_statements WHERE query ~ 'GRANT'")
     assert int(tracked.stdout) > 0  # utility statements are tracked
+
+
+def test_an_empty_password_file_stops_before_any_password_changes(server: PgServer) -> None:
+    sql = _render(server)
+    assert server.psql_file(sql).returncode == 0
+    _secret(server, "monitor_password", "")  # the file the rendered SQL reads
+    proc = server.psql_file(sql)
+    assert proc.returncode != 0
+    assert "monitor_password is empty or unreadable: no password set" in proc.stderr
+    _login(server, "shop", "app-Secret-1").close()  # the earlier passwords still hold
