@@ -42,6 +42,7 @@ SETTING_PREFIXES = (
     "docker_",
     "healthcheck_",
     "preflight_",
+    "watchdog_",
 )
 
 #: Postgres major versions the registry/archive sources accept.
