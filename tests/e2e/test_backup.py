@@ -98,7 +98,9 @@ def test_restore_drill_compares_row_counts(stack: Stack) -> None:
     assert drill.returncode == 0, drill.stdout[-3000:] + drill.stderr[-2000:]
     result = status(stack)["drill"]
     assert result["ok"] is True
-    scratch = stack.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '%drill%'")
+    scratch = stack.psql(
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'pgsteady\\_restore\\_%'"
+    )
     assert scratch == "0"
 
 
