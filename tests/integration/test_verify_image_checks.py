@@ -1,4 +1,4 @@
-"""The verify group ``image`` against real containers: behind, current, not rolled out.
+"""The verify check image/minor_version_current against real containers: behind, current.
 
 The checks of tests/verify/test_image.py are called with the verify suite's own Host
 helper on a local testinfra host. "Behind" is made real without a network: an image
@@ -129,7 +129,7 @@ def _start(client: docker.DockerClient, s: Settings, image: str) -> dict[str, An
     host = testinfra.get_host("local://")
     on = verify_conftest.Host(host, s)
     for _ in range(300):
-        if on.run(f"docker exec -u postgres {s.container_name} pg_isready -q").rc == 0:
+        if on.run(f"docker exec -u postgres {s.container_name} pg_isready -q -h 127.0.0.1").rc == 0:
             break
         c.reload()
         assert c.status == "running", c.logs().decode()
@@ -145,7 +145,6 @@ def test_behind_is_reported_with_the_update_command(
 ) -> None:
     s = stack["s"]
     run = _start(client, s, behind_image)
-    verify_image.test_runs_the_deployed_image(run["on"], run["container"], s)
     with pytest.raises(CheckFailed) as failed:
         verify_image.test_minor_version_current(run["on"], run["on"], run["container"], s, FIXES)
     running = run["on"].value("SHOW server_version").split()[0]
@@ -155,18 +154,12 @@ def test_behind_is_reported_with_the_update_command(
     assert failed.value.fix == "make update-image INVENTORY=inventory/h3.py"
 
 
-def test_current_server_passes_and_a_not_rolled_image_is_caught(
-    client: docker.DockerClient, real_image: str, behind_image: str, stack: dict[str, Any]
+def test_current_server_passes(
+    client: docker.DockerClient, real_image: str, stack: dict[str, Any]
 ) -> None:
     s = stack["s"]
     run = _start(client, s, real_image)
     try:
         verify_image.test_minor_version_current(run["on"], run["on"], run["container"], s, FIXES)
-    except pytest.skip.Exception as exc:  # the Debian mirror is not reachable from here
-        print(f"minor_version_current skipped: {exc}")
-    # An update tagged but not rolled out: the container still runs the old image.
-    client.images.get(behind_image).tag(s.image_alias)
-    with pytest.raises(CheckFailed) as failed:
-        verify_image.test_runs_the_deployed_image(run["on"], run["container"], s)
-    assert "was not rolled out" in failed.value.what
-    assert failed.value.fix == f"{s.paths['bin']}/pgsteady-ctl up"
+    except pytest.skip.Exception as exc:
+        pytest.skip(f"the Debian mirror is not reachable from a container here: {exc}")
