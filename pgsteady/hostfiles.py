@@ -62,6 +62,15 @@ def server_readable(s: Settings, path: str, directory: bool = False) -> Owned:
     return Owned(path, 0, s.postgres_uid, "750" if directory else "640", directory)
 
 
+def server_owned_dirs(s: Settings) -> list[str]:
+    """Directories under app_dir the server itself writes (owned by postgres_uid), such as a
+    WAL archive. Root never runs, sources or trusts a file in them; they are the only
+    exception to "nothing under app_dir is writable by another uid", so each is listed here.
+    """
+    del s  # none yet: a module that adds one returns it from here
+    return []
+
+
 def writable_by_others(got_uid: int, got_mode: int, want: Owned) -> str | None:
     """Why another uid could change a path with this numeric owner and mode (None: it cannot).
 

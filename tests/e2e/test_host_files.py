@@ -18,7 +18,7 @@ import pytest
 from stack import Stack
 
 from pgsteady.hostfacts import host_facts
-from pgsteady.hostfiles import layout
+from pgsteady.hostfiles import layout, server_owned_dirs
 from pgsteady.settings import Settings, build_settings
 
 UID = 999
@@ -49,9 +49,11 @@ def stack() -> Iterator[Stack]:
     st.destroy()
 
 
-def _tree(root: Path) -> list[Path]:
+def _tree(root: Path, skip: list[str]) -> list[Path]:
+    """Every path under root, without the server-owned directories (hostfiles)."""
     paths = [root]
     for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [n for n in dirnames if str(Path(dirpath) / n) not in skip]
         paths += [Path(dirpath) / n for n in dirnames + filenames]
     return paths
 
@@ -70,7 +72,7 @@ def test_every_path_follows_the_ownership_rule(stack: Stack) -> None:
         if want.gid != 0 and (st.st_gid != UID or not st.st_mode & 0o040):
             bad.append(f"{want.path}: the server's group cannot read it")
     # Nothing under app_dir escapes the rule, whoever added it (tls/, image/ ...).
-    for path in _tree(stack.app_dir):
+    for path in _tree(stack.app_dir, server_owned_dirs(s)):
         st = os.lstat(path)
         if st.st_uid != 0 or st.st_mode & 0o022:
             bad.append(f"{path}: {st.st_uid}:{st.st_gid} {stat.S_IMODE(st.st_mode):04o}")
@@ -81,7 +83,9 @@ def test_every_path_follows_the_ownership_rule(stack: Stack) -> None:
 
 def test_uid_999_cannot_change_what_root_uses(stack: Stack) -> None:
     s = _settings(stack)
-    targets = sorted({Path(o.path) for o in layout(s)} | set(_tree(stack.app_dir)))
+    targets = sorted(
+        {Path(o.path) for o in layout(s)} | set(_tree(stack.app_dir, server_owned_dirs(s)))
+    )
     before = {p: p.read_bytes() for p in targets if p.is_file()}
     # For each path: append to it (a file) or create in it (a directory), then rename it.
     script = r"""
@@ -147,7 +151,7 @@ def test_converge_moves_an_old_layout_to_root_owned_paths(stack: Stack) -> None:
         shutil.copy(app / "etc" / name, app / "config" / name)
     for path in [app / "config", *(app / "config").iterdir(), app / "init"]:
         os.chown(path, UID, UID)
-    for secret in (app / "secrets").iterdir():
+    for secret in (app / "secrets").glob("*_password"):  # the old layout's secrets
         os.chown(secret, UID, UID)
         secret.chmod(0o600)
     result = stack.deploy()

@@ -12,7 +12,13 @@ import os
 import shlex
 from typing import TYPE_CHECKING
 
-from pgsteady.hostfiles import OLD_ROOT_FILES_IN_CONFIG, Owned, layout, writable_by_others
+from pgsteady.hostfiles import (
+    OLD_ROOT_FILES_IN_CONFIG,
+    Owned,
+    layout,
+    server_owned_dirs,
+    writable_by_others,
+)
 from pgsteady.settings import Settings
 from pgsteady.verify import Fixes, check
 
@@ -55,9 +61,11 @@ def test_server_files_read_only(on: Host, s: Settings, fixes: Fixes) -> None:
 
 def test_nothing_under_app_dir_writable_by_others(on: Host, s: Settings, fixes: Fixes) -> None:
     """Whoever added it (tls/, image/, backups, files an operator dropped in): every path
-    under app_dir and the backup directory is root-owned and not group/other writable."""
+    under app_dir and the backup directory is root-owned and not group/other writable,
+    except the directories the server itself writes (hostfiles.server_owned_dirs)."""
     roots = " ".join(shlex.quote(p) for p in sorted({s.app_dir, s.backup_path}))
-    res = on.run(f"find {roots} -xdev \\( ! -uid 0 -o -perm /022 \\) -print 2>/dev/null")
+    prune = "".join(f"-path {shlex.quote(d)} -prune -o " for d in server_owned_dirs(s))
+    res = on.run(f"find {roots} -xdev {prune}\\( ! -uid 0 -o -perm /022 \\) -print 2>/dev/null")
     found = [line for line in res.stdout.splitlines() if line.strip()]
     shown = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
     check(
