@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import threading
 import time
@@ -26,6 +27,11 @@ from stack import DOCKER, Stack
 FULL = os.environ.get("PGSTEADY_CHAOS") == "full"
 REPO = Path(__file__).resolve().parents[2]
 CI_REPORT_DIR = Path(os.environ.get("PGSTEADY_CHAOS_OUT", "/tmp/pgsteady-chaos"))
+#: Sections of the report written by other suites (``make lab-chaos``: host reboot); a
+#: rewrite of the report keeps them.
+KEPT_SECTION = re.compile(
+    r"<!-- section:(?P<name>[a-z-]+) -->.*?<!-- /section:(?P=name) -->\n", re.S
+)
 TABLE = "chaos_writes"
 
 
@@ -282,11 +288,16 @@ class Results:
         minutes = self.minutes or (time.monotonic() - self.started) / 60
         notes = [f"- **{r.fault}**: {n}" for r in self.rows for n in r.notes]
         env = "\n".join(f"| {k} | {v} |" for k, v in self.facts.items())
+        kept = "".join(
+            m.group(0) + "\n"
+            for m in KEPT_SECTION.finditer(path.read_text() if path.exists() else "")
+        )
         text = (
             f"{intro}\n\n## Results\n\n{self.table()}\n\n"
             f"Suite wall time: {minutes:.1f} min.\n\n"
             + ("## Per-fault observations\n\n" + "\n".join(notes) + "\n\n" if notes else "")
             + (f"{outro}\n\n" if outro else "")
+            + kept
             + f"## Machine and versions\n\n| | |\n|---|---|\n{env}\n"
         )
         path.write_text(text)

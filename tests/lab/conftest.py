@@ -1,0 +1,121 @@
+"""Fixtures for lab tests: one lab host under systemd, reached over SSH, removed afterwards.
+
+Each test run has its own lab name (``pgslab<hex>``): its own containers, network, disk,
+key and inventory, so it never touches a lab started with ``make lab``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+
+from stack import DeployResult, parse_grand_total  # noqa: E402
+
+from pgsteady.lab.engine import docker  # noqa: E402
+from pgsteady.lab.hosts import Lab, LabHost  # noqa: E402
+from pgsteady.settings import Settings  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+#: Measured figures of this run (reboot recovery, converge times), one JSON per line.
+MEASUREMENTS = Path(os.environ.get("PGSTEADY_LAB_RESULTS", "/tmp/pgsteady-lab/measurements.jsonl"))
+FULL = os.environ.get("PGSTEADY_CHAOS") == "full"
+PROJECT = "labtest"
+
+
+def record(measure: str, seconds: float) -> None:
+    """Append one measured figure (read by the docs' host-reboot section)."""
+    MEASUREMENTS.parent.mkdir(parents=True, exist_ok=True)
+    with MEASUREMENTS.open("a") as f:
+        f.write(json.dumps({"measure": measure, "seconds": round(seconds, 2)}) + "\n")
+
+
+@dataclass
+class LabTarget:
+    """A lab with one deployed host: the inventory, the host and the product's paths."""
+
+    lab: Lab
+    host: LabHost
+    inventory: Path
+    settings: Settings
+
+    def make(self, target: str, *args: str, timeout: float = 900) -> DeployResult:
+        """``make TARGET INVENTORY=<the lab's inventory>``, as an operator runs it."""
+        started = time.monotonic()
+        proc = subprocess.run(
+            ["make", "-s", target, f"INVENTORY={self.inventory}", *args],
+            cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        output = proc.stdout + proc.stderr
+        result = DeployResult(proc.returncode, output, seconds=time.monotonic() - started)
+        if proc.returncode == 0 and "Grand total" in output:
+            result.success, result.errors, result.no_change = parse_grand_total(output)
+        return result
+
+    def ssh(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run ``command`` on the host over SSH (the lab key, strict host keys)."""
+        return subprocess.run(
+            self.lab.ssh_argv(self.host, command),
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def sql(self, query: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run SQL in the app database with the product's own ``pgsteady-ctl psql``."""
+        ctl = f"{self.settings.paths['bin']}/pgsteady-ctl"
+        return docker(
+            "exec", self.host.name, ctl, "psql", "-X", "-A", "-t", "-q",
+            "-v", "ON_ERROR_STOP=1", "-d", self.settings.postgres_db, "-c", query,
+            check=False, timeout=timeout,
+        )  # fmt: skip
+
+    def wait_for_query(self, query: str, since: float, timeout: float = 180) -> float:
+        """Seconds from ``since`` (monotonic) to the first successful ``query``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = self.sql(query, timeout=10)
+            if proc.returncode == 0:
+                return time.monotonic() - since
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no successful query in {timeout} s: {proc.stderr}")
+            time.sleep(0.25)
+
+
+def _prerequisites() -> str | None:
+    if os.geteuid() != 0:
+        return "the lab needs root (debootstrap, loop mounts)"
+    for tool in ("debootstrap", "mkfs.ext4", "ssh", "ssh-keygen"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    if docker("info", check=False).returncode != 0:
+        return "no Docker engine"
+    return None
+
+
+@pytest.fixture(scope="module")
+def lab_target() -> Iterator[LabTarget]:
+    """One lab host with an inventory whose backup runs every minute; removed afterwards."""
+    reason = _prerequisites()
+    if reason:
+        pytest.fail(f"lab prerequisites missing: {reason}")
+    lab = Lab(f"pgslab{secrets.token_hex(3)}")
+    inventory = lab.dir / "inventory.py"
+    data = {"compose_project": PROJECT, "backup_schedule": "* * * * *"}
+    try:
+        started = time.monotonic()
+        [host] = lab.up(1, "bookworm", inventory=inventory, extra_data=data)
+        record("lab up, 1 host (image cached)", time.monotonic() - started)
+        settings = Settings(**data)
+        yield LabTarget(lab, host, inventory, settings)
+    finally:
+        lab.down(inventory)

@@ -1,0 +1,165 @@
+"""pgsteady on a lab host under systemd, over SSH: converge, timers, docker.service, reboot.
+
+One host of a fresh lab (tests/lab/conftest.py) is deployed with `make deploy`, exactly
+as a production host; the tests run in file order and share it. The last test removes
+the lab and proves nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from conftest import FULL, REPO, LabTarget, record
+from report import section, write_section
+
+from pgsteady.lab import faults
+from pgsteady.lab.engine import docker
+from pgsteady.lab.recipe import LAB_LABEL
+
+pytestmark = pytest.mark.timeout(900)
+
+#: Figures of this module's run, for the docs' host-reboot section (make lab-chaos).
+MEASURED: dict[str, list[float]] = {"reboot": [], "power-cycle": []}
+CONVERGES: dict[str, float] = {}
+
+
+def test_first_converge_over_ssh(lab_target: LabTarget) -> None:
+    result = lab_target.make("deploy")
+    assert result.returncode == 0, result.output[-4000:]
+    assert f"[{lab_target.host.name}] Connected" in result.output, result.output[-2000:]
+    assert result.changed > 10
+    record("first converge (docker.io install + image load)", result.seconds)
+    CONVERGES["first converge (Docker installed, image loaded)"] = result.seconds
+    # The database is up and the deploy's roles exist, seen through the product's ctl.
+    proc = lab_target.sql("SELECT current_database(), current_setting('server_version_num')")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().startswith("app|17"), proc.stdout
+
+
+def test_second_converge_changes_nothing(lab_target: LabTarget) -> None:
+    result = lab_target.make("deploy")
+    assert result.returncode == 0, result.output[-4000:]
+    assert result.changed == 0, result.changed_operations()
+    assert result.no_change > 10
+    record("second converge (0 changes)", result.seconds)
+    CONVERGES["second (0 changes)"] = result.seconds
+
+
+def test_deploy_enabled_docker_service_and_systemd_timers(lab_target: LabTarget) -> None:
+    assert lab_target.ssh("systemctl is-system-running").stdout.strip() in ("running", "degraded")
+    assert lab_target.ssh("systemctl is-enabled docker.service").stdout.strip() == "enabled"
+    assert lab_target.ssh("systemctl is-active docker.service").stdout.strip() == "active"
+    timers = lab_target.ssh("systemctl list-timers --all --no-legend --no-pager").stdout
+    for job in ("backup", "watchdog"):
+        assert f"pgsteady-{job}-{lab_target.settings.compose_project}.timer" in timers, timers
+    # Under systemd there are no cron.d entries.
+    assert lab_target.ssh("ls /etc/cron.d/pgsteady-* 2>/dev/null").stdout.strip() == ""
+
+
+def test_make_backup_and_status_reach_the_host(lab_target: LabTarget) -> None:
+    backup = lab_target.make("backup")
+    assert backup.returncode == 0, backup.output[-4000:]
+    listing = lab_target.ssh(f"ls {lab_target.settings.backup_path}").stdout
+    assert listing.strip(), "make backup left no backup on the host"
+    status = lab_target.make("status", "JSON=1", timeout=300)
+    assert status.returncode == 0, status.output[-3000:]
+    assert lab_target.host.name in status.output
+
+
+def _reboot_and_wait(lab_target: LabTarget, kind: str) -> float:
+    """Reboot (or power-cycle) the host; seconds from the command to the first query."""
+    fault = faults.reboot if kind == "reboot" else faults.power_cycle
+    issued = fault(lab_target.host.name)
+    recovery = lab_target.wait_for_query("SELECT count(*) FROM public.lab_probe", since=issued)
+    record(f"host {kind} -> first query", recovery)
+    MEASURED[kind].append(recovery)
+    return recovery
+
+
+def test_after_a_host_reboot_postgres_serves_its_data(lab_target: LabTarget) -> None:
+    setup = lab_target.sql(
+        "CREATE TABLE IF NOT EXISTS public.lab_probe (id int PRIMARY KEY, note text);"
+        "INSERT INTO public.lab_probe VALUES (1, 'before reboot') ON CONFLICT DO NOTHING"
+    )
+    assert setup.returncode == 0, setup.stderr
+    start_before = lab_target.ssh("systemctl show -p ActiveEnterTimestamp docker.service").stdout
+    kinds = ["reboot"] * (3 if FULL else 1) + (["power-cycle"] * 3 if FULL else [])
+    for kind in kinds:
+        recovery = _reboot_and_wait(lab_target, kind)
+        assert recovery < 120
+    # A real reboot: docker.service started again, by systemd, on its own.
+    start_after = lab_target.ssh("systemctl show -p ActiveEnterTimestamp docker.service").stdout
+    assert start_after != start_before
+    proc = lab_target.sql("SELECT note FROM public.lab_probe WHERE id = 1")
+    assert proc.stdout.strip() == "before reboot", proc.stdout + proc.stderr
+    if FULL:
+        write_section(REPO / "docs" / "reliability.md", section(MEASURED, CONVERGES))
+
+
+def test_isolate_and_heal(lab_target: LabTarget) -> None:
+    faults.isolate(lab_target.host.name)
+    try:
+        assert lab_target.ssh("true", timeout=30).returncode != 0
+    finally:
+        faults.heal(lab_target.host.name)
+    ip = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                lab_target.host.name).stdout.strip()  # fmt: skip
+    assert ip == lab_target.host.ip
+    lab_target.lab.wait_ssh(lab_target.host, timeout=30)
+
+
+def test_fill_disk_and_free_it(lab_target: LabTarget) -> None:
+    avail = "df -B1 --output=avail /var/lib/docker | tail -n 1"
+    before = int(lab_target.ssh(avail).stdout)
+    size = faults.fill_disk(lab_target.host.name)
+    try:
+        assert size > before * 0.9
+        assert int(lab_target.ssh(avail).stdout) < 1024**2
+        # This machine's own disk is not the one that filled up.
+        assert int(docker("exec", lab_target.host.name, "df", "-B1", "--output=avail", "/")
+                   .stdout.split()[-1]) > 1024**3  # fmt: skip
+    finally:
+        faults.free_disk(lab_target.host.name)
+    assert int(lab_target.ssh(avail).stdout) > before * 0.9
+
+
+def test_stop_docker_and_start_it(lab_target: LabTarget) -> None:
+    faults.stop_docker(lab_target.host.name)
+    try:
+        assert lab_target.ssh("systemctl is-active docker.service").stdout.strip() != "active"
+        assert lab_target.sql("SELECT 1", timeout=20).returncode != 0
+    finally:
+        faults.start_docker(lab_target.host.name)
+    started = time.monotonic()
+    lab_target.wait_for_query("SELECT count(*) FROM public.lab_probe", since=started, timeout=120)
+
+
+def test_backup_and_watchdog_timers_fire(lab_target: LabTarget) -> None:
+    project = lab_target.settings.compose_project
+    units = [f"pgsteady-watchdog-{project}.service", f"pgsteady-backup-{project}.service"]
+    show = "systemctl show -p ExecMainStartTimestampMonotonic -p ExecMainStatus -p Result "
+    deadline = time.monotonic() + 200  # backup: every minute + up to 60 s random delay
+    state: dict[str, dict[str, str]] = {}
+    while time.monotonic() < deadline:
+        state = {}
+        for unit in units:
+            out = lab_target.ssh(show + unit).stdout
+            state[unit] = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        if all(s.get("ExecMainStartTimestampMonotonic", "0") != "0" for s in state.values()):
+            break
+        time.sleep(5)
+    for unit, s in state.items():
+        assert s.get("ExecMainStartTimestampMonotonic", "0") != "0", f"{unit} never ran: {s}"
+        assert s.get("Result") == "success" and s.get("ExecMainStatus") == "0", (unit, s)
+    journal = lab_target.ssh(f"journalctl -u {units[1]} --no-pager -o cat").stdout
+    assert journal.strip(), "the backup job wrote nothing to the journal"
+
+
+def test_lab_down_leaves_nothing(lab_target: LabTarget) -> None:
+    lab = lab_target.lab
+    assert lab.down(lab_target.inventory) == []
+    assert docker("ps", "-aq", "--filter", f"label={LAB_LABEL}={lab.name}").stdout.strip() == ""
+    assert not lab_target.inventory.exists()
+    assert json.dumps(lab.hosts()) == "[]"
