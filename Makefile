@@ -9,7 +9,8 @@ PYTEST := $(BIN)/pytest
 PYTEST_ARGS ?=
 
 .PHONY: help deploy dry-run down test test-unit test-integration test-e2e lint verify \
-	status monitor chaos bench backup restore restore-drill clean-venv host-deps update-image lock
+	status monitor chaos bench backup restore restore-drill clean-venv host-deps update-image lock \
+	lab lab-down lab-chaos
 
 help:
 	@echo "make deploy   [INVENTORY=inventory/local.py]  converge the inventory's hosts"
@@ -24,6 +25,8 @@ help:
 	@echo "make test                                     set up this machine and run every test"
 	@echo "make chaos | bench                            fault injection | measurements"
 	@echo "make lint                                     ruff check + format check"
+	@echo "make lab [N=3] [OS=bookworm|trixie]           hosts with systemd+sshd -> inventory/lab.py"
+	@echo "make lab-down | lab-chaos                     remove the lab | measure host reboots"
 
 # The virtualenv, rebuilt when the locked dependencies change. Every file pip installs is
 # checked against the sha256 hashes in requirements/ (pip and setuptools first, then the
@@ -72,7 +75,7 @@ host-deps:
 	sh scripts/ensure-test-host
 
 test: $(STAMP) host-deps lint
-	$(PYTEST) -q tests/unit tests/integration tests/e2e tests/chaos $(PYTEST_ARGS)
+	$(PYTEST) -q tests/unit tests/integration tests/e2e tests/chaos tests/lab $(PYTEST_ARGS)
 
 # The production-readiness suite (testinfra) against every host of INVENTORY.
 verify: $(STAMP)
@@ -104,6 +107,22 @@ chaos: $(STAMP) host-deps
 
 bench: $(STAMP) host-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# A lab of host containers (systemd, sshd, own IP and disk) reached over SSH; see docs/lab.md.
+N ?= 3
+OS ?= bookworm
+LAB_NAME ?= pgsteady-lab
+LAB_INVENTORY := inventory/lab.py
+lab: $(STAMP)
+	$(BIN)/python -m pgsteady.lab up --name $(LAB_NAME) -n $(N) --os $(OS) \
+		--inventory $(LAB_INVENTORY) $(if $(IMAGE_SOURCE),--image-source $(IMAGE_SOURCE))
+
+lab-down: $(STAMP)
+	$(BIN)/python -m pgsteady.lab down --name $(LAB_NAME) --inventory $(LAB_INVENTORY)
+
+# Host reboots and power losses, measured on a lab of its own (3 of each).
+lab-chaos: $(STAMP) host-deps
+	PGSTEADY_CHAOS=full $(PYTEST) -q -s tests/lab $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(PYTEST) -q tests/unit $(PYTEST_ARGS)
