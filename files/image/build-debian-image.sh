@@ -196,10 +196,11 @@ umount_below() {
 # --- 1. debootstrap: signed packages only --------------------------------------
 # --force-check-gpg: a Release file that does not verify against the keyring aborts
 # (without a keyring debootstrap only warns, and installs unsigned packages).
-# util-linux provides setpriv, which the entrypoint uses to drop root privileges.
+# util-linux provides setpriv, which the entrypoint uses to drop root privileges;
+# pgbackrest archives WAL and takes and restores physical backups (point-in-time recovery).
 say "[1/5] debootstrap minbase $SUITE with postgresql-$VERSION from $MIRROR (log: $LOG)"
 if ! debootstrap --variant=minbase --keyring="$KEYRING" --force-check-gpg \
-    --include="postgresql-$VERSION,util-linux" \
+    --include="postgresql-$VERSION,util-linux,pgbackrest" \
     "$SUITE" "$ROOTFS" "$MIRROR" >>"$LOG" 2>&1; then
     tail -n 30 "$LOG" >&2
     die 1 "debootstrap failed; see $LOG"
@@ -240,7 +241,8 @@ say "      upgrade done after $(elapsed)"
 # --- 3. shape the root filesystem ---------------------------------------------
 say "[3/5] configuring rootfs (postgres uid/gid $PG_UID:$PG_GID, entrypoint, trimming)"
 BIN=/usr/lib/postgresql/$VERSION/bin
-for f in "$BIN/postgres" "$BIN/initdb" "$BIN/pg_ctl" /usr/bin/psql /usr/bin/setpriv /bin/bash; do
+for f in "$BIN/postgres" "$BIN/initdb" "$BIN/pg_ctl" /usr/bin/psql /usr/bin/setpriv /bin/bash \
+    /usr/bin/pgbackrest; do
     [ -x "$ROOTFS$f" ] || die 1 "$f missing from the rootfs"
 done
 
@@ -355,7 +357,8 @@ IMAGE_ID=$(DOCKER_BUILDKIT=0 "$DOCKER" build --quiet --network none "$BUILD/cont
 say "[5/5] smoke test and tag"
 [ "$(recipe_of "$IMAGE_ID")" = "$RECIPE" ] || die 1 "imported image lacks label $LABEL=$RECIPE"
 smoke=$("$DOCKER" run --rm --network none --entrypoint /bin/sh "$IMAGE_ID" -c \
-    'postgres --version && setpriv --version >/dev/null && id -u postgres && id -g postgres')
+    'postgres --version && pgbackrest version && setpriv --version >/dev/null &&
+    id -u postgres && id -g postgres')
 printf '%s\n' "$smoke" | sed "s/^/$PROG:       /"
 [ "$(printf '%s\n' "$smoke" | tail -n 2 | tr '\n' ' ')" = "$PG_UID $PG_GID " ] ||
     die 1 "postgres user in the image is not $PG_UID:$PG_GID"

@@ -1,0 +1,244 @@
+"""pgBackRest inside the Postgres container: configuration, mounts, commands and checks.
+
+The server archives every WAL segment with ``pgbackrest archive-push`` (asynchronous,
+queue bounded by ``pgbackrest_archive_queue_max``); scheduled jobs take full and
+differential backups and verify the repository; ``make restore-pitr`` restores from it.
+
+Where things are (container paths; the host side is in brackets):
+
+* ``/etc/pgsteady/pgbackrest.conf``   rendered here [app_dir/config, root:999 0640]
+* ``/etc/pgbackrest/conf.d/repoN.conf`` the repository passphrases, generated on the host
+  [app_dir/secrets/pgbackrest, root:999 0640 in 0750]: the server's uid reads them,
+  only root can change them, they are never rendered, uploaded, printed or put in env
+* ``/var/lib/pgbackrest/repoN``        a posix repository [app_dir/pgbackrest/repoN,
+  owned by the server's uid: pgBackRest writes it]
+* ``/var/lib/postgresql/data/pgbackrest/spool``  the async push queue, on the data volume
+  beside PGDATA; logs in the image's ``/var/log/pgbackrest`` (and the server log)
+
+Pure: Settings in, text out.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pgsteady.render import render
+from pgsteady.settings import PgBackRestRepo, Settings
+from pgsteady.units import parse_size
+
+CONF_FILE = "/etc/pgsteady/pgbackrest.conf"
+SECRETS_MOUNT = "/etc/pgbackrest/conf.d"
+REPO_MOUNT = "/var/lib/pgbackrest"
+WORK_DIR = "/var/lib/postgresql/data/pgbackrest"
+LOG_DIR = "/var/log/pgbackrest"
+SOCKET_DIR = "/var/run/postgresql"
+CIPHER_TYPE = "aes-256-cbc"
+#: Server parameters pgsteady sets while archiving is on (postgres_settings may not).
+ARCHIVE_KEYS = ("archive_mode", "archive_command", "archive_library", "archive_timeout")
+
+
+def repos(s: Settings) -> list[tuple[int, PgBackRestRepo]]:
+    """(number, repository): repo1 is the first of ``pgbackrest_repos``."""
+    return list(enumerate(s.pgbackrest_repos, 1))
+
+
+def repo_host_path(s: Settings, number: int, repo: PgBackRestRepo) -> str:
+    """A posix repository's directory on the host."""
+    return repo.path or f"{s.app_dir}/pgbackrest/repo{number}"
+
+
+def repo_mount(number: int) -> str:
+    return f"{REPO_MOUNT}/repo{number}"
+
+
+def secrets_dir(s: Settings) -> str:
+    return f"{s.paths['secrets']}/pgbackrest"
+
+
+def secret_file(s: Settings, number: int) -> str:
+    """The host file holding ``repoN-cipher-pass`` (generated on the host, never read here)."""
+    return f"{secrets_dir(s)}/repo{number}.conf"
+
+
+def generate_secret_command(path: str, number: int) -> str:
+    """Shell that writes a new passphrase include file; the command itself holds no secret."""
+    q = shlex.quote(path)
+    return (
+        f"umask 077 && {{ printf '[global]\\nrepo{number}-cipher-pass='; "
+        "tr -dc 'A-Za-z0-9' </dev/urandom | head -c 64; echo; } "
+        f"> {q}.new && mv {q}.new {q}"
+    )
+
+
+def environment(s: Settings) -> dict[str, str]:
+    """Container env (paths and the stanza, no secret): any ``pgbackrest`` run in the
+    container, by the server or by ``docker exec``, finds its configuration."""
+    if not s.pgbackrest_enabled:
+        return {}
+    return {
+        "PGBACKREST_CONFIG": CONF_FILE,
+        "PGBACKREST_CONFIG_INCLUDE_PATH": SECRETS_MOUNT,
+        "PGBACKREST_STANZA": s.pgbackrest_stanza,
+    }
+
+
+def volumes(s: Settings) -> list[str]:
+    """Compose volume lines: the passphrases (read-only) and each posix repository."""
+    if not s.pgbackrest_enabled:
+        return []
+    out = [f"{secrets_dir(s)}:{SECRETS_MOUNT}:ro"]
+    out += [f"{repo_host_path(s, n, r)}:{repo_mount(n)}" for n, r in repos(s) if r.kind == "posix"]
+    return out
+
+
+def command(s: Settings, *args: str) -> list[str]:
+    """``pgbackrest`` with every option it needs spelled out (independent of env)."""
+    return [
+        "pgbackrest",
+        f"--config={CONF_FILE}",
+        f"--config-include-path={SECRETS_MOUNT}",
+        f"--stanza={s.pgbackrest_stanza}",
+        *args,
+    ]
+
+
+def archive_command(s: Settings) -> str:
+    return " ".join(command(s, "archive-push", "%p"))
+
+
+def server_settings(s: Settings) -> dict[str, str]:
+    """postgresql.conf lines for archiving (none when pgBackRest is off)."""
+    if not s.pgbackrest_enabled:
+        return {}
+    return {
+        "archive_mode": "on",
+        "archive_command": archive_command(s),
+        "archive_timeout": f"{int(s.seconds('pgbackrest_archive_timeout'))}s",
+    }
+
+
+def _size(value: str) -> str:
+    """A size for pgbackrest.conf: whole MiB (pgBackRest sizes are powers of 1024)."""
+    return f"{max(1, parse_size(value) // (1024 * 1024))}MiB"
+
+
+def conf_context(s: Settings) -> dict[str, object]:
+    """Template context for pgbackrest.conf.j2."""
+    from pgsteady.compose import PGDATA, SUPERUSER
+
+    repo_lines = []
+    for n, r in repos(s):
+        repo_lines.append(
+            [
+                (f"repo{n}-type", r.kind),
+                (f"repo{n}-path", repo_mount(n)),
+                (f"repo{n}-cipher-type", CIPHER_TYPE),
+                (f"repo{n}-retention-full-type", "count"),
+                (f"repo{n}-retention-full", str(r.retention_full)),
+                (f"repo{n}-retention-diff", str(r.retention_diff)),
+            ]
+        )
+    return {
+        "repos": repo_lines,
+        "secrets_mount": SECRETS_MOUNT,
+        "global": [
+            ("process-max", str(s.pgbackrest_process_max)),
+            ("compress-type", "zst"),
+            ("start-fast", "y"),
+            ("archive-async", "y"),
+            ("archive-push-queue-max", _size(s.pgbackrest_archive_queue_max)),
+            ("spool-path", f"{WORK_DIR}/spool"),
+            ("log-path", LOG_DIR),
+            ("log-level-console", "info"),
+            ("log-level-file", "info"),
+        ],
+        "stanza": s.pgbackrest_stanza,
+        "pg": [
+            ("pg1-path", PGDATA),
+            ("pg1-socket-path", SOCKET_DIR),
+            ("pg1-port", "5432"),
+            ("pg1-user", SUPERUSER),
+        ],
+    }
+
+
+def render_conf(s: Settings) -> str:
+    return render("pgbackrest.conf.j2", **conf_context(s))
+
+
+def settings_errors(s: Settings) -> list[str]:
+    """Combinations that cannot archive, each with the key, the value and what works."""
+    from pgsteady.image import SUITES
+
+    if not s.pgbackrest_enabled:
+        return []
+    errors = []
+    src = s.postgres_image_source
+    if src in ("registry", "archive"):
+        errors.append(
+            f"postgres_image_source = {src!r}: WAL archiving (pgbackrest_enabled = True) needs "
+            "pgBackRest inside the image, which only pgsteady's Debian-built image has; use "
+            "'debian' (or 'auto'), or set pgbackrest_enabled = False to run without "
+            "point-in-time recovery"
+        )
+    if src == "auto" and s.postgres_version not in SUITES:
+        errors.append(
+            f"postgres_version = {s.postgres_version}: with pgbackrest_enabled = True the image "
+            f"is built from Debian packages, which have only {' or '.join(map(str, SUITES))}; "
+            "use one of those or set pgbackrest_enabled = False"
+        )
+    if s.postgres_db_type == "desktop":
+        errors.append(
+            "postgres_db_type = 'desktop': its wal_level = minimal cannot archive WAL; use "
+            "another workload or set pgbackrest_enabled = False"
+        )
+    for key in s.postgres_settings:
+        if key.strip().lower() in ARCHIVE_KEYS:
+            errors.append(
+                f"postgres_settings[{key!r}]: pgBackRest archiving manages it; use "
+                "pgbackrest_archive_timeout, or pgbackrest_enabled = False to manage "
+                "archiving yourself"
+            )
+    if str(s.postgres_settings.get("wal_level", "")).lower() == "minimal":
+        errors.append(
+            "postgres_settings['wal_level'] = 'minimal': cannot archive WAL; use replica "
+            "(the default) or set pgbackrest_enabled = False"
+        )
+    timeout = s.seconds("pgbackrest_archive_timeout")
+    if timeout < 1 or timeout != int(timeout):
+        errors.append(
+            f"pgbackrest_archive_timeout = {s.pgbackrest_archive_timeout!r}: use whole seconds, "
+            "at least 1s (e.g. '60s' or '5m')"
+        )
+    if parse_size(s.pgbackrest_archive_queue_max) < 64 * 1024 * 1024:
+        errors.append(
+            f"pgbackrest_archive_queue_max = {s.pgbackrest_archive_queue_max!r}: below 64MB "
+            "(4 WAL segments) archiving would drop WAL at the first hiccup; use e.g. '1GB'"
+        )
+    seen: dict[str, int] = {}
+    for n, r in repos(s):
+        path = repo_host_path(s, n, r)
+        if path in seen:
+            errors.append(
+                f"pgbackrest_repos[{n - 1}].path = {path!r}: also repo{seen[path]}'s "
+                "directory; give each repository its own"
+            )
+        seen[path] = n
+        inside = (s.backup_path, s.paths["secrets"], s.paths["config"], s.paths["etc"])
+        if any(path == d or path.startswith(d + "/") for d in inside):
+            errors.append(
+                f"pgbackrest_repos[{n - 1}].path = {path!r}: inside a directory pgsteady "
+                "keeps root-only or server-read-only; use a directory of its own"
+            )
+    return errors
+
+
+def server_written_dirs(s: Settings) -> list[str]:
+    """Host directories the server's uid writes on purpose (the posix repositories).
+
+    Root never runs, sources or trusts what is in them: pgBackRest reads them inside the
+    container as the server's uid, which owns the data directory anyway.
+    """
+    if not s.pgbackrest_enabled:
+        return []
+    return [repo_host_path(s, n, r) for n, r in repos(s) if r.kind == "posix"]
