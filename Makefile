@@ -9,7 +9,7 @@ PYTEST := $(BIN)/pytest
 PYTEST_ARGS ?=
 
 .PHONY: help deploy dry-run down test test-unit test-integration test-e2e lint verify \
-	status monitor chaos bench backup restore restore-drill clean-venv host-deps update-image lock \
+	status monitor chaos bench backup restore restore-pitr restore-pitr-clean restore-drill clean-venv host-deps update-image lock \
 	lab lab-down lab-chaos
 
 help:
@@ -22,6 +22,8 @@ help:
 	@echo "make status   [INVENTORY=...] [JSON=1]        dashboard; make monitor = live"
 	@echo "make backup | restore-drill                   back up now | prove the newest restores"
 	@echo "make restore  [HOST=] [BACKUP=latest|FILE] [TARGET_DB=] [FORCE=1]"
+	@echo "make restore-pitr TARGET_TIME='YYYY-MM-DD HH:MM:SS+00'|latest [HOST=] [IN_PLACE=1]"
+	@echo "make restore-pitr-clean [HOST=]               remove the side-by-side restore"
 	@echo "make test                                     set up this machine and run every test"
 	@echo "make chaos | bench                            fault injection | measurements"
 	@echo "make lint                                     ruff check + format check"
@@ -97,6 +99,16 @@ restore: $(STAMP)
 		--data pgsteady_backup=$(or $(BACKUP),latest) \
 		$(if $(TARGET_DB),--data pgsteady_target_db=$(TARGET_DB)) \
 		$(if $(FORCE),--data pgsteady_force=$(FORCE)) $(if $(JOBS),--data pgsteady_jobs=$(JOBS))
+
+# Point-in-time recovery from pgBackRest (TARGET_TIME='2026-01-31 14:59:00+00' or latest):
+# side by side on a free port by default; IN_PLACE=1 replaces the live cluster.
+restore-pitr: $(STAMP)
+	$(PYINFRA) $(SHOW_OUTPUT) $(if $(HOST),--limit $(HOST)) $(INVENTORY) deploys/restore_pitr.py \
+		--data "pgsteady_target_time=$(TARGET_TIME)" $(if $(IN_PLACE),--data pgsteady_in_place=$(IN_PLACE))
+
+restore-pitr-clean: $(STAMP)
+	$(PYINFRA) $(SHOW_OUTPUT) $(if $(HOST),--limit $(HOST)) $(INVENTORY) deploys/restore_pitr.py \
+		--data pgsteady_clean=1
 
 restore-drill: $(STAMP)
 	$(PYINFRA) $(SHOW_OUTPUT) $(if $(HOST),--limit $(HOST)) $(INVENTORY) deploys/restore_drill.py

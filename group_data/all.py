@@ -85,3 +85,22 @@ watchdog_backoff = "60s"  # wait after a start that did not stay up; doubles eac
 watchdog_backoff_max = "1h"  # longest wait between two watchdog starts
 watchdog_on_failure_command = None  # shell command run when the watchdog reports a crash loop
 postgres_restore_on_empty = False  # empty volume restores the newest backup; debian source only
+
+# --- pgBackRest: continuous WAL archiving, physical backups, point-in-time recovery ----
+# On by default: needs the pgBackRest inside pgsteady's Debian-built image (source debian,
+# or auto, which then builds it); registry/archive images must set pgbackrest_enabled=False.
+pgbackrest_enabled = True  # archive_mode=on, archive_command = pgbackrest archive-push
+pgbackrest_stanza = "main"  # the stanza (one per cluster) in every repository
+# Repositories, repo1 first. kind "posix": a host directory (default
+# <app_dir>/pgbackrest/repoN), owned by the server's uid, encrypted (aes-256-cbc) with a
+# passphrase generated on the host in <app_dir>/secrets/pgbackrest/repoN.conf.
+pgbackrest_repos = [{"kind": "posix", "path": None, "retention_full": 2, "retention_diff": 6}]
+pgbackrest_archive_timeout = "60s"  # archive_timeout: the most WAL time a host loss loses
+# WAL not yet archived that may pile up in pg_wal; beyond it pgBackRest drops it (the
+# archive gets a gap: PITR across it fails until the next full backup) so that a dead
+# repository never fills the disk and stops the server.
+pgbackrest_archive_queue_max = "1GB"
+pgbackrest_process_max = 1  # parallel compression/transfer processes (backup, async push)
+pgbackrest_full_schedule = "30 1 * * 0"  # full backup (cron syntax; Sundays 01:30)
+pgbackrest_diff_schedule = "30 1 * * 1-6"  # differential backup (Mondays to Saturdays)
+pgbackrest_verify_schedule = "30 4 * * 0"  # pgbackrest verify: checksums of the repository

@@ -29,11 +29,14 @@ def secret_names(s: Settings) -> list[str]:
 
 def compose_context(s: Settings) -> dict[str, Any]:
     """Template context for docker-compose.yml.j2."""
+    from pgsteady import pgbackrest
+
     return {
         "service": "postgres",
         "image": s.image_alias,
         "container_name": s.container_name,
         "restart": s.postgres_restart_policy,
+        "init": s.pgbackrest_enabled,
         "command": ["postgres", "-c", f"config_file={CONFIG_MOUNT}/postgresql.conf"],
         "environment": {
             "POSTGRES_USER": SUPERUSER,
@@ -42,6 +45,7 @@ def compose_context(s: Settings) -> dict[str, Any]:
             "POSTGRES_INITDB_ARGS": "--data-checksums --auth-local=peer --auth-host=scram-sha-256",
             "PGDATA": PGDATA,
             "PGSTEADY_RESTORE_ON_EMPTY": "1" if s.postgres_restore_on_empty else "0",
+            **pgbackrest.environment(s),
         },
         "secrets": {n: f"{s.paths['secrets']}/{n}" for n in secret_names(s)},
         "ports": [f"{s.postgres_bind}:{s.postgres_port}:5432"],
@@ -51,6 +55,7 @@ def compose_context(s: Settings) -> dict[str, Any]:
             f"{s.paths['init']}:{INIT_MOUNT}:ro",
             f"{s.app_dir}/tls:{TLS_MOUNT}:ro",
             f"{s.backup_path}:{BACKUP_MOUNT}",
+            *pgbackrest.volumes(s),
         ],
         "mem_limit": f"{s.memory_limit_mb}m",
         "cpus": s.cpu_limit,

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pgsteady import pgbackrest
 from pgsteady.compose import INIT_SQL, secret_names
-from pgsteady.jobs import backup_job, watchdog_job
+from pgsteady.jobs import backup_job, pgbackrest_jobs, watchdog_job
 from pgsteady.pgconfig import schema_file_names
 from pgsteady.settings import Settings
 
@@ -111,7 +112,15 @@ def layout(s: Settings) -> list[Owned]:
         schema_dir = f"{p['init']}/schema"
         out.append(server_readable(s, schema_dir, directory=True))
         out += [server_readable(s, f"{schema_dir}/{n}") for n in schema_file_names(s)]
+    if s.pgbackrest_enabled:
+        out += [
+            root_only(f"{p['bin']}/pgsteady-pitr", "755"),
+            server_readable(s, f"{p['config']}/pgbackrest.conf"),
+            server_readable(s, pgbackrest.secrets_dir(s), directory=True),
+            *(server_readable(s, pgbackrest.secret_file(s, n)) for n, _ in pgbackrest.repos(s)),
+        ]
     jobs = [watchdog_job(s)] + ([backup_job(s)] if s.backup_enabled else [])
+    jobs += pgbackrest_jobs(s)
     for job in jobs:
         if s.host_has_systemd:
             base = f"/etc/systemd/system/{job.unit}"

@@ -53,6 +53,35 @@ def backup_job(s: Settings) -> Job:
     )
 
 
+def pgbackrest_jobs(s: Settings) -> list[Job]:
+    """Full and differential backups and ``pgbackrest verify`` (none when it is off)."""
+    if not s.pgbackrest_enabled:
+        return []
+    ctl = f"{s.paths['bin']}/pgsteady-ctl"
+    jobs = []
+    for kind, schedule, args in (
+        ("full", s.pgbackrest_full_schedule, ("backup", "--type=full")),
+        ("diff", s.pgbackrest_diff_schedule, ("backup", "--type=diff")),
+        ("verify", s.pgbackrest_verify_schedule, ("verify",)),
+    ):
+        unit = f"pgsteady-pgbackrest-{kind}-{s.compose_project}"
+        what = (
+            "verify of the pgBackRest repositories"
+            if kind == "verify"
+            else (f"pgBackRest {kind} backup")
+        )
+        jobs.append(
+            Job(
+                unit=unit,
+                description=f"{what} of {s.container_name}",
+                schedule=schedule,
+                command=(ctl, "pgbackrest", *args),
+                log_tag=unit,
+            )
+        )
+    return jobs
+
+
 def _context(job: Job) -> dict[str, object]:
     sched = parse_schedule(job.schedule)
     return {

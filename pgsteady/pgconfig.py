@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import PurePosixPath
 
+from pgsteady import pgbackrest
 from pgsteady.compose import CONFIG_MOUNT, INIT_MOUNT, SUPERUSER
 from pgsteady.pgparams import conf_text, hba_rules
 from pgsteady.render import render
@@ -40,6 +41,7 @@ def tuning(s: Settings) -> TuningResult:
 def expected_settings(s: Settings) -> dict[str, str]:
     """Every setting the rendered postgresql.conf sets, overrides applied (for verify)."""
     values = tuning(s).as_dict()
+    values.update(pgbackrest.server_settings(s))
     values.update({k: conf_text(v) for k, v in s.postgres_settings.items()})
     return values
 
@@ -54,6 +56,7 @@ def render_postgresql_conf(s: Settings) -> str:
         port=5432,
         hba_file=f"{CONFIG_MOUNT}/pg_hba.conf",
         tls=tls_settings(TLS_MOUNT),
+        archive=pgbackrest.server_settings(s),
     )
 
 

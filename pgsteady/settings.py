@@ -43,6 +43,7 @@ SETTING_PREFIXES = (
     "healthcheck_",
     "preflight_",
     "watchdog_",
+    "pgbackrest_",
 )
 
 #: Postgres major versions the registry/archive sources accept.
@@ -187,6 +188,21 @@ SafePath = Annotated[str, BeforeValidator(_check_path)]
 Network = Annotated[str, BeforeValidator(_check_network)]
 
 
+class PgBackRestRepo(BaseModel):
+    """One pgBackRest repository (repo1, repo2, ... in list order).
+
+    ``posix``: a directory on this host, bind-mounted into the container (default
+    app_dir/pgbackrest/repoN). Off-host kinds (sftp, s3) are added beside it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["posix"] = Field("posix", description="Where the repository lives")
+    path: SafePath | None = Field(None, description="posix: host directory of the repository")
+    retention_full: StrictInt = Field(2, ge=1, le=9999, description="Full backups kept")
+    retention_diff: StrictInt = Field(6, ge=1, le=9999, description="Differential backups kept")
+
+
 class Settings(BaseModel):
     """Every pgsteady setting with its default; see group_data/all.py for the prose."""
 
@@ -303,6 +319,27 @@ class Settings(BaseModel):
     postgres_restore_on_empty: StrictBool = Field(
         False, description="Restore the newest backup into an empty data volume"
     )
+    # --- pgBackRest: WAL archiving, physical backups, point-in-time recovery ----
+    pgbackrest_enabled: StrictBool = Field(True, description="Archive WAL with pgBackRest")
+    pgbackrest_stanza: Annotated[str, BeforeValidator(_check_name)] = Field(
+        "main", description="pgBackRest stanza name"
+    )
+    pgbackrest_repos: list[PgBackRestRepo] = Field(
+        default_factory=lambda: [PgBackRestRepo()],
+        min_length=1,
+        max_length=4,
+        description="Repositories, repo1 first",
+    )
+    pgbackrest_archive_timeout: Duration = Field(
+        "60s", description="archive_timeout: WAL switched (and archived) at least this often"
+    )
+    pgbackrest_archive_queue_max: Size = Field(
+        "1GB", description="WAL waiting in pg_wal beyond this is dropped from the archive"
+    )
+    pgbackrest_process_max: StrictInt = Field(1, ge=1, le=64, description="Parallel processes")
+    pgbackrest_full_schedule: str = Field("30 1 * * 0", description="Full backups")
+    pgbackrest_diff_schedule: str = Field("30 1 * * 1-6", description="Differential backups")
+    pgbackrest_verify_schedule: str = Field("30 4 * * 0", description="pgbackrest verify")
 
     # --- host facts (not operator settings; filled by build_settings) -------
     host_ram_mb: StrictInt = Field(0, ge=0, exclude=True)
@@ -362,7 +399,12 @@ class Settings(BaseModel):
                 raise ValueError(f"{name!r} is not a Postgres setting name")
         return v
 
-    @field_validator("backup_schedule")
+    @field_validator(
+        "backup_schedule",
+        "pgbackrest_full_schedule",
+        "pgbackrest_diff_schedule",
+        "pgbackrest_verify_schedule",
+    )
     @classmethod
     def _schedule(cls, v: str) -> str:
         parse_schedule(v)
@@ -532,6 +574,9 @@ def _cross_checks(s: Settings) -> list[str]:
                 "'.', '_' and '-', ending in .sql"
             )
     errors.extend(_tls_checks(s))
+    from pgsteady.pgbackrest import settings_errors as pgbackrest_errors
+
+    errors.extend(pgbackrest_errors(s))
     if s.postgres_user == s.postgres_readonly_user:
         errors.append(
             f"postgres_readonly_user = {s.postgres_readonly_user!r}: must differ from postgres_user"
@@ -602,5 +647,8 @@ def defaults() -> dict[str, Any]:
     for name, field in Settings.model_fields.items():
         if name.startswith("host_"):
             continue
-        out[name] = field.get_default(call_default_factory=True)
+        value = field.get_default(call_default_factory=True)
+        if isinstance(value, list):
+            value = [v.model_dump() if isinstance(v, BaseModel) else v for v in value]
+        out[name] = value
     return out

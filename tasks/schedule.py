@@ -7,7 +7,15 @@ from io import StringIO
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, systemd, sysvinit
 
-from pgsteady.jobs import Job, backup_job, render_cron, render_service, render_timer, watchdog_job
+from pgsteady.jobs import (
+    Job,
+    backup_job,
+    pgbackrest_jobs,
+    render_cron,
+    render_service,
+    render_timer,
+    watchdog_job,
+)
 from pgsteady.settings import Settings
 
 
@@ -56,6 +64,7 @@ def _cron_job(job: Job, present: bool) -> None:
 @deploy("Scheduled jobs")
 def ensure(s: Settings) -> None:
     jobs = [(watchdog_job(s), True), (backup_job(s), s.backup_enabled)]
+    jobs += [(job, True) for job in pgbackrest_jobs(s)]
     if s.host_has_systemd:
         for job, present in jobs:
             _systemd_job(job, present)

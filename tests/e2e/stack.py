@@ -190,8 +190,17 @@ class Stack:
         raise AssertionError(f"{self.container} not healthy: {self.inspect()['State']}")
 
     def host_pid(self) -> int:
-        """The postmaster's PID on the host (PID 1 inside the container)."""
-        return int(self.inspect()["State"]["Pid"])
+        """The postmaster's PID on the host: PID 1 inside the container, or its only child
+        when an init runs as PID 1 (``init: true``, which pgBackRest archiving needs)."""
+        pid = int(self.inspect()["State"]["Pid"])
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return pid
+        if cmdline.startswith(b"/sbin/docker-init") and children:
+            return int(children[0])
+        return pid
 
     # --- cleanup ------------------------------------------------------------------
     def scheduled_files(self) -> list[Path]:
