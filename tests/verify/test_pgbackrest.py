@@ -1,0 +1,193 @@
+"""pgbackrest: WAL archiving runs, the archive is fresh, backups exist, the repository has room.
+
+Skipped when ``pgbackrest_enabled`` is False. The SQL runs as the superuser with
+search_path pinned to pg_catalog, pg_temp (conftest's Host.psql), names qualified.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pgsteady import pgbackrest
+from pgsteady.settings import Settings
+from pgsteady.verify import Fixes, backup_deadline, check
+
+if TYPE_CHECKING:
+    from conftest import Host
+
+#: WAL written after the last archived segment beyond this counts as "the server is
+#: writing" (an idle server still logs a few small unimportant records).
+WRITING_BYTES = 64 * 1024
+
+ARCHIVER = (
+    "SELECT a.archived_count, coalesce(a.last_archived_wal, ''), "
+    "coalesce(extract(epoch FROM pg_catalog.now() - a.last_archived_time)::bigint, -1), "
+    "a.failed_count, coalesce(a.last_failed_wal, ''), "
+    "coalesce(a.last_failed_time > a.last_archived_time OR "
+    "(a.last_archived_time IS NULL AND a.last_failed_time IS NOT NULL), false), "
+    "pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), "
+    "pg_catalog.pg_current_wal_lsn()::text, "
+    "(SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size') "
+    "FROM pg_catalog.pg_stat_archiver a"
+)
+QUEUE = (
+    "SELECT pg_catalog.count(*) FROM pg_catalog.pg_ls_archive_statusdir() "
+    "WHERE name OPERATOR(pg_catalog.~~) '%.ready'"
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _enabled(s: Settings) -> None:
+    if not s.pgbackrest_enabled:
+        pytest.skip("pgbackrest_enabled = False: no WAL archiving")
+
+
+def _ctl(s: Settings, args: str) -> str:
+    return f"{s.paths['bin']}/pgsteady-ctl pgbackrest {args}"
+
+
+def _lsn(text: str) -> int:
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def _segment_start(walfile: str, segment_size: int) -> int:
+    """LSN where the WAL file named ``walfile`` (TTTTTTTTXXXXXXXXYYYYYYYY) begins."""
+    log_id, seg = int(walfile[8:16], 16), int(walfile[16:24], 16)
+    return (log_id << 32) + seg * segment_size
+
+
+def _info(on: Host, s: Settings) -> list[dict[str, Any]]:
+    res = on.run(
+        f"{on.docker} exec -u postgres {shlex.quote(s.container_name)} "
+        "pgbackrest info --output=json"
+    )
+    if res.rc != 0:
+        raise RuntimeError(f"pgbackrest info failed: {res.stderr.strip()[-300:]}")
+    return json.loads(res.stdout)
+
+
+def test_archive_mode_and_command(on: Host, s: Settings, fixes: Fixes) -> None:
+    """archive_mode = on and archive_command is pgBackRest's asynchronous push."""
+    mode = on.value("SELECT pg_catalog.current_setting('archive_mode')")
+    command = on.value("SELECT pg_catalog.current_setting('archive_command')")
+    check(
+        mode == "on" and command == pgbackrest.archive_command(s),
+        f"archive_mode = {mode}, archive_command = {command!r}; expected on and "
+        f"{pgbackrest.archive_command(s)!r}",
+        fixes.deploy,
+    )
+
+
+def test_stanza_ok(on: Host, s: Settings, fixes: Fixes) -> None:
+    """pgbackrest info: the stanza exists in every repository and reports status ok."""
+    stanzas = {st["name"]: st for st in _info(on, s)}
+    st = stanzas.get(s.pgbackrest_stanza)
+    status = (st or {}).get("status", {})
+    check(
+        st is not None and status.get("code") == 0,
+        f"stanza {s.pgbackrest_stanza!r}: {status.get('message', 'missing')}",
+        fixes.on_host(f"{_ctl(s, 'stanza-create')} && {_ctl(s, 'check')}"),
+    )
+
+
+def test_archive_is_fresh(on: Host, s: Settings, fixes: Fixes) -> None:
+    """The newest archived WAL is at most 2 x archive_timeout old while the server writes;
+    the last archive attempt did not fail."""
+    row = on.psql(ARCHIVER)[0]
+    archived, last_wal, age = int(row[0]), row[1], int(row[2])
+    failed, failed_wal, failing = int(row[3]), row[4], row[5] == "t"
+    current_lsn, segment = _lsn(row[7]), int(row[8])
+    limit = 2 * s.seconds("pgbackrest_archive_timeout")
+    logs = fixes.on_host(
+        f"docker logs --since 30m {s.container_name} 2>&1 | grep -E 'archive-push|archive command'"
+        f"  # then: {_ctl(s, 'check')}"
+    )
+    check(
+        not failing,
+        f"archiving fails: {failed} failures, the last on {failed_wal} (after the last "
+        f"success, {last_wal or 'none'})",
+        logs,
+    )
+    unarchived = current_lsn - (_segment_start(last_wal, segment) + segment if last_wal else 0)
+    writing = unarchived > WRITING_BYTES
+    check(
+        archived > 0 and (age <= limit or not writing),
+        f"newest archived WAL {last_wal or 'none'} is {age} s old (limit {limit:.0f} s = "
+        f"2 x archive_timeout) while {unarchived // 1024} kB of WAL wait to be archived",
+        logs,
+    )
+
+
+def test_queue_below_half_the_maximum(on: Host, s: Settings, fixes: Fixes) -> None:
+    """WAL waiting for the archive (pg_wal/archive_status/*.ready) is below half of
+    pgbackrest_archive_queue_max; beyond the maximum pgBackRest drops WAL."""
+    from pgsteady.units import parse_size
+
+    ready = int(on.value(QUEUE))
+    segment = int(
+        on.value("SELECT setting FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size'")
+    )
+    queue_max = parse_size(s.pgbackrest_archive_queue_max)
+    check(
+        ready * segment < queue_max / 2,
+        f"{ready} WAL segments ({ready * segment // 2**20} MB) wait to be archived; at "
+        f"{queue_max // 2**20} MB pgBackRest drops WAL and PITR gets a gap",
+        fixes.on_host(f"{_ctl(s, 'check')}  # see the runbook: archive stuck"),
+    )
+
+
+def test_full_backup_exists(on: Host, s: Settings, fixes: Fixes) -> None:
+    """At least one full backup: without one there is nothing to replay WAL onto."""
+    st = next((x for x in _info(on, s) if x["name"] == s.pgbackrest_stanza), {})
+    fulls = [b for b in st.get("backup", []) if b.get("type") == "full"]
+    check(
+        bool(fulls),
+        "no full pgBackRest backup yet: point-in-time recovery has nothing to start from",
+        fixes.on_host(_ctl(s, "backup --type=full")),
+    )
+    newest = max(b["timestamp"]["stop"] for b in st["backup"])
+    age = time.time() - newest
+    deadlines = [
+        d.total_seconds()
+        for d in map(backup_deadline, (s.pgbackrest_full_schedule, s.pgbackrest_diff_schedule))
+        if d is not None
+    ]
+    limit = min(deadlines, default=8 * 86400)
+    check(
+        age <= limit,
+        f"the newest pgBackRest backup is {age / 3600:.1f} h old; the full and differential "
+        f"schedules allow {limit / 3600:.1f} h",
+        fixes.on_host(
+            f"grep -h pgbackrest /var/log/syslog | tail -20; {_ctl(s, 'backup --type=diff')}"
+        ),
+    )
+
+
+def test_repositories_have_room_and_belong_to_the_server(
+    on: Host, s: Settings, fixes: Fixes
+) -> None:
+    """Each posix repository: owned by the server's uid, not group/other writable, and
+    its filesystem at most 90% full."""
+    for path in pgbackrest.server_written_dirs(s):
+        got = on.stat(path)
+        check(got is not None, f"repository {path} is missing", fixes.deploy)
+        uid, _gid, mode = got  # type: ignore[misc]
+        check(
+            uid == s.postgres_uid and not mode & 0o022,
+            f"repository {path} is uid {uid} mode {mode:04o}; expected uid "
+            f"{s.postgres_uid}, not group/other writable",
+            fixes.on_host(f"chown -R {s.postgres_uid}:{s.postgres_uid} {path} && chmod 750 {path}"),
+        )
+        line = on.out(f"df -Pk {shlex.quote(path)} | tail -n 1").split()
+        used = int(line[4].rstrip("%"))
+        check(
+            used <= 90,
+            f"the filesystem of repository {path} is {used}% full",
+            fixes.on_host(f"{_ctl(s, 'expire')}  # see the runbook: repository full"),
+        )
