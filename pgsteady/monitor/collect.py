@@ -20,6 +20,7 @@ from typing import Any
 from pgsteady import hostfacts
 from pgsteady.compose import DATA_MOUNT
 from pgsteady.inventory import InventoryHost, load_inventory
+from pgsteady.monitor import archiving
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
 
 #: Seconds one host's whole collection may take (ssh included).
@@ -153,6 +154,8 @@ section data_df data_df
 section backup_df df_of "$BACKUP_DIR"
 section backup_status backup_status
 section logs logs
+"""
+_SCRIPT_END = """
 printf '\n@@pgsteady-end@@\n'
 """
 
@@ -205,9 +208,10 @@ def collect_script(s: Settings) -> str:
         "LOG_SCAN_LINES": str(LOG_SCAN_LINES),
         "LOG_MATCHES": str(LOG_MATCHES),
         **{name.upper(): command for name, command in FACT_COMMANDS.items()},
+        **archiving.script_values(s),
     }
     head = "\n".join(f"{k}={shlex.quote(v)}" for k, v in values.items())
-    return f"set +e\n{head}\n{_SCRIPT_BODY}"
+    return f"set +e\n{head}\n{_SCRIPT_BODY}{archiving.SCRIPT}{_SCRIPT_END}"
 
 
 def parse_sections(text: str) -> dict[str, dict[str, Any]]:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pgsteady.monitor import archiving
 from pgsteady.schedule import max_gap
 from pgsteady.settings import Settings
 
@@ -124,6 +125,7 @@ class HostStatus:
     postgres: Postgres = field(default_factory=Postgres)
     disks: dict[str, Disk | None] = field(default_factory=lambda: {"data": None, "backup": None})
     backup: Backup = field(default_factory=Backup)
+    archiving: archiving.Archiving = field(default_factory=archiving.Archiving)
     log_errors: list[str] = field(default_factory=list)
 
     def flag(self, level: str, message: str) -> None:
@@ -360,6 +362,8 @@ def _judge(st: HostStatus, t: Thresholds) -> None:
         elif disk.used_percent >= t.disk_used_warn:
             st.flag(WARNING, f"{name} filesystem {disk.used_percent:.0f}% full")
     _judge_backup(st, t)
+    for level, message in archiving.problems(st.archiving):
+        st.flag(level, message)
     if any("PANIC:" in line for line in st.log_errors):
         st.flag(WARNING, "PANIC in the recent container log")
     if b.drill_ok is False:
@@ -432,7 +436,10 @@ def derive(
         "data": parse_df(_section(raw, "data_df")["out"]),
         "backup": parse_df(_section(raw, "backup_df")["out"]),
     }
+    if s is not None and s.pgbackrest_enabled:
+        st.disks["repo"] = parse_df(_section(raw, "repo_df")["out"])
     _backup(st, raw, s, now)
+    st.archiving = archiving.derive(raw, s, now)
     st.log_errors = [line for line in _section(raw, "logs")["out"].splitlines() if line.strip()]
     _judge(st, t)
     if raw.get("facts_error"):

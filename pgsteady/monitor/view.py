@@ -8,6 +8,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from pgsteady.monitor import archiving
 from pgsteady.monitor.model import CRITICAL, OK, UNREACHABLE, WARNING, Disk, HostStatus
 from pgsteady.units import human_size
 
@@ -170,6 +171,10 @@ def _detail_rows(h: HostStatus) -> list[tuple[str, str]]:
     if b.drill_ok is not None:
         last += f"; drill {'ok' if b.drill_ok else 'FAILED'} {b.drill_time or ''}"
     rows.append(("last backup", last))
+    if h.archiving.enabled:
+        repo = h.disks.get("repo")
+        rows.append(("archiving", archiving.summary(h.archiving)))
+        rows.append(("repo fs", _disk(repo) + (f" on {repo.mount} ({repo.path})" if repo else "")))
     return rows
 
 

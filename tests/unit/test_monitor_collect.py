@@ -74,7 +74,7 @@ def test_script_runs_for_real_and_yields_every_section(tmp_path, monkeypatch):
     assert raw["error"] is None, raw
     assert set(raw["sections"]) == {
         "host", "fact_memory", "fact_cpus", "fact_systemd", "inspect", "sql", "data_df",
-        "backup_df", "backup_status", "logs",
+        "backup_df", "backup_status", "logs", "archiver", "pgbackrest_info", "repo_df",
     }  # fmt: skip
     st = derive(raw, target.settings)
     assert st.container.restart_count == 4 and st.container.health == "healthy"

@@ -85,7 +85,18 @@ def sample_raw(**sections: Any) -> dict[str, Any]:
         "backup_df": "path /opt/pgsteady/backups\n/dev/vdb 2000000 500000 1500000 25% /",
         "backup_status": json.dumps(status),
         "logs": '2027-01-15 07:59:00.000 GMT [77] app@app ERROR:  relation "nope" does not exist',
-    }
+        "archiver": json.dumps(
+            {"archived_count": 40, "last_archived_wal": "000000010000000000000028",
+             "last_archived_age_seconds": 30.0, "failed_count": 0, "last_failed_wal": None,
+             "failing": False, "ready_segments": 0, "segment_bytes": "16777216"}
+        ),
+        "pgbackrest_info": json.dumps(
+            [{"name": "main", "status": {"code": 0, "message": "ok"},
+              "backup": [{"type": "full", "timestamp": {"stop": NOW - 86400}},
+                         {"type": "diff", "timestamp": {"stop": NOW - 3600}}]}]
+        ),
+        "repo_df": "path /opt/pgsteady/pgbackrest/repo1\n/dev/vdb 2000000 500000 1500000 25% /",
+    }  # fmt: skip
     base.update(sections)
     out = {}
     for name, value in base.items():
@@ -271,7 +282,7 @@ def test_report_schema_and_exit_code():
     host = doc["hosts"][0]
     assert set(host) == {
         "host", "status", "problems", "error", "collected_in_seconds", "settings",
-        "hostinfo", "container", "postgres", "disks", "backup", "log_errors",
+        "hostinfo", "container", "postgres", "disks", "backup", "archiving", "log_errors",
     }  # fmt: skip
     assert set(host["container"]) == {
         "exists", "state", "health", "started_at", "uptime_seconds", "restart_count",
@@ -286,7 +297,7 @@ def test_report_schema_and_exit_code():
     assert set(host["postgres"]["connections"]) == {
         "used", "max", "reserved", "percent", "active", "idle", "idle_in_transaction",
     }  # fmt: skip
-    assert set(host["disks"]) == {"data", "backup"}
+    assert set(host["disks"]) == {"data", "backup", "repo"}
     assert set(host["disks"]["data"]) == {
         "path", "mount", "size_bytes", "free_bytes", "used_percent",
     }  # fmt: skip
