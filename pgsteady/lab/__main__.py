@@ -22,9 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--os", default="bookworm", help="bookworm | trixie")
     up.add_argument(
         "--image-source",
-        default="archive",
+        default="debian",
         choices=("archive", "debian"),
-        help="how the Postgres image reaches the hosts (default archive)",
+        help="debian: built on each host (default); archive: a tarball built here once "
+        "(faster; pgBackRest off, which pgsteady requires for archive images)",
     )
     up.add_argument("--postgres-version", type=int, default=17)
     up.add_argument("--disk-size", default="8G", help="each host's /var/lib/docker disk")

@@ -98,9 +98,22 @@ def free_disk(host: str) -> None:
     docker("exec", host, "rm", "-f", FILL_FILE)
 
 
-def stop_docker(host: str) -> None:
-    """Stop the host's dockerd (and its socket, so nothing starts it again on demand)."""
-    docker("exec", host, "systemctl", "stop", "docker.socket", "docker.service")
+def stop_docker(host: str, attempts: int = 5) -> None:
+    """Stop the host's dockerd, and its socket first so that nothing starts it on demand.
+
+    A start request arriving during the stop (a job calling ``docker``) cancels the stop
+    job, so it is retried until systemd reports the service inactive.
+    """
+    state = ""
+    for _ in range(attempts):
+        docker("exec", host, "systemctl", "stop", "docker.socket", check=False)
+        docker("exec", host, "systemctl", "stop", "docker.service", check=False)
+        state = docker("exec", host, "systemctl", "is-active", "docker.service",
+                       check=False).stdout.strip()  # fmt: skip
+        if state in ("inactive", "failed"):
+            return
+        time.sleep(1)
+    raise LabError(f"{host}: docker.service is still {state!r} after {attempts} stops")
 
 
 def start_docker(host: str) -> None:

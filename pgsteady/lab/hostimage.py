@@ -94,6 +94,8 @@ def ensure_host_image(suite: str, log=print) -> str:
     LOCK.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
+        if os.fstat(fd).st_uid != os.geteuid():  # /run/lock is world-writable
+            raise LabError(f"{LOCK} belongs to another user; remove it")
         fcntl.flock(fd, fcntl.LOCK_EX)  # one build at a time; a waiter then finds the image
         if not image_ready(tag, digest):
             log(f"building host image {tag} (debootstrap {suite}, about a minute)")

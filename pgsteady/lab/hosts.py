@@ -97,7 +97,7 @@ class Lab:
         count: int = 3,
         suite: str = "bookworm",
         inventory: Path | None = None,
-        image_source: str = "archive",
+        image_source: str = "debian",
         postgres_version: int = 17,
         disk_size: str = "8G",
         extra_data: dict[str, object] | None = None,
@@ -280,6 +280,9 @@ class Lab:
                   f"{time.monotonic() - started:.1f} s")  # fmt: skip
         return {
             **settings,
+            # pgsteady refuses WAL archiving with an archive image (it cannot prove the
+            # tarball has pgBackRest inside), so this faster path runs without it.
+            "pgbackrest_enabled": False,
             "postgres_image_source": "archive",
             "postgres_image": tag,
             "postgres_image_archive": pgimage.host_archive_path(version),

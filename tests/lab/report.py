@@ -5,6 +5,7 @@ The section sits between markers that ``make chaos`` keeps when it rewrites the 
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 from pathlib import Path
@@ -29,19 +30,24 @@ def section(results: dict[str, list[float]], converges: dict[str, float]) -> str
             "",
             "Written by `make lab-chaos` (`PGSTEADY_CHAOS=full pytest -s tests/lab`). A lab",
             "host (docs/lab.md: a container with systemd, sshd and its own dockerd) is",
-            "converged over SSH with `make deploy`, then rebooted with `docker restart` (systemd",
+            "converged over SSH with `make deploy` (Postgres 17 image built on the host from",
+            "Debian packages, WAL archiving on), then rebooted with `docker restart` (systemd",
             "shuts down cleanly and boots again) or power-cycled with `docker kill` + `docker",
-            "start` (no shutdown). Recovery runs from the command to the first successful query",
-            "through `pgsteady-ctl psql` on the host; the row written before the first fault is",
-            "read back after the last. Nothing but systemd brings Postgres back:",
-            "`docker.service` is enabled by the deploy and the container has `restart: always`.",
+            "start` (no shutdown: Postgres does crash recovery). Recovery runs from the command",
+            "to the first successful query through `pgsteady-ctl psql` on the host; the row",
+            "written before the first fault is read back after the last, and the postmaster's",
+            "start time must have changed. Nothing but the host's own boot brings Postgres",
+            "back: `docker.service` is enabled by the deploy, the container has",
+            "`restart: always`.",
             "",
             "| fault | trials | median | max | each (s) |",
             "|---|---|---|---|---|",
             *rows,
             "",
-            f"Converge of the same host: {conv}. Machine: {platform.node() and 'this VM'},"
-            f" kernel {platform.release()}.",
+            f"Converge of the same host: {conv}. {os.cpu_count()} CPUs shared with other jobs,",
+            f"kernel {platform.release()}. The database is tiny: on a real host, add the",
+            "machine's own boot (firmware, kernel, fsck) and the WAL replay of a crash, which",
+            "grows with the write rate and `max_wal_size`.",
         ]
     )
 

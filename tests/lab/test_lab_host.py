@@ -30,8 +30,8 @@ def test_first_converge_over_ssh(lab_target: LabTarget) -> None:
     assert result.returncode == 0, result.output[-4000:]
     assert f"[{lab_target.host.name}] Connected" in result.output, result.output[-2000:]
     assert result.changed > 10
-    record("first converge (docker.io install + image load)", result.seconds)
-    CONVERGES["first converge (Docker installed, image loaded)"] = result.seconds
+    record("first converge (Docker install + Postgres image)", result.seconds)
+    CONVERGES["first converge (Docker installed, image built)"] = result.seconds
     # The database is up and the deploy's roles exist, seen through the product's ctl.
     proc = lab_target.sql("SELECT current_database(), current_setting('server_version_num')")
     assert proc.returncode == 0, proc.stderr
@@ -85,6 +85,7 @@ def test_after_a_host_reboot_postgres_serves_its_data(lab_target: LabTarget) -> 
     )
     assert setup.returncode == 0, setup.stderr
     start_before = lab_target.ssh("systemctl show -p ActiveEnterTimestamp docker.service").stdout
+    postmaster_before = lab_target.sql("SELECT pg_postmaster_start_time()").stdout
     kinds = ["reboot"] * (3 if FULL else 1) + (["power-cycle"] * 3 if FULL else [])
     for kind in kinds:
         recovery = _reboot_and_wait(lab_target, kind)
@@ -92,6 +93,8 @@ def test_after_a_host_reboot_postgres_serves_its_data(lab_target: LabTarget) -> 
     # A real reboot: docker.service started again, by systemd, on its own.
     start_after = lab_target.ssh("systemctl show -p ActiveEnterTimestamp docker.service").stdout
     assert start_after != start_before
+    # ... and Postgres is a new server process, not one that survived.
+    assert lab_target.sql("SELECT pg_postmaster_start_time()").stdout != postmaster_before
     proc = lab_target.sql("SELECT note FROM public.lab_probe WHERE id = 1")
     assert proc.stdout.strip() == "before reboot", proc.stdout + proc.stderr
     if FULL:
