@@ -15,6 +15,9 @@
 #     /backups) holds pgsteady backups, the newest backup of every database is restored
 #     instead of starting empty (roles from the newest globals dump, the superuser's own
 #     role excepted); the initdb.d scripts then run as usual, so they must be idempotent.
+#     When pgBackRest is configured (PGBACKREST_STANZA) and its repository holds a backup,
+#     that backup is restored instead and every archived WAL replayed (to the end of the
+#     archive), in a temporary server; the spent recovery settings are then reset.
 set -euo pipefail
 shopt -s nullglob
 
@@ -303,6 +306,33 @@ initialise() {
 	log "initialisation complete; ready for start up"
 }
 
+# restore-on-empty from pgBackRest: is there a backup to restore?
+pgbackrest_has_backup() {
+	[[ ${PGSTEADY_RESTORE_ON_EMPTY:-0} == 1 && -n ${PGBACKREST_STANZA:-} ]] || return 1
+	local info
+	info=$(pgbackrest info --output=json 2>/dev/null) || return 1
+	[[ $info == *'"label"'* ]]
+}
+
+# Newest backup + the whole archive, replayed and promoted in a temporary server; then the
+# recovery settings pgBackRest wrote to postgresql.auto.conf are reset.
+restore_from_pgbackrest() {
+	log "restore-on-empty: restoring the newest pgBackRest backup (stanza $PGBACKREST_STANZA)"
+	rm -rf "$RESTORE_STAGE"
+	pgbackrest restore --type=default
+	temp_server_start "$@"
+	local i
+	for ((i = 0; i < 86400; i++)); do
+		[[ $(psql -X -q -A -t -h "$SOCKET_DIR" --username "$POSTGRES_USER" -d postgres \
+			-c 'SELECT pg_catalog.pg_is_in_recovery()') == f ]] && break
+		sleep 1
+	done
+	psql -X -q -v ON_ERROR_STOP=1 -h "$SOCKET_DIR" --username "$POSTGRES_USER" -d postgres \
+		-c 'ALTER SYSTEM RESET restore_command'
+	temp_server_stop
+	log "restore-on-empty: restored from pgBackRest up to the end of its archive"
+}
+
 main() {
 	if [[ ${1:-} == -* ]]; then
 		set -- postgres "$@"
@@ -327,7 +357,13 @@ main() {
 	prepare_dirs_as_user
 
 	case $(data_dir_state) in
-	empty) initialise "${@:2}" ;;
+	empty)
+		if pgbackrest_has_backup; then
+			restore_from_pgbackrest "${@:2}"
+		else
+			initialise "${@:2}"
+		fi
+		;;
 	initialised) log "$PGDATA holds a cluster; skipping initialisation" ;;
 	incomplete)
 		die "$PGDATA holds an incomplete initialisation (marker $INCOMPLETE_MARKER: the first start failed before it finished).

@@ -74,15 +74,19 @@ class Cluster:
         os.chown(self.repo, UID, UID)
         self.repo.chmod(0o750)
 
-    def start(self, *server_args: str) -> None:
-        env = {**pgbackrest.environment(self.s), "POSTGRES_PASSWORD_FILE": "/run/secrets/pw"}
+    def start(self, *server_args: str, volume: str | None = None, **extra_env: str) -> None:
+        env = {
+            **pgbackrest.environment(self.s),
+            "POSTGRES_PASSWORD_FILE": "/run/secrets/pw",
+            **extra_env,
+        }
         archive = pgbackrest.server_settings(self.s)
         args = [a for k, v in archive.items() for a in ("-c", f"{k}={v}")]
         docker(
             "run", "-d", "--init", "--name", self.name, "--stop-signal", "SIGINT",
             "-e", "PGDATA=/var/lib/postgresql/data/pgdata",
             *(a for k, v in env.items() for a in ("-e", f"{k}={v}")),
-            "-v", f"{self.name}:/var/lib/postgresql/data",
+            "-v", f"{volume or self.name}:/var/lib/postgresql/data",
             "-v", f"{self.root / 'pw'}:/run/secrets/pw:ro",
             "-v", f"{self.config}:/etc/pgsteady:ro",
             "-v", f"{self.secrets}:{pgbackrest.SECRETS_MOUNT}:ro",
@@ -125,7 +129,7 @@ class Cluster:
     def destroy(self) -> None:
         docker("rm", "-f", "-v", self.name, check=False)
         docker("rm", "-f", "-v", f"{self.name}-pitr", check=False)
-        for vol in (self.name, f"{self.name}-pitr"):
+        for vol in (self.name, f"{self.name}-pitr", f"{self.name}-empty"):
             docker("volume", "rm", "-f", vol, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -235,3 +239,21 @@ def test_pitr_restores_exactly_the_rows_committed_up_to_the_target(make_cluster)
         subprocess.run([sys.executable, str(PITR), "clean", "--container", c.name], check=True,
                        capture_output=True)  # fmt: skip
     assert c.running()
+
+
+def test_restore_on_empty_replays_the_pgbackrest_archive(make_cluster) -> None:
+    """postgres_restore_on_empty with pgBackRest: an empty volume starts with the newest
+    backup plus every archived WAL, promoted, with no recovery settings left behind."""
+    c = make_cluster(pgbackrest_archive_timeout="5s")
+    c.start()
+    c.pgbackrest("stanza-create")
+    c.pgbackrest("backup", "--type=full")
+    c.psql("CREATE TABLE after_backup AS SELECT 42 AS answer")  # only in the archive
+    c.pgbackrest("check")  # switches and archives the WAL holding it
+    docker("rm", "-f", c.name)  # the host loses the data volume (a new, empty one)
+    c.start(volume=f"{c.name}-empty", PGSTEADY_RESTORE_ON_EMPTY="1")
+    assert c.psql("SELECT answer FROM after_backup") == "42"
+    assert c.psql("SELECT pg_is_in_recovery()") == "f"
+    auto = c.psql("SELECT count(*) FROM pg_file_settings WHERE name = 'restore_command'")
+    assert auto == "0"
+    assert "restored from pgBackRest" in c.logs()
