@@ -6,7 +6,7 @@ from typing import Any
 
 from pgsteady.render import render
 from pgsteady.settings import Settings
-from pgsteady.tls import TLS_MOUNT
+from pgsteady.tls import KEY_FILE, KEY_MOUNT, TLS_MOUNT
 
 #: Where things live inside the container.
 CONFIG_MOUNT = "/etc/pgsteady"
@@ -54,6 +54,7 @@ def compose_context(s: Settings) -> dict[str, Any]:
             f"{s.paths['config']}:{CONFIG_MOUNT}:ro",
             f"{s.paths['init']}:{INIT_MOUNT}:ro",
             f"{s.app_dir}/tls:{TLS_MOUNT}:ro",
+            f"{s.app_dir}/tls/{KEY_FILE}:{KEY_MOUNT}:ro",
             f"{s.backup_path}:{BACKUP_MOUNT}",
             *pgbackrest.volumes(s),
         ],

@@ -13,7 +13,7 @@ from pgsteady.compose import CONFIG_MOUNT, INIT_MOUNT, SUPERUSER
 from pgsteady.pgparams import conf_text, hba_rules
 from pgsteady.render import render
 from pgsteady.settings import Settings
-from pgsteady.tls import CA_FILE, CERT_FILE, KEY_FILE, TLS_MOUNT
+from pgsteady.tls import CA_FILE, CERT_FILE, KEY_FILE, KEY_MOUNT, TLS_MOUNT
 from pgsteady.tuning import TuningInput, TuningResult, tune
 
 HEADER = "Managed by pgsteady: the next converge overwrites local edits."
@@ -55,17 +55,18 @@ def render_postgresql_conf(s: Settings) -> str:
         listen_addresses="*",
         port=5432,
         hba_file=f"{CONFIG_MOUNT}/pg_hba.conf",
-        tls=tls_settings(TLS_MOUNT),
+        tls=tls_settings(TLS_MOUNT, KEY_MOUNT),
         archive=pgbackrest.server_settings(s),
     )
 
 
-def tls_settings(directory: str) -> dict[str, str]:
-    """postgresql.conf's TLS lines for certificate files under ``directory``."""
+def tls_settings(directory: str, key: str | None = None) -> dict[str, str]:
+    """postgresql.conf's TLS lines for certificate files under ``directory`` (the key at
+    ``key`` when it is mounted apart)."""
     return {
         "ssl": "on",
         "ssl_cert_file": f"{directory}/{CERT_FILE}",
-        "ssl_key_file": f"{directory}/{KEY_FILE}",
+        "ssl_key_file": key or f"{directory}/{KEY_FILE}",
         "ssl_ca_file": f"{directory}/{CA_FILE}",
     }
 

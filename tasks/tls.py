@@ -81,8 +81,9 @@ def private_file(src: bytes, dest: str, uid: int, gid: int, mode: str):
     chown = StringCommand("chown", f"{uid}:{gid}", QuoteString(dest))
     chmod = StringCommand("chmod", mode, QuoteString(dest))
     if host.get_fact(Sha256File, path=dest) != want:
-        tmp = host.get_temp_filename(dest)
-        yield StringCommand("umask 077 && : >", QuoteString(tmp), _sudo=False)
+        # A random name, created exclusively (noclobber): never a file someone planted.
+        tmp = host.get_temp_filename()
+        yield StringCommand("umask 077 && set -C && : >", QuoteString(tmp), _sudo=False)
         yield FileUploadCommand(BytesIO(src), dest, remote_temp_filename=tmp)
         yield chown
         yield chmod
@@ -101,8 +102,10 @@ def ensure(s: Settings) -> list[OperationMeta]:
     uid = s.postgres_uid
     files.directory(name="TLS directory", path=tls, user="root", group="root", mode="755")
     private = f"{tls}/private"
-    op = files.directory(name="TLS private directory", path=private, mode="750")
-    owner_and_mode(private, 0, uid, "750", created_by=op)
+    # Root only: the container gets the key file alone, bind-mounted (compose.py).
+    files.directory(
+        name="TLS private directory", path=private, user="root", group="root", mode="700"
+    )
 
     if s.postgres_tls_cert_file:
         ca_pem = Path(s.postgres_tls_ca_file or "").read_bytes()

@@ -49,7 +49,7 @@ def test_ca_beside_the_inventory_and_files_on_the_host(st: Stack) -> None:
     key = (tls / "private" / "server.key").stat()
     assert (key.st_uid, key.st_gid, key.st_mode & 0o777) == (0, 999, 0o640)
     private = (tls / "private").stat()
-    assert (private.st_uid, private.st_gid, private.st_mode & 0o777) == (0, 999, 0o750)
+    assert (private.st_uid, private.st_gid, private.st_mode & 0o777) == (0, 0, 0o700)
     # the key's content never appears in the deploy's output, even with --diff
     body = (tls / "private" / "server.key").read_text().splitlines()[1]
     assert body not in st.first_output  # type: ignore[attr-defined]

@@ -19,12 +19,12 @@ import yaml
 from pgserver import OS_USER, PG_BIN, PgServer, available, own
 
 from pgsteady.backup_config import render_backup_config
-from pgsteady.compose import render_compose
+from pgsteady.compose import compose_context, render_compose, secret_names
 from pgsteady.jobs import Job, backup_job, render_cron, watchdog_job
 from pgsteady.pgconfig import render_pg_hba_conf, render_postgresql_conf
 from pgsteady.render import render
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
-from pgsteady.tls import TLS_MOUNT
+from pgsteady.tls import KEY_FILE, KEY_MOUNT, TLS_MOUNT
 
 FACTS = HostFacts(ram_mb=8192, cpus=4)
 
@@ -167,10 +167,12 @@ def test_compose_round_trips_accepted_yaml_lookalikes(tmp_path: Path, name: str)
     assert svc["image"] == s.image_alias
     assert svc["labels"] == {"io.pgsteady.project": name}
     sources = {(v["source"] if isinstance(v, dict) else v.split(":")[0]) for v in svc["volumes"]}
-    assert sources == {"pgdata", s.paths["config"], s.paths["init"], s.backup_path}
+    # every mount compose.py asks for comes back with the tricky path intact
+    assert sources == {v.split(":")[0] for v in compose_context(s)["volumes"]}
+    assert {"pgdata", s.paths["config"], s.paths["init"], s.backup_path} <= sources
     secrets = _compose_config(tmp_path, render_compose(s))["secrets"]
     assert {v["file"] for v in secrets.values()} == {
-        f"{s.paths['secrets']}/{n}" for n in ("postgres_password", "app_password")
+        f"{s.paths['secrets']}/{n}" for n in secret_names(s)
     }
 
 
@@ -311,7 +313,8 @@ def server() -> Iterator[PgServer]:
     srv = PgServer()
     base = _settings(postgres_version=15, postgres_memory_limit="1GB")
     conf = render_postgresql_conf(base).replace("/etc/pgsteady/pg_hba.conf", str(srv.hba_file))
-    conf = conf.replace(TLS_MOUNT, str(srv.make_tls(["localhost"])))
+    tls = srv.make_tls(["localhost"])
+    conf = conf.replace(KEY_MOUNT, str(tls / KEY_FILE)).replace(TLS_MOUNT, str(tls))
     conf += f"\nport = {srv.port}\nlisten_addresses = '127.0.0.1'\n"
     srv.write(conf, render_pg_hba_conf(base))  # each test below writes its own and reloads
     srv.start()
@@ -324,7 +327,8 @@ def server() -> Iterator[PgServer]:
 def _show_config(srv: PgServer, conf: str, name: str) -> str:
     """What ``postgres -C name`` reads from ``conf`` (a second data dir's config file)."""
     path = srv.root / "quoting.conf"
-    conf = conf.replace(TLS_MOUNT, str(srv.root / "tls"))
+    tls = srv.root / "tls"
+    conf = conf.replace(KEY_MOUNT, str(tls / KEY_FILE)).replace(TLS_MOUNT, str(tls))
     path.write_text(conf.replace("/etc/pgsteady/pg_hba.conf", str(srv.hba_file)))
     shutil.chown(path, OS_USER, OS_USER)
     proc = subprocess.run(

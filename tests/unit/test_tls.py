@@ -158,7 +158,7 @@ def test_rendered_files_serve_tls_and_refuse_plain_tcp_off_loopback(bind, ssl_on
     assert requires_tls(s) is ssl_only
     conf = render_postgresql_conf(s)
     assert "\nssl = on\n" in conf
-    assert "ssl_key_file = '/etc/pgsteady-tls/private/server.key'" in conf
+    assert "ssl_key_file = '/etc/pgsteady-tls-key/server.key'" in conf
     hba = render_pg_hba_conf(s)
     assert ("hostnossl all" in hba) is ssl_only
     assert ("\nhostssl " in hba) is ssl_only

@@ -77,6 +77,16 @@ def test_certificate_issued_by_ca_file(on: Host, s: Settings, fixes: Fixes) -> N
 
 
 def test_key_private(on: Host, s: Settings, fixes: Fixes) -> None:
+    """The key's directory is root's alone (no host group reaches it; the container gets
+    the key file bind-mounted), the key itself root:<postgres uid> 0640."""
+    private = f"{_tls_dir(s)}/{KEY_FILE.rsplit('/', 1)[0]}"
+    st = on.stat(private)
+    check(st is not None, f"{private} is missing", fixes.deploy)
+    check(
+        st[0] == 0 and st[1] == 0 and st[2] == 0o700,
+        f"{private} is owned by {st[0]}:{st[1]}, mode {st[2]:04o}; must be root:root 0700",
+        fixes.on_host(f"chown 0:0 {private} && chmod 700 {private}"),
+    )
     path = f"{_tls_dir(s)}/{KEY_FILE}"
     got = on.stat(path)
     check(got is not None, f"{path} is missing", fixes.deploy)
