@@ -68,6 +68,8 @@ DURABLE_BOOLEANS = {
 
 #: ``log_statement`` values that log ALTER ROLE ... PASSWORD in clear text.
 LOGS_PASSWORDS = ("ddl", "mod", "all")
+#: Debug settings that log every statement's parse tree, literals (passwords) included.
+LOGS_PARSE_TREES = ("debug_print_parse", "debug_print_rewritten", "debug_print_plan")
 
 _SHARED_BUFFERS = Param("shared_buffers", "postmaster", "integer", "8kB")
 _MAX_CONNECTIONS = Param("max_connections", "postmaster", "integer")
@@ -224,6 +226,14 @@ def warnings(s: Settings) -> list[str]:
             "for its own password changes, not for yours); use 'none', or set passwords "
             "with psql's \\password (it sends only a SCRAM verifier)"
         )
+    for name in LOGS_PARSE_TREES:
+        tree = s.postgres_settings.get(name)
+        if tree is not None and parse_bool(conf_text(tree)) is True:
+            out.append(
+                f"postgres_settings[{name!r}] = {tree!r}: the server log will hold every "
+                "statement's parse tree, password literals of your own ALTER ROLE included; "
+                "use it only while debugging"
+            )
     if async_commit_in_use(s):
         out.append(
             f"postgres_settings['synchronous_commit'] = "

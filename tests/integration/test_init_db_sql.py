@@ -161,6 +161,10 @@ def test_monitor_role_and_private_extension_objects(server: PgServer) -> None:
     with _login(server, "watcher", "mon-Secret-3") as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) > 0 FROM public.pg_stat_statements")
         assert cur.fetchone() == (True,)
+        # a schema named after the role (the app owns the database, it could create one)
+        # is never searched by the exporters' unqualified queries
+        cur.execute("SHOW search_path")
+        assert cur.fetchone() == ("pg_catalog, public",)
 
 
 @pytest.fixture
@@ -171,6 +175,7 @@ def logging_server():
     srv.configure(
         tune(TuningInput(15, "web", 1 * GIB, 1)),
         {"log_statement": "all", "log_min_duration_statement": "0",
+         "debug_print_parse": "on", "debug_print_rewritten": "on", "debug_print_plan": "on",
          "pg_stat_statements.track": "all", "pg_stat_statements.track_utility": "on"},
         hba=render("pg_hba.conf.j2", rules=rules),
     )  # fmt: skip
@@ -190,6 +195,7 @@ def test_passwords_reach_neither_log_nor_pg_stat_statements(logging_server: PgSe
     _login(srv, "shop", "app-Secret-1").close()
     log = srv.log_text()
     assert "statement: ALTER DATABASE" in log  # statements are logged
+    assert "PARSETREE" in log.upper() or ":command" in log  # and parse trees too
     for secret in ("app-Secret-1", "ro-Secret-2", "mon-Secret-3"):
         assert secret not in log
     srv.psql_as_os_user("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")

@@ -1,6 +1,7 @@
 """init_db.sql against the shipped images (PG 15 and 17) and the verify checks on roles.
 
-The server logs every statement and pg_stat_statements tracks utility statements: after
+The server logs every statement (and its parse tree) and pg_stat_statements tracks
+utility statements: after
 init_db.sql sets the passwords (twice), neither the container's log nor
 pg_stat_statements holds one. The verify suite's role checks (tests/verify/test_roles.py)
 pass on that server and fail, with their fix line, once each problem is introduced.
@@ -66,7 +67,8 @@ class Server:
             "-e", "POSTGRES_DB=postgres", image, "postgres",
             "-c", "shared_preload_libraries=pg_stat_statements", "-c", "log_statement=all",
             "-c", "log_min_duration_statement=0", "-c", "pg_stat_statements.track=all",
-            "-c", "pg_stat_statements.track_utility=on",
+            "-c", "pg_stat_statements.track_utility=on", "-c", "debug_print_parse=on",
+            "-c", "debug_print_rewritten=on", "-c", "debug_print_plan=on",
         )  # fmt: skip
         deadline = time.monotonic() + 60
         while self.sql("SELECT 1", check=False).stdout.strip() != "1":

@@ -201,6 +201,17 @@ def test_statement_logging_that_records_passwords_warns(value: str, warns: bool)
         assert f"= {value!r}" in found[0]
 
 
+@pytest.mark.parametrize("name", ["debug_print_parse", "debug_print_rewritten", "debug_print_plan"])
+@pytest.mark.parametrize(("value", "warns"), [("on", True), (True, True), ("1", True),
+                                              ("off", False), (False, False)])  # fmt: skip
+def test_parse_tree_logging_warns(name: str, value, warns: bool) -> None:
+    s = build_settings({"postgres_settings": {name: value}}, FACTS)
+    found = [w for w in safety.warnings(s) if name in w]
+    assert bool(found) == warns
+    if warns:
+        assert "password literals" in found[0]
+
+
 def test_the_reviewed_case_fsync_off_in_64mb_gives_both_reasons() -> None:
     errors = errors_for(postgres_settings={"fsync": "off"}, postgres_memory_limit="64MB")
     assert len(errors) == 2, errors
