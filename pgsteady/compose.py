@@ -55,7 +55,9 @@ def compose_context(s: Settings) -> dict[str, Any]:
             f"{s.paths['init']}:{INIT_MOUNT}:ro",
             f"{s.app_dir}/tls:{TLS_MOUNT}:ro",
             f"{s.app_dir}/tls/{KEY_FILE}:{KEY_MOUNT}:ro",
-            f"{s.backup_path}:{BACKUP_MOUNT}",
+            # Backups are written from the host (docker exec streams); the container reads
+            # them only to restore an empty volume, and never gets to write one root trusts.
+            *([f"{s.backup_path}:{BACKUP_MOUNT}:ro"] if s.postgres_restore_on_empty else []),
             *pgbackrest.volumes(s),
         ],
         "mem_limit": f"{s.memory_limit_mb}m",

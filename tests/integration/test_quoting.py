@@ -169,7 +169,7 @@ def test_compose_round_trips_accepted_yaml_lookalikes(tmp_path: Path, name: str)
     sources = {(v["source"] if isinstance(v, dict) else v.split(":")[0]) for v in svc["volumes"]}
     # every mount compose.py asks for comes back with the tricky path intact
     assert sources == {v.split(":")[0] for v in compose_context(s)["volumes"]}
-    assert {"pgdata", s.paths["config"], s.paths["init"], s.backup_path} <= sources
+    assert {"pgdata", s.paths["config"], s.paths["init"]} <= sources
     secrets = _compose_config(tmp_path, render_compose(s))["secrets"]
     assert {v["file"] for v in secrets.values()} == {
         f"{s.paths['secrets']}/{n}" for n in secret_names(s)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
-from pgsteady.compose import render_compose
+from pgsteady.compose import BACKUP_MOUNT, compose_context, render_compose
 from pgsteady.settings import HostFacts, build_settings
 
 FACTS = HostFacts(ram_mb=4096, cpus=2)
@@ -68,3 +69,12 @@ def test_dollar_signs_survive_compose_interpolation():
     from pgsteady.render import yaml_str
 
     assert yaml.safe_load(yaml_str("a$b")) == "a$$b"  # compose turns $$ back into $
+
+
+@pytest.mark.parametrize("restore_on_empty", [False, True])
+def test_backups_reach_the_container_only_read_only_and_only_to_restore(restore_on_empty):
+    s = build_settings(
+        {"postgres_image_source": "debian", "postgres_restore_on_empty": restore_on_empty}, FACTS
+    )
+    mounts = [v for v in compose_context(s)["volumes"] if v.split(":")[1] == BACKUP_MOUNT]
+    assert mounts == ([f"{s.backup_path}:{BACKUP_MOUNT}:ro"] if restore_on_empty else [])
