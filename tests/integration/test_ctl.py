@@ -402,3 +402,18 @@ def test_backup_tool_refuses_a_config_another_uid_could_write(tmp_path: Path) ->
     res = run()
     assert res.returncode == 2 and "retention.py" in res.stderr, res
     assert not marker.exists()
+    # the backup directory root restores from, and its parents, are checked too
+    (bin_dir / "retention.py").chmod(0o644)
+    shelf = tmp_path / "shared"
+    shelf.mkdir()
+    shelf.chmod(0o777)  # a parent another uid may write: it could swap the backups dir
+    (shelf / "backups").mkdir(mode=0o700)
+    cfg = json.loads(config.read_text())
+    cfg["backup_dir"] = str(shelf / "backups")
+    config.write_text(json.dumps(cfg))
+    res = run()
+    assert res.returncode == 2 and "backup directory" in res.stderr, res
+    assert str(shelf) in res.stderr and not marker.exists()
+    shelf.chmod(0o755)
+    res = run()  # trusted now: the tool runs (and fails on the missing container)
+    assert "refusing" not in res.stderr, res

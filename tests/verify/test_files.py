@@ -86,24 +86,33 @@ def test_nothing_under_app_dir_writable_by_others(on: Host, s: Settings, fixes: 
     )
 
 
-def test_app_dir_parents(on: Host, s: Settings, fixes: Fixes) -> None:
-    """Every directory above app_dir: root-owned, not writable by others (sticky /tmp is fine)."""
-    bad, paths = [], []
-    path = os.path.dirname(s.app_dir.rstrip("/"))
+def _replaceable_parents(on: Host, start: str) -> list[str]:
+    """Directories above ``start`` that are not root's or that others may write."""
+    bad = []
+    path = os.path.dirname(start.rstrip("/"))
     while True:
         got = on.stat(path)
         if got is not None:
             uid, _gid, mode = got
             sticky = mode & 0o1000 and uid == 0
             if uid != 0 or (mode & 0o022 and not sticky):
-                bad.append(f"{path} ({uid}, {mode:04o})")
-                paths.append(path)
+                bad.append(path)
         if path == "/":
             break
         path = os.path.dirname(path)
+    return bad
+
+
+def test_app_dir_parents(on: Host, s: Settings, fixes: Fixes) -> None:
+    """Every directory above app_dir and the backup directory (root restores what is in it):
+    root-owned, not writable by others (sticky /tmp is fine)."""
+    paths: list[str] = []
+    for start in (s.app_dir, s.backup_path):
+        paths += [p for p in _replaceable_parents(on, start) if p not in paths]
     check(
-        not bad,
-        f"another uid may replace app_dir through its parents: {', '.join(bad)}",
+        not paths,
+        "another uid may replace app_dir or the backup directory through their parents: "
+        + ", ".join(paths),
         fixes.on_host(" && ".join(f"chown root {p} && chmod go-w {p}" for p in paths)),
     )
 
