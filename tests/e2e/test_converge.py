@@ -49,10 +49,11 @@ def test_database_is_initialised_and_secrets_are_private(deployed: Stack) -> Non
         assert cur.fetchone() == ("app", "app")
     secrets_dir = deployed.app_dir / "secrets"
     assert oct(secrets_dir.stat().st_mode & 0o777) == "0o700"
-    for f in secrets_dir.iterdir():
+    for f in secrets_dir.rglob("*"):
         st = f.stat()
         # Read by the server's group (compose keeps host owner/mode); only root writes them.
-        assert oct(st.st_mode & 0o777) == "0o640", f
+        # secrets/pgbackrest/ (the repository passphrases) is a directory of such files.
+        assert oct(st.st_mode & 0o777) == ("0o750" if f.is_dir() else "0o640"), f
         assert (st.st_uid, st.st_gid) == (0, 999), f
     # The passwords never appear in the deploy's own files.
     password = deployed.secret("app_password")
