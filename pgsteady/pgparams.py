@@ -399,6 +399,9 @@ def normalize_network(entry: str) -> str:
 #: Every address, and the container's own loopback addresses.
 ANY_IPV4, ANY_IPV6 = "0.0.0.0/0", "::/0"
 LOOPBACK = ("127.0.0.1/32", "::1/128")
+#: The NOSUPERUSER role pgsteady-backup's restore and drill load app-owned rows with
+#: (pgsteady/restore_tool.py): socket only, with a password made for one restore.
+RESTORE_ROLE = "pgsteady_restore"
 
 
 def _hba_name(name: str, what: str) -> str:
@@ -422,7 +425,10 @@ def hba_rules(
 ) -> list[HbaRule]:
     """The pg_hba.conf rules pgsteady writes; the first matching rule wins.
 
-    1. ``local all <superuser> peer``: ``docker exec -u postgres psql`` without a password.
+    1. ``local all <superuser> peer``: ``docker exec -u postgres psql`` without a password;
+       ``local all pgsteady_restore scram-sha-256``: the NOSUPERUSER role restore and drill
+       load app-owned rows with (NOLOGIN except during a restore, any database: the
+       restore target is a temporary one).
     2. The superuser is rejected over TCP from every address, before any allow rule.
     3. With ``require_ssl`` (a published port that is not loopback): plain TCP is rejected.
     4. On the socket, loopback and each allowed network: ``app_roles`` may log in to
@@ -442,6 +448,7 @@ def hba_rules(
     host_type = "hostssl" if require_ssl else "host"
 
     rules = [HbaRule("local", "all", su, "", "peer")]
+    rules.append(HbaRule("local", "all", _hba_name(RESTORE_ROLE, "role"), "", "scram-sha-256"))
     rules += [HbaRule("host", "all", su, net, "reject") for net in (ANY_IPV4, ANY_IPV6)]
     if require_ssl:
         rules += [HbaRule("hostnossl", "all", "all", n, "reject") for n in (ANY_IPV4, ANY_IPV6)]

@@ -9,7 +9,8 @@
 3. The archive is restored into a fresh database with a unique temporary name
    (``pgsteady_restore_<hex>``), owned by the superuser, with CONNECT revoked from
    PUBLIC: the application cannot connect to it, nor see it half-filled. Rows are loaded
-   as their table's owner when that is not a superuser (see pg_restore()).
+   as their table's owner, by a session that never logs in as a superuser, when that
+   owner is not a superuser (see pg_restore()).
 4. Only after pg_restore and ANALYZE succeeded, one transaction terminates the target's
    sessions, renames the target to ``pgsteady_replaced_<hex>``, renames the new database
    to the target's name and gives it the target's owner, database ACL (GRANT/REVOKE),
@@ -30,14 +31,18 @@ one job the dump is streamed through stdin.
 else can connect to, compares each table's row count with the manifest, drops the
 scratch database and records the outcome under ``drill`` in status.json.
 
-Every session runs as the superuser with search_path pinned (backup_tool.SAFE_PGOPTIONS)
-and schema-qualified catalog names.
+Every superuser session runs with search_path pinned (backup_tool.SAFE_PGOPTIONS) and
+schema-qualified catalog names. Rows of tables owned by other roles are loaded in a
+session that logs in as the NOSUPERUSER role ``pgsteady_restore`` (see pg_restore()).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -53,6 +58,10 @@ else:  # run from app_dir/bin, next to backup_tool.py
 RESERVED = ("template0", "template1", "postgres")
 TEMP_PREFIX = "pgsteady_restore_"
 REPLACED_PREFIX = "pgsteady_replaced_"
+#: The NOSUPERUSER role whose session loads app-owned rows (see restore_role()). It logs
+#: in over the container's socket with a password made for one restore (pg_hba.conf:
+#: ``local all pgsteady_restore scram-sha-256``, rendered by pgsteady.pgparams).
+RESTORE_ROLE = "pgsteady_restore"
 KEEP_RESTORES = 20
 DATABASE_PRIVILEGES = ("CREATE", "CONNECT", "TEMPORARY")
 #: Test hook: a comma-separated list of step names at which restore pauses (an hour),
@@ -159,14 +168,93 @@ def data_passes(docker: bt.Docker, toc: str) -> dict[str | None, list[str]]:
     return passes
 
 
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier of an ASCII ``password`` (what pg_authid stores).
+
+    The server only ever sees the verifier, so the password never reaches its logs.
+    """
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    stored = hashlib.sha256(client_key).digest()
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored)}:{b64(server_key)}"
+
+
+def restore_role_reset_sql(docker: bt.Docker) -> list[str]:
+    """SQL taking every membership and the login away from the restore role.
+
+    Run before a data pass (a killed run may have left a grant) and after it.
+    """
+    granted = docker.psql(
+        "postgres",
+        "SELECT r.rolname FROM pg_catalog.pg_auth_members m "
+        "JOIN pg_catalog.pg_roles r ON r.oid = m.roleid "
+        "JOIN pg_catalog.pg_roles u ON u.oid = m.member "
+        f"WHERE u.rolname = {literal(RESTORE_ROLE)} ORDER BY 1",
+    )
+    sql = [f"REVOKE {ident(name)} FROM {ident(RESTORE_ROLE)}" for name in granted.splitlines()]
+    return [*sql, f"ALTER ROLE {ident(RESTORE_ROLE)} NOLOGIN PASSWORD NULL"]
+
+
+@contextlib.contextmanager
+def restore_role(docker: bt.Docker, target: str, passfile: str):
+    """Let the restore role log in to ``target`` (only) for the duration of the block.
+
+    Yields the libpq connection string of a session that LOGS IN as the NOSUPERUSER,
+    NOINHERIT role ``pgsteady_restore``: ``SET ROLE <owner>`` (pg_restore ``--role``)
+    works once the owner is granted to it (see grant_owner), and app code that runs
+    ``RESET ROLE`` falls back to that role, never to the superuser. The password is
+    random, made for this block, written to ``passfile`` (0600 inside the container),
+    and only its SCRAM verifier is sent to the server. On exit, also after a failure,
+    the role loses its memberships, its login and the CONNECT grant.
+    """
+    exists = docker.psql(
+        "postgres", f"SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {literal(RESTORE_ROLE)}"
+    )
+    role = ident(RESTORE_ROLE)
+    attrs = "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT"
+    if exists != "1":
+        docker.psql("postgres", f"CREATE ROLE {role} NOLOGIN {attrs}")
+    password = secrets.token_hex(32)
+    with tempfile.NamedTemporaryFile("w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(f"*:*:{target}:{RESTORE_ROLE}:{password}\n")
+        fh.flush()
+        docker.run("sh", "-c", f"umask 077 && cat > {passfile}", input_file=fh.name, timeout=60)
+    try:
+        docker.psql(
+            "postgres",
+            ";\n".join(
+                [
+                    *restore_role_reset_sql(docker),
+                    f"ALTER ROLE {role} LOGIN {attrs} CONNECTION LIMIT -1 "
+                    f"PASSWORD {literal(scram_verifier(password))} VALID UNTIL 'infinity'",
+                    f"GRANT CONNECT ON DATABASE {ident(target)} TO {role}",
+                ]
+            ),
+        )
+        yield f"dbname={target} user={RESTORE_ROLE} passfile={passfile}"
+    finally:
+        with contextlib.suppress(bt.BackupError):
+            docker.run("rm", "-f", passfile, timeout=60)
+        cleanup = [*restore_role_reset_sql(docker)]
+        if database_exists(docker, target):
+            cleanup.append(f"REVOKE ALL ON DATABASE {ident(target)} FROM {role}")
+        docker.psql("postgres", ";\n".join(cleanup))
+
+
 def pg_restore(docker: bt.Docker, path: str, target: str, jobs: int) -> None:
     """Restore the archive at ``path`` (on the host) into the existing ``target``.
 
     The superuser restores the schema (pre-data) and then indexes, constraints and
-    triggers (post-data; index expressions run as the table owner). Rows are loaded as
-    each table's owner when that is not a superuser: loading evaluates CHECK
-    constraints, domain checks and generated columns, i.e. functions that role wrote,
-    which must never run as the superuser.
+    triggers (post-data; index expressions run as the table owner). Rows owned by a
+    role that is not a superuser are loaded in a session that LOGS IN as the
+    NOSUPERUSER restore role (restore_role()) with ``--role=<owner>``: loading evaluates
+    CHECK constraints, domain checks and generated columns, i.e. functions that role
+    wrote, and ``SET ROLE`` inside a superuser's session is no boundary (that code
+    could ``RESET ROLE``). Only rows owned by a superuser load as the superuser.
     """
     work = f"/tmp/pgsteady-restore-{secrets.token_hex(6)}"
     inside = f"{work}.dump" if jobs > 1 else None
@@ -189,13 +277,29 @@ def pg_restore(docker: bt.Docker, path: str, target: str, jobs: int) -> None:
                          input_file=None if inside else path)  # fmt: skip
         base = ["--exit-on-error", "-d", target]
         run(*base, "--section=pre-data")
-        for i, (role, lines) in enumerate(sorted(data_passes(docker, toc).items(), key=str)):
+        passes = sorted(data_passes(docker, toc).items(), key=str)
+        lists = []
+        for i, (role, lines) in enumerate(passes):
             with tempfile.NamedTemporaryFile("w", suffix=".list") as fh:
                 fh.write("\n".join(lines) + "\n")
                 fh.flush()
-                listed = copy_in(f"{work}-{i}.list", fh.name)
-            as_role = [f"--role={role}"] if role else []
-            run(*base, "--section=data", f"--use-list={listed}", *as_role)
+                lists.append((role, copy_in(f"{work}-{i}.list", fh.name)))
+        for role, listed in lists:
+            if role is None:
+                run(*base, "--section=data", f"--use-list={listed}")
+        owned = [(role, listed) for role, listed in lists if role is not None]
+        if owned:
+            with restore_role(docker, target, f"{work}.pgpass") as conninfo:
+                for role, listed in owned:
+                    grant = f"GRANT {ident(role)} TO {ident(RESTORE_ROLE)}"
+                    docker.psql("postgres", grant)
+                    try:
+                        run("--exit-on-error", "-d", conninfo, "--section=data",
+                            f"--use-list={listed}", f"--role={role}")  # fmt: skip
+                    finally:
+                        revoke = f"REVOKE {ident(role)} FROM {ident(RESTORE_ROLE)}"
+                        with contextlib.suppress(bt.BackupError):
+                            docker.psql("postgres", revoke)
         run(*base, "--section=post-data")
     finally:
         if copied:

@@ -55,7 +55,7 @@ def find_image() -> str | None:
 class Postgres:
     """A throwaway container of the test image (removed with its volumes by ``remove``)."""
 
-    def __init__(self, image: str) -> None:
+    def __init__(self, image: str, *run_args: str) -> None:
         self.name = f"pgsteady-bt-{secrets.token_hex(4)}"
         docker(
             "run",
@@ -66,9 +66,26 @@ class Postgres:
             "POSTGRES_PASSWORD=unused",
             "-e",
             "POSTGRES_DB=app",
+            *run_args,
             image,
         )
         self.wait_ready()
+        self.allow_restore_role()
+
+    def allow_restore_role(self) -> None:
+        """Put pgsteady's pg_hba rule for the restore role first, as the rendered file has it.
+
+        Restore and drill load app-owned rows in a session logged in as the NOSUPERUSER
+        ``pgsteady_restore`` (pgsteady.pgparams.hba_rules), over the socket with a password.
+        """
+        rule = "local all pgsteady_restore scram-sha-256"
+        script = (
+            'f=$(psql -XAtq -c "SHOW hba_file") && '
+            f'{{ echo "{rule}"; cat "$f"; }} > "$f.new" && cat "$f.new" > "$f" && rm "$f.new" && '
+            'psql -XAtq -c "SELECT pg_reload_conf()"'
+        )
+        docker("exec", "-u", "postgres", self.name, "sh", "-c", script)
+        time.sleep(0.5)
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Until the final server (not the entrypoint's init server) accepts TCP connections."""

@@ -259,6 +259,7 @@ def test_hba_rules_default():
     roles = '"app","app_ro","monitor"'
     assert rules == [
         HbaRule("local", "all", '"postgres"', "", "peer"),
+        HbaRule("local", "all", '"pgsteady_restore"', "", scram),
         HbaRule("host", "all", '"postgres"', "0.0.0.0/0", "reject"),
         HbaRule("host", "all", '"postgres"', "::/0", "reject"),
         HbaRule("local", '"app"', roles, "", scram),
@@ -303,7 +304,7 @@ def test_hba_app_roles_reach_their_database_only():
 
 def test_hba_require_ssl_rejects_plain_tcp_and_allows_hostssl_only():
     rules = _rules(["10.0.0.0/8"], require_ssl=True)
-    assert rules[3:5] == [
+    assert rules[4:6] == [
         HbaRule("hostnossl", "all", "all", "0.0.0.0/0", "reject"),
         HbaRule("hostnossl", "all", "all", "::/0", "reject"),
     ]
