@@ -89,7 +89,7 @@ def literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def pause_point(log: bt.Log, step: str) -> None:
+def pause_point(log: bt.Log | None, step: str) -> None:
     """Sleep at ``step`` when the test hook names it (see PAUSE_ENV)."""
     if step in os.environ.get(PAUSE_ENV, "").split(","):
         print(f"pausing at {step}", file=sys.stderr, flush=True)
@@ -128,6 +128,15 @@ def drop_leftovers(docker: bt.Docker, log: bt.Log) -> None:
     for name in names.split():
         log.info(f"dropping {name}, left by an interrupted restore")
         drop_database(docker, name)
+    role = docker.psql(
+        "postgres",
+        "SELECT rolcanlogin OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m "
+        "WHERE m.member = r.oid) FROM pg_catalog.pg_roles r "
+        f"WHERE r.rolname = {literal(RESTORE_ROLE)}",
+    )
+    if role == "t":
+        log.info(f"taking the login and memberships of {RESTORE_ROLE} left by an interrupted run")
+        docker.psql("postgres", ";\n".join(restore_role_reset_sql(docker)))
 
 
 def create_database(docker: bt.Docker, name: str, manifest: dict) -> None:
@@ -294,6 +303,7 @@ def pg_restore(docker: bt.Docker, path: str, target: str, jobs: int) -> None:
                     grant = f"GRANT {ident(role)} TO {ident(RESTORE_ROLE)}"
                     docker.psql("postgres", grant)
                     try:
+                        pause_point(None, "owner-data")
                         run("--exit-on-error", "-d", conninfo, "--section=data",
                             f"--use-list={listed}", f"--role={role}")  # fmt: skip
                     finally:

@@ -15,6 +15,8 @@
 #     /backups) holds pgsteady backups, the newest backup of every database is restored
 #     instead of starting empty (roles from the newest globals dump, the superuser's own
 #     role excepted); the initdb.d scripts then run as usual, so they must be idempotent.
+#     Rows of tables the superuser does not own are loaded by a session that logs in as
+#     the NOSUPERUSER role pgsteady_restore (with --role=<owner>), never as the superuser.
 #     When pgBackRest is configured (PGBACKREST_STANZA) and its repository holds a backup,
 #     that backup is restored instead and every archived WAL replayed (to the end of the
 #     archive), in a temporary server; the spent recovery settings are then reset.
@@ -25,6 +27,7 @@ INIT_DIR=/docker-entrypoint-initdb.d
 SOCKET_DIR=/var/run/postgresql
 INCOMPLETE_MARKER=.pgsteady-init-incomplete
 IDENT_MAP=pgsteady
+RESTORE_ROLE=pgsteady_restore
 RESTORE_STAGE=/var/lib/postgresql/pgsteady-restore
 
 log() { printf 'pgsteady-entrypoint: %s\n' "$*"; }
@@ -139,13 +142,96 @@ restore_staged() {
 		grep -Ev "^(CREATE|ALTER) ROLE \"?$role_re\"?[ ;]" "$globals" |
 			psql_init --dbname postgres -q -v ON_ERROR_STOP=1
 	fi
+	restore_role login
 	for dump in "$RESTORE_STAGE"/*-latest.dump; do
 		log "restore-on-empty: restoring $(basename "$dump")"
-		pg_restore --create --exit-on-error --dbname postgres --username "$POSTGRES_USER" \
-			"$dump" || die "restore-on-empty: pg_restore of $dump failed"
+		restore_dump "$dump"
 	done
+	restore_role nologin
+	sed -i "/^$IDENT_MAP  postgres  $RESTORE_ROLE\$/d" "$PGDATA/pg_ident.conf"
 	rm -rf "$RESTORE_STAGE"
 	log "restore-on-empty: restored the newest backups"
+}
+
+# psql as the superuser with search_path pinned: it never resolves an app-made object.
+psql_su() {
+	PGOPTIONS='-c search_path=pg_catalog,pg_temp' psql_init -X -q --dbname postgres "$@"
+}
+
+# restore_role login|nologin: the NOSUPERUSER, NOINHERIT role that loads app-owned rows
+# (it logs in by peer: initialise maps the OS user postgres to it in pg_ident.conf), with
+# no memberships left from the globals dump; nologin takes its login away again.
+restore_role() {
+	if [[ $1 == nologin ]]; then
+		psql_su -v r="$RESTORE_ROLE" <<<'ALTER ROLE :"r" NOLOGIN'
+		return
+	fi
+	psql_su -v r="$RESTORE_ROLE" <<-'EOF'
+		SELECT pg_catalog.format('CREATE ROLE %I', :'r')
+		 WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = :'r') \gexec
+		ALTER ROLE :"r" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
+		  NOBYPASSRLS NOINHERIT PASSWORD NULL;
+		SELECT pg_catalog.format('REVOKE %I FROM %I', g.rolname, :'r')
+		  FROM pg_catalog.pg_auth_members m
+		  JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+		  JOIN pg_catalog.pg_roles u ON u.oid = m.member
+		 WHERE u.rolname = :'r' \gexec
+	EOF
+}
+
+# restore_dump DUMP: the schema as the superuser; the rows of each table owned by a role
+# that is not a superuser in a session that LOGS IN as the restore role, with
+# --role=<owner> (loading runs the owner's CHECK, domain and generated-column code; were
+# the session the superuser's, that code could RESET ROLE and be the superuser); the
+# superuser's own rows as the superuser; then indexes, constraints and triggers.
+restore_dump() {
+	local dump=$1 work db file owner
+	work=$(mktemp -d)
+	db=$(pg_restore --list "$dump" | sed -n 's/^;[[:space:]]*dbname: //p' | head -n 1)
+	[[ -n $db ]] || die "restore-on-empty: $dump names no database"
+	pg_restore --create --section=pre-data --exit-on-error --dbname postgres \
+		--username "$POSTGRES_USER" "$dump" || die "restore-on-empty: pg_restore of $dump failed"
+	pg_restore --list "$dump" >"$work/toc"
+	psql_su -At -c "SELECT CASE WHEN rolsuper THEN 's' ELSE 'u' END || rolname
+		FROM pg_catalog.pg_roles ORDER BY pg_catalog.length(rolname) DESC" >"$work/roles"
+	# Each entry goes to the list of the role its line ends with (longest name first).
+	awk -v dir="$work" '
+		FNR == NR { kind[++n] = substr($0, 1, 1); name[n] = substr($0, 2); next }
+		/^;/ || /^[[:space:]]*$/ { next }
+		{
+			file = dir "/list.super"; found = 0
+			for (i = 1; i <= n; i++) {
+				s = " " name[i]
+				if (length($0) > length(s) && substr($0, length($0) - length(s) + 1) == s) {
+					found = 1
+					if (kind[i] == "u") {
+						file = dir "/list." i
+						if (!(i in seen)) { seen[i] = 1; printf "%s", name[i] > (dir "/owner." i) }
+					}
+					break
+				}
+			}
+			if (!found && index($0, " TABLE DATA ")) { print "no owner: " $0 > "/dev/stderr"; exit 3 }
+			print > file
+		}' "$work/roles" "$work/toc" || die "restore-on-empty: cannot tell who owns the rows of $dump"
+	if [[ -f $work/list.super ]]; then
+		pg_restore --section=data --use-list="$work/list.super" --exit-on-error \
+			--dbname "$db" --username "$POSTGRES_USER" "$dump" ||
+			die "restore-on-empty: pg_restore of $dump failed"
+	fi
+	for file in "$work"/owner.*; do
+		owner=$(<"$file")
+		psql_su -v o="$owner" -v r="$RESTORE_ROLE" -v db="$db" \
+			<<<'GRANT :"o" TO :"r"; GRANT CONNECT ON DATABASE :"db" TO :"r";'
+		pg_restore --section=data --use-list="$work/list.${file##*.}" --exit-on-error \
+			--dbname "$db" --username "$RESTORE_ROLE" --role="$owner" "$dump" ||
+			die "restore-on-empty: pg_restore of the rows $owner owns in $dump failed"
+		psql_su -v o="$owner" -v r="$RESTORE_ROLE" -v db="$db" \
+			<<<'REVOKE :"o" FROM :"r"; REVOKE CONNECT ON DATABASE :"db" FROM :"r";'
+	done
+	pg_restore --section=post-data --exit-on-error --dbname "$db" \
+		--username "$POSTGRES_USER" "$dump" || die "restore-on-empty: pg_restore of $dump failed"
+	rm -rf "$work"
 }
 
 prepare_dirs_as_user() {
@@ -295,6 +381,8 @@ run_init_scripts() {
 # or the database, then the init scripts.
 initialise() {
 	run_initdb
+	# restore-on-empty loads app-owned rows as the NOSUPERUSER restore role (peer login).
+	[[ ! -d $RESTORE_STAGE ]] || echo "$IDENT_MAP  postgres  $RESTORE_ROLE" >>"$PGDATA/pg_ident.conf"
 	temp_server_start "$@"
 	if [[ -d $RESTORE_STAGE ]]; then
 		restore_staged

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from backup_env import DOCKER, REPO, Postgres, Tool, docker, find_image
+from debian_images import docker_client, ensure_debian_image
 
 from pgsteady.monitor.collect import collect_script, parse_sections
 from pgsteady.render import render
@@ -38,14 +39,24 @@ CREATE TABLE public.pwned (fn text, cu name, su name);
 GRANT INSERT ON public.pwned TO PUBLIC;
 CREATE FUNCTION public.pgs_trap(fn text) RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog AS $$
+DECLARE was name := current_user;
 BEGIN
-  IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-    EXECUTE format('COPY (SELECT %L) TO PROGRAM %L', fn, 'cat >> /tmp/pgsteady-pwned');
+  -- SET ROLE is no boundary: first drop back to the session's LOGIN role, if allowed.
+  BEGIN RESET ROLE; EXCEPTION WHEN OTHERS THEN NULL; END;
+  BEGIN SET SESSION AUTHORIZATION DEFAULT; EXCEPTION WHEN OTHERS THEN NULL; END;
+  IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+     OR (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
+    BEGIN
+      EXECUTE format('COPY (SELECT %L) TO PROGRAM %L', fn, 'cat >> /tmp/pgsteady-pwned');
+    EXCEPTION WHEN OTHERS THEN NULL;
+    END;
+    BEGIN ALTER ROLE app SUPERUSER; EXCEPTION WHEN OTHERS THEN NULL; END;
     BEGIN
       INSERT INTO public.pwned VALUES (fn, current_user, session_user);
     EXCEPTION WHEN OTHERS THEN NULL;  -- e.g. a read-only transaction
     END;
   END IF;
+  BEGIN EXECUTE format('SET ROLE %I', was); EXCEPTION WHEN OTHERS THEN NULL; END;
 END $$;
 
 CREATE FUNCTION public.format(text, name, name) RETURNS text LANGUAGE plpgsql AS
@@ -115,6 +126,14 @@ CREATE FUNCTION public.pgs_check(int) RETURNS boolean LANGUAGE plpgsql AS
 $$ BEGIN PERFORM public.pgs_trap('CHECK constraint'); RETURN true; END $$;
 CREATE TABLE public.checked (x int CHECK (public.pgs_check(x)));
 INSERT INTO public.checked VALUES (1);
+-- ... domain checks and generated columns.
+CREATE DOMAIN public.pgs_dom AS int CHECK (public.pgs_check(VALUE));
+CREATE TABLE public.domained (x public.pgs_dom);
+INSERT INTO public.domained VALUES (1);
+CREATE FUNCTION public.pgs_gen(int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('generated column'); RETURN $1; END $$;
+CREATE TABLE public.generated (x int, y int GENERATED ALWAYS AS (public.pgs_gen(x)) STORED);
+INSERT INTO public.generated (x) VALUES (1);
 CREATE TABLE public.items (id int PRIMARY KEY, name text);
 INSERT INTO public.items SELECT g, 'n' || g FROM generate_series(1, 50) g;
 """
@@ -135,9 +154,12 @@ SELECT lo_from_bytea(0, 'large object'::bytea);
 
 
 def _fired(pg: Postgres) -> list[str]:
-    """Superuser calls the traps recorded: in the marker file and in public.pwned."""
+    """Superuser calls the traps recorded: in the marker file, in public.pwned, and
+    whether the application role made itself a superuser."""
     proc = docker("exec", pg.name, "cat", MARKER, check=False)
     calls = [f"superuser call: {line}" for line in proc.stdout.splitlines()]
+    if pg.value("SELECT rolsuper FROM pg_roles WHERE rolname = 'app'", "postgres") == "t":
+        calls.append("app became a superuser")
     for db in ("app", "postgres"):
         rows = pg.value(
             "SELECT fn || ' by ' || cu FROM public.pwned WHERE cu IN "
@@ -150,22 +172,29 @@ def _fired(pg: Postgres) -> list[str]:
 
 def _reset(pg: Postgres) -> None:
     docker("exec", pg.name, "rm", "-f", MARKER)
+    pg.sql("ALTER ROLE app NOSUPERUSER", "postgres")
     for db in ("app", "postgres"):
         pg.sql("DELETE FROM public.pwned", db)
+
+
+def _plant(container: Postgres) -> None:
+    """The application role, its traps in ``app`` and ``postgres``, rows of other owners."""
+    container.sql(
+        "CREATE ROLE app LOGIN PASSWORD 'app-pw'; ALTER DATABASE app OWNER TO app; "
+        "GRANT CREATE ON SCHEMA public TO app",  # postgres.public, as before PG 15
+        "postgres",
+    )
+    for db in ("app", "postgres"):
+        container.sql(f"SET ROLE app;\n{PLANT}", db)
+    container.sql(OTHER_OWNERS, "app")
+    _reset(container)  # planting in a SET ROLE session fired the traps (that is the point)
 
 
 @pytest.fixture(scope="module")
 def pg():
     container = Postgres(IMAGE)
     try:
-        container.sql(
-            "CREATE ROLE app LOGIN PASSWORD 'app-pw'; ALTER DATABASE app OWNER TO app; "
-            "GRANT CREATE ON SCHEMA public TO app",  # postgres.public, as before PG 15
-            "postgres",
-        )
-        for db in ("app", "postgres"):
-            container.sql(f"SET ROLE app;\n{PLANT}", db)
-        container.sql(OTHER_OWNERS, "app")
+        _plant(container)
         yield container
     finally:
         container.remove()
@@ -179,6 +208,7 @@ def test_the_traps_fire_for_an_unpinned_superuser_session(pg):
     fired = _fired(pg)
     assert "superuser call: format(text,name,name)" in fired
     assert "superuser call: oid = integer" in fired
+    assert "app became a superuser" in fired
     _reset(pg)
 
 
@@ -192,18 +222,94 @@ def test_backup_tool_paths_never_run_app_code(tmp_path, pg):
     tool = Tool.install(tmp_path / "app", pg.name, ["app"])
     _ok(tool.run("backup"))
     manifest = tool.status()["last_success"]["databases"]["app"]
-    assert manifest["tables"] == 5  # items, checked, pwned, theirs, admin_only
+    assert manifest["tables"] == 7  # items, checked, domained, generated, pwned, theirs, admin_only
     _ok(tool.run("verify"))
-    _ok(tool.run("drill"))  # restores the planted objects into a scratch DB, then counts
-    assert tool.status()["drill"]["databases"]["app"]["rows"] == 50 + 1 + 3 + 2
-    _ok(tool.run("restore", "--target-db", "app_copy"))
-    _ok(tool.run("restore", "--target-db", "app", "--force"))
+    assert _fired(pg) == []
+    drill = tool.run("drill")  # restores the planted objects into a scratch DB, then counts
+    assert _fired(pg) == [], "drill"
+    _ok(drill)
+    assert tool.status()["drill"]["databases"]["app"]["rows"] == 50 + 1 + 1 + 1 + 3 + 2
+    restored = tool.run("restore", "--target-db", "app_copy")
+    assert _fired(pg) == [], "restore into a new database"
+    _ok(restored)
+    forced = tool.run("restore", "--target-db", "app", "--force")
+    assert _fired(pg) == [], "restore --force"
+    _ok(forced)
+    # The restore role is left without login, memberships or access to the restored DBs.
+    assert (
+        pg.value(
+            "SELECT rolcanlogin, rolsuper, rolpassword IS NULL FROM pg_authid "
+            "WHERE rolname = 'pgsteady_restore'",
+            "postgres",
+        )
+        == "f|f|t"
+    )
+    assert (
+        pg.value(
+            "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member "
+            "WHERE r.rolname = 'pgsteady_restore'",
+            "postgres",
+        )
+        == "0"
+    )
+    assert "pgsteady_restore" not in pg.value(
+        "SELECT string_agg(coalesce(datacl::text, ''), ' ') FROM pg_database", "postgres"
+    )
     assert pg.value("SELECT count(*) FROM items") == "50"
+    assert pg.value("SELECT y FROM generated") == "1"
     assert pg.value("SELECT tableowner FROM pg_tables WHERE tablename = 'theirs'") == "other"
     assert pg.value("SELECT convert_from(lo_get(oid), 'UTF8') FROM pg_largeobject_metadata") == (
         "large object"
     )
     assert _fired(pg) == []
+
+
+@pytest.mark.parametrize("version", [15, 17], ids=lambda v: f"pg{v}")
+def test_restore_on_empty_never_runs_app_code(tmp_path, version):
+    """The Debian image's restore-on-empty loads the app's rows (its CHECK, domain and
+    generated-column code) without ever giving that code the superuser."""
+    image = ensure_debian_image(docker_client(), version)
+    source = Postgres(image)
+    restored = None
+    try:
+        _plant(source)
+        tool = Tool.install(tmp_path / "app", source.name, ["app"])
+        _ok(tool.run("backup"))
+        assert _fired(source) == []
+        restored = Postgres(
+            image, "-e", "PGSTEADY_RESTORE_ON_EMPTY=1", "-v", f"{tool.backup_dir}:/backups:ro"
+        )
+        logs = docker("logs", restored.name).stdout
+        assert "restore-on-empty: restored the newest backups" in logs
+        assert docker("exec", restored.name, "cat", MARKER, check=False).stdout == ""
+        assert restored.value("SELECT rolsuper FROM pg_roles WHERE rolname = 'app'") == "f"
+        # (catalog names qualified: the restored app database holds the planted overloads)
+        count = "SELECT pg_catalog.count(*) FROM public."
+        assert restored.value(count + "pwned") == "0"
+        assert restored.value(count + "items") == "50"
+        assert restored.value(count + "domained") == "1"
+        assert restored.value("SELECT y FROM public.generated WHERE x = 1") == "1"
+        assert (
+            restored.value(
+                "SELECT tableowner FROM pg_catalog.pg_tables "
+                "WHERE tablename OPERATOR(pg_catalog.=) 'theirs'::name"
+            )
+            == "other"
+        )
+        assert (
+            restored.value(
+                "SELECT pg_catalog.format('%s|%s|%s', rolcanlogin, rolsuper, (SELECT "
+                "pg_catalog.count(*) FROM pg_catalog.pg_auth_members m WHERE m.member "
+                "OPERATOR(pg_catalog.=) r.oid)) FROM pg_catalog.pg_roles r WHERE r.rolname "
+                "OPERATOR(pg_catalog.=) 'pgsteady_restore'::name"
+            )
+            == "f|f|0"
+        )
+        assert docker("exec", restored.name, "cat", MARKER, check=False).stdout == ""
+    finally:
+        for container in (source, restored):
+            if container is not None:
+                container.remove()
 
 
 def test_monitor_collect_never_runs_app_code(tmp_path, pg):

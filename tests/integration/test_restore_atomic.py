@@ -115,6 +115,12 @@ def _wait_for_pg_restore(pg: Postgres, proc: subprocess.Popen[str]) -> None:
     raise AssertionError(f"pg_restore never started (exit {proc.poll()})")
 
 
+_RESTORE_ROLE_SQL = (
+    "SELECT rolcanlogin, (SELECT count(*) FROM pg_auth_members m WHERE m.member = r.oid) "
+    "FROM pg_roles r WHERE rolname = 'pgsteady_restore'"
+)
+
+
 def _kill(proc: subprocess.Popen[str]) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -127,7 +133,9 @@ def _connect_as(pg: Postgres, role: str, db: str) -> subprocess.CompletedProcess
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("point", ["safety", "created", "pg_restore", "restored", "swap"])
+@pytest.mark.parametrize(
+    "point", ["safety", "created", "pg_restore", "owner-data", "restored", "swap"]
+)
 def test_killed_restore_leaves_the_live_database_untouched(tmp_path, pg, point):
     tool = Tool.install(tmp_path / "app", pg.name, ["app"])
     assert tool.run("backup").returncode == 0
@@ -141,6 +149,8 @@ def test_killed_restore_leaves_the_live_database_untouched(tmp_path, pg, point):
         _wait_for_line(proc, f"pausing at {point}")
     for temp in _temp_databases(pg):  # what a killed run leaves, nobody else can reach
         assert "permission denied" in _connect_as(pg, "shop", temp).stderr
+    if point == "owner-data":  # the restore role may log in, as the rows' owner
+        assert pg.value(_RESTORE_ROLE_SQL, "postgres") == "t|1"
     _kill(proc)
     assert _state(pg) == before
     assert _connect_as(pg, "shop", "app").stdout.strip() == "1"
@@ -151,6 +161,8 @@ def test_killed_restore_leaves_the_live_database_untouched(tmp_path, pg, point):
     assert catalog == before[0]
     assert data == backed_up != before[1]
     assert _temp_databases(pg) == []
+    # nor does the restore role keep a login or a membership
+    assert pg.value(_RESTORE_ROLE_SQL, "postgres") == "f|0"
 
 
 def test_forced_restore_keeps_grants_settings_and_records_status(tmp_path, pg):
