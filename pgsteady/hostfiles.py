@@ -68,8 +68,7 @@ def server_owned_dirs(s: Settings) -> list[str]:
     WAL archive. Root never runs, sources or trusts a file in them; they are the only
     exception to "nothing under app_dir is writable by another uid", so each is listed here.
     """
-    del s  # none yet: a module that adds one returns it from here
-    return []
+    return pgbackrest.server_written_dirs(s)  # the posix pgBackRest repositories
 
 
 def writable_by_others(got_uid: int, got_mode: int, want: Owned) -> str | None:
@@ -120,7 +119,7 @@ def layout(s: Settings) -> list[Owned]:
             *(server_readable(s, pgbackrest.secret_file(s, n)) for n, _ in pgbackrest.repos(s)),
         ]
     jobs = [watchdog_job(s)] + ([backup_job(s)] if s.backup_enabled else [])
-    jobs += pgbackrest_jobs(s)
+    jobs += pgbackrest_jobs(s) if s.pgbackrest_enabled else []
     for job in jobs:
         if s.host_has_systemd:
             base = f"/etc/systemd/system/{job.unit}"

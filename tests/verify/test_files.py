@@ -12,7 +12,6 @@ import os
 import shlex
 from typing import TYPE_CHECKING
 
-from pgsteady import pgbackrest
 from pgsteady.hostfiles import (
     OLD_ROOT_FILES_IN_CONFIG,
     Owned,
@@ -67,13 +66,7 @@ def test_nothing_under_app_dir_writable_by_others(on: Host, s: Settings, fixes: 
     roots = " ".join(shlex.quote(p) for p in sorted({s.app_dir, s.backup_path}))
     prune = "".join(f"-path {shlex.quote(d)} -prune -o " for d in server_owned_dirs(s))
     res = on.run(f"find {roots} -xdev {prune}\\( ! -uid 0 -o -perm /022 \\) -print 2>/dev/null")
-    # pgBackRest's posix repositories are the server uid's on purpose (test_pgbackrest).
-    own = tuple(pgbackrest.server_written_dirs(s))
-    found = [
-        line
-        for line in res.stdout.splitlines()
-        if line.strip() and not any(line == d or line.startswith(d + "/") for d in own)
-    ]
+    found = [line for line in res.stdout.splitlines() if line.strip()]
     shown = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
     check(
         not found,
