@@ -54,9 +54,8 @@ def backup_job(s: Settings) -> Job:
 
 
 def pgbackrest_jobs(s: Settings) -> list[Job]:
-    """Full and differential backups and ``pgbackrest verify`` (none when it is off)."""
-    if not s.pgbackrest_enabled:
-        return []
+    """Full and differential backups and ``pgbackrest verify`` (present while
+    ``pgbackrest_enabled``; the deploy removes them when it is off)."""
     ctl = f"{s.paths['bin']}/pgsteady-ctl"
     jobs = []
     for kind, schedule, args in (

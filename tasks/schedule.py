@@ -64,7 +64,7 @@ def _cron_job(job: Job, present: bool) -> None:
 @deploy("Scheduled jobs")
 def ensure(s: Settings) -> None:
     jobs = [(watchdog_job(s), True), (backup_job(s), s.backup_enabled)]
-    jobs += [(job, True) for job in pgbackrest_jobs(s)]
+    jobs += [(job, s.pgbackrest_enabled) for job in pgbackrest_jobs(s)]
     if s.host_has_systemd:
         for job, present in jobs:
             _systemd_job(job, present)

@@ -70,13 +70,13 @@ def test_server_archives_through_pgbackrest_with_the_timeout_setting():
     assert "--stanza=main archive-push %p'" in text
 
 
-def test_disabled_leaves_no_archiving_mounts_or_jobs():
+def test_disabled_leaves_no_archiving_mounts_files_or_jobs():
     s = settings(pgbackrest_enabled=False, postgres_image_source="registry")
     assert "archive_mode" not in render_postgresql_conf(s)
     ctx = compose_context(s)
     assert not any("pgbackrest" in v for v in ctx["volumes"])
     assert not ctx["init"]
-    assert pgbackrest_jobs(s) == []
+    assert not any("pgbackrest" in o.path for o in layout(s))  # jobs, config, secrets
 
 
 def test_compose_runs_an_init_and_finds_the_config_by_env_without_secrets():

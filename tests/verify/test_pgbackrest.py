@@ -146,9 +146,11 @@ def test_full_backup_exists(on: Host, s: Settings, fixes: Fixes) -> None:
     """At least one full backup: without one there is nothing to replay WAL onto."""
     st = next((x for x in _info(on, s) if x["name"] == s.pgbackrest_stanza), {})
     fulls = [b for b in st.get("backup", []) if b.get("type") == "full"]
+    status = (st.get("status") or {}).get("message", "missing")
     check(
         bool(fulls),
-        "no full pgBackRest backup yet: point-in-time recovery has nothing to start from",
+        f"no full pgBackRest backup found (stanza status: {status}): point-in-time recovery "
+        "has nothing to start from",
         fixes.on_host(_ctl(s, "backup --type=full")),
     )
     newest = max(b["timestamp"]["stop"] for b in st["backup"])
