@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pgsteady import pgbackrest
 from pgsteady.compose import INIT_SQL, secret_names
 from pgsteady.jobs import backup_job, pgbackrest_jobs, watchdog_job
-from pgsteady.pgconfig import schema_file_names
+from pgsteady.pgconfig import SCHEMA_PSQL, schema_file_names
 from pgsteady.settings import Settings
 
 #: Stdlib-only modules the backup tool imports from its own directory on the host.
@@ -111,6 +111,7 @@ def layout(s: Settings) -> list[Owned]:
         schema_dir = f"{p['init']}/schema"
         out.append(server_readable(s, schema_dir, directory=True))
         out += [server_readable(s, f"{schema_dir}/{n}") for n in schema_file_names(s)]
+        out.append(server_readable(s, f"{p['init']}/{SCHEMA_PSQL}"))
     if s.pgbackrest_enabled:
         out += [
             root_only(f"{p['bin']}/pgsteady-pitr", "755"),

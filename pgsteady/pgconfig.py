@@ -99,16 +99,33 @@ def schema_file_names(s: Settings) -> list[str]:
     ]
 
 
+#: The application's password inside the container (compose mounts the secret there).
+APP_PASSWORD_FILE = "/run/secrets/app_password"
+
+
 def render_init_db_sql(s: Settings) -> str:
     return render(
         "init_db.sql.j2",
         app_user=s.postgres_user,
-        app_password_file="/run/secrets/app_password",
+        app_password_file=APP_PASSWORD_FILE,
         readonly_user=s.postgres_readonly_user,
         readonly_password_file="/run/secrets/readonly_password",
         monitor_user=s.postgres_monitor_user,
         monitor_password_file="/run/secrets/monitor_password",
         database=s.postgres_db,
         extensions=s.postgres_extensions,
+    )
+
+
+#: Where the rendered schema_files.psql.j2 lands under app_dir/init/ (not *.sql: the
+#: image's entrypoint would run that as the superuser on a new cluster).
+SCHEMA_PSQL = "schema.psql"
+
+
+def render_schema_psql(s: Settings) -> str:
+    """The psql script applying the operator's schema files as the app role (see ctl)."""
+    return render(
+        "schema_files.psql.j2",
+        app_user=s.postgres_user,
         schema_files=[f"{INIT_MOUNT}/schema/{n}" for n in schema_file_names(s)],
     )

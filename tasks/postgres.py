@@ -7,6 +7,7 @@ change reloads the server and restarts it only when a changed setting requires i
 
 from __future__ import annotations
 
+import shlex
 from io import StringIO
 from pathlib import Path
 
@@ -18,9 +19,12 @@ from pyinfra.operations import files, server
 from pgsteady.compose import INIT_MOUNT, INIT_SQL, render_compose, render_ctl_env
 from pgsteady.hostfiles import OLD_ROOT_FILES_IN_CONFIG, root_only, server_readable
 from pgsteady.pgconfig import (
+    APP_PASSWORD_FILE,
+    SCHEMA_PSQL,
     render_init_db_sql,
     render_pg_hba_conf,
     render_postgresql_conf,
+    render_schema_psql,
     schema_file_names,
 )
 from pgsteady.settings import Settings
@@ -106,8 +110,16 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
     server.shell(
         name="Apply init_db.sql",
         commands=[f"{ctl_cmd} apply-sql {INIT_MOUNT}/{INIT_SQL}"],
-        _if=lambda: any(o.did_change() for o in (init_sql, *schema_ops)),
+        _if=lambda: init_sql.did_change(),
     )
+    if schema_ops:
+        # Logged in as the application's role, never the superuser (issue 11 review).
+        args = [s.postgres_user, s.postgres_db, APP_PASSWORD_FILE, f"{INIT_MOUNT}/{SCHEMA_PSQL}"]
+        server.shell(
+            name="Apply the schema files as the application's role",
+            commands=[f"{ctl_cmd} apply-schema {' '.join(shlex.quote(a) for a in args)}"],
+            _if=lambda: any(o.did_change() for o in (init_sql, *schema_ops)),
+        )
 
 
 def _schema_files(s: Settings) -> list[OperationMeta]:
@@ -118,4 +130,7 @@ def _schema_files(s: Settings) -> list[OperationMeta]:
     for local, name in zip(s.postgres_schema_files, schema_file_names(s), strict=True):
         text = Path(local).read_text()
         ops.append(put_owned(text, server_readable(s, f"{schema_dir}/{name}")))
+    if s.postgres_schema_files:
+        script = server_readable(s, f"{s.paths['init']}/{SCHEMA_PSQL}")
+        ops.append(put_owned(render_schema_psql(s), script))
     return ops

@@ -51,7 +51,13 @@ def _schema(srv: PgServer) -> Path:
     return own(path)
 
 
-def _render(srv: PgServer, schema: Path | None = None) -> Path:
+def _apply_schema(srv: PgServer, schema: Path) -> None:
+    """The schema file as pgsteady-ctl apply-schema runs it: logged in as the app role."""
+    with _login(srv, "shop", "app-Secret-1") as conn, conn.cursor() as cur:
+        cur.execute(schema.read_text())
+
+
+def _render(srv: PgServer) -> Path:
     sql = render(
         "init_db.sql.j2",
         app_user="shop",
@@ -62,7 +68,6 @@ def _render(srv: PgServer, schema: Path | None = None) -> Path:
         monitor_password_file=str(_secret(srv, "monitor_password", "mon-Secret-3")),
         database="shopdb",
         extensions=["pg_trgm", "pg_stat_statements"],
-        schema_files=[str(schema)] if schema else [],
     )
     path = srv.root / "init_db.sql"
     path.write_text(sql)
@@ -78,15 +83,17 @@ def _login(srv: PgServer, user: str, password: str):
 
 def test_applies_twice_with_the_same_outcome(server: PgServer) -> None:
     schema = _schema(server)
-    sql = _render(server, schema)
+    sql = _render(server)
     first = server.psql_file(sql)
     assert first.returncode == 0, first.stderr
+    _apply_schema(server, schema)
     snapshot = server.psql_as_os_user(
         "SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolcanlogin FROM pg_roles "
         "WHERE rolname IN ('shop', 'shop_ro', 'watcher') ORDER BY 1"
     ).stdout
     second = server.psql_file(sql)
     assert second.returncode == 0, second.stderr
+    _apply_schema(server, schema)
     assert (
         server.psql_as_os_user(
             "SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolcanlogin FROM pg_roles "
@@ -99,7 +106,8 @@ def test_applies_twice_with_the_same_outcome(server: PgServer) -> None:
 
 def test_roles_privileges_and_trigger(server: PgServer) -> None:
     schema = _schema(server)
-    assert server.psql_file(_render(server, schema)).returncode == 0
+    assert server.psql_file(_render(server)).returncode == 0
+    _apply_schema(server, schema)
     with _login(server, "shop", "app-Secret-1") as conn, conn.cursor() as cur:
         cur.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'items'")
         assert cur.fetchone() == ("shop",)

@@ -22,6 +22,7 @@ from backup_env import DOCKER, REPO, Postgres, Tool, docker, find_image
 from debian_images import docker_client, ensure_debian_image
 
 from pgsteady.monitor.collect import collect_script, parse_sections
+from pgsteady.pgparams import hba_rules
 from pgsteady.render import render
 
 IMAGE = find_image()
@@ -367,17 +368,23 @@ def _put(pg: Postgres, path: str, text: str) -> str:
     return path
 
 
-@pytest.mark.parametrize("pinned", [False, True], ids=["entrypoint", "apply-sql"])
-def test_init_db_sql_never_runs_app_code(pg, pinned):
-    _reset(pg)
-    schema = _put(
-        pg,
-        "/tmp/01-schema.sql",
-        "CREATE TABLE IF NOT EXISTS stamped (id int, updated_at timestamptz);\n"
-        "CREATE OR REPLACE TRIGGER t BEFORE UPDATE ON stamped "
-        "FOR EACH ROW EXECUTE FUNCTION pgsteady_set_updated_at();\n",
-    )
-    sql = render(
+#: An operator schema file that reaches app code: a trigger (calling the trap) fires on
+#: its seed INSERT, every time it is applied.
+SCHEMA = r"""
+CREATE TABLE IF NOT EXISTS stamped (id int, updated_at timestamptz);
+CREATE OR REPLACE TRIGGER t BEFORE UPDATE ON stamped
+  FOR EACH ROW EXECUTE FUNCTION pgsteady_set_updated_at();
+CREATE TABLE IF NOT EXISTS seed (k text PRIMARY KEY);
+CREATE OR REPLACE FUNCTION seed_trg() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN PERFORM public.pgs_trap('schema file trigger'); RETURN NEW; END $$;
+CREATE OR REPLACE TRIGGER seed_t BEFORE INSERT ON seed
+  FOR EACH ROW EXECUTE FUNCTION seed_trg();
+INSERT INTO seed VALUES ('a') ON CONFLICT DO NOTHING;
+"""
+
+
+def _render_init_db(pg: Postgres) -> str:
+    return render(
         "init_db.sql.j2",
         app_user="app",
         app_password_file=_put(pg, "/tmp/app_password", "app-pw\n"),
@@ -387,11 +394,61 @@ def test_init_db_sql_never_runs_app_code(pg, pinned):
         monitor_password_file=_put(pg, "/tmp/monitor_password", "mon-pw\n"),
         database="app",
         extensions=["pg_trgm", "pg_stat_statements"],
-        schema_files=[schema],
     )
-    path = _put(pg, "/tmp/init_db.sql", sql)
+
+
+@pytest.mark.parametrize("pinned", [False, True], ids=["entrypoint", "apply-sql"])
+def test_init_db_sql_never_runs_app_code(pg, pinned):
+    _reset(pg)
+    path = _put(pg, "/tmp/init_db.sql", _render_init_db(pg))
     env = ["-e", f"PGOPTIONS={SAFE}"] if pinned else []
     _ok(docker("exec", *env, "-u", "postgres", pg.name, "psql", "-X", "-q", "-v",
                "ON_ERROR_STOP=1", "-d", "postgres", "-f", path, check=False))  # fmt: skip
-    assert pg.value("SELECT tableowner FROM pg_tables WHERE tablename = 'stamped'") == "app"
     assert _fired(pg) == []
+
+
+def test_schema_files_run_logged_in_as_the_app_role(tmp_path, pg):
+    """The operator's schema files, applied as the converge does (pgsteady-ctl
+    apply-schema with the rendered schema.psql), run in a session that logs in as the
+    app role: a trigger they fire cannot RESET ROLE to the superuser."""
+    _reset(pg)
+    _ok(docker("exec", "-u", "postgres", pg.name, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+               "-d", "postgres", "-f", _put(pg, "/tmp/init_db.sql", _render_init_db(pg)),
+               check=False))  # fmt: skip
+    # the password has the characters a passfile needs escaped
+    password = "p:w\\d"
+    pg.sql(f"ALTER ROLE app PASSWORD '{password}'", "postgres")
+    secret = _put(pg, "/tmp/app_password", password + "\n")
+    docker("exec", "-u", "postgres", pg.name, "mkdir", "-p", "/tmp/schema")
+    _put(pg, "/tmp/schema/01-schema.sql", SCHEMA)
+    script = render("schema_files.psql.j2", schema_files=["/tmp/schema/01-schema.sql"])
+    psql_script = _put(pg, "/tmp/schema.psql", script)
+    hba = docker("exec", "-u", "postgres", pg.name, "psql", "-XAtc", "SHOW hba_file").stdout
+    hba = hba.strip()
+    original = docker("exec", pg.name, "cat", hba).stdout
+    rules = hba_rules([], "postgres", database="app", app_roles=["app"])
+    _put(pg, hba, render("pg_hba.conf.j2", rules=rules))  # what pgsteady deploys
+    pg.sql("SELECT pg_reload_conf()", "postgres")
+    env_file = tmp_path / "ctl.env"
+    env_file.write_text(
+        f"PGSTEADY_CONTAINER={pg.name}\nPGSTEADY_PROJECT=x\nPGSTEADY_COMPOSE_FILE=/nonexistent\n"
+        f"PGSTEADY_COMPOSE=false\nPGSTEADY_STATE_DIR={tmp_path}\n"
+    )
+    env_file.chmod(0o600)
+    ctl = ["sh", str(REPO / "files/bin/pgsteady-ctl"), "-e", str(env_file), "apply-schema", "app",
+           "app", secret, psql_script]  # fmt: skip
+    path_env = {"PATH": f"{Path(DOCKER).parent}:/usr/bin:/bin"}
+    try:
+        for _ in range(2):  # idempotent; the trigger fires on every run
+            _ok(subprocess.run(ctl, capture_output=True, text=True, timeout=120, env=path_env))
+            assert _fired(pg) == []
+    finally:
+        _put(pg, hba, original)
+        pg.sql("SELECT pg_reload_conf()", "postgres")
+    assert pg.value("SELECT tableowner FROM pg_tables WHERE tablename = 'seed'") == "app"
+    assert pg.value("SELECT count(*) FROM seed") == "1"
+    # no passfile left behind in the container
+    left = docker("exec", "-u", "postgres", pg.name, "sh", "-c", "ls -a /tmp/tmp.* 2>/dev/null",
+                  check=False)  # fmt: skip
+    assert "pgpass" not in left.stdout
+    pg.sql("ALTER ROLE app PASSWORD 'app-pw'", "postgres")

@@ -389,16 +389,31 @@ def test_init_db_sql_round_trips_names_passwords_and_schema_paths(
         readonly_password_file=secrets["ro"],
         database=s.postgres_db,
         extensions=s.postgres_extensions,
-        schema_files=paths,
     )
     script = work / "init_db.sql"
     script.write_text(sql)
     own(script)
+    # The schema files run in a session logged in as the app role (pgsteady-ctl
+    # apply-schema): the rendered script's \i lines, its password from a 0600 passfile.
+    schema_psql = work / "schema.psql"
+    schema_psql.write_text(render("schema_files.psql.j2", schema_files=paths))
+    own(schema_psql)
+    passfile = work / "pgpass"
+    escaped = (PASSWORD + "app").replace("\\", "\\\\").replace(":", "\\:")
+    passfile.write_text(f"*:*:*:*:{escaped}\n")
+    passfile.chmod(0o600)
     # pg_hba.conf names these roles and database: "all", "select" ... must stay names.
     server.write_hba(render_pg_hba_conf(s))
     server.reload()
     for _ in range(2):  # idempotent, whatever the names
         proc = server.psql_file(script)
+        assert proc.returncode == 0, proc.stderr
+        proc = subprocess.run(
+            [str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(server.port), "-U", user,
+             "-d", database, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(schema_psql)],
+            capture_output=True, text=True, cwd="/", timeout=60,
+            env={"PATH": "/usr/bin:/bin", "PGPASSFILE": str(passfile)},
+        )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
     for role, login in (("app", user), ("ro", readonly)):
         with psycopg2.connect(

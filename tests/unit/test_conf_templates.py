@@ -85,8 +85,9 @@ def _hba(networks, **kw):
 def test_hba_renders_rules_and_never_trust():
     text = render("pg_hba.conf.j2", rules=_hba(["samenet", "10.0.0.0/8"], require_ssl=True))
     rules = [line.split() for line in text.splitlines() if line and not line.startswith("#")]
-    assert rules[:5] == [
+    assert rules[:6] == [
         ["local", "all", '"postgres"', "peer"],
+        ["local", "all", '"pgsteady_restore"', "scram-sha-256"],
         ["host", "all", '"postgres"', "0.0.0.0/0", "reject"],
         ["host", "all", '"postgres"', "::/0", "reject"],
         ["hostnossl", "all", "all", "0.0.0.0/0", "reject"],
