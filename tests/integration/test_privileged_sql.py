@@ -316,7 +316,10 @@ def test_restore_on_empty_never_runs_app_code(tmp_path, version):
 def test_monitor_collect_never_runs_app_code(tmp_path, pg):
     _reset(pg)
     s = types.SimpleNamespace(
-        container_name=pg.name, app_dir=str(tmp_path), backup_path=str(tmp_path)
+        container_name=pg.name,
+        app_dir=str(tmp_path),
+        backup_path=str(tmp_path),
+        pgbackrest_enabled=False,
     )
     proc = subprocess.run(
         ["sh", "-s"], input=collect_script(s), capture_output=True, text=True, timeout=120,
