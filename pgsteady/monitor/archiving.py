@@ -29,6 +29,11 @@ SELECT pg_catalog.json_build_object(
                       a.last_failed_time IS NOT NULL),
   'ready_segments', (SELECT pg_catalog.count(*) FROM pg_catalog.pg_ls_archive_statusdir() r
                      WHERE r.name OPERATOR(pg_catalog.~~) '%.ready'),
+  'oldest_ready_age_seconds', (
+    SELECT pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-)
+                                         pg_catalog.min(r.modification))
+    FROM pg_catalog.pg_ls_archive_statusdir() r
+    WHERE r.name OPERATOR(pg_catalog.~~) '%.ready'),
   'segment_bytes', (SELECT s.setting FROM pg_catalog.pg_settings s
                     WHERE s.name OPERATOR(pg_catalog.=) 'wal_segment_size'))
 FROM pg_catalog.pg_stat_archiver a
@@ -47,6 +52,7 @@ class Archiving:
     last_failed_wal: str | None = None
     failing: bool = False
     queue_segments: int | None = None
+    oldest_queued_age_seconds: float | None = None
     queue_bytes: int | None = None
     queue_max_bytes: int | None = None
     archive_timeout_seconds: float | None = None
@@ -104,6 +110,8 @@ def derive(raw: dict[str, Any], s: Settings | None, now: datetime | None) -> Arc
         a.last_failed_wal = d.get("last_failed_wal")
         a.failing = bool(d.get("failing"))
         a.queue_segments = d.get("ready_segments")
+        oldest = d.get("oldest_ready_age_seconds")
+        a.oldest_queued_age_seconds = round(float(oldest), 1) if oldest is not None else None
         if a.queue_segments is not None and d.get("segment_bytes"):
             a.queue_bytes = int(a.queue_segments) * int(d["segment_bytes"])
     elif arch:
@@ -139,11 +147,12 @@ def problems(a: Archiving) -> list[tuple[str, str]]:
     if a.failing:
         out.append(("critical", f"WAL archiving fails (last failed WAL {a.last_failed_wal})"))
     limit = 2 * (a.archive_timeout_seconds or 60)
-    age = a.last_archived_age_seconds
-    if age is not None and age > limit and (a.queue_segments or 0) > 0:
+    oldest = a.oldest_queued_age_seconds
+    if oldest is not None and oldest > limit and (a.queue_segments or 0) > 0:
         out.append(
-            ("critical", f"newest archived WAL is {age:.0f} s old, {a.queue_segments} waiting")
-        )
+            ("critical", f"{a.queue_segments} WAL segment(s) wait for the archive, the oldest "
+             f"{oldest:.0f} s")
+        )  # fmt: skip
     if a.queue_bytes is not None and a.queue_max_bytes and a.queue_bytes >= a.queue_max_bytes / 2:
         out.append(
             ("warning", f"archive queue {a.queue_bytes >> 20} MB of {a.queue_max_bytes >> 20} MB")

@@ -14,7 +14,8 @@ def archiver(**over):
     data = {
         "archived_count": 40, "last_archived_wal": "000000010000000000000028",
         "last_archived_age_seconds": 30.0, "failed_count": 0, "last_failed_wal": None,
-        "failing": False, "ready_segments": 0, "segment_bytes": "16777216",
+        "failing": False, "ready_segments": 0, "oldest_ready_age_seconds": None,
+        "segment_bytes": "16777216",
     }  # fmt: skip
     data.update(over)
     return json.dumps(data)
@@ -36,12 +37,21 @@ def test_failing_archive_is_critical():
     assert "critical: WAL archiving fails (last failed WAL X1)" in st.problems
 
 
-def test_stale_archive_with_waiting_wal_is_critical_idle_server_is_not():
-    stale = archiver(last_archived_age_seconds=600.0, ready_segments=3)
+def test_wal_waiting_beyond_twice_archive_timeout_is_critical_idle_server_is_not():
+    stale = archiver(
+        last_archived_age_seconds=600.0, ready_segments=3, oldest_ready_age_seconds=590.0
+    )
     st = derive(sample_raw(archiver=stale), SETTINGS)
-    assert "critical: newest archived WAL is 600 s old, 3 waiting" in st.problems
+    assert "critical: 3 WAL segment(s) wait for the archive, the oldest 590 s" in st.problems
     idle = derive(sample_raw(archiver=archiver(last_archived_age_seconds=600.0)), SETTINGS)
-    assert not any("newest archived WAL" in p for p in idle.problems)
+    assert not any("wait for the archive" in p for p in idle.problems)
+    # A burst after a long idle time: just completed, archived in a moment.
+    burst = archiver(
+        last_archived_age_seconds=600.0, ready_segments=1, oldest_ready_age_seconds=1.0
+    )
+    assert not any(
+        "wait for the archive" in p for p in derive(sample_raw(archiver=burst), SETTINGS).problems
+    )
 
 
 def test_queue_beyond_half_the_maximum_warns():

@@ -65,7 +65,9 @@ def test_nothing_under_app_dir_writable_by_others(on: Host, s: Settings, fixes: 
     except the directories the server itself writes (hostfiles.server_owned_dirs)."""
     roots = " ".join(shlex.quote(p) for p in sorted({s.app_dir, s.backup_path}))
     prune = "".join(f"-path {shlex.quote(d)} -prune -o " for d in server_owned_dirs(s))
-    res = on.run(f"find {roots} -xdev {prune}\\( ! -uid 0 -o -perm /022 \\) -print 2>/dev/null")
+    # A symlink's own mode bits are always 0777 and never used: only its owner counts.
+    wanted = "\\( ! -uid 0 -o \\( ! -type l -perm /022 \\) \\)"
+    res = on.run(f"find {roots} -xdev {prune}{wanted} -print 2>/dev/null")
     found = [line for line in res.stdout.splitlines() if line.strip()]
     shown = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
     check(
