@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 from test_client_health import (  # noqa: E402, F401
     base_url,
+    detailed_url,
     test_endpoints_when_up,
     test_ready_503_while_down_and_200_after,
     test_ready_recovers_after_sigkill,
