@@ -245,6 +245,23 @@ def _chmod(path_of: Callable[[Stack], Path], mode: int) -> Callable[[Stack], Non
     return lambda st: path_of(st).chmod(mode)
 
 
+def _kill_repo(st: Stack) -> None:
+    """The repository becomes unwritable; WAL is switched until an archive attempt fails."""
+    (st.app_dir / "pgbackrest" / "repo1").chmod(0o000)
+    query = "SELECT last_failed_time > coalesce(last_archived_time, 'epoch') FROM pg_stat_archiver"
+    for _ in range(60):
+        sql(st, "SELECT pg_switch_wal() FROM (SELECT txid_current()) AS t")
+        if st.psql(query) == "t":
+            return
+        time.sleep(1)
+    raise AssertionError("archiving never failed with the repository at mode 000")
+
+
+def _revive_repo(st: Stack) -> None:
+    (st.app_dir / "pgbackrest" / "repo1").chmod(0o750)
+    ctl(st, "pgbackrest", "check")  # archives a new segment: the last attempt succeeded
+
+
 SECRET = lambda st: st.app_dir / "secrets" / "app_password"  # noqa: E731
 CONF = lambda st: _conf(st, "postgresql.conf")  # noqa: E731
 BACKUPS = lambda st: st.app_dir / "backups"  # noqa: E731
@@ -347,6 +364,13 @@ FAULTS = [
         "chown 0:0",
         lambda st: os.chown(st.app_dir / "etc" / "ctl.env", 999, 999),
         lambda st: os.chown(st.app_dir / "etc" / "ctl.env", 0, 0),
+    ),
+    Fault(
+        "pgBackRest repository dead (chmod 000) while WAL is written",
+        {"pgbackrest/archive_is_fresh", "pgbackrest/stanza_ok", "pgbackrest/full_backup_exists"},
+        "pgsteady-ctl pgbackrest",
+        _kill_repo,
+        _revive_repo,
     ),
     Fault(  # last: undone by `make deploy`, as an operator would
         "backup cron file removed",
