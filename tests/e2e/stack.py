@@ -217,6 +217,9 @@ class Stack:
             time.sleep(1)
         docker("rm", "-f", "-v", self.container, check=False)
         docker("volume", "rm", "-f", f"{self.name}_pgdata", check=False)
+        # A side-by-side point-in-time restore (make restore-pitr) left by a failed test.
+        docker("rm", "-f", "-v", f"{self.container}-pitr", check=False)
+        docker("volume", "rm", "-f", f"{self.container}-pitr", check=False)
         docker("network", "rm", f"{self.name}_default", check=False)
         docker("rmi", f"pgsteady/{self.name}-postgres:17", check=False)
         docker("rmi", f"pgsteady/{self.name}-postgres:15", check=False)
