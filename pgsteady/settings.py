@@ -124,6 +124,8 @@ def _check_role(value: Any) -> Any:
     _check_identifier(value)
     if value in ("public", "none"):
         raise ValueError(f"{value!r} is a role name Postgres reserves")
+    if value == "pgsteady_restore":
+        raise ValueError(f"{value!r} is the role pgsteady reserves for restores (any other name)")
     return value
 
 

@@ -77,6 +77,7 @@ def test_every_error_is_reported_together_with_key_value_and_accepted():
         ({"postgres_image_source": "archive"}, "postgres_image_archive: required"),
         ({"postgres_user": "postgres"}, "the superuser"),
         ({"postgres_user": "pg_app"}, "reserves"),
+        ({"postgres_user": "pgsteady_restore"}, "reserves for restores"),
         ({"postgres_db": "my-app"}, "lower-case SQL identifier"),
         ({"app_dir": "relative/path"}, "absolute path"),
         ({"app_dir": "/etc"}, "system directory"),
