@@ -282,7 +282,8 @@ def pg_restore(docker: bt.Docker, path: str, target: str, jobs: int) -> None:
     try:
         if inside:
             copy_in(inside, path)
-        toc = docker.run("pg_restore", "--list", *([inside] if inside else []),
+        # The data entries only: a role that owns no rows gets no pass (and no grant).
+        toc = docker.run("pg_restore", "--list", "--section=data", *([inside] if inside else []),
                          input_file=None if inside else path)  # fmt: skip
         base = ["--exit-on-error", "-d", target]
         run(*base, "--section=pre-data")
@@ -298,6 +299,11 @@ def pg_restore(docker: bt.Docker, path: str, target: str, jobs: int) -> None:
                 run(*base, "--section=data", f"--use-list={listed}")
         owned = [(role, listed) for role, listed in lists if role is not None]
         if owned:
+            if "pg_database_owner" in (role for role, _ in owned):
+                raise bt.BackupError(
+                    "the archive holds rows of a table owned by pg_database_owner, which "
+                    "cannot be granted to the restore role: give that table a real owner"
+                )
             with restore_role(docker, target, f"{work}.pgpass") as conninfo:
                 for role, listed in owned:
                     grant = f"GRANT {ident(role)} TO {ident(RESTORE_ROLE)}"

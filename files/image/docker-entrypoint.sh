@@ -191,7 +191,8 @@ restore_dump() {
 	[[ -n $db ]] || die "restore-on-empty: $dump names no database"
 	pg_restore --create --section=pre-data --exit-on-error --dbname postgres \
 		--username "$POSTGRES_USER" "$dump" || die "restore-on-empty: pg_restore of $dump failed"
-	pg_restore --list "$dump" >"$work/toc"
+	# The data entries only: a role that owns no rows gets no pass (and no grant).
+	pg_restore --list --section=data "$dump" >"$work/toc"
 	psql_su -At -c "SELECT CASE WHEN rolsuper THEN 's' ELSE 'u' END || rolname
 		FROM pg_catalog.pg_roles ORDER BY pg_catalog.length(rolname) DESC" >"$work/roles"
 	# Each entry goes to the list of the role its line ends with (longest name first).

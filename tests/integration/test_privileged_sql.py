@@ -144,6 +144,8 @@ INSERT INTO public.items SELECT g, 'n' || g FROM generate_series(1, 50) g;
 #: each as its owner (the superuser's and the large object's as the superuser).
 OTHER_OWNERS = """
 CREATE ROLE other;
+-- a non-default ACL on schema public: an archive entry owned by pg_database_owner
+GRANT CREATE ON SCHEMA public TO other;
 CREATE TABLE public.theirs (x int);
 INSERT INTO public.theirs VALUES (1), (2), (3);
 ALTER TABLE public.theirs OWNER TO other;
