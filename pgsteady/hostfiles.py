@@ -15,6 +15,7 @@ Pure: Settings in, expected (path, uid, gid, mode) out.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 from pgsteady import pgbackrest
@@ -41,7 +42,8 @@ class Owned:
 
     def fix(self) -> str:
         """The shell command that restores owner and mode."""
-        return f"chown {self.uid}:{self.gid} {self.path} && chmod {self.mode} {self.path}"
+        q = shlex.quote(self.path)
+        return f"chown {self.uid}:{self.gid} {q} && chmod {self.mode} {q}"
 
     def describe(self) -> str:
         return f"{self.uid}:{self.gid} {int(self.mode, 8):04o}"

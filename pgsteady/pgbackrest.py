@@ -224,13 +224,42 @@ def settings_errors(s: Settings) -> list[str]:
                 "directory; give each repository its own"
             )
         seen[path] = n
-        inside = (s.backup_path, s.paths["secrets"], s.paths["config"], s.paths["etc"])
-        if any(path == d or path.startswith(d + "/") for d in inside):
-            errors.append(
-                f"pgbackrest_repos[{n - 1}].path = {path!r}: inside a directory pgsteady "
-                "keeps root-only or server-read-only; use a directory of its own"
-            )
+        why = _repo_path_problem(s, path)
+        if why:
+            errors.append(f"pgbackrest_repos[{n - 1}].path = {path!r}: {why}")
     return errors
+
+
+def _within(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+#: Host directories a repository (chowned to the server's uid) must never be or contain.
+_SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/opt", "/proc",
+                "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var",
+                "/var/lib", "/var/lib/docker", "/var/tmp")  # fmt: skip
+
+
+def _repo_path_problem(s: Settings, path: str) -> str | None:
+    """Why the deploy must not give ``path`` to the server's uid (None: it may).
+
+    The deploy chowns a posix repository to the server's uid: a path that is, contains or
+    lies inside one of root's directories would let that uid change what root runs.
+    """
+    own = f"{s.app_dir}/pgbackrest"
+    if _within(path, s.app_dir) and not (path != own and _within(path, own)):
+        return (
+            f"inside app_dir, whose files root runs or trusts; accepted: a directory under "
+            f"{own}/ or outside app_dir"
+        )
+    for root_dir in (s.app_dir, s.backup_path):
+        if _within(root_dir, path):
+            return f"contains {root_dir}, which root trusts; use a directory of its own"
+    if _within(path, s.backup_path):
+        return "inside the backup directory, which root restores from; use a directory of its own"
+    if path.rstrip("/") in _SYSTEM_DIRS or _within(path, "/etc") or _within(path, "/usr"):
+        return "a system directory; use a directory of its own (e.g. /srv/pgbackrest)"
+    return None
 
 
 def server_written_dirs(s: Settings) -> list[str]:

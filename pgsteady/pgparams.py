@@ -86,7 +86,7 @@ def conf_value(value: str | int | float | bool) -> str:
     text = str(value)
     if "\n" in text or "\r" in text or "\0" in text:
         raise ValueError(f"value {text!r} cannot be written to postgresql.conf (line break/NUL)")
-    if _BARE_NUMBER.match(text) or _BARE_WORD.match(text):
+    if _BARE_NUMBER.fullmatch(text) or _BARE_WORD.fullmatch(text):
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
@@ -407,7 +407,7 @@ RESTORE_ROLE = "pgsteady_restore"
 def _hba_name(name: str, what: str) -> str:
     """``name`` double-quoted for pg_hba.conf, so that ``all``, ``replication``, ``+x``
     or ``/regex`` are never read as keywords, groups or patterns."""
-    if not isinstance(name, str) or not _ROLE_NAME.match(name):
+    if not isinstance(name, str) or not _ROLE_NAME.fullmatch(name):
         raise ValueError(f"{what} {name!r}: expected a plain name (letters, digits, _, $)")
     if "trust" in name.lower() and what == "superuser":
         raise ValueError(f"{what} {name!r}: 'trust' is never allowed in pg_hba.conf")

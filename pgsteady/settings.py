@@ -78,7 +78,7 @@ class HostFacts:
 
 def duration_seconds(value: str) -> float:
     """``"10s"`` → 10.0; ``"500ms"`` → 0.5."""
-    m = _DURATION.match(value)
+    m = _DURATION.fullmatch(value)
     if not m:
         raise ValueError(f"{value!r} is not a duration like 10s, 500ms, 5m or 1h")
     return int(m.group(1)) * _DURATION_SECONDS[m.group(2)]
@@ -105,7 +105,7 @@ def _check_size_or_auto(value: Any) -> Any:
 
 
 def _check_name(value: Any) -> Any:
-    if not isinstance(value, str) or not _IDENT.match(value):
+    if not isinstance(value, str) or not _IDENT.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a lower-case SQL identifier "
             "(a-z, 0-9, _; starting with a letter or _; at most 63 characters)"
@@ -137,9 +137,14 @@ def _check_database(value: Any) -> Any:
 
 
 def _check_path(value: Any) -> Any:
-    if not isinstance(value, str) or not _SAFE_PATH.match(value) or "/../" in f"{value}/":
+    if not isinstance(value, str) or not _SAFE_PATH.fullmatch(value) or "/../" in f"{value}/":
         raise ValueError(
             f"{value!r} is not an absolute path of letters, digits, '.', '_', '-' and '/'"
+        )
+    if os.path.normpath(value) != value.rstrip("/") or value.startswith("//"):
+        raise ValueError(
+            f"{value!r} is not a normalised path (no '.', '..' or '//' parts); "
+            f"did you mean {os.path.normpath(value)!r}?"
         )
     if value.rstrip("/") in ("", "/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/boot"):
         raise ValueError(f"{value!r} is a system directory; use a directory of its own")
@@ -351,7 +356,7 @@ class Settings(BaseModel):
     @field_validator("compose_project")
     @classmethod
     def _project(cls, v: str) -> str:
-        if not _PROJECT.match(v):
+        if not _PROJECT.fullmatch(v):
             raise ValueError(
                 f"{v!r} is not a compose project name (lower-case letters, digits, _ and -)"
             )
@@ -382,14 +387,14 @@ class Settings(BaseModel):
     @field_validator("postgres_image")
     @classmethod
     def _image(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^[a-z0-9][a-z0-9._/:@-]*$", v):
+        if v is not None and not re.fullmatch(r"[a-z0-9][a-z0-9._/:@-]*", v):
             raise ValueError(f"{v!r} is not a docker image reference like postgres:17")
         return v
 
     @field_validator("postgres_debian_mirror", "postgres_debian_security_mirror")
     @classmethod
     def _mirror(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^(https?://|file:/)[A-Za-z0-9._~:/%+-]+$", v):
+        if v is not None and not re.fullmatch(r"(https?://|file:/)[A-Za-z0-9._~:/%+-]+", v):
             raise ValueError(f"{v!r} is not a mirror URI like http://HOST/debian or file:/PATH")
         return v
 
@@ -397,7 +402,7 @@ class Settings(BaseModel):
     @classmethod
     def _overrides(cls, v: dict[str, Any]) -> dict[str, Any]:
         for name in v:
-            if not re.match(r"^[a-z_][a-z0-9_.]*$", name):
+            if not re.fullmatch(r"[a-z_][a-z0-9_.]*", name):
                 raise ValueError(f"{name!r} is not a Postgres setting name")
         return v
 
@@ -570,7 +575,7 @@ def _cross_checks(s: Settings) -> list[str]:
                 f"postgres_schema_files[{i}] = {path!r}: no such file here "
                 "(paths are read on the machine that runs the deploy)"
             )
-        elif not re.match(r"^[A-Za-z0-9._-]+\.sql$", name):
+        elif not re.fullmatch(r"[A-Za-z0-9._-]+\.sql", name):
             errors.append(
                 f"postgres_schema_files[{i}] = {path!r}: name it with letters, digits, "
                 "'.', '_' and '-', ending in .sql"

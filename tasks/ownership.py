@@ -5,6 +5,7 @@ The rule for each path (root-only vs readable by the server) is pgsteady.hostfil
 
 from __future__ import annotations
 
+import shlex
 from io import StringIO
 
 from pyinfra import host
@@ -21,7 +22,8 @@ def owner_and_mode(
     """chown/chmod ``path`` when its numeric owner or mode differ, or when ``created_by``
     (an earlier operation of this run that writes the path) changed it."""
     current = host.get_fact(NumericStat, path=path)
-    command = f"chown {uid}:{gid} {path} && chmod {mode} {path}"
+    q = shlex.quote(path)
+    command = f"chown {uid}:{gid} {q} && chmod {mode} {q}"
     name = f"{path} owned by {uid}:{gid}, mode {mode}"
     if current is not None and current != (uid, gid, mode.zfill(3)):
         server.shell(name=name, commands=[command])

@@ -107,7 +107,9 @@ def test_jobs_full_diff_verify_through_pgsteady_ctl():
         ({"pgbackrest_archive_timeout": "500ms"}, "pgbackrest_archive_timeout", "whole seconds"),
         ({"pgbackrest_archive_queue_max": "16MB"}, "pgbackrest_archive_queue_max", "64MB"),
         ({"pgbackrest_repos": [{"kind": "posix", "path": "/opt/pgsteady/backups/r"}]},
-         "pgbackrest_repos[0].path", "directory of its own"),
+         "pgbackrest_repos[0].path", "inside app_dir"),
+        ({"pgbackrest_repos": [{"kind": "posix", "path": "/srv/bk/r"}], "backup_dir": "/srv/bk"},
+         "pgbackrest_repos[0].path", "inside the backup directory"),
         ({"pgbackrest_repos": [{"kind": "posix", "path": "/srv/r"},
                                {"kind": "posix", "path": "/srv/r"}]},
          "pgbackrest_repos[1].path", "also repo1"),
@@ -133,3 +135,23 @@ def test_passphrase_command_holds_no_secret_and_writes_0600_then_renames():
     assert cmd.endswith(
         "mv /opt/p/secrets/pgbackrest/repo2.conf.new /opt/p/secrets/pgbackrest/repo2.conf"
     )
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/opt/pgsteady", "/opt/pgsteady/bin", "/opt/pgsteady/state", "/opt/pgsteady/tls",
+     "/opt/pgsteady/pgbackrest", "/opt", "/etc/cron.d", "/var/lib", "/",
+     "/opt/pgsteady/./secrets", "/opt/pgsteady//etc", "/srv/r\n"],
+)  # fmt: skip
+def test_a_repository_never_takes_root_s_directories(path: str) -> None:
+    """The deploy chowns a repository to the server's uid: never one of root's directories
+    (bin/ holds what the root watchdog runs every minute), a parent of them, or a system one."""
+    with pytest.raises(SettingsError) as err:
+        build_settings({"pgbackrest_repos": [{"kind": "posix", "path": path}]}, FACTS)
+    assert "pgbackrest_repos" in str(err.value)
+
+
+@pytest.mark.parametrize("path", ["/srv/pgbackrest", "/opt/pgsteady/pgbackrest/repo9", "/data/r"])
+def test_a_repository_of_its_own_is_accepted(path: str) -> None:
+    s = build_settings({"pgbackrest_repos": [{"kind": "posix", "path": path}]}, FACTS)
+    assert pgbackrest.repo_host_path(s, 1, s.pgbackrest_repos[0]) == path

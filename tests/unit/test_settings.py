@@ -250,3 +250,16 @@ def test_auto_limit_too_small_for_the_connections_is_refused() -> None:
     errors = errors_for(postgres_max_connections=3000)  # auto: 6 GB of 8 GB RAM
     assert len(errors) == 1, errors
     assert errors[0].startswith("postgres_memory_limit = 'auto' (75% of the host's RAM: 6144 MB)")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("app_dir", "/srv/pg\n"), ("backup_dir", "/srv/b\n"), ("compose_project", "shop\n"),
+     ("postgres_user", "app\n"), ("postgres_db", "app\n"), ("healthcheck_interval", "10s\n"),
+     ("app_dir", "/srv/./pg"), ("app_dir", "//srv/pg"), ("app_dir", "/srv//pg")],
+)  # fmt: skip
+def test_a_trailing_newline_or_an_unnormalised_path_is_refused(key: str, value: str) -> None:
+    """`$` matches before a final newline: validators match the whole value, because these
+    values reach shell commands, compose files and ini files."""
+    errors = errors_for(**{key: value})
+    assert any(key in e for e in errors), errors
