@@ -399,7 +399,10 @@ initialise() {
 pgbackrest_has_backup() {
 	[[ ${PGSTEADY_RESTORE_ON_EMPTY:-0} == 1 && -n ${PGBACKREST_STANZA:-} ]] || return 1
 	local info
-	info=$(pgbackrest info --output=json 2>/dev/null) || return 1
+	# A failing info (wrong passphrase, unreadable repository) is not "no backup": starting
+	# empty, or from older pg_dump backups, would hide newer data that is still there.
+	info=$(pgbackrest info --output=json) ||
+		die "restore-on-empty: pgbackrest info failed (see above); refusing to start an empty or older cluster"
 	[[ $info == *'"label"'* ]]
 }
 
@@ -414,6 +417,8 @@ restore_from_pgbackrest() {
 	for ((i = 0; i < 86400; i++)); do
 		[[ $(psql -X -q -A -t -h "$SOCKET_DIR" --username "$POSTGRES_USER" -d postgres \
 			-c 'SELECT pg_catalog.pg_is_in_recovery()') == f ]] && break
+		pg_ctl -D "$PGDATA" status >/dev/null ||
+			die "restore-on-empty: the server stopped during recovery (its log is above)"
 		sleep 1
 	done
 	psql -X -q -v ON_ERROR_STOP=1 -h "$SOCKET_DIR" --username "$POSTGRES_USER" -d postgres \

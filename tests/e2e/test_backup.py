@@ -152,7 +152,9 @@ def test_restore_on_empty_brings_the_data_back(stack: Stack) -> None:
     assert result.returncode == 0, result.output[-4000:]
     assert table_checksums(stack, "app") == before
     logs = docker("logs", stack.container).stdout + docker("logs", stack.container).stderr
-    assert "restore-on-empty: restored the newest backups" in logs
+    # pgBackRest is on by default and the deploy took a first full backup: the entrypoint
+    # prefers it (newest backup + the whole archive) over the pg_dump backups
+    assert "restore-on-empty: restored from pgBackRest up to the end of its archive" in logs
     # The app role logs in with the current secret, and owns its database again.
     with stack.connect() as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM orders")
