@@ -70,6 +70,14 @@ def test_restore_pitr_side_by_side_then_clean(deployed: Stack) -> None:
         assert cur.fetchone()[0] == "off"  # the copy never writes to the repository
     ports = docker("port", f"{deployed.container}-pitr", "5432/tcp").stdout
     assert ports.strip() == f"127.0.0.1:{port}"
+    # As confined as the live server: its network (not Docker's default bridge, where any
+    # container would reach it) and its memory and log limits.
+    fmt = "{{json .NetworkSettings.Networks}} {{.HostConfig.Memory}} {{json .HostConfig.LogConfig}}"
+    live = docker("inspect", "-f", fmt, deployed.container).stdout.split(" ", 1)
+    side = docker("inspect", "-f", fmt, f"{deployed.container}-pitr").stdout.split(" ", 1)
+    live_nets, side_nets = json.loads(live[0]), json.loads(side[0])
+    assert list(side_nets) == list(live_nets) and "bridge" not in side_nets
+    assert side[1] == live[1] and int(side[1].split()[0]) > 0
 
     proc = make(deployed, "restore-pitr-clean")
     assert proc.returncode == 0, proc.stdout[-2000:]
