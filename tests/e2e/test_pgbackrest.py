@@ -85,3 +85,31 @@ def test_restore_pitr_side_by_side_then_clean(deployed: Stack) -> None:
     assert docker("volume", "inspect", f"{deployed.container}-pitr", check=False).returncode != 0
     # The live server kept running and archiving throughout.
     assert deployed.psql("SELECT count(*) FROM pitr_probe", db="app") == "3"
+
+
+def test_restore_pitr_in_place_replaces_the_live_cluster(deployed: Stack) -> None:
+    """IN_PLACE=1: the live cluster as of the target, the old data kept aside, the restart
+    policy back to the live one, archiving on a new timeline."""
+    with deployed.connect() as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS inplace_probe (id int)")
+        cur.execute("INSERT INTO inplace_probe VALUES (1)")
+    time.sleep(1.2)
+    target = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    time.sleep(0.5)
+    with deployed.connect() as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO inplace_probe VALUES (2)")  # the "bad migration"
+
+    proc = make(deployed, "restore-pitr", f"TARGET_TIME={target}", "IN_PLACE=1")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    assert len(re.findall(r"restored: host=\S+ port=\d+ dbname=app", output)) == 1
+    assert "to go back to the data before the restore" in output
+    assert deployed.psql("SELECT string_agg(id::text, ',') FROM inplace_probe", db="app") == "1"
+    policy = docker("inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", deployed.container)
+    assert policy.stdout.strip() == "always"
+    kept = docker(
+        "exec", "-u", "postgres", deployed.container, "sh", "-c",
+        "ls -d /var/lib/postgresql/data/pgdata.before-pitr-*",
+    )  # fmt: skip
+    assert kept.returncode == 0 and kept.stdout.strip(), kept.stderr
+    assert deployed.psql("SELECT pg_is_in_recovery()") == "f"
