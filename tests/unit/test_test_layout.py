@@ -1,0 +1,23 @@
+"""The test tree itself: `make test` collects several directories in one pytest run."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1]
+#: The directories `make test` runs together (Makefile's test target).
+RUN_TOGETHER = ("unit", "integration", "e2e", "chaos", "lab")
+
+
+def test_test_modules_have_unique_names_across_one_run() -> None:
+    """pytest's default import mode refuses two test modules of one basename in one run
+    (`import file mismatch`): a second test_tls.py or test_pgbackrest.py stops the suite."""
+    names = Counter(p.name for d in RUN_TOGETHER for p in (TESTS / d).glob("test_*.py"))
+    assert [n for n, c in names.items() if c > 1] == []
+
+
+def test_make_test_runs_these_directories() -> None:
+    makefile = (TESTS.parent / "Makefile").read_text()
+    line = next(x for x in makefile.splitlines() if "$(PYTEST) -q tests/unit" in x)
+    assert all(f"tests/{d}" in line for d in RUN_TOGETHER), line
