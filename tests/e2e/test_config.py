@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 from dataclasses import replace
 
@@ -10,6 +11,7 @@ from stack import REPO, Stack
 
 from pgsteady.hostfacts import host_facts
 from pgsteady.pgconfig import expected_settings, tuning_input
+from pgsteady.pgparams import Param, to_number
 from pgsteady.settings import HostFacts, build_settings
 from pgsteady.tuning import pgtune
 
@@ -38,9 +40,23 @@ def test_server_runs_the_tuned_config_for_its_container(deployed: Stack) -> None
     differing = {
         n: (v, shown.get(n))
         for n, v in expected.items()
-        if shown.get(n) != v and not _same_in_pages(deployed, n, v, shown.get(n))
+        if shown.get(n) != v
+        and not _same_in_pages(deployed, n, v, shown.get(n))
+        and not _same_in_server_units(deployed, n, v)
     }
     assert not differing, differing
+
+
+def _same_in_server_units(stack: Stack, name: str, expected: str) -> bool:
+    """60s and the server's 1min are one value: compare in pg_settings' own unit."""
+    row = stack.psql(
+        f"SELECT setting, coalesce(unit, ''), vartype FROM pg_settings WHERE name = '{name}'"
+    )
+    setting, unit, vartype = row.split("|")
+    if vartype not in ("integer", "real"):
+        return False
+    number = to_number(expected, Param(name, "", vartype, unit))
+    return not isinstance(number, str) and math.isclose(number, float(setting), rel_tol=1e-9)
 
 
 def _same_in_pages(stack: Stack, name: str, expected: str, shown: str | None) -> bool:
