@@ -96,8 +96,9 @@ def _context_tar(base: str) -> io.BytesIO:
 def behind_image(client: docker.DockerClient, real_image: str) -> Iterator[str]:
     tag = f"pgsteady-test/verify-behind:{secrets.token_hex(4)}"
     client.images.build(
-        fileobj=_context_tar(real_image), custom_context=True, tag=tag, network_mode="none"
-    )
+        fileobj=_context_tar(real_image), custom_context=True, tag=tag, network_mode="none",
+        rm=True, forcerm=True,  # docker-py keeps the build's intermediate containers otherwise
+    )  # fmt: skip
     yield tag
     with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
         client.images.remove(tag, force=True)
