@@ -12,6 +12,8 @@ only when the image behind the alias changed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
@@ -51,30 +53,38 @@ def _upload_recipe(s: Settings) -> None:
         )
 
 
-def _mirror(s: Settings) -> str:
-    if s.postgres_debian_mirror:
-        return s.postgres_debian_mirror
+def _apt_mirror(
+    configured: str | None, find: Callable[[str, list[str]], str], why: str, hint: str
+) -> str:
+    """The configured mirror, else the one ``find`` reads from the host's apt sources.
+
+    ``why`` and ``hint`` complete the error when the sources name none.
+    """
+    if configured:
+        return configured
     sources = host.get_fact(AptSources)
     try:
-        return debian_mirror(sources["list"][0], sources["deb822"])
+        return find(sources["list"][0], sources["deb822"])
     except ValueError as exc:
-        raise DeployError(
-            f"postgres_image_source=debian needs a Debian mirror: {exc}; "
-            "set postgres_debian_mirror (e.g. on Ubuntu hosts)"
-        ) from None
+        raise DeployError(f"postgres_image_source=debian {why}: {exc}; {hint}") from None
+
+
+def _mirror(s: Settings) -> str:
+    return _apt_mirror(
+        s.postgres_debian_mirror,
+        debian_mirror,
+        "needs a Debian mirror",
+        "set postgres_debian_mirror (e.g. on Ubuntu hosts)",
+    )
 
 
 def _security_mirror(s: Settings) -> str:
-    if s.postgres_debian_security_mirror:
-        return s.postgres_debian_security_mirror
-    sources = host.get_fact(AptSources)
-    try:
-        return debian_security_mirror(sources["list"][0], sources["deb822"])
-    except ValueError as exc:
-        raise DeployError(
-            f"postgres_image_source=debian builds with security updates: {exc}; "
-            "set postgres_debian_security_mirror"
-        ) from None
+    return _apt_mirror(
+        s.postgres_debian_security_mirror,
+        debian_security_mirror,
+        "builds with security updates",
+        "set postgres_debian_security_mirror",
+    )
 
 
 def _has_mirror(s: Settings) -> bool:
