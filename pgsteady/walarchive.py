@@ -47,6 +47,7 @@ newest=$(printf '%s\n' "$starts" | tail -n 1)
 echo "oldest $oldest"
 echo "newest $newest"
 if [ "$which" = newest ]; then from=$newest; else from=$oldest; fi
+echo "from $from"
 top="archive/$stanza"
 ids=$("$@" --repo="$repo" repo-ls --output=text "$top") || fail "repo-ls $top failed"
 id=$(printf '%s\n' "$ids" | grep -E '^[0-9]+(\.[0-9]+)?-[0-9]+$' \
@@ -86,6 +87,7 @@ class Listing:
 
     oldest_start: str | None = None
     newest_start: str | None = None
+    listed_from: str | None = None
     archive_id: str | None = None
     history_file: str | None = None
     history: list[str] = field(default_factory=list)
@@ -117,6 +119,8 @@ def parse_listing(text: str) -> Listing:
             out.oldest_start = value
         elif key == "newest":
             out.newest_start = value
+        elif key == "from":
+            out.listed_from = value
         elif key == "archive-id":
             out.archive_id = value
         elif key == "history-file":
@@ -206,10 +210,11 @@ def find_gaps(
     on its timeline, everything up to it was reported archived (pgBackRest reports dropped
     WAL too), later segments may still be in flight. A ``.partial`` counts up to the segment
     before it; a ``.history`` or None leaves the newest listed segment as the bound.
-    The start is the oldest listed backup's (``newest_start`` only marks which gaps come
-    after the newest backup). A start off the newest timeline's ancestry finds nothing.
+    The search starts where the listing does (the oldest or the newest backup's start);
+    ``newest_start`` marks the gaps that come after the newest backup. A start off the
+    newest timeline's ancestry finds nothing.
     """
-    start = listing.oldest_start
+    start = listing.listed_from
     if start is None or listing.newest_start is None:
         return []
     present: dict[int, set[int]] = {}
@@ -227,7 +232,8 @@ def find_gaps(
     started = False
     for tli, begin, end in chain:
         if not started:
-            if tli != start_tli or start_no < begin or (end is not None and start_no > end):
+            # A start in the switch segment (end + 1) continues on the child's copy of it.
+            if tli != start_tli or start_no < begin or (end is not None and start_no > end + 1):
                 continue
             started, begin = True, start_no
         have = present.get(tli, set())

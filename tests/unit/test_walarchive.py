@@ -23,7 +23,7 @@ def seg(tli: int, number: int, size: int = 16 * MB) -> str:
 def listing(
     segments: list[str], oldest: str, newest: str | None = None, history: str | None = None
 ) -> Listing:
-    text = [f"oldest {oldest}", f"newest {newest or oldest}", "archive-id 17-1"]
+    text = [f"oldest {oldest}", f"newest {newest or oldest}", f"from {oldest}", "archive-id 17-1"]
     if history:
         tli = max(int(line.split()[0]) for line in history.splitlines()) + 1
         text.append(f"history-file {tli:08X}.history")
@@ -99,6 +99,16 @@ def test_a_timeline_switch_follows_the_history_file_and_ignores_the_abandoned_br
     assert [(g.timeline, g.first) for g in got] == [(1, seg(1, 4)), (2, seg(2, 7))]
 
 
+def test_a_backup_started_in_the_switch_segment_continues_on_the_new_timeline():
+    # Restored to the end of the backup (0/3000120): timeline 2 starts in segment 3.
+    history = "1\t0/3000120\treached consistency"
+    names = [seg(1, n) for n in (3, 4, 5, 7)] + [seg(2, n) for n in range(3, 7)]
+    assert find_gaps(listing(names, seg(1, 3), history=history), seg(2, 6)) == []
+    holed = [n for n in names if n != seg(2, 4)]
+    got = find_gaps(listing(holed, seg(1, 3), history=history), seg(2, 6))
+    assert got == [Gap(2, seg(2, 4), seg(2, 4), 1, True)]
+
+
 def test_two_switches_and_a_backup_on_the_middle_timeline():
     history = "1\t0/5000000\tfirst restore\n2\t0/8000000\tsecond restore"
     names = [seg(2, n) for n in range(6, 8)] + [seg(3, n) for n in range(8, 11)]
@@ -125,7 +135,9 @@ def test_a_partial_as_the_last_archived_file_counts_up_to_the_segment_before_it(
 
 def test_no_backup_or_a_truncated_listing():
     assert find_gaps(parse_listing("end"), last_archived=seg(1, 9)) == []
-    cut = parse_listing(f"oldest {seg(1, 3)}\nnewest {seg(1, 3)}\nwal {seg(1, 3)}")
+    cut = parse_listing(
+        f"oldest {seg(1, 3)}\nnewest {seg(1, 3)}\nfrom {seg(1, 3)}\nwal {seg(1, 3)}"
+    )
     assert not cut.complete
     assert parse_listing("end").complete
 
