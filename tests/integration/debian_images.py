@@ -15,6 +15,7 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import pytest
 
 from pgsteady.image import (
     BUILD_DIR,
@@ -33,6 +34,16 @@ BUILD_TIMEOUT_S = 900
 def docker_client() -> docker.DockerClient:
     """A client for the local engine, negotiating the API version (engine 20.10 is old)."""
     return docker.DockerClient(base_url="unix:///var/run/docker.sock", version="auto")
+
+
+def engine_or_skip() -> docker.DockerClient:
+    """A client for the local engine that answered a ping; skips the calling test if none."""
+    try:
+        client = docker_client()
+        client.ping()
+    except Exception as exc:
+        pytest.skip(f"no Docker engine: {exc}")
+    return client
 
 
 def _host_sources() -> tuple[str, list[str]]:
@@ -101,3 +112,13 @@ def ensure_debian_image(client: docker.DockerClient, version: int) -> str:
     if not image_ready(client, recipe.tag, recipe.recipe_hash):
         raise RuntimeError(f"build script succeeded but {recipe.tag} is not labelled")
     return recipe.tag
+
+
+def debian_image_or_skip(client: docker.DockerClient, version: int) -> str:
+    """:func:`ensure_debian_image`, skipping the calling test when this machine cannot build."""
+    try:
+        return ensure_debian_image(client, version)
+    except RuntimeError as exc:
+        if build_prerequisites_missing():
+            pytest.skip(str(exc))
+        raise

@@ -25,8 +25,8 @@ import pytest
 from debian_images import (
     DOCKER_CLI,
     build_prerequisites_missing,
-    docker_client,
-    ensure_debian_image,
+    debian_image_or_skip,
+    engine_or_skip,
     host_debian_mirror,
     host_security_mirror,
 )
@@ -46,11 +46,7 @@ INIT_SCRIPTS = ("01-table.sql", "02-gz.sql.gz", "03-sourced.sh", "04-executable.
 
 @pytest.fixture(scope="session")
 def client() -> Iterator[docker.DockerClient]:
-    try:
-        c = docker_client()
-        c.ping()
-    except Exception as exc:
-        pytest.skip(f"no Docker engine: {exc}")
+    c = engine_or_skip()
     yield c
     c.close()
 
@@ -58,12 +54,7 @@ def client() -> Iterator[docker.DockerClient]:
 @pytest.fixture(scope="session")
 def debian_images(client: docker.DockerClient) -> dict[int, str]:
     """Tag per version; builds the missing ones (about a minute each, first run only)."""
-    try:
-        return {v: ensure_debian_image(client, v) for v in VERSIONS}
-    except RuntimeError as exc:
-        if "cannot be built" in str(exc):
-            pytest.skip(str(exc))
-        raise
+    return {v: debian_image_or_skip(client, v) for v in VERSIONS}
 
 
 @dataclass

@@ -23,7 +23,7 @@ import docker
 import docker.errors
 import pytest
 import testinfra
-from debian_images import build_prerequisites_missing, docker_client, ensure_debian_image
+from debian_images import debian_image_or_skip, engine_or_skip
 
 from pgsteady.settings import HostFacts, Settings, build_settings
 from pgsteady.verify import CheckFailed, Fixes
@@ -49,23 +49,14 @@ verify_image = _load("pgsteady_verify_test_image", VERIFY / "test_image.py")
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[docker.DockerClient]:
-    try:
-        c = docker_client()
-        c.ping()
-    except Exception as exc:
-        pytest.skip(f"no Docker engine: {exc}")
+    c = engine_or_skip()
     yield c
     c.close()
 
 
 @pytest.fixture(scope="module")
 def real_image(client: docker.DockerClient) -> str:
-    try:
-        return ensure_debian_image(client, VERSION)
-    except RuntimeError as exc:
-        if build_prerequisites_missing():
-            pytest.skip(str(exc))
-        raise
+    return debian_image_or_skip(client, VERSION)
 
 
 def _context_tar(base: str) -> io.BytesIO:
