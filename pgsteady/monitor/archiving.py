@@ -3,17 +3,20 @@
 Sections (only when pgbackrest_enabled): ``archiver`` (pg_stat_archiver and the .ready
 queue, one JSON object; superuser SQL with search_path pinned by the collector's
 PGOPTIONS and every name qualified), ``pgbackrest_info`` (``pgbackrest info
---output=json``) and ``repo_df`` (df of repo1's host directory).
+--output=json``), ``repo_df`` (df of repo1's host directory) and ``wal_archive_<n>``
+per repository (pgsteady.walarchive's listing from the oldest backup's start segment:
+the WAL segments point-in-time recovery needs, judged against ``last_archived_wal``).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import shlex
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pgsteady import pgbackrest
+from pgsteady import pgbackrest, walarchive
 from pgsteady.settings import Settings
 from pgsteady.units import parse_size
 
@@ -61,6 +64,9 @@ class Archiving:
     last_full_age_seconds: float | None = None
     last_diff_time: str | None = None
     last_diff_age_seconds: float | None = None
+    #: Runs of WAL segments missing from a repository after its oldest backup's start:
+    #: {"repo", "timeline", "first", "last", "count", "after_newest_backup"}.
+    wal_gaps: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
 
@@ -71,6 +77,9 @@ def script_values(s: Settings) -> dict[str, str]:
         "PGBR": "1" if s.pgbackrest_enabled else "0",
         "ARCHIVER_SQL": " ".join(ARCHIVER_SQL.split()),
         "REPO_DIR": repo,
+        "WAL_REPOS": " ".join(str(n) for n, _ in pgbackrest.repos(s)),
+        "WAL_SCRIPT": walarchive.LISTING_SCRIPT,
+        "WAL_ARGS": shlex.join([s.pgbackrest_stanza, *pgbackrest.command(s)]),
     }
 
 
@@ -80,10 +89,17 @@ archiver() {
         psql -XAtq -v ON_ERROR_STOP=1 -d postgres -c "$ARCHIVER_SQL"
 }
 pgbackrest_info() { d exec -u postgres "$C" pgbackrest info --output=json; }
+wal_archive() {
+    r=$1
+    eval "set -- $WAL_ARGS"
+    d exec -u postgres "$C" sh -c "$WAL_SCRIPT" walarchive oldest "$r" "$@"
+}
 if [ "$PGBR" = 1 ]; then
     section archiver archiver
     section pgbackrest_info pgbackrest_info
     [ -z "$REPO_DIR" ] || section repo_df df_of "$REPO_DIR"
+    # After the archiver section: segments up to last_archived_wal must be listed.
+    for r in $WAL_REPOS; do section "wal_archive_$r" wal_archive "$r"; done
 fi
 """
 
@@ -97,11 +113,13 @@ def derive(raw: dict[str, Any], s: Settings | None, now: datetime | None) -> Arc
     a.archive_timeout_seconds = s.seconds("pgbackrest_archive_timeout")
     sections = raw.get("sections") or {}
     arch = sections.get("archiver") or {}
+    segment_bytes = walarchive.DEFAULT_SEGMENT_BYTES
     if arch.get("rc") == 0 and arch.get("out"):
         try:
             d = json.loads(arch["out"])
         except ValueError:
             d = {}
+        segment_bytes = int(d.get("segment_bytes") or segment_bytes)
         a.archived_count = d.get("archived_count")
         a.last_archived_wal = d.get("last_archived_wal")
         age = d.get("last_archived_age_seconds")
@@ -136,7 +154,25 @@ def derive(raw: dict[str, Any], s: Settings | None, now: datetime | None) -> Arc
                         setattr(a, f"last_{kind}_age_seconds", (now - when).total_seconds())
     elif info:
         a.error = a.error or (info.get("err") or info.get("out") or "pgbackrest info failed")[-200:]
+    _wal_gaps(a, sections, segment_bytes)
     return a
+
+
+def _wal_gaps(a: Archiving, sections: dict[str, Any], segment_bytes: int) -> None:
+    """Fill ``a.wal_gaps`` from the ``wal_archive_<n>`` sections."""
+    for name in sorted(k for k in sections if k.startswith("wal_archive_")):
+        sec, repo = sections[name] or {}, name.removeprefix("wal_archive_")
+        listing = walarchive.parse_listing(sec.get("out") or "")
+        if sec.get("rc") != 0 or not listing.complete:
+            why = (sec.get("err") or "listing incomplete").splitlines() or ["failed"]
+            a.error = a.error or f"repo{repo} WAL listing: {why[-1][-200:]}"
+            continue
+        try:
+            gaps = walarchive.find_gaps(listing, a.last_archived_wal, segment_bytes)
+        except ValueError as exc:
+            a.error = a.error or f"repo{repo} WAL listing: {exc}"
+            continue
+        a.wal_gaps += [{"repo": int(repo), **asdict(g)} for g in gaps]
 
 
 def problems(a: Archiving) -> list[tuple[str, str]]:
@@ -161,6 +197,20 @@ def problems(a: Archiving) -> list[tuple[str, str]]:
         out.append(("critical", f"pgBackRest stanza: {a.stanza_status}"))
     elif a.stanza_status == "ok" and a.last_full_time is None:
         out.append(("warning", "no full pgBackRest backup yet"))
+    for g in a.wal_gaps:
+        span = g["first"] if g["count"] == 1 else f"{g['first']}..{g['last']}"
+        what = f"repo{g['repo']}: {g['count']} WAL segment(s) missing ({span})"
+        if g["after_newest_backup"]:
+            out.append(
+                ("critical", f"{what} after the newest backup's start: no point-in-time "
+                 "recovery past them until a new full backup (pgsteady-ctl pgbackrest backup "
+                 "--type=full)")
+            )  # fmt: skip
+        else:
+            out.append(
+                ("warning", f"{what} before the newest backup: points in time from the gap "
+                 "to the newest backup cannot be restored")
+            )  # fmt: skip
     if a.error:
         out.append(("warning", f"archiving status unknown: {a.error}"))
     return out
@@ -177,6 +227,8 @@ def summary(a: Archiving) -> str:
         return f"{seconds / 3600:.1f} h ago" if seconds >= 3600 else f"{seconds:.0f} s ago"
 
     queue = f"{a.queue_segments} queued" if a.queue_segments is not None else "queue ?"
+    if a.wal_gaps:
+        queue += f", {sum(g['count'] for g in a.wal_gaps)} missing from the archive"
     return (
         f"WAL {a.last_archived_wal or '-'} {ago(a.last_archived_age_seconds)}, {queue}, "
         f"{a.failed_count or 0} failed; full {ago(a.last_full_age_seconds)}, "

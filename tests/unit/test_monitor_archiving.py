@@ -6,6 +6,7 @@ import json
 
 from test_monitor_model import SETTINGS, sample_raw
 
+from pgsteady.monitor.archiving import summary
 from pgsteady.monitor.model import derive
 from pgsteady.settings import HostFacts, build_settings
 
@@ -76,3 +77,58 @@ def test_disabled_shows_nothing():
     )
     st = derive(sample_raw(archiver=None, pgbackrest_info=None, repo_df=None), s)
     assert not st.archiving.enabled and "repo" not in st.disks
+
+
+def wal_listing(missing: tuple[int, ...] = (), newest: int = 0x10) -> str:
+    """The walarchive listing of repo1: a full at segment 3, segments 3..0x28."""
+    seg = "0000000100000000000000{:02X}".format
+    names = [seg(n) for n in range(3, 0x29) if n not in missing]
+    head = [f"oldest {seg(3)}", f"newest {seg(newest)}", f"from {seg(3)}", "archive-id 17-1"]
+    return "\n".join([*head, *(f"wal {n}" for n in names), "end"])
+
+
+def test_complete_archive_has_no_gap_problem():
+    st = derive(sample_raw(wal_archive_1=wal_listing()), SETTINGS)
+    assert st.archiving.wal_gaps == []
+    assert not [p for p in st.problems if "missing" in p or "listing" in p]
+
+
+def test_gap_after_the_newest_backup_is_critical_before_it_a_warning():
+    st = derive(sample_raw(wal_archive_1=wal_listing(missing=(0x12, 0x13))), SETTINGS)
+    assert st.archiving.wal_gaps == [
+        {"repo": 1, "timeline": 1, "first": "000000010000000000000012",
+         "last": "000000010000000000000013", "count": 2, "after_newest_backup": True}
+    ]  # fmt: skip
+    assert st.status == "critical"
+    assert st.problems[0].startswith(
+        "critical: repo1: 2 WAL segment(s) missing "
+        "(000000010000000000000012..000000010000000000000013) after the newest backup's start"
+    )
+    assert "pgsteady-ctl pgbackrest backup --type=full" in st.problems[0]
+    assert "2 missing from the archive" in summary(st.archiving)
+    old = derive(sample_raw(wal_archive_1=wal_listing(missing=(0x08,))), SETTINGS)
+    assert [p for p in old.problems if "missing" in p] == [
+        "warning: repo1: 1 WAL segment(s) missing (000000010000000000000008) before the newest "
+        "backup: points in time from the gap to the newest backup cannot be restored"
+    ]
+
+
+def test_segments_past_last_archived_wal_are_in_flight_not_missing():
+    # pg_stat_archiver counts up to 0x28 (sample): 0x27 and 0x28 absent are dropped, even
+    # with nothing newer listed yet. Counted up to 0x26 only: 0x27 may still be in flight.
+    st = derive(sample_raw(wal_archive_1=wal_listing(missing=(0x27, 0x28))), SETTINGS)
+    assert [(g["first"], g["count"]) for g in st.archiving.wal_gaps] == [
+        ("000000010000000000000027", 2)
+    ]
+    behind = archiver(last_archived_wal="000000010000000000000026")
+    st = derive(sample_raw(archiver=behind, wal_archive_1=wal_listing(missing=(0x27,))), SETTINGS)
+    assert st.archiving.wal_gaps == []  # 0x28 listed, 0x27 still being pushed
+
+
+def test_failed_or_truncated_listing_is_unknown_not_healthy():
+    st = derive(sample_raw(wal_archive_1=None), SETTINGS)
+    assert "warning: archiving status unknown: repo1 WAL listing: wal_archive_1 failed: boom" in (
+        st.problems
+    )
+    cut = derive(sample_raw(wal_archive_1=wal_listing().removesuffix("\nend")), SETTINGS)
+    assert any("repo1 WAL listing: listing incomplete" in p for p in cut.problems)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pgsteady import pgbackrest
+from pgsteady import pgbackrest, walarchive
 from pgsteady.settings import Settings
 from pgsteady.verify import Fixes, backup_deadline, check
 
@@ -161,6 +161,39 @@ def test_full_backup_exists(pg: Host, s: Settings, fixes: Fixes) -> None:
             f"grep -h pgbackrest /var/log/syslog | tail -20; {_ctl(s, 'backup --type=diff')}"
         ),
     )
+
+
+def test_archive_has_no_gap_after_the_newest_backup(pg: Host, s: Settings, fixes: Fixes) -> None:
+    """Each repository holds every WAL segment from the newest backup's start up to the
+    last one Postgres counts as archived. pgBackRest drops WAL beyond
+    pgbackrest_archive_queue_max and reports it archived: pg_stat_archiver stays clean,
+    and point-in-time recovery past the hole is impossible until the next backup. (A gap
+    before the newest backup only takes older points in time away: ``make status`` warns.)
+    Only the newest backup's log directories are listed; no backup yet: nothing to check
+    (full_backup_exists fails)."""
+    # Read before listing: every segment up to it was reported archived (or dropped).
+    last = pg.value("SELECT coalesce(a.last_archived_wal, '') FROM pg_catalog.pg_stat_archiver a")
+    size = int(
+        pg.value("SELECT setting FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size'")
+    )
+    for n, _repo in pgbackrest.repos(s):
+        argv = walarchive.listing_argv(s, n, "newest")
+        res = pg.run(
+            f"{pg.docker} exec -u postgres {shlex.quote(s.container_name)} {shlex.join(argv)}"
+        )
+        listing = walarchive.parse_listing(res.stdout)
+        if res.rc != 0 or not listing.complete:
+            raise RuntimeError(f"listing repo{n}'s archive failed: {res.stderr.strip()[-300:]}")
+        gaps = [g for g in walarchive.find_gaps(listing, last or None, size)
+                if g.after_newest_backup]  # fmt: skip
+        check(
+            not gaps,
+            f"repo{n}: " + "; ".join(g.describe() for g in gaps[:3])
+            + f" after the newest backup's start ({listing.newest_start}): point-in-time "
+            "recovery to any later time is impossible (WAL dropped while the archive was "
+            "stuck?); take a new full backup",
+            fixes.on_host(_ctl(s, "backup --type=full")),
+        )  # fmt: skip
 
 
 def test_repositories_have_room_and_belong_to_the_server(
