@@ -1,8 +1,8 @@
 """`make verify` end to end: green on a converged stack, and each fault caught by its check.
 
-One stack for the module. Each fault is injected, `make verify` must fail exactly the
-matching checks (with their fix lines) while every other check keeps its outcome, and
-the host is restored before the next fault. A final `make deploy` + `make verify` pass.
+One stack (the e2e conftest's shared one). Each fault is injected, `make verify` must fail
+exactly the matching checks (with their fix lines) while every other check keeps its
+outcome, and the host is restored before the next fault. A final `make deploy` + `make verify` pass.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import re
 import subprocess
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -92,14 +92,10 @@ def make_deploy(inventory: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    """A converged stack with one backup taken, as the nightly job would."""
-    st = Stack()
-    result = st.deploy()
-    if result.returncode != 0:
-        st.destroy()
-        pytest.fail(f"deploy failed:\n{result.output[-4000:]}")
-    app = st.app_dir
+def stack(shared_stack: Stack) -> Stack:
+    """The e2e conftest's shared converged stack, with one backup taken as the nightly job
+    would; the last fault is undone by `make deploy`, so it is handed on converged."""
+    app = shared_stack.app_dir
     backup = subprocess.run(
         [
             "python3",
@@ -112,8 +108,7 @@ def stack() -> Iterator[Stack]:
         text=True,
     )
     assert backup.returncode == 0, backup.stderr
-    yield st
-    st.destroy()
+    return shared_stack
 
 
 @pytest.fixture(scope="module")
