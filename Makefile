@@ -27,7 +27,8 @@ help:
 	@echo "make test                                     set up this machine and run every test"
 	@echo "make chaos | bench                            fault injection | measurements"
 	@echo "make lint                                     ruff check + format check"
-	@echo "make lab [N=3] [OS=bookworm|trixie]           hosts with systemd+sshd -> inventory/lab.py"
+	@echo "make lab [N=3] [OS=bookworm|trixie] [BACKUP_HOST=1]  hosts with systemd+sshd ->"
+	@echo "                                              inventory/lab.py (last host: backup)"
 	@echo "make lab-down | lab-chaos                     remove the lab | measure host reboots"
 
 # The virtualenv, rebuilt when the locked dependencies change. Every file pip installs is
@@ -127,7 +128,8 @@ LAB_NAME ?= pgsteady-lab
 LAB_INVENTORY := inventory/lab.py
 lab: $(STAMP)
 	$(BIN)/python -m pgsteady.lab up --name $(LAB_NAME) -n $(N) --os $(OS) \
-		--inventory $(LAB_INVENTORY) $(if $(IMAGE_SOURCE),--image-source $(IMAGE_SOURCE))
+		--inventory $(LAB_INVENTORY) $(if $(IMAGE_SOURCE),--image-source $(IMAGE_SOURCE)) \
+		$(if $(BACKUP_HOST),--backup-host)
 
 lab-down: $(STAMP)
 	$(BIN)/python -m pgsteady.lab down --name $(LAB_NAME) --inventory $(LAB_INVENTORY)

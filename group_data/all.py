@@ -93,14 +93,25 @@ pgbackrest_enabled = True  # archive_mode=on, archive_command = pgbackrest archi
 pgbackrest_stanza = "main"  # the stanza (one per cluster) in every repository
 # Repositories, repo1 first. kind "posix": a host directory (default
 # <app_dir>/pgbackrest/repoN), owned by the server's uid, encrypted (aes-256-cbc) with a
-# passphrase generated on the host in <app_dir>/secrets/pgbackrest/repoN.conf.
-pgbackrest_repos = [{"kind": "posix", "path": None, "retention_full": 2, "retention_diff": 6}]
+# passphrase generated on the host in <app_dir>/secrets/pgbackrest/repoN.conf. kind "host"
+# (with "host": a name of the inventory's `backup` group): that host's repository, which
+# survives the loss of this one; its passphrase is made once on the deploy machine (beside
+# the CA) and reaches both hosts over the deploy's SSH. Local + off-host is the usual pair:
+# [{"kind": "posix"}, {"kind": "host", "host": "backup1"}]
+pgbackrest_repos = [
+    {"kind": "posix", "path": None, "host": None, "retention_full": 2, "retention_diff": 6}
+]
 pgbackrest_archive_timeout = "60s"  # archive_timeout: the most WAL time a host loss loses
 # WAL not yet archived that may pile up in pg_wal; beyond it pgBackRest drops it (the
 # archive gets a gap: PITR across it fails until the next full backup) so that a dead
 # repository never fills the disk and stops the server.
 pgbackrest_archive_queue_max = "1GB"
 pgbackrest_process_max = 1  # parallel compression/transfer processes (backup, async push)
+# Off-host repositories ({"kind": "host", "host": "<name>"} in pgbackrest_repos; the host is
+# in the inventory's `backup` group): both ends run pgBackRest's TLS server on this port,
+# with certificates from the inventory's CA.
+pgbackrest_tls_port = 8432
+pgbackrest_address = None  # how other hosts reach this one (default: ssh_hostname or name)
 pgbackrest_full_schedule = "30 1 * * 0"  # full backup (cron syntax; Sundays 01:30)
 pgbackrest_diff_schedule = "30 1 * * 1-6"  # differential backup (Mondays to Saturdays)
 pgbackrest_verify_schedule = "30 4 * * 0"  # pgbackrest verify: checksums of the repository

@@ -85,6 +85,8 @@ def compose_context(s: Settings) -> dict[str, Any]:
         },
         "logging": {"max-size": s.docker_log_max_size, "max-file": str(s.docker_log_max_file)},
         "labels": {"io.pgsteady.project": s.compose_project},
+        "sidecar": pgbackrest.sidecar(s),
+        "socket_volume": pgbackrest.SOCKET_VOLUME,
     }
 
 

@@ -24,6 +24,12 @@ class InventoryHost:
 
     name: str
     data: dict[str, Any]
+    groups: tuple[str, ...] = ()
+
+    @property
+    def is_backup_host(self) -> bool:
+        """A host of the ``backup`` group: a pgBackRest repository, no Postgres."""
+        return "backup" in self.groups
 
     @property
     def is_local(self) -> bool:
@@ -91,7 +97,7 @@ def load_inventory(path: str | Path, cwd: str | Path = REPO) -> list[InventoryHo
     )
     for line in proc.stdout.splitlines():
         if proc.returncode == 0 and line.startswith(_MARK):
-            return [InventoryHost(n, d) for n, d in json.loads(line[len(_MARK) :])]
+            return [InventoryHost(n, d, tuple(g)) for n, d, g in json.loads(line[len(_MARK) :])]
     lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
     detail = lines[-1].strip() if lines else f"exit code {proc.returncode}"
     raise InventoryError(f"cannot read inventory {path}: {detail}")
@@ -100,7 +106,7 @@ def load_inventory(path: str | Path, cwd: str | Path = REPO) -> list[InventoryHo
 _MARK = "@@pgsteady-inventory "
 
 
-def _read_here(path: str, cwd: str) -> list[tuple[str, dict[str, Any]]]:
+def _read_here(path: str, cwd: str) -> list[tuple[str, dict[str, Any], list[str]]]:
     """Read the inventory in this process (gevent-patched by pyinfra's CLI import)."""
     from pyinfra.api import State
     from pyinfra.context import ctx_state
@@ -109,7 +115,7 @@ def _read_here(path: str, cwd: str) -> list[tuple[str, dict[str, Any]]]:
     state = State(check_for_changes=False)
     with ctx_state.use(state):
         inventory = make_inventory(path, cwd=cwd)
-    return [(host.name, dict(host.data.dict())) for host in inventory]
+    return [(host.name, dict(host.data.dict()), sorted(host.groups)) for host in inventory]
 
 
 if __name__ == "__main__":

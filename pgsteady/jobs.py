@@ -54,30 +54,34 @@ def backup_job(s: Settings) -> Job:
 
 
 def pgbackrest_jobs(s: Settings) -> list[Job]:
-    """Full and differential backups and ``pgbackrest verify`` (present while
-    ``pgbackrest_enabled``; the deploy removes them when it is off)."""
+    """Full and differential backups and ``pgbackrest verify`` of each repository on this
+    host (present while ``pgbackrest_enabled``; the deploy removes them when it is off).
+
+    Off-host repositories get theirs on the backup host: pgBackRest backs up where the
+    repository is (pgsteady/pgbackrest_repository.py).
+    """
+    from pgsteady.pgbackrest import local_repos
+
     ctl = f"{s.paths['bin']}/pgsteady-ctl"
     jobs = []
-    for kind, schedule, args in (
-        ("full", s.pgbackrest_full_schedule, ("backup", "--type=full")),
-        ("diff", s.pgbackrest_diff_schedule, ("backup", "--type=diff")),
-        ("verify", s.pgbackrest_verify_schedule, ("verify",)),
-    ):
-        unit = f"pgsteady-pgbackrest-{kind}-{s.compose_project}"
-        what = (
-            "verify of the pgBackRest repositories"
-            if kind == "verify"
-            else (f"pgBackRest {kind} backup")
-        )
-        jobs.append(
-            Job(
-                unit=unit,
-                description=f"{what} of {s.container_name}",
-                schedule=schedule,
-                command=(ctl, "pgbackrest", *args),
-                log_tag=unit,
+    for n in local_repos(s):
+        suffix = "" if n == 1 else f"-repo{n}"
+        for kind, schedule, args in (
+            ("full", s.pgbackrest_full_schedule, ("backup", "--type=full")),
+            ("diff", s.pgbackrest_diff_schedule, ("backup", "--type=diff")),
+            ("verify", s.pgbackrest_verify_schedule, ("verify",)),
+        ):
+            unit = f"pgsteady-pgbackrest-{kind}-{s.compose_project}{suffix}"
+            what = "verify of pgBackRest" if kind == "verify" else f"pgBackRest {kind} backup"
+            jobs.append(
+                Job(
+                    unit=unit,
+                    description=f"{what} repo{n} of {s.container_name}",
+                    schedule=schedule,
+                    command=(ctl, "pgbackrest", f"--repo={n}", *args),
+                    log_tag=unit,
+                )
             )
-        )
     return jobs
 
 

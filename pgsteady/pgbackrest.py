@@ -15,12 +15,20 @@ Where things are (container paths; the host side is in brackets):
 * ``/var/lib/postgresql/data/pgbackrest/spool``  the async push queue, on the data volume
   beside PGDATA; logs in the image's ``/var/log/pgbackrest`` (and the server log)
 
+Off-host repositories (``kind: host``): the repository lives on a host of the
+inventory's ``backup`` group (pgsteady/pgbackrest_repository.py). Both ends run
+``pgbackrest server`` (TLS, certificates from the inventory's CA, each side admitting only
+the other's certificate for this stanza): this host pushes WAL and restores through it;
+the backup host takes the backups through this host's server, a sidecar container that
+shares the data volume and the server's socket directory.
+
 Pure: Settings in, text out.
 """
 
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 
 from pgsteady.render import render
 from pgsteady.settings import PgBackRestRepo, Settings
@@ -33,13 +41,83 @@ WORK_DIR = "/var/lib/postgresql/data/pgbackrest"
 LOG_DIR = "/var/log/pgbackrest"
 SOCKET_DIR = "/var/run/postgresql"
 CIPHER_TYPE = "aes-256-cbc"
+#: pgBackRest's TLS server inside a container (published on postgres_bind:pgbackrest_tls_port).
+SERVER_PORT = 8432
+#: The pgBackRest certificate (always from the inventory's CA, also when the Postgres
+#: certificate is the operator's): host files under app_dir/tls, container paths.
+TLS_CERT, TLS_CA, TLS_KEY = "pgbackrest.crt", "pgbackrest-ca.crt", "private/pgbackrest.key"
+TLS_DIR_MOUNT = "/etc/pgsteady-tls"
+TLS_KEY_MOUNT = "/etc/pgsteady-pgbackrest-key/pgbackrest.key"
+#: The shared socket directory of the server and the sidecar (compose volume).
+SOCKET_VOLUME = "pgrun"
 #: Server parameters pgsteady sets while archiving is on (postgres_settings may not).
 ARCHIVE_KEYS = ("archive_mode", "archive_command", "archive_library", "archive_timeout")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another inventory host's pgBackRest server: how to reach it and the name its
+    certificate carries (its address)."""
+
+    name: str
+    address: str
+    port: int
+
+
+def peer_address(name: str, data: dict[str, object]) -> str:
+    """How other hosts reach ``name``'s pgBackRest server (and its certificate's name)."""
+    for key in ("pgbackrest_address", "ssh_hostname"):
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return name
 
 
 def repos(s: Settings) -> list[tuple[int, PgBackRestRepo]]:
     """(number, repository): repo1 is the first of ``pgbackrest_repos``."""
     return list(enumerate(s.pgbackrest_repos, 1))
+
+
+def local_repos(s: Settings) -> list[int]:
+    """Numbers of the repositories on this host (backups of those run here)."""
+    return [n for n, r in repos(s) if r.kind == "posix"]
+
+
+def remote_repos(s: Settings) -> list[tuple[int, PgBackRestRepo]]:
+    """(number, repository) of the repositories on backup hosts."""
+    if not s.pgbackrest_enabled:
+        return []
+    return [(n, r) for n, r in repos(s) if r.kind == "host"]
+
+
+def server_tls_lines(port: int, auth: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``tls-server-*`` options of a pgBackRest server admitting (client name, stanza)."""
+    return [
+        ("tls-server-address", "*"),
+        ("tls-server-port", str(port)),
+        ("tls-server-cert-file", f"{TLS_DIR_MOUNT}/{TLS_CERT}"),
+        ("tls-server-key-file", TLS_KEY_MOUNT),
+        ("tls-server-ca-file", f"{TLS_DIR_MOUNT}/{TLS_CA}"),
+        *(("tls-server-auth", f"{client}={stanza}") for client, stanza in auth),
+    ]
+
+
+def client_tls_lines(prefix: str, peer: Peer) -> list[tuple[str, str]]:
+    """Options (``repoN-host*`` or ``pgN-host*``) that reach ``peer``'s server over TLS."""
+    return [
+        (f"{prefix}-host", peer.address),
+        (f"{prefix}-host-type", "tls"),
+        (f"{prefix}-host-port", str(peer.port)),
+        (f"{prefix}-host-cert-file", f"{TLS_DIR_MOUNT}/{TLS_CERT}"),
+        (f"{prefix}-host-key-file", TLS_KEY_MOUNT),
+        (f"{prefix}-host-ca-file", f"{TLS_DIR_MOUNT}/{TLS_CA}"),
+    ]
+
+
+def passphrase_include(section: str, number: int, passphrase: str) -> str:
+    """A conf.d include that sets ``repoN-cipher-pass`` for ``section`` (rendered on the
+    deploy machine for off-host repositories; the text is uploaded, never shown)."""
+    return f"[{section}]\nrepo{number}-cipher-pass={passphrase}\n"
 
 
 def repo_host_path(s: Settings, number: int, repo: PgBackRestRepo) -> str:
@@ -83,12 +161,52 @@ def environment(s: Settings) -> dict[str, str]:
 
 
 def volumes(s: Settings) -> list[str]:
-    """Compose volume lines: the passphrases (read-only) and each posix repository."""
+    """Compose volume lines: the passphrases (read-only) and each posix repository; with an
+    off-host repository also the pgBackRest key and the socket directory it shares."""
     if not s.pgbackrest_enabled:
         return []
     out = [f"{secrets_dir(s)}:{SECRETS_MOUNT}:ro"]
     out += [f"{repo_host_path(s, n, r)}:{repo_mount(n)}" for n, r in repos(s) if r.kind == "posix"]
+    if remote_repos(s):
+        out += [f"{s.app_dir}/tls/{TLS_KEY}:{TLS_KEY_MOUNT}:ro", f"{SOCKET_VOLUME}:{SOCKET_DIR}"]
     return out
+
+
+def sidecar(s: Settings) -> dict[str, object] | None:
+    """The compose service running this host's pgBackRest server for the backup hosts
+    (None without an off-host repository): same image, the server's uid, the data volume
+    and socket directory of the Postgres container, published like Postgres."""
+    if not remote_repos(s):
+        return None
+    from pgsteady.compose import DATA_MOUNT
+
+    return {
+        "name": "pgbackrest",
+        "container_name": f"{s.compose_project}-pgbackrest",
+        "user": f"{s.postgres_uid}:{s.postgres_uid}",
+        "command": [
+            "pgbackrest",
+            f"--config={CONF_FILE}",
+            f"--config-include-path={SECRETS_MOUNT}",
+            "server",
+        ],
+        "ports": [f"{s.postgres_bind}:{s.pgbackrest_tls_port}:{SERVER_PORT}"],
+        "volumes": [
+            f"pgdata:{DATA_MOUNT}",
+            f"{SOCKET_VOLUME}:{SOCKET_DIR}",
+            f"{s.paths['config']}:/etc/pgsteady:ro",
+            f"{secrets_dir(s)}:{SECRETS_MOUNT}:ro",
+            f"{s.app_dir}/tls:{TLS_DIR_MOUNT}:ro",
+            f"{s.app_dir}/tls/{TLS_KEY}:{TLS_KEY_MOUNT}:ro",
+        ],
+        "healthcheck": [
+            "CMD",
+            "pgbackrest",
+            "server-ping",
+            "127.0.0.1",
+            f"--tls-server-port={SERVER_PORT}",
+        ],
+    }
 
 
 def command(s: Settings, *args: str) -> list[str]:
@@ -122,26 +240,43 @@ def _size(value: str) -> str:
     return f"{max(1, parse_size(value) // (1024 * 1024))}MiB"
 
 
-def conf_context(s: Settings) -> dict[str, object]:
-    """Template context for pgbackrest.conf.j2."""
+def retention_lines(n: int, r: PgBackRestRepo) -> list[tuple[str, str]]:
+    return [
+        (f"repo{n}-cipher-type", CIPHER_TYPE),
+        (f"repo{n}-retention-full-type", "count"),
+        (f"repo{n}-retention-full", str(r.retention_full)),
+        (f"repo{n}-retention-diff", str(r.retention_diff)),
+    ]
+
+
+def conf_context(s: Settings, peers: dict[str, Peer] | None = None) -> dict[str, object]:
+    """Template context for pgbackrest.conf.j2; ``peers`` are the backup hosts that
+    ``kind: host`` repositories name (and this host's own address, under its name)."""
     from pgsteady.compose import PGDATA, SUPERUSER
 
+    peers = peers or {}
     repo_lines = []
+    auth = []
     for n, r in repos(s):
-        repo_lines.append(
-            [
-                (f"repo{n}-type", r.kind),
-                (f"repo{n}-path", repo_mount(n)),
-                (f"repo{n}-cipher-type", CIPHER_TYPE),
-                (f"repo{n}-retention-full-type", "count"),
-                (f"repo{n}-retention-full", str(r.retention_full)),
-                (f"repo{n}-retention-diff", str(r.retention_diff)),
-            ]
-        )
+        if r.kind == "host":
+            peer = peers.get(str(r.host))
+            if peer is None:
+                raise ValueError(f"pgbackrest_repos[{n - 1}].host = {r.host!r}: no such peer")
+            repo_lines.append([*client_tls_lines(f"repo{n}", peer), *retention_lines(n, r)])
+            auth.append((peer.address, s.pgbackrest_stanza))
+        else:
+            repo_lines.append(
+                [
+                    (f"repo{n}-type", r.kind),
+                    (f"repo{n}-path", repo_mount(n)),
+                    *retention_lines(n, r),
+                ]
+            )
     return {
         "repos": repo_lines,
         "secrets_mount": SECRETS_MOUNT,
         "global": [
+            *(server_tls_lines(SERVER_PORT, sorted(set(auth))) if auth else []),
             ("process-max", str(s.pgbackrest_process_max)),
             ("compress-type", "zst"),
             ("start-fast", "y"),
@@ -152,18 +287,22 @@ def conf_context(s: Settings) -> dict[str, object]:
             ("log-level-console", "info"),
             ("log-level-file", "info"),
         ],
-        "stanza": s.pgbackrest_stanza,
-        "pg": [
-            ("pg1-path", PGDATA),
-            ("pg1-socket-path", SOCKET_DIR),
-            ("pg1-port", "5432"),
-            ("pg1-user", SUPERUSER),
+        "stanzas": [
+            (
+                s.pgbackrest_stanza,
+                [
+                    ("pg1-path", PGDATA),
+                    ("pg1-socket-path", SOCKET_DIR),
+                    ("pg1-port", "5432"),
+                    ("pg1-user", SUPERUSER),
+                ],
+            )
         ],
     }
 
 
-def render_conf(s: Settings) -> str:
-    return render("pgbackrest.conf.j2", **conf_context(s))
+def render_conf(s: Settings, peers: dict[str, Peer] | None = None) -> str:
+    return render("pgbackrest.conf.j2", **conf_context(s, peers))
 
 
 def settings_errors(s: Settings) -> list[str]:
@@ -215,8 +354,11 @@ def settings_errors(s: Settings) -> list[str]:
             f"pgbackrest_archive_queue_max = {s.pgbackrest_archive_queue_max!r}: below 64MB "
             "(4 WAL segments) archiving would drop WAL at the first hiccup; use e.g. '1GB'"
         )
+    errors += _remote_errors(s)
     seen: dict[str, int] = {}
     for n, r in repos(s):
+        if r.kind != "posix":
+            continue
         path = repo_host_path(s, n, r)
         if path in seen:
             errors.append(
@@ -227,6 +369,29 @@ def settings_errors(s: Settings) -> list[str]:
         why = _repo_path_problem(s, path)
         if why:
             errors.append(f"pgbackrest_repos[{n - 1}].path = {path!r}: {why}")
+    return errors
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _remote_errors(s: Settings) -> list[str]:
+    """Off-host repositories: the backup host must reach this host's pgBackRest server."""
+    remote = remote_repos(s)
+    if not remote:
+        return []
+    errors = []
+    if s.postgres_bind in _LOOPBACK:
+        errors.append(
+            f"postgres_bind = {s.postgres_bind!r}: an off-host repository (pgbackrest_repos "
+            "kind 'host') takes backups through this host's pgBackRest server, published on "
+            "postgres_bind; use the host's private address"
+        )
+    hosts = [str(r.host) for _n, r in remote]
+    for dup in sorted({h for h in hosts if hosts.count(h) > 1}):
+        errors.append(
+            f"pgbackrest_repos: host {dup!r} is named twice; one repository per backup host"
+        )
     return errors
 
 

@@ -26,6 +26,7 @@ from pydantic import (
     StrictInt,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from pgsteady import safety
@@ -199,15 +200,31 @@ class PgBackRestRepo(BaseModel):
     """One pgBackRest repository (repo1, repo2, ... in list order).
 
     ``posix``: a directory on this host, bind-mounted into the container (default
-    app_dir/pgbackrest/repoN). Off-host kinds (sftp, s3) are added beside it.
+    app_dir/pgbackrest/repoN). ``host``: the repository of another inventory host, one
+    of the ``backup`` group, reached over pgBackRest's TLS protocol (it survives the loss
+    of this host).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["posix"] = Field("posix", description="Where the repository lives")
+    kind: Literal["posix", "host"] = Field("posix", description="Where the repository lives")
     path: SafePath | None = Field(None, description="posix: host directory of the repository")
+    host: str | None = Field(None, description="host: the backup host's inventory name")
     retention_full: StrictInt = Field(2, ge=1, le=9999, description="Full backups kept")
     retention_diff: StrictInt = Field(6, ge=1, le=9999, description="Differential backups kept")
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> PgBackRestRepo:
+        if self.kind == "host" and not self.host:
+            raise ValueError("kind 'host' needs host: the inventory name of a backup host")
+        if self.kind == "host" and self.path is not None:
+            raise ValueError(
+                "kind 'host' takes no path: the backup host keeps every repository in its "
+                "app_dir/pgbackrest/repository"
+            )
+        if self.kind == "posix" and self.host is not None:
+            raise ValueError("kind 'posix' takes no host; use kind 'host' for a backup host")
+        return self
 
 
 class Settings(BaseModel):
@@ -344,6 +361,12 @@ class Settings(BaseModel):
         "1GB", description="WAL waiting in pg_wal beyond this is dropped from the archive"
     )
     pgbackrest_process_max: StrictInt = Field(1, ge=1, le=64, description="Parallel processes")
+    pgbackrest_tls_port: StrictInt = Field(
+        8432, ge=1024, le=65535, description="pgBackRest TLS server port (off-host repositories)"
+    )
+    pgbackrest_address: str | None = Field(
+        None, description="Address other hosts reach this host's pgBackRest server on"
+    )
     pgbackrest_full_schedule: str = Field("30 1 * * 0", description="Full backups")
     pgbackrest_diff_schedule: str = Field("30 1 * * 1-6", description="Differential backups")
     pgbackrest_verify_schedule: str = Field("30 4 * * 0", description="pgbackrest verify")

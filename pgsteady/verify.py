@@ -251,6 +251,32 @@ class HostRun:
     junit: str | None = None
 
 
+def verify_backup_host(h: InventoryHost, hosts: list[InventoryHost], inventory: str) -> HostRun:
+    """A backup host (no Postgres): its repository server and each stanza it serves."""
+    from pgsteady import repository_checks
+
+    run = HostRun(h.name)
+    try:
+        runner = runner_for(h)
+        s = build_settings(h.data, host_facts(runner), host=h.name)
+        checks = repository_checks.check(h, s, hosts, runner)
+    except (ConnectionError, subprocess.TimeoutExpired) as exc:
+        fix = f"check the SSH access the inventory describes: {shlex.join(h.command_prefix())} true"
+        run.results.append(CheckResult(h.name, "host", "reachable", "failed", str(exc), fix))
+        return run
+    except SettingsError as exc:
+        run.results += [
+            CheckResult(h.name, "host", "settings", "failed", e, f"edit {inventory}")
+            for e in exc.errors
+        ]
+        return run
+    for name, ok, what, fix in checks:
+        fix = fix.replace("<inventory>", inventory)
+        outcome = "passed" if ok else "failed"
+        run.results.append(CheckResult(h.name, "repository", name, outcome, what, fix))
+    return run
+
+
 def verify_host(h: InventoryHost, inventory: str, workdir: Path, want_junit: bool) -> HostRun:
     """Run the suite against one host and collect its check results."""
     run = HostRun(h.name)
@@ -357,7 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pgsteady-verify-") as tmp:
         for h in hosts:
             print(f"verify {h.name} ({h.testinfra_spec()})", flush=True)
-            run = verify_host(h, args.inventory, Path(tmp), bool(args.junit))
+            if h.is_backup_host:
+                run = verify_backup_host(h, hosts, args.inventory)
+            else:
+                run = verify_host(h, args.inventory, Path(tmp), bool(args.junit))
             for r in run.results:
                 if r.outcome == "failed":
                     print(fix_line(r), flush=True)

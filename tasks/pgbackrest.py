@@ -8,10 +8,11 @@ configuration or a passphrase changed.
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
+from collections.abc import Iterable
 
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import FactBase, deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server
@@ -19,9 +20,27 @@ from pyinfra.operations import files, server
 from pgsteady import pgbackrest
 from pgsteady.hostfiles import server_readable
 from pgsteady.settings import Settings
+from tasks import pgbackrest_peers
 from tasks.ownership import directory_owned, ensure_owned, owner_and_mode, put_owned
 
-PITR = Path(__file__).resolve().parent.parent / "files" / "bin" / "pgsteady-pitr"
+
+class StanzaStatus(FactBase[dict[int, int]]):
+    """pgBackRest's status code of the stanza per repository, read through the running
+    server's container ({}: no container, or no answer): 0 is ok."""
+
+    def command(self, ctl: str) -> str:
+        return f"{ctl} pgbackrest info --output=json 2>/dev/null || true"
+
+    def process(self, output: Iterable[str]) -> dict[int, int]:
+        try:
+            doc = json.loads("\n".join(output) or "[]")
+        except ValueError:
+            return {}
+        out: dict[int, int] = {}
+        for stanza in doc if isinstance(doc, list) else []:
+            for repo in stanza.get("repo") or []:
+                out[int(repo.get("key", 0))] = int((repo.get("status") or {}).get("code", -1))
+        return out
 
 
 @deploy("pgBackRest repositories and configuration")
@@ -32,6 +51,8 @@ def prepare(s: Settings) -> list[OperationMeta]:
     uid = s.postgres_uid
     changed: list[OperationMeta] = []
     for n, repo in pgbackrest.repos(s):
+        if repo.kind != "posix":
+            continue
         path = pgbackrest.repo_host_path(s, n, repo)
         if repo.path is None:
             files.directory(
@@ -48,7 +69,19 @@ def prepare(s: Settings) -> list[OperationMeta]:
     directory_owned(
         server_readable(s, pgbackrest.secrets_dir(s), directory=True), "pgBackRest secrets"
     )
-    for n, _repo in pgbackrest.repos(s):
+    peers = pgbackrest_peers.peers_of(s)
+    for n, repo in pgbackrest.remote_repos(s):
+        # A secret of this host and the backup host: made on the deploy machine, sent to both.
+        phrase = pgbackrest_peers.shared_passphrase(s, str(repo.host), s.pgbackrest_stanza)
+        text = pgbackrest.passphrase_include("global", n, phrase)
+        dest = pgbackrest.secret_file(s, n)
+        changed.append(pgbackrest_peers.put_passphrase(s, dest, text, f"repo{n}"))
+    if peers:
+        own = pgbackrest_peers.peer(host.name)
+        changed += pgbackrest_peers.ensure_tls(s, own.address)
+    for n, repo in pgbackrest.repos(s):
+        if repo.kind != "posix":
+            continue
         secret = pgbackrest.secret_file(s, n)
         generate = None
         if not host.get_fact(File, path=secret):
@@ -62,7 +95,8 @@ def prepare(s: Settings) -> list[OperationMeta]:
 
     directory_owned(server_readable(s, s.paths["config"], directory=True), "config directory")
     conf = put_owned(
-        pgbackrest.render_conf(s), server_readable(s, f"{s.paths['config']}/pgbackrest.conf")
+        pgbackrest.render_conf(s, peers),
+        server_readable(s, f"{s.paths['config']}/pgbackrest.conf"),
     )
     return [conf, *changed]
 
@@ -74,23 +108,22 @@ def _stanza_missing(s: Settings) -> bool:
         info = f"{pgbackrest.repo_host_path(s, n, repo)}/backup/{s.pgbackrest_stanza}/backup.info"
         if not host.get_fact(File, path=info):
             return True
+    remote = [n for n, _r in pgbackrest.remote_repos(s)]
+    if remote:
+        # 0 ok, 2 no valid backup yet (the backup host takes it): the stanza exists.
+        status = host.get_fact(StanzaStatus, ctl=f"{s.paths['bin']}/pgsteady-ctl")
+        return any(status.get(n) not in (0, 2) for n in remote)
     return False
 
 
 @deploy("pgBackRest stanza and check")
 def ensure_stanza(s: Settings, prepared: list[OperationMeta]) -> None:
-    """Once the server runs: stanza-create (+ a first full backup) where missing, else
-    ``pgbackrest check`` when the configuration or a passphrase changed."""
+    """Once the server runs: stanza-create (+ a first full backup of each repository on
+    this host) where missing, else ``pgbackrest check`` when the configuration or a
+    passphrase changed. Off-host repositories get their first backup from the backup
+    host (tasks/pgbackrest_repository.py), later in the same run."""
     if not s.pgbackrest_enabled:
         return
-    files.put(
-        name="pgsteady-pitr",
-        src=str(PITR),
-        dest=f"{s.paths['bin']}/pgsteady-pitr",
-        user="root",
-        group="root",
-        mode="755",
-    )
     ctl = f"{s.paths['bin']}/pgsteady-ctl pgbackrest"
     if _stanza_missing(s):
         server.shell(
@@ -98,7 +131,7 @@ def ensure_stanza(s: Settings, prepared: list[OperationMeta]) -> None:
             commands=[
                 f"{ctl} stanza-create",
                 f"{ctl} check",
-                f"{ctl} backup --type=full",
+                *(f"{ctl} --repo={n} backup --type=full" for n in pgbackrest.local_repos(s)),
             ],
         )
         return

@@ -32,6 +32,7 @@ from tasks.facts import DockerInspect
 from tasks.ownership import directory_owned, put_owned
 
 CTL = Path(__file__).resolve().parent.parent / "files" / "bin" / "pgsteady-ctl"
+PITR = CTL.parent / "pgsteady-pitr"
 
 
 def _container_ok(s: Settings) -> bool:
@@ -63,6 +64,15 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
         group="root",
         mode="755",
     )
+    if s.pgbackrest_enabled:
+        files.put(
+            name="pgsteady-pitr",
+            src=str(PITR),
+            dest=f"{p['bin']}/pgsteady-pitr",
+            user="root",
+            group="root",
+            mode="755",
+        )
     files.put(
         name="ctl.env",
         src=StringIO(render_ctl_env(s, compose_cmd)),

@@ -65,6 +65,11 @@ def _cron_job(job: Job, present: bool) -> None:
 def ensure(s: Settings) -> None:
     jobs = [(watchdog_job(s), True), (backup_job(s), s.backup_enabled)]
     jobs += [(job, s.pgbackrest_enabled) for job in pgbackrest_jobs(s)]
+    ensure_jobs(s, jobs)
+
+
+def ensure_jobs(s: Settings, jobs: list[tuple[Job, bool]]) -> None:
+    """Each (job, present): a systemd timer where systemd runs, else a cron.d entry."""
     if s.host_has_systemd:
         for job, present in jobs:
             _systemd_job(job, present)

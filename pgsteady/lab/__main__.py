@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     up.add_argument("--postgres-version", type=int, default=17)
     up.add_argument("--disk-size", default="8G", help="each host's /var/lib/docker disk")
+    up.add_argument(
+        "--backup-host",
+        action="store_true",
+        help="the last host forms the `backup` group: the others' off-host pgBackRest repository",
+    )
     for name in ("up", "down", "hosts"):
         target = up if name == "up" else sub.add_parser(name, help=f"{name} the lab")
         target.add_argument("--name", default="pgsteady-lab", help="lab name")
@@ -43,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             hosts = Lab(args.name).up(
                 args.count, args.os, inventory=args.inventory, image_source=args.image_source,
                 postgres_version=args.postgres_version, disk_size=args.disk_size,
+                backup_host=args.backup_host,
             )  # fmt: skip
             for h in hosts:
                 print(f"{h.name}\t{h.ip}")

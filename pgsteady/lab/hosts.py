@@ -28,6 +28,7 @@ from pgsteady.lab.recipe import (
     IP_LABEL,
     LAB_LABEL,
     NETWORK_LABEL,
+    backup_group_data,
     check_count,
     check_name,
     check_suite,
@@ -101,11 +102,16 @@ class Lab:
         postgres_version: int = 17,
         disk_size: str = "8G",
         extra_data: dict[str, object] | None = None,
+        backup_host: bool = False,
     ) -> list[LabHost]:
         """Start ``count`` hosts (reusing running ones) and write ``inventory``.
 
         ``extra_data`` is added to every host's inventory data (tests shorten schedules).
+        ``backup_host``: the last host forms the inventory's ``backup`` group, keeping
+        the other hosts' off-host pgBackRest repository.
         """
+        if backup_host and count < 2:
+            raise LabError("a backup host needs at least 2 hosts (one database host)")
         check_count(count)
         check_suite(suite)
         if image_source not in ("archive", "debian"):
@@ -131,6 +137,7 @@ class Lab:
             # The inventory's CA lives and dies with the lab.
             "postgres_tls_ca_dir": str(self.dir / "ca"),
             **self._image_settings(hosts, image_source, postgres_version),
+            **(backup_group_data(hosts[-1].name) if backup_host else {}),
             **(extra_data or {}),
         }
         if inventory is not None:
@@ -138,7 +145,8 @@ class Lab:
                 (h.name, host_data(h.ip, subnet, str(self.key), str(self.known_hosts), settings))
                 for h in hosts
             ]
-            inventory.write_text(render_inventory(self.name, entries))
+            groups = {"backup": [hosts[-1].name]} if backup_host else {}
+            inventory.write_text(render_inventory(self.name, entries, groups))
             self._say(f"wrote {inventory}")
         return hosts
 

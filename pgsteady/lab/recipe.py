@@ -180,8 +180,18 @@ def host_data(
     }
 
 
-def render_inventory(lab: str, hosts: Sequence[tuple[str, dict[str, Any]]]) -> str:
-    """The text of a pyinfra inventory file for the lab's hosts."""
+def render_inventory(
+    lab: str,
+    hosts: Sequence[tuple[str, dict[str, Any]]],
+    groups: dict[str, list[str]] | None = None,
+) -> str:
+    """The text of a pyinfra inventory file for the lab's hosts; ``groups`` (e.g.
+    ``backup``) take some of them out of the ``hosts`` group into their own."""
+    groups = groups or {}
+    grouped = {name for names in groups.values() for name in names}
+    for group in groups:
+        if not group.isidentifier() or group == "hosts":
+            raise ValueError(f"inventory group {group!r}: use a Python identifier, not 'hosts'")
     lines = [
         f'"""The lab {lab!r}: written by `make lab`, removed by `make lab-down` (do not edit).',
         "",
@@ -192,6 +202,25 @@ def render_inventory(lab: str, hosts: Sequence[tuple[str, dict[str, Any]]]) -> s
         "hosts = [",
     ]
     for name, data in hosts:
-        lines.append(f"    ({name!r}, {data!r}),")
-    lines += ["]", ""]
+        if name not in grouped:
+            lines.append(f"    ({name!r}, {data!r}),")
+    lines.append("]")
+    for group, names in sorted(groups.items()):
+        lines.append(f"{group} = [")
+        for name, data in hosts:
+            if name in names:
+                lines.append(f"    ({name!r}, {data!r}),")
+        lines.append("]")
+    lines.append("")
     return "\n".join(lines)
+
+
+def backup_group_data(backup_host: str) -> dict[str, Any]:
+    """Data of every lab host when the last one is a backup host: each database host keeps
+    a local repository and one on the backup host."""
+    return {
+        "pgbackrest_repos": [
+            {"kind": "posix"},
+            {"kind": "host", "host": backup_host},
+        ]
+    }

@@ -90,7 +90,9 @@ def test_compose_runs_an_init_and_finds_the_config_by_env_without_secrets():
 def test_jobs_full_diff_verify_through_pgsteady_ctl():
     jobs = {j.unit: j for j in pgbackrest_jobs(settings(compose_project="shop"))}
     full = jobs["pgsteady-pgbackrest-full-shop"]
-    assert full.command == ("/opt/pgsteady/bin/pgsteady-ctl", "pgbackrest", "backup", "--type=full")
+    assert full.command == (
+        "/opt/pgsteady/bin/pgsteady-ctl", "pgbackrest", "--repo=1", "backup", "--type=full"
+    )  # fmt: skip
     assert "30 1 * * 1-6 root" in render_cron(jobs["pgsteady-pgbackrest-diff-shop"])
     assert jobs["pgsteady-pgbackrest-verify-shop"].command[-1] == "verify"
 

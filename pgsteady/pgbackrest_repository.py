@@ -1,0 +1,212 @@
+"""A backup host: the pgBackRest repository that database hosts keep off their own disk.
+
+Hosts of the inventory's ``backup`` group run no Postgres. Each runs ``pgbackrest
+server`` in a container (pgsteady's Debian image, so the same pgBackRest version as its
+clients) over one directory, ``app_dir/pgbackrest/repository``, holding one stanza per
+database host that names it in ``pgbackrest_repos`` (``kind: host``). Database hosts push
+WAL and restore through that server; the backup host takes their full and differential
+backups (pgBackRest runs backups where the repository is) through each database host's
+own server, and verifies them. Every connection is TLS with certificates of the
+inventory's CA, and each server admits only the certificates it expects, per stanza.
+
+Pure: the clients (read from the inventory by tasks/pgbackrest_repository.py) in, text
+and jobs out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pgsteady import pgbackrest
+from pgsteady.jobs import Job
+from pgsteady.render import render
+from pgsteady.settings import Settings
+
+GROUP = "backup"
+REPO_MOUNT = "/var/lib/pgbackrest/repository"
+
+
+@dataclass(frozen=True)
+class Client:
+    """A database host whose ``pgbackrest_repos`` names this backup host."""
+
+    name: str
+    peer: pgbackrest.Peer
+    stanza: str
+    repo: int  # the repository's number in the client's list (repoN on both ends)
+    retention_full: int
+    retention_diff: int
+    full_schedule: str
+    diff_schedule: str
+    verify_schedule: str
+    postgres_version: int
+    process_max: int
+
+
+def repo_dir(s: Settings) -> str:
+    """The repository directory on the backup host (written by the server's uid)."""
+    return f"{s.app_dir}/pgbackrest/repository"
+
+
+def container_name(s: Settings) -> str:
+    return f"{s.compose_project}-pgbackrest-repository"
+
+
+def compose_file(s: Settings) -> str:
+    return f"{s.app_dir}/pgbackrest-repository.yml"
+
+
+def passphrase_file(s: Settings, stanza: str) -> str:
+    return f"{pgbackrest.secrets_dir(s)}/{stanza}.conf"
+
+
+def client_errors(s: Settings, name: str, clients: list[Client]) -> list[str]:
+    """What stops ``name`` from serving these clients, each with the fix."""
+    errors = []
+    if s.postgres_image_source not in ("debian", "auto"):
+        errors.append(
+            f"{name}: postgres_image_source = {s.postgres_image_source!r}: a backup host runs "
+            "pgBackRest from pgsteady's Debian-built image; use 'debian' or 'auto'"
+        )
+    if s.postgres_bind in ("127.0.0.1", "::1", "localhost"):
+        errors.append(
+            f"{name}: postgres_bind = {s.postgres_bind!r}: database hosts reach the backup "
+            "host's pgBackRest server there; use the host's private address"
+        )
+    stanzas: dict[str, str] = {}
+    numbers = sorted({c.repo for c in clients})
+    if len(numbers) > 1:
+        errors.append(
+            f"{name}: its database hosts list it at different places in pgbackrest_repos "
+            f"(repo {', '.join(map(str, numbers))}); pgBackRest needs the same repoN on both "
+            "ends: put it at the same position on every database host"
+        )
+    for c in clients:
+        if c.stanza in stanzas:
+            errors.append(
+                f"{c.name}: pgbackrest_stanza = {c.stanza!r}: {stanzas[c.stanza]} uses it too "
+                f"in backup host {name}'s repository; give each database host its own stanza"
+            )
+        stanzas[c.stanza] = c.name
+        if c.postgres_version != s.postgres_version:
+            errors.append(
+                f"{c.name}: postgres_version = {c.postgres_version}: backup host {name} has "
+                f"postgres_version = {s.postgres_version}; pgBackRest must be the same version "
+                "on both ends, which the same image guarantees: set the same postgres_version"
+            )
+    return errors
+
+
+def conf_context(s: Settings, clients: list[Client]) -> dict[str, object]:
+    """Template context (pgbackrest.conf.j2) of the backup host."""
+    from pgsteady.compose import PGDATA
+
+    numbers = sorted({c.repo for c in clients}) or [1]
+    return {
+        "repos": [
+            [(f"repo{n}-path", REPO_MOUNT), (f"repo{n}-cipher-type", pgbackrest.CIPHER_TYPE)]
+            for n in numbers
+        ],
+        "secrets_mount": pgbackrest.SECRETS_MOUNT,
+        "global": [
+            *pgbackrest.server_tls_lines(
+                pgbackrest.SERVER_PORT, sorted((c.peer.address, c.stanza) for c in clients)
+            ),
+            ("compress-type", "zst"),
+            ("start-fast", "y"),
+            ("log-path", pgbackrest.LOG_DIR),
+            ("log-level-console", "info"),
+            ("log-level-file", "info"),
+        ],
+        "stanzas": [
+            (
+                c.stanza,
+                [
+                    *pgbackrest.client_tls_lines("pg1", c.peer),
+                    ("pg1-path", PGDATA),
+                    ("process-max", str(c.process_max)),
+                    (f"repo{c.repo}-retention-full-type", "count"),
+                    (f"repo{c.repo}-retention-full", str(c.retention_full)),
+                    (f"repo{c.repo}-retention-diff", str(c.retention_diff)),
+                ],
+            )
+            for c in sorted(clients, key=lambda c: c.stanza)
+        ],
+    }
+
+
+def render_conf(s: Settings, clients: list[Client]) -> str:
+    return render("pgbackrest.conf.j2", **conf_context(s, clients))
+
+
+def compose_context(s: Settings) -> dict[str, object]:
+    """Template context of the backup host's compose file (one service)."""
+    uid = s.postgres_uid
+    return {
+        "service": "pgbackrest-repository",
+        "image": s.image_alias,
+        "container_name": container_name(s),
+        "restart": s.postgres_restart_policy,
+        "user": f"{uid}:{uid}",
+        "command": [
+            "pgbackrest",
+            f"--config={pgbackrest.CONF_FILE}",
+            f"--config-include-path={pgbackrest.SECRETS_MOUNT}",
+            "server",
+        ],
+        "ports": [f"{s.postgres_bind}:{s.pgbackrest_tls_port}:{pgbackrest.SERVER_PORT}"],
+        "volumes": [
+            f"{repo_dir(s)}:{REPO_MOUNT}",
+            f"{s.paths['config']}:/etc/pgsteady:ro",
+            f"{pgbackrest.secrets_dir(s)}:{pgbackrest.SECRETS_MOUNT}:ro",
+            f"{s.app_dir}/tls:{pgbackrest.TLS_DIR_MOUNT}:ro",
+            f"{s.app_dir}/tls/{pgbackrest.TLS_KEY}:{pgbackrest.TLS_KEY_MOUNT}:ro",
+        ],
+        "environment": {
+            "PGBACKREST_CONFIG": pgbackrest.CONF_FILE,
+            "PGBACKREST_CONFIG_INCLUDE_PATH": pgbackrest.SECRETS_MOUNT,
+        },
+        "healthcheck": [
+            "CMD",
+            "pgbackrest",
+            "server-ping",
+            "127.0.0.1",
+            f"--tls-server-port={pgbackrest.SERVER_PORT}",
+        ],  # fmt: skip
+        "logging": {"max-size": s.docker_log_max_size, "max-file": str(s.docker_log_max_file)},
+        "labels": {"io.pgsteady.project": s.compose_project, "io.pgsteady.role": "backup"},
+    }
+
+
+def render_compose(s: Settings) -> str:
+    return render("pgbackrest-repository.yml.j2", **compose_context(s))
+
+
+def command(s: Settings, c: Client, *args: str) -> tuple[str, ...]:
+    """``pgbackrest`` for one client's stanza and repository, in the server's container."""
+    uid = str(s.postgres_uid)
+    return ("docker", "exec", "-u", uid, container_name(s), "pgbackrest",
+            f"--stanza={c.stanza}", f"--repo={c.repo}", *args)  # fmt: skip
+
+
+def jobs(s: Settings, clients: list[Client]) -> list[Job]:
+    """Full and differential backups and verify of each client, on its own schedules."""
+    out = []
+    for c in sorted(clients, key=lambda c: c.stanza):
+        for kind, schedule, args in (
+            ("full", c.full_schedule, ("backup", "--type=full")),
+            ("diff", c.diff_schedule, ("backup", "--type=diff")),
+            ("verify", c.verify_schedule, ("verify",)),
+        ):
+            unit = f"pgsteady-repository-{kind}-{c.stanza}"
+            what = "verify" if kind == "verify" else f"pgBackRest {kind} backup"
+            out.append(
+                Job(
+                    unit=unit,
+                    description=f"{what} of {c.name} (stanza {c.stanza})",
+                    schedule=schedule,
+                    command=command(s, c, *args),
+                    log_tag=unit,
+                )
+            )
+    return out

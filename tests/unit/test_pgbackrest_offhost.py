@@ -1,0 +1,162 @@
+"""Off-host pgBackRest repositories: both ends' configuration, the sidecar, jobs, checks."""
+
+from __future__ import annotations
+
+import configparser
+
+import pytest
+import yaml
+
+from pgsteady import pgbackrest
+from pgsteady import pgbackrest_repository as repository
+from pgsteady.compose import render_compose
+from pgsteady.jobs import pgbackrest_jobs
+from pgsteady.settings import HostFacts, SettingsError, build_settings
+
+FACTS = HostFacts(ram_mb=4096, cpus=2)
+BACKUP = pgbackrest.Peer("backup1", "10.0.0.9", 8432)
+DB = pgbackrest.Peer("db1", "10.0.0.5", 8432)
+OFFHOST = {
+    "postgres_bind": "10.0.0.5",
+    "pgbackrest_repos": [{"kind": "posix"}, {"kind": "host", "host": "backup1"}],
+}
+
+
+def settings(**data):
+    return build_settings(data, FACTS)
+
+
+def parse(text: str) -> configparser.ConfigParser:
+    conf = configparser.ConfigParser(strict=False, interpolation=None)
+    conf.read_string(text)
+    return conf
+
+
+def client(**over) -> repository.Client:
+    values = dict(name="db1", peer=DB, stanza="main", repo=2, retention_full=2,
+                  retention_diff=6, full_schedule="30 1 * * 0", diff_schedule="30 1 * * 1-6",
+                  verify_schedule="30 4 * * 0", postgres_version=17, process_max=1)  # fmt: skip
+    values.update(over)
+    return repository.Client(**values)
+
+
+def test_database_host_reaches_the_backup_host_over_tls_and_admits_only_it():
+    s = settings(**OFFHOST)
+    text = pgbackrest.render_conf(s, {"backup1": BACKUP})
+    g = parse(text)["global"]
+    assert g["repo1-type"] == "posix"
+    assert g["repo2-host"] == "10.0.0.9"
+    assert g["repo2-host-type"] == "tls"
+    assert g["repo2-host-ca-file"] == "/etc/pgsteady-tls/pgbackrest-ca.crt"
+    assert g["repo2-cipher-type"] == "aes-256-cbc"
+    assert "repo2-path" not in g  # the backup host decides where
+    assert g["tls-server-auth"] == "10.0.0.9=main"  # the backup host's certificate, one stanza
+    assert "cipher-pass=" not in text
+
+
+def test_without_the_backup_host_known_the_conf_is_refused():
+    with pytest.raises(ValueError, match="backup1"):
+        pgbackrest.render_conf(settings(**OFFHOST), {})
+
+
+def test_sidecar_shares_data_and_socket_and_is_published_like_postgres():
+    s = settings(**OFFHOST)
+    doc = yaml.safe_load(render_compose(s))
+    side = doc["services"]["pgbackrest"]
+    pg = doc["services"]["postgres"]
+    assert side["user"] == "999:999"
+    assert side["command"][-1] == "server"
+    assert side["ports"] == ["10.0.0.5:8432:8432"]
+    assert "pgdata:/var/lib/postgresql/data" in side["volumes"]
+    assert "pgrun:/var/run/postgresql" in side["volumes"]
+    assert "pgrun:/var/run/postgresql" in pg["volumes"]
+    assert "pgrun" in doc["volumes"]
+    key = "/opt/pgsteady/tls/private/pgbackrest.key:/etc/pgsteady-pgbackrest-key/pgbackrest.key:ro"
+    assert key in side["volumes"]
+
+
+def test_single_host_stack_is_unchanged_without_an_offhost_repository():
+    doc = yaml.safe_load(render_compose(settings()))
+    assert list(doc["services"]) == ["postgres"]
+    assert not any("pgrun" in v for v in doc["services"]["postgres"]["volumes"])
+
+
+def test_database_host_jobs_back_up_only_its_own_repositories():
+    jobs = pgbackrest_jobs(settings(**OFFHOST))
+    assert {j.command[2] for j in jobs} == {"--repo=1"}
+    only_remote = {**OFFHOST, "pgbackrest_repos": [{"kind": "host", "host": "backup1"}]}
+    assert pgbackrest_jobs(settings(**only_remote)) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "fragment"),
+    [
+        ({"pgbackrest_repos": [{"kind": "host"}]}, "pgbackrest_repos.0", "needs host"),
+        ({"pgbackrest_repos": [{"kind": "host", "host": "b", "path": "/srv/r"}]},
+         "pgbackrest_repos.0", "takes no path"),
+        ({"pgbackrest_repos": [{"kind": "posix", "host": "b"}]}, "pgbackrest_repos.0",
+         "takes no host"),
+        ({"pgbackrest_repos": [{"kind": "host", "host": "b"}]}, "postgres_bind = '127.0.0.1'",
+         "private address"),
+        ({"postgres_bind": "10.0.0.5", "pgbackrest_repos": [{"kind": "host", "host": "b"},
+                                                            {"kind": "host", "host": "b"}]},
+         "pgbackrest_repos", "named twice"),
+        ({"pgbackrest_tls_port": 80}, "pgbackrest_tls_port", "1024"),
+    ],
+)  # fmt: skip
+def test_offhost_settings_refused_with_key_and_reason(data, key, fragment):
+    with pytest.raises(SettingsError) as exc:
+        build_settings(data, FACTS)
+    assert any(key in e and fragment in e for e in exc.value.errors), exc.value.errors
+
+
+def test_backup_host_serves_each_stanza_and_reaches_each_database_host():
+    s = settings(postgres_bind="10.0.0.9")
+    other = client(name="db2", peer=pgbackrest.Peer("db2", "10.0.0.6", 8432), stanza="shop")
+    conf = parse(repository.render_conf(s, [client(), other]))
+    g = conf["global"]
+    assert g["repo2-path"] == "/var/lib/pgbackrest/repository"
+    assert g["repo2-cipher-type"] == "aes-256-cbc"
+    assert conf["main"]["pg1-host"] == "10.0.0.5"
+    assert conf["main"]["pg1-host-type"] == "tls"
+    assert conf["shop"]["pg1-host"] == "10.0.0.6"
+    assert conf["shop"]["repo2-retention-full"] == "2"
+    # configparser keeps the last duplicate; the text has one auth line per client
+    text = repository.render_conf(s, [client(), other])
+    assert "tls-server-auth=10.0.0.5=main" in text
+    assert "tls-server-auth=10.0.0.6=shop" in text
+
+
+def test_backup_host_jobs_run_per_stanza_in_the_repository_container():
+    s = settings(postgres_bind="10.0.0.9")
+    jobs = {j.unit: j for j in repository.jobs(s, [client()])}
+    full = jobs["pgsteady-repository-full-main"]
+    want = ("docker", "exec", "-u", "999", "pgsteady-pgbackrest-repository", "pgbackrest",
+            "--stanza=main", "--repo=2", "backup", "--type=full")  # fmt: skip
+    assert full.command == want
+    assert jobs["pgsteady-repository-verify-main"].command[-1] == "verify"
+
+
+@pytest.mark.parametrize(
+    ("clients", "fragment"),
+    [
+        ([client(), client(name="db2")], "give each database host its own stanza"),
+        ([client(), client(name="db2", stanza="b", repo=3)], "same position"),
+        ([client(postgres_version=15)], "same version"),
+    ],
+)
+def test_backup_host_refuses_clients_it_cannot_serve(clients, fragment):
+    s = settings(postgres_bind="10.0.0.9")
+    errors = repository.client_errors(s, "backup1", clients)
+    assert any(fragment in e for e in errors), errors
+
+
+def test_backup_host_on_loopback_is_refused():
+    errors = repository.client_errors(settings(), "backup1", [client()])
+    assert any("postgres_bind = '127.0.0.1'" in e for e in errors), errors
+
+
+def test_peer_address_prefers_the_setting_then_ssh_hostname_then_the_name():
+    assert pgbackrest.peer_address("b", {"pgbackrest_address": "x", "ssh_hostname": "y"}) == "x"
+    assert pgbackrest.peer_address("b", {"ssh_hostname": "y"}) == "y"
+    assert pgbackrest.peer_address("b", {}) == "b"
