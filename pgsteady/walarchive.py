@@ -38,8 +38,11 @@ DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
 LISTING_SCRIPT = r"""
 set -u
 which=$1; repo=$2; stanza=$3; shift 3
-fail() { echo "walarchive: $*" >&2; exit 1; }
-info=$("$@" --repo="$repo" info --output=json) || fail "pgbackrest info failed"
+fail() { echo "walarchive: $1: $(printf '%s\n' "$2" | grep . | tail -n 1)" >&2; exit 1; }
+info=$("$@" --repo="$repo" info --output=json) || fail "pgbackrest info failed" "$info"
+top="archive/$stanza"
+# First: info exits 0 on an unreadable repository (no backups listed), repo-ls does not.
+ids=$("$@" --repo="$repo" repo-ls --output=text "$top") || fail "repo-ls $top failed" "$ids"
 starts=$(printf '%s\n' "$info" | grep -o '"start":"[0-9A-F]\{24\}"' | cut -d'"' -f4 | sort)
 if [ -z "$starts" ]; then echo end; exit 0; fi
 oldest=$(printf '%s\n' "$starts" | head -n 1)
@@ -48,23 +51,23 @@ echo "oldest $oldest"
 echo "newest $newest"
 if [ "$which" = newest ]; then from=$newest; else from=$oldest; fi
 echo "from $from"
-top="archive/$stanza"
-ids=$("$@" --repo="$repo" repo-ls --output=text "$top") || fail "repo-ls $top failed"
 id=$(printf '%s\n' "$ids" | grep -E '^[0-9]+(\.[0-9]+)?-[0-9]+$' \
      | awk -F- '{ print $NF " " $0 }' | sort -n | tail -n 1 | cut -d' ' -f2)
 if [ -z "$id" ]; then echo end; exit 0; fi
 echo "archive-id $id"
-entries=$("$@" --repo="$repo" repo-ls --output=text "$top/$id") || fail "repo-ls $top/$id failed"
+entries=$("$@" --repo="$repo" repo-ls --output=text "$top/$id") \
+    || fail "repo-ls $top/$id failed" "$entries"
 hist=$(printf '%s\n' "$entries" | grep -E '^[0-9A-F]{8}\.history$' | sort | tail -n 1)
 if [ -n "$hist" ]; then
     echo "history-file $hist"
-    text=$("$@" --repo="$repo" repo-get "$top/$id/$hist") || fail "repo-get $hist failed"
+    text=$("$@" --repo="$repo" repo-get "$top/$id/$hist") || fail "repo-get $hist failed" "$text"
     printf '%s\n' "$text" | sed 's/^/history /'
 fi
 dirs=$(printf '%s\n' "$entries" | grep -E '^[0-9A-F]{16}$' \
        | awk -v s="$(printf '%s' "$from" | cut -c1-16)" '($0 "") >= (s "")')
 for d in $dirs; do
-    names=$("$@" --repo="$repo" repo-ls --output=text "$top/$id/$d") || fail "repo-ls $d failed"
+    names=$("$@" --repo="$repo" repo-ls --output=text "$top/$id/$d") \
+        || fail "repo-ls $d failed" "$names"
     printf '%s\n' "$names" | grep -E '^[0-9A-F]{24}-' | cut -c1-24 \
         | awk -v s="$from" '($0 "") >= (s "") { print "wal " $0 }'
 done
