@@ -43,17 +43,25 @@ info=$("$@" --repo="$repo" info --output=json) || fail "pgbackrest info failed" 
 top="archive/$stanza"
 # First: info exits 0 on an unreadable repository (no backups listed), repo-ls does not.
 ids=$("$@" --repo="$repo" repo-ls --output=text "$top") || fail "repo-ls $top failed" "$ids"
-starts=$(printf '%s\n' "$info" | grep -o '"start":"[0-9A-F]\{24\}"' | cut -d'"' -f4 | sort)
-if [ -z "$starts" ]; then echo end; exit 0; fi
+id=$(printf '%s\n' "$ids" | grep -E '^[0-9]+(\.[0-9]+)?-[0-9]+$' \
+     | awk -F- '{ print $NF " " $0 }' | sort -n | tail -n 1 | cut -d' ' -f2)
+# The backups of the current database (archive id <version>-<db id>): "<db id> <start>".
+hex='[0-9A-F]\{24\}'
+all=$(printf '%s\n' "$info" | grep -c "\"start\":\"$hex\"")
+pat='"archive":{"start":"'$hex'","stop":"'$hex'"},"backrest":{[^}]*},"database":{"id":[0-9]*'
+starts=$(printf '%s\n' "$info" | grep -o "$pat" \
+         | sed 's/^.*"start":"\([0-9A-F]\{24\}\)".*"id":\([0-9]*\)$/\2 \1/')
+if [ "$all" -gt 0 ] && [ -z "$starts" ]; then
+    fail "no backup start segment read from pgbackrest info" "$info"
+fi
+starts=$(printf '%s\n' "$starts" | awk -v db="${id##*-}" '$1 == db { print $2 }' | sort)
+if [ -z "$id" ] || [ -z "$starts" ]; then echo end; exit 0; fi
 oldest=$(printf '%s\n' "$starts" | head -n 1)
 newest=$(printf '%s\n' "$starts" | tail -n 1)
 echo "oldest $oldest"
 echo "newest $newest"
 if [ "$which" = newest ]; then from=$newest; else from=$oldest; fi
 echo "from $from"
-id=$(printf '%s\n' "$ids" | grep -E '^[0-9]+(\.[0-9]+)?-[0-9]+$' \
-     | awk -F- '{ print $NF " " $0 }' | sort -n | tail -n 1 | cut -d' ' -f2)
-if [ -z "$id" ]; then echo end; exit 0; fi
 echo "archive-id $id"
 entries=$("$@" --repo="$repo" repo-ls --output=text "$top/$id") \
     || fail "repo-ls $top/$id failed" "$entries"
