@@ -6,24 +6,19 @@ otherwise a CI-sized subset runs and writes its figures under /tmp/pgsteady-chao
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from harness import CI_REPORT_DIR, FULL, REPO, Results, machine_facts
+from smalldisk import SmallDiskStack
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from harness import CI_REPORT_DIR, FULL, REPO, Results, machine_facts  # noqa: E402
-from smalldisk import SmallDiskStack  # noqa: E402
-from stack import Stack  # noqa: E402
+from tests.support.stack import Stack
 
 INTRO_FULL = """# Reliability: measured recovery and zero loss
 
 Written by `make chaos` (`PGSTEADY_CHAOS=full pytest -q -s tests/chaos`); do not edit by
 hand, re-run it. Every fault is injected into a stack converged by the real
-`pyinfra` CLI (`tests/e2e/stack.py`: Postgres 17 image built from Debian packages,
+`pyinfra` CLI (`tests/support/stack.py`: Postgres 17 image built from Debian packages,
 `restart: always`, healthcheck every 2 s, 1 GB / 1 CPU limits, the cron watchdog).
 
 During every fault a writer commits one row per transaction with increasing ids on its

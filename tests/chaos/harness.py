@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
-from stack import DOCKER, Stack
+
+from tests.support.stack import DOCKER, Stack
 
 FULL = os.environ.get("PGSTEADY_CHAOS") == "full"
 REPO = Path(__file__).resolve().parents[2]

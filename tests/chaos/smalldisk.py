@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from stack import Stack, docker
+from tests.support.stack import Stack, docker
 
 
 class SmallDiskStack(Stack):

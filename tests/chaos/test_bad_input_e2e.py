@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from stack import PYINFRA, REPO, Stack
+
+from tests.support.stack import PYINFRA, REPO, Stack
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -26,7 +26,8 @@ from harness import (
     wait_uptime,
 )
 from smalldisk import SmallDiskStack
-from stack import DOCKER, Stack, docker
+
+from tests.support.stack import DOCKER, Stack, docker
 
 pytestmark = pytest.mark.timeout(3600 if FULL else 600)
 

@@ -7,15 +7,11 @@ takes its own (``deployed``) or builds one with its own data.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from stack import Stack  # noqa: E402
+from tests.support.stack import Stack
 
 
 def deploy_or_fail(stack: Stack) -> Stack:

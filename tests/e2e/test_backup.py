@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stack import REPO, Stack, docker
+
+from tests.support.stack import REPO, Stack, docker
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stack import Stack
+
+from tests.support.stack import Stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 

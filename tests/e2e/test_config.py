@@ -7,13 +7,13 @@ import subprocess
 from dataclasses import replace
 
 import pytest
-from stack import REPO, Stack
 
 from pgsteady.hostfacts import host_facts
 from pgsteady.pgconfig import expected_settings, tuning_input
 from pgsteady.pgparams import Param, to_number
 from pgsteady.settings import HostFacts, build_settings
 from pgsteady.tuning import pgtune
+from tests.support.stack import REPO, Stack
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from stack import REPO, ROOT, Stack, docker
+
+from tests.support.stack import REPO, ROOT, Stack, docker
 
 pytestmark = pytest.mark.timeout(900)
 

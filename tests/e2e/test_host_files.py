@@ -14,11 +14,10 @@ import stat
 import subprocess
 from pathlib import Path
 
-from stack import Stack
-
 from pgsteady.hostfacts import host_facts
 from pgsteady.hostfiles import layout, server_owned_dirs
 from pgsteady.settings import Settings, build_settings
+from tests.support.stack import Stack
 
 UID = 999
 

@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sshd import SSHD, Sshd
-from stack import REPO, Stack, docker, free_port
+
+from tests.support.sshd import SSHD, Sshd
+from tests.support.stack import REPO, Stack, docker, free_port
 
 pytestmark = pytest.mark.timeout(600)
 PYTHON = REPO / ".venv" / "bin" / "python"

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from stack import Stack, docker
+
+from tests.support.stack import Stack, docker
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -12,8 +12,9 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from sshd import Sshd
-from stack import PYINFRA, REPO, Stack
+
+from tests.support.sshd import Sshd
+from tests.support.stack import PYINFRA, REPO, Stack
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import psycopg2
 import pytest
 from cryptography import x509
-from stack import Stack
 
 from pgsteady.tls import Authority, create_ca, days_left, issue_server_cert
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -16,9 +16,9 @@ import subprocess
 import tarfile
 
 import pytest
-from stack import DOCKER, Stack, docker
 
 from pgsteady.image import PACKAGES_LABEL, debian_recipe
+from tests.support.stack import DOCKER, Stack, docker
 
 pytestmark = pytest.mark.timeout(1200)
 

@@ -13,8 +13,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from stack import Stack
-from test_verify import VerifyRun, make_verify
+
+from tests.support.stack import Stack
+from tests.support.verify_run import VerifyRun, make_verify
 
 pytestmark = pytest.mark.timeout(900)
 

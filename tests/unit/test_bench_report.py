@@ -1,14 +1,9 @@
 """bench.report and bench.parsing: the page written from a run's results."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from bench import config, report, stats  # noqa: E402
-from bench.parsing import parse_pgbench  # noqa: E402
+from bench import config, report, stats
+from bench.parsing import parse_pgbench
 
 PGBENCH_OUTPUT = """\
 pgbench (17.12 (Debian 17.12-0+deb13u1))

@@ -1,13 +1,8 @@
 """bench.stats and bench.config: the pure parts of the benchmark runner."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from bench import config, stats  # noqa: E402
+from bench import config, stats
 
 
 def test_percentile_interpolates_between_ranks():

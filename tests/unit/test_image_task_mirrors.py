@@ -3,18 +3,14 @@ host's apt sources (AptSources fact in, mirror or a DeployError naming the key o
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from pyinfra.api.exceptions import DeployError
 
 from pgsteady.settings import HostFacts, Settings, build_settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the deploy's tasks/ package
-from tasks import image  # noqa: E402
-from tasks.facts import AptSources  # noqa: E402
+from tasks import image
+from tasks.facts import AptSources
 
 MAIN = "http://mirror.example/debian"
 SECURITY = "http://mirror.example/debian-security"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -21,9 +19,7 @@ from pgsteady.hostfacts import (
     parse_memory_mb,
 )
 from pgsteady.settings import HostFacts
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the deploy's tasks/ package
-from tasks.facts import HasSystemd  # noqa: E402
+from tasks.facts import HasSystemd
 
 LINUX_VMSTAT = """\
      24684092 K total memory

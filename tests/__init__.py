@@ -1,0 +1,1 @@
+"""pgsteady's tests; a package only so that ``tests.support`` imports by its full name."""
