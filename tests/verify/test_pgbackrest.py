@@ -1,4 +1,5 @@
-"""pgbackrest: WAL archiving runs, the archive is fresh, backups exist, the repository has room.
+"""pgbackrest: WAL archiving runs, the archive is fresh and has no gap since the newest backup,
+backups exist, the repository has room.
 
 Skipped when ``pgbackrest_enabled`` is False; the server checks skip while Postgres does
 not answer (see container/running). The SQL runs as the superuser with
