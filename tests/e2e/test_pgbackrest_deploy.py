@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 
 import psycopg2
 
+from pgsteady import pgbackrest, walarchive
+from pgsteady.settings import HostFacts, build_settings
 from tests.support.stack import REPO, Stack, docker
 
 
@@ -114,3 +116,12 @@ def test_restore_pitr_in_place_replaces_the_live_cluster(deployed: Stack) -> Non
     )  # fmt: skip
     assert kept.returncode == 0 and kept.stdout.strip(), kept.stderr
     assert deployed.psql("SELECT pg_is_in_recovery()") == "f"
+    # No false WAL gap right after the switch to the new timeline (verify's gap check).
+    s = build_settings(deployed.host_data(), HostFacts(ram_mb=4096, cpus=2))
+    docker("exec", "-u", "postgres", deployed.container, *pgbackrest.command(s, "check"))
+    last = deployed.psql("SELECT last_archived_wal FROM pg_stat_archiver")
+    listed = docker("exec", "-u", "postgres", deployed.container,
+                    *walarchive.listing_argv(s, 1, "oldest"))  # fmt: skip
+    listing = walarchive.parse_listing(listed.stdout)
+    assert listing.complete and listing.history_file and listing.segments, listed
+    assert walarchive.find_gaps(listing, last) == []
