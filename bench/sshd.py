@@ -1,18 +1,17 @@
 """A private sshd on 127.0.0.1 so one pyinfra inventory can hold several hosts.
 
 Only for the converge benchmark: every "host" is this machine reached over SSH as root
-with a key generated for the run. It is the e2e tests' own daemon (tests/e2e/sshd.py),
+with a key generated for the run. It is the e2e tests' own daemon (tests/support/sshd.py),
 stopped by its PID when the benchmark ends.
 """
 
 from __future__ import annotations
 
-import importlib
 import shutil
 from pathlib import Path
 from typing import Any
 
-import bench.stacks  # noqa: F401  # puts tests/e2e on sys.path
+from tests.support.sshd import Sshd
 
 
 def available() -> bool:
@@ -24,8 +23,7 @@ class LocalSshd:
 
     def __init__(self, directory: Path | None = None) -> None:
         del directory  # the daemon keeps its files in a private temporary directory
-        # tests/e2e/sshd.py, importable once bench.stacks has put tests/e2e on sys.path
-        self._daemon = importlib.import_module("sshd").Sshd()
+        self._daemon = Sshd()
 
     @property
     def port(self) -> int:

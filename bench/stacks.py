@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from bench.config import REPO, BenchConfig
+from bench.config import BenchConfig
 from bench.parsing import parse_pgbench
 
-os.environ.setdefault("PGSTEADY_E2E_ROOT", "/var/tmp/pgsteady-bench")
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
+os.environ.setdefault("PGSTEADY_E2E_ROOT", "/var/tmp/pgsteady-bench")  # before the import
 
-from stack import DOCKER, PYINFRA, ROOT, DeployResult, Stack, parse_grand_total  # noqa: E402
+from tests.support.stack import (  # noqa: E402
+    DOCKER,
+    PYINFRA,
+    ROOT,
+    DeployResult,
+    Stack,
+    parse_grand_total,
+)
 
 __all__ = ["DOCKER", "PYINFRA", "ROOT", "DeployResult", "Stack", "parse_grand_total"]
 
