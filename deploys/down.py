@@ -2,10 +2,11 @@
 
 from pyinfra.operations import server
 
-from tasks.settings import load_settings
+from tasks.settings import load_database_settings
 
-settings = load_settings()
-server.shell(
-    name=f"Stop {settings.container_name} (data kept)",
-    commands=[f"{settings.paths['bin']}/pgsteady-ctl down"],
-)
+settings = load_database_settings()
+if settings is not None:
+    server.shell(
+        name=f"Stop {settings.container_name} (data kept)",
+        commands=[f"{settings.paths['bin']}/pgsteady-ctl down"],
+    )

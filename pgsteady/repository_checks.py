@@ -38,9 +38,11 @@ def stanza_problem(info_json: str, stanza: str) -> str | None:
     """Why ``pgbackrest info --output=json`` shows the stanza unusable (None: it has a
     backup and status ok)."""
     try:
-        doc = json.loads(info_json or "[]")
+        doc = json.loads(info_json) if info_json.strip() else None
     except ValueError:
-        return "pgbackrest info gave no answer"
+        doc = None
+    if doc is None:
+        return "pgbackrest info gave no answer (the server's container or its config)"
     for entry in doc if isinstance(doc, list) else []:
         if entry.get("name") != stanza:
             continue

@@ -33,3 +33,12 @@ def load_settings() -> Settings:
     for text in safety.warnings(settings):
         logger.warning("%s: %s", host.name, text)
     return settings
+
+
+def load_database_settings() -> Settings | None:
+    """Settings of a database host for the one-shot runs (backup, down, restore...);
+    None on a host of the ``backup`` group, which runs no Postgres."""
+    if "backup" in host.groups:
+        logger.info("%s: a backup host (no Postgres): nothing to do here", host.name)
+        return None
+    return load_settings()

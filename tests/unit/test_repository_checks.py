@@ -1,0 +1,58 @@
+"""make verify on a backup host: which stanzas it serves and what pgbackrest info says."""
+
+from __future__ import annotations
+
+import json
+
+from pgsteady.inventory import InventoryHost
+from pgsteady.repository_checks import check, stanza_problem, stanzas_served
+from pgsteady.settings import HostFacts, build_settings
+
+OFFHOST = [{"kind": "posix"}, {"kind": "host", "host": "backup1"}]
+
+
+def hosts() -> list[InventoryHost]:
+    return [
+        InventoryHost("db1", {"pgbackrest_repos": OFFHOST, "pgbackrest_stanza": "main"}),
+        InventoryHost("db2", {"pgbackrest_repos": OFFHOST, "pgbackrest_stanza": "shop"}),
+        InventoryHost("db3", {"pgbackrest_repos": [{"kind": "posix"}]}),
+        InventoryHost("db4", {"pgbackrest_repos": OFFHOST, "pgbackrest_enabled": False}),
+        InventoryHost("backup1", {"pgbackrest_repos": OFFHOST}, ("backup",)),
+    ]
+
+
+def info(stanza: str, code: int = 0, backups: int = 1) -> str:
+    return json.dumps(
+        [{"name": stanza, "status": {"code": code, "message": "x"},
+          "backup": [{"label": f"b{i}"} for i in range(backups)]}]
+    )  # fmt: skip
+
+
+def test_stanzas_of_the_database_hosts_that_name_the_backup_host():
+    assert stanzas_served("backup1", hosts()) == [("db1", "main"), ("db2", "shop")]
+    assert stanzas_served("backup2", hosts()) == []
+
+
+def test_stanza_problem_names_status_missing_backup_and_missing_stanza():
+    assert stanza_problem(info("main"), "main") is None
+    assert "status 2" in str(stanza_problem(info("main", code=2), "main"))
+    assert "no backup" in str(stanza_problem(info("main", backups=0), "main"))
+    assert "not in the repository" in str(stanza_problem(info("other"), "main"))
+    assert "no answer" in str(stanza_problem("", "main"))
+
+
+def test_check_fails_an_unhealthy_server_and_a_stanza_without_backup():
+    s = build_settings({"postgres_bind": "10.0.0.9"}, HostFacts(ram_mb=2048, cpus=1))
+    answers = {"docker inspect": "unhealthy\n", "--stanza=main": info("main"),
+               "--stanza=shop": info("shop", backups=0)}  # fmt: skip
+
+    def run(command: str) -> str:
+        return next(v for k, v in answers.items() if k in command)
+
+    results = {name: (ok, what) for name, ok, what, _fix in check(hosts()[-1], s, hosts(), run)}
+    assert results["server"][0] is False and "unhealthy" in results["server"][1]
+    assert results["stanza[main]"][0] is True
+    assert results["stanza[shop]"] == (
+        False,
+        "db2's stanza 'shop': no backup in the repository yet",
+    )
