@@ -296,6 +296,16 @@ class Lab:
             "postgres_image_archive": pgimage.host_archive_path(version),
         }
 
+    def destroy(self, host: str) -> None:
+        """Lose ``host`` for good: its container, root file system and Docker disk (the
+        next ``up`` makes a new host of the same name and address, as a replacement)."""
+        docker("rm", "-f", "-v", host, check=False, timeout=120)
+        mount, image = self.disk_mount(host), self.disk_image(host)
+        if os.path.ismount(mount):
+            run(["umount", str(mount)], check=False)
+        image.unlink(missing_ok=True)
+        self._say(f"destroyed {host} (container and disk)")
+
     # --- looking at a lab -----------------------------------------------------------
     def hosts(self) -> list[LabHost]:
         """The lab's host containers (running or not), in name order."""

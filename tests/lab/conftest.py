@@ -102,20 +102,29 @@ def _prerequisites() -> str | None:
     return None
 
 
+#: Every lab test's inventory: a database host and a backup host (the ``backup`` group)
+#: keeping its off-host pgBackRest repository; the pg_dump backup runs every minute.
+LAB_DATA = {
+    "compose_project": PROJECT,
+    "backup_schedule": "* * * * *",
+    "postgres_restore_on_empty": True,  # a replacement host restores (host-loss drill)
+    "pgbackrest_archive_timeout": "10s",
+}
+
+
 @pytest.fixture(scope="module")
 def lab_target() -> Iterator[LabTarget]:
-    """One lab host with an inventory whose backup runs every minute; removed afterwards."""
+    """A database host and its backup host, with their inventory; removed afterwards."""
     reason = _prerequisites()
     if reason:
         pytest.fail(f"lab prerequisites missing: {reason}")
     lab = Lab(f"pgslab{secrets.token_hex(3)}")
     inventory = lab.dir / "inventory.py"
-    data = {"compose_project": PROJECT, "backup_schedule": "* * * * *"}
     try:
         started = time.monotonic()
-        [host] = lab.up(1, "bookworm", inventory=inventory, extra_data=data)
-        record("lab up, 1 host (image cached)", time.monotonic() - started)
-        settings = Settings(**data)
-        yield LabTarget(lab, host, inventory, settings)
+        host, _backup = lab.up(2, "bookworm", inventory=inventory, extra_data=LAB_DATA,
+                               backup_host=True)  # fmt: skip
+        record("lab up, 2 hosts (image cached)", time.monotonic() - started)
+        yield LabTarget(lab, host, inventory, Settings(**LAB_DATA))
     finally:
         lab.down(inventory)

@@ -1,24 +1,29 @@
-"""pgsteady on a lab host under systemd, over SSH: converge, timers, docker.service, reboot.
+"""pgsteady on lab hosts under systemd, over SSH: converge, timers, docker.service, reboot,
+host loss.
 
-One host of a fresh lab (tests/lab/conftest.py) is deployed with `make deploy`, exactly
-as a production host; the tests run in file order and share it. The last test removes
-the lab and proves nothing is left behind.
+A fresh lab (tests/lab/conftest.py) of a database host and a backup host (its off-host
+pgBackRest repository) is deployed with `make deploy`, exactly as production hosts; the
+tests run in file order and share it. The last test removes the lab and proves nothing
+is left behind.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 
 import pytest
-from conftest import FULL, REPO, LabTarget, record
+from conftest import FULL, LAB_DATA, REPO, LabTarget, record
+from hostloss import Writer, lose_pgsteady_data
 from report import section, write_section
 
 from pgsteady.lab import faults
 from pgsteady.lab.engine import docker
 from pgsteady.lab.recipe import LAB_LABEL
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = pytest.mark.timeout(1800)
+ARCHIVE_TIMEOUT_S = int(LAB_DATA["pgbackrest_archive_timeout"].removesuffix("s"))
 
 #: Figures of this module's run, for the docs' host-reboot section (make lab-chaos).
 MEASURED: dict[str, list[float]] = {"reboot": [], "power-cycle": []}
@@ -158,6 +163,69 @@ def test_backup_and_watchdog_timers_fire(lab_target: LabTarget) -> None:
         assert s.get("Result") == "success" and s.get("ExecMainStatus") == "0", (unit, s)
     journal = lab_target.ssh(f"journalctl -u {units[1]} --no-pager -o cat").stdout
     assert journal.strip(), "the backup job wrote nothing to the journal"
+
+
+def _app_dsn(t: LabTarget) -> str:
+    password = t.ssh(f"cat {t.settings.paths['secrets']}/app_password").stdout.strip()
+    assert password, "no app password on the host"
+    s = t.settings
+    return (f"host={t.host.ip} port={s.postgres_port} dbname={s.postgres_db} "
+            f"user={s.postgres_user} password={password} sslmode=require")  # fmt: skip
+
+
+def test_host_loss_restores_from_the_backup_host_within_archive_timeout(
+    lab_target: LabTarget,
+) -> None:
+    """A writer commits every 100 ms; the database host is lost; a replacement converged
+    with postgres_restore_on_empty restores from the backup host's repository. Every row
+    up to the newest surviving one is there; what is lost stays within archive_timeout
+    plus the push. make test loses what pgsteady keeps on the host (containers, volumes,
+    app_dir); make lab-chaos destroys the whole host (root file system and Docker disk)."""
+    t = lab_target
+    created = t.sql(
+        "CREATE TABLE public.rpo (id bigserial PRIMARY KEY, at timestamptz NOT NULL); "
+        "ALTER TABLE public.rpo OWNER TO app"
+    )
+    assert created.returncode == 0, created.stderr
+    # A start that no backup follows: only pgsteady-ctl's checkpoint after it makes
+    # archive_timeout switch WAL before the first timed checkpoint (minutes later).
+    restarted = t.ssh(f"docker restart {t.settings.container_name} && "
+                      f"{t.settings.paths['bin']}/pgsteady-ctl wait-healthy 120")  # fmt: skip
+    assert restarted.returncode == 0, restarted.stderr
+    writer = Writer(_app_dsn(t))
+    writer.thread.start()
+    time.sleep(3 * ARCHIVE_TIMEOUT_S + 5)  # several archive_timeout switches
+    if FULL:
+        t.lab.destroy(t.host.name)
+    else:
+        lose_pgsteady_data(t.host.name, t.settings.compose_project, t.settings.app_dir)
+    writer.stop.set()
+    writer.thread.join(30)
+    assert writer.acked, writer.errors
+    last_acked = writer.acked[-1]
+
+    if FULL:  # a replacement host: same name and address, nothing on it
+        t.lab.up(2, "bookworm", inventory=t.inventory, extra_data=LAB_DATA, backup_host=True)
+    result = t.make("deploy", timeout=1500)
+    assert result.returncode == 0, result.output[-4000:]
+    what = "host" if FULL else "pgsteady's data on the host"
+    record(f"{what} lost: converge + restore from the backup host", result.seconds)
+
+    proc = t.sql("SELECT count(*), max(at) FROM public.rpo")
+    assert proc.returncode == 0, proc.stderr
+    count, newest = proc.stdout.strip().split("|")
+    newest_at = datetime.fromisoformat(newest.replace(" ", "T"))
+    survived = [a for a in writer.acked if a <= newest_at]
+    assert int(count) == len(survived), (count, len(survived))  # no holes
+    lost_s = (last_acked - newest_at).total_seconds()
+    record(f"{what} lost: acknowledged writes lost (archive_timeout {ARCHIVE_TIMEOUT_S}s)", lost_s)
+    assert lost_s <= ARCHIVE_TIMEOUT_S + 5, f"lost {lost_s:.1f} s of acknowledged writes"
+
+    # It archives again to both repositories (the local one got its stanza back).
+    info = t.ssh(f"{t.settings.paths['bin']}/pgsteady-ctl pgbackrest info --output=json")
+    assert '"status":{"code":0' in info.stdout.replace(" ", ""), info.stdout[-2000:]
+    again = t.make("deploy", timeout=900)
+    assert again.returncode == 0 and again.changed == 0, again.changed_operations()
 
 
 def test_lab_down_leaves_nothing(lab_target: LabTarget) -> None:

@@ -7,6 +7,7 @@ import ast
 import pytest
 
 from pgsteady.lab.recipe import (
+    backup_group_data,
     check_count,
     check_name,
     check_suite,
@@ -99,6 +100,19 @@ def test_inventory_reaches_hosts_over_ssh_with_strict_host_keys() -> None:
     assert data["ssh_known_hosts_file"] == "/kh"
     assert data["postgres_allowed_networks"] == ["10.77.5.0/24"]
     assert data["postgres_image_archive"] == "/root/pg.tar"
+
+
+def test_a_backup_host_is_its_own_group_and_every_host_names_it() -> None:
+    data = {"postgres_bind": "10.77.5.10", **backup_group_data("lab-2")}
+    text = render_inventory("lab", [("lab-1", data), ("lab-2", data)], {"backup": ["lab-2"]})
+    namespace: dict = {}
+    exec(compile(ast.parse(text), "inventory", "exec"), namespace)
+    assert [n for n, _d in namespace["hosts"]] == ["lab-1"]
+    assert [n for n, _d in namespace["backup"]] == ["lab-2"]
+    repos = namespace["hosts"][0][1]["pgbackrest_repos"]
+    assert repos == [{"kind": "posix"}, {"kind": "host", "host": "lab-2"}]
+    with pytest.raises(ValueError, match="identifier"):
+        render_inventory("lab", [("lab-1", data)], {"not-a-name": ["lab-1"]})
 
 
 def test_known_hosts_line_comes_from_the_host_key_file() -> None:
