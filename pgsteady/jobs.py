@@ -69,16 +69,22 @@ def pgbackrest_jobs(s: Settings) -> list[Job]:
         for kind, schedule, args in (
             ("full", s.pgbackrest_full_schedule, ("backup", "--type=full")),
             ("diff", s.pgbackrest_diff_schedule, ("backup", "--type=diff")),
-            ("verify", s.pgbackrest_verify_schedule, ("verify",)),
+            ("verify", s.pgbackrest_verify_schedule, ()),
         ):
             unit = f"pgsteady-pgbackrest-{kind}-{s.compose_project}{suffix}"
             what = "verify of pgBackRest" if kind == "verify" else f"pgBackRest {kind} backup"
+            # pgbackrest verify exits 0 on a corrupt repository: pgsteady-ctl judges it.
+            command = (
+                (ctl, "pgbackrest-verify", str(n))
+                if kind == "verify"
+                else (ctl, "pgbackrest", f"--repo={n}", *args)
+            )
             jobs.append(
                 Job(
                     unit=unit,
                     description=f"{what} repo{n} of {s.container_name}",
                     schedule=schedule,
-                    command=(ctl, "pgbackrest", f"--repo={n}", *args),
+                    command=command,
                     log_tag=unit,
                 )
             )

@@ -189,6 +189,17 @@ def command(s: Settings, c: Client, *args: str) -> tuple[str, ...]:
             f"--stanza={c.stanza}", f"--repo={c.repo}", *args)  # fmt: skip
 
 
+#: ``pgbackrest verify`` exits 0 even when it finds corrupt or missing files (it prints
+#: ``status: error``): the job asks for every result and fails unless it says ``status:
+#: ok`` with no file missing or invalid (the rule of ``pgsteady-ctl pgbackrest-verify``).
+VERIFY_JUDGE = (
+    'out=$("$@" --output=text --verbose 2>&1); rc=$?; printf "%s\\n" "$out"; '
+    'bad="status: (error|invalid)|(missing|checksum invalid|size invalid|other): [1-9]"; '
+    '[ "$rc" -eq 0 ] && printf "%s\\n" "$out" | grep -q "^ *status: ok" '
+    '&& ! printf "%s\\n" "$out" | grep -Eq "$bad"'
+)
+
+
 def jobs(s: Settings, clients: list[Client]) -> list[Job]:
     """Full and differential backups and verify of each client, on its own schedules."""
     out = []
@@ -200,12 +211,15 @@ def jobs(s: Settings, clients: list[Client]) -> list[Job]:
         ):
             unit = f"pgsteady-repository-{kind}-{c.stanza}"
             what = "verify" if kind == "verify" else f"pgBackRest {kind} backup"
+            argv = command(s, c, *args)
+            if kind == "verify":
+                argv = ("sh", "-c", VERIFY_JUDGE, "pgbackrest-verify", *argv)
             out.append(
                 Job(
                     unit=unit,
                     description=f"{what} of {c.name} (stanza {c.stanza})",
                     schedule=schedule,
-                    command=command(s, c, *args),
+                    command=argv,
                     log_tag=unit,
                 )
             )

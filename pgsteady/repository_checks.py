@@ -56,7 +56,8 @@ def stanza_problem(info_json: str, stanza: str) -> str | None:
 
 
 def check(h: InventoryHost, s: Settings, hosts: list[InventoryHost], run: Run) -> list[tuple]:
-    """(name, ok, what, fix) of each check of backup host ``h``."""
+    """(name, ok, what, fix) of each check of backup host ``h``: the server, each stanza,
+    and the verdict of each stanza's last scheduled verify (systemd hosts, once it ran)."""
     container = container_name(s)
     deploy = "make deploy INVENTORY=<inventory>"
     health = run(
@@ -86,4 +87,17 @@ def check(h: InventoryHost, s: Settings, hosts: list[InventoryHost], run: Run) -
                 f"--stanza={stanza} backup --type=full",
             )
         )
+        unit = f"pgsteady-repository-verify-{stanza}.service"
+        shown = run(f"systemctl show -p Result -p ExecMainStartTimestampMonotonic {unit} 2>&1")
+        props = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+        if props.get("ExecMainStartTimestampMonotonic", "0") not in ("", "0"):
+            out.append(
+                (
+                    f"verify[{stanza}]",
+                    props.get("Result") == "success",
+                    f"the last pgbackrest verify of {db}'s stanza {stanza!r} found problems "
+                    f"(systemd result {props.get('Result')})",
+                    f"journalctl -u {unit} -n 40; then take a full backup on the backup host",
+                )
+            )
     return out

@@ -14,6 +14,7 @@ import psycopg2
 from pgsteady import pgbackrest, walarchive
 from pgsteady.settings import HostFacts, build_settings
 from tests.support.stack import REPO, Stack, docker
+from tests.support.verify_run import make_verify
 
 
 def make(stack: Stack, target: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -125,3 +126,25 @@ def test_restore_pitr_in_place_replaces_the_live_cluster(deployed: Stack) -> Non
     listing = walarchive.parse_listing(listed.stdout)
     assert listing.complete and listing.history_file and listing.segments, listed
     assert walarchive.find_gaps(listing, last) == []
+
+
+def test_a_corrupt_repository_fails_the_verify_job_and_make_verify(deployed: Stack) -> None:
+    """pgbackrest verify exits 0 on a corrupt file; the scheduled job (pgsteady-ctl
+    pgbackrest-verify) fails on its verdict and keeps it, and make verify reports it."""
+    ctl = [str(deployed.app_dir / "bin" / "pgsteady-ctl"), "pgbackrest-verify", "1"]
+    verdict_file = deployed.app_dir / "state" / "pgbackrest-verify-repo1.json"
+    sound = subprocess.run(ctl, capture_output=True, text=True, timeout=600, check=False)
+    assert sound.returncode == 0, sound.stdout + sound.stderr
+    assert json.loads(verdict_file.read_text())["ok"] is True
+    repo = deployed.app_dir / "pgbackrest" / "repo1" / "backup"
+    victim = max(repo.rglob("*.zst"), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    corrupt = subprocess.run(ctl, capture_output=True, text=True, timeout=600, check=False)
+    assert corrupt.returncode == 1, corrupt.stdout + corrupt.stderr
+    verdict = json.loads(verdict_file.read_text())
+    assert verdict["ok"] is False and "checksum invalid: 1" in verdict["summary"], verdict
+    run = make_verify(deployed.inventory, deployed.dir / "corrupt-repo.xml")
+    what, fix = run.failed["pgbackrest/last_verify_found_the_repositories_sound"]
+    assert "checksum invalid: 1" in what and "backup --type=full" in fix, run.output[-3000:]

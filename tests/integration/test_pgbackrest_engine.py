@@ -257,3 +257,34 @@ def test_restore_on_empty_replays_the_pgbackrest_archive(make_cluster) -> None:
     auto = c.psql("SELECT count(*) FROM pg_file_settings WHERE name = 'restore_command'")
     assert auto == "0"
     assert "restored from pgBackRest" in c.logs()
+
+
+def test_verify_reports_a_corrupt_file_in_its_text_only_and_pgsteady_judges_it(
+    make_cluster,
+) -> None:
+    """pgbackrest verify finds a flipped byte but exits 0 (2.45 and 2.55 alike), so a job
+    that ran it bare would always succeed; the backup host's job wrapper (and
+    pgsteady-ctl pgbackrest-verify, same rule) fail on its verdict."""
+    from pgsteady.pgbackrest_repository import VERIFY_JUDGE
+
+    c = make_cluster(pgbackrest_archive_timeout="5s")
+    c.start()
+    c.pgbackrest("stanza-create")
+    c.psql("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g")
+    c.pgbackrest("backup", "--type=full")
+    argv = [DOCKER_CLI, "exec", "-u", "postgres", c.name, *pgbackrest.command(c.s, "verify")]
+    judged = ["sh", "-c", VERIFY_JUDGE, "pgbackrest-verify", *argv]
+    sound = subprocess.run(judged, capture_output=True, text=True, timeout=600, check=False)
+    assert sound.returncode == 0, sound.stdout + sound.stderr
+    # One byte flipped in the middle of the largest file of the backup (encrypted, zstd).
+    victim = max((c.repo / "backup").rglob("*.zst"), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    bare = subprocess.run([*argv, "--output=text"], capture_output=True, text=True,
+                          timeout=600, check=False)  # fmt: skip
+    assert bare.returncode == 0  # pgBackRest's exit code says nothing ...
+    assert "status: error" in bare.stdout and "checksum invalid: 1" in bare.stdout, bare.stdout
+    corrupt = subprocess.run(judged, capture_output=True, text=True, timeout=600, check=False)
+    assert corrupt.returncode != 0, corrupt.stdout  # ... the verdict does
+    assert victim.name in bare.stdout + corrupt.stdout or "status: invalid" in corrupt.stdout

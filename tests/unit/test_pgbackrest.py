@@ -94,7 +94,9 @@ def test_jobs_full_diff_verify_through_pgsteady_ctl():
         "/opt/pgsteady/bin/pgsteady-ctl", "pgbackrest", "--repo=1", "backup", "--type=full"
     )  # fmt: skip
     assert "30 1 * * 1-6 root" in render_cron(jobs["pgsteady-pgbackrest-diff-shop"])
-    assert jobs["pgsteady-pgbackrest-verify-shop"].command[-1] == "verify"
+    # pgbackrest verify exits 0 on a corrupt repository: pgsteady-ctl judges its verdict.
+    verify = jobs["pgsteady-pgbackrest-verify-shop"].command
+    assert verify == ("/opt/pgsteady/bin/pgsteady-ctl", "pgbackrest-verify", "1")
 
 
 @pytest.mark.parametrize(

@@ -83,7 +83,7 @@ def test_single_host_stack_is_unchanged_without_an_offhost_repository():
 
 def test_database_host_jobs_back_up_only_its_own_repositories():
     jobs = pgbackrest_jobs(settings(**OFFHOST))
-    assert {j.command[2] for j in jobs} == {"--repo=1"}
+    assert {j.command[2] for j in jobs} == {"--repo=1", "1"}  # backups, verify of repo1
     only_remote = {**OFFHOST, "pgbackrest_repos": [{"kind": "host", "host": "backup1"}]}
     assert pgbackrest_jobs(settings(**only_remote)) == []
 
@@ -134,7 +134,30 @@ def test_backup_host_jobs_run_per_stanza_in_the_repository_container():
     want = ("docker", "exec", "-u", "999", "pgsteady-pgbackrest-repository", "pgbackrest",
             "--stanza=main", "--repo=2", "backup", "--type=full")  # fmt: skip
     assert full.command == want
-    assert jobs["pgsteady-repository-verify-main"].command[-1] == "verify"
+    verify = jobs["pgsteady-repository-verify-main"].command
+    assert verify[:2] == ("sh", "-c") and verify[-1] == "verify"
+
+
+@pytest.mark.parametrize(
+    ("printed", "code", "sound"),
+    [
+        ("stanza: main\nstatus: ok\n  backup: x, status: valid\n"
+         "    missing: 0, checksum invalid: 0, size invalid: 0, other: 0\n", 0, True),
+        ("stanza: main\nstatus: ok\n    missing: 2, checksum invalid: 0\n", 0, False),
+        ("stanza: main\nstatus: error\n  backup: x, status: invalid\n"
+         "    checksum invalid: 1\n", 0, False),  # pgBackRest's exit code says nothing
+        ("stanza: main\nstatus: ok\n", 1, False),
+        ("", 0, False),
+    ],
+)  # fmt: skip
+def test_backup_host_verify_job_judges_pgbackrest_s_verdict(printed, code, sound):
+    """The job's shell wrapper, run for real around a stand-in for pgbackrest."""
+    import subprocess
+
+    fake = f"printf '{printed}'; exit {code}"
+    argv = ["sh", "-c", repository.VERIFY_JUDGE, "pgbackrest-verify", "sh", "-c", fake]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert (proc.returncode == 0) is sound, proc.stdout
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,9 @@ def test_stanza_problem_names_status_missing_backup_and_missing_stanza():
 def test_check_fails_an_unhealthy_server_and_a_stanza_without_backup():
     s = build_settings({"postgres_bind": "10.0.0.9"}, HostFacts(ram_mb=2048, cpus=1))
     answers = {"docker inspect": "unhealthy\n", "--stanza=main": info("main"),
-               "--stanza=shop": info("shop", backups=0)}  # fmt: skip
+               "--stanza=shop": info("shop", backups=0),
+               "verify-main": "Result=exit-code\nExecMainStartTimestampMonotonic=123\n",
+               "verify-shop": "Result=success\nExecMainStartTimestampMonotonic=0\n"}  # fmt: skip
 
     def run(command: str) -> str:
         return next(v for k, v in answers.items() if k in command)
@@ -56,3 +58,5 @@ def test_check_fails_an_unhealthy_server_and_a_stanza_without_backup():
         False,
         "db2's stanza 'shop': no backup in the repository yet",
     )
+    assert results["verify[main]"][0] is False and "exit-code" in results["verify[main]"][1]
+    assert "verify[shop]" not in results  # not run yet

@@ -164,6 +164,29 @@ def test_full_backup_exists(pg: Host, s: Settings, fixes: Fixes) -> None:
     )
 
 
+def test_last_verify_found_the_repositories_sound(pg: Host, s: Settings, fixes: Fixes) -> None:
+    """The scheduled ``pgbackrest verify`` of each repository on this host found every file
+    intact (pgsteady-ctl keeps its verdict: pgBackRest itself exits 0 on corrupt files)."""
+    seen = 0
+    for n in pgbackrest.local_repos(s):
+        text = pg.read(f"{s.paths['state']}/pgbackrest-verify-repo{n}.json")
+        if text is None:
+            continue  # not run yet: the weekly job has not come
+        seen += 1
+        verdict = json.loads(text)
+        check(
+            verdict.get("ok") is True,
+            f"repo{n}: pgbackrest verify at {verdict.get('finished_at')} found problems: "
+            f"{verdict.get('summary')}",
+            fixes.on_host(
+                f"{_ctl(s, f'--repo={n} backup --type=full')} && "
+                f"{s.paths['bin']}/pgsteady-ctl pgbackrest-verify {n}"
+            ),
+        )
+    if not seen:
+        pytest.skip("no pgbackrest verify has run yet (pgbackrest_verify_schedule)")
+
+
 def test_archive_has_no_gap_after_the_newest_backup(pg: Host, s: Settings, fixes: Fixes) -> None:
     """Each repository holds every WAL segment from the newest backup's start up to the
     last one Postgres counts as archived. pgBackRest drops WAL beyond
