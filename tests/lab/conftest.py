@@ -11,7 +11,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,13 +18,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-
-from stack import DeployResult, parse_grand_total  # noqa: E402
-
-from pgsteady.lab.engine import docker  # noqa: E402
-from pgsteady.lab.hosts import Lab, LabHost  # noqa: E402
-from pgsteady.settings import Settings  # noqa: E402
+from pgsteady.lab.engine import docker
+from pgsteady.lab.hosts import Lab, LabHost
+from pgsteady.settings import Settings
+from tests.support.stack import DeployResult, parse_grand_total
 
 REPO = Path(__file__).resolve().parents[2]
 #: Measured figures of this run (reboot recovery, converge times), one JSON per line.
