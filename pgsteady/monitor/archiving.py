@@ -77,7 +77,10 @@ def script_values(s: Settings) -> dict[str, str]:
         "PGBR": "1" if s.pgbackrest_enabled else "0",
         "ARCHIVER_SQL": " ".join(ARCHIVER_SQL.split()),
         "REPO_DIR": repo,
-        "WAL_REPOS": " ".join(str(n) for n, _ in pgbackrest.repos(s)),
+        # Local repositories only: status refreshes every few seconds (make monitor), and
+        # listing an off-host one is a TLS round trip per log directory; make verify
+        # checks every repository.
+        "WAL_REPOS": " ".join(str(n) for n in pgbackrest.local_repos(s)),
         "WAL_SCRIPT": walarchive.LISTING_SCRIPT,
         "WAL_ARGS": shlex.join([s.pgbackrest_stanza, *pgbackrest.command(s)]),
     }

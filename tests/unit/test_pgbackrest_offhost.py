@@ -183,3 +183,10 @@ def test_peer_address_prefers_the_setting_then_ssh_hostname_then_the_name():
     assert pgbackrest.peer_address("b", {"pgbackrest_address": "x", "ssh_hostname": "y"}) == "x"
     assert pgbackrest.peer_address("b", {"ssh_hostname": "y"}) == "y"
     assert pgbackrest.peer_address("b", {}) == "b"
+
+
+def test_status_lists_only_local_repositories_verify_checks_every_one():
+    """make monitor refreshes every few seconds: no TLS listing of the off-host archive."""
+    from pgsteady.monitor.archiving import script_values
+
+    assert script_values(settings(**OFFHOST))["WAL_REPOS"] == "1"
