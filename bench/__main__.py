@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench import config as bench_config
-from bench import env, report
+from bench import env, merge, report
 from bench.stacks import (
     DOCKER,
     ROOT,
@@ -29,7 +29,7 @@ from bench.stacks import (
     wait_docker,
 )
 
-DATA_PARTS = ("recovery", "tuning", "backups")
+DATA_PARTS = merge.DATA_PARTS
 
 
 def log(message: str) -> None:
@@ -99,7 +99,7 @@ def _stop(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench import backups, converge, recovery, tuning
+    from bench import backups, converge, pitr, recovery, tuning
 
     # Cleanup runs on SIGTERM too, and on SIGINT even when started in the background
     # (a non-interactive shell starts background jobs with SIGINT ignored).
@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             destroy(stack)
         if "converge" in cfg.parts:
             _part("converge", results, lambda: converge.run_converge(cfg, log))
+        if "pitr" in cfg.parts:
+            _part("pitr", results, lambda: pitr.run(cfg, log))
     finally:
         left = destroy_all()
         if left:
@@ -158,9 +160,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write(cfg: bench_config.BenchConfig, results: dict[str, Any]) -> None:
+    """Write the run's figures, keeping the previous figures of the parts it did not run."""
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.out_dir / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
-    (cfg.out_dir / "benchmarks.md").write_text(report.render(results))
+    path = cfg.out_dir / "benchmarks.json"
+    previous = None
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text())
+        except ValueError as exc:
+            log(f"{path} is not JSON ({exc}); writing this run's parts only")
+    merged = merge.merge(previous, results)
+    if kept := merged.get("carried"):
+        log(f"kept the previous figures of {', '.join(kept)}")
+    path.write_text(json.dumps(merged, indent=2) + "\n")
+    (cfg.out_dir / "benchmarks.md").write_text(report.render(merged))
     log(f"wrote {cfg.out_dir}/benchmarks.md and benchmarks.json")
 
 

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-PARTS = ("recovery", "tuning", "backups", "converge")
+PARTS = ("recovery", "tuning", "backups", "converge", "pitr")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -40,6 +40,11 @@ class BenchConfig:
     converge_hosts: tuple[int, ...] = (1, 5, 10)
     converge_rounds: int = 1
     use_sshd: bool = True
+    # pitr (pgBackRest: cost of archiving, restore rate, PITR correctness)
+    pitr_scale: int = 20
+    pitr_seconds: int = 20
+    pitr_rounds: int = 3
+    pitr_targets: int = 5
     # output
     out_dir: Path = field(default=REPO / "docs")
     quick: bool = False
@@ -64,6 +69,9 @@ QUICK = {
     "converge_first": 1,
     "converge_hosts": (1, 2),
     "converge_rounds": 1,
+    "pitr_scale": 5,
+    "pitr_seconds": 5,
+    "pitr_rounds": 1,
 }
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.config import BenchConfig
+from bench.merge import part_config
+
 Results = dict[str, Any]
 
 
 METHOD_NOTES = (
     "Every stack is an isolated pgsteady deployment on this machine (own app_dir, compose "
-    "project, port; tests/e2e/stack.py), converged by the real `pyinfra` CLI with the "
+    "project, port; tests/support/stack.py), converged by the real `pyinfra` CLI with the "
     "operator defaults (image source auto, healthcheck every 10 s), and destroyed at the end "
     "with its container, volume, cron jobs and files.",
     "Recovery trials wait for a healthy container and more than 10 s of uptime between "
@@ -31,6 +34,12 @@ METHOD_NOTES = (
     "Several hosts in one inventory: every host is this machine, reached over a private "
     "sshd on 127.0.0.1 (started for the run, stopped by PID), so the per-host figure "
     "includes pyinfra's SSH round trips that @local does not have.",
+    "The pgBackRest part runs its own two containers of the Debian-built image (not "
+    "deployed stacks), 1 CPU and 1 GB each, so the archiving and plain servers differ only "
+    "in `archive_mode`; pgbench runs inside each container.",
+    "PITR markers: a target lies after one marker's commit returned and before the next "
+    "marker's INSERT started (both read from the server's clock), so exactly the markers up "
+    "to it were committed at or before it.",
 )
 
 
@@ -51,7 +60,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + [""]
 
 
-def commands(config: dict[str, Any]) -> list[str]:
+def commands(config: dict[str, Any], pitr: Results | None = None) -> list[str]:
     """The commands each part runs, with this run's sizes filled in."""
     c, j, t = config["clients"], config["threads"], config["tuning_seconds"]
     tool = "python3 APP_DIR/bin/pgsteady-backup {cmd} --config APP_DIR/etc/backup.json"
@@ -68,6 +77,22 @@ def commands(config: dict[str, Any]) -> list[str]:
         tool.format(cmd="restore --jobs N") + "   (new database, dropped afterwards)",
         tool.format(cmd="drill"),
         "python -m pgsteady.verify --inventory INVENTORY   (make verify)",
+        *pitr_commands(pitr),
+    ]
+
+
+def pitr_commands(pitr: Results | None) -> list[str]:
+    """The pgBackRest part's commands (pgbackrest options: see its section)."""
+    if not pitr:
+        return []
+    return [
+        f"docker exec -u postgres C pgbench -n -c {pitr['clients']} -j {pitr['threads']} "
+        f"-T {pitr['seconds']} postgres   (each server once per round, alternated)",
+        "docker exec -u postgres C pgbackrest backup --type=full",
+        "docker run --rm -u postgres IMAGE pgbackrest restore --type=immediate "
+        "--target-action=promote   (into an empty volume)",
+        "docker run --rm -u postgres IMAGE pgbackrest restore --type=time --target=T "
+        "--target-action=promote   (per PITR target)",
     ]
 
 
@@ -107,7 +132,24 @@ def headlines(res: Results) -> list[str]:
         if par := con.get("parallel_noop"):
             parts = [f"{n} host(s) {fmt_s(v['seconds']['p50'])}" for n, v in par.items()]
             out.append("No-op converge, one inventory over ssh: " + ", ".join(parts))
+    if pit := res.get("pitr"):
+        out += pitr_headlines(pit)
     return out
+
+
+def pitr_headlines(pit: Results) -> list[str]:
+    """The pgBackRest part's headline figures."""
+    tps, p = pit["tps"], pit["pitr"]
+    return [
+        f"WAL archiving with pgBackRest: pgbench TPC-B-like throughput with archiving / "
+        f"without {fmt_ratio(pit['archiving_vs_not'])} ({tps['archiving']['p50']:.0f} vs "
+        f"{tps['no_archiving']['p50']:.0f} tps, scale {pit['scale']}, 1 CPU per server)",
+        f"pgBackRest restore of a {pit['database_bytes'] / 2**20:.0f} MB database: "
+        f"{pit['restore_mb_per_s']:.1f} MB/s ({fmt_s(pit['restore_seconds'])}); restored, "
+        f"started and answering in {fmt_s(pit['restore_to_ready_seconds'])}",
+        f"PITR to {p['n']} random times: {p['exact']}/{p['n']} exact (every row committed "
+        "at or before the target present, none after)",
+    ]
 
 
 def _recovery(rec: Results) -> list[str]:
@@ -249,15 +291,98 @@ def _converge(con: Results) -> list[str]:
     return lines + [""]
 
 
+def _pitr(pit: Results, config: Results) -> list[str]:
+    tps, p, mb = pit["tps"], pit["pitr"], pit["database_bytes"] / 2**20
+    lines = [
+        "## pgBackRest: cost of WAL archiving, restore rate, PITR correctness",
+        "",
+        f"{pit['pgbackrest']}, Postgres {pit['postgres']} on the Debian-built image "
+        f"(`{pit['image']}`), pgsteady's rendered pgbackrest.conf (async archive-push, zstd, "
+        f"encrypted posix repository on the same disk), `archive_timeout = "
+        f"{pit['archive_settings'].get('archive_timeout', '?')}`. Two servers with the same "
+        f"data (pgbench scale {pit['scale']}, {mb:.0f} MB) and settings, 1 CPU and 1 GB each; "
+        "one archives, the other runs with `archive_mode = off`.",
+        "",
+    ]
+    if config.get("quick"):
+        full = BenchConfig()
+        lines += [
+            f"A `--quick` run (small sizes); the full `make bench` runs scale "
+            f"{full.pitr_scale}, {full.pitr_rounds} rounds of {full.pitr_seconds} s.",
+            "",
+        ]
+    spread = {k: f"{tps[k]['min']:.0f}–{tps[k]['max']:.0f}" for k in tps}
+    lines += _table(
+        ["pgbench TPC-B-like", "with archiving", "without", "with / without, paired per round"],
+        [[f"tps, median (range), {pit['rounds']} × {pit['seconds']} s alternated, "
+          f"{pit['clients']} clients",
+          f"{tps['archiving']['p50']:.0f} ({spread['archiving']})",
+          f"{tps['no_archiving']['p50']:.0f} ({spread['no_archiving']})",
+          fmt_ratio(pit["archiving_vs_not"])]],
+    )  # fmt: skip
+    if order := pit.get("order"):
+        lines += [f"Order: {order}.", ""]
+    lines += _table(
+        ["restore of the bench database", ""],
+        [["full backup", fmt_s(pit["backup_seconds"])],
+         ["`pgbackrest restore` into an empty volume",
+          f"{fmt_s(pit['restore_seconds'])} ({pit['restore_mb_per_s']:.1f} MB/s)"],
+         ["restore + start + promote until the pgbench rows are counted",
+          f"{fmt_s(pit['restore_to_ready_seconds'])} "
+          f"({pit['restored_accounts']} pgbench_accounts rows, as in the source)"]],
+    )  # fmt: skip
+    lines += [
+        f"PITR: {p['markers']} marker rows committed one per transaction, "
+        f"{p['marker_gap_seconds']} s apart, while {p['background_load']} wrote beside them; "
+        f"{p['n']} targets at random times between two markers (seed {p['seed']}), each "
+        "restored into an empty volume, started and promoted.",
+        "",
+    ]
+    lines += _table(
+        ["target (UTC)", "markers committed by then", "markers found", "exact",
+         "restore + replay + start"],
+        [[t["target"], str(t["expected"]), str(len(t["found"])),
+          "yes" if t["exact"] else "NO", fmt_s(t["seconds"])] for t in p["targets"]],
+    )  # fmt: skip
+    lines.append(f"{p['exact']}/{p['n']} targets exact.")
+    return lines + [""]
+
+
+def provenance(res: Results, part: str) -> list[str]:
+    """For a section kept from an earlier run: when and how it was measured."""
+    run = res.get("carried", {}).get(part)
+    if not run:
+        return []
+    load = " / ".join(map(str, run.get("load", {}).get("start", []))) or "?"
+    argv = f"python -m bench{' ' + run['argv'] if run.get('argv') else ''}"
+    then, now = run.get("machine", {}), res.get("machine", {})
+    changed = [f"{k.replace('_', ' ')} {then[k]}" for k in sorted(then)
+               if k != "disk_free_gib" and then[k] != now.get(k)]  # fmt: skip
+    machine = f"; the machine then: {', '.join(changed)}" if changed else ""
+    return [
+        f"Measured by an earlier run (`{argv}`, {run.get('started', '?')}, load {load} at "
+        f"its start{machine}); not re-run on {res['started']}.",
+        "",
+    ]
+
+
 def render(res: Results) -> str:
     """The whole of docs/benchmarks.md."""
-    m, v, cfg = res["machine"], res["versions"], res["config"]
+    m, v = res["machine"], res["versions"]
     lines = [
         "# pgsteady benchmarks",
         "",
         f"Written by `make bench` (`python -m bench{' ' + res['argv'] if res['argv'] else ''}`) "
         f"on {res['started']}; the "
         f"run took {res['total_seconds'] / 60:.1f} minutes. Re-run it to refresh this page.",
+        *(
+            [
+                f"Parts this run did not measure keep their earlier figures and say when they "
+                f"were measured: {', '.join(res['carried'])}."
+            ]
+            if res.get("carried")
+            else []
+        ),
         "",
         "**Noise.** The machine is shared: other work ran during the run (load average "
         f"{' / '.join(map(str, res['load']['start']))} at the start, "
@@ -279,31 +404,40 @@ def render(res: Results) -> str:
     ]
     rows = [[k.replace("_", " "), str(val)] for k, val in {**m, **v}.items()]
     lines += _table(["", ""], rows)
-    lines += [
-        f"Stacks: converged by the real pyinfra CLI with operator defaults; the data stack "
-        f"runs with a {cfg['memory_limit']} memory limit and {cfg['cpus']} CPUs and holds "
-        f"pgbench scale {cfg['scale']}.",
-        "",
-    ]
+    data = next((p for p in ("recovery", "tuning", "backups") if p in res), None)
+    if data:
+        dcfg = part_config(res, data)
+        lines += [
+            f"Stacks: converged by the real pyinfra CLI with operator defaults; the data stack "
+            f"runs with a {dcfg['memory_limit']} memory limit and {dcfg['cpus']} CPUs and "
+            f"holds pgbench scale {dcfg['scale']}.",
+            "",
+        ]
     for key, part in (
         ("recovery", _recovery),
         ("tuning", _tuning),
         ("backups", _backups),
         ("converge", _converge),
+        ("pitr", lambda r: _pitr(r, part_config(res, "pitr"))),
     ):
         if key in res:
-            lines += part(res[key])
+            body = part(res[key])
+            lines += body[:2] + provenance(res, key) + body[2:]
         elif key in res.get("errors", {}):
-            lines += [f"## {key.title()}", "", f"Failed: {res['errors'][key]}", ""]
+            lines += [f"## {key.title()}", "", *provenance(res, key)]
+            lines += [f"Failed: {res['errors'][key]}", ""]
     lines += ["## Method notes", "", *[f"- {n}" for n in METHOD_NOTES], ""]
-    lines += ["## Commands", "", *[f"    {c}" for c in commands(cfg)], ""]
+    cmds = commands(part_config(res, data or "converge"), res.get("pitr"))
+    lines += ["## Commands", "", *[f"    {c}" for c in cmds], ""]
     lines += [
         "## Reproduce",
         "",
         "    make deploy            # once: venv, Docker, image",
-        "    make bench             # full run, < 20 minutes",
+        "    make bench             # full run, about 25 minutes",
         '    make bench BENCH_ARGS="--quick"                 # a few minutes',
-        '    make bench BENCH_ARGS="--only recovery,tuning"  # some parts',
+        '    make bench BENCH_ARGS="--only recovery,tuning"  # some parts; the others '
+        "keep their figures",
+        '    make bench BENCH_ARGS="--only pitr"             # pgBackRest only, about 4 minutes',
         "",
     ]
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench import config, report, stats
+from bench import config, merge, report, stats
 from bench.parsing import parse_pgbench
 
 PGBENCH_OUTPUT = """\
@@ -119,3 +119,65 @@ def test_partial_run_renders_only_what_ran_and_names_failures():
 
 def test_fmt_ratio_single_round():
     assert report.fmt_ratio(stats.ratio_summary([2.0], [1.0])) == "2.00× (one round)"
+
+
+def pitr(exact=5):
+    targets = [
+        {"target": f"2026-11-29 18:53:1{i}.000000+00", "expected": i,
+         "found": list(range(1, i + 1)), "exact": i <= exact, "seconds": 3.0}
+        for i in range(1, 6)
+    ]  # fmt: skip
+    return {
+        "image": "pgsteady/postgres:17-debian-x", "postgres": "17.12",
+        "pgbackrest": "pgBackRest 2.55.1",
+        "scale": 20, "clients": 4, "threads": 2, "seconds": 20, "rounds": 3,
+        "order": "alternated", "archive_settings": {"archive_timeout": "60s"},
+        "tps": {"archiving": stats.summary([3000.0, 3100.0, 3200.0]),
+                "no_archiving": stats.summary([3200.0, 3300.0, 3250.0])},
+        "archiving_vs_not": stats.ratio_summary([3000.0, 3100.0, 3200.0], [3200.0, 3300.0, 3250.0]),
+        "database_bytes": 336_000_000, "backup_seconds": 2.7, "restore_seconds": 1.75,
+        "restore_mb_per_s": 183.1, "restore_to_ready_seconds": 3.5, "restored_accounts": 2_000_000,
+        "pitr": {"markers": 12, "marker_gap_seconds": 0.3, "background_load": "pgbench",
+                 "seed": 42, "targets": targets, "exact": exact, "n": 5,
+                 "seconds": stats.summary([3.0] * 5)},
+    }  # fmt: skip
+
+
+def test_pitr_section_puts_the_ratio_restore_rate_and_targets_side_by_side():
+    page = report.render(results(pitr=pitr()))
+    assert "## pgBackRest: cost of WAL archiving, restore rate, PITR correctness" in page
+    assert "| 3100 (3000–3200) | 3250 (3200–3300) | 0.94× (0.94–0.98) |" in page
+    assert "with archiving / without 0.94× (0.94–0.98)" in page  # headline
+    assert "320 MB database: 183.1 MB/s (1.75 s)" in page
+    assert "PITR to 5 random times: 5/5 exact" in page
+    assert page.count("| yes |") == 5
+    assert "pgbench -n -c 4 -j 2 -T 20 postgres" in page  # its command, with this run's sizes
+    assert "A `--quick` run" not in page
+    assert "## Recovery" not in page and "Stacks: converged" not in page  # no data part ran
+
+
+def test_pitr_section_names_a_wrong_target_and_a_quick_run():
+    res = results(pitr=pitr(exact=3))
+    res["config"] = {**res["config"], "quick": True}
+    page = report.render(res)
+    assert "PITR to 5 random times: 3/5 exact" in page and page.count("| NO |") == 2
+    assert "A `--quick` run (small sizes); the full `make bench` runs scale 20" in page
+
+
+def test_carried_sections_say_which_run_measured_them():
+    old = results(recovery=RECOVERY, tuning=tuning())
+    old["config"] = {**old["config"], "scale": 70}
+    old["machine"] = {**old["machine"], "kernel": "6.1-old", "disk_free_gib": 70}
+    new = results(pitr=pitr(), started="2026-11-29 19:00 UTC", argv="--only pitr --quick")
+    new["config"] = {**new["config"], "parts": ["pitr"], "scale": 20, "quick": True}
+    new["machine"] = {**new["machine"], "kernel": "6.1-new", "disk_free_gib": 60}
+    page = report.render(merge.merge(old, new))
+    carried = (
+        "Measured by an earlier run (`python -m bench`, 2026-11-28 18:00 UTC, load 1.0 / 1.5 / "
+        "2.0 at its start; the machine then: kernel 6.1-old); not re-run on 2026-11-29 19:00 UTC."
+    )
+    assert page.count(carried) == 2  # recovery and tuning, not pitr
+    assert page.index("## Recovery") < page.index(carried) < page.index("3 trials")
+    assert "keep their earlier figures and say when they were measured: recovery, tuning" in page
+    assert "holds pgbench scale 70." in page  # the data stack of the run that measured it
+    assert "`python -m bench --only pitr --quick`) on 2026-11-29 19:00 UTC" in page
