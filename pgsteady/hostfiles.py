@@ -19,13 +19,14 @@ import shlex
 from dataclasses import dataclass
 
 from pgsteady import pgbackrest
+from pgsteady.backup_artifact import ARTIFACT as BACKUP_ARTIFACT
 from pgsteady.compose import INIT_SQL, secret_names
 from pgsteady.jobs import backup_job, pgbackrest_jobs, watchdog_job
 from pgsteady.pgconfig import SCHEMA_PSQL, schema_file_names
 from pgsteady.settings import Settings
 
-#: Stdlib-only modules the backup tool imports from its own directory on the host.
-TOOL_MODULES = ("backup_tool.py", "restore_tool.py", "retention.py")
+#: Stdlib-only package (one zip) the backup tool imports from its own directory on the host.
+TOOL_ARCHIVES = (BACKUP_ARTIFACT,)
 #: Executables installed in app_dir/bin.
 TOOLS = ("pgsteady-ctl", "pgsteady-backup")
 
@@ -94,7 +95,7 @@ def layout(s: Settings) -> list[Owned]:
         root_only(s.app_dir, "755", directory=True),
         root_only(p["bin"], "755", directory=True),
         *(root_only(f"{p['bin']}/{t}", "755") for t in TOOLS),
-        *(root_only(f"{p['bin']}/{m}", "644") for m in TOOL_MODULES),
+        *(root_only(f"{p['bin']}/{m}", "644") for m in TOOL_ARCHIVES),
         root_only(p["etc"], "700", directory=True),
         root_only(p["ctl_env"], "600"),
         root_only(p["backup_config"], "600"),

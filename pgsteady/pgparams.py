@@ -400,7 +400,7 @@ def normalize_network(entry: str) -> str:
 ANY_IPV4, ANY_IPV6 = "0.0.0.0/0", "::/0"
 LOOPBACK = ("127.0.0.1/32", "::1/128")
 #: The NOSUPERUSER role pgsteady-backup's restore and drill load app-owned rows with
-#: (pgsteady/restore_tool.py): socket only, with a password made for one restore.
+#: (pgsteady/backuptool/load.py): socket only, with a password made for one restore.
 RESTORE_ROLE = "pgsteady_restore"
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from io import StringIO
+from io import BytesIO, StringIO
 from pathlib import Path
 
 from pyinfra.api import deploy
 from pyinfra.operations import files
 
+from pgsteady import backup_artifact
 from pgsteady.backup_config import render_backup_config
-from pgsteady.hostfiles import TOOL_MODULES
 from pgsteady.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,15 +26,17 @@ def install(s: Settings) -> None:
         group="root",
         mode="755",
     )
-    for module in TOOL_MODULES:
-        files.put(
-            name=module,
-            src=str(REPO / "pgsteady" / module),
-            dest=f"{bin_dir}/{module}",
-            user="root",
-            group="root",
-            mode="644",
-        )
+    # The package as one zip, the same bytes on every deploy (pgsteady.backup_artifact).
+    files.put(
+        name=backup_artifact.ARTIFACT,
+        src=BytesIO(backup_artifact.build()),
+        dest=f"{bin_dir}/{backup_artifact.ARTIFACT}",
+        user="root",
+        group="root",
+        mode="644",
+    )
+    for old in backup_artifact.OLD_MODULES:  # the one-file-per-module layout it replaces
+        files.file(name=f"Remove old {bin_dir}/{old}", path=f"{bin_dir}/{old}", present=False)
     # Its on_failure_command and docker keys are run by root: root-only, in etc/ (0700).
     files.put(
         name="backup.json",

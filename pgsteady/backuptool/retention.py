@@ -1,8 +1,7 @@
 """Backup file naming and daily/weekly/monthly retention (pure, stdlib-only).
 
-This module is shipped to the host next to the backup tool (``app_dir/bin/retention.py``),
-where only the Python 3 standard library is available, so it must stay stdlib-only and
-compatible with Python 3.8.
+Part of the backup tool that runs on the host (see the package doc), where only the
+Python 3 standard library is available: stdlib-only, compatible with Python 3.8.
 
 Layout, after prodrigestivill/docker-postgres-backup-local (all times UTC)::
 

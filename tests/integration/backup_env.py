@@ -12,19 +12,24 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pgsteady import backup_artifact
+
 DOCKER = "/usr/bin/docker"
 REPO = Path(__file__).resolve().parents[2]
-# What the deploy uploads to APP_DIR/bin (source -> installed name).
-TOOL_FILES = {
-    REPO / "files/backup/pgsteady-backup": "pgsteady-backup",
-    REPO / "pgsteady/backup_tool.py": "backup_tool.py",
-    REPO / "pgsteady/restore_tool.py": "restore_tool.py",
-    REPO / "pgsteady/retention.py": "retention.py",
-}
+WRAPPER = REPO / "files/backup/pgsteady-backup"
 # The host's interpreter; PGSTEADY_TEST_HOST_PYTHON=python3.8 checks the oldest supported.
 HOST_PYTHON = os.environ.get("PGSTEADY_TEST_HOST_PYTHON") or (
     "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
 )
+
+
+def install_tool(bin_dir: Path) -> None:
+    """What the deploy uploads to APP_DIR/bin: the wrapper and the package's zip."""
+    shutil.copy(WRAPPER, bin_dir / "pgsteady-backup")
+    os.chmod(bin_dir / "pgsteady-backup", 0o755)
+    archive = bin_dir / backup_artifact.ARTIFACT
+    archive.write_bytes(backup_artifact.build())
+    os.chmod(archive, 0o644)
 
 
 def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -161,9 +166,7 @@ class Tool:
     ) -> Tool:
         bin_dir = app_dir / "bin"
         bin_dir.mkdir(parents=True, exist_ok=True)
-        for source, name in TOOL_FILES.items():
-            shutil.copy(source, bin_dir / name)
-            os.chmod(bin_dir / name, 0o755 if name == "pgsteady-backup" else 0o644)
+        install_tool(bin_dir)
         backup_dir = backup_dir or app_dir / "backups"
         (app_dir / "config").mkdir(exist_ok=True)
         config = {

@@ -19,7 +19,8 @@ import time
 import pytest
 from backup_env import DOCKER, HOST_PYTHON, Postgres, Tool, docker, find_image
 
-from pgsteady import backup_tool
+from pgsteady.backuptool import config as tool_config
+from pgsteady.backuptool.errors import BackupError
 
 IMAGE = find_image()
 
@@ -88,14 +89,14 @@ def no_temp_files(tool: Tool) -> bool:
 
 
 def test_config_errors_name_every_key():
-    with pytest.raises(backup_tool.BackupError) as err:
-        backup_tool.config_from_dict(
+    with pytest.raises(BackupError) as err:
+        tool_config.config_from_dict(
             {"databases": [], "backup_dir": "/b", "keep_days": 0, "verfy": "x"}
         )
     message = str(err.value)
     for part in ("verfy: unknown key", "container: missing", "databases: []"):
         assert part in message
-    config = backup_tool.config_from_dict(
+    config = tool_config.config_from_dict(
         {"container": "c", "databases": ["app"], "backup_dir": "/b", "keep_weeks": 0}
     )
     assert (config.keep_days, config.keep_weeks, config.docker, config.verify) == (
@@ -104,8 +105,8 @@ def test_config_errors_name_every_key():
         "docker",
         "full",
     )
-    with pytest.raises(backup_tool.BackupError, match="keep_days: 0 is not accepted"):
-        backup_tool.config_from_dict(
+    with pytest.raises(BackupError, match="keep_days: 0 is not accepted"):
+        tool_config.config_from_dict(
             {"container": "c", "databases": ["a"], "backup_dir": "/b", "keep_days": 0}
         )
 

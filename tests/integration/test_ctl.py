@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from backup_env import install_tool
 
 REPO = Path(__file__).resolve().parents[2]
 CTL = REPO / "files" / "bin" / "pgsteady-ctl"
@@ -363,9 +364,7 @@ def test_backup_tool_refuses_a_config_another_uid_could_write(tmp_path: Path) ->
     """files/backup/pgsteady-backup checks its config and its own modules before using them."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    shutil.copy(REPO / "files" / "backup" / "pgsteady-backup", bin_dir / "pgsteady-backup")
-    for module in ("backup_tool.py", "restore_tool.py", "retention.py"):
-        shutil.copy(REPO / "pgsteady" / module, bin_dir / module)
+    install_tool(bin_dir)
     marker = tmp_path / "ran"
     config = tmp_path / "backup.json"
     config.write_text(
@@ -398,12 +397,12 @@ def test_backup_tool_refuses_a_config_another_uid_could_write(tmp_path: Path) ->
     assert res.returncode == 2 and "refusing" in res.stderr and "uid 999" in res.stderr, res
     assert not marker.exists(), "root ran a command from a config uid 999 owns"
     os.chown(config, 0, 0)
-    (bin_dir / "retention.py").chmod(0o666)
+    (bin_dir / "backuptool.zip").chmod(0o666)
     res = run()
-    assert res.returncode == 2 and "retention.py" in res.stderr, res
+    assert res.returncode == 2 and "backuptool.zip" in res.stderr, res
     assert not marker.exists()
     # the backup directory root restores from, and its parents, are checked too
-    (bin_dir / "retention.py").chmod(0o644)
+    (bin_dir / "backuptool.zip").chmod(0o644)
     shelf = tmp_path / "shared"
     shelf.mkdir()
     shelf.chmod(0o777)  # a parent another uid may write: it could swap the backups dir

@@ -19,7 +19,8 @@ import time
 import pytest
 from backup_env import DOCKER, HOST_PYTHON, Postgres, Tool, docker, find_image
 
-from pgsteady.restore_tool import PAUSE_ENV, REPLACED_PREFIX, TEMP_PREFIX
+from pgsteady.backuptool.databases import REPLACED_PREFIX, TEMP_PREFIX
+from pgsteady.backuptool.load import PAUSE_ENV
 
 IMAGE = find_image()
 pytestmark = [

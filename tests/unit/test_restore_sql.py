@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgsteady.restore_tool import handover_sql, setting_sql, split_guc_list
+from pgsteady.backuptool.sql import handover_sql, setting_sql, split_guc_list
 
 
 @pytest.mark.parametrize(

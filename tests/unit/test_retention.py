@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgsteady import backup_tool, retention
-from pgsteady.retention import Policy
+from pgsteady.backuptool import backup, dump, layout, log, retention
+from pgsteady.backuptool.retention import Policy
 
 START = datetime(2024, 1, 1, 2, 0, tzinfo=UTC)  # a Monday, ISO week 2024-01
 RUN_TIME = timedelta(minutes=5)
@@ -183,25 +183,25 @@ def test_validate_policy_reports_every_error():
 # --- the same retention on a real directory tree, through the backup tool's functions ---
 
 
-def fake_backup(backup_dir: str, when: datetime) -> backup_tool.Made:
+def fake_backup(backup_dir: str, when: datetime) -> dump.Made:
     name = retention.names_for("app", when, ".dump")["last"]
     path = os.path.join(backup_dir, "last", name)
     for ext, data in (("", b"dump"), (".sha256", b"x  y\n"), (".manifest.json", b"{}")):
         with open(path + ext, "wb") as fh:
             fh.write(data)
-    return backup_tool.Made(name, path, {})
+    return dump.Made(name, path, {})
 
 
 def test_tree_after_40_days(tmp_path):
     backup_dir = str(tmp_path)
-    backup_tool.ensure_dirs(backup_dir)
-    log = backup_tool.Log("pgsteady-backup-test")
+    layout.ensure_dirs(backup_dir)
+    run_log = log.Log("pgsteady-backup-test")
     policy = Policy()
     for day in range(40):
         when = START + timedelta(days=day)
         made = fake_backup(backup_dir, when)
-        backup_tool.link_tiers(backup_dir, made, "app", ".dump", when, policy)
-        backup_tool.apply_retention(backup_dir, "app", ".dump", when + RUN_TIME, policy, log)
+        backup.link_tiers(backup_dir, made, "app", ".dump", when, policy)
+        backup.apply_retention(backup_dir, "app", ".dump", when + RUN_TIME, policy, run_log)
     expected = simulate(40)
     for tier in retention.TIERS:
         listing = set(os.listdir(tmp_path / tier))

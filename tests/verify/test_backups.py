@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pgsteady.backup_config import render_backup_config
-from pgsteady.backup_tool import DUMP_SUFFIX, GLOBALS, GLOBALS_SUFFIX, STATUS_FILE
+from pgsteady.backuptool.layout import DUMP_SUFFIX, GLOBALS, GLOBALS_SUFFIX, STATUS_FILE
+from pgsteady.backuptool.retention import parse_stamp
 from pgsteady.jobs import backup_job, render_cron, render_service, render_timer
-from pgsteady.retention import parse_stamp
 from pgsteady.settings import Settings
 from pgsteady.verify import Fixes, backup_deadline, check, human_duration
 
