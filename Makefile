@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help deploy dry-run down test test-unit test-integration test-e2e lint verify \
 	status monitor chaos bench backup restore restore-pitr restore-pitr-clean restore-drill clean-venv host-deps update-image lock \
-	lab lab-down lab-chaos
+	lab lab-down lab-chaos settings-docs
 
 help:
 	@echo "make deploy   [INVENTORY=inventory/local.py]  converge the inventory's hosts"
@@ -72,6 +72,11 @@ down: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# group_data/all.py and docs/settings.md from pgsteady/settings.py (a unit test fails when
+# they are stale).
+settings-docs: $(STAMP)
+	$(BIN)/python -m pgsteady.settings_doc
 
 # System packages and daemons the integration and e2e tests use for real.
 host-deps:

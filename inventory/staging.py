@@ -12,7 +12,7 @@ hosts = [
             "ssh_port": 22,
             "ssh_key": "~/.ssh/id_ed25519",
             "_sudo": True,
-            # pgsteady settings for this host (see group_data/all.py for every key):
+            # pgsteady settings for this host (docs/settings.md lists every key):
             "postgres_memory_limit": "2GB",
             "postgres_bind": "10.0.0.12",
             "postgres_allowed_networks": ["10.0.0.0/24"],

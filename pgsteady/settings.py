@@ -4,14 +4,18 @@ Deploy, verify, monitor and the backup tool all read a :class:`Settings`; none o
 them re-derives a default on its own. :func:`build_settings` takes the operator's
 ``host.data`` plus a few host facts and either returns Settings or raises
 :class:`SettingsError` listing *every* problem (key, bad value, what is accepted).
+
+Each field states its default, a one-line description and, where one line is not
+enough, the longer prose (``doc``), grouped in sections: ``python -m
+pgsteady.settings_doc`` (``make settings-docs``) generates group_data/all.py and
+docs/settings.md from them. Above 400 lines because the catalogue of every setting
+with its documentation is this one class, on purpose.
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import math
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,32 +33,30 @@ from pydantic import (
     model_validator,
 )
 
-from pgsteady import safety
+from pgsteady.image import POSTGRES_UID
 from pgsteady.image import SUITES as DEBIAN_SUITES
 from pgsteady.schedule import parse_schedule
+from pgsteady.setting_types import (
+    DatabaseName,
+    Duration,
+    Identifier,
+    Network,
+    RoleName,
+    SafePath,
+    Size,
+    SizeOrAuto,
+    check_cpus,
+    check_overrides,
+    duration_seconds,
+)
+from pgsteady.settings_checks import cross_checks, format_error, unknown_key_errors
+from pgsteady.tuning import DB_TYPES, PG_VERSIONS, STORAGE_TYPES
 from pgsteady.units import parse_size
 
-#: host.data keys with these prefixes belong to pgsteady; an unknown one is a typo.
-SETTING_PREFIXES = (
-    "app_",
-    "compose_",
-    "postgres_",
-    "backup_",
-    "docker_",
-    "healthcheck_",
-    "preflight_",
-    "watchdog_",
-    "pgbackrest_",
-)
-
-#: Postgres major versions the registry/archive sources accept.
-SUPPORTED_VERSIONS = range(13, 19)
-
-_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")
-_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
-_DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+_VERSIONS = f"{PG_VERSIONS[0]} to {PG_VERSIONS[-1]}"
+_LOCAL_FILE = "a path on the machine that runs the deploy, or None"
+_SCHEDULE = "a cron expression (5 fields) or @hourly, @daily, @weekly, @monthly"
 
 
 class SettingsError(ValueError):
@@ -77,123 +79,28 @@ class HostFacts:
     has_systemd: bool = False
 
 
-def duration_seconds(value: str) -> float:
-    """``"10s"`` → 10.0; ``"500ms"`` → 0.5."""
-    m = _DURATION.fullmatch(value)
-    if not m:
-        raise ValueError(f"{value!r} is not a duration like 10s, 500ms, 5m or 1h")
-    return int(m.group(1)) * _DURATION_SECONDS[m.group(2)]
-
-
-def _check_duration(value: Any) -> Any:
-    if isinstance(value, str):
-        if duration_seconds(value) <= 0:
-            raise ValueError(f"{value!r} must be longer than zero")
-        return value
-    raise ValueError(f"{value!r} is not a duration string like '10s', '5m' or '1h'")
-
-
-def _check_size(value: Any) -> Any:
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a size string like '512MB' or '4GB'")
-    if parse_size(value) <= 0:
-        raise ValueError(f"{value!r} must be larger than zero")
-    return value
-
-
-def _check_size_or_auto(value: Any) -> Any:
-    return value if value == "auto" else _check_size(value)
-
-
-def _check_name(value: Any) -> Any:
-    if not isinstance(value, str) or not _IDENT.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a lower-case SQL identifier "
-            "(a-z, 0-9, _; starting with a letter or _; at most 63 characters)"
-        )
-    return value
-
-
-def _check_identifier(value: Any) -> Any:
-    _check_name(value)
-    if value.startswith("pg_"):
-        raise ValueError(f"{value!r} starts with pg_, which Postgres reserves")
-    return value
-
-
-def _check_role(value: Any) -> Any:
-    _check_identifier(value)
-    if value in ("public", "none"):
-        raise ValueError(f"{value!r} is a role name Postgres reserves")
-    if value == "pgsteady_restore":
-        raise ValueError(f"{value!r} is the role pgsteady reserves for restores (any other name)")
-    return value
-
-
-def _check_database(value: Any) -> Any:
-    _check_identifier(value)
-    if value in ("template0", "template1", "postgres"):
-        raise ValueError(f"{value!r} is a system database; name the application's own (e.g. 'app')")
-    return value
-
-
-def _check_path(value: Any) -> Any:
-    if not isinstance(value, str) or not _SAFE_PATH.fullmatch(value) or "/../" in f"{value}/":
-        raise ValueError(
-            f"{value!r} is not an absolute path of letters, digits, '.', '_', '-' and '/'"
-        )
-    if os.path.normpath(value) != value.rstrip("/") or value.startswith("//"):
-        raise ValueError(
-            f"{value!r} is not a normalised path (no '.', '..' or '//' parts); "
-            f"did you mean {os.path.normpath(value)!r}?"
-        )
-    if value.rstrip("/") in ("", "/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/boot"):
-        raise ValueError(f"{value!r} is a system directory; use a directory of its own")
-    return value.rstrip("/")
-
-
-def _check_cpus(value: Any) -> Any:
-    if value == "auto":
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{value!r} is not 'auto' or a number of CPUs like 2 or 0.5")
-    return value
-
-
-def _check_overrides(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        for name, item in value.items():
-            if item is None or not isinstance(item, str | int | float | bool):
-                raise ValueError(
-                    f"{name!r} = {item!r} is not a single value (string, number or boolean)"
-                )
-            if isinstance(item, str) and any(c in item for c in "\n\r\0"):
-                raise ValueError(
-                    f"{name!r} = {item!r} contains a line break or NUL, which "
-                    "postgresql.conf cannot hold"
-                )
-    return value
-
-
-def _check_network(value: Any) -> Any:
-    if value in ("samenet", "samehost"):
-        return value
-    try:
-        return str(ipaddress.ip_network(value, strict=False))
-    except (ValueError, TypeError):
-        raise ValueError(
-            f"{value!r} is not a network: use a CIDR like 10.0.0.0/8 or samenet/samehost"
-        ) from None
-
-
-Duration = Annotated[str, BeforeValidator(_check_duration)]
-Size = Annotated[str, BeforeValidator(_check_size)]
-SizeOrAuto = Annotated[str, BeforeValidator(_check_size_or_auto)]
-RoleName = Annotated[str, BeforeValidator(_check_role)]
-DatabaseName = Annotated[str, BeforeValidator(_check_database)]
-ExtensionName = Annotated[str, BeforeValidator(_check_name)]
-SafePath = Annotated[str, BeforeValidator(_check_path)]
-Network = Annotated[str, BeforeValidator(_check_network)]
+def setting(
+    default: Any,
+    description: str,
+    *,
+    doc: str = "",
+    section: str = "",
+    intro: str = "",
+    accepted: str = "",
+    **constraints: Any,
+) -> Any:
+    """A Field with its documentation: ``doc`` is prose beyond the one line,
+    ``section`` starts a new section (``intro`` its prose) at this field, and
+    ``accepted`` says what is accepted where the type alone does not tell."""
+    extra = {"doc": doc, "section": section, "intro": intro, "accepted": accepted}
+    kwargs: dict[str, Any] = {
+        "description": description,
+        "json_schema_extra": {k: v for k, v in extra.items() if v} or None,
+        **constraints,
+    }
+    if isinstance(default, list | dict):
+        return Field(default_factory=lambda: type(default)(default), **kwargs)
+    return Field(default, **kwargs)
 
 
 class PgBackRestRepo(BaseModel):
@@ -228,148 +135,260 @@ class PgBackRestRepo(BaseModel):
 
 
 class Settings(BaseModel):
-    """Every pgsteady setting with its default; see group_data/all.py for the prose."""
+    """Every pgsteady setting with its default, description and documentation."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # --- layout -------------------------------------------------------------
-    app_dir: SafePath = Field("/opt/pgsteady", description="Where everything lives on the host")
-    compose_project: str = Field("pgsteady", description="Compose project name")
-    # --- image --------------------------------------------------------------
-    postgres_version: StrictInt = Field(17, description="Postgres major version")
-    postgres_image_source: Literal["auto", "registry", "debian", "archive"] = Field(
-        "auto", description="Where the image comes from"
+    app_dir: SafePath = setting(
+        "/opt/pgsteady",
+        "everything on the host: compose file, config/, secrets/, backups/",
+        section="layout",
     )
-    postgres_image: str | None = Field(None, description="Image name (derived when unset)")
-    postgres_image_archive: SafePath | None = Field(
-        None, description="Tarball for postgres_image_source=archive"
+    compose_project: str = setting(
+        "pgsteady",
+        "compose project; the container is <compose_project>-postgres",
+        accepted="lower-case letters, digits, _ and - (at most 63 characters)",
     )
-    postgres_debian_mirror: str | None = Field(
-        None, description="Debian mirror for the debian source (default: the host's apt sources)"
+    postgres_version: StrictInt = setting(
+        17,
+        f"major version, {_VERSIONS} (the debian source builds "
+        + " or ".join(map(str, sorted(DEBIAN_SUITES)))
+        + ")",
+        section="image",
+        accepted=_VERSIONS,
     )
-    postgres_debian_security_mirror: str | None = Field(
+    postgres_image_source: Literal["auto", "registry", "debian", "archive"] = setting(
+        "auto",
+        "registry (pulled) | debian (built on the host) | archive (a tarball) | auto",
+    )
+    postgres_image: str | None = setting(
         None,
-        description="Archive of <suite>-security for the debian source (default: host's apt)",
+        "image to pull or load; default postgres:<version>",
+        accepted="a docker image reference like postgres:17, or None",
     )
-    postgres_uid: StrictInt = Field(999, ge=1, le=65535, description="postgres uid in image")
-    # --- network ------------------------------------------------------------
-    postgres_port: StrictInt = Field(5432, ge=1, le=65535, description="Published port")
-    postgres_bind: str = Field("127.0.0.1", description="Address the port is published on")
-    postgres_allowed_networks: list[Network] = Field(
-        default_factory=lambda: ["samenet"], description="Networks allowed to log in"
+    postgres_image_archive: SafePath | None = setting(
+        None, "tarball on the host for postgres_image_source = archive"
     )
-    # --- TLS (paths on the machine that runs the deploy) ----------------------
-    postgres_tls_cert_file: str | None = Field(
-        None, description="Server certificate (PEM); default: issued by the inventory's CA"
+    postgres_debian_mirror: str | None = setting(
+        None,
+        "Debian mirror for the debian source; default: host's apt sources",
+        accepted="http(s)://HOST/PATH or file:/PATH, or None",
     )
-    postgres_tls_key_file: str | None = Field(None, description="Its private key (PEM)")
-    postgres_tls_ca_file: str | None = Field(None, description="The CA that issued it (PEM)")
-    postgres_tls_ca_dir: SafePath | None = Field(
-        None, description="The inventory's CA (default: .pgsteady/<inventory> beside it)"
+    postgres_debian_security_mirror: str | None = setting(
+        None,
+        "archive of <suite>-security; default: host's apt sources",
+        accepted="http(s)://HOST/PATH or file:/PATH, or None",
     )
-    postgres_tls_extra_names: list[str] = Field(
-        default_factory=list, description="More DNS names/addresses for the certificate"
+    postgres_uid: StrictInt = setting(
+        POSTGRES_UID,
+        "uid/gid of postgres in the image; its group reads config/, init/, secrets",
+        ge=1,
+        le=65535,
     )
-    # --- database -----------------------------------------------------------
-    postgres_db: DatabaseName = Field("app", description="The application's database")
-    postgres_user: RoleName = Field("app", description="The application's owner role")
-    postgres_readonly_user: RoleName | None = Field(None, description="Optional read-only role")
-    postgres_monitor_user: RoleName = Field(
-        "monitor", description="LOGIN role with pg_monitor for exporters and check tools"
+    postgres_port: StrictInt = setting(
+        5432, "port published on the host", section="network", ge=1, le=65535
     )
-    postgres_extensions: list[ExtensionName] = Field(
-        default_factory=lambda: ["pg_stat_statements", "pg_trgm"],
-        description="Extensions created in postgres_db",
+    postgres_bind: str = setting(
+        "127.0.0.1",
+        "address the port is published on (0.0.0.0 = every interface)",
+        accepted="an IP address",
     )
-    postgres_schema_files: list[str] = Field(
-        default_factory=list, description="Operator SQL files applied after init_db.sql"
+    postgres_allowed_networks: list[Network] = setting(
+        ["samenet"], "pg_hba networks allowed to log in (scram-sha-256 only)"
     )
-    # --- resources and tuning -----------------------------------------------
-    postgres_memory_limit: SizeOrAuto = Field("auto", description="Container memory limit")
-    postgres_cpus: Annotated[float | Literal["auto"], BeforeValidator(_check_cpus)] = Field(
-        "auto", description="Container CPU limit"
+    postgres_tls_cert_file: str | None = setting(
+        None,
+        "server certificate (PEM), with the two below",
+        section="TLS",
+        intro="TLS on every address. Default: a CA per inventory (.pgsteady/<inventory>/\n"
+        "beside the inventory file, on the deploy machine) issues each host's certificate,\n"
+        "renewed by a converge 30 days before it expires. Or supply your own (paths on the\n"
+        "deploy machine).",
+        accepted=_LOCAL_FILE,
     )
-    postgres_shm_size: Size = Field("256MB", description="Container /dev/shm size")
-    postgres_db_type: Literal["web", "oltp", "dw", "desktop", "mixed"] = Field(
-        "web", description="Workload kind for tuning"
+    postgres_tls_key_file: str | None = setting(
+        None, "its unencrypted private key (PEM)", accepted=_LOCAL_FILE
     )
-    postgres_storage: Literal["ssd", "hdd", "san", "nvme"] = Field(
-        "ssd", description="Storage kind"
+    postgres_tls_ca_file: str | None = setting(
+        None,
+        "the CA that issued it: what clients verify with",
+        accepted=_LOCAL_FILE,
     )
-    postgres_max_connections: StrictInt | None = Field(
-        None, ge=10, le=10000, description="max_connections (the workload's default when unset)"
+    postgres_tls_ca_dir: SafePath | None = setting(
+        None, "where the generated CA lives (default .pgsteady/<inventory>)"
+    )
+    postgres_tls_extra_names: list[str] = setting(
+        [], "more DNS names/addresses the certificate lists", accepted="DNS names or IP addresses"
+    )
+    postgres_db: DatabaseName = setting("app", "the application's database", section="database")
+    postgres_user: RoleName = setting("app", "the application's owner role (LOGIN, not superuser)")
+    postgres_readonly_user: RoleName | None = setting(
+        None, 'an optional read-only role, e.g. "app_ro"'
+    )
+    postgres_monitor_user: RoleName = setting(
+        "monitor", "LOGIN role with pg_monitor (password: secrets/monitor_password)"
+    )
+    postgres_extensions: list[Identifier] = setting(
+        ["pg_stat_statements", "pg_trgm"], "extensions created in postgres_db"
+    )
+    postgres_schema_files: list[str] = setting(
+        [],
+        "local SQL files applied in order as postgres_user (idempotent!)",
+        accepted="paths on the deploy machine of files named like 01_tables.sql",
+    )
+    postgres_memory_limit: SizeOrAuto = setting(
+        "auto", "container memory limit; auto = 75% of host RAM", section="resources and tuning"
+    )
+    postgres_cpus: Annotated[float | Literal["auto"], BeforeValidator(check_cpus)] = setting(
+        "auto", "container CPU limit; auto = all host CPUs"
+    )
+    postgres_shm_size: Size = setting("256MB", "/dev/shm for parallel queries")
+    postgres_db_type: Literal[DB_TYPES] = setting("web", "tuning profile (workload kind)")  # type: ignore[valid-type]
+    postgres_storage: Literal[STORAGE_TYPES] = setting("ssd", "tuning for this storage")  # type: ignore[valid-type]
+    postgres_max_connections: StrictInt | None = setting(
+        None, "default: the profile's (web 200, oltp 300, dw 40 ...)", ge=10, le=10000
     )
     postgres_settings: Annotated[
-        dict[str, str | int | float | bool], BeforeValidator(_check_overrides)
-    ] = Field(default_factory=dict, description="postgresql.conf overrides, merged last")
-    postgres_accept_async_commit_loss: StrictBool = Field(
-        False, description="Allow synchronous_commit = off (a crash loses the last commits)"
+        dict[str, str | int | float | bool], BeforeValidator(check_overrides)
+    ] = setting(
+        {},
+        "postgresql.conf overrides, checked against the server's own list",
+        doc="fsync/full_page_writes off and managed keys (hba_file, include*, ssl*) are\n"
+        "refused; synchronous_commit = off needs postgres_accept_async_commit_loss.",
     )
-    # --- container behaviour ------------------------------------------------
-    postgres_restart_policy: Literal["always", "unless-stopped", "on-failure", "no"] = Field(
-        "always", description="Docker restart policy"
+    postgres_accept_async_commit_loss: StrictBool = setting(
+        False,
+        "allow synchronous_commit = off in postgres_settings",
+        doc="synchronous_commit = off loses the last acknowledged commits on a crash.",
     )
-    postgres_stop_grace_period: Duration = Field("60s", description="Time for a clean shutdown")
-    postgres_healthy_timeout: Duration = Field("300s", description="Deploy waits this long")
-    healthcheck_interval: Duration = Field("10s", description="pg_isready every ...")
-    healthcheck_timeout: Duration = Field("5s", description="pg_isready timeout")
-    healthcheck_retries: StrictInt = Field(3, ge=1, le=100, description="Failures → unhealthy")
-    healthcheck_start_period: Duration = Field("60s", description="Grace after a start")
-    # --- docker -------------------------------------------------------------
-    docker_packages: Literal["debian", "docker-ce"] = Field(
-        "debian", description="docker.io+docker-compose, or Docker's own packages"
+    postgres_restart_policy: Literal["always", "unless-stopped", "on-failure", "no"] = setting(
+        "always", "Docker restart policy", section="container behaviour"
     )
-    docker_log_max_size: str = Field("10m", pattern=r"^\d+[kmg]$", description="Per log file")
-    docker_log_max_file: StrictInt = Field(5, ge=1, le=100, description="Log files kept")
-    # --- preflight ----------------------------------------------------------
-    preflight_min_ram: Size = Field("1GB", description="Minimum host RAM")
-    preflight_min_disk: Size = Field("2GB", description="Minimum free disk on app_dir")
-    # --- backups ------------------------------------------------------------
-    backup_enabled: StrictBool = Field(True, description="Schedule backups")
-    backup_dir: SafePath | None = Field(None, description="Backups (default app_dir/backups)")
-    backup_schedule: str = Field("15 2 * * *", description="cron expression or @daily ...")
-    backup_keep_days: StrictInt = Field(7, ge=1, le=3650, description="Daily backups kept")
-    backup_keep_weeks: StrictInt = Field(4, ge=0, le=520, description="Weekly backups kept")
-    backup_keep_months: StrictInt = Field(6, ge=0, le=240, description="Monthly backups kept")
-    backup_on_failure_command: str | None = Field(None, description="Run when a backup fails")
-    # --- watchdog (pgsteady-ctl watchdog, every minute) ----------------------
-    watchdog_backoff: Duration = Field(
-        "60s", description="Wait after a watchdog start that did not stay up; doubles each time"
+    postgres_stop_grace_period: Duration = setting(
+        "60s", "time for a clean shutdown before SIGKILL"
     )
-    watchdog_backoff_max: Duration = Field("1h", description="Longest wait between starts")
-    watchdog_on_failure_command: str | None = Field(
-        None, description="Run when the watchdog reports a crash loop"
+    postgres_healthy_timeout: Duration = setting(
+        "300s", "the deploy fails if not healthy within this"
     )
-    postgres_restore_on_empty: StrictBool = Field(
-        False, description="Restore the newest backup into an empty data volume"
+    healthcheck_interval: Duration = setting("10s", "pg_isready every ...")
+    healthcheck_timeout: Duration = setting("5s", "... with this timeout")
+    healthcheck_retries: StrictInt = setting(
+        3, 'consecutive failures before "unhealthy"', ge=1, le=100
     )
-    # --- pgBackRest: WAL archiving, physical backups, point-in-time recovery ----
-    pgbackrest_enabled: StrictBool = Field(True, description="Archive WAL with pgBackRest")
-    pgbackrest_stanza: Annotated[str, BeforeValidator(_check_name)] = Field(
-        "main", description="pgBackRest stanza name"
+    healthcheck_start_period: Duration = setting("60s", "failures during start-up do not count")
+    docker_packages: Literal["debian", "docker-ce"] = setting(
+        "debian",
+        "debian (docker.io + docker-compose) | docker-ce (Docker's repo)",
+        section="docker",
     )
-    pgbackrest_repos: list[PgBackRestRepo] = Field(
-        default_factory=lambda: [PgBackRestRepo()],
+    docker_log_max_size: str = setting(
+        "10m",
+        "container log file size before rotation",
+        pattern=r"^\d+[kmg]$",
+        accepted='a number with k, m or g (e.g. "10m")',
+    )
+    docker_log_max_file: StrictInt = setting(5, "rotated log files kept", ge=1, le=100)
+    preflight_min_ram: Size = setting("1GB", "refuse hosts with less RAM", section="preflight")
+    preflight_min_disk: Size = setting(
+        "2GB", "refuse when app_dir's filesystem has less free space"
+    )
+    backup_enabled: StrictBool = setting(
+        True, "schedule backups (cron.d, or a systemd timer under systemd)", section="backups"
+    )
+    backup_dir: SafePath | None = setting(None, "default <app_dir>/backups")
+    backup_schedule: str = setting(
+        "15 2 * * *", "cron expression or @hourly/@daily/@weekly/@monthly", accepted=_SCHEDULE
+    )
+    backup_keep_days: StrictInt = setting(7, "daily backups kept", ge=1, le=3650)
+    backup_keep_weeks: StrictInt = setting(4, "weekly backups kept", ge=0, le=520)
+    backup_keep_months: StrictInt = setting(6, "monthly backups kept", ge=0, le=240)
+    backup_on_failure_command: str | None = setting(
+        None,
+        "shell command run when a backup fails (mail, webhook)",
+        accepted="one line without '%' (cron treats % specially), or None",
+    )
+    postgres_restore_on_empty: StrictBool = setting(
+        False, "empty volume restores the newest backup; debian source only"
+    )
+    watchdog_backoff: Duration = setting(
+        "60s",
+        "wait after a start that did not stay up; doubles each time",
+        section="watchdog",
+        intro="The watchdog (every minute) starts a container that is down, not stopped on\n"
+        'purpose, not paused/restarting, and whose restart policy is not "no". A start that\n'
+        "does not stay up makes it wait watchdog_backoff, doubling up to watchdog_backoff_max;\n"
+        "from the third such start on it reports a crash loop (logger,\n"
+        "app_dir/state/watchdog.json, the command).",
+    )
+    watchdog_backoff_max: Duration = setting("1h", "longest wait between two watchdog starts")
+    watchdog_on_failure_command: str | None = setting(
+        None,
+        "shell command run when the watchdog reports a crash loop",
+        accepted="one line without '%' (cron treats % specially), or None",
+    )
+    pgbackrest_enabled: StrictBool = setting(
+        True,
+        "archive_mode=on, archive_command = pgbackrest archive-push",
+        section="pgBackRest: continuous WAL archiving, physical backups, point-in-time recovery",
+        intro="On by default: needs the pgBackRest inside pgsteady's Debian-built image (source\n"
+        "debian, or auto, which then builds it); registry/archive images must set\n"
+        "pgbackrest_enabled=False.",
+    )
+    pgbackrest_stanza: Identifier = setting(
+        "main", "the stanza (one per cluster) in every repository"
+    )
+    pgbackrest_repos: list[PgBackRestRepo] = setting(
+        [PgBackRestRepo()],
+        "repositories, repo1 first (one to four)",
         min_length=1,
         max_length=4,
-        description="Repositories, repo1 first",
+        doc='kind "posix": a host directory (default <app_dir>/pgbackrest/repoN), owned by\n'
+        "the server's uid, encrypted (aes-256-cbc) with a passphrase generated on the host\n"
+        "in <app_dir>/secrets/pgbackrest/repoN.conf.\n"
+        'kind "host" (with "host": a name of the inventory\'s `backup` group): that host\'s\n'
+        "repository, which survives the loss of this one; its passphrase is made once on the\n"
+        "deploy machine (beside the CA) and reaches both hosts over the deploy's SSH.\n"
+        "Local + off-host is the usual pair:\n"
+        '[{"kind": "posix"}, {"kind": "host", "host": "backup1"}]',
+        accepted='a list of {"kind": "posix" | "host", "path": (posix) an absolute path, '
+        '"host": (host) a backup host, "retention_full": 1-9999, "retention_diff": 1-9999}',
     )
-    pgbackrest_archive_timeout: Duration = Field(
-        "60s", description="archive_timeout: WAL switched (and archived) at least this often"
+    pgbackrest_archive_timeout: Duration = setting(
+        "60s", "archive_timeout: the most WAL time a host loss loses"
     )
-    pgbackrest_archive_queue_max: Size = Field(
-        "1GB", description="WAL waiting in pg_wal beyond this is dropped from the archive"
+    pgbackrest_archive_queue_max: Size = setting(
+        "1GB",
+        "WAL not yet archived that may pile up in pg_wal",
+        doc="Beyond it pgBackRest drops WAL (the archive gets a gap: PITR across it fails\n"
+        "until the next full backup) so that a dead repository never fills the disk and\n"
+        "stops the server.",
     )
-    pgbackrest_process_max: StrictInt = Field(1, ge=1, le=64, description="Parallel processes")
-    pgbackrest_tls_port: StrictInt = Field(
-        8432, ge=1024, le=65535, description="pgBackRest TLS server port (off-host repositories)"
+    pgbackrest_process_max: StrictInt = setting(
+        1, "parallel compression/transfer processes (backup, async push)", ge=1, le=64
     )
-    pgbackrest_address: str | None = Field(
-        None, description="Address other hosts reach this host's pgBackRest server on"
+    pgbackrest_tls_port: StrictInt = setting(
+        8432,
+        "pgBackRest TLS server port (off-host repositories)",
+        ge=1024,
+        le=65535,
+        doc='Off-host repositories ({"kind": "host", "host": "<name>"} in pgbackrest_repos;\n'
+        "the host is in the inventory's `backup` group): both ends run pgBackRest's TLS\n"
+        "server on this port, with certificates from the inventory's CA.",
     )
-    pgbackrest_full_schedule: str = Field("30 1 * * 0", description="Full backups")
-    pgbackrest_diff_schedule: str = Field("30 1 * * 1-6", description="Differential backups")
-    pgbackrest_verify_schedule: str = Field("30 4 * * 0", description="pgbackrest verify")
+    pgbackrest_address: str | None = setting(
+        None,
+        "how other hosts reach this one (default: ssh_hostname or name)",
+        accepted="a host name or IP address, or None",
+    )
+    pgbackrest_full_schedule: str = setting(
+        "30 1 * * 0", "full backup (cron syntax; Sundays 01:30)", accepted=_SCHEDULE
+    )
+    pgbackrest_diff_schedule: str = setting(
+        "30 1 * * 1-6", "differential backup (Mondays to Saturdays)", accepted=_SCHEDULE
+    )
+    pgbackrest_verify_schedule: str = setting(
+        "30 4 * * 0", "pgbackrest verify: checksums of the repository", accepted=_SCHEDULE
+    )
 
     # --- host facts (not operator settings; filled by build_settings) -------
     host_ram_mb: StrictInt = Field(0, ge=0, exclude=True)
@@ -388,8 +407,8 @@ class Settings(BaseModel):
     @field_validator("postgres_version")
     @classmethod
     def _version(cls, v: int) -> int:
-        if v not in SUPPORTED_VERSIONS:
-            raise ValueError(f"{v} is not supported: use 13 to 18")
+        if v not in PG_VERSIONS:
+            raise ValueError(f"{v} is not supported: use {_VERSIONS}")
         return v
 
     @field_validator("postgres_bind")
@@ -511,168 +530,33 @@ class Settings(BaseModel):
         }
 
 
-def _server_parameter_like(key: str) -> str | None:
-    """The Postgres parameter an unknown ``postgres_<name>`` key most likely means."""
-    from pgsteady.pgparams import available_versions, load_catalog
-
-    names: set[str] = set()
-    for version in available_versions():
-        names.update(load_catalog(version))
-    close = difflib.get_close_matches(key.removeprefix("postgres_"), sorted(names), n=1)
-    return close[0] if close else None
-
-
-def _unknown_key_errors(keys: list[str], known: set[str]) -> list[str]:
-    errors = []
-    for key in keys:
-        if key in known:
-            continue
-        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8)
-        param = None if close else _server_parameter_like(key)
-        if close:
-            hint = f"; did you mean {close[0]}?"
-        elif param:
-            hint = f"; server parameters go in postgres_settings, e.g. {{{param!r}: ...}}"
-        else:
-            hint = "; see group_data/all.py for every setting"
-        errors.append(f"{key}: unknown setting{hint}")
-    return errors
-
-
-def _format_error(err: Any) -> str:
-    key = ".".join(str(p) for p in err["loc"]) or "settings"
-    msg = err["msg"].removeprefix("Value error, ")
-    if "input" not in err or key == "settings":
-        return f"{key}: {msg}"
-    value = repr(err["input"])
-    if msg.startswith(f"{value} "):  # the validator named the value itself
-        msg = msg.removeprefix(value)
-    return f"{key} = {value}: {msg.strip()}"
-
-
-def _cross_checks(s: Settings) -> list[str]:
-    errors = []
-    ram = s.host_ram_mb * 1024 * 1024
-    if s.postgres_memory_limit != "auto" and ram and s.memory_limit_bytes > ram:
-        errors.append(
-            f"postgres_memory_limit = {s.postgres_memory_limit!r}: above the host's RAM "
-            f"({s.host_ram_mb} MB); use 'auto' or a size up to the RAM"
-        )
-    if s.postgres_cpus != "auto" and s.host_cpus and float(s.postgres_cpus) > s.host_cpus:
-        errors.append(f"postgres_cpus = {s.postgres_cpus!r}: above the host's {s.host_cpus} CPUs")
-    if s.postgres_image_source == "debian" and s.postgres_version not in DEBIAN_SUITES:
-        accepted = " or ".join(str(v) for v in DEBIAN_SUITES)
-        errors.append(
-            f"postgres_version = {s.postgres_version}: Debian packages only {accepted} "
-            "(postgres_image_source=debian); use one of those or another image source"
-        )
-    if s.seconds("watchdog_backoff") < 1:
-        errors.append(
-            f"watchdog_backoff = {s.watchdog_backoff!r}: below 1s; the watchdog counts whole "
-            "seconds (use e.g. 60s)"
-        )
-    if s.seconds("watchdog_backoff") > s.seconds("watchdog_backoff_max"):
-        errors.append(
-            f"watchdog_backoff = {s.watchdog_backoff!r}: longer than watchdog_backoff_max "
-            f"({s.watchdog_backoff_max!r}); use a backoff up to the maximum"
-        )
-    if s.postgres_image_source == "archive" and not s.postgres_image_archive:
-        errors.append("postgres_image_archive: required when postgres_image_source=archive")
-    if s.postgres_restore_on_empty and s.postgres_image_source != "debian":
-        errors.append(
-            f"postgres_restore_on_empty = True: needs postgres_image_source = 'debian' (got "
-            f"{s.postgres_image_source!r}); restore-on-empty is done by pgsteady's Debian-built "
-            "image, whose entrypoint reads the root-only backups before dropping to the "
-            "postgres user. The official image (registry, auto, archive) starts its init "
-            "scripts as that user, after initdb, and cannot read them: it would start empty"
-        )
-    if s.postgres_image_source == "archive" and not s.postgres_image:
-        errors.append(
-            "postgres_image: required when postgres_image_source=archive "
-            "(the image name inside the tarball)"
-        )
-    for i, path in enumerate(s.postgres_schema_files):
-        name = os.path.basename(path)
-        if not os.path.isfile(path):
-            errors.append(
-                f"postgres_schema_files[{i}] = {path!r}: no such file here "
-                "(paths are read on the machine that runs the deploy)"
-            )
-        elif not re.fullmatch(r"[A-Za-z0-9._-]+\.sql", name):
-            errors.append(
-                f"postgres_schema_files[{i}] = {path!r}: name it with letters, digits, "
-                "'.', '_' and '-', ending in .sql"
-            )
-    errors.extend(_tls_checks(s))
-    from pgsteady.pgbackrest import settings_errors as pgbackrest_errors
-
-    errors.extend(pgbackrest_errors(s))
-    if s.postgres_user == s.postgres_readonly_user:
-        errors.append(
-            f"postgres_readonly_user = {s.postgres_readonly_user!r}: must differ from postgres_user"
-        )
-    if s.postgres_monitor_user in (s.postgres_user, s.postgres_readonly_user, "postgres"):
-        errors.append(
-            f"postgres_monitor_user = {s.postgres_monitor_user!r}: must differ from "
-            "postgres_user, postgres_readonly_user and the superuser 'postgres'"
-        )
-    if s.postgres_settings:
-        from pgsteady.pgparams import available_versions, validate_overrides
-
-        if s.postgres_version in available_versions():
-            managed = safety.MANAGED_KEYS
-            unmanaged = {k: v for k, v in s.postgres_settings.items() if k not in managed}
-            errors.extend(validate_overrides(s.postgres_version, unmanaged))
-    errors.extend(safety.errors(s))
-    if "postgres" in (s.postgres_user, s.postgres_readonly_user):
-        errors.append("postgres_user: 'postgres' is the superuser; the app needs its own role")
-    return errors
-
-
-def _tls_checks(s: Settings) -> list[str]:
-    from pgsteady.tls import check_supplied, valid_name
-
-    errors = [
-        f"postgres_tls_extra_names[{i}] = {name!r}: not a DNS name or IP address"
-        for i, name in enumerate(s.postgres_tls_extra_names)
-        if not valid_name(name)
-    ]
-    supplied = (s.postgres_tls_cert_file, s.postgres_tls_key_file, s.postgres_tls_ca_file)
-    if any(supplied) and not all(supplied):
-        errors.append(
-            "postgres_tls_cert_file, postgres_tls_key_file, postgres_tls_ca_file: set all "
-            "three (your certificate, its key, the CA clients verify it with) or none "
-            "(pgsteady issues one from the inventory's CA)"
-        )
-    elif all(supplied):
-        errors.extend(check_supplied(*supplied))  # type: ignore[arg-type]
-    return errors
-
-
 def build_settings(data: Mapping[str, Any], facts: HostFacts, host: str = "") -> Settings:
-    """Validate the operator's data for one host; raise SettingsError with every problem."""
-    ours = {k: v for k, v in data.items() if k.startswith(SETTING_PREFIXES)}
+    """Validate the operator's data for one host; raise SettingsError with every problem.
+
+    Keys that are not pgsteady's (other packages' data in the same inventory) are left
+    alone; see :func:`pgsteady.settings_checks.unknown_key_errors`.
+    """
     known = {n for n in Settings.model_fields if not n.startswith("host_")}
-    errors = _unknown_key_errors(sorted(ours), known)
-    values = {k: v for k, v in ours.items() if k in known}
+    errors = unknown_key_errors(data, known)
+    values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
     values.update(
         host_ram_mb=facts.ram_mb, host_cpus=facts.cpus, host_has_systemd=facts.has_systemd
     )
     try:
         settings = Settings(**values)
     except ValidationError as exc:
-        errors.extend(_format_error(e) for e in exc.errors())
+        errors.extend(format_error(e) for e in exc.errors())
         raise SettingsError(errors, host) from None
     except (TypeError, ValueError) as exc:  # a validator's own helper failing oddly
         raise SettingsError([*errors, f"settings: {exc}"], host) from None
-    errors.extend(_cross_checks(settings))
+    errors.extend(cross_checks(settings))
     if errors:
         raise SettingsError(errors, host)
     return settings
 
 
 def defaults() -> dict[str, Any]:
-    """The default of every operator setting (what group_data/all.py must state)."""
+    """The default of every operator setting (what group_data/all.py states)."""
     out = {}
     for name, field in Settings.model_fields.items():
         if name.startswith("host_"):

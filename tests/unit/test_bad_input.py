@@ -109,7 +109,9 @@ BAD_SETTINGS: list[tuple[dict[str, Any], str, str, str]] = [
      "did you mean backup_keep_days?"),
     ({"postgres_shared_bufers": "1GB"}, "postgres_shared_bufers", "unknown setting",
      "server parameters go in postgres_settings"),
-    ({"compose_flavour": "x"}, "compose_flavour", "unknown setting", "group_data/all.py"),
+    ({"watchdog_flavour": "x"}, "watchdog_flavour", "unknown setting", "docs/settings.md"),
+    ({"docker_log_max_sise": "10m"}, "docker_log_max_sise", "unknown setting",
+     "did you mean docker_log_max_size?"),
     # cron safety
     ({"backup_on_failure_command": "echo 100% failed"}, "backup_on_failure_command",
      "'echo 100% failed'", "without '%'"),

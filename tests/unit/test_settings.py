@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import runpy
-from pathlib import Path
-
 import pytest
 
 from pgsteady import safety
-from pgsteady.settings import HostFacts, SettingsError, build_settings, defaults
+from pgsteady.settings import HostFacts, SettingsError, build_settings
+from pgsteady.tuning import PG_VERSIONS
 
 FACTS = HostFacts(ram_mb=8192, cpus=4)
-REPO = Path(__file__).resolve().parents[2]
 
 
 def errors_for(**data) -> list[str]:
@@ -30,16 +27,6 @@ def test_defaults_are_valid_and_derived_values_follow():
     assert s.memory_limit_mb == 6144  # auto: 75% of RAM
     assert s.cpu_limit == 4.0
     assert s.seconds("healthcheck_interval") == 10
-
-
-def test_group_data_all_states_every_default():
-    """group_data/all.py documents exactly the settings, with the same defaults."""
-    documented = {
-        k: v
-        for k, v in runpy.run_path(str(REPO / "group_data" / "all.py")).items()
-        if not k.startswith("__")
-    }
-    assert documented == defaults()
 
 
 def test_explicit_limits_and_sizes():
@@ -111,6 +98,37 @@ def test_unknown_keys_get_a_suggestion_and_foreign_keys_are_ignored():
     build_settings({"ssh_user": "deploy", "_sudo": True}, FACTS)
 
 
+@pytest.mark.parametrize(
+    "data",
+    [{"docker_version": "27.3"}, {"docker_users": ["deploy"]}, {"docker_daemon_config": {}},
+     {"backup_bucket": "s3://x"}, {"app_name": "shop"}, {"compose_files": ["a.yml"]},
+     {"healthcheck_url": "https://x/health"}, {"preflight_skip": True}, {"ssh_port": 2222}],
+    ids=lambda d: next(iter(d)),
+)  # fmt: skip
+def test_other_packages_keys_in_the_same_inventory_pass(data: dict) -> None:
+    """Keys of another deploy package (a Docker package's docker_version) are not typos of
+    ours, even under a prefix pgsteady also uses: the settings build and ignore them."""
+    s = build_settings(data, FACTS)
+    assert s == build_settings({}, FACTS)
+
+
+@pytest.mark.parametrize(
+    ("key", "suggestion"),
+    [("postgres_verison", "postgres_version"), ("postgres_prot", "postgres_port"),
+     ("docker_log_max_sise", "docker_log_max_size"), ("docker_package", "docker_packages"),
+     ("backup_keep_week", "backup_keep_weeks"), ("healthcheck_interal", "healthcheck_interval"),
+     ("app_dri", "app_dir"), ("pgbackrest_repo", "pgbackrest_repos")],
+)  # fmt: skip
+def test_a_misspelled_setting_is_refused_with_the_one_it_means(key: str, suggestion: str) -> None:
+    assert errors_for(**{key: 1}) == [f"{key}: unknown setting; did you mean {suggestion}?"]
+
+
+@pytest.mark.parametrize("key", ["pgbackrest_bucket", "watchdog_mode", "postgres_flavour"])
+def test_an_unknown_key_under_a_pgsteady_prefix_is_refused(key: str) -> None:
+    (error,) = errors_for(**{key: "x"})
+    assert error.startswith(f"{key}: unknown setting;"), error
+
+
 def test_networks_are_normalised():
     s = build_settings({"postgres_allowed_networks": ["10.1.2.3/8", "samenet"]}, FACTS)
     assert s.postgres_allowed_networks == ["10.0.0.0/8", "samenet"]
@@ -129,7 +147,7 @@ def test_schema_files_must_exist_and_have_safe_names(tmp_path):
 # Settings that bypass managed files, lose acknowledged data, or cannot work
 # --------------------------------------------------------------------------------------
 
-ALL_VERSIONS = range(13, 19)
+ALL_VERSIONS = PG_VERSIONS
 FALSE_SPELLINGS = ["off", "OFF", "false", "False", "f", "no", "n", "0", 0, False, " off "]
 TRUE_SPELLINGS = ["on", "true", "True", "yes", "1", 1, True]
 MANAGED = [
