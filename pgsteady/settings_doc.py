@@ -170,7 +170,8 @@ def render_reference() -> str:
             out += [" ".join(intro.split()), ""]
         out += ["| Key | Default | What it does | Accepted |", "| --- | --- | --- | --- |"]
         for name, field in fields:
-            what = f"{field.description}."
+            what = str(field.description)
+            what += "" if what.endswith(".") else "."
             if doc := _extra(field, "doc"):
                 what += " " + doc
             default = python_literal(values[name]).replace("|", "\\|")  # GFM: even in code
