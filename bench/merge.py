@@ -49,7 +49,8 @@ def merge(previous: Results | None, current: Results) -> Results:
             out.setdefault("data_stack", copy.deepcopy(previous["data_stack"]))
         # versions measured by the carried parts (e.g. the data stack's Postgres)
         out["versions"] = {**previous.get("versions", {}), **out.get("versions", {})}
-    return out
+    # the previous document's key order first: the file's diff shows what changed
+    return {**{k: out[k] for k in previous if k in out}, **out}
 
 
 def part_config(res: Results, part: str) -> Results:

@@ -48,6 +48,8 @@ def test_a_run_of_one_part_replaces_it_and_keeps_the_others():
     assert out["data_stack"] == {"scale": 70}  # the carried data parts' stack
     assert out["versions"]["postgres"] == "17.1"
     assert "carried" not in pitr_run and "recovery" not in pitr_run  # inputs untouched
+    keys = list(out)
+    assert keys[: len(FULL)] == list(FULL) and keys[-1] == "carried"  # a readable file diff
 
 
 def test_carried_parts_keep_the_run_that_measured_them_over_several_merges():
