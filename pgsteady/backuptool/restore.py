@@ -1,6 +1,6 @@
-"""The ``restore`` subcommand: a verified backup restored atomically (see the steps).
+"""The ``restore`` subcommand: a verified backup restored atomically (steps below).
 
-``restore`` checks a backup's sha256, then restores it; the target is a NEW database
+It checks a backup's sha256, then restores it; the target is a NEW database
 (``DB_restore_YYYYmmdd_HHMMSS`` unless ``--target-db`` names another), or with
 ``--force`` an existing one, which it replaces atomically:
 
@@ -26,10 +26,6 @@ killed run left. Every restore, successful or not, is recorded in status.json
 ``--jobs N`` copies the dump into the container's /tmp (the backup files are 0600 root,
 unreadable by the container's postgres user) and runs ``pg_restore -j N`` on it; with
 one job the dump is streamed through stdin.
-
-``drill`` restores the newest backup of every database into a scratch database nobody
-else can connect to, compares each table's row count with the manifest, drops the
-scratch database and records the outcome under ``drill`` in status.json.
 
 Every superuser session runs with search_path pinned (docker.SAFE_PGOPTIONS) and
 schema-qualified catalog names. Rows of tables owned by other roles are loaded in a

@@ -160,3 +160,26 @@ def test_restore_on_empty_brings_the_data_back(stack: Stack) -> None:
     with stack.connect() as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM orders")
         assert cur.fetchone() == (20000,)
+
+
+def test_a_converge_replaces_the_old_per_module_tool_and_the_next_changes_nothing(
+    stack: Stack,
+) -> None:
+    """A host of the old layout (backup_tool.py, restore_tool.py, retention.py in bin/):
+    one converge leaves only the wrapper and the zip, the tool runs from the zip, and a
+    second converge uploads the same zip bytes again, i.e. changes nothing."""
+    bin_dir = stack.app_dir / "bin"
+    old = ("backup_tool.py", "restore_tool.py", "retention.py")
+    for name in old:
+        (bin_dir / name).write_text("raise SystemExit('the old module ran')\n")
+        (bin_dir / name).chmod(0o644)
+    zip_before = (bin_dir / "backuptool.zip").read_bytes()
+    result = stack.deploy()
+    assert result.returncode == 0, result.output[-4000:]
+    assert not [name for name in old if (bin_dir / name).exists()]
+    assert (bin_dir / "backuptool.zip").read_bytes() == zip_before
+    again = stack.deploy()
+    assert again.returncode == 0, again.output[-4000:]
+    assert again.changed == 0, again.changed_operations()
+    run = make("backup", stack)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
