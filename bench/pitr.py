@@ -136,8 +136,7 @@ class Workspace:
         self.root = Path(tempfile.mkdtemp(prefix="pgsbench-"))
 
     def __enter__(self) -> Workspace:
-        root, uid = self.root, self.s.postgres_uid
-        root.chmod(0o755)
+        root, uid = self.root, self.s.postgres_uid  # 0700 until every file has its mode
         for d in ("config", "secrets", "repo1"):
             (root / d).mkdir()
         (root / "config" / "pgbackrest.conf").write_text(pgbackrest.render_conf(self.s))
@@ -151,6 +150,7 @@ class Workspace:
             os.chown(path, 0, uid)
             path.chmod(0o640)
         os.chown(root / "repo1", uid, uid)
+        root.chmod(0o755)  # the container's postgres reaches its mounts through it
         return self
 
     def __exit__(self, *exc: object) -> None:
