@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ from pgsteady.pgconfig import expected_settings, tuning_input
 from pgsteady.pgparams import Param, to_number
 from pgsteady.settings import HostFacts, build_settings
 from pgsteady.tuning import pgtune
-from tests.support.stack import REPO, Stack
+from tests.support.stack import REPO, Stack, parse_grand_total
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -112,3 +113,35 @@ def test_dry_run_shows_the_change_and_changes_nothing(deployed: Stack) -> None:
     assert conf.read_text() == before
     assert deployed.psql("SHOW log_min_duration_statement") != "4321ms"
     assert deployed.postmaster_start() == start
+
+
+def test_another_project_calls_the_converge_and_it_changes_nothing(
+    deployed: Stack, tmp_path: Path
+) -> None:
+    """A pyinfra project of its own (its own deploy file and directory, no pgsteady
+    group_data) calls pgsteady's converge; on the deployed host it changes nothing:
+    the settings' defaults are the validator's, not group_data/all.py's."""
+    project = tmp_path / "ops"
+    project.mkdir()
+    (project / "deploy.py").write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(REPO)!r})  # a checkout of pgsteady\n"
+        "from pyinfra.operations import server\n"
+        "from tasks.converge import converge\n"
+        "server.shell(name='Something of our own first', commands=['true'], _if=lambda: False)\n"
+        "converge()\n"
+    )
+    # Converged first with pgsteady's own deploy.py and group_data (earlier tests left
+    # their settings behind), then the other project's run must find nothing to do.
+    first = deployed.deploy()
+    assert first.returncode == 0, first.output[-3000:]
+    inventory = deployed.inventory
+    proc = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "pyinfra"), "-y", str(inventory), "deploy.py"],
+        cwd=project, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    assert "Loading: deploy.py" in output
+    success, errors, _no_change = parse_grand_total(output)
+    assert (success, errors) == (0, 0), output[-4000:]

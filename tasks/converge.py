@@ -1,0 +1,58 @@
+"""pgsteady's whole converge as one pyinfra deploy: what ``deploy.py`` runs, and what a
+project with its own pyinfra deploy file can call (docs/architecture.md, "Calling
+pgsteady from your own deploy").
+
+Every setting of the host is validated, and every preflight check run, before the first
+operation; a host with a problem stops the run with the list of what to fix. Hosts of
+the inventory's ``backup`` group run no Postgres: they keep the off-host pgBackRest
+repository of the database hosts that name them (pgbackrest_repos).
+"""
+
+from __future__ import annotations
+
+from pyinfra.api import deploy
+
+from tasks import (
+    backup,
+    docker,
+    image,
+    pgbackrest,
+    pgbackrest_repository,
+    postgres,
+    preflight,
+    schedule,
+    secrets,
+    tls,
+)
+from tasks.barrier import barrier
+from tasks.pgbackrest_peers import is_backup_host
+from tasks.settings import load_settings
+
+
+@deploy("pgsteady")
+def converge() -> None:
+    """Converge the current host: a Postgres host, or a backup host of the inventory."""
+    settings = load_settings()
+    pgbackrest_repository.check_topology(settings)
+    preflight.run(settings)
+    compose_cmd = docker.compose_command(settings)
+
+    docker.install(settings)
+    image_ops = image.ensure(settings)
+    if is_backup_host():
+        pgbackrest_repository.prepare(settings, compose_cmd, image_ops)
+    else:
+        secrets.ensure(settings)
+        tls_ops = tls.ensure(settings)  # before the server starts: ssl = on needs the files
+        pgbackrest_ops = pgbackrest.prepare(settings)  # bind-mounted repos and passphrases
+        postgres.ensure(settings, compose_cmd, image_ops)
+    # Operations of different hosts are ordered only at points every host passes.
+    barrier("the pgBackRest repository servers of the backup hosts run")
+    if not is_backup_host():
+        pgbackrest.ensure_stanza(settings, pgbackrest_ops)
+        tls.reload_on_change(settings, tls_ops)
+        backup.install(settings)
+        schedule.ensure(settings)
+    barrier("every database host's stanza exists")
+    if is_backup_host():
+        pgbackrest_repository.first_backups(settings)
