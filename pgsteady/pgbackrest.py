@@ -27,6 +27,7 @@ Pure: Settings in, text out.
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from dataclasses import dataclass
 
@@ -372,7 +373,16 @@ def settings_errors(s: Settings) -> list[str]:
     return errors
 
 
-_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+def is_loopback(bind: str) -> bool:
+    """True for an address only this host reaches (127.0.0.0/8, ::1, localhost)."""
+    if bind == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(bind)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 def _remote_errors(s: Settings) -> list[str]:
@@ -381,7 +391,7 @@ def _remote_errors(s: Settings) -> list[str]:
     if not remote:
         return []
     errors = []
-    if s.postgres_bind in _LOOPBACK:
+    if is_loopback(s.postgres_bind):
         errors.append(
             f"postgres_bind = {s.postgres_bind!r}: an off-host repository (pgbackrest_repos "
             "kind 'host') takes backups through this host's pgBackRest server, published on "

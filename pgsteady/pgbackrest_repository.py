@@ -68,10 +68,19 @@ def client_errors(s: Settings, name: str, clients: list[Client]) -> list[str]:
             f"{name}: postgres_image_source = {s.postgres_image_source!r}: a backup host runs "
             "pgBackRest from pgsteady's Debian-built image; use 'debian' or 'auto'"
         )
-    if s.postgres_bind in ("127.0.0.1", "::1", "localhost"):
+    if pgbackrest.is_loopback(s.postgres_bind):
         errors.append(
             f"{name}: postgres_bind = {s.postgres_bind!r}: database hosts reach the backup "
             "host's pgBackRest server there; use the host's private address"
+        )
+    if len(clients) > 1:
+        # pgBackRest's TLS server checks the stanza when a client connects, then serves
+        # any path of the repository: database hosts sharing one would reach each other's
+        # backups and passphrases.
+        errors.append(
+            f"{name}: database hosts {', '.join(c.name for c in clients)} all name it in "
+            "pgbackrest_repos; a backup host keeps one database host's repository (its "
+            "server lets a client reach the whole repository): give each its own backup host"
         )
     stanzas: dict[str, str] = {}
     numbers = sorted({c.repo for c in clients})
@@ -193,11 +202,29 @@ def command(s: Settings, c: Client, *args: str) -> tuple[str, ...]:
 #: ``status: error``): the job asks for every result and fails unless it says ``status:
 #: ok`` with no file missing or invalid (the rule of ``pgsteady-ctl pgbackrest-verify``).
 VERIFY_JUDGE = (
-    'out=$("$@" --output=text --verbose 2>&1); rc=$?; printf "%s\\n" "$out"; '
+    'v=$1; shift; out=$("$@" --output=text --verbose 2>&1); rc=$?; printf "%s\\n" "$out"; '
     'bad="status: (error|invalid)|(missing|checksum invalid|size invalid|other): [1-9]"; '
-    '[ "$rc" -eq 0 ] && printf "%s\\n" "$out" | grep -q "^ *status: ok" '
-    '&& ! printf "%s\\n" "$out" | grep -Eq "$bad"'
+    'ok=false; [ "$rc" -eq 0 ] && printf "%s\\n" "$out" | grep -q "^ *status: ok" '
+    '&& ! printf "%s\\n" "$out" | grep -Eq "$bad" && ok=true; '
+    'printf \'{"finished": %s, "ok": %s}\\n\' "$(date +%s)" "$ok" > "$v.tmp" '
+    '&& mv -f "$v.tmp" "$v"; '
+    '[ "$ok" = true ]'
 )
+
+
+def state_dir(s: Settings) -> str:
+    """Root-only directory of the backup host's verdicts (``make verify`` reads them)."""
+    return f"{s.app_dir}/state"
+
+
+def verdict_file(s: Settings, stanza: str) -> str:
+    return f"{state_dir(s)}/verify-{stanza}.json"
+
+
+def verify_command(s: Settings, c: Client) -> tuple[str, ...]:
+    """The judged verify of one stanza: fails, and keeps the verdict, unless it is sound."""
+    judged = ("sh", "-c", VERIFY_JUDGE, "pgbackrest-verify", verdict_file(s, c.stanza))
+    return (*judged, *command(s, c, "verify"))
 
 
 def jobs(s: Settings, clients: list[Client]) -> list[Job]:
@@ -211,9 +238,7 @@ def jobs(s: Settings, clients: list[Client]) -> list[Job]:
         ):
             unit = f"pgsteady-repository-{kind}-{c.stanza}"
             what = "verify" if kind == "verify" else f"pgBackRest {kind} backup"
-            argv = command(s, c, *args)
-            if kind == "verify":
-                argv = ("sh", "-c", VERIFY_JUDGE, "pgbackrest-verify", *argv)
+            argv = verify_command(s, c) if kind == "verify" else command(s, c, *args)
             out.append(
                 Job(
                     unit=unit,

@@ -9,29 +9,53 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from collections.abc import Callable, Iterable
 
 from pgsteady.inventory import InventoryHost
-from pgsteady.pgbackrest_repository import container_name
-from pgsteady.settings import PgBackRestRepo, Settings
+from pgsteady.pgbackrest_repository import container_name, verdict_file
+from pgsteady.settings import PgBackRestRepo, Settings, defaults
+from pgsteady.verify import backup_deadline
 
 Run = Callable[[str], str]
 
 
-def stanzas_served(backup: str, hosts: Iterable[InventoryHost]) -> list[tuple[str, str]]:
-    """(database host, stanza) of every host whose pgbackrest_repos name ``backup``."""
+def stanzas_served(backup: str, hosts: Iterable[InventoryHost]) -> list[tuple[str, str, str]]:
+    """(database host, stanza, verify schedule) of every host whose pgbackrest_repos name
+    ``backup`` (settings a host does not give take the validator's default)."""
+    base = defaults()
     out = []
     for h in hosts:
-        if h.is_backup_host or not h.data.get("pgbackrest_enabled", True):
+        data = {**base, **{k: v for k, v in h.data.items() if v is not None}}
+        if h.is_backup_host or not data["pgbackrest_enabled"]:
             continue
-        for raw in h.data.get("pgbackrest_repos") or []:
+        for raw in data["pgbackrest_repos"] or []:
             try:
                 repo = PgBackRestRepo.model_validate(raw)
             except ValueError:
                 continue
             if repo.kind == "host" and repo.host == backup:
-                out.append((h.name, str(h.data.get("pgbackrest_stanza") or "main")))
+                out.append((h.name, str(data["pgbackrest_stanza"]),
+                            str(data["pgbackrest_verify_schedule"])))  # fmt: skip
     return out
+
+
+def verdict_problem(text: str | None, schedule: str, now: float) -> str | None:
+    """Why the stanza's last judged verify does not vouch for the repository (None: it
+    does): missing, not ok, or older than its schedule allows."""
+    if not text:
+        return "never verified (the deploy verifies after the first full backup)"
+    try:
+        verdict = json.loads(text)
+        finished, ok = float(verdict["finished"]), verdict["ok"]
+    except (ValueError, KeyError, TypeError):
+        return "its verdict file cannot be read"
+    if ok is not True:
+        return "the last pgbackrest verify found corrupt or missing files"
+    limit = backup_deadline(schedule)
+    if limit is not None and now - finished > limit.total_seconds():
+        return f"the last verify is {(now - finished) / 86400:.1f} days old (schedule {schedule!r})"
+    return None
 
 
 def stanza_problem(info_json: str, stanza: str) -> str | None:
@@ -57,7 +81,7 @@ def stanza_problem(info_json: str, stanza: str) -> str | None:
 
 def check(h: InventoryHost, s: Settings, hosts: list[InventoryHost], run: Run) -> list[tuple]:
     """(name, ok, what, fix) of each check of backup host ``h``: the server, each stanza,
-    and the verdict of each stanza's last scheduled verify (systemd hosts, once it ran)."""
+    and each stanza's last judged verify (missing, failed or stale fails)."""
     container = container_name(s)
     deploy = "make deploy INVENTORY=<inventory>"
     health = run(
@@ -71,7 +95,7 @@ def check(h: InventoryHost, s: Settings, hosts: list[InventoryHost], run: Run) -
             deploy,
         )
     ]
-    for db, stanza in stanzas_served(h.name, hosts):
+    for db, stanza, schedule in stanzas_served(h.name, hosts):
         cmd = (
             f"docker exec -u {s.postgres_uid} {shlex.quote(container)} pgbackrest "
             f"--stanza={shlex.quote(stanza)} info --output=json 2>/dev/null"
@@ -87,17 +111,17 @@ def check(h: InventoryHost, s: Settings, hosts: list[InventoryHost], run: Run) -
                 f"--stanza={stanza} backup --type=full",
             )
         )
+        verdict = run(f"cat {shlex.quote(verdict_file(s, stanza))} 2>/dev/null")
+        why = verdict_problem(verdict, schedule, time.time())
         unit = f"pgsteady-repository-verify-{stanza}.service"
-        shown = run(f"systemctl show -p Result -p ExecMainStartTimestampMonotonic {unit} 2>&1")
-        props = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
-        if props.get("ExecMainStartTimestampMonotonic", "0") not in ("", "0"):
-            out.append(
-                (
-                    f"verify[{stanza}]",
-                    props.get("Result") == "success",
-                    f"the last pgbackrest verify of {db}'s stanza {stanza!r} found problems "
-                    f"(systemd result {props.get('Result')})",
-                    f"journalctl -u {unit} -n 40; then take a full backup on the backup host",
-                )
+        out.append(
+            (
+                f"verify[{stanza}]",
+                why is None,
+                f"{db}'s stanza {stanza!r} in this repository: {why}",
+                f"journalctl -u {shlex.quote(unit)} -n 40; after a corrupt file, a new full "
+                f"backup: docker exec -u {s.postgres_uid} {container} pgbackrest "
+                f"--stanza={stanza} backup --type=full; then systemctl start {unit}",
             )
+        )
     return out

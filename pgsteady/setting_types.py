@@ -141,6 +141,23 @@ def _check_network(value: Any) -> Any:
         ) from None
 
 
+#: A host's address in a certificate's common name (at most 64 characters).
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
+
+
+def check_host_address(value: Any) -> Any:
+    """an IP address or a DNS host name (at most 64 characters)"""
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            ipaddress.ip_address(value)
+            return value
+        except ValueError:
+            if _HOST_NAME.fullmatch(value):
+                return value
+    raise ValueError(f"{value!r} is not an IP address or a host name of at most 64 characters")
+
+
 Duration = Annotated[str, BeforeValidator(_check_duration)]
 Size = Annotated[str, BeforeValidator(_check_size)]
 SizeOrAuto = Annotated[str, BeforeValidator(_check_size_or_auto)]
@@ -149,3 +166,4 @@ DatabaseName = Annotated[str, BeforeValidator(_check_database)]
 Identifier = Annotated[str, BeforeValidator(_check_name)]
 SafePath = Annotated[str, BeforeValidator(_check_path)]
 Network = Annotated[str, BeforeValidator(_check_network)]
+HostAddress = Annotated[str, BeforeValidator(check_host_address)]

@@ -39,6 +39,7 @@ from pgsteady.schedule import parse_schedule
 from pgsteady.setting_types import (
     DatabaseName,
     Duration,
+    HostAddress,
     Identifier,
     Network,
     RoleName,
@@ -375,7 +376,7 @@ class Settings(BaseModel):
         "the host is in the inventory's `backup` group): both ends run pgBackRest's TLS\n"
         "server on this port, with certificates from the inventory's CA.",
     )
-    pgbackrest_address: str | None = setting(
+    pgbackrest_address: HostAddress | None = setting(
         None,
         "how other hosts reach this one (default: ssh_hostname or name)",
         accepted="a host name or IP address, or None",

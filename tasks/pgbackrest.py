@@ -38,8 +38,11 @@ class StanzaStatus(FactBase[dict[int, int]]):
             return {}
         out: dict[int, int] = {}
         for stanza in doc if isinstance(doc, list) else []:
-            for repo in stanza.get("repo") or []:
-                out[int(repo.get("key", 0))] = int((repo.get("status") or {}).get("code", -1))
+            for repo in (stanza.get("repo") or []) if isinstance(stanza, dict) else []:
+                try:
+                    out[int(repo["key"])] = int(repo["status"]["code"])
+                except (KeyError, TypeError, ValueError):
+                    continue  # an answer it cannot read: that repository counts as missing
         return out
 
 

@@ -9,9 +9,13 @@ both hosts over the deploy's own SSH channel, compared by hash and never shown.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
+import stat
+import tempfile
+from collections.abc import Callable
 from io import StringIO
 
 from pyinfra import host, inventory
@@ -22,11 +26,12 @@ from pyinfra.operations import files
 
 from pgsteady import pgbackrest
 from pgsteady.pgbackrest_repository import GROUP, Client
-from pgsteady.settings import PgBackRestRepo, Settings
+from pgsteady.schedule import parse_schedule
+from pgsteady.setting_types import _check_name as check_stanza
+from pgsteady.setting_types import check_host_address
+from pgsteady.settings import PgBackRestRepo, Settings, defaults
 from pgsteady.tls import TlsError, issue_server_cert, load_or_create_ca, renewal_reason
 from tasks.tls import ca_directory, private_file
-
-_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def backup_host_names() -> list[str]:
@@ -41,11 +46,30 @@ def is_backup_host() -> bool:
     return GROUP in host.groups
 
 
+def _checked(name: str, key: str, value: object, check: Callable[[object], object]) -> object:
+    """Another host's setting, validated like its own deploy would (a run limited to one
+    host, or a project calling converge(), reaches here before that host's checks)."""
+    try:
+        return check(value)
+    except (TypeError, ValueError) as exc:
+        raise DeployError(f"{name}: {key} = {value!r}: {exc}") from None
+
+
+def _port(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1024 <= value <= 65535:
+        raise ValueError("use a port from 1024 to 65535")
+    return value
+
+
 def peer(name: str) -> pgbackrest.Peer:
-    """The pgBackRest server of inventory host ``name``."""
+    """The pgBackRest server of inventory host ``name``: its address (the name in its
+    certificate and in the other end's tls-server-auth) validated, never pasted raw."""
     data = inventory.get_host(name).data
-    port = data.get("pgbackrest_tls_port") or 8432
-    return pgbackrest.Peer(name, pgbackrest.peer_address(name, data.dict()), int(port))
+    address = pgbackrest.peer_address(name, data.dict())
+    key = "pgbackrest_address" if data.get("pgbackrest_address") else "ssh_hostname"
+    _checked(name, key, address, check_host_address)
+    port = _checked(name, "pgbackrest_tls_port", _value(data, "pgbackrest_tls_port"), _port)
+    return pgbackrest.Peer(name, address, int(port))  # type: ignore[call-overload]
 
 
 def peers_of(s: Settings) -> dict[str, pgbackrest.Peer]:
@@ -63,13 +87,20 @@ def peers_of(s: Settings) -> dict[str, pgbackrest.Peer]:
     return out
 
 
+def _value(data: object, key: str) -> object:
+    """A setting of another host: its data, else pgsteady's default (a project that calls
+    the converge from its own deploy has no pgsteady group_data)."""
+    value = data.get(key)  # type: ignore[attr-defined]
+    return defaults()[key] if value is None else value
+
+
 def clients_of(name: str) -> list[Client]:
     """The database hosts whose ``pgbackrest_repos`` name backup host ``name``."""
     out = []
     for h in inventory:
-        if GROUP in h.groups or not h.data.get("pgbackrest_enabled", True):
+        if GROUP in h.groups or not _value(h.data, "pgbackrest_enabled"):
             continue
-        for n, raw in enumerate(h.data.get("pgbackrest_repos") or [], 1):
+        for n, raw in enumerate(_value(h.data, "pgbackrest_repos") or [], 1):  # type: ignore[arg-type]
             try:
                 repo = PgBackRestRepo.model_validate(raw)
             except ValueError:
@@ -77,22 +108,41 @@ def clients_of(name: str) -> list[Client]:
             if repo.kind != "host" or repo.host != name:
                 continue
             d = h.data
+            stanza = _checked(h.name, "pgbackrest_stanza", _value(d, "pgbackrest_stanza"),
+                              check_stanza)  # fmt: skip
+            for key in ("pgbackrest_full_schedule", "pgbackrest_diff_schedule",
+                        "pgbackrest_verify_schedule"):  # fmt: skip
+                _checked(h.name, key, _value(d, key), parse_schedule)
+            _checked(h.name, "postgres_version", _value(d, "postgres_version"), _version)
             out.append(
                 Client(
                     name=h.name,
                     peer=peer(h.name),
-                    stanza=str(d.get("pgbackrest_stanza") or "main"),
+                    stanza=str(stanza),
                     repo=n,
                     retention_full=repo.retention_full,
                     retention_diff=repo.retention_diff,
-                    full_schedule=str(d.get("pgbackrest_full_schedule")),
-                    diff_schedule=str(d.get("pgbackrest_diff_schedule")),
-                    verify_schedule=str(d.get("pgbackrest_verify_schedule")),
-                    postgres_version=int(d.get("postgres_version") or 0),
-                    process_max=int(d.get("pgbackrest_process_max") or 1),
+                    full_schedule=str(_value(d, "pgbackrest_full_schedule")),
+                    diff_schedule=str(_value(d, "pgbackrest_diff_schedule")),
+                    verify_schedule=str(_value(d, "pgbackrest_verify_schedule")),
+                    postgres_version=int(_value(d, "postgres_version")),  # type: ignore[call-overload]
+                    process_max=int(_value(d, "pgbackrest_process_max")),  # type: ignore[call-overload]
                 )
             )
     return out
+
+
+def _version(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("use a Postgres major version number, e.g. 17")
+    return value
+
+
+def _store_name(value: str) -> str:
+    """A file name in the passphrase store: a validated stanza or inventory host name."""
+    if value in (".", "..") or not re.fullmatch(r"[A-Za-z0-9._@-]+", value):
+        raise DeployError(f"{value!r} cannot name a file in the passphrase store")
+    return value
 
 
 def shared_passphrase(s: Settings, backup_host: str, stanza: str) -> str:
@@ -103,20 +153,29 @@ def shared_passphrase(s: Settings, backup_host: str, stanza: str) -> str:
         load_or_create_ca(directory, label)  # the CA first: it is made only in a new directory
     except TlsError as exc:
         raise DeployError(f"TLS: {exc}") from None
-    folder = directory / "pgbackrest" / _SAFE.sub("_", backup_host)
+    folder = directory / "pgbackrest" / _store_name(backup_host)
     for d in (directory / "pgbackrest", folder):
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if d.stat().st_uid != os.geteuid() or d.stat().st_mode & 0o077:
-            raise DeployError(f"{d}: must be yours and private (0700): it holds passphrases")
-    path = folder / f"{_SAFE.sub('_', stanza)}.pass"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(48) + "\n")
-    st = path.stat()
+        st = os.lstat(d)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            raise DeployError(
+                f"{d}: must be your own private directory (0700): it holds passphrases"
+            )
+    path = folder / f"{_store_name(stanza)}.pass"
+    if not path.exists():
+        # Written whole under a temporary name, then linked into place: a deploy running at
+        # the same time sees no file or the complete one, and the first one made wins.
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".pass-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48) + "\n")
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise DeployError(f"{path}: not a regular file; restore the passphrase from a copy")
     if st.st_uid != os.geteuid() or st.st_mode & 0o077:
         raise DeployError(f"{path}: must be yours and 0600: it is a repository passphrase")
     value = path.read_text().strip()

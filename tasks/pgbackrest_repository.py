@@ -56,6 +56,10 @@ def prepare(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> No
         name="pgBackRest parent", path=f"{s.app_dir}/pgbackrest", user="root", group="root",
         mode="755",
     )  # fmt: skip
+    files.directory(
+        name="State directory (verify verdicts)", path=repository.state_dir(s), user="root",
+        group="root", mode="700",
+    )  # fmt: skip
     path = repository.repo_dir(s)
     made = files.directory(name="pgBackRest repository directory", path=path, mode="750")
     owner_and_mode(path, uid, uid, "750", created_by=made)
@@ -119,7 +123,11 @@ def first_backups(s: Settings) -> None:
         if host.get_fact(Link, path=latest):
             continue
         server.shell(
-            name=f"First full backup of {c.name} (stanza {c.stanza})",
-            commands=[shlex.join(repository.command(s, c, "backup", "--type=full"))],
+            name=f"First full backup of {c.name} (stanza {c.stanza}), verified",
+            commands=[
+                shlex.join(repository.command(s, c, "backup", "--type=full")),
+                # A verdict from the start: make verify fails while none exists.
+                shlex.join(repository.verify_command(s, c)),
+            ],
         )
     ensure_jobs(s, [(job, True) for job in repository.jobs(s, clients)])

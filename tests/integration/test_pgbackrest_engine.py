@@ -12,6 +12,7 @@ Every container, volume and directory made here has a unique name and is removed
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -273,7 +274,8 @@ def test_verify_reports_a_corrupt_file_in_its_text_only_and_pgsteady_judges_it(
     c.psql("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g")
     c.pgbackrest("backup", "--type=full")
     argv = [DOCKER_CLI, "exec", "-u", "postgres", c.name, *pgbackrest.command(c.s, "verify")]
-    judged = ["sh", "-c", VERIFY_JUDGE, "pgbackrest-verify", *argv]
+    verdict = c.root / "verify-main.json"
+    judged = ["sh", "-c", VERIFY_JUDGE, "pgbackrest-verify", str(verdict), *argv]
     sound = subprocess.run(judged, capture_output=True, text=True, timeout=600, check=False)
     assert sound.returncode == 0, sound.stdout + sound.stderr
     # One byte flipped in the middle of the largest file of the backup (encrypted, zstd).
@@ -287,4 +289,5 @@ def test_verify_reports_a_corrupt_file_in_its_text_only_and_pgsteady_judges_it(
     assert "status: error" in bare.stdout and "checksum invalid: 1" in bare.stdout, bare.stdout
     corrupt = subprocess.run(judged, capture_output=True, text=True, timeout=600, check=False)
     assert corrupt.returncode != 0, corrupt.stdout  # ... the verdict does
+    assert json.loads(verdict.read_text())["ok"] is False  # and make verify will read it
     assert victim.name in bare.stdout + corrupt.stdout or "status: invalid" in corrupt.stdout

@@ -136,6 +136,7 @@ def test_backup_host_jobs_run_per_stanza_in_the_repository_container():
     assert full.command == want
     verify = jobs["pgsteady-repository-verify-main"].command
     assert verify[:2] == ("sh", "-c") and verify[-1] == "verify"
+    assert verify[4] == "/opt/pgsteady/state/verify-main.json"
 
 
 @pytest.mark.parametrize(
@@ -150,14 +151,19 @@ def test_backup_host_jobs_run_per_stanza_in_the_repository_container():
         ("", 0, False),
     ],
 )  # fmt: skip
-def test_backup_host_verify_job_judges_pgbackrest_s_verdict(printed, code, sound):
-    """The job's shell wrapper, run for real around a stand-in for pgbackrest."""
+def test_backup_host_verify_job_judges_pgbackrest_s_verdict(printed, code, sound, tmp_path):
+    """The job's shell wrapper, run for real around a stand-in for pgbackrest: its exit
+    status and the verdict it keeps for make verify."""
+    import json
     import subprocess
 
     fake = f"printf '{printed}'; exit {code}"
-    argv = ["sh", "-c", repository.VERIFY_JUDGE, "pgbackrest-verify", "sh", "-c", fake]
+    verdict = tmp_path / "verify-main.json"
+    argv = ["sh", "-c", repository.VERIFY_JUDGE, "pgbackrest-verify", str(verdict),
+            "sh", "-c", fake]  # fmt: skip
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert (proc.returncode == 0) is sound, proc.stdout
+    assert json.loads(verdict.read_text())["ok"] is sound
 
 
 @pytest.mark.parametrize(
@@ -190,3 +196,53 @@ def test_status_lists_only_local_repositories_verify_checks_every_one():
     from pgsteady.monitor.archiving import script_values
 
     assert script_values(settings(**OFFHOST))["WAL_REPOS"] == "1"
+
+
+def test_a_backup_host_keeps_one_database_host_s_repository():
+    """pgBackRest's server checks the stanza at connect, then serves any path: two
+    database hosts on one backup host would reach each other's backups."""
+    s = settings(postgres_bind="10.0.0.9")
+    other = client(name="db2", peer=pgbackrest.Peer("db2", "10.0.0.6", 8432), stanza="shop")
+    errors = repository.client_errors(s, "backup1", [client(), other])
+    assert any("db1, db2" in e and "its own backup host" in e for e in errors), errors
+    assert repository.client_errors(s, "backup1", [client()]) == []
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1", "localhost"])
+def test_loopback_binds_are_refused_for_the_pgbackrest_servers(bind):
+    assert pgbackrest.is_loopback(bind)
+    with pytest.raises(SettingsError) as exc:
+        build_settings({**OFFHOST, "postgres_bind": bind}, FACTS)
+    assert any("private address" in e or "postgres_bind" in e for e in exc.value.errors)
+
+
+@pytest.mark.parametrize(
+    "address", ["10.0.0.9\ntls-server-auth=attacker=*", "db1\n", "a" * 65, "-db", "a b", ""]
+)
+def test_pgbackrest_address_that_could_inject_config_or_miss_the_cn_is_refused(address):
+    with pytest.raises(SettingsError) as exc:
+        build_settings({"pgbackrest_address": address}, FACTS)
+    assert any("pgbackrest_address" in e for e in exc.value.errors), exc.value.errors
+
+
+def test_passphrase_store_makes_one_private_passphrase_and_refuses_odd_names(tmp_path, monkeypatch):
+    from pyinfra.api.exceptions import DeployError
+
+    from tasks import pgbackrest_peers
+
+    ca = tmp_path / "ca"
+    monkeypatch.setattr(pgbackrest_peers, "ca_directory", lambda s: (ca, "lab"))
+    s = settings()
+    first = pgbackrest_peers.shared_passphrase(s, "backup1", "main")
+    assert first == pgbackrest_peers.shared_passphrase(s, "backup1", "main")  # made once
+    assert first != pgbackrest_peers.shared_passphrase(s, "backup1", "shop")
+    stored = ca / "pgbackrest" / "backup1" / "main.pass"
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert (ca / "pgbackrest" / "backup1").stat().st_mode & 0o777 == 0o700
+    assert not [p for p in stored.parent.iterdir() if p.name.startswith(".pass-")]
+    for bad in ("..", "a/b"):
+        with pytest.raises(DeployError):
+            pgbackrest_peers.shared_passphrase(s, bad, "main")
+    stored.chmod(0o644)
+    with pytest.raises(DeployError, match="0600"):
+        pgbackrest_peers.shared_passphrase(s, "backup1", "main")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 
 from pgsteady.inventory import InventoryHost
-from pgsteady.repository_checks import check, stanza_problem, stanzas_served
+from pgsteady.repository_checks import check, stanza_problem, stanzas_served, verdict_problem
 from pgsteady.settings import HostFacts, build_settings
 
 OFFHOST = [{"kind": "posix"}, {"kind": "host", "host": "backup1"}]
@@ -29,7 +30,8 @@ def info(stanza: str, code: int = 0, backups: int = 1) -> str:
 
 
 def test_stanzas_of_the_database_hosts_that_name_the_backup_host():
-    assert stanzas_served("backup1", hosts()) == [("db1", "main"), ("db2", "shop")]
+    weekly = "30 4 * * 0"  # the validator's default verify schedule
+    assert stanzas_served("backup1", hosts()) == [("db1", "main", weekly), ("db2", "shop", weekly)]
     assert stanzas_served("backup2", hosts()) == []
 
 
@@ -45,8 +47,8 @@ def test_check_fails_an_unhealthy_server_and_a_stanza_without_backup():
     s = build_settings({"postgres_bind": "10.0.0.9"}, HostFacts(ram_mb=2048, cpus=1))
     answers = {"docker inspect": "unhealthy\n", "--stanza=main": info("main"),
                "--stanza=shop": info("shop", backups=0),
-               "verify-main": "Result=exit-code\nExecMainStartTimestampMonotonic=123\n",
-               "verify-shop": "Result=success\nExecMainStartTimestampMonotonic=0\n"}  # fmt: skip
+               "verify-main.json": json.dumps({"finished": time.time() - 60, "ok": False}),
+               "verify-shop.json": ""}  # fmt: skip
 
     def run(command: str) -> str:
         return next(v for k, v in answers.items() if k in command)
@@ -58,5 +60,17 @@ def test_check_fails_an_unhealthy_server_and_a_stanza_without_backup():
         False,
         "db2's stanza 'shop': no backup in the repository yet",
     )
-    assert results["verify[main]"][0] is False and "exit-code" in results["verify[main]"][1]
-    assert "verify[shop]" not in results  # not run yet
+    assert results["verify[main]"][0] is False and "corrupt" in results["verify[main]"][1]
+    assert results["verify[shop]"][0] is False and "never verified" in results["verify[shop]"][1]
+
+
+def test_a_verdict_vouches_only_when_ok_and_recent():
+    now = 1_800_000_000.0
+    fresh = json.dumps({"finished": now - 3600, "ok": True})
+    assert verdict_problem(fresh, "30 4 * * 0", now) is None
+    old = json.dumps({"finished": now - 30 * 86400, "ok": True})
+    assert "days old" in str(verdict_problem(old, "30 4 * * 0", now))
+    bad = json.dumps({"finished": now, "ok": False})
+    assert "corrupt" in str(verdict_problem(bad, "@daily", now))
+    assert "cannot be read" in str(verdict_problem("{", "@daily", now))
+    assert "never verified" in str(verdict_problem(None, "@daily", now))
