@@ -185,18 +185,14 @@ def sidecar(s: Settings) -> dict[str, object] | None:
         "name": "pgbackrest",
         "container_name": f"{s.compose_project}-pgbackrest",
         "user": f"{s.postgres_uid}:{s.postgres_uid}",
-        "command": [
-            "pgbackrest",
-            f"--config={CONF_FILE}",
-            f"--config-include-path={SECRETS_MOUNT}",
-            "server",
-        ],
+        # No passphrase and a read-only data volume: the backup host encrypts what it
+        # reads through this server, and nothing it sends may change the data directory.
+        "command": ["pgbackrest", f"--config={CONF_FILE}", "server"],
         "ports": [f"{s.postgres_bind}:{s.pgbackrest_tls_port}:{SERVER_PORT}"],
         "volumes": [
-            f"pgdata:{DATA_MOUNT}",
+            f"pgdata:{DATA_MOUNT}:ro",
             f"{SOCKET_VOLUME}:{SOCKET_DIR}",
             f"{s.paths['config']}:/etc/pgsteady:ro",
-            f"{secrets_dir(s)}:{SECRETS_MOUNT}:ro",
             f"{s.app_dir}/tls:{TLS_DIR_MOUNT}:ro",
             f"{s.app_dir}/tls/{TLS_KEY}:{TLS_KEY_MOUNT}:ro",
         ],

@@ -67,7 +67,9 @@ def test_sidecar_shares_data_and_socket_and_is_published_like_postgres():
     assert side["user"] == "999:999"
     assert side["command"][-1] == "server"
     assert side["ports"] == ["10.0.0.5:8432:8432"]
-    assert "pgdata:/var/lib/postgresql/data" in side["volumes"]
+    assert "pgdata:/var/lib/postgresql/data:ro" in side["volumes"]  # reads it, never writes
+    assert not any("conf.d" in v or "secrets" in v for v in side["volumes"])  # no passphrase
+    assert not any("config-include-path" in a for a in side["command"])
     assert "pgrun:/var/run/postgresql" in side["volumes"]
     assert "pgrun:/var/run/postgresql" in pg["volumes"]
     assert "pgrun" in doc["volumes"]

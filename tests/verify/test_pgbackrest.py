@@ -187,6 +187,28 @@ def test_last_verify_found_the_repositories_sound(pg: Host, s: Settings, fixes: 
         pytest.skip("no pgbackrest verify has run yet (pgbackrest_verify_schedule)")
 
 
+def test_backup_hosts_server_reads_the_data_read_only(pg: Host, s: Settings, fixes: Fixes) -> None:
+    """With an off-host repository, the pgBackRest server the backup host reaches has the
+    data volume read-only and no passphrase (docker-compose v1 keeps an older container's
+    volume mode when it recreates one: this check sees it)."""
+    side = pgbackrest.sidecar(s)
+    if side is None:
+        pytest.skip("no off-host repository (pgbackrest_repos kind 'host')")
+    name = str(side["container_name"])
+    info = pg.inspect("container", name)
+    check(info is not None, f"container {name} is missing", fixes.deploy)
+    mounts = {m.get("Destination"): m for m in (info or {}).get("Mounts") or []}
+    from pgsteady.compose import DATA_MOUNT
+
+    data = mounts.get(DATA_MOUNT) or {}
+    check(
+        data.get("RW") is False and pgbackrest.SECRETS_MOUNT not in mounts,
+        f"{name}: data volume {'read-write' if data.get('RW') else 'missing'} or a "
+        "passphrase mounted; the backup host's server must only read the data",
+        fixes.on_host(f"docker rm -f {name} && {s.paths['bin']}/pgsteady-ctl up"),
+    )
+
+
 def test_archive_has_no_gap_after_the_newest_backup(pg: Host, s: Settings, fixes: Fixes) -> None:
     """Each repository holds every WAL segment from the newest backup's start up to the
     last one Postgres counts as archived. pgBackRest drops WAL beyond
