@@ -80,7 +80,9 @@ def script_values(s: Settings) -> dict[str, str]:
         # Local repositories only: status refreshes every few seconds (make monitor), and
         # listing an off-host one is a TLS round trip per log directory; make verify
         # checks every repository.
-        "WAL_REPOS": " ".join(str(n) for n in pgbackrest.local_repos(s)),
+        "WAL_REPOS": " ".join(
+            str(n) for n in (pgbackrest.local_repos(s) if s.pgbackrest_enabled else [])
+        ),
         "WAL_SCRIPT": walarchive.LISTING_SCRIPT,
         "WAL_ARGS": shlex.join([s.pgbackrest_stanza, *pgbackrest.command(s)]),
     }
