@@ -71,18 +71,19 @@ class Archiving:
 
 
 def script_values(s: Settings) -> dict[str, str]:
-    """Shell variables of the collect script for the archiving sections."""
-    repo = next(iter(pgbackrest.server_written_dirs(s)), "")
+    """Shell variables of the collect script for the archiving sections (none but
+    ``PGBR=0`` while pgBackRest is off)."""
+    if not s.pgbackrest_enabled:
+        return dict.fromkeys(("ARCHIVER_SQL", "REPO_DIR", "WAL_REPOS", "WAL_SCRIPT",
+                              "WAL_ARGS"), "") | {"PGBR": "0"}  # fmt: skip
     return {
-        "PGBR": "1" if s.pgbackrest_enabled else "0",
+        "PGBR": "1",
         "ARCHIVER_SQL": " ".join(ARCHIVER_SQL.split()),
-        "REPO_DIR": repo,
+        "REPO_DIR": next(iter(pgbackrest.server_written_dirs(s)), ""),
         # Local repositories only: status refreshes every few seconds (make monitor), and
         # listing an off-host one is a TLS round trip per log directory; make verify
         # checks every repository.
-        "WAL_REPOS": " ".join(
-            str(n) for n in (pgbackrest.local_repos(s) if s.pgbackrest_enabled else [])
-        ),
+        "WAL_REPOS": " ".join(str(n) for n in pgbackrest.local_repos(s)),
         "WAL_SCRIPT": walarchive.LISTING_SCRIPT,
         "WAL_ARGS": shlex.join([s.pgbackrest_stanza, *pgbackrest.command(s)]),
     }
