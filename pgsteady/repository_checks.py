@@ -95,7 +95,19 @@ def check(h: InventoryHost, s: Settings, hosts: list[InventoryHost], run: Run) -
             deploy,
         )
     ]
-    for db, stanza, schedule in stanzas_served(h.name, hosts):
+    served = stanzas_served(h.name, hosts)
+    if len(served) > 1:
+        out.append(
+            (
+                "one_database_host",
+                False,
+                f"it keeps the repository of {', '.join(db for db, _s, _v in served)}: each "
+                "could reach the others' backups through pgBackRest's server",
+                "give each database host its own backup host in pgbackrest_repos, then "
+                "make deploy INVENTORY=<inventory>",
+            )
+        )
+    for db, stanza, schedule in served:
         cmd = (
             f"docker exec -u {s.postgres_uid} {shlex.quote(container)} pgbackrest "
             f"--stanza={shlex.quote(stanza)} info --output=json 2>/dev/null"

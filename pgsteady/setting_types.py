@@ -148,7 +148,10 @@ _HOST_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
 
 def check_host_address(value: Any) -> Any:
     """an IP address or a DNS host name (at most 64 characters)"""
-    if isinstance(value, str) and len(value) <= 64:
+    # "%" (an IPv6 scope, where ip_address() takes anything) and any space or control
+    # character never reach a configuration line.
+    plain = isinstance(value, str) and value.isprintable() and not set(value) & {" ", "%"}
+    if plain and len(value) <= 64:
         try:
             ipaddress.ip_address(value)
             return value

@@ -138,6 +138,14 @@ def ensure_stanza(s: Settings, prepared: list[OperationMeta]) -> None:
             ],
         )
         return
+    side = pgbackrest.sidecar(s)
+    if side is not None:
+        # Its configuration and certificate are read when it starts (renewals included).
+        server.shell(
+            name="Restart the pgBackRest server of the backup host for its new files",
+            commands=[f"docker restart {side['container_name']}"],
+            _if=lambda: any(op.did_change() for op in prepared),
+        )
     server.shell(
         name="pgbackrest check (configuration changed)",
         commands=[f"{ctl} check"],

@@ -9,7 +9,6 @@ both hosts over the deploy's own SSH channel, compared by hash and never shown.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
@@ -30,7 +29,13 @@ from pgsteady.schedule import parse_schedule
 from pgsteady.setting_types import _check_name as check_stanza
 from pgsteady.setting_types import check_host_address
 from pgsteady.settings import PgBackRestRepo, Settings, defaults
-from pgsteady.tls import TlsError, issue_server_cert, load_or_create_ca, renewal_reason
+from pgsteady.tls import (
+    Authority,
+    TlsError,
+    issue_server_cert,
+    load_or_create_ca,
+    renewal_reason,
+)
 from tasks.tls import ca_directory, private_file
 
 
@@ -169,8 +174,17 @@ def shared_passphrase(s: Settings, backup_host: str, stanza: str) -> str:
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(48) + "\n")
-            with contextlib.suppress(FileExistsError):
+                f.flush()
+                os.fsync(f.fileno())
+            try:
                 os.link(tmp, path)
+            except FileExistsError:
+                pass  # another deploy made it first: use that one
+            except OSError as exc:
+                raise DeployError(
+                    f"{folder}: cannot create the passphrase ({exc.strerror}); keep the CA "
+                    "directory on a local filesystem with hard links"
+                ) from None
         finally:
             os.unlink(tmp)
     st = os.lstat(path)
@@ -196,6 +210,38 @@ def put_passphrase(s: Settings, dest: str, text: str, what: str) -> OperationMet
     )
 
 
+def pgbackrest_ca(s: Settings) -> Authority:
+    """pgBackRest's own CA, beside the inventory's: the servers trust it alone, so no
+    Postgres certificate (whose names a host's root can influence through its host
+    name) can pass for a pgBackRest peer."""
+    directory, label = ca_directory(s)
+    try:
+        load_or_create_ca(directory, label)  # the inventory's CA first (a new directory)
+        return load_or_create_ca(directory / "pgbackrest-ca", f"{label} pgBackRest")
+    except TlsError as exc:
+        raise DeployError(f"TLS: {exc}") from None
+
+
+def check_unique_addresses() -> None:
+    """Every pgBackRest server of the inventory has an address of its own: a certificate
+    names its host by address, so two hosts with one address could pass for each other."""
+    seen: dict[str, str] = {}
+    for h in inventory:
+        is_backup = GROUP in h.groups
+        repos = _value(h.data, "pgbackrest_repos") or []
+        offhost = any(isinstance(r, dict) and r.get("kind") == "host" for r in repos)  # type: ignore[union-attr]
+        if not (is_backup or (offhost and _value(h.data, "pgbackrest_enabled"))):
+            continue
+        address = peer(h.name).address
+        if address in seen:
+            raise DeployError(
+                f"{h.name}: its pgBackRest address {address!r} is also {seen[address]}'s "
+                "(pgbackrest_address, else ssh_hostname, else the inventory name); give each "
+                "host its own"
+            )
+        seen[address] = h.name
+
+
 def ensure_tls(s: Settings, address: str) -> list[OperationMeta]:
     """The host's pgBackRest certificate (named by its address) from the inventory's CA,
     with the CA beside it; returns the operations that change what the servers read."""
@@ -204,11 +250,7 @@ def ensure_tls(s: Settings, address: str) -> list[OperationMeta]:
     files.directory(
         name="TLS private directory", path=f"{tls}/private", user="root", group="root", mode="700"
     )
-    directory, label = ca_directory(s)
-    try:
-        ca = load_or_create_ca(directory, label)
-    except TlsError as exc:
-        raise DeployError(f"TLS: {exc}") from None
+    ca = pgbackrest_ca(s)
     ca_op = files.put(
         name=f"pgBackRest CA {tls}/{pgbackrest.TLS_CA}",
         src=StringIO(ca.cert_pem.decode()),

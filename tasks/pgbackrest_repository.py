@@ -31,6 +31,7 @@ from tasks.schedule import ensure_jobs
 def check_topology(s: Settings) -> None:
     """Before any operation: a backup host can serve its clients; a database host's
     off-host repositories name backup hosts of the inventory."""
+    pgbackrest_peers.check_unique_addresses()
     if pgbackrest_peers.is_backup_host():
         clients = pgbackrest_peers.clients_of(host.name)
         errors = repository.client_errors(s, host.name, clients)

@@ -219,7 +219,17 @@ def test_loopback_binds_are_refused_for_the_pgbackrest_servers(bind):
 
 
 @pytest.mark.parametrize(
-    "address", ["10.0.0.9\ntls-server-auth=attacker=*", "db1\n", "a" * 65, "-db", "a b", ""]
+    "address",
+    [
+        "10.0.0.9\ntls-server-auth=attacker=*",
+        "db1\n",
+        "a" * 65,
+        "-db",
+        "a b",
+        "",
+        "::1%x\ntls-server-auth=10.66.6.6=*",
+        "fe80::1%eth0",
+    ],  # fmt: skip
 )
 def test_pgbackrest_address_that_could_inject_config_or_miss_the_cn_is_refused(address):
     with pytest.raises(SettingsError) as exc:
@@ -248,3 +258,54 @@ def test_passphrase_store_makes_one_private_passphrase_and_refuses_odd_names(tmp
     stored.chmod(0o644)
     with pytest.raises(DeployError, match="0600"):
         pgbackrest_peers.shared_passphrase(s, "backup1", "main")
+
+
+class _FakeHost:
+    def __init__(self, name: str, data: dict, groups: tuple = ()) -> None:
+        from types import SimpleNamespace
+
+        self.name, self.groups = name, groups
+        self.data = SimpleNamespace(get=data.get, dict=lambda: dict(data))
+
+
+def test_two_pgbackrest_servers_with_one_address_are_refused(monkeypatch):
+    """A certificate names its host by address: two hosts sharing one could pass for
+    each other at the other end's tls-server-auth."""
+    from pyinfra.api.exceptions import DeployError
+
+    from tasks import pgbackrest_peers
+
+    repos = [{"kind": "posix"}, {"kind": "host", "host": "b1"}]
+    hosts = [
+        _FakeHost("db1", {"ssh_hostname": "10.0.0.5", "pgbackrest_repos": repos}),
+        _FakeHost("b1", {"ssh_hostname": "10.0.0.9"}, ("backup",)),
+        _FakeHost("web", {"ssh_hostname": "10.0.0.9"}),  # no pgBackRest server: ignored
+    ]
+    monkeypatch.setattr(pgbackrest_peers, "inventory", _Inventory(hosts))
+    pgbackrest_peers.check_unique_addresses()
+    hosts.append(_FakeHost("db2", {"pgbackrest_address": "10.0.0.5", "pgbackrest_repos": repos}))
+    with pytest.raises(DeployError, match="'10.0.0.5' is also db1's"):
+        pgbackrest_peers.check_unique_addresses()
+
+
+class _Inventory:
+    def __init__(self, hosts: list) -> None:
+        self.hosts = hosts
+
+    def __iter__(self):
+        return iter(self.hosts)
+
+    def get_host(self, name: str):
+        return next(h for h in self.hosts if h.name == name)
+
+
+def test_pgbackrest_certificates_come_from_a_ca_of_their_own(tmp_path, monkeypatch):
+    """No Postgres certificate (same inventory, other CA) can pass for a pgBackRest peer."""
+    from tasks import pgbackrest_peers
+
+    monkeypatch.setattr(pgbackrest_peers, "ca_directory", lambda s: (tmp_path / "ca", "lab"))
+    own = pgbackrest_peers.pgbackrest_ca(settings())
+    inventory_ca = (tmp_path / "ca" / "ca.crt").read_bytes()
+    assert own.cert_pem != inventory_ca
+    assert (tmp_path / "ca" / "pgbackrest-ca" / "ca.key").stat().st_mode & 0o777 == 0o600
+    assert pgbackrest_peers.pgbackrest_ca(settings()).cert_pem == own.cert_pem  # made once
