@@ -135,6 +135,11 @@ def ensure_stanza(s: Settings, prepared: list[OperationMeta]) -> None:
                 f"{ctl} stanza-create",
                 f"{ctl} check",
                 *(f"{ctl} --repo={n} backup --type=full" for n in pgbackrest.local_repos(s)),
+                # A verdict from the start (make verify reads it; the job renews it weekly).
+                *(
+                    f"{s.paths['bin']}/pgsteady-ctl pgbackrest-verify {n}"
+                    for n in pgbackrest.local_repos(s)
+                ),  # fmt: skip
             ],
         )
         return

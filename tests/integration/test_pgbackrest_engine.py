@@ -198,11 +198,17 @@ def test_dead_repository_never_stops_the_server_and_pg_wal_stays_bounded(make_cl
     print(f"\npg_wal peak with a dead repository: {peak / mb:.0f} MB (bound {bound / mb:.0f})")
     assert peak <= bound, f"pg_wal reached {peak / 2**20:.0f} MB"
     assert "dropped WAL file" in c.logs()  # pgBackRest says what it gave up
-    # The repository comes back: archiving resumes.
+    # The repository comes back: archiving resumes (Postgres retries a failing
+    # archive_command after a pause, so give it the time of two pauses).
     c.repo.chmod(0o750)
+    deadline = time.monotonic() + 180
+    failing = "t"
+    while failing != "f" and time.monotonic() < deadline:
+        c.psql("SELECT pg_switch_wal() FROM (SELECT txid_current()) AS t")
+        time.sleep(2)
+        failing = c.psql("SELECT last_failed_time > last_archived_time FROM pg_stat_archiver")
+    assert failing == "f", "archiving did not resume after the repository came back"
     c.pgbackrest("check")
-    failing = c.psql("SELECT last_failed_time > last_archived_time FROM pg_stat_archiver")
-    assert failing == "f"
 
 
 def test_pitr_restores_exactly_the_rows_committed_up_to_the_target(make_cluster) -> None:
