@@ -132,7 +132,10 @@ def ensure_stanza(s: Settings, prepared: list[OperationMeta]) -> None:
         server.shell(
             name="pgBackRest stanza-create, check and a first full backup",
             commands=[
-                f"{ctl} stanza-create",
+                # The server's asynchronous archive-push holds the archive lock for a moment
+                # at a time (it retries the WAL that waits for the stanza): try again.
+                f"n=0; until {ctl} stanza-create; do n=$((n + 1)); "
+                '[ "$n" -lt 12 ] || exit 1; sleep 5; done',
                 f"{ctl} check",
                 *(f"{ctl} --repo={n} backup --type=full" for n in pgbackrest.local_repos(s)),
                 # A verdict from the start (make verify reads it; the job renews it weekly).
