@@ -62,7 +62,7 @@ def shared_stack(
     """One converged default stack for every module that asks for it.
 
     Each such module must hand it on converged and healthy, with nothing of its own left
-    in it (test_host_files, test_verify, test_verify_durability: their faults are undone
+    in it (test_host_files, test_verify_durability: their faults are undone
     or re-converged). It is destroyed after the last module of the run that uses it, not
     at the end of the session, so it does not run beside the chaos and lab tests.
     """
