@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 def install(s: Settings) -> None:
     bin_dir = s.paths["bin"]
     files.put(
-        name="pgsteady-backup",
+        name="Upload pgsteady-backup",
         src=str(REPO / "files" / "backup" / "pgsteady-backup"),
         dest=f"{bin_dir}/pgsteady-backup",
         user="root",
@@ -28,7 +28,7 @@ def install(s: Settings) -> None:
     )
     # The package as one zip, the same bytes on every deploy (pgsteady.backup_artifact).
     files.put(
-        name=backup_artifact.ARTIFACT,
+        name=f"Upload {backup_artifact.ARTIFACT}",
         src=BytesIO(backup_artifact.build()),
         dest=f"{bin_dir}/{backup_artifact.ARTIFACT}",
         user="root",
@@ -39,7 +39,7 @@ def install(s: Settings) -> None:
         files.file(name=f"Remove old {bin_dir}/{old}", path=f"{bin_dir}/{old}", present=False)
     # Its on_failure_command and docker keys are run by root: root-only, in etc/ (0700).
     files.put(
-        name="backup.json",
+        name="Write backup.json",
         src=StringIO(render_backup_config(s)),
         dest=s.paths["backup_config"],
         user="root",

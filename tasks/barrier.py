@@ -15,4 +15,4 @@ from pyinfra.operations import server
 
 def barrier(name: str) -> None:
     """Call from one line of deploy.py on every host: ``name`` says what is now done."""
-    server.shell(name=f"All hosts: {name}", commands=["true"], _if=lambda: False)
+    server.shell(name=f"Wait on every host until {name}", commands=["true"], _if=lambda: False)

@@ -38,7 +38,7 @@ def install(s: Settings) -> None:
     )
     if s.host_has_systemd:
         systemd.service(
-            name="Docker is running and enabled", service="docker", running=True, enabled=True
+            name="Start and enable Docker", service="docker", running=True, enabled=True
         )
     elif not host.get_fact(DockerServerVersion):
         # No systemd (containers, WSL, minimal VMs): the init script first; where it cannot

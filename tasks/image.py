@@ -225,7 +225,7 @@ def _load_archive(s: Settings) -> list[OperationMeta]:
 @deploy("Postgres image")
 def ensure(s: Settings) -> list[OperationMeta]:
     """Make ``s.image_alias`` the right image; return the operations that may change it."""
-    files.directory(name="Image recipe directory", path=s.paths["image"], mode="755")
+    files.directory(name="Create the image recipe directory", path=s.paths["image"], mode="755")
     source = s.postgres_image_source
     if source == "debian":
         return _from_debian(s)

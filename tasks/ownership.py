@@ -24,7 +24,7 @@ def owner_and_mode(
     current = host.get_fact(NumericStat, path=path)
     q = shlex.quote(path)
     command = f"chown {uid}:{gid} {q} && chmod {mode} {q}"
-    name = f"{path} owned by {uid}:{gid}, mode {mode}"
+    name = f"Set {path} to owner {uid}:{gid}, mode {mode}"
     if current is not None and current != (uid, gid, mode.zfill(3)):
         server.shell(name=name, commands=[command])
     elif created_by is not None:

@@ -59,18 +59,21 @@ def prepare(s: Settings) -> list[OperationMeta]:
         path = pgbackrest.repo_host_path(s, n, repo)
         if repo.path is None:
             files.directory(
-                name="pgBackRest repositories parent",
+                name="Create the parent of the pgBackRest repositories",
                 path=f"{s.app_dir}/pgbackrest",
                 user="root",
                 group="root",
                 mode="755",
             )
         # pgBackRest writes it as the server's uid (inside the container).
-        made = files.directory(name=f"pgBackRest repo{n} directory", path=path, mode="750")
+        made = files.directory(
+            name=f"Create the pgBackRest repo{n} directory", path=path, mode="750"
+        )
         owner_and_mode(path, uid, uid, "750", created_by=made)
 
     directory_owned(
-        server_readable(s, pgbackrest.secrets_dir(s), directory=True), "pgBackRest secrets"
+        server_readable(s, pgbackrest.secrets_dir(s), directory=True),
+        "Create the pgBackRest secrets directory",
     )
     peers = pgbackrest_peers.peers_of(s)
     for n, repo in pgbackrest.remote_repos(s):
@@ -96,7 +99,9 @@ def prepare(s: Settings) -> list[OperationMeta]:
             changed.append(generate)
         ensure_owned(server_readable(s, secret), created_by=generate)
 
-    directory_owned(server_readable(s, s.paths["config"], directory=True), "config directory")
+    directory_owned(
+        server_readable(s, s.paths["config"], directory=True), "Create the config directory"
+    )
     conf = put_owned(
         pgbackrest.render_conf(s, peers),
         server_readable(s, f"{s.paths['config']}/pgbackrest.conf"),
@@ -130,7 +135,7 @@ def ensure_stanza(s: Settings, prepared: list[OperationMeta]) -> None:
     ctl = f"{s.paths['bin']}/pgsteady-ctl pgbackrest"
     if _stanza_missing(s):
         server.shell(
-            name="pgBackRest stanza-create, check and a first full backup",
+            name="Create the pgBackRest stanza, check it, take a first full backup",
             commands=[
                 # The server's asynchronous archive-push holds the archive lock for a moment
                 # at a time (it retries the WAL that waits for the stanza): try again.
@@ -155,7 +160,7 @@ def ensure_stanza(s: Settings, prepared: list[OperationMeta]) -> None:
             _if=lambda: any(op.did_change() for op in prepared),
         )
     server.shell(
-        name="pgbackrest check (configuration changed)",
+        name="Check pgBackRest after a configuration change",
         commands=[f"{ctl} check"],
         _if=lambda: any(op.did_change() for op in prepared),
     )

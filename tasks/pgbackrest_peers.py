@@ -201,7 +201,7 @@ def shared_passphrase(s: Settings, backup_host: str, stanza: str) -> str:
 def put_passphrase(s: Settings, dest: str, text: str, what: str) -> OperationMeta:
     """Upload a passphrase include (root:server gid 0640): by hash, never shown."""
     return private_file(
-        name=f"{what} passphrase {dest} (0640 root:{s.postgres_uid}, content not shown)",
+        name=f"Upload the {what} passphrase {dest} (0640 root:{s.postgres_uid}, not shown)",
         src=text.encode(),
         dest=dest,
         uid=0,
@@ -246,13 +246,19 @@ def ensure_tls(s: Settings, address: str) -> list[OperationMeta]:
     """The host's pgBackRest certificate (named by its address) from the inventory's CA,
     with the CA beside it; returns the operations that change what the servers read."""
     tls = f"{s.app_dir}/tls"
-    files.directory(name="TLS directory", path=tls, user="root", group="root", mode="755")
     files.directory(
-        name="TLS private directory", path=f"{tls}/private", user="root", group="root", mode="700"
+        name="Create the TLS directory", path=tls, user="root", group="root", mode="755"
+    )
+    files.directory(
+        name="Create the TLS private directory",
+        path=f"{tls}/private",
+        user="root",
+        group="root",
+        mode="700",
     )
     ca = pgbackrest_ca(s)
     ca_op = files.put(
-        name=f"pgBackRest CA {tls}/{pgbackrest.TLS_CA}",
+        name=f"Upload the pgBackRest CA {tls}/{pgbackrest.TLS_CA}",
         src=StringIO(ca.cert_pem.decode()),
         dest=f"{tls}/{pgbackrest.TLS_CA}",
         user="root",
@@ -270,7 +276,7 @@ def ensure_tls(s: Settings, address: str) -> list[OperationMeta]:
     return [
         ca_op,
         files.put(
-            name=f"pgBackRest certificate {cert_path} ({reason})",
+            name=f"Issue the pgBackRest certificate {cert_path} ({reason})",
             src=StringIO(cert_pem.decode()),
             dest=cert_path,
             user="root",
@@ -278,7 +284,7 @@ def ensure_tls(s: Settings, address: str) -> list[OperationMeta]:
             mode="644",
         ),
         private_file(
-            name=f"pgBackRest key {key_path} (0640 root:{s.postgres_uid}, content not shown)",
+            name=f"Upload the pgBackRest key {key_path} (0640 root:{s.postgres_uid}, not shown)",
             src=key_pem,
             dest=key_path,
             uid=0,

@@ -52,20 +52,22 @@ def prepare(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> No
     """The repository directory, configuration, passphrases, certificate and the server."""
     clients = pgbackrest_peers.clients_of(host.name)
     uid = s.postgres_uid
-    files.directory(name="app_dir", path=s.app_dir, user="root", group="root", mode="755")
+    files.directory(name="Create app_dir", path=s.app_dir, user="root", group="root", mode="755")
     files.directory(
-        name="pgBackRest parent", path=f"{s.app_dir}/pgbackrest", user="root", group="root",
-        mode="755",
+        name="Create the pgBackRest directory", path=f"{s.app_dir}/pgbackrest", user="root",
+        group="root", mode="755",
     )  # fmt: skip
     files.directory(
-        name="State directory (verify verdicts)", path=repository.state_dir(s), user="root",
-        group="root", mode="700",
+        name="Create the state directory (verify verdicts)", path=repository.state_dir(s),
+        user="root", group="root", mode="700",
     )  # fmt: skip
     path = repository.repo_dir(s)
-    made = files.directory(name="pgBackRest repository directory", path=path, mode="750")
+    made = files.directory(name="Create the pgBackRest repository directory", path=path, mode="750")
     owner_and_mode(path, uid, uid, "750", created_by=made)
 
-    directory_owned(server_readable(s, s.paths["config"], directory=True), "config directory")
+    directory_owned(
+        server_readable(s, s.paths["config"], directory=True), "Create the config directory"
+    )
     changed = [
         put_owned(
             repository.render_conf(s, clients),
@@ -73,7 +75,8 @@ def prepare(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> No
         )
     ]
     directory_owned(
-        server_readable(s, pgbackrest.secrets_dir(s), directory=True), "pgBackRest secrets"
+        server_readable(s, pgbackrest.secrets_dir(s), directory=True),
+        "Create the pgBackRest secrets directory",
     )
     for c in clients:
         phrase = pgbackrest_peers.shared_passphrase(s, host.name, c.stanza)
@@ -84,7 +87,7 @@ def prepare(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> No
 
     compose_file = repository.compose_file(s)
     compose = files.put(
-        name="pgbackrest-repository.yml",
+        name="Write pgbackrest-repository.yml",
         src=StringIO(repository.render_compose(s)),
         dest=compose_file,
         user="root",
@@ -124,7 +127,7 @@ def first_backups(s: Settings) -> None:
         if host.get_fact(Link, path=latest):
             continue
         server.shell(
-            name=f"First full backup of {c.name} (stanza {c.stanza}), verified",
+            name=f"Take and verify the first full backup of {c.name} (stanza {c.stanza})",
             commands=[
                 shlex.join(repository.command(s, c, "backup", "--type=full")),
                 # A verdict from the start: make verify fails while none exists.

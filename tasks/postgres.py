@@ -45,19 +45,19 @@ def _container_ok(s: Settings) -> bool:
 @deploy("Postgres stack")
 def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> None:
     p = s.paths
-    files.directory(name="app_dir", path=s.app_dir, user="root", group="root", mode="755")
+    files.directory(name="Create app_dir", path=s.app_dir, user="root", group="root", mode="755")
     for key in ("bin", "etc", "state"):
         mode = "755" if key == "bin" else "700"
-        directory_owned(root_only(p[key], mode, directory=True), f"{key} directory")
+        directory_owned(root_only(p[key], mode, directory=True), f"Create the {key} directory")
     # Read by the server through its group; only root writes them (issue 11, item 2).
     for key in ("config", "init"):
-        directory_owned(server_readable(s, p[key], directory=True), f"{key} directory")
+        directory_owned(server_readable(s, p[key], directory=True), f"Create the {key} directory")
     files.directory(
-        name="backup directory", path=p["backups"], user="root", group="root", mode="700"
+        name="Create the backup directory", path=p["backups"], user="root", group="root", mode="700"
     )
 
     files.put(
-        name="pgsteady-ctl",
+        name="Upload pgsteady-ctl",
         src=str(CTL),
         dest=f"{p['bin']}/pgsteady-ctl",
         user="root",
@@ -66,7 +66,7 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
     )
     if s.pgbackrest_enabled:
         files.put(
-            name="pgsteady-pitr",
+            name="Upload pgsteady-pitr",
             src=str(PITR),
             dest=f"{p['bin']}/pgsteady-pitr",
             user="root",
@@ -74,7 +74,7 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
             mode="755",
         )
     files.put(
-        name="ctl.env",
+        name="Write ctl.env",
         src=StringIO(render_ctl_env(s, compose_cmd)),
         dest=p["ctl_env"],
         user="root",
@@ -94,7 +94,7 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
     schema_ops = _schema_files(s)
     init_sql = put_owned(render_init_db_sql(s), server_readable(s, f"{p['init']}/{INIT_SQL}"))
     compose = files.put(
-        name="docker-compose.yml",
+        name="Write docker-compose.yml",
         src=StringIO(render_compose(s)),
         dest=p["compose"],
         user="root",
@@ -136,7 +136,9 @@ def _schema_files(s: Settings) -> list[OperationMeta]:
     ops = []
     schema_dir = f"{s.paths['init']}/schema"
     if s.postgres_schema_files:
-        directory_owned(server_readable(s, schema_dir, directory=True), "schema directory")
+        directory_owned(
+            server_readable(s, schema_dir, directory=True), "Create the schema directory"
+        )
     for local, name in zip(s.postgres_schema_files, schema_file_names(s), strict=True):
         text = Path(local).read_text()
         ops.append(put_owned(text, server_readable(s, f"{schema_dir}/{name}")))

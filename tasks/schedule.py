@@ -29,16 +29,19 @@ def _systemd_job(job: Job, present: bool) -> None:
             files.file(name=f"Remove {job.unit}.{suffix}", path=f"{base}.{suffix}", present=False)
         return
     service = files.put(
-        name=f"{job.unit}.service",
+        name=f"Write {job.unit}.service",
         src=StringIO(render_service(job)),
         dest=f"{base}.service",
         mode="644",
     )
     timer = files.put(
-        name=f"{job.unit}.timer", src=StringIO(render_timer(job)), dest=f"{base}.timer", mode="644"
+        name=f"Write {job.unit}.timer",
+        src=StringIO(render_timer(job)),
+        dest=f"{base}.timer",
+        mode="644",
     )
     systemd.service(
-        name=f"{job.unit}.timer enabled and running",
+        name=f"Enable and start {job.unit}.timer",
         service=f"{job.unit}.timer",
         running=True,
         enabled=True,
@@ -52,7 +55,7 @@ def _cron_job(job: Job, present: bool) -> None:
         files.file(name=f"Remove {path}", path=path, present=False)
         return
     files.put(
-        name=f"{path}",
+        name=f"Write {path}",
         src=StringIO(render_cron(job)),
         dest=path,
         user="root",
@@ -74,7 +77,7 @@ def ensure_jobs(s: Settings, jobs: list[tuple[Job, bool]]) -> None:
         for job, present in jobs:
             _systemd_job(job, present)
         return
-    apt.packages(name="cron", packages=["cron"])
-    sysvinit.service(name="cron is running", service="cron", running=True, enabled=True)
+    apt.packages(name="Install cron", packages=["cron"])
+    sysvinit.service(name="Start and enable cron", service="cron", running=True, enabled=True)
     for job, present in jobs:
         _cron_job(job, present)

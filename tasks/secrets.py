@@ -16,7 +16,9 @@ from tasks.ownership import ensure_owned
 @deploy("Secrets")
 def ensure(s: Settings) -> None:
     secrets = s.paths["secrets"]
-    files.directory(name="Secrets directory (0700)", path=secrets, user="root", mode="700")
+    files.directory(
+        name="Create the secrets directory (0700)", path=secrets, user="root", mode="700"
+    )
     for name in secret_names(s):
         path = f"{secrets}/{name}"
         generate = None

@@ -100,11 +100,13 @@ def ensure(s: Settings) -> list[OperationMeta]:
     """Converge app_dir/tls; returns the operations whose change needs a reload."""
     tls = f"{s.app_dir}/tls"
     uid = s.postgres_uid
-    files.directory(name="TLS directory", path=tls, user="root", group="root", mode="755")
+    files.directory(
+        name="Create the TLS directory", path=tls, user="root", group="root", mode="755"
+    )
     private = f"{tls}/private"
     # Root only: the container gets the key file alone, bind-mounted (compose.py).
     files.directory(
-        name="TLS private directory", path=private, user="root", group="root", mode="700"
+        name="Create the TLS private directory", path=private, user="root", group="root", mode="700"
     )
 
     if s.postgres_tls_cert_file:
@@ -143,7 +145,7 @@ def ensure(s: Settings) -> list[OperationMeta]:
     return [
         _put_ca(tls, ca_pem),
         files.put(
-            name=f"Server certificate {tls}/{CERT_FILE}{why}",
+            name=f"Issue the server certificate {tls}/{CERT_FILE}{why}",
             src=StringIO(cert_pem.decode()),
             dest=f"{tls}/{CERT_FILE}",
             user="root",
@@ -153,7 +155,7 @@ def ensure(s: Settings) -> list[OperationMeta]:
         # root-owned, group-readable by the server's uid: Postgres accepts a root-owned
         # key up to 0640 (a key owned by the server's uid must be 0600).
         private_file(
-            name=f"Server key {tls}/{KEY_FILE} (0640 root:{uid}, content not shown)",
+            name=f"Upload the server key {tls}/{KEY_FILE} (0640 root:{uid}, not shown)",
             src=key_pem,
             dest=f"{tls}/{KEY_FILE}",
             uid=0,
@@ -165,7 +167,7 @@ def ensure(s: Settings) -> list[OperationMeta]:
 
 def _put_ca(tls: str, ca_pem: bytes) -> OperationMeta:
     return files.put(
-        name=f"CA certificate {tls}/{CA_FILE}",
+        name=f"Upload the CA certificate {tls}/{CA_FILE}",
         src=StringIO(ca_pem.decode()),
         dest=f"{tls}/{CA_FILE}",
         user="root",
