@@ -16,8 +16,6 @@ from pgsteady.settings import Settings
 from pgsteady.tls import CA_FILE, CERT_FILE, KEY_FILE, KEY_MOUNT, TLS_MOUNT
 from pgsteady.tuning import TuningInput, TuningResult, tune
 
-HEADER = "Managed by pgsteady: the next converge overwrites local edits."
-
 
 def tuning_input(s: Settings) -> TuningInput:
     """What the tuner is told about this host and its container."""
@@ -49,7 +47,6 @@ def expected_settings(s: Settings) -> dict[str, str]:
 def render_postgresql_conf(s: Settings) -> str:
     return render(
         "postgresql.conf.j2",
-        header=HEADER,
         settings=tuning(s).settings,
         overrides=s.postgres_settings,
         listen_addresses="*",
@@ -80,7 +77,6 @@ def render_pg_hba_conf(s: Settings) -> str:
     roles = [r for r in (s.postgres_user, s.postgres_readonly_user) if r]
     return render(
         "pg_hba.conf.j2",
-        header=HEADER,
         rules=hba_rules(
             s.postgres_allowed_networks,
             SUPERUSER,

@@ -15,6 +15,8 @@ import jinja2
 
 from pgsteady.pgparams import conf_value
 
+#: The first comment line of every file pgsteady renders onto a host.
+MANAGED = "Managed by pgsteady: the next converge overwrites local edits."
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 
@@ -60,6 +62,7 @@ def _environment() -> jinja2.Environment:
     env.filters.update(yaml=yaml_str, sql_literal=sql_literal, sql_ident=sql_ident, sh=sh_quote)
     env.filters["psql_arg"] = psql_arg
     env.filters["conf_value"] = conf_value
+    env.globals["managed"] = MANAGED
     return env
 
 
