@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from pgsteady.inventory import InventoryHost
 from pgsteady.pgbackrest_repository import container_name, verdict_file
 from pgsteady.settings import PgBackRestRepo, Settings, defaults
+from pgsteady.units import human_duration
 from pgsteady.verify import backup_deadline
 
 Run = Callable[[str], str]
@@ -54,7 +55,7 @@ def verdict_problem(text: str | None, schedule: str, now: float) -> str | None:
         return "the last pgbackrest verify found corrupt or missing files"
     limit = backup_deadline(schedule)
     if limit is not None and now - finished > limit.total_seconds():
-        return f"the last verify is {(now - finished) / 86400:.1f} days old (schedule {schedule!r})"
+        return f"the last verify is {human_duration(now - finished)} old (schedule {schedule!r})"
     return None
 
 

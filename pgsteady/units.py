@@ -63,6 +63,21 @@ def format_bytes(n: int) -> str:
     return f"{n}B"
 
 
+def human_duration(seconds: float | None) -> str:
+    """The one duration format of verify, monitor and status: ``93784`` -> ``1d 2h``,
+    ``125`` -> ``2m 5s``, ``5`` -> ``5s``; None -> ``-``; negative -> ``-2m 5s``."""
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    if s < 0:
+        return "-" + human_duration(-s)
+    for unit, size, sub, subsize in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
+        if s >= size:
+            rest = (s % size) // subsize
+            return f"{s // size}{unit} {rest}{sub}" if rest else f"{s // size}{unit}"
+    return f"{s // 60}m {s % 60}s" if s >= 60 else f"{s}s"
+
+
 def human_size(n: int) -> str:
     """Approximate, human-readable size for messages ("15.6GB"); not for config values."""
     for unit, size in (("TB", TIB), ("GB", GIB), ("MB", MIB), ("kB", KIB)):

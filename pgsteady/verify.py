@@ -26,6 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from pgsteady import units
 from pgsteady.hostfacts import host_facts
 from pgsteady.inventory import REPO, InventoryHost, load_inventory
 from pgsteady.schedule import max_gap
@@ -165,11 +166,8 @@ def backup_deadline(schedule: str) -> timedelta | None:
 
 
 def human_duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if abs(seconds) >= size:
-            return f"{seconds / size:.1f}{unit}".replace(".0", "")
-    return f"{seconds}s"
+    """A timedelta in the one duration format of verify and monitor."""
+    return units.human_duration(delta.total_seconds())
 
 
 # --- inventory → testinfra --------------------------------------------------------------

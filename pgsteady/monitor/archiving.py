@@ -18,7 +18,7 @@ from typing import Any
 
 from pgsteady import pgbackrest, walarchive
 from pgsteady.settings import Settings
-from pgsteady.units import parse_size
+from pgsteady.units import human_duration, parse_size
 
 ARCHIVER_SQL = """
 SELECT pg_catalog.json_build_object(
@@ -193,7 +193,7 @@ def problems(a: Archiving) -> list[tuple[str, str]]:
     if oldest is not None and oldest > limit and (a.queue_segments or 0) > 0:
         out.append(
             ("critical", f"{a.queue_segments} WAL segment(s) wait for the archive, the oldest "
-             f"{oldest:.0f} s")
+             f"{human_duration(oldest)}")
         )  # fmt: skip
     if a.queue_bytes is not None and a.queue_max_bytes and a.queue_bytes >= a.queue_max_bytes / 2:
         out.append(
@@ -230,7 +230,7 @@ def summary(a: Archiving) -> str:
     def ago(seconds: float | None) -> str:
         if seconds is None:
             return "never"
-        return f"{seconds / 3600:.1f} h ago" if seconds >= 3600 else f"{seconds:.0f} s ago"
+        return f"{human_duration(seconds)} ago"
 
     queue = f"{a.queue_segments} queued" if a.queue_segments is not None else "queue ?"
     if a.wal_gaps:

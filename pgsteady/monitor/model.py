@@ -16,6 +16,7 @@ from typing import Any
 from pgsteady.monitor import archiving
 from pgsteady.schedule import max_gap
 from pgsteady.settings import Settings
+from pgsteady.units import human_duration
 
 SCHEMA_VERSION = 1
 OK, WARNING, CRITICAL, UNREACHABLE = "ok", "warning", "critical", "unreachable"
@@ -348,12 +349,16 @@ def _judge(st: HostStatus, t: Thresholds) -> None:
         st.flag(WARNING, f"cache hit ratio {ratio:.1%}")
     tx = pg.longest_transaction
     if tx and tx["seconds"] >= t.transaction_crit:
-        st.flag(CRITICAL, f"transaction open for {tx['seconds']:.0f} s (pid {tx.get('pid')})")
+        st.flag(
+            CRITICAL, f"transaction open for {human_duration(tx['seconds'])} (pid {tx.get('pid')})"
+        )
     elif tx and tx["seconds"] >= t.transaction_warn:
-        st.flag(WARNING, f"transaction open for {tx['seconds']:.0f} s (pid {tx.get('pid')})")
+        st.flag(
+            WARNING, f"transaction open for {human_duration(tx['seconds'])} (pid {tx.get('pid')})"
+        )
     wait = pg.longest_lock_wait_seconds
     if wait is not None and wait >= t.lock_wait_warn:
-        st.flag(WARNING, f"{pg.waiting_locks} waiting lock(s), longest {wait:.0f} s")
+        st.flag(WARNING, f"{pg.waiting_locks} waiting lock(s), longest {human_duration(wait)}")
     for name, disk in st.disks.items():
         if disk is None:
             st.flag(WARNING, f"free space of the {name} filesystem unknown")
@@ -381,9 +386,9 @@ def _judge_backup(st: HostStatus, t: Thresholds) -> None:
     if age is None:
         st.flag(WARNING, "no successful backup recorded yet")
     elif age > 2 * interval + t.backup_grace:
-        st.flag(CRITICAL, f"last successful backup is {age / HOUR:.1f} h old")
+        st.flag(CRITICAL, f"last successful backup is {human_duration(age)} old")
     elif age > interval + t.backup_grace:
-        st.flag(WARNING, f"last successful backup is {age / HOUR:.1f} h old")
+        st.flag(WARNING, f"last successful backup is {human_duration(age)} old")
 
 
 def settings_summary(s: Settings) -> dict[str, Any]:

@@ -10,22 +10,14 @@ from rich.text import Text
 
 from pgsteady.monitor import archiving
 from pgsteady.monitor.model import CRITICAL, OK, UNREACHABLE, WARNING, Disk, HostStatus
-from pgsteady.units import human_size
+from pgsteady.units import human_duration, human_size
 
 STYLE = {OK: "green", WARNING: "yellow", CRITICAL: "bold red", UNREACHABLE: "bold magenta"}
 DASH = "-"
 
 
-def duration(seconds: float | None) -> str:
-    """``93784`` → ``1d 2h``; ``125`` → ``2m 5s``; None → ``-``."""
-    if seconds is None:
-        return DASH
-    s = round(seconds)
-    for unit, size, sub, subsize in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
-        if s >= size:
-            rest = (s % size) // subsize
-            return f"{s // size}{unit} {rest}{sub}" if rest else f"{s // size}{unit}"
-    return f"{s // 60}m {s % 60}s" if s >= 60 else f"{s}s"
+#: Durations as verify prints them (pgsteady.units.human_duration).
+duration = human_duration
 
 
 def badge(status: str) -> Text:

@@ -43,7 +43,7 @@ def test_wal_waiting_beyond_twice_archive_timeout_is_critical_idle_server_is_not
         last_archived_age_seconds=600.0, ready_segments=3, oldest_ready_age_seconds=590.0
     )
     st = derive(sample_raw(archiver=stale), SETTINGS)
-    assert "critical: 3 WAL segment(s) wait for the archive, the oldest 590 s" in st.problems
+    assert "critical: 3 WAL segment(s) wait for the archive, the oldest 9m 50s" in st.problems
     idle = derive(sample_raw(archiver=archiver(last_archived_age_seconds=600.0)), SETTINGS)
     assert not any("wait for the archive" in p for p in idle.problems)
     # A burst after a long idle time: just completed, archived in a moment.
@@ -73,7 +73,12 @@ def test_no_full_backup_warns_and_missing_stanza_is_critical():
 
 def test_disabled_shows_nothing():
     s = build_settings(
-        {"pgbackrest_enabled": False, "postgres_image_source": "registry"}, HostFacts(4096, 2)
+        {
+            "pgbackrest_enabled": False,
+            "metrics_enabled": False,
+            "postgres_image_source": "registry",
+        },
+        HostFacts(4096, 2),
     )
     st = derive(sample_raw(archiver=None, pgbackrest_info=None, repo_df=None), s)
     assert not st.archiving.enabled and "repo" not in st.disks

@@ -69,7 +69,7 @@ def test_a_verdict_vouches_only_when_ok_and_recent():
     fresh = json.dumps({"finished": now - 3600, "ok": True})
     assert verdict_problem(fresh, "30 4 * * 0", now) is None
     old = json.dumps({"finished": now - 30 * 86400, "ok": True})
-    assert "days old" in str(verdict_problem(old, "30 4 * * 0", now))
+    assert "is 30d old" in str(verdict_problem(old, "30 4 * * 0", now))
     bad = json.dumps({"finished": now, "ok": False})
     assert "corrupt" in str(verdict_problem(bad, "@daily", now))
     assert "cannot be read" in str(verdict_problem("{", "@daily", now))

@@ -4,7 +4,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgsteady.units import GIB, KIB, MIB, TIB, format_bytes, format_kb, human_size, parse_size
+from pgsteady.units import (
+    GIB,
+    KIB,
+    MIB,
+    TIB,
+    format_bytes,
+    format_kb,
+    human_duration,
+    human_size,
+    parse_size,
+)
 
 
 @pytest.mark.parametrize(
@@ -74,3 +84,12 @@ def test_human_size():
 @given(st.integers(min_value=0, max_value=2**50))
 def test_format_then_parse_roundtrips(kb):
     assert parse_size(format_kb(kb)) == kb * KIB
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, "-"), (0, "0s"), (5.4, "5s"), (125, "2m 5s"), (3600, "1h"), (3720, "1h 2m"),
+     (93784, "1d 2h"), (86400, "1d"), (-125, "-2m 5s")],
+)  # fmt: skip
+def test_human_duration_is_one_format_for_verify_and_monitor(seconds, text):
+    assert human_duration(seconds) == text

@@ -17,6 +17,7 @@ import pytest
 
 from pgsteady import pgbackrest, walarchive
 from pgsteady.settings import Settings
+from pgsteady.units import human_duration
 from pgsteady.verify import Fixes, backup_deadline, check
 
 if TYPE_CHECKING:
@@ -110,9 +111,9 @@ def test_archive_is_fresh(pg: Host, s: Settings, fixes: Fixes) -> None:
     )
     check(
         not waiting or oldest <= limit,
-        f"{waiting} WAL segment(s) wait for the archive, the oldest for {oldest} s (limit "
-        f"{limit:.0f} s = 2 x archive_timeout); the newest archived WAL, "
-        f"{last_wal or 'none'}, is {age} s old",
+        f"{waiting} WAL segment(s) wait for the archive, the oldest for {human_duration(oldest)} "
+        f"(limit {human_duration(limit)} = 2 x archive_timeout); the newest archived WAL, "
+        f"{last_wal or 'none'}, is {human_duration(age)} old",
         logs,
     )
 
@@ -156,8 +157,8 @@ def test_full_backup_exists(pg: Host, s: Settings, fixes: Fixes) -> None:
     limit = min(deadlines, default=8 * 86400)
     check(
         age <= limit,
-        f"the newest pgBackRest backup is {age / 3600:.1f} h old; the full and differential "
-        f"schedules allow {limit / 3600:.1f} h",
+        f"the newest pgBackRest backup is {human_duration(age)} old; the full and "
+        f"differential schedules allow {human_duration(limit)}",
         fixes.on_host(
             f"grep -h pgbackrest /var/log/syslog | tail -20; {_ctl(s, 'backup --type=diff')}"
         ),
