@@ -1,0 +1,112 @@
+"""tasks/postgres.py, facts in and operations out: what a change starts on the host.
+
+The stack's task is run without a host (tests.support.pyinfra_plan); the container's
+state is the fact, and the test says which uploads changed. The ``_if`` wiring then
+decides which of compose up, apply-config (reload/restart), apply-sql and apply-schema
+run, as pyinfra would at execution.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyinfra.operations import files
+
+from pgsteady.settings import HostFacts, Settings, build_settings
+from tasks import postgres
+from tests.support.pyinfra_plan import Plan, plan
+
+UP = "Start or update the stack, wait until healthy"
+APPLY_CONFIG = "Apply changed server configuration (reload; restart only if required)"
+APPLY_SQL = "Apply init_db.sql"
+APPLY_SCHEMA = "Apply the schema files as the application's role"
+DECISIONS = (UP, APPLY_CONFIG, APPLY_SQL, APPLY_SCHEMA)
+IMAGE = "Image stand-in"  # the image task's operation that changes the image behind the alias
+
+HEALTHY = {"State": {"Running": True, "Health": {"Status": "healthy"}}}
+STARTING = {"State": {"Running": True, "Health": {"Status": "starting"}}}
+STOPPED = {"State": {"Running": False}}
+
+
+def settings(**data: Any) -> Settings:
+    return build_settings(data, HostFacts(ram_mb=4096, cpus=2, has_systemd=True), host="db1")
+
+
+def stack_plan(container: dict | None, s: Settings | None = None) -> Plan:
+    s = s or settings()
+
+    def task() -> None:
+        image_op = files.file(name=IMAGE, path="/nonexistent/image-marker")
+        postgres.ensure(s, "docker compose", [image_op])
+
+    def docker_inspect(kind: str, object_id: str) -> dict | None:
+        assert (kind, object_id) == ("container", s.container_name)
+        return container
+
+    _, p = plan(task, facts={"DockerInspect": docker_inspect, "NumericStat": None})
+    return p
+
+
+def decisions(p: Plan, *changed: str) -> set[str]:
+    """Which of the decision operations run when ``changed`` uploads changed."""
+    return set(p.execute(changed)) & set(DECISIONS)
+
+
+def conf(s: Settings, name: str) -> str:
+    return f"Write {s.paths['config']}/{name}"
+
+
+def init_sql(s: Settings) -> str:
+    return f"Write {s.paths['init']}/10-init_db.sql"
+
+
+def test_a_converged_running_stack_runs_nothing() -> None:
+    assert decisions(stack_plan(HEALTHY)) == set()
+
+
+@pytest.mark.parametrize(
+    "container", [None, STOPPED, STARTING], ids=["absent", "stopped", "unhealthy"]
+)
+def test_a_stack_not_running_healthy_is_brought_up(container: dict | None) -> None:
+    assert decisions(stack_plan(container)) == {UP}
+
+
+@pytest.mark.parametrize("changed", ["Write docker-compose.yml", IMAGE])
+def test_a_new_compose_file_or_image_recreates_the_container(changed: str) -> None:
+    assert decisions(stack_plan(HEALTHY), changed) == {UP}
+
+
+@pytest.mark.parametrize("name", ["postgresql.conf", "pg_hba.conf"])
+def test_a_changed_server_file_is_applied_without_compose(name: str) -> None:
+    s = settings()
+    assert decisions(stack_plan(HEALTHY, s), conf(s, name)) == {APPLY_CONFIG}
+
+
+def test_a_container_started_by_up_already_runs_the_new_configuration() -> None:
+    s = settings()
+    changed = (conf(s, "postgresql.conf"), "Write docker-compose.yml")
+    assert decisions(stack_plan(HEALTHY, s), *changed) == {UP}
+    assert decisions(stack_plan(STOPPED, s), conf(s, "pg_hba.conf")) == {UP}
+
+
+def test_changed_init_sql_is_applied_alone() -> None:
+    s = settings()
+    assert decisions(stack_plan(HEALTHY, s), init_sql(s)) == {APPLY_SQL}
+
+
+def test_schema_files_run_as_the_app_after_their_own_or_init_sql_change(tmp_path: Path) -> None:
+    schema = tmp_path / "01-tables.sql"
+    schema.write_text("CREATE TABLE IF NOT EXISTS t (id int);\n")
+    s = settings(postgres_schema_files=[str(schema)])
+    p = stack_plan(HEALTHY, s)
+    assert decisions(p) == set()
+    schema_write = next(n for n in p.names if n.startswith("Write ") and "/schema/" in n)
+    assert decisions(stack_plan(HEALTHY, s), schema_write) == {APPLY_SCHEMA}
+    assert decisions(stack_plan(HEALTHY, s), init_sql(s)) == {APPLY_SQL, APPLY_SCHEMA}
+    assert decisions(stack_plan(HEALTHY, s), conf(s, "postgresql.conf")) == {APPLY_CONFIG}
+
+
+def test_no_schema_files_no_schema_step() -> None:
+    assert APPLY_SCHEMA not in stack_plan(HEALTHY).names
