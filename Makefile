@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help deploy dry-run down test test-unit test-integration test-e2e lint verify \
 	status monitor chaos bench backup restore restore-pitr restore-pitr-clean restore-drill clean-venv host-deps update-image lock \
-	lab lab-down lab-chaos settings-docs
+	lab lab-down lab-chaos settings-docs ci
 
 help:
 	@echo "make deploy   [INVENTORY=inventory/local.py]  converge the inventory's hosts"
@@ -19,6 +19,8 @@ help:
 	@echo "make dry-run  [INVENTORY=...]                 show what deploy would change"
 	@echo "make down     [INVENTORY=...]                 stop Postgres, keep the data"
 	@echo "make verify   [INVENTORY=...] [JUNIT=file]    production-readiness checks"
+	@echo "make ci       INVENTORY=... [JUNIT=file] [ALLOW_NEW_STATE=1]  pipelines: check, dry"
+	@echo "                                              run, deploy, verify (docs/ci.md)"
 	@echo "make status   [INVENTORY=...] [JSON=1]        dashboard; make monitor = live"
 	@echo "make backup | restore-drill                   back up now | prove the newest restores"
 	@echo "make restore  [HOST=] [BACKUP=latest|FILE] [TARGET_DB=] [FORCE=1]"
@@ -88,6 +90,12 @@ test: $(STAMP) host-deps lint
 # The production-readiness suite (testinfra) against every host of INVENTORY.
 verify: $(STAMP)
 	$(BIN)/python -m pgsteady.verify --inventory $(INVENTORY) $(if $(JUNIT),--junit $(JUNIT))
+
+# For pipelines (docs/ci.md): SSH and settings checks, pyinfra --dry, the converge and
+# verify, one exit status; the failing stage is named last and in the JUnit file.
+ci: $(STAMP)
+	$(BIN)/python -m pgsteady.ci --inventory $(INVENTORY) $(if $(JUNIT),--junit $(JUNIT)) \
+		$(if $(ALLOW_NEW_STATE),--allow-new-state) </dev/null
 
 status: $(STAMP)
 	$(BIN)/python -m pgsteady.monitor --inventory $(INVENTORY) $(if $(JSON),--json)

@@ -1,0 +1,104 @@
+"""`make ci` end to end on one stack: the real make target, pyinfra, verify and JUnit file.
+
+In order, on one fresh stack: a runner without the inventory's saved `.pgsteady/` state
+is stopped before the converge and leaves nothing behind; the first converge (with
+ALLOW_NEW_STATE=1) passes every stage with a JUnit file of verify's checks and the
+stages; a bad setting then stops the run at the settings stage, naming the key, with the
+running host untouched.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.stack import REPO, Stack
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@dataclass
+class CiRun:
+    """What one `make ci` printed, and its JUnit file's cases by suite."""
+
+    returncode: int
+    output: str
+    cases: dict[str, dict[str, str]]  # suite -> case name -> passed|failed|skipped
+
+    def stage(self, name: str) -> str:
+        return self.cases["pgsteady ci"][name]
+
+
+def make_ci(stack: Stack, *extra: str) -> CiRun:
+    junit = stack.dir / "ci.xml"
+    proc = subprocess.run(
+        ["make", "-s", "-o", ".venv/.installed", "ci", f"INVENTORY={stack.inventory}",
+         f"JUNIT={junit}", *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    cases: dict[str, dict[str, str]] = {}
+    for suite in ET.parse(junit).getroot().iter("testsuite"):
+        for case in suite.iter("testcase"):
+            outcome = "passed"
+            if case.find("failure") is not None or case.find("error") is not None:
+                outcome = "failed"
+            elif case.find("skipped") is not None:
+                outcome = "skipped"
+            cases.setdefault(suite.get("name", ""), {})[case.get("name", "")] = outcome
+    return CiRun(proc.returncode, proc.stdout + proc.stderr, cases)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    st = Stack()
+    st.write_inventory()
+    yield st
+    st.destroy()
+
+
+@pytest.fixture(scope="module")
+def state_dir(stack: Stack) -> Path:
+    return stack.dir / ".pgsteady" / "inventory"
+
+
+def test_a_runner_without_the_saved_state_changes_nothing(stack: Stack, state_dir: Path) -> None:
+    run = make_ci(stack)
+    assert run.returncode != 0, run.output[-3000:]
+    assert "FAILED at stage state" in run.output, run.output[-3000:]
+    assert run.stage("dry-run") == "passed"
+    assert run.stage("state") == "failed"
+    assert run.stage("deploy") == run.stage("verify") == "skipped"
+    # The CA the dry run made is gone again, and the host was not touched.
+    assert not (stack.dir / ".pgsteady").exists()
+    assert stack.exists_anywhere() == []
+
+
+def test_first_converge_passes_every_stage(stack: Stack, state_dir: Path) -> None:
+    run = make_ci(stack, "ALLOW_NEW_STATE=1")
+    assert run.returncode == 0, run.output[-4000:]
+    assert "OK: converged and verified" in run.output
+    assert set(run.cases["pgsteady ci"].values()) == {"passed"}
+    checks = run.cases["@local"]
+    assert len(checks) >= 30, checks
+    assert "failed" not in checks.values()
+    assert (state_dir / "ca.key").stat().st_mode & 0o777 == 0o600
+    stack.wait_healthy()
+
+
+def test_a_bad_setting_stops_at_settings_and_changes_nothing(stack: Stack) -> None:
+    conf = stack.app_dir / "config" / "postgresql.conf"
+    before = (conf.read_bytes(), stack.inspect()["State"]["StartedAt"])
+    stack.write_inventory(postgres_max_connections=0)
+    run = make_ci(stack)
+    assert run.returncode != 0
+    assert "FAILED at stage settings" in run.output, run.output[-3000:]
+    assert "postgres_max_connections = 0" in run.output, run.output[-3000:]
+    assert run.stage("settings") == "failed"
+    assert {run.stage(s) for s in ("dry-run", "state", "deploy", "verify")} == {"skipped"}
+    assert (conf.read_bytes(), stack.inspect()["State"]["StartedAt"]) == before
+    stack.write_inventory()
