@@ -130,3 +130,16 @@ pgbackrest_address = None  # how other hosts reach this one (default: ssh_hostna
 pgbackrest_full_schedule = "30 1 * * 0"  # full backup (cron syntax; Sundays 01:30)
 pgbackrest_diff_schedule = "30 1 * * 1-6"  # differential backup (Mondays to Saturdays)
 pgbackrest_verify_schedule = "30 4 * * 0"  # pgbackrest verify: checksums of the repository
+
+# --- metrics: Prometheus exporters ----------------------------------------------------
+# On by default: an unwatched database fails silently, and the exporters cost
+# two small containers (128 MB each at most). They run from pgsteady's Debian-built
+# image (source debian, or auto, which then builds it); registry/archive images must
+# set metrics_enabled=False. Both serve HTTPS with the host's certificate and demand
+# a client certificate from the same CA: `make scrape-config` writes Prometheus's
+# targets, its client certificate and the scrape_configs (docs/monitoring.md).
+metrics_enabled = True  # run the Prometheus exporters (postgres + node) beside the server
+# address the exporters' ports are published on (production: the private address)
+metrics_bind = "127.0.0.1"
+postgres_exporter_port = 9187  # prometheus-postgres-exporter's port on metrics_bind
+node_exporter_port = 9100  # prometheus-node-exporter's port on metrics_bind

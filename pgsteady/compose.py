@@ -29,7 +29,7 @@ def secret_names(s: Settings) -> list[str]:
 
 def compose_context(s: Settings) -> dict[str, Any]:
     """Template context for docker-compose.yml.j2."""
-    from pgsteady import pgbackrest
+    from pgsteady import metrics, pgbackrest
 
     return {
         "service": "postgres",
@@ -59,6 +59,7 @@ def compose_context(s: Settings) -> dict[str, Any]:
             # them only to restore an empty volume, and never gets to write one root trusts.
             *([f"{s.backup_path}:{BACKUP_MOUNT}:ro"] if s.postgres_restore_on_empty else []),
             *pgbackrest.volumes(s),
+            *_socket_volume(s),
         ],
         "mem_limit": f"{s.memory_limit_mb}m",
         "cpus": s.cpu_limit,
@@ -87,7 +88,18 @@ def compose_context(s: Settings) -> dict[str, Any]:
         "labels": {"io.pgsteady.project": s.compose_project},
         "sidecar": pgbackrest.sidecar(s),
         "socket_volume": pgbackrest.SOCKET_VOLUME,
+        "socket_volume_used": bool(pgbackrest.sidecar(s) or s.metrics_enabled),
+        "exporters": metrics.services(s),
     }
+
+
+def _socket_volume(s: Settings) -> list[str]:
+    """The server's socket directory as a volume the exporter shares (pgBackRest's
+    off-host setup mounts it already)."""
+    from pgsteady import pgbackrest
+
+    line = f"{pgbackrest.SOCKET_VOLUME}:{pgbackrest.SOCKET_DIR}"
+    return [line] if s.metrics_enabled and line not in pgbackrest.volumes(s) else []
 
 
 def render_compose(s: Settings) -> str:

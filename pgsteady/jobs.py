@@ -43,6 +43,23 @@ def watchdog_job(s: Settings) -> Job:
     )
 
 
+def metrics_job(s: Settings) -> Job:
+    """pgsteady-metrics every minute: the textfile node-exporter serves (docs/monitoring.md)."""
+    return Job(
+        unit=f"pgsteady-metrics-{s.compose_project}",
+        description=f"textfile metrics of {s.container_name}",
+        schedule="* * * * *",
+        command=(
+            f"{s.paths['bin']}/pgsteady-metrics",
+            "--config",
+            f"{s.paths['etc']}/metrics.json",
+        ),
+        log_tag=f"pgsteady-metrics-{s.compose_project}",
+        persistent=False,
+        randomized_delay_sec=0,
+    )
+
+
 def backup_job(s: Settings) -> Job:
     return Job(
         unit=f"pgsteady-backup-{s.compose_project}",

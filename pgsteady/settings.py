@@ -390,6 +390,28 @@ class Settings(BaseModel):
     pgbackrest_verify_schedule: str = setting(
         "30 4 * * 0", "pgbackrest verify: checksums of the repository", accepted=_SCHEDULE
     )
+    metrics_enabled: StrictBool = setting(
+        True,
+        "run the Prometheus exporters (postgres + node) beside the server",
+        section="metrics: Prometheus exporters",
+        intro="On by default: an unwatched database fails silently, and the exporters cost\n"
+        "two small containers (128 MB each at most). They run from pgsteady's Debian-built\n"
+        "image (source debian, or auto, which then builds it); registry/archive images must\n"
+        "set metrics_enabled=False. Both serve HTTPS with the host's certificate and demand\n"
+        "a client certificate from the same CA: `make scrape-config` writes Prometheus's\n"
+        "targets, its client certificate and the scrape_configs (docs/monitoring.md).",
+    )
+    metrics_bind: str = setting(
+        "127.0.0.1",
+        "address the exporters' ports are published on (production: the private address)",
+        accepted="an IP address",
+    )
+    postgres_exporter_port: StrictInt = setting(
+        9187, "prometheus-postgres-exporter's port on metrics_bind", ge=1024, le=65535
+    )
+    node_exporter_port: StrictInt = setting(
+        9100, "prometheus-node-exporter's port on metrics_bind", ge=1024, le=65535
+    )
 
     # --- host facts (not operator settings; filled by build_settings) -------
     host_ram_mb: StrictInt = Field(0, ge=0, exclude=True)
@@ -412,7 +434,7 @@ class Settings(BaseModel):
             raise ValueError(f"{v} is not supported: use {_VERSIONS}")
         return v
 
-    @field_validator("postgres_bind")
+    @field_validator("postgres_bind", "metrics_bind")
     @classmethod
     def _bind(cls, v: str) -> str:
         try:

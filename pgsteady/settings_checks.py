@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pgsteady.settings import Settings
 
 #: host.data keys with these prefixes are pgsteady's alone: an unknown one is a mistake.
-OWN_PREFIXES = ("postgres_", "pgbackrest_", "watchdog_")
+OWN_PREFIXES = ("postgres_", "pgbackrest_", "watchdog_", "metrics_", "node_exporter_")
 #: Prefixes pgsteady shares with other deploy packages in the same inventory (a Docker
 #: package's ``docker_version``): an unknown key there is refused only when it is a
 #: near miss of a pgsteady setting, i.e. most likely a typo of one.
@@ -148,6 +148,9 @@ def cross_checks(s: Settings) -> list[str]:
     from pgsteady.pgbackrest import settings_errors as pgbackrest_errors
 
     errors.extend(pgbackrest_errors(s))
+    from pgsteady.metrics import settings_errors as metrics_errors
+
+    errors.extend(metrics_errors(s))
     if s.postgres_user == s.postgres_readonly_user:
         errors.append(
             f"postgres_readonly_user = {s.postgres_readonly_user!r}: must differ from postgres_user"

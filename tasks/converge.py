@@ -16,6 +16,7 @@ from tasks import (
     backup,
     docker,
     image,
+    metrics,
     pgbackrest,
     pgbackrest_repository,
     postgres,
@@ -45,6 +46,7 @@ def converge() -> None:
         secrets.ensure(settings)
         tls_ops = tls.ensure(settings)  # before the server starts: ssl = on needs the files
         pgbackrest_ops = pgbackrest.prepare(settings)  # bind-mounted repos and passphrases
+        metrics.prepare(settings)  # files the exporter services bind-mount
         postgres.ensure(settings, compose_cmd, image_ops)
     # Operations of different hosts are ordered only at points every host passes.
     barrier("the pgBackRest repository servers of the backup hosts run")
@@ -52,6 +54,7 @@ def converge() -> None:
         pgbackrest.ensure_stanza(settings, pgbackrest_ops)
         tls.reload_on_change(settings, tls_ops)
         backup.install(settings)
+        metrics.install(settings)
         schedule.ensure(settings)
     barrier("every database host's stanza exists")
     if is_backup_host():

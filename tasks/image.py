@@ -182,8 +182,8 @@ def _auto(s: Settings) -> list[OperationMeta]:
     Sticky: once either image is in place it stays while it is current, so a registry
     that comes and goes does not flip the image under a running database.
     """
-    if s.pgbackrest_enabled:
-        return _from_debian(s)  # WAL archiving needs the pgBackRest of the Debian image
+    if s.pgbackrest_enabled or s.metrics_enabled:
+        return _from_debian(s)  # pgBackRest and the exporters are in the Debian image
     if s.postgres_version not in DEBIAN_SUITES or not _has_mirror(s):
         return _from_registry(s)
     if _alias_is_current(s, allow_registry=True, allow_debian=True):

@@ -10,6 +10,7 @@ from pyinfra.operations import apt, files, systemd, sysvinit
 from pgsteady.jobs import (
     Job,
     backup_job,
+    metrics_job,
     pgbackrest_jobs,
     render_cron,
     render_service,
@@ -68,6 +69,7 @@ def _cron_job(job: Job, present: bool) -> None:
 def ensure(s: Settings) -> None:
     jobs = [(watchdog_job(s), True), (backup_job(s), s.backup_enabled)]
     jobs += [(job, s.pgbackrest_enabled) for job in pgbackrest_jobs(s)]
+    jobs.append((metrics_job(s), s.metrics_enabled))
     ensure_jobs(s, jobs)
 
 

@@ -197,10 +197,11 @@ umount_below() {
 # --force-check-gpg: a Release file that does not verify against the keyring aborts
 # (without a keyring debootstrap only warns, and installs unsigned packages).
 # util-linux provides setpriv, which the entrypoint uses to drop root privileges;
-# pgbackrest archives WAL and takes and restores physical backups (point-in-time recovery).
+# pgbackrest archives WAL and takes and restores physical backups (point-in-time recovery);
+# the two Prometheus exporters run as services of the stack from this same image.
 say "[1/5] debootstrap minbase $SUITE with postgresql-$VERSION from $MIRROR (log: $LOG)"
 if ! debootstrap --variant=minbase --keyring="$KEYRING" --force-check-gpg \
-    --include="postgresql-$VERSION,util-linux,pgbackrest" \
+    --include="postgresql-$VERSION,util-linux,pgbackrest,prometheus-postgres-exporter,prometheus-node-exporter" \
     "$SUITE" "$ROOTFS" "$MIRROR" >>"$LOG" 2>&1; then
     tail -n 30 "$LOG" >&2
     die 1 "debootstrap failed; see $LOG"
@@ -242,7 +243,7 @@ say "      upgrade done after $(elapsed)"
 say "[3/5] configuring rootfs (postgres uid/gid $PG_UID:$PG_GID, entrypoint, trimming)"
 BIN=/usr/lib/postgresql/$VERSION/bin
 for f in "$BIN/postgres" "$BIN/initdb" "$BIN/pg_ctl" /usr/bin/psql /usr/bin/setpriv /bin/bash \
-    /usr/bin/pgbackrest; do
+    /usr/bin/pgbackrest /usr/bin/prometheus-postgres-exporter /usr/bin/prometheus-node-exporter; do
     [ -x "$ROOTFS$f" ] || die 1 "$f missing from the rootfs"
 done
 
@@ -358,6 +359,8 @@ say "[5/5] smoke test and tag"
 [ "$(recipe_of "$IMAGE_ID")" = "$RECIPE" ] || die 1 "imported image lacks label $LABEL=$RECIPE"
 smoke=$("$DOCKER" run --rm --network none --entrypoint /bin/sh "$IMAGE_ID" -c \
     'postgres --version && pgbackrest version && setpriv --version >/dev/null &&
+    prometheus-postgres-exporter --version 2>&1 | head -n 1 &&
+    prometheus-node-exporter --version 2>&1 | head -n 1 &&
     id -u postgres && id -g postgres')
 printf '%s\n' "$smoke" | sed "s/^/$PROG:       /"
 [ "$(printf '%s\n' "$smoke" | tail -n 2 | tr '\n' ' ')" = "$PG_UID $PG_GID " ] ||

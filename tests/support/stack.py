@@ -83,6 +83,8 @@ class Stack:
     data: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.postgres_exporter_port = free_port()
+        self.node_exporter_port = free_port()
         self.dir = ROOT / self.name
         self.app_dir = self.dir / "app"
         self.inventory = self.dir / "inventory.py"
@@ -97,6 +99,9 @@ class Stack:
             "app_dir": str(self.app_dir),
             "compose_project": self.name,
             "postgres_port": self.port,
+            # Parallel stacks never share an exporter port (metrics_enabled by default).
+            "postgres_exporter_port": self.postgres_exporter_port,
+            "node_exporter_port": self.node_exporter_port,
             "postgres_image_source": "debian",
             "postgres_memory_limit": "1GB",
             "postgres_cpus": 1,
@@ -216,7 +221,10 @@ class Stack:
         while docker("info", check=False).returncode != 0 and time.monotonic() < deadline:
             time.sleep(1)
         docker("rm", "-f", "-v", self.container, check=False)
+        for exporter in ("postgres-exporter", "node-exporter"):
+            docker("rm", "-f", "-v", f"{self.name}-{exporter}", check=False)
         docker("volume", "rm", "-f", f"{self.name}_pgdata", check=False)
+        docker("volume", "rm", "-f", f"{self.name}_pgrun", check=False)
         # A side-by-side point-in-time restore (make restore-pitr) left by a failed test.
         docker("rm", "-f", "-v", f"{self.container}-pitr", check=False)
         docker("volume", "rm", "-f", f"{self.container}-pitr", check=False)

@@ -91,10 +91,10 @@ BAD_SETTINGS: list[tuple[dict[str, Any], str, str, str]] = [
     ({"postgres_version": 16, "postgres_settings": {"work_mem": "1MB\nfsync = off"}},
      "postgres_settings", "fsync = off", "line break"),
     ({"postgres_version": 16, "postgres_settings": {"hba_file": "/tmp/hba"},
-      "pgbackrest_enabled": False},
+      "pgbackrest_enabled": False, "metrics_enabled": False},
      "postgres_settings['hba_file']", "'/tmp/hba'", "cannot be overridden"),
     ({"postgres_version": 18, "postgres_settings": {"include_dir": "/tmp"},
-      "pgbackrest_enabled": False},
+      "pgbackrest_enabled": False, "metrics_enabled": False},
      "postgres_settings['include_dir']", "'/tmp'", "accepted: any other server parameter"),
     # durability and resources
     ({"postgres_settings": {"fsync": "off"}}, "postgres_settings['fsync']", "'off'",

@@ -55,7 +55,8 @@ def test_bind_address_and_paths_follow_settings():
     assert svc["ports"] == ["10.0.0.5:6543:5432"]
     assert "/srv/pg-1/config:/etc/pgsteady:ro" in svc["volumes"]
     assert "pgdata:/var/lib/postgresql/data" in svc["volumes"]
-    assert doc["volumes"] == {"pgdata": {}}
+    # pgrun: the socket directory postgres-exporter shares (metrics_enabled by default)
+    assert doc["volumes"] == {"pgdata": {}, "pgrun": {}}
 
 
 def test_restart_policy_is_configurable():

@@ -161,7 +161,8 @@ MANAGED = [
 @pytest.mark.parametrize("key", MANAGED)
 def test_managed_keys_are_refused_for_every_version(version: int, key: str) -> None:
     errors = errors_for(
-        postgres_version=version, postgres_settings={key: "/tmp/evil"}, pgbackrest_enabled=False
+        postgres_version=version, postgres_settings={key: "/tmp/evil"}, pgbackrest_enabled=False,
+        metrics_enabled=False,
     )
     assert len(errors) == 1, errors
     assert errors[0].startswith(f"postgres_settings[{key!r}] = '/tmp/evil': cannot be overridden")
@@ -174,7 +175,8 @@ def test_managed_keys_are_refused_for_every_version(version: int, key: str) -> N
 def test_durability_off_is_refused_in_every_spelling(version: int, key: str, value) -> None:
     # pgbackrest off: versions without Debian packages would add the image error.
     errors = errors_for(
-        postgres_version=version, postgres_settings={key: value}, pgbackrest_enabled=False
+        postgres_version=version, postgres_settings={key: value}, pgbackrest_enabled=False,
+        metrics_enabled=False,
     )
     assert len(errors) == 1, errors
     assert errors[0].startswith(f"postgres_settings[{key!r}] = {value!r}: refused"), errors

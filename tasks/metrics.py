@@ -1,0 +1,82 @@
+"""The Prometheus exporters' files on the host and the textfile metrics writer.
+
+``prepare`` runs before the stack starts (compose bind-mounts these files: a missing one
+would become a directory); ``install`` puts pgsteady-metrics and its config in place and
+writes the textfile once when either changed (the minute job keeps it fresh after that).
+The exporter services themselves are in the compose file (pgsteady/metrics.py).
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+from pathlib import Path
+
+from pyinfra.api import deploy
+from pyinfra.operations import files, server
+
+from pgsteady import metrics
+from pgsteady.hostfiles import root_only, server_readable
+from pgsteady.settings import Settings
+from tasks.ownership import directory_owned, put_owned
+
+WRITER = Path(__file__).resolve().parent.parent / "files" / "bin" / "pgsteady-metrics"
+
+
+@deploy("Metrics exporters")
+def prepare(s: Settings) -> None:
+    """The exporters' web config, custom queries and textfile directory."""
+    if not s.metrics_enabled:
+        return
+    config = s.paths["config"]
+    directory_owned(server_readable(s, config, directory=True), "Create the config directory")
+    put_owned(metrics.render_web_config(), server_readable(s, f"{config}/{metrics.WEB_CONFIG}"))
+    if metrics.QUERIES_SOURCE.is_file():
+        put_owned(
+            metrics.QUERIES_SOURCE.read_text(),
+            server_readable(s, f"{config}/{metrics.QUERIES}"),
+        )
+    directory_owned(
+        root_only(s.paths["state"], "700", directory=True), "Create the state directory"
+    )
+    # Root writes the textfile; node-exporter (nobody) reads it through a read-only mount.
+    directory_owned(
+        root_only(metrics.textfile_dir(s), "755", directory=True),
+        "Create the textfile metrics directory",
+    )
+
+
+@deploy("Metrics textfile writer")
+def install(s: Settings) -> None:
+    """pgsteady-metrics and its root-only config; one run when either changed."""
+    writer = f"{s.paths['bin']}/pgsteady-metrics"
+    config = f"{s.paths['etc']}/metrics.json"
+    ops = [
+        files.put(
+            name="Upload pgsteady-metrics",
+            src=str(WRITER),
+            dest=writer,
+            user="root",
+            group="root",
+            mode="755",
+        )
+        if s.metrics_enabled
+        else files.file(name=f"Remove {writer}", path=writer, present=False),
+        files.put(
+            name=f"Write {config}",
+            src=StringIO(metrics.render_writer_config(s)),
+            dest=config,
+            user="root",
+            group="root",
+            mode="600",
+        )
+        if s.metrics_enabled
+        else files.file(name=f"Remove {config}", path=config, present=False),
+    ]
+    if s.metrics_enabled:
+        server.shell(
+            name="Write the textfile metrics once",
+            # A source out of reach (a repository down) is the job's to report every
+            # minute; it does not fail the deploy.
+            commands=[f"{writer} --config {config} || echo 'pgsteady-metrics: errors above' >&2"],
+            _if=lambda: any(o.did_change() for o in ops),
+        )
