@@ -4,7 +4,8 @@ In order, on one fresh stack: a runner without the inventory's saved `.pgsteady/
 is stopped before the converge and leaves nothing behind; the first converge (with
 ALLOW_NEW_STATE=1) passes every stage with a JUnit file of verify's checks and the
 stages; a bad setting then stops the run at the settings stage, naming the key, with the
-running host untouched.
+running host untouched; a fault the converge does not undo (a second superuser) fails
+the verify stage, and the JUnit file names the failed check.
 """
 
 from __future__ import annotations
@@ -102,3 +103,16 @@ def test_a_bad_setting_stops_at_settings_and_changes_nothing(stack: Stack) -> No
     assert {run.stage(s) for s in ("dry-run", "state", "deploy", "verify")} == {"skipped"}
     assert (conf.read_bytes(), stack.inspect()["State"]["StartedAt"]) == before
     stack.write_inventory()
+
+
+def test_a_fault_the_converge_keeps_fails_verify_in_junit(stack: Stack) -> None:
+    stack.psql("CREATE ROLE ci_intruder SUPERUSER")
+    try:
+        run = make_ci(stack)
+    finally:
+        stack.psql("DROP ROLE ci_intruder")
+    assert run.returncode != 0
+    assert "FAILED at stage verify" in run.output, run.output[-3000:]
+    assert run.stage("deploy") == "passed" and run.stage("verify") == "failed"
+    failed = [name for name, outcome in run.cases["@local"].items() if outcome == "failed"]
+    assert [name.split("[")[0] for name in failed] == ["test_one_superuser"], failed
