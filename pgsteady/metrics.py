@@ -54,11 +54,6 @@ NOBODY = 65534
 MEM_LIMIT = "128m"
 #: Collectors node-exporter runs (every other is off): disk space, the textfile, load.
 NODE_COLLECTORS = ("filesystem", "textfile", "meminfo", "loadavg", "cpu")
-#: Grace added to a backup schedule's longest gap before a backup counts as too old:
-#: a backup takes time, and a timer may run late (RandomizedDelaySec, a busy host).
-BACKUP_GRACE_SECONDS = 2 * 3600
-#: The exporter's metrics job runs every minute; it may be this late before it is stale.
-TEXTFILE_INTERVAL_SECONDS = 60
 
 
 def settings_errors(s: Settings) -> list[str]:
@@ -229,26 +224,23 @@ def services(s: Settings) -> list[dict[str, Any]]:
 
 def backup_max_ages(s: Settings) -> list[dict[str, Any]]:
     """Each backup tool/repository of this host with the age its newest backup may reach:
-    the schedule's longest gap plus BACKUP_GRACE_SECONDS."""
+    what `make verify` allows (the schedule's longest gap plus its BACKUP_GRACE)."""
     from pgsteady.pgbackrest import repos
-    from pgsteady.schedule import max_gap
+    from pgsteady.verify import backup_deadline
 
     out: list[dict[str, Any]] = []
     if s.backup_enabled:
-        gap = max_gap(s.backup_schedule)
-        if gap is not None:
-            out.append(
-                {
-                    "tool": "pg_dump",
-                    "max_age": int(gap.total_seconds()) + BACKUP_GRACE_SECONDS,
-                }
-            )
+        deadline = backup_deadline(s.backup_schedule)
+        if deadline is not None:
+            out.append({"tool": "pg_dump", "max_age": int(deadline.total_seconds())})
     if s.pgbackrest_enabled:
         # The newest backup of either kind counts: the more frequent schedule bounds it.
-        gaps = [max_gap(x) for x in (s.pgbackrest_full_schedule, s.pgbackrest_diff_schedule)]
-        known = [g for g in gaps if g is not None]
+        deadlines = [
+            backup_deadline(x) for x in (s.pgbackrest_full_schedule, s.pgbackrest_diff_schedule)
+        ]
+        known = [d for d in deadlines if d is not None]
         if known:
-            max_age = int(min(known).total_seconds()) + BACKUP_GRACE_SECONDS
+            max_age = int(min(known).total_seconds())
             out += [{"tool": "pgbackrest", "repo": str(n), "max_age": max_age} for n, _ in repos(s)]
     return out
 

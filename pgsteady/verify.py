@@ -35,7 +35,7 @@ from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
 SUITE = REPO / "tests" / "verify"
 CONTEXT_ENV = "PGSTEADY_VERIFY_CONTEXT"
 RESULTS_ENV = "PGSTEADY_VERIFY_RESULTS"
-GROUPS = ("host", "docker", "container", "postgres", "security", "backups")
+GROUPS = ("host", "docker", "container", "postgres", "security", "backups", "metrics")
 #: Added to the schedule's longest gap before a backup counts as overdue.
 BACKUP_GRACE = timedelta(hours=1)
 

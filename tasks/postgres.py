@@ -16,6 +16,7 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, server
 
+from pgsteady import metrics
 from pgsteady.compose import INIT_MOUNT, INIT_SQL, render_compose, render_ctl_env
 from pgsteady.hostfiles import OLD_ROOT_FILES_IN_CONFIG, root_only, server_readable
 from pgsteady.pgconfig import (
@@ -36,10 +37,16 @@ PITR = CTL.parent / "pgsteady-pitr"
 
 
 def _container_ok(s: Settings) -> bool:
+    """The server runs healthy, and so does every other service of the stack (running)."""
     state = (host.get_fact(DockerInspect, kind="container", object_id=s.container_name) or {}).get(
         "State"
     ) or {}
-    return bool(state.get("Running")) and (state.get("Health") or {}).get("Status") == "healthy"
+    others = [
+        (host.get_fact(DockerInspect, kind="container", object_id=name) or {}).get("State") or {}
+        for name in metrics.container_names(s).values()
+    ]
+    healthy = (state.get("Health") or {}).get("Status") == "healthy"
+    return bool(state.get("Running")) and healthy and all(o.get("Running") for o in others)
 
 
 @deploy("Postgres stack")

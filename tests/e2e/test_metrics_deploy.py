@@ -25,6 +25,7 @@ import pytest
 
 from tests.e2e.conftest import deploy_or_fail
 from tests.support.stack import REPO, Stack, docker
+from tests.support.verify_run import make_verify
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -125,7 +126,7 @@ def test_node_exporter_serves_textfile_and_filesystem_metrics(stack: Stack) -> N
     assert metric_value(text, "pgsteady_textfile_errors") == 0
     # backup_schedule is daily: one day between backups, plus the grace period
     max_age = metric_value(text, "pgsteady_backup_max_age_seconds", tool="pg_dump")
-    assert max_age == 86400 + 7200
+    assert max_age == 86400 + 3600
     # the deploy's stanza-create took no backup yet: 0 = none known (the alert fires)
     last = metric_value(
         text, "pgsteady_backup_last_success_timestamp_seconds", tool="pgbackrest", repo="1"
@@ -175,6 +176,26 @@ def test_scrape_config_client_certificate_is_admitted(stack: Stack, tmp_path: Pa
     assert metric_value(text, "pg_up") == 1.0
     again = subprocess.run([*cmd, "--out", str(out)], cwd=REPO, capture_output=True, text=True)
     assert again.returncode == 0 and "up to date" in again.stdout, again.stdout
+
+
+def test_verify_checks_the_exporters(stack: Stack, tmp_path: Path) -> None:
+    """`make verify`'s metrics checks pass for postgres-exporter and the textfile, and fail
+    with a fix line for a stopped node-exporter."""
+    docker("stop", f"{stack.name}-node-exporter")
+    try:
+        run = make_verify(stack.inventory, tmp_path / "junit.xml")
+    finally:
+        docker("start", f"{stack.name}-node-exporter")
+    ours = {k: v for k, v in run.failed.items() if k.startswith("metrics/")}
+    assert set(ours) == {
+        "metrics/exporter_healthy[node-exporter]",
+        "metrics/node_exporter_serves_textfile",
+        # a port that refuses connections proves nothing about client certificates
+        "metrics/client_certificate_required[node-exporter]",
+    }, run.output[-3000:]
+    assert "make deploy" in ours["metrics/exporter_healthy[node-exporter]"][1]
+    assert not any(k.startswith("metrics/") for k in run.skipped), run.skipped
+    wait_healthy(f"{stack.name}-node-exporter")
 
 
 def test_second_deploy_changes_nothing(stack: Stack) -> None:
