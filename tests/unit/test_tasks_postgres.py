@@ -34,7 +34,9 @@ def settings(**data: Any) -> Settings:
     return build_settings(data, HostFacts(ram_mb=4096, cpus=2, has_systemd=True), host="db1")
 
 
-def stack_plan(container: dict | None, s: Settings | None = None) -> Plan:
+def stack_plan(
+    container: dict | None, s: Settings | None = None, exporters: dict | None = HEALTHY
+) -> Plan:
     s = s or settings()
 
     def task() -> None:
@@ -42,8 +44,9 @@ def stack_plan(container: dict | None, s: Settings | None = None) -> Plan:
         postgres.ensure(s, "docker compose", [image_op])
 
     def docker_inspect(kind: str, object_id: str) -> dict | None:
-        assert (kind, object_id) == ("container", s.container_name)
-        return container
+        others = (f"{s.compose_project}-postgres-exporter", f"{s.compose_project}-node-exporter")
+        assert kind == "container" and object_id in (s.container_name, *others)
+        return container if object_id == s.container_name else exporters
 
     _, p = plan(task, facts={"DockerInspect": docker_inspect, "NumericStat": None})
     return p
@@ -71,6 +74,14 @@ def test_a_converged_running_stack_runs_nothing() -> None:
 )
 def test_a_stack_not_running_healthy_is_brought_up(container: dict | None) -> None:
     assert decisions(stack_plan(container)) == {UP}
+
+
+@pytest.mark.parametrize("exporters", [None, STOPPED], ids=["absent", "stopped"])
+def test_an_exporter_not_running_brings_the_stack_up(exporters: dict | None) -> None:
+    assert decisions(stack_plan(HEALTHY, exporters=exporters)) == {UP}
+    # metrics off: no exporter is looked for
+    off = settings(metrics_enabled=False)
+    assert decisions(stack_plan(HEALTHY, off, exporters=exporters)) == set()
 
 
 @pytest.mark.parametrize("changed", ["Write docker-compose.yml", IMAGE])
