@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help deploy dry-run down test test-unit test-integration test-e2e lint verify \
 	status monitor chaos bench backup restore restore-pitr restore-pitr-clean restore-drill clean-venv host-deps update-image lock \
-	lab lab-down lab-chaos settings-docs ci
+	lab lab-down lab-chaos settings-docs ci scrape-config
 
 help:
 	@echo "make deploy   [INVENTORY=inventory/local.py]  converge the inventory's hosts"
@@ -22,6 +22,8 @@ help:
 	@echo "make ci       INVENTORY=... [JUNIT=file] [ALLOW_NEW_STATE=1]  pipelines: check, dry"
 	@echo "                                              run, deploy, verify (docs/ci.md)"
 	@echo "make status   [INVENTORY=...] [JSON=1]        dashboard; make monitor = live"
+	@echo "make scrape-config [INVENTORY=...] [OUT=dir]  Prometheus targets, client cert,"
+	@echo "                                              scrape_configs (docs/monitoring.md)"
 	@echo "make backup | restore-drill                   back up now | prove the newest restores"
 	@echo "make restore  [HOST=] [BACKUP=latest|FILE] [TARGET_DB=] [FORCE=1]"
 	@echo "make restore-pitr TARGET_TIME='YYYY-MM-DD HH:MM:SS+00'|latest [HOST=] [IN_PLACE=1]"
@@ -90,6 +92,11 @@ test: $(STAMP) host-deps lint
 # The production-readiness suite (testinfra) against every host of INVENTORY.
 verify: $(STAMP)
 	$(BIN)/python -m pgsteady.verify --inventory $(INVENTORY) $(if $(JUNIT),--junit $(JUNIT))
+
+# Prometheus's file_sd targets, client certificate and scrape_configs for INVENTORY's
+# exporters (default OUT: .pgsteady/<inventory>/prometheus beside the inventory's CA).
+scrape-config: $(STAMP)
+	$(BIN)/python -m pgsteady.scrape_config --inventory $(INVENTORY) $(if $(OUT),--out $(OUT))
 
 # For pipelines (docs/ci.md): SSH and settings checks, pyinfra --dry, the converge and
 # verify, one exit status; the failing stage is named last and in the JUnit file.
