@@ -288,9 +288,11 @@ class Lab:
                   f"{time.monotonic() - started:.1f} s")  # fmt: skip
         return {
             **settings,
-            # pgsteady refuses WAL archiving with an archive image (it cannot prove the
-            # tarball has pgBackRest inside), so this faster path runs without it.
+            # pgsteady refuses WAL archiving and the exporters with an archive image (it
+            # cannot prove the tarball has pgBackRest or them inside), so this faster path
+            # runs without both.
             "pgbackrest_enabled": False,
+            "metrics_enabled": False,
             "postgres_image_source": "archive",
             "postgres_image": tag,
             "postgres_image_archive": pgimage.host_archive_path(version),
