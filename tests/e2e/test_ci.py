@@ -5,11 +5,15 @@ is stopped before the converge and leaves nothing behind; the first converge (wi
 ALLOW_NEW_STATE=1) passes every stage with a JUnit file of verify's checks and the
 stages; a bad setting then stops the run at the settings stage, naming the key, with the
 running host untouched; a fault the converge does not undo (a second superuser) fails
-the verify stage, and the JUnit file names the failed check.
+the verify stage, and the JUnit file names the failed check. Over SSH, with the key and
+known_hosts handed over as secret texts the way a CI store does (the same stack, reached
+through a private sshd): a host key other than the pinned one stops the run before
+anything changes; the pinned one, with the state the first converge saved, converges.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.sshd import Sshd
 from tests.support.stack import REPO, Stack
 
 pytestmark = pytest.mark.timeout(900)
@@ -35,12 +40,12 @@ class CiRun:
         return self.cases["pgsteady ci"][name]
 
 
-def make_ci(stack: Stack, *extra: str) -> CiRun:
+def make_ci(stack: Stack, *extra: str, env: dict[str, str] | None = None) -> CiRun:
     junit = stack.dir / "ci.xml"
     proc = subprocess.run(
         ["make", "-s", "-o", ".venv/.installed", "ci", f"INVENTORY={stack.inventory}",
          f"JUNIT={junit}", *extra],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
+        cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})},
     )  # fmt: skip
     cases: dict[str, dict[str, str]] = {}
     for suite in ET.parse(junit).getroot().iter("testsuite"):
@@ -116,3 +121,65 @@ def test_a_fault_the_converge_keeps_fails_verify_in_junit(stack: Stack) -> None:
     assert run.stage("deploy") == "passed" and run.stage("verify") == "failed"
     failed = [name for name, outcome in run.cases["@local"].items() if outcome == "failed"]
     assert [name.split("[")[0] for name in failed] == ["test_one_superuser"], failed
+
+
+# --- over SSH, with the key and known_hosts from the "CI's secret store" ----------------------
+
+SSH_INVENTORY = """import os
+
+hosts = [("127.0.0.1", {{
+    **{data!r},
+    "ssh_key": os.environ["PGSTEADY_SSH_KEY_FILE"],
+    "ssh_known_hosts_file": os.environ["PGSTEADY_SSH_KNOWN_HOSTS_FILE"],
+    "ssh_strict_host_key_checking": "yes",
+}})]
+"""
+
+
+@pytest.fixture(scope="module")
+def sshd() -> Iterator[Sshd]:
+    server = Sshd().start()
+    yield server
+    server.stop()
+
+
+def secrets_env(sshd: Sshd, known_hosts: str) -> dict[str, str]:
+    return {
+        "PGSTEADY_SSH_PRIVATE_KEY": sshd.client_key.read_text(),
+        "PGSTEADY_SSH_KNOWN_HOSTS": known_hosts,
+    }
+
+
+def over_ssh(stack: Stack, sshd: Sshd) -> None:
+    """The same stack's inventory, now reaching this machine through ``sshd``."""
+    data = {**stack.host_data(), "ssh_port": sshd.port, "ssh_user": "root"}
+    stack.inventory.write_text(SSH_INVENTORY.format(data=data))
+
+
+def test_over_ssh_an_unpinned_host_key_stops_before_any_change(sshd: Sshd, stack: Stack) -> None:
+    over_ssh(stack, sshd)
+    conf = stack.app_dir / "config" / "postgresql.conf"
+    before = (conf.read_bytes(), stack.inspect()["State"]["StartedAt"])
+    other = stack.dir / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    kind, key = other.with_suffix(".pub").read_text().split()[:2]
+    run = make_ci(stack, env=secrets_env(sshd, f"[127.0.0.1]:{sshd.port} {kind} {key}\n"))
+    assert run.returncode != 0
+    assert "FAILED at stage settings" in run.output, run.output[-3000:]
+    assert "127.0.0.1: cannot read its facts" in run.output, run.output[-3000:]
+    assert run.stage("deploy") == "skipped"
+    assert (conf.read_bytes(), stack.inspect()["State"]["StartedAt"]) == before
+    assert "PRIVATE KEY" not in run.output
+
+
+def test_over_ssh_with_the_saved_state_and_pinned_key_it_converges(
+    sshd: Sshd, stack: Stack
+) -> None:
+    over_ssh(stack, sshd)
+    run = make_ci(stack, env=secrets_env(sshd, sshd.known_hosts.read_text()))
+    assert run.returncode == 0, run.output[-4000:]
+    assert "[127.0.0.1] Connected" in run.output
+    assert set(run.cases["pgsteady ci"].values()) == {"passed"}
+    assert "failed" not in run.cases["127.0.0.1"].values()
+    assert len(run.cases["127.0.0.1"]) >= 30
+    assert "PRIVATE KEY" not in run.output
