@@ -204,6 +204,26 @@ def test_second_deploy_changes_nothing(stack: Stack) -> None:
     assert result.changed == 0, result.changed_operations()
 
 
+def test_bookworm_exporters_serve_postgres_15() -> None:
+    """PG 15's image is bookworm's: postgres-exporter 0.11.1 and node-exporter 1.5 take the
+    same flags, DSN and web config as trixie's 0.17.1 and 1.9."""
+    old = deploy_or_fail(Stack(data={"postgres_version": 15}))
+    try:
+        ca, cert, key = host_client(old)
+        wait_healthy(f"{old.name}-postgres-exporter")
+        url = f"https://127.0.0.1:{old.postgres_exporter_port}/metrics"
+        text = fetch(url, ca, cert, key)
+        assert metric_value(text, "pg_up") == 1.0
+        assert 'version="0.11.1"' in text  # postgres_exporter_build_info
+        wait_healthy(f"{old.name}-node-exporter")
+        node = fetch(f"https://127.0.0.1:{old.node_exporter_port}/metrics", ca, cert, key)
+        assert metric_value(node, "pgsteady_info", version="15", project=old.name) == 1
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            fetch(url, ca)
+    finally:
+        old.destroy()
+
+
 def test_metrics_disabled_removes_the_exporters(stack: Stack) -> None:
     """Last: turns the module's stack's metrics off."""
     result = stack.deploy(metrics_enabled=False)
