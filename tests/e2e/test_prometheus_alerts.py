@@ -185,6 +185,12 @@ def test_both_exporters_are_scraped_and_the_healthy_stack_raises_no_database_ale
     wait_for("textfile metrics", lambda: "pgsteady_textfile_timestamp_seconds" in names(), 60)
     assert sorted(rule_metrics() - CLUSTER_ONLY - names()) == []
     time.sleep(15)  # three evaluations
+    # On real series (both exporters' label sets) no rule fails to evaluate, e.g. a join
+    # that meets two series on one side.
+    groups = prometheus.api("rules", type="alert")["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    assert len(rules) == sum(len(g["rules"]) for g in yaml.safe_load(RULES.read_text())["groups"])
+    assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
     quiet = ("PostgresDown", "ExporterDown", "PostgresCrashLoop", *ARCHIVE_ALERTS)
     for name in quiet:
         for state in ("pending", "firing"):
