@@ -50,7 +50,13 @@ from pgsteady.setting_types import (
     check_overrides,
     duration_seconds,
 )
-from pgsteady.settings_checks import cross_checks, format_error, unknown_key_errors
+from pgsteady.settings_checks import (
+    MIN_REDACTED,
+    cross_checks,
+    format_error,
+    redacted,
+    unknown_key_errors,
+)
 from pgsteady.tuning import DB_TYPES, PG_VERSIONS, STORAGE_TYPES
 from pgsteady.units import parse_size
 
@@ -88,12 +94,23 @@ def setting(
     section: str = "",
     intro: str = "",
     accepted: str = "",
+    sensitive: bool = False,
     **constraints: Any,
 ) -> Any:
     """A Field with its documentation: ``doc`` is prose beyond the one line,
     ``section`` starts a new section (``intro`` its prose) at this field, and
-    ``accepted`` says what is accepted where the type alone does not tell."""
-    extra = {"doc": doc, "section": section, "intro": intro, "accepted": accepted}
+    ``accepted`` says what is accepted where the type alone does not tell.
+
+    ``sensitive`` marks a value that may carry a secret: a shell command or a URL (a
+    webhook token, ``user:password@``). Errors name its key and the rule, never the value
+    (they reach CI logs and JUnit artifacts)."""
+    extra = {
+        "doc": doc,
+        "section": section,
+        "intro": intro,
+        "accepted": accepted,
+        "sensitive": sensitive,
+    }
     kwargs: dict[str, Any] = {
         "description": description,
         "json_schema_extra": {k: v for k, v in extra.items() if v} or None,
@@ -174,11 +191,13 @@ class Settings(BaseModel):
         None,
         "Debian mirror for the debian source; default: host's apt sources",
         accepted="http(s)://HOST/PATH or file:/PATH, or None",
+        sensitive=True,
     )
     postgres_debian_security_mirror: str | None = setting(
         None,
         "archive of <suite>-security; default: host's apt sources",
         accepted="http(s)://HOST/PATH or file:/PATH, or None",
+        sensitive=True,
     )
     postgres_uid: StrictInt = setting(
         POSTGRES_UID,
@@ -307,6 +326,7 @@ class Settings(BaseModel):
         None,
         "shell command run when a backup fails (mail, webhook)",
         accepted="one line without '%' (cron treats % specially), or None",
+        sensitive=True,
     )
     postgres_restore_on_empty: StrictBool = setting(
         False, "empty volume restores the newest backup; debian source only"
@@ -326,6 +346,7 @@ class Settings(BaseModel):
         None,
         "shell command run when the watchdog reports a crash loop",
         accepted="one line without '%' (cron treats % specially), or None",
+        sensitive=True,
     )
     pgbackrest_enabled: StrictBool = setting(
         True,
@@ -553,6 +574,23 @@ class Settings(BaseModel):
         }
 
 
+#: Settings whose values may carry a secret (``setting(..., sensitive=True)``).
+SENSITIVE = frozenset(
+    name
+    for name, field in Settings.model_fields.items()
+    if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("sensitive")
+)
+
+
+def redact(errors: list[str], data: Mapping[str, Any]) -> list[str]:
+    """``errors`` with every sensitive value of ``data`` replaced by its placeholder."""
+    secrets = [v for k, v in data.items() if k in SENSITIVE and isinstance(v, str)]
+    secrets = [v for v in secrets if len(v) >= MIN_REDACTED]
+    for value in sorted(secrets, key=len, reverse=True):
+        errors = [e.replace(value, redacted(value)) for e in errors]
+    return errors
+
+
 def build_settings(data: Mapping[str, Any], facts: HostFacts, host: str = "") -> Settings:
     """Validate the operator's data for one host; raise SettingsError with every problem.
 
@@ -568,13 +606,13 @@ def build_settings(data: Mapping[str, Any], facts: HostFacts, host: str = "") ->
     try:
         settings = Settings(**values)
     except ValidationError as exc:
-        errors.extend(format_error(e) for e in exc.errors())
-        raise SettingsError(errors, host) from None
+        errors.extend(format_error(e, SENSITIVE) for e in exc.errors())
+        raise SettingsError(redact(errors, data), host) from None
     except (TypeError, ValueError) as exc:  # a validator's own helper failing oddly
-        raise SettingsError([*errors, f"settings: {exc}"], host) from None
+        raise SettingsError(redact([*errors, f"settings: {exc}"], data), host) from None
     errors.extend(cross_checks(settings))
     if errors:
-        raise SettingsError(errors, host)
+        raise SettingsError(redact(errors, data), host)
     return settings
 
 

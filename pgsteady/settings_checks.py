@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 from pgsteady import safety
@@ -79,7 +79,17 @@ def unknown_key_errors(keys: Iterable[str], known: set[str]) -> list[str]:
     return errors
 
 
-def format_error(err: Any) -> str:
+#: Shorter sensitive texts are not searched for inside messages (they would mangle words).
+MIN_REDACTED = 4
+
+
+def redacted(value: Any) -> str:
+    """What an error shows instead of a sensitive value: its length, never its text."""
+    return f"<redacted, {len(str(value))} characters>"
+
+
+def format_error(err: Any, sensitive: Collection[str] = ()) -> str:
+    """One pydantic error as ``key = value: rule``; a sensitive key's value is redacted."""
     key = ".".join(str(p) for p in err["loc"]) or "settings"
     msg = err["msg"].removeprefix("Value error, ")
     if "input" not in err or key == "settings":
@@ -87,6 +97,11 @@ def format_error(err: Any) -> str:
     value = repr(err["input"])
     if msg.startswith(f"{value} "):  # the validator named the value itself
         msg = msg.removeprefix(value)
+    if err["loc"] and err["loc"][0] in sensitive:
+        shown, text = redacted(err["input"]), str(err["input"])
+        msg = msg.replace(value, shown)
+        msg = msg.replace(text, shown) if len(text) >= MIN_REDACTED else msg
+        value = shown
     return f"{key} = {value}: {msg.strip()}"
 
 
