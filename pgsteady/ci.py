@@ -5,10 +5,15 @@
 Stages, in order; the first that fails stops the run, is named on the last line and in
 the JUnit file, and makes the exit status non-zero:
 
-``ssh``       every SSH host pins its host key (``ssh_strict_host_key_checking = "yes"``;
-              pyinfra's default ``accept-new`` trusts whatever key a fresh runner meets
-              first) and its ``ssh_key`` file is private (no group/other bits).
-``settings``  every host's settings validate against its facts (read-only commands).
+``ssh``       the inventory's connection values are safe to hand to ssh (no option or
+              ssh_config keyword smuggled in: pgsteady.inventory.connection_problems);
+              every SSH host pins its host key (``ssh_strict_host_key_checking = "yes"``
+              with an ``ssh_known_hosts_file``: pyinfra's default ``accept-new`` trusts
+              whatever key a fresh runner meets first, and without the file the
+              runner's own ~/.ssh/known_hosts decides) and its ``ssh_key`` file is
+              private (no group/other bits).
+``settings``  every host's settings validate against its facts (read-only commands);
+              values of sensitive settings (commands, URLs) are redacted in the error.
 ``dry-run``   ``pyinfra --dry``: preflight checks and the list of what would change.
 ``state``     the dry run made no new CA or pgBackRest passphrase in ``.pgsteady/``: a
               runner that did not restore that directory from the CI's secret store would
@@ -23,15 +28,19 @@ key and a known_hosts text in ``PGSTEADY_SSH_PRIVATE_KEY`` / ``PGSTEADY_SSH_KNOW
 (as CI secret stores hand them over) are written 0600 into a private temporary directory,
 passed to the children as ``PGSTEADY_SSH_KEY_FILE`` / ``PGSTEADY_SSH_KNOWN_HOSTS_FILE``
 (which the inventory reads; docs/ci.md), removed from the children's environment, and
-deleted at the end.
+deleted at the end, also when the job is cancelled: SIGTERM, SIGHUP and SIGINT stop the
+running child's whole process group, remove the files, mark the stage failed in the JUnit
+file and exit 128 + the signal number.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -42,6 +51,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 from pgsteady.inventory import REPO, InventoryError, InventoryHost, load_inventory
 
@@ -53,10 +63,39 @@ SECRET_FILES = {
 }
 STATE_DIR = ".pgsteady"  # tasks/tls.py: the CA and the shared passphrases, per inventory
 BIN = Path(sys.executable).parent
+#: A cancelled CI job (GitLab and GitHub send SIGTERM), a closed terminal, Ctrl-C.
+CANCEL_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+#: How long a child's process group has after SIGTERM before SIGKILL.
+CHILD_GRACE = 10.0
 
 
 class StageFailed(Exception):
     """A stage failed; the message says what to fix."""
+
+
+class Cancelled(BaseException):
+    """A cancel signal arrived; raised from the handler so every ``finally`` runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_cancelled(signum: int, frame: FrameType | None) -> None:
+    for s in CANCEL_SIGNALS:  # the clean-up that follows is not interrupted again
+        signal.signal(s, signal.SIG_IGN)
+    raise Cancelled(signum)
+
+
+@contextmanager
+def cancellable() -> Iterator[None]:
+    """Within the block, a cancel signal raises :class:`Cancelled` (handlers restored after)."""
+    old = {s: signal.signal(s, _raise_cancelled) for s in CANCEL_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 @dataclass
@@ -85,7 +124,7 @@ class Run:
 
 def is_ssh_host(h: InventoryHost) -> bool:
     """True for hosts pyinfra reaches over SSH (plain names and ``@ssh/...``)."""
-    return h.name.startswith("@ssh/") or not h.name.startswith("@")
+    return h.uses_ssh
 
 
 def ssh_problems(hosts: list[InventoryHost]) -> list[str]:
@@ -113,7 +152,13 @@ def ssh_problems(hosts: list[InventoryHost]) -> list[str]:
                     "it must be 0600 (write it with umask 077)"
                 )
         known = h.data.get("ssh_known_hosts_file")
-        if known and not Path(str(known)).expanduser().is_file():
+        if not known:
+            problems.append(
+                f"{h.name}: ssh_known_hosts_file is not set: pin the host key in a file "
+                "(PGSTEADY_SSH_KNOWN_HOSTS from the CI's secret store, docs/ci.md); without "
+                "it the runner's own ~/.ssh/known_hosts decides which key is trusted"
+            )
+        elif not Path(str(known)).expanduser().is_file():
             problems.append(f"{h.name}: ssh_known_hosts_file = {str(known)!r}: no such file")
     return problems
 
@@ -169,10 +214,12 @@ def secret_files(env: os._Environ[str] | dict[str, str]) -> Iterator[None]:
     """Move secret texts of ``env`` into 0600 files named by their file variables.
 
     The texts leave ``env`` (children never see them); the files and their variables go
-    when the block ends.
+    when the block ends, however it ends (a cancel signal cannot cut the removal short).
     """
     wanted = [name for name in SECRET_FILES if env.get(name)]
-    with tempfile.TemporaryDirectory(prefix="pgsteady-ci-") as tmp:  # 0700
+    tmp = ""
+    try:
+        tmp = tempfile.mkdtemp(prefix="pgsteady-ci-")  # 0700
         for name in wanted:
             target, filename = SECRET_FILES[name]
             path = Path(tmp) / filename
@@ -180,11 +227,17 @@ def secret_files(env: os._Environ[str] | dict[str, str]) -> Iterator[None]:
             with os.fdopen(fd, "w") as f:
                 f.write(env.pop(name).strip() + "\n")
             env[target] = str(path)
+        yield
+    finally:
+        # A cancel signal now waits until the files are gone (then raises as usual).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, CANCEL_SIGNALS)
         try:
-            yield
-        finally:
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
             for name in wanted:
                 env.pop(SECRET_FILES[name][0], None)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 # --- the stages --------------------------------------------------------------------------------
@@ -194,10 +247,36 @@ def say(text: str) -> None:
     print(f"==> ci: {text}", flush=True)
 
 
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """End ``proc``'s process group: SIGTERM, then SIGKILL after :data:`CHILD_GRACE`."""
+    for sig, wait in ((signal.SIGTERM, CHILD_GRACE), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig == signal.SIGTERM:  # the leader is gone: end what it left in the group
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        break
+
+
 def run_child(argv: list[str]) -> int:
-    """Run a child with stdin closed; its output goes straight to the CI log."""
+    """Run a child with stdin closed; its output goes straight to the CI log.
+
+    The child leads its own process group, so a cancelled run ends it and everything it
+    started (pyinfra's ssh connections, verify's pytest) rather than the leader alone.
+    """
     say("$ " + " ".join(argv))
-    return subprocess.run(argv, cwd=REPO, stdin=subprocess.DEVNULL).returncode
+    proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, process_group=0)
+    try:
+        return proc.wait()
+    finally:
+        if proc.returncode is None:
+            stop_group(proc)
 
 
 def check_settings(hosts: list[InventoryHost]) -> None:
@@ -229,6 +308,8 @@ class Pipeline:
     run: Run = field(default_factory=Run)
     #: The state directories' snapshots before and after the dry run.
     state: tuple[dict[Path, str], dict[Path, str]] = field(default_factory=lambda: ({}, {}))
+    #: The signal that cancelled the run, if one did.
+    cancelled: int | None = None
 
     def pyinfra(self, *args: str) -> list[str]:
         return [str(BIN / "pyinfra"), *args, str(self.inventory), "deploy.py"]
@@ -247,7 +328,12 @@ class Pipeline:
     def stage_dry_run(self) -> None:
         dirs = state_directories(self.inventory, self.hosts)
         before = snapshot(dirs)
-        code = run_child(self.pyinfra("--dry"))
+        try:
+            code = run_child(self.pyinfra("--dry"))
+        except Cancelled:
+            if not self.allow_new_state:
+                undo_new(before, snapshot(dirs))
+            raise
         self.state = (before, snapshot(dirs))
         if code:
             if not self.allow_new_state:
@@ -282,6 +368,7 @@ class Pipeline:
             raise StageFailed(f"make verify found failed checks (exit {code}); see FAIL lines")
 
     def execute(self) -> Run:
+        """Run the stages; a :class:`Cancelled` fails the current one and skips the rest."""
         for name in STAGES:
             if self.run.failed:
                 self.run.results.append(StageResult(name, "skipped", "an earlier stage failed"))
@@ -292,10 +379,22 @@ class Pipeline:
                 getattr(self, "stage_" + name.replace("-", "_"))()
                 result = StageResult(name, "passed")
             except StageFailed as exc:
-                result = StageResult(name, "failed", str(exc))
+                result = StageResult(name, "failed", self.redact(str(exc)))
+            except Cancelled as exc:
+                self.cancelled = exc.signum
+                result = StageResult(name, "failed", f"cancelled by {exc}; the children stopped")
             result.seconds = time.monotonic() - started
             self.run.results.append(result)
         return self.run
+
+    def redact(self, message: str) -> str:
+        """``message`` without any host's sensitive setting values (a second line of defence:
+        settings errors redact them already)."""
+        from pgsteady.settings import redact
+
+        for h in self.hosts:
+            (message,) = redact([message], h.data)
+        return message
 
 
 # --- JUnit and the command line -----------------------------------------------------------
@@ -342,15 +441,27 @@ def main(argv: list[str] | None = None) -> int:
     junit = Path(args.junit).resolve() if args.junit else None
     if junit:
         junit.unlink(missing_ok=True)  # never report an old run's verdict
-    with secret_files(os.environ):
-        run = Pipeline(Path(args.inventory).resolve(), junit, args.allow_new_state).execute()
+    pipeline = Pipeline(Path(args.inventory).resolve(), junit, args.allow_new_state)
+    try:
+        with cancellable(), secret_files(os.environ):
+            pipeline.execute()
+    except Cancelled as exc:  # between two stages: nothing was running
+        pipeline.cancelled = exc.signum
+    return report(pipeline.run, junit, pipeline.cancelled)
+
+
+def report(run: Run, junit: Path | None, cancelled: int | None = None) -> int:
+    """Write the JUnit suite, print the summary; the exit status of the run."""
     if junit:
         add_junit_suite(junit, run)
     for r in run.results:
         say(f"{r.name:<9} {r.outcome:<8} {r.seconds:6.1f}s")
     if failed := run.failed:
         say(f"FAILED at stage {failed.name}:\n{failed.message}")
-        return 1
+        return 128 + cancelled if cancelled else 1
+    if cancelled:
+        say(f"cancelled by {signal.Signals(cancelled).name}")
+        return 128 + cancelled
     say("OK: converged and verified")
     return 0
 

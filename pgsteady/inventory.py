@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -16,6 +17,54 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+
+# What the inventory may pass to the ssh client, its argv and the ssh_config verify writes
+# (pgsteady/verify.py ssh_config): a leading '-' would be read as an option, whitespace or
+# a newline as another ssh_config keyword (ProxyCommand runs a local command), and '%' /
+# '${' as ssh_config tokens.
+_HOST = re.compile(r"[A-Za-z0-9:][A-Za-z0-9._:-]*")
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_PATH_REFUSED = re.compile(r"[\s\x00-\x1f\x7f%$\"'\\]")
+HOST_KEY_CHECKING = ("yes", "accept-new", "no", "off", "ask")
+ACCEPTED = {
+    "ssh_hostname": "a host name or IP address: letters, digits, '.', '-', '_', ':', "
+    "starting with a letter, digit or ':'",
+    "ssh_user": "a user name: letters, digits, '.', '-', '_', not starting with '-' or '.'",
+    "ssh_key": "a path without whitespace, control characters, quotes, backslashes, '%' or "
+    "'$', not starting with '-'",
+    "ssh_port": "a port number 1-65535",
+    "ssh_connect_timeout": "a whole number of seconds, at least 1",
+    "ssh_strict_host_key_checking": " or ".join(repr(v) for v in HOST_KEY_CHECKING),
+}
+ACCEPTED["ssh_known_hosts_file"] = ACCEPTED["ssh_key"]
+
+
+def _value_ok(key: str, value: Any) -> bool:
+    if key == "ssh_hostname":
+        return isinstance(value, str) and bool(_HOST.fullmatch(value))
+    if key == "ssh_user":
+        return isinstance(value, str) and bool(_USER.fullmatch(value))
+    if key in ("ssh_key", "ssh_known_hosts_file"):
+        text = str(value) if isinstance(value, str | os.PathLike) else ""
+        return bool(text) and not text.startswith("-") and not _PATH_REFUSED.search(text)
+    if key in ("ssh_port", "ssh_connect_timeout"):
+        top = 65535 if key == "ssh_port" else 86400
+        digits = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+        return digits.isascii() and digits.isdigit() and 1 <= int(digits) <= top
+    return isinstance(value, str) and value.lower() in HOST_KEY_CHECKING
+
+
+def connection_problems(h: InventoryHost) -> list[str]:
+    """Why ``h``'s SSH connection data is unsafe to hand to ssh (empty when it is not)."""
+    if not h.uses_ssh:
+        return []
+    values = {k: h.data.get(k) for k in ACCEPTED if h.data.get(k) is not None}
+    values["ssh_hostname"] = h.ssh_hostname
+    return [
+        f"{h.name}: {key} = {value!r}: use {ACCEPTED[key]}"
+        for key, value in values.items()
+        if not _value_ok(key, value)
+    ]
 
 
 @dataclass(frozen=True)
@@ -34,6 +83,11 @@ class InventoryHost:
     @property
     def is_local(self) -> bool:
         return self.name == "@local"
+
+    @property
+    def uses_ssh(self) -> bool:
+        """True for hosts pyinfra reaches over SSH (plain names and ``@ssh/...``)."""
+        return self.name.startswith("@ssh/") or not self.name.startswith("@")
 
     @property
     def ssh_hostname(self) -> str:
@@ -72,7 +126,7 @@ class InventoryHost:
             return []
         user = self.data.get("ssh_user")
         target = f"{user}@{self.ssh_hostname}" if user else self.ssh_hostname
-        prefix = ["ssh", *self.ssh_options(), target]
+        prefix = ["ssh", *self.ssh_options(), "--", target]  # a target is never an option
         return [*prefix, "sudo", "-n"] if self.data.get("_sudo") else prefix
 
 
@@ -97,7 +151,10 @@ def load_inventory(path: str | Path, cwd: str | Path = REPO) -> list[InventoryHo
     )
     for line in proc.stdout.splitlines():
         if proc.returncode == 0 and line.startswith(_MARK):
-            return [InventoryHost(n, d, tuple(g)) for n, d, g in json.loads(line[len(_MARK) :])]
+            hosts = [InventoryHost(n, d, tuple(g)) for n, d, g in json.loads(line[len(_MARK) :])]
+            if problems := [p for h in hosts for p in connection_problems(h)]:
+                raise InventoryError(f"inventory {path}:\n" + "\n".join(problems))
+            return hosts
     lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
     detail = lines[-1].strip() if lines else f"exit code {proc.returncode}"
     raise InventoryError(f"cannot read inventory {path}: {detail}")

@@ -28,7 +28,7 @@ from typing import Any
 
 from pgsteady import units
 from pgsteady.hostfacts import host_facts
-from pgsteady.inventory import REPO, InventoryHost, load_inventory
+from pgsteady.inventory import REPO, InventoryHost, connection_problems, load_inventory
 from pgsteady.schedule import max_gap
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
 
@@ -178,11 +178,15 @@ def ssh_config(hosts: Iterable[InventoryHost], control_dir: str | None = None) -
 
     With ``control_dir``, connections share one master per host (closed by
     :func:`close_ssh_master`): a suite of ~60 commands then costs one SSH handshake.
+    Values that ssh_config would read as another keyword or a token are refused
+    (:func:`pgsteady.inventory.connection_problems`; load_inventory refuses them first).
     """
     blocks = []
     for h in hosts:
         if h.is_local:
             continue
+        if problems := connection_problems(h):
+            raise ValueError("; ".join(problems))
         d = h.data
         lines = [f"Host {h.ssh_hostname}", f"  HostName {h.ssh_hostname}", "  BatchMode yes"]
         if control_dir:

@@ -43,6 +43,14 @@ def test_a_readable_key_or_missing_known_hosts_is_refused(tmp_path: Path) -> Non
     assert any("ssh_known_hosts_file" in p and "no such file" in p for p in problems), problems
 
 
+def test_strict_checking_without_a_known_hosts_file_is_refused(tmp_path: Path) -> None:
+    h = ssh_host(tmp_path)
+    del h.data["ssh_known_hosts_file"]
+    (problem,) = ci.ssh_problems([h])
+    assert problem.startswith("db1.example: ssh_known_hosts_file is not set"), problem
+    assert "~/.ssh/known_hosts" in problem
+
+
 def test_state_directories_follow_the_deploy(tmp_path: Path) -> None:
     inventory = tmp_path / "staging.py"
     hosts = [InventoryHost("a", {}), InventoryHost("b", {"postgres_tls_ca_dir": "/srv/ca"})]
@@ -134,3 +142,23 @@ def test_the_first_failing_stage_stops_the_run(monkeypatch: pytest.MonkeyPatch) 
         ("verify", "skipped"),
     ]
     assert called == ["ok"] and run.failed is not None and run.failed.name == "settings"
+
+
+def test_a_secret_in_a_refused_setting_reaches_neither_log_nor_junit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real settings stage on @local (read-only facts), then the JUnit file and summary."""
+    token = "SECRETTOKEN-9f8e7d"
+    data = {
+        "watchdog_on_failure_command": f"curl https://hooks.slack.com/services/T/B/{token}%20x",
+        "postgres_port": 70000,
+    }
+    for name in set(ci.STAGES) - {"settings"}:
+        monkeypatch.setattr(ci.Pipeline, "stage_" + name.replace("-", "_"), lambda self: None)
+    pipeline = ci.Pipeline(tmp_path / "inv.py", None, False, [InventoryHost("@local", data)])
+    junit = tmp_path / "ci.xml"
+    assert ci.report(pipeline.execute(), junit) == 1
+    shown = capsys.readouterr().out + junit.read_text()
+    assert token not in shown
+    assert "watchdog_on_failure_command = <redacted, " in shown
+    assert "postgres_port = 70000" in shown
