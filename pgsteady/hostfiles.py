@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pgsteady import pgbackrest
 from pgsteady.backup_artifact import ARTIFACT as BACKUP_ARTIFACT
 from pgsteady.compose import INIT_SQL, secret_names
-from pgsteady.jobs import backup_job, pgbackrest_jobs, watchdog_job
+from pgsteady.jobs import backup_job, metrics_job, pgbackrest_jobs, watchdog_job
 from pgsteady.pgconfig import SCHEMA_PSQL, schema_file_names
 from pgsteady.settings import Settings
 
@@ -122,8 +122,20 @@ def layout(s: Settings) -> list[Owned]:
             server_readable(s, pgbackrest.secrets_dir(s), directory=True),
             *(server_readable(s, pgbackrest.secret_file(s, n)) for n, _ in pgbackrest.repos(s)),
         ]
+    if s.metrics_enabled:
+        from pgsteady import metrics
+
+        out += [
+            root_only(f"{p['bin']}/pgsteady-metrics", "755"),
+            root_only(f"{p['etc']}/metrics.json", "600"),
+            root_only(metrics.textfile_dir(s), "755", directory=True),
+            server_readable(s, f"{p['config']}/{metrics.WEB_CONFIG}"),
+        ]
+        if metrics.QUERIES_SOURCE.is_file():
+            out.append(server_readable(s, f"{p['config']}/{metrics.QUERIES}"))
     jobs = [watchdog_job(s)] + ([backup_job(s)] if s.backup_enabled else [])
     jobs += pgbackrest_jobs(s) if s.pgbackrest_enabled else []
+    jobs += [metrics_job(s)] if s.metrics_enabled else []
     for job in jobs:
         if s.host_has_systemd:
             base = f"/etc/systemd/system/{job.unit}"
