@@ -53,7 +53,7 @@ def ssh_inventory(stacks: list[Stack], connection: dict[str, Any], path: Path) -
 
 def image_present(version: int = 17) -> bool:
     """Whether a Postgres image the deploy would use is already on this machine."""
-    from pgsteady.image import debian_recipe
+    from pgsteady.stack.image import debian_recipe
 
     for ref in (debian_recipe(version).tag, f"postgres:{version}"):
         if subprocess.run([DOCKER, "image", "inspect", ref], capture_output=True).returncode == 0:

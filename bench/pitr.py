@@ -37,7 +37,7 @@ from typing import Any
 
 from bench import stats
 from bench.config import BenchConfig
-from pgsteady import pgbackrest
+from pgsteady.backup import pgbackrest
 from pgsteady.settings import HostFacts, Settings, build_settings
 
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"

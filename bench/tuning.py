@@ -7,10 +7,10 @@ restarted on it, at the end. The configurations:
 
 * ``A`` stock: only listen_addresses, port and hba_file (every other setting at the
   server's built-in default: shared_buffers 128MB, max_connections 100, ...).
-* ``B`` PGTune core: :func:`pgsteady.tuning.pgtune` for the *container's* memory and CPUs,
+* ``B`` PGTune core: :func:`pgsteady.postgres.tuning.pgtune` for the *container's* memory and CPUs,
   i.e. what an operator gets by entering the container size into PGTune. (PGTune for
   the host's RAM would size shared_buffers above the container limit.)
-* ``C`` pgsteady: the postgresql.conf the deploy rendered (:func:`pgsteady.tuning.tune`,
+* ``C`` pgsteady: the postgresql.conf the deploy rendered (:func:`pgsteady.postgres.tuning.tune`,
   container-aware, plus logging, pg_stat_statements, timeouts, autovacuum).
 
 pgbench runs inside the container (its own PG17 pgbench, over the Unix socket, as
@@ -28,11 +28,11 @@ from typing import Any
 from bench import stats
 from bench.config import BenchConfig
 from bench.stacks import DOCKER, Stack, pgbench, run, wait_docker, wait_ready
-from pgsteady.compose import CONFIG_MOUNT
-from pgsteady.pgconfig import tuning_input
+from pgsteady.postgres.conf_files import tuning_input
+from pgsteady.postgres.tuning import pgtune
 from pgsteady.render import render
 from pgsteady.settings import HostFacts, Settings, build_settings
-from pgsteady.tuning import pgtune
+from pgsteady.stack.layout import CONFIG_MOUNT
 
 LABELS = ("A", "B", "C")
 NAMES = {"A": "stock defaults", "B": "PGTune core (pgtune)", "C": "pgsteady (tune)"}
@@ -51,7 +51,7 @@ SHOWN = (
 WORKLOADS = {"read_only": ["-S"], "tpcb_like": []}
 
 
-def host_facts() -> HostFacts:
+def local_host_facts() -> HostFacts:
     """RAM (MB) and CPUs the way the deploy's facts see this machine."""
     with open("/proc/meminfo") as f:
         kb = next(int(line.split()[1]) for line in f if line.startswith("MemTotal:"))
@@ -59,7 +59,7 @@ def host_facts() -> HostFacts:
 
 
 def stack_settings(stack: Stack) -> Settings:
-    return build_settings(stack.host_data(), host_facts(), host=stack.name)
+    return build_settings(stack.host_data(), local_host_facts(), host=stack.name)
 
 
 def conf_texts(stack: Stack) -> dict[str, str]:

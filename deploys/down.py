@@ -8,5 +8,5 @@ settings = load_database_settings()
 if settings is not None:
     server.shell(
         name=f"Stop {settings.container_name} (data kept)",
-        commands=[f"{settings.paths['bin']}/pgsteady-ctl down"],
+        commands=[f"{settings.layout.bin}/pgsteady-ctl down"],
     )

@@ -9,7 +9,7 @@ import shlex
 from pyinfra import host
 from pyinfra.operations import server
 
-from pgsteady.backup_config import tool_argv
+from pgsteady.backup.tool_config import tool_argv
 from tasks.settings import load_database_settings
 
 settings = load_database_settings()

@@ -18,7 +18,7 @@ settings = load_database_settings()
 if settings is not None:
     if not settings.pgbackrest_enabled:
         raise DeployError("restore-pitr needs pgbackrest_enabled = True (WAL archiving)")
-    tool = f"{settings.paths['bin']}/pgsteady-pitr"
+    tool = f"{settings.layout.bin}/pgsteady-pitr"
     if str(host.data.get("pgsteady_clean") or "") in ("1", "true", "yes"):
         argv = [tool, "clean", "--container", settings.container_name]
         name = f"Remove the point-in-time restore of {settings.container_name}"
@@ -32,6 +32,6 @@ if settings is not None:
             "--dbname", settings.postgres_db, "--target-time", target, "--public-host", public,
         ]  # fmt: skip
         if str(host.data.get("pgsteady_in_place") or "") in ("1", "true", "yes"):
-            argv += ["--in-place", "--ctl", f"{settings.paths['bin']}/pgsteady-ctl"]
+            argv += ["--in-place", "--ctl", f"{settings.layout.bin}/pgsteady-ctl"]
         name = f"Restore {settings.container_name} as of {target}"
     server.shell(name=name, commands=[shlex.join(argv)])

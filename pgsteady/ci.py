@@ -31,6 +31,9 @@ passed to the children as ``PGSTEADY_SSH_KEY_FILE`` / ``PGSTEADY_SSH_KNOWN_HOSTS
 deleted at the end, also when the job is cancelled: SIGTERM, SIGHUP and SIGINT stop the
 running child's whole process group, remove the files, mark the stage failed in the JUnit
 file and exit 128 + the signal number.
+
+Above 400 lines because the six stages share one run: the secrets written for it,
+the child process group a cancel must stop, and the log and JUnit records of every stage.
 """
 
 from __future__ import annotations
@@ -281,14 +284,14 @@ def run_child(argv: list[str]) -> int:
 
 def check_settings(hosts: list[InventoryHost]) -> None:
     """Every host's Settings from its data and facts, as the deploy will build them."""
-    from pgsteady.hostfacts import host_facts
     from pgsteady.settings import SettingsError, build_settings
+    from pgsteady.stack.hostfacts import read_host_facts
     from pgsteady.verify import runner_for
 
     problems = []
     for h in hosts:
         try:
-            build_settings(h.data, host_facts(runner_for(h)), host=h.name)
+            build_settings(h.data, read_host_facts(runner_for(h)), host=h.name)
         except SettingsError as exc:
             problems += [f"{h.name}: {e}" for e in exc.errors]
         except (ConnectionError, subprocess.TimeoutExpired) as exc:

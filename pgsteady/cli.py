@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import NoReturn
 
-from pgsteady.pgparams import conf_value
-from pgsteady.tuning import (
+from pgsteady.postgres.parameters import conf_value
+from pgsteady.postgres.tuning import (
     DB_TYPES,
     OS_TYPES,
     PG_VERSIONS,

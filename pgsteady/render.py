@@ -13,7 +13,7 @@ from typing import Any
 
 import jinja2
 
-from pgsteady.pgparams import conf_value
+from pgsteady.postgres.parameters import conf_value
 
 #: The first comment line of every file pgsteady renders onto a host.
 MANAGED = "Managed by pgsteady: the next converge overwrites local edits."

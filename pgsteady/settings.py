@@ -33,9 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from pgsteady.image import POSTGRES_UID
-from pgsteady.image import SUITES as DEBIAN_SUITES
-from pgsteady.schedule import parse_schedule
+from pgsteady.postgres.tuning import DB_TYPES, PG_VERSIONS, STORAGE_TYPES
 from pgsteady.setting_types import (
     DatabaseName,
     Duration,
@@ -57,7 +55,10 @@ from pgsteady.settings_checks import (
     redacted,
     unknown_key_errors,
 )
-from pgsteady.tuning import DB_TYPES, PG_VERSIONS, STORAGE_TYPES
+from pgsteady.stack.image import POSTGRES_UID
+from pgsteady.stack.image import SUITES as DEBIAN_SUITES
+from pgsteady.stack.layout import HostLayout
+from pgsteady.stack.schedule_syntax import parse_schedule
 from pgsteady.units import parse_size
 
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -556,22 +557,9 @@ class Settings(BaseModel):
         return duration_seconds(getattr(self, key))
 
     @property
-    def paths(self) -> dict[str, str]:
+    def layout(self) -> HostLayout:
         """The host layout under app_dir."""
-        a = self.app_dir
-        return {
-            "compose": f"{a}/docker-compose.yml",
-            "config": f"{a}/config",  # read by the server (root:postgres_uid 0750)
-            "etc": f"{a}/etc",  # read by root's tools only (root 0700)
-            "ctl_env": f"{a}/etc/ctl.env",
-            "backup_config": f"{a}/etc/backup.json",
-            "state": f"{a}/state",  # root 0700: the ctl lock, watchdog.json
-            "secrets": f"{a}/secrets",
-            "init": f"{a}/init",
-            "bin": f"{a}/bin",
-            "image": f"{a}/image",
-            "backups": self.backup_path,
-        }
+        return HostLayout(self.app_dir, self.backup_path)
 
 
 #: Settings whose values may carry a secret (``setting(..., sensitive=True)``).

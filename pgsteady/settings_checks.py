@@ -13,8 +13,8 @@ import re
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
-from pgsteady import safety
-from pgsteady.image import SUITES as DEBIAN_SUITES
+from pgsteady.postgres import safety
+from pgsteady.stack.image import SUITES as DEBIAN_SUITES
 
 if TYPE_CHECKING:
     from pgsteady.settings import Settings
@@ -34,7 +34,7 @@ SHARED_TYPO_CUTOFF = 0.6
 
 def _server_parameter_like(key: str) -> str | None:
     """The Postgres parameter an unknown ``postgres_<name>`` key most likely means."""
-    from pgsteady.pgparams import available_versions, load_catalog
+    from pgsteady.postgres.parameters import available_versions, load_catalog
 
     names: set[str] = set()
     for version in available_versions():
@@ -160,10 +160,10 @@ def cross_checks(s: Settings) -> list[str]:
                 "'.', '_' and '-', ending in .sql"
             )
     errors.extend(_tls_checks(s))
-    from pgsteady.pgbackrest import settings_errors as pgbackrest_errors
+    from pgsteady.backup.pgbackrest import settings_errors as pgbackrest_errors
 
     errors.extend(pgbackrest_errors(s))
-    from pgsteady.metrics import settings_errors as metrics_errors
+    from pgsteady.stack.exporters import settings_errors as metrics_errors
 
     errors.extend(metrics_errors(s))
     if s.postgres_user == s.postgres_readonly_user:
@@ -176,7 +176,7 @@ def cross_checks(s: Settings) -> list[str]:
             "postgres_user, postgres_readonly_user and the superuser 'postgres'"
         )
     if s.postgres_settings:
-        from pgsteady.pgparams import available_versions, validate_overrides
+        from pgsteady.postgres.parameters import available_versions, validate_overrides
 
         if s.postgres_version in available_versions():
             managed = safety.MANAGED_KEYS

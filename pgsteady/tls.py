@@ -29,12 +29,10 @@ CA_DAYS = 3650
 RENEW_DAYS = 30
 VERIFY_MIN_DAYS = 14
 #: Inside the container (compose mounts app_dir/tls here, read-only).
-TLS_MOUNT = "/etc/pgsteady-tls"
 CA_FILE, CERT_FILE, KEY_FILE = "ca.crt", "server.crt", "private/server.key"
 #: The key alone is bind-mounted here: app_dir/tls/private is root-only (0700), so no host
 #: group (gid 999 is often systemd-journal) can reach it; pyinfra rewrites the file in
 #: place, so a renewed key reaches the running container without a restart.
-KEY_MOUNT = "/etc/pgsteady-tls-key/server.key"
 
 _DNS_NAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?)+$")
 

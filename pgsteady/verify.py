@@ -1,13 +1,16 @@
 """``make verify``: the production-readiness suite (tests/verify, testinfra) per host.
 
 For every host of a pyinfra inventory this reads the host's facts with the deploy's own
-commands (:mod:`pgsteady.hostfacts`), builds its Settings from the same data with
+commands (:mod:`pgsteady.stack.hostfacts`), builds its Settings from the same data with
 :func:`build_settings`, and runs ``pytest --hosts=<spec> tests/verify`` with those
 Settings. Every failing check prints ONE line: what is wrong and the command that fixes
 it. A table sums up passed/failed/skipped checks per host and group; the exit status is
 non-zero when any check failed.
 
     python -m pgsteady.verify --inventory inventory/production.py [--junit verify.xml]
+
+Above 400 lines because it is one command: inventory to testinfra spec, the run per
+host, and the summary and JUnit merge that follow it.
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from pgsteady import units
-from pgsteady.hostfacts import host_facts
 from pgsteady.inventory import REPO, InventoryHost, connection_problems, load_inventory
-from pgsteady.schedule import max_gap
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
+from pgsteady.stack.hostfacts import read_host_facts
+from pgsteady.stack.schedule_syntax import max_gap
 
 SUITE = REPO / "tests" / "verify"
 CONTEXT_ENV = "PGSTEADY_VERIFY_CONTEXT"
@@ -255,12 +258,12 @@ class HostRun:
 
 def verify_backup_host(h: InventoryHost, hosts: list[InventoryHost], inventory: str) -> HostRun:
     """A backup host (no Postgres): its repository server and each stanza it serves."""
-    from pgsteady import repository_checks
+    from pgsteady.backup import repository_checks
 
     run = HostRun(h.name)
     try:
         runner = runner_for(h)
-        s = build_settings(h.data, host_facts(runner), host=h.name)
+        s = build_settings(h.data, read_host_facts(runner), host=h.name)
         checks = repository_checks.check(h, s, hosts, runner)
     except (ConnectionError, subprocess.TimeoutExpired) as exc:
         fix = f"check the SSH access the inventory describes: {shlex.join(h.command_prefix())} true"
@@ -283,7 +286,7 @@ def verify_host(h: InventoryHost, inventory: str, workdir: Path, want_junit: boo
     """Run the suite against one host and collect its check results."""
     run = HostRun(h.name)
     try:
-        facts = host_facts(runner_for(h))
+        facts = read_host_facts(runner_for(h))
         ctx = VerifyContext(h.name, inventory, h.data, facts, fix_prefix(h))
         ctx.settings  # noqa: B018 - validate before connecting pytest
     except (ConnectionError, subprocess.TimeoutExpired) as exc:

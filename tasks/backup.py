@@ -8,8 +8,8 @@ from pathlib import Path
 from pyinfra.api import deploy
 from pyinfra.operations import files
 
-from pgsteady import backup_artifact
-from pgsteady.backup_config import render_backup_config
+from pgsteady.backup import artifact
+from pgsteady.backup.tool_config import render_backup_config
 from pgsteady.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @deploy("Backup tool")
 def install(s: Settings) -> None:
-    bin_dir = s.paths["bin"]
+    bin_dir = s.layout.bin
     files.put(
         name="Upload pgsteady-backup",
         src=str(REPO / "files" / "backup" / "pgsteady-backup"),
@@ -26,22 +26,22 @@ def install(s: Settings) -> None:
         group="root",
         mode="755",
     )
-    # The package as one zip, the same bytes on every deploy (pgsteady.backup_artifact).
+    # The package as one zip, the same bytes on every deploy (pgsteady.backup.artifact).
     files.put(
-        name=f"Upload {backup_artifact.ARTIFACT}",
-        src=BytesIO(backup_artifact.build()),
-        dest=f"{bin_dir}/{backup_artifact.ARTIFACT}",
+        name=f"Upload {artifact.ARTIFACT}",
+        src=BytesIO(artifact.build()),
+        dest=f"{bin_dir}/{artifact.ARTIFACT}",
         user="root",
         group="root",
         mode="644",
     )
-    for old in backup_artifact.OLD_MODULES:  # the one-file-per-module layout it replaces
+    for old in artifact.OLD_MODULES:  # the one-file-per-module layout it replaces
         files.file(name=f"Remove old {bin_dir}/{old}", path=f"{bin_dir}/{old}", present=False)
     # Its on_failure_command and docker keys are run by root: root-only, in etc/ (0700).
     files.put(
         name="Write backup.json",
         src=StringIO(render_backup_config(s)),
-        dest=s.paths["backup_config"],
+        dest=s.layout.backup_config,
         user="root",
         group="root",
         mode="600",

@@ -16,12 +16,12 @@ from tasks import (
     backup,
     docker,
     image,
+    jobs,
     metrics,
     pgbackrest,
     pgbackrest_repository,
     postgres,
     preflight,
-    schedule,
     secrets,
     tls,
 )
@@ -55,7 +55,7 @@ def converge() -> None:
         tls.reload_on_change(settings, tls_ops)
         backup.install(settings)
         metrics.install(settings)
-        schedule.ensure(settings)
+        jobs.ensure(settings)
     barrier("every database host's stanza exists")
     if is_backup_host():
         pgbackrest_repository.first_backups(settings)

@@ -9,7 +9,7 @@ from typing import Any
 from pyinfra.api import FactBase
 from pyinfra.api.command import QuoteString, StringCommand
 
-from pgsteady.hostfacts import SYSTEMD_COMMAND, parse_has_systemd
+from pgsteady.stack.hostfacts import SYSTEMD_COMMAND, parse_has_systemd
 
 
 class FreeDiskBytes(FactBase[int]):

@@ -21,7 +21,8 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import FileContents, Sha256File
 from pyinfra.operations import apt, files, server
 
-from pgsteady.image import (
+from pgsteady.settings import Settings
+from pgsteady.stack.image import (
     BUILD_DIR,
     RECIPE_LABEL,
     debian_mirror,
@@ -29,8 +30,7 @@ from pgsteady.image import (
     debian_security_mirror,
     shipped_files,
 )
-from pgsteady.image import SUITES as DEBIAN_SUITES
-from pgsteady.settings import Settings
+from pgsteady.stack.image import SUITES as DEBIAN_SUITES
 from tasks.facts import AptSources, DockerInspect
 
 
@@ -48,7 +48,7 @@ def _upload_recipe(s: Settings) -> None:
         files.put(
             name=f"Upload {path.name}",
             src=str(path),
-            dest=f"{s.paths['image']}/{path.name}",
+            dest=f"{s.layout.image}/{path.name}",
             mode="755",
         )
 
@@ -106,7 +106,7 @@ def _build_command(s: Settings) -> str:
     recipe = debian_recipe(s.postgres_version)
     refresh = "PGSTEADY_REFRESH=1 " if refresh_requested() else ""
     return (
-        f"{refresh}{s.paths['image']}/build-debian-image.sh {s.postgres_version} "
+        f"{refresh}{s.layout.image}/build-debian-image.sh {s.postgres_version} "
         f"{recipe.suite} '{_mirror(s)}' '{_security_mirror(s)}' {recipe.tag} "
         f"{recipe.recipe_hash} {BUILD_DIR} && "
         f"docker tag {recipe.tag} {s.image_alias} && {_prune_command(s, recipe.tag)}"
@@ -203,7 +203,7 @@ def _auto(s: Settings) -> list[OperationMeta]:
 
 def _load_archive(s: Settings) -> list[OperationMeta]:
     archive = s.postgres_image_archive
-    marker = f"{s.paths['image']}/archive.sha256"
+    marker = f"{s.layout.image}/archive.sha256"
     digest = host.get_fact(Sha256File, path=archive)
     if digest is None:
         raise DeployError(f"postgres_image_archive = {archive!r}: no such file on {host.name}")
@@ -225,7 +225,7 @@ def _load_archive(s: Settings) -> list[OperationMeta]:
 @deploy("Postgres image")
 def ensure(s: Settings) -> list[OperationMeta]:
     """Make ``s.image_alias`` the right image; return the operations that may change it."""
-    files.directory(name="Create the image recipe directory", path=s.paths["image"], mode="755")
+    files.directory(name="Create the image recipe directory", path=s.layout.image, mode="755")
     source = s.postgres_image_source
     if source == "debian":
         return _from_debian(s)

@@ -3,7 +3,7 @@
 ``prepare`` runs before the stack starts (compose bind-mounts these files: a missing one
 would become a directory); ``install`` puts pgsteady-metrics and its config in place and
 writes the textfile once when either changed (the minute job keeps it fresh after that).
-The exporter services themselves are in the compose file (pgsteady/metrics.py).
+The exporter services themselves are in the compose file (pgsteady/stack/exporters.py).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
-from pgsteady import metrics
-from pgsteady.hostfiles import root_only, server_readable
 from pgsteady.settings import Settings
+from pgsteady.stack import exporters
+from pgsteady.stack.hostfiles import root_only, server_readable
 from tasks.ownership import directory_owned, put_owned
 
 WRITER = Path(__file__).resolve().parent.parent / "files" / "bin" / "pgsteady-metrics"
@@ -27,20 +27,18 @@ def prepare(s: Settings) -> None:
     """The exporters' web config, custom queries and textfile directory."""
     if not s.metrics_enabled:
         return
-    config = s.paths["config"]
+    config = s.layout.config
     directory_owned(server_readable(s, config, directory=True), "Create the config directory")
-    put_owned(metrics.render_web_config(), server_readable(s, f"{config}/{metrics.WEB_CONFIG}"))
-    if metrics.QUERIES_SOURCE.is_file():
+    put_owned(exporters.render_web_config(), server_readable(s, f"{config}/{exporters.WEB_CONFIG}"))
+    if exporters.QUERIES_SOURCE.is_file():
         put_owned(
-            metrics.QUERIES_SOURCE.read_text(),
-            server_readable(s, f"{config}/{metrics.QUERIES}"),
+            exporters.QUERIES_SOURCE.read_text(),
+            server_readable(s, f"{config}/{exporters.QUERIES}"),
         )
-    directory_owned(
-        root_only(s.paths["state"], "700", directory=True), "Create the state directory"
-    )
+    directory_owned(root_only(s.layout.state, "700", directory=True), "Create the state directory")
     # Root writes the textfile; node-exporter (nobody) reads it through a read-only mount.
     directory_owned(
-        root_only(metrics.textfile_dir(s), "755", directory=True),
+        root_only(exporters.textfile_dir(s), "755", directory=True),
         "Create the textfile metrics directory",
     )
 
@@ -48,8 +46,8 @@ def prepare(s: Settings) -> None:
 @deploy("Metrics textfile writer")
 def install(s: Settings) -> None:
     """pgsteady-metrics and its root-only config; one run when either changed."""
-    writer = f"{s.paths['bin']}/pgsteady-metrics"
-    config = f"{s.paths['etc']}/metrics.json"
+    writer = f"{s.layout.bin}/pgsteady-metrics"
+    config = f"{s.layout.etc}/metrics.json"
     ops = [
         files.put(
             name="Upload pgsteady-metrics",
@@ -63,7 +61,7 @@ def install(s: Settings) -> None:
         else files.file(name=f"Remove {writer}", path=writer, present=False),
         files.put(
             name=f"Write {config}",
-            src=StringIO(metrics.render_writer_config(s)),
+            src=StringIO(exporters.render_writer_config(s)),
             dest=config,
             user="root",
             group="root",

@@ -1,6 +1,6 @@
 """Numeric ownership: the container's uid 999 often has no name (or another one) here.
 
-The rule for each path (root-only vs readable by the server) is pgsteady.hostfiles'.
+The rule for each path (root-only vs readable by the server) is pgsteady.stack.hostfiles'.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pyinfra import host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, server
 
-from pgsteady.hostfiles import Owned
+from pgsteady.stack.hostfiles import Owned
 from tasks.facts import NumericStat
 
 
@@ -39,7 +39,7 @@ def put_text(text: str, dest: str, uid: int, gid: int, mode: str) -> OperationMe
 
 
 def ensure_owned(o: Owned, created_by: OperationMeta | None = None) -> None:
-    """Give ``o.path`` the owner and mode of the rule in pgsteady.hostfiles."""
+    """Give ``o.path`` the owner and mode of the rule in pgsteady.stack.hostfiles."""
     owner_and_mode(o.path, o.uid, o.gid, o.mode, created_by=created_by)
 
 

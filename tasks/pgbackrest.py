@@ -17,9 +17,9 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
-from pgsteady import pgbackrest
-from pgsteady.hostfiles import server_readable
+from pgsteady.backup import pgbackrest
 from pgsteady.settings import Settings
+from pgsteady.stack.hostfiles import server_readable
 from tasks import pgbackrest_peers
 from tasks.ownership import directory_owned, ensure_owned, owner_and_mode, put_owned
 
@@ -100,11 +100,11 @@ def prepare(s: Settings) -> list[OperationMeta]:
         ensure_owned(server_readable(s, secret), created_by=generate)
 
     directory_owned(
-        server_readable(s, s.paths["config"], directory=True), "Create the config directory"
+        server_readable(s, s.layout.config, directory=True), "Create the config directory"
     )
     conf = put_owned(
         pgbackrest.render_conf(s, peers),
-        server_readable(s, f"{s.paths['config']}/pgbackrest.conf"),
+        server_readable(s, f"{s.layout.config}/pgbackrest.conf"),
     )
     return [conf, *changed]
 
@@ -119,7 +119,7 @@ def _stanza_missing(s: Settings) -> bool:
     remote = [n for n, _r in pgbackrest.remote_repos(s)]
     if remote:
         # 0 ok, 2 no valid backup yet (the backup host takes it): the stanza exists.
-        status = host.get_fact(StanzaStatus, ctl=f"{s.paths['bin']}/pgsteady-ctl")
+        status = host.get_fact(StanzaStatus, ctl=f"{s.layout.bin}/pgsteady-ctl")
         return any(status.get(n) not in (0, 2) for n in remote)
     return False
 
@@ -132,7 +132,7 @@ def ensure_stanza(s: Settings, prepared: list[OperationMeta]) -> None:
     host (tasks/pgbackrest_repository.py), later in the same run."""
     if not s.pgbackrest_enabled:
         return
-    ctl = f"{s.paths['bin']}/pgsteady-ctl pgbackrest"
+    ctl = f"{s.layout.bin}/pgsteady-ctl pgbackrest"
     if _stanza_missing(s):
         server.shell(
             name="Create the pgBackRest stanza, check it, take a first full backup",
@@ -145,7 +145,7 @@ def ensure_stanza(s: Settings, prepared: list[OperationMeta]) -> None:
                 *(f"{ctl} --repo={n} backup --type=full" for n in pgbackrest.local_repos(s)),
                 # A verdict from the start (make verify reads it; the job renews it weekly).
                 *(
-                    f"{s.paths['bin']}/pgsteady-ctl pgbackrest-verify {n}"
+                    f"{s.layout.bin}/pgsteady-ctl pgbackrest-verify {n}"
                     for n in pgbackrest.local_repos(s)
                 ),  # fmt: skip
             ],

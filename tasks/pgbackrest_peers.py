@@ -23,12 +23,12 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import files
 
-from pgsteady import pgbackrest
-from pgsteady.pgbackrest_repository import GROUP, Client
-from pgsteady.schedule import parse_schedule
+from pgsteady.backup import pgbackrest
+from pgsteady.backup.repository_host import GROUP, Client
 from pgsteady.setting_types import _check_name as check_stanza
 from pgsteady.setting_types import check_host_address
 from pgsteady.settings import PgBackRestRepo, Settings, defaults
+from pgsteady.stack.schedule_syntax import parse_schedule
 from pgsteady.tls import (
     Authority,
     TlsError,

@@ -1,5 +1,5 @@
 """A backup host of the inventory: the pgBackRest repository server, its first backups
-of each database host, and their schedules (see pgsteady/pgbackrest_repository.py).
+of each database host, and their schedules (see pgsteady/backup/repository_host.py).
 
 The deploy orders the steps across hosts: the server starts before any database host
 creates its stanza through it, and a first full backup of each new stanza is taken after
@@ -18,14 +18,14 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import Link
 from pyinfra.operations import files, server
 
-from pgsteady import pgbackrest
-from pgsteady import pgbackrest_repository as repository
-from pgsteady.hostfiles import server_readable
+from pgsteady.backup import pgbackrest
+from pgsteady.backup import repository_host as repository
 from pgsteady.settings import Settings
+from pgsteady.stack.hostfiles import server_readable
 from tasks import pgbackrest_peers
 from tasks.facts import DockerInspect
+from tasks.jobs import ensure_jobs
 from tasks.ownership import directory_owned, owner_and_mode, put_owned
-from tasks.schedule import ensure_jobs
 
 
 def check_topology(s: Settings) -> None:
@@ -66,12 +66,12 @@ def prepare(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> No
     owner_and_mode(path, uid, uid, "750", created_by=made)
 
     directory_owned(
-        server_readable(s, s.paths["config"], directory=True), "Create the config directory"
+        server_readable(s, s.layout.config, directory=True), "Create the config directory"
     )
     changed = [
         put_owned(
             repository.render_conf(s, clients),
-            server_readable(s, f"{s.paths['config']}/pgbackrest.conf"),
+            server_readable(s, f"{s.layout.config}/pgbackrest.conf"),
         )
     ]
     directory_owned(

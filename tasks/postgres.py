@@ -16,10 +16,7 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, server
 
-from pgsteady import metrics
-from pgsteady.compose import INIT_MOUNT, INIT_SQL, render_compose, render_ctl_env
-from pgsteady.hostfiles import OLD_ROOT_FILES_IN_CONFIG, root_only, server_readable
-from pgsteady.pgconfig import (
+from pgsteady.postgres.conf_files import (
     APP_PASSWORD_FILE,
     SCHEMA_PSQL,
     render_init_db_sql,
@@ -29,6 +26,10 @@ from pgsteady.pgconfig import (
     schema_file_names,
 )
 from pgsteady.settings import Settings
+from pgsteady.stack import exporters
+from pgsteady.stack.compose import INIT_SQL, render_compose, render_ctl_env
+from pgsteady.stack.hostfiles import OLD_ROOT_FILES_IN_CONFIG, root_only, server_readable
+from pgsteady.stack.layout import INIT_MOUNT
 from tasks.facts import DockerInspect
 from tasks.ownership import directory_owned, put_owned
 
@@ -43,7 +44,7 @@ def _container_ok(s: Settings) -> bool:
     ) or {}
     others = [
         (host.get_fact(DockerInspect, kind="container", object_id=name) or {}).get("State") or {}
-        for name in metrics.container_names(s).values()
+        for name in exporters.container_names(s).values()
     ]
     healthy = (state.get("Health") or {}).get("Status") == "healthy"
     return bool(state.get("Running")) and healthy and all(o.get("Running") for o in others)
@@ -51,22 +52,26 @@ def _container_ok(s: Settings) -> bool:
 
 @deploy("Postgres stack")
 def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> None:
-    p = s.paths
+    p = s.layout
     files.directory(name="Create app_dir", path=s.app_dir, user="root", group="root", mode="755")
     for key in ("bin", "etc", "state"):
         mode = "755" if key == "bin" else "700"
-        directory_owned(root_only(p[key], mode, directory=True), f"Create the {key} directory")
+        directory_owned(
+            root_only(getattr(p, key), mode, directory=True), f"Create the {key} directory"
+        )
     # Read by the server through its group; only root writes them (issue 11, item 2).
     for key in ("config", "init"):
-        directory_owned(server_readable(s, p[key], directory=True), f"Create the {key} directory")
+        directory_owned(
+            server_readable(s, getattr(p, key), directory=True), f"Create the {key} directory"
+        )
     files.directory(
-        name="Create the backup directory", path=p["backups"], user="root", group="root", mode="700"
+        name="Create the backup directory", path=p.backups, user="root", group="root", mode="700"
     )
 
     files.put(
         name="Upload pgsteady-ctl",
         src=str(CTL),
-        dest=f"{p['bin']}/pgsteady-ctl",
+        dest=f"{p.bin}/pgsteady-ctl",
         user="root",
         group="root",
         mode="755",
@@ -75,7 +80,7 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
         files.put(
             name="Upload pgsteady-pitr",
             src=str(PITR),
-            dest=f"{p['bin']}/pgsteady-pitr",
+            dest=f"{p.bin}/pgsteady-pitr",
             user="root",
             group="root",
             mode="755",
@@ -83,33 +88,29 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
     files.put(
         name="Write ctl.env",
         src=StringIO(render_ctl_env(s, compose_cmd)),
-        dest=p["ctl_env"],
+        dest=p.ctl_env,
         user="root",
         group="root",
         mode="600",
     )
     # Hosts converged before etc/ existed kept root's files in the server's config dir.
     for old in OLD_ROOT_FILES_IN_CONFIG:
-        files.file(
-            name=f"Remove old {p['config']}/{old}", path=f"{p['config']}/{old}", present=False
-        )
+        files.file(name=f"Remove old {p.config}/{old}", path=f"{p.config}/{old}", present=False)
 
-    conf = put_owned(
-        render_postgresql_conf(s), server_readable(s, f"{p['config']}/postgresql.conf")
-    )
-    hba = put_owned(render_pg_hba_conf(s), server_readable(s, f"{p['config']}/pg_hba.conf"))
+    conf = put_owned(render_postgresql_conf(s), server_readable(s, f"{p.config}/postgresql.conf"))
+    hba = put_owned(render_pg_hba_conf(s), server_readable(s, f"{p.config}/pg_hba.conf"))
     schema_ops = _schema_files(s)
-    init_sql = put_owned(render_init_db_sql(s), server_readable(s, f"{p['init']}/{INIT_SQL}"))
+    init_sql = put_owned(render_init_db_sql(s), server_readable(s, f"{p.init}/{INIT_SQL}"))
     compose = files.put(
         name="Write docker-compose.yml",
         src=StringIO(render_compose(s)),
-        dest=p["compose"],
+        dest=p.compose,
         user="root",
         group="root",
         mode="640",
     )
 
-    ctl_cmd = f"{p['bin']}/pgsteady-ctl"
+    ctl_cmd = f"{p.bin}/pgsteady-ctl"
     was_ok = _container_ok(s)
     up_triggers = [compose, *image_ops]
     up = server.shell(
@@ -141,7 +142,7 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
 
 def _schema_files(s: Settings) -> list[OperationMeta]:
     ops = []
-    schema_dir = f"{s.paths['init']}/schema"
+    schema_dir = f"{s.layout.init}/schema"
     if s.postgres_schema_files:
         directory_owned(
             server_readable(s, schema_dir, directory=True), "Create the schema directory"
@@ -150,6 +151,6 @@ def _schema_files(s: Settings) -> list[OperationMeta]:
         text = Path(local).read_text()
         ops.append(put_owned(text, server_readable(s, f"{schema_dir}/{name}")))
     if s.postgres_schema_files:
-        script = server_readable(s, f"{s.paths['init']}/{SCHEMA_PSQL}")
+        script = server_readable(s, f"{s.layout.init}/{SCHEMA_PSQL}")
         ops.append(put_owned(render_schema_psql(s), script))
     return ops

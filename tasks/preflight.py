@@ -6,8 +6,8 @@ from pyinfra import host
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import LinuxDistribution, Port
 
-from pgsteady.preflight import PreflightInput, check
 from pgsteady.settings import Settings
+from pgsteady.stack.preflight import PreflightInput, check
 from tasks.facts import DockerInspect, FreeDiskBytes, VolumePgVersion
 
 

@@ -7,15 +7,15 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
-from pgsteady.compose import secret_names
-from pgsteady.hostfiles import server_readable
 from pgsteady.settings import Settings
+from pgsteady.stack.compose import secret_names
+from pgsteady.stack.hostfiles import server_readable
 from tasks.ownership import ensure_owned
 
 
 @deploy("Secrets")
 def ensure(s: Settings) -> None:
-    secrets = s.paths["secrets"]
+    secrets = s.layout.secrets
     files.directory(
         name="Create the secrets directory (0700)", path=secrets, user="root", mode="700"
     )
@@ -33,5 +33,5 @@ def ensure(s: Settings) -> None:
                 ],
             )
         # Compose bind-mounts secrets keeping owner/mode: the container's postgres reads
-        # them through its group; only root may change them (pgsteady.hostfiles).
+        # them through its group; only root may change them (pgsteady.stack.hostfiles).
         ensure_owned(server_readable(s, path), created_by=generate)

@@ -6,12 +6,12 @@ from pyinfra import host, logger
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.hardware import Cpus, Memory
 
-from pgsteady import safety
+from pgsteady.postgres import safety
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
 from tasks.facts import HasSystemd
 
 
-def host_facts() -> HostFacts:
+def current_host_facts() -> HostFacts:
     """The facts Settings depend on, read from the current host."""
     return HostFacts(
         ram_mb=int(host.get_fact(Memory) or 0),
@@ -27,7 +27,7 @@ def load_settings() -> Settings:
     asynchronous commits) are logged as warnings before any operation.
     """
     try:
-        settings = build_settings(host.data.dict(), host_facts(), host=host.name)
+        settings = build_settings(host.data.dict(), current_host_facts(), host=host.name)
     except SettingsError as exc:
         raise DeployError(str(exc)) from None
     for text in safety.warnings(settings):

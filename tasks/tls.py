@@ -180,6 +180,6 @@ def reload_on_change(s: Settings, tls_ops: list[OperationMeta]) -> None:
     """Reload the server when its certificate files changed (ssl files are reloadable)."""
     server.shell(
         name="Reload Postgres for the new TLS certificate",
-        commands=[f"{s.paths['bin']}/pgsteady-ctl apply-config"],
+        commands=[f"{s.layout.bin}/pgsteady-ctl apply-config"],
         _if=lambda: any(o.did_change() for o in tls_ops),
     )

@@ -8,7 +8,7 @@ integration tests run it with PGSTEADY_TEST_HOST_PYTHON=python3.8 where one is
 installed). The deploy installs, in ``APP_DIR/bin/``::
 
     pgsteady-backup   (files/backup/pgsteady-backup: checks trust, then runs cli.main)
-    backuptool.zip    (this package, built byte-identically by pgsteady.backup_artifact)
+    backuptool.zip    (this package, built byte-identically by pgsteady.backup.artifact)
 
 and runs ``python3 APP_DIR/bin/pgsteady-backup SUBCOMMAND --config APP_DIR/etc/backup.json``.
 In the pgsteady package the same modules are ``pgsteady.backuptool.*``.

@@ -21,7 +21,7 @@ from .sql import ident, literal
 
 #: The NOSUPERUSER role whose session loads app-owned rows (see restore_role()). It logs
 #: in over the container's socket with a password made for one restore (pg_hba.conf:
-#: ``local all pgsteady_restore scram-sha-256``, rendered by pgsteady.pgparams).
+#: ``local all pgsteady_restore scram-sha-256``, rendered by pgsteady.postgres.parameters).
 RESTORE_ROLE = "pgsteady_restore"
 
 

@@ -40,6 +40,9 @@ Transactions (:meth:`Pool.transaction`, :meth:`Pool.run`) -- the exact contract:
   the client" from "the reply was lost", so both count as unknown.
 * If the server answers ``COMMIT`` with an error on a live session (deferred constraint,
   serialization failure), the transaction definitely rolled back; that error propagates as is.
+
+Above 400 lines because the pool's checkout, return and transaction paths share one
+lock and one set of invariants; they are kept together so that they can be read as one.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from pgsteady.image import debian_mirror, debian_security_mirror
 from pgsteady.lab.engine import DOCKER, LabError, docker, run
 from pgsteady.lab.recipe import (
     IMAGE_FILES,
@@ -27,6 +26,7 @@ from pgsteady.lab.recipe import (
     recipe_hash,
     rewrite_sources,
 )
+from pgsteady.stack.image import debian_mirror, debian_security_mirror
 
 APT = Path("/etc/apt")
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pgsteady.image import BUILD_DIR, RECIPE_LABEL, debian_recipe, shipped_files
 from pgsteady.lab.engine import DOCKER, LabError, docker, run
 from pgsteady.lab.hostimage import image_ready, local_mirror, local_security_mirror
+from pgsteady.stack.image import BUILD_DIR, RECIPE_LABEL, debian_recipe, shipped_files
 
 #: Where the tarball lands on a lab host: root's home, readable by root only.
 HOST_ARCHIVE_DIR = "/root"

@@ -4,7 +4,7 @@ Sections (only when pgbackrest_enabled): ``archiver`` (pg_stat_archiver and the 
 queue, one JSON object; superuser SQL with search_path pinned by the collector's
 PGOPTIONS and every name qualified), ``pgbackrest_info`` (``pgbackrest info
 --output=json``), ``repo_df`` (df of repo1's host directory) and ``wal_archive_<n>``
-per repository (pgsteady.walarchive's listing from the oldest backup's start segment:
+per repository (pgsteady.backup.walarchive's listing from the oldest backup's start segment:
 the WAL segments point-in-time recovery needs, judged against ``last_archived_wal``).
 """
 
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pgsteady import pgbackrest, walarchive
+from pgsteady.backup import pgbackrest, walarchive
 from pgsteady.settings import Settings
 from pgsteady.units import human_duration, parse_size
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pgsteady import hostfacts
-from pgsteady.compose import DATA_MOUNT
 from pgsteady.inventory import InventoryHost, load_inventory
 from pgsteady.monitor import archiving
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
+from pgsteady.stack import hostfacts
+from pgsteady.stack.layout import DATA_MOUNT
 
 #: Seconds one host's whole collection may take (ssh included).
 DEFAULT_TIMEOUT = 30.0
@@ -35,7 +35,7 @@ LOG_MATCHES = 20
 #: Before the round trip the facts are unknown (0 skips the facts' cross-checks); the
 #: values the script needs (container, app_dir, backup_dir) do not depend on facts.
 UNKNOWN_FACTS = HostFacts(ram_mb=0, cpus=0)
-#: Sections that read HostFacts with pgsteady.hostfacts' very commands.
+#: Sections that read HostFacts with pgsteady.stack.hostfacts' very commands.
 FACT_COMMANDS = {
     "fact_memory": hostfacts.MEMORY_COMMAND,
     "fact_cpus": hostfacts.CPUS_COMMAND,
@@ -309,7 +309,7 @@ def _check_facts(target: Target, raw: dict[str, Any]) -> None:
     outputs = {
         cmd: raw["sections"].get(name, {}).get("out", "") for name, cmd in FACT_COMMANDS.items()
     }
-    facts = hostfacts.host_facts(lambda command: outputs[command])
+    facts = hostfacts.read_host_facts(lambda command: outputs[command])
     raw["facts"] = {"ram_mb": facts.ram_mb, "cpus": facts.cpus, "has_systemd": facts.has_systemd}
     try:
         build_settings(target.host.data, facts, host=target.name)

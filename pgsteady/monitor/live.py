@@ -146,8 +146,8 @@ class Monitor:
         if target is None or target.settings is None:
             return
         s = target.settings
-        argv = ["python3", f"{s.paths['bin']}/pgsteady-backup", "backup"]
-        argv += ["--config", s.paths["backup_config"]]
+        argv = ["python3", f"{s.layout.bin}/pgsteady-backup", "backup"]
+        argv += ["--config", s.layout.backup_config]
 
         def run() -> str:
             started = time.monotonic()

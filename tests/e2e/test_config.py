@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pgsteady.hostfacts import host_facts
-from pgsteady.pgconfig import expected_settings, tuning_input
-from pgsteady.pgparams import Param, to_number
+from pgsteady.postgres.conf_files import expected_settings, tuning_input
+from pgsteady.postgres.parameters import Param, to_number
+from pgsteady.postgres.tuning import pgtune
 from pgsteady.settings import HostFacts, build_settings
-from pgsteady.tuning import pgtune
+from pgsteady.stack.hostfacts import read_host_facts
 from tests.support.stack import REPO, Stack, parse_grand_total
 
 pytestmark = pytest.mark.timeout(900)
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(900)
 
 def _host_facts() -> HostFacts:
     """This machine's facts, read with the deploy's own commands."""
-    return host_facts(
+    return read_host_facts(
         lambda cmd: subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout
     )
 

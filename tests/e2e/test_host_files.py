@@ -14,9 +14,9 @@ import stat
 import subprocess
 from pathlib import Path
 
-from pgsteady.hostfacts import host_facts
-from pgsteady.hostfiles import layout, server_owned_dirs
 from pgsteady.settings import Settings, build_settings
+from pgsteady.stack.hostfacts import read_host_facts
+from pgsteady.stack.hostfiles import layout, server_owned_dirs
 from tests.support.stack import Stack
 
 UID = 999
@@ -27,7 +27,7 @@ def _run(command: str) -> str:
 
 
 def _settings(st: Stack) -> Settings:
-    return build_settings(st.host_data(), host_facts(_run))
+    return build_settings(st.host_data(), read_host_facts(_run))
 
 
 def ctl(st: Stack, *args: str) -> subprocess.CompletedProcess[str]:

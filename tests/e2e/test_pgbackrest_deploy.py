@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import psycopg2
 
-from pgsteady import pgbackrest, walarchive
+from pgsteady.backup import pgbackrest, walarchive
 from pgsteady.settings import HostFacts, build_settings
 from tests.support.stack import REPO, Stack, docker
 from tests.support.verify_run import make_verify

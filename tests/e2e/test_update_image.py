@@ -17,7 +17,7 @@ import tarfile
 
 import pytest
 
-from pgsteady.image import PACKAGES_LABEL, debian_recipe
+from pgsteady.stack.image import PACKAGES_LABEL, debian_recipe
 from tests.support.stack import DOCKER, Stack, docker
 
 pytestmark = pytest.mark.timeout(1200)

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgsteady import backup_artifact
+from pgsteady.backup import artifact
 
 DOCKER = "/usr/bin/docker"
 REPO = Path(__file__).resolve().parents[2]
@@ -27,8 +27,8 @@ def install_tool(bin_dir: Path) -> None:
     """What the deploy uploads to APP_DIR/bin: the wrapper and the package's zip."""
     shutil.copy(WRAPPER, bin_dir / "pgsteady-backup")
     os.chmod(bin_dir / "pgsteady-backup", 0o755)
-    archive = bin_dir / backup_artifact.ARTIFACT
-    archive.write_bytes(backup_artifact.build())
+    archive = bin_dir / artifact.ARTIFACT
+    archive.write_bytes(artifact.build())
     os.chmod(archive, 0o644)
 
 
@@ -81,7 +81,8 @@ class Postgres:
         """Put pgsteady's pg_hba rule for the restore role first, as the rendered file has it.
 
         Restore and drill load app-owned rows in a session logged in as the NOSUPERUSER
-        ``pgsteady_restore`` (pgsteady.pgparams.hba_rules), over the socket with a password.
+        ``pgsteady_restore`` (pgsteady.postgres.parameters.hba_rules), over the socket with a
+        password.
         """
         rule = "local all pgsteady_restore scram-sha-256"
         script = (

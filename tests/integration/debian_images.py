@@ -17,7 +17,7 @@ import docker
 import docker.errors
 import pytest
 
-from pgsteady.image import (
+from pgsteady.stack.image import (
     BUILD_DIR,
     RECIPE_LABEL,
     debian_mirror,

@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from pgsteady.pgparams import hba_rules
+from pgsteady.postgres.parameters import hba_rules
+from pgsteady.postgres.tuning import TuningResult
 from pgsteady.render import render
 from pgsteady.tls import CA_FILE, CERT_FILE, KEY_FILE, Authority, create_ca, issue_server_cert
-from pgsteady.tuning import TuningResult
 
 PG_BIN = Path(os.environ.get("PGSTEADY_PG_BIN", "/usr/lib/postgresql/15/bin"))
 OS_USER = "postgres"

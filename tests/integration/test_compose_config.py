@@ -8,8 +8,8 @@ import subprocess
 import pytest
 import yaml
 
-from pgsteady.compose import render_compose
 from pgsteady.settings import HostFacts, build_settings
+from pgsteady.stack.compose import render_compose
 
 FACTS = HostFacts(ram_mb=8192, cpus=4)
 
@@ -29,7 +29,7 @@ def compose_commands() -> list[list[str]]:
 
 VARIANTS = [
     {},
-    {  # 512 MB holds 100 connections, not the web profile's 200 (pgsteady.safety)
+    {  # 512 MB holds 100 connections, not the web profile's 200 (pgsteady.postgres.safety)
         "postgres_memory_limit": "512MB",
         "postgres_max_connections": 100,
         "postgres_cpus": 0.5,

@@ -32,7 +32,7 @@ from debian_images import (
 )
 from docker.models.containers import Container
 
-from pgsteady.image import POSTGRES_GID, POSTGRES_UID, SUITES, debian_recipe, shipped_files
+from pgsteady.stack.image import POSTGRES_GID, POSTGRES_UID, SUITES, debian_recipe, shipped_files
 
 pytestmark = pytest.mark.docker
 

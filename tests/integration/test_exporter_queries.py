@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from pgserver import OS_USER, PG_BIN, PgServer, _as_postgres, available, free_port, own
 
-from pgsteady.tuning import TuningInput, tune
+from pgsteady.postgres.tuning import TuningInput, tune
 from pgsteady.units import GIB
 
 REPO = Path(__file__).resolve().parents[2]

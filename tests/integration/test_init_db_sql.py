@@ -8,9 +8,9 @@ import psycopg2
 import pytest
 from pgserver import OS_USER, PgServer, available, own
 
-from pgsteady.pgparams import hba_rules
+from pgsteady.postgres.parameters import hba_rules
+from pgsteady.postgres.tuning import TuningInput, tune
 from pgsteady.render import render
-from pgsteady.tuning import TuningInput, tune
 from pgsteady.units import GIB
 
 pytestmark = pytest.mark.skipif(not available(), reason="Postgres 15 server binaries missing")

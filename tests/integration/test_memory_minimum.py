@@ -1,7 +1,7 @@
 """The memory minimum pgsteady enforces holds a real server serving every connection.
 
 A Postgres 15 container (the Debian-built image) runs under a memory limit equal to
-``pgsteady.safety.memory_minimum`` for its settings, with the shared_buffers the tuner
+``pgsteady.postgres.safety.memory_minimum`` for its settings, with the shared_buffers the tuner
 gives at that limit; every allowed connection is opened and reads the catalog (each
 backend builds its caches). The server must neither be OOM-killed nor restart, and the
 cgroup's peak usage must stay inside the limit it was given.
@@ -21,7 +21,7 @@ import psycopg2
 import pytest
 from debian_images import DOCKER_CLI, docker_client, ensure_debian_image
 
-from pgsteady import safety
+from pgsteady.postgres import safety
 from pgsteady.settings import HostFacts, build_settings
 from pgsteady.units import MIB
 

@@ -15,11 +15,11 @@ import pytest
 from pgserver import OS_USER, PG_BIN, SUPERUSER_PASSWORD, PgServer, available
 
 from pgsteady.client import Pool, dsn
-from pgsteady.pgconfig import render_pg_hba_conf, tls_settings
-from pgsteady.pgparams import validate_overrides
+from pgsteady.postgres.conf_files import render_pg_hba_conf, tls_settings
+from pgsteady.postgres.parameters import validate_overrides
+from pgsteady.postgres.tuning import TuningInput, TuningResult, tune
 from pgsteady.settings import HostFacts, build_settings
 from pgsteady.tls import Authority, create_ca, server_names
-from pgsteady.tuning import TuningInput, TuningResult, tune
 from pgsteady.units import GIB, parse_size
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL 15 server binaries absent")

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from debian_images import DOCKER_CLI, docker_client, ensure_debian_image
 
-from pgsteady import pgbackrest
+from pgsteady.backup import pgbackrest
 from pgsteady.settings import HostFacts, build_settings
 from pgsteady.units import parse_size
 
@@ -272,7 +272,7 @@ def test_verify_reports_a_corrupt_file_in_its_text_only_and_pgsteady_judges_it(
     """pgbackrest verify finds a flipped byte but exits 0 (2.45 and 2.55 alike), so a job
     that ran it bare would always succeed; the backup host's job wrapper (and
     pgsteady-ctl pgbackrest-verify, same rule) fail on its verdict."""
-    from pgsteady.pgbackrest_repository import VERIFY_JUDGE
+    from pgsteady.backup.repository_host import VERIFY_JUDGE
 
     c = make_cluster(pgbackrest_archive_timeout="5s")
     c.start()

@@ -22,7 +22,7 @@ from backup_env import DOCKER, REPO, Postgres, Tool, docker, find_image
 from debian_images import docker_client, ensure_debian_image
 
 from pgsteady.monitor.collect import collect_script, parse_sections
-from pgsteady.pgparams import hba_rules
+from pgsteady.postgres.parameters import hba_rules
 from pgsteady.render import render
 
 IMAGE = find_image()

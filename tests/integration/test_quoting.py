@@ -18,13 +18,14 @@ import pytest
 import yaml
 from pgserver import OS_USER, PG_BIN, PgServer, available, own
 
-from pgsteady.backup_config import render_backup_config
-from pgsteady.compose import compose_context, render_compose, secret_names
-from pgsteady.jobs import Job, backup_job, render_cron, watchdog_job
-from pgsteady.pgconfig import render_pg_hba_conf, render_postgresql_conf
+from pgsteady.backup.tool_config import render_backup_config
+from pgsteady.postgres.conf_files import render_pg_hba_conf, render_postgresql_conf
 from pgsteady.render import render
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
-from pgsteady.tls import KEY_FILE, KEY_MOUNT, TLS_MOUNT
+from pgsteady.stack.compose import compose_context, render_compose, secret_names
+from pgsteady.stack.jobs import Job, backup_job, render_cron, watchdog_job
+from pgsteady.stack.layout import KEY_MOUNT, TLS_MOUNT
+from pgsteady.tls import KEY_FILE
 
 FACTS = HostFacts(ram_mb=8192, cpus=4)
 
@@ -169,10 +170,10 @@ def test_compose_round_trips_accepted_yaml_lookalikes(tmp_path: Path, name: str)
     sources = {(v["source"] if isinstance(v, dict) else v.split(":")[0]) for v in svc["volumes"]}
     # every mount compose.py asks for comes back with the tricky path intact
     assert sources == {v.split(":")[0] for v in compose_context(s)["volumes"]}
-    assert {"pgdata", s.paths["config"], s.paths["init"]} <= sources
+    assert {"pgdata", s.layout.config, s.layout.init} <= sources
     secrets = _compose_config(tmp_path, render_compose(s))["secrets"]
     assert {v["file"] for v in secrets.values()} == {
-        f"{s.paths['secrets']}/{n}" for n in secret_names(s)
+        f"{s.layout.secrets}/{n}" for n in secret_names(s)
     }
 
 
@@ -181,7 +182,7 @@ def test_compose_template_quotes_any_string_except_dollar(tmp_path: Path) -> Non
     ``$`` itself, which is why no accepted setting can contain one (checked below)."""
     values = [v for v in NASTY if "$" not in v]
     base = _settings()
-    from pgsteady.compose import compose_context
+    from pgsteady.stack.compose import compose_context
 
     ctx = compose_context(base)
     ctx["labels"] = {f"io.pgsteady.l{i}": v for i, v in enumerate(values)}

@@ -19,8 +19,9 @@ import types
 import pytest
 from backup_env import DOCKER, REPO, docker
 
-from pgsteady.compose import INIT_SQL
 from pgsteady.render import render
+from pgsteady.stack.compose import INIT_SQL
+from pgsteady.stack.layout import HostLayout
 from pgsteady.verify import CheckFailed, Fixes
 
 pytestmark = pytest.mark.docker
@@ -146,7 +147,8 @@ def checks(server):
     host_cls = _load_verify_module("conftest").Host
     s = types.SimpleNamespace(
         container_name=server.name, postgres_db="app", postgres_monitor_user="monitor",
-        postgres_extensions=["pg_stat_statements", "pg_trgm"], paths={"bin": "/opt/x/bin"},
+        postgres_extensions=["pg_stat_statements", "pg_trgm"],
+        layout=HostLayout("/opt/x", "/opt/x/backups"),
     )  # fmt: skip
     pg = host_cls(_LocalHost(), s)
     fixes = Fixes("inventory.py")

@@ -26,7 +26,7 @@ from debian_images import docker_client, ensure_debian_image
 from test_pgbackrest_engine import Cluster, docker
 from test_verify_roles import _load_verify_module, _LocalHost
 
-from pgsteady import pgbackrest
+from pgsteady.backup import pgbackrest
 from pgsteady.inventory import InventoryHost
 from pgsteady.monitor.collect import Target, collect
 from pgsteady.monitor.model import derive

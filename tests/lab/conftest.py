@@ -68,7 +68,7 @@ class LabTarget:
 
     def sql(self, query: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """Run SQL in the app database with the product's own ``pgsteady-ctl psql``."""
-        ctl = f"{self.settings.paths['bin']}/pgsteady-ctl"
+        ctl = f"{self.settings.layout.bin}/pgsteady-ctl"
         return docker(
             "exec", self.host.name, ctl, "psql", "-X", "-A", "-t", "-q",
             "-v", "ON_ERROR_STOP=1", "-d", self.settings.postgres_db, "-c", query,

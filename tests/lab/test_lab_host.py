@@ -166,7 +166,7 @@ def test_backup_and_watchdog_timers_fire(lab_target: LabTarget) -> None:
 
 
 def _app_dsn(t: LabTarget) -> str:
-    password = t.ssh(f"cat {t.settings.paths['secrets']}/app_password").stdout.strip()
+    password = t.ssh(f"cat {t.settings.layout.secrets}/app_password").stdout.strip()
     assert password, "no app password on the host"
     s = t.settings
     return (f"host={t.host.ip} port={s.postgres_port} dbname={s.postgres_db} "
@@ -190,7 +190,7 @@ def test_host_loss_restores_from_the_backup_host_within_archive_timeout(
     # A start that no backup follows: only pgsteady-ctl's checkpoint after it makes
     # archive_timeout switch WAL before the first timed checkpoint (minutes later).
     restarted = t.ssh(f"docker restart {t.settings.container_name} && "
-                      f"{t.settings.paths['bin']}/pgsteady-ctl wait-healthy 120")  # fmt: skip
+                      f"{t.settings.layout.bin}/pgsteady-ctl wait-healthy 120")  # fmt: skip
     assert restarted.returncode == 0, restarted.stderr
     writer = Writer(_app_dsn(t))
     writer.thread.start()
@@ -222,7 +222,7 @@ def test_host_loss_restores_from_the_backup_host_within_archive_timeout(
     assert lost_s <= ARCHIVE_TIMEOUT_S + 5, f"lost {lost_s:.1f} s of acknowledged writes"
 
     # It archives again to both repositories (the local one got its stanza back).
-    info = t.ssh(f"{t.settings.paths['bin']}/pgsteady-ctl pgbackrest info --output=json")
+    info = t.ssh(f"{t.settings.layout.bin}/pgsteady-ctl pgbackrest info --output=json")
     assert '"status":{"code":0' in info.stdout.replace(" ", ""), info.stdout[-2000:]
     again = t.make("deploy", timeout=900)
     assert again.returncode == 0 and again.changed == 0, again.changed_operations()

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from pgsteady.preflight import PreflightInput, check
 from pgsteady.settings import HostFacts, SettingsError, build_settings
+from pgsteady.stack.preflight import PreflightInput, check
 
 FACTS = HostFacts(ram_mb=8192, cpus=4)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from pgsteady.compose import BACKUP_MOUNT, compose_context, render_compose
 from pgsteady.settings import HostFacts, build_settings
+from pgsteady.stack.compose import compose_context, render_compose
+from pgsteady.stack.layout import BACKUP_MOUNT
 
 FACTS = HostFacts(ram_mb=4096, cpus=2)
 

@@ -4,9 +4,9 @@ import re
 
 import pytest
 
-from pgsteady.pgparams import hba_rules
+from pgsteady.postgres.parameters import hba_rules
+from pgsteady.postgres.tuning import Setting, TuningInput, tune
 from pgsteady.render import render
-from pgsteady.tuning import Setting, TuningInput, tune
 from pgsteady.units import GIB
 
 HEADER = "Managed by pgsteady - do not edit.\nRegenerated on every deploy."
@@ -101,7 +101,7 @@ def test_hba_renders_rules_and_never_trust():
 
 
 def test_conf_renders_tls_files():
-    from pgsteady.pgconfig import tls_settings
+    from pgsteady.postgres.conf_files import tls_settings
 
     text = _conf([Setting("work_mem", "4MB")], tls=tls_settings("/etc/pgsteady-tls"))
     pairs = _assignments(text)

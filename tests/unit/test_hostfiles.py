@@ -1,11 +1,11 @@
-"""pgsteady.hostfiles: the ownership rule for every path the deploy writes."""
+"""pgsteady.stack.hostfiles: the ownership rule for every path the deploy writes."""
 
 from __future__ import annotations
 
 import pytest
 
-from pgsteady.hostfiles import layout, root_only, server_readable, writable_by_others
 from pgsteady.settings import HostFacts, build_settings
+from pgsteady.stack.hostfiles import layout, root_only, server_readable, writable_by_others
 
 
 def _settings(**data: object):

@@ -1,4 +1,4 @@
-"""Unit tests for pgsteady.image: mirror parsing, recipe hash, tags."""
+"""Unit tests for pgsteady.stack.image: mirror parsing, recipe hash, tags."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 
-from pgsteady import image
-from pgsteady.image import (
+from pgsteady.settings import HostFacts, SettingsError, build_settings
+from pgsteady.stack import image
+from pgsteady.stack.image import (
     RECIPE_LABEL,
     SUITES,
     debian_mirror,
@@ -22,7 +23,6 @@ from pgsteady.image import (
     suite_for,
     upstream_version,
 )
-from pgsteady.settings import HostFacts, SettingsError, build_settings
 
 MAIN = "http://mirror.example/debian"
 SECURITY = "http://mirror.example/debian-security"

@@ -9,8 +9,15 @@ from dataclasses import replace
 
 import pytest
 
-from pgsteady.jobs import Job, backup_job, render_cron, render_service, render_timer, watchdog_job
 from pgsteady.settings import HostFacts, build_settings
+from pgsteady.stack.jobs import (
+    Job,
+    backup_job,
+    render_cron,
+    render_service,
+    render_timer,
+    watchdog_job,
+)
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 

@@ -6,12 +6,13 @@ import re
 
 import pytest
 
-from pgsteady import pgbackrest, pgconfig
-from pgsteady import pgbackrest_repository as repository
-from pgsteady.compose import render_compose, render_ctl_env
-from pgsteady.jobs import backup_job, render_cron, render_service, render_timer
+from pgsteady.backup import pgbackrest
+from pgsteady.backup import repository_host as repository
+from pgsteady.postgres import conf_files
 from pgsteady.render import MANAGED, TEMPLATE_DIR
 from pgsteady.settings import HostFacts, build_settings
+from pgsteady.stack.compose import render_compose, render_ctl_env
+from pgsteady.stack.jobs import backup_job, render_cron, render_service, render_timer
 
 CLIENT = repository.Client(
     name="db1", peer=pgbackrest.Peer("db1", "10.0.0.5", 8432), stanza="main", repo=2,
@@ -23,10 +24,10 @@ CLIENT = repository.Client(
 RENDERED = {
     "docker-compose.yml": ("#", lambda s: render_compose(s)),
     "ctl.env": ("#", lambda s: render_ctl_env(s, "docker compose")),
-    "postgresql.conf": ("#", lambda s: pgconfig.render_postgresql_conf(s)),
-    "pg_hba.conf": ("#", lambda s: pgconfig.render_pg_hba_conf(s)),
-    "init_db.sql": ("--", lambda s: pgconfig.render_init_db_sql(s)),
-    "schema_files.psql": ("--", lambda s: pgconfig.render_schema_psql(s)),
+    "postgresql.conf": ("#", lambda s: conf_files.render_postgresql_conf(s)),
+    "pg_hba.conf": ("#", lambda s: conf_files.render_pg_hba_conf(s)),
+    "init_db.sql": ("--", lambda s: conf_files.render_init_db_sql(s)),
+    "schema_files.psql": ("--", lambda s: conf_files.render_schema_psql(s)),
     "pgbackrest.conf": ("#", lambda s: pgbackrest.render_conf(s)),
     "backup host pgbackrest.conf": ("#", lambda s: repository.render_conf(s, [CLIENT])),
     "pgbackrest-repository.yml": ("#", lambda s: repository.render_compose(s)),

@@ -22,10 +22,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from pgsteady import metrics
-from pgsteady.compose import render_compose
 from pgsteady.inventory import InventoryHost
-from pgsteady.jobs import metrics_job, render_cron
 from pgsteady.scrape_config import (
     ScrapeConfigError,
     generate,
@@ -34,6 +31,9 @@ from pgsteady.scrape_config import (
     targets,
 )
 from pgsteady.settings import HostFacts, SettingsError, build_settings
+from pgsteady.stack import exporters
+from pgsteady.stack.compose import render_compose
+from pgsteady.stack.jobs import metrics_job, render_cron
 from pgsteady.tls import create_ca, issue_server_cert
 
 FACTS = HostFacts(ram_mb=4096, cpus=2)
@@ -139,7 +139,7 @@ def test_exporters_are_confined_services_of_the_stack() -> None:
         assert not svc["user"].startswith("0")
         assert svc["healthcheck"]["test"][0] == "CMD-SHELL"
         assert "-cert /etc/pgsteady-tls/server.crt" in svc["healthcheck"]["test"][1]
-        assert f"--web.config.file={metrics.WEB_CONFIG_MOUNT}" in svc["command"]
+        assert f"--web.config.file={exporters.WEB_CONFIG_MOUNT}" in svc["command"]
     assert pg["ports"] == ["10.0.0.5:9400:9187"]
     assert node["ports"] == ["10.0.0.5:9401:9100"]
 
@@ -176,7 +176,7 @@ def test_metrics_off_leaves_only_the_server() -> None:
 
 
 def test_web_config_requires_a_verified_client_certificate() -> None:
-    conf = yaml.safe_load(metrics.render_web_config())["tls_server_config"]
+    conf = yaml.safe_load(exporters.render_web_config())["tls_server_config"]
     assert conf["client_auth_type"] == "RequireAndVerifyClientCert"
     assert conf["client_ca_file"] == "/etc/pgsteady-tls/ca.crt"
     assert conf["cert_file"] == "/etc/pgsteady-tls/server.crt"
@@ -188,12 +188,12 @@ def test_web_config_requires_a_verified_client_certificate() -> None:
 
 def test_backup_max_ages_follow_the_schedules() -> None:
     s = build_settings({"backup_schedule": "@hourly"}, FACTS)
-    ages = {(b["tool"], b.get("repo")): b["max_age"] for b in metrics.backup_max_ages(s)}
+    ages = {(b["tool"], b.get("repo")): b["max_age"] for b in exporters.backup_max_ages(s)}
     # hourly pg_dump: 1 h + verify's 1 h grace; pgBackRest: diff Monday-Saturday (2 days
     # from Saturday to Monday) is more frequent than the weekly full
     assert ages == {("pg_dump", None): 7200, ("pgbackrest", "1"): 2 * 86400 + 3600}
     off = build_settings({"backup_enabled": False, "pgbackrest_enabled": False}, FACTS)
-    assert metrics.backup_max_ages(off) == []
+    assert exporters.backup_max_ages(off) == []
 
 
 def test_metrics_job_runs_every_minute_with_its_config() -> None:
@@ -203,7 +203,7 @@ def test_metrics_job_runs_every_minute_with_its_config() -> None:
     line = [ln for ln in render_cron(job).splitlines() if ln and not ln.startswith("#")][-1]
     assert line.startswith("* * * * * root ")
     assert "/opt/pgsteady/bin/pgsteady-metrics --config /opt/pgsteady/etc/metrics.json" in line
-    config = json.loads(metrics.render_writer_config(s))
+    config = json.loads(exporters.render_writer_config(s))
     assert config["textfile"] == "/opt/pgsteady/state/metrics/pgsteady.prom"
     assert config["certificates"] == {
         "ca": "/opt/pgsteady/tls/ca.crt",

@@ -6,12 +6,12 @@ import configparser
 
 import pytest
 
-from pgsteady import pgbackrest
-from pgsteady.compose import compose_context
-from pgsteady.hostfiles import layout
-from pgsteady.jobs import pgbackrest_jobs, render_cron
-from pgsteady.pgconfig import render_postgresql_conf
+from pgsteady.backup import pgbackrest
+from pgsteady.postgres.conf_files import render_postgresql_conf
 from pgsteady.settings import HostFacts, SettingsError, build_settings
+from pgsteady.stack.compose import compose_context
+from pgsteady.stack.hostfiles import layout
+from pgsteady.stack.jobs import pgbackrest_jobs, render_cron
 
 FACTS = HostFacts(ram_mb=4096, cpus=2)
 

@@ -7,11 +7,11 @@ import configparser
 import pytest
 import yaml
 
-from pgsteady import pgbackrest
-from pgsteady import pgbackrest_repository as repository
-from pgsteady.compose import render_compose
-from pgsteady.jobs import pgbackrest_jobs
+from pgsteady.backup import pgbackrest
+from pgsteady.backup import repository_host as repository
 from pgsteady.settings import HostFacts, SettingsError, build_settings
+from pgsteady.stack.compose import render_compose
+from pgsteady.stack.jobs import pgbackrest_jobs
 
 FACTS = HostFacts(ram_mb=4096, cpus=2)
 BACKUP = pgbackrest.Peer("backup1", "10.0.0.9", 8432)

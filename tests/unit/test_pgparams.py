@@ -1,9 +1,9 @@
-"""pgsteady.pgparams: catalog parsing, override validation, conf quoting, hba rules."""
+"""pgsteady.postgres.parameters: catalog parsing, override validation, conf quoting, hba rules."""
 
 import pytest
 
-from pgsteady import pgparams
-from pgsteady.pgparams import (
+from pgsteady.postgres import parameters
+from pgsteady.postgres.parameters import (
     HbaRule,
     Param,
     available_versions,
@@ -367,7 +367,7 @@ def test_hba_rules_reject_bad_names(kw):
 
 
 def test_managed_names_are_documented():
-    assert all(reason for reason in pgparams.MANAGED.values())
+    assert all(reason for reason in parameters.MANAGED.values())
 
 
 def test_version_specific_names():
@@ -380,7 +380,7 @@ def test_version_specific_names():
 @pytest.mark.parametrize("version", available_versions())
 @pytest.mark.parametrize("db_type", ["web", "oltp", "dw", "desktop", "mixed"])
 def test_every_tuned_setting_is_valid_for_the_server(version, db_type):
-    from pgsteady.tuning import TuningInput, tune
+    from pgsteady.postgres.tuning import TuningInput, tune
     from pgsteady.units import GIB
 
     for ram, cpus, limit in ((GIB, 1, None), (64 * GIB, 16, None), (64 * GIB, 16, 2 * GIB)):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pgsteady.preflight import PreflightInput, check, port_is_ours
 from pgsteady.settings import HostFacts, build_settings
+from pgsteady.stack.preflight import PreflightInput, check, port_is_ours
 
 OK = PreflightInput(
     distro="Debian", distro_major=12, free_disk_bytes=50 * 1024**3, port_owner=None,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+from pgsteady.backup.repository_checks import check, stanza_problem, stanzas_served, verdict_problem
 from pgsteady.inventory import InventoryHost
-from pgsteady.repository_checks import check, stanza_problem, stanzas_served, verdict_problem
 from pgsteady.settings import HostFacts, build_settings
 
 OFFHOST = [{"kind": "posix"}, {"kind": "host", "host": "backup1"}]

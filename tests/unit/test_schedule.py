@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from pgsteady.schedule import ScheduleError, parse_schedule, validate_schedule
+from pgsteady.stack.schedule_syntax import ScheduleError, parse_schedule, validate_schedule
 
 
 @pytest.mark.parametrize(
@@ -92,7 +92,7 @@ BASE = datetime(2024, 1, 1, 0, 0)
 
 
 def cron_matches(expression: str, start: datetime, count: int) -> list[datetime]:
-    """Brute-force cron semantics, written independently of pgsteady.schedule."""
+    """Brute-force cron semantics, written independently of pgsteady.stack.schedule_syntax."""
     names = {
         "sun": 0,
         "mon": 1,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pgsteady import safety
+from pgsteady.postgres import safety
+from pgsteady.postgres.tuning import PG_VERSIONS
 from pgsteady.settings import HostFacts, SettingsError, build_settings
-from pgsteady.tuning import PG_VERSIONS
 
 FACTS = HostFacts(ram_mb=8192, cpus=4)
 
@@ -161,7 +161,9 @@ MANAGED = [
 @pytest.mark.parametrize("key", MANAGED)
 def test_managed_keys_are_refused_for_every_version(version: int, key: str) -> None:
     errors = errors_for(
-        postgres_version=version, postgres_settings={key: "/tmp/evil"}, pgbackrest_enabled=False,
+        postgres_version=version,
+        postgres_settings={key: "/tmp/evil"},
+        pgbackrest_enabled=False,
         metrics_enabled=False,
     )
     assert len(errors) == 1, errors
@@ -175,7 +177,9 @@ def test_managed_keys_are_refused_for_every_version(version: int, key: str) -> N
 def test_durability_off_is_refused_in_every_spelling(version: int, key: str, value) -> None:
     # pgbackrest off: versions without Debian packages would add the image error.
     errors = errors_for(
-        postgres_version=version, postgres_settings={key: value}, pgbackrest_enabled=False,
+        postgres_version=version,
+        postgres_settings={key: value},
+        pgbackrest_enabled=False,
         metrics_enabled=False,
     )
     assert len(errors) == 1, errors

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from pgsteady import settings_doc
-from pgsteady.image import POSTGRES_UID, SUITES
-from pgsteady.pgparams import available_versions
+from pgsteady.postgres.parameters import available_versions
+from pgsteady.postgres.tuning import DB_TYPES, PG_VERSIONS
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings, defaults
-from pgsteady.tuning import DB_TYPES, PG_VERSIONS
+from pgsteady.stack.image import POSTGRES_UID, SUITES
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_KEYS = [n for n in Settings.model_fields if not n.startswith("host_")]

@@ -10,11 +10,15 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pgsteady.backup_config import render_backup_config
-from pgsteady.compose import render_compose, render_ctl_env
-from pgsteady.jobs import backup_job, render_cron, render_service, render_timer, watchdog_job
-from pgsteady.pgconfig import render_init_db_sql, render_pg_hba_conf, render_postgresql_conf
+from pgsteady.backup.tool_config import render_backup_config
+from pgsteady.postgres.conf_files import (
+    render_init_db_sql,
+    render_pg_hba_conf,
+    render_postgresql_conf,
+)
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings, defaults
+from pgsteady.stack.compose import render_compose, render_ctl_env
+from pgsteady.stack.jobs import backup_job, render_cron, render_service, render_timer, watchdog_job
 
 KEYS = sorted(defaults())
 

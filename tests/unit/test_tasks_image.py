@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from pgsteady.image import RECIPE_LABEL, SUITES, debian_recipe
 from pgsteady.settings import HostFacts, Settings, build_settings
+from pgsteady.stack.image import RECIPE_LABEL, SUITES, debian_recipe
 from tasks import image
 from tests.support.pyinfra_plan import Plan, plan
 

@@ -58,11 +58,11 @@ def decisions(p: Plan, *changed: str) -> set[str]:
 
 
 def conf(s: Settings, name: str) -> str:
-    return f"Write {s.paths['config']}/{name}"
+    return f"Write {s.layout.config}/{name}"
 
 
 def init_sql(s: Settings) -> str:
-    return f"Write {s.paths['init']}/10-init_db.sql"
+    return f"Write {s.layout.init}/10-init_db.sql"
 
 
 def test_a_converged_running_stack_runs_nothing() -> None:

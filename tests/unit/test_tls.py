@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from pgsteady.pgconfig import render_pg_hba_conf, render_postgresql_conf, requires_tls
+from pgsteady.postgres.conf_files import render_pg_hba_conf, render_postgresql_conf, requires_tls
 from pgsteady.settings import HostFacts, SettingsError, build_settings
 from pgsteady.tls import (
     RENEW_DAYS,

@@ -1,4 +1,4 @@
-"""pgsteady.tuning.
+"""pgsteady.postgres.tuning.
 
 The first section holds PGTune's own test expectations (le0pard/pgtune,
 src/features/configuration/__tests__/configurationSlice.test.js, 2026 sources), checked
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgsteady import tuning as t
-from pgsteady.tuning import Setting, TuningError, TuningInput, pgtune, tune, tuned_settings
+from pgsteady.postgres import tuning as t
+from pgsteady.postgres.tuning import Setting, TuningError, TuningInput, pgtune, tune, tuned_settings
 from pgsteady.units import GIB, MIB, parse_size
 
 # --------------------------------------------------------------------------------------

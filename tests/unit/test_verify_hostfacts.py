@@ -1,4 +1,4 @@
-"""pgsteady.hostfacts reads the same facts, the same way, as the deploy's pyinfra facts."""
+"""pgsteady.stack.hostfacts reads the same facts, the same way, as the deploy's pyinfra facts."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pyinfra.facts.hardware import Cpus, Memory
 
-from pgsteady.hostfacts import (
+from pgsteady.settings import HostFacts
+from pgsteady.stack.hostfacts import (
     CPUS_COMMAND,
     MEMORY_COMMAND,
     SYSTEMD_COMMAND,
-    host_facts,
     parse_cpus,
     parse_has_systemd,
     parse_memory_mb,
+    read_host_facts,
 )
-from pgsteady.settings import HostFacts
 from tasks.facts import HasSystemd
 
 LINUX_VMSTAT = """\
@@ -79,7 +79,7 @@ def test_this_machine_through_both() -> None:
     def run(command: str) -> str:
         return subprocess.run(["sh", "-c", command], capture_output=True, text=True).stdout
 
-    facts = host_facts(run)
+    facts = read_host_facts(run)
     assert facts == HostFacts(
         ram_mb=Memory().process(_lines(run(MEMORY_COMMAND))) or 0,
         cpus=Cpus().process(_lines(run(CPUS_COMMAND))) or 1,

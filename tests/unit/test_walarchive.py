@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgsteady.walarchive import (
+from pgsteady.backup.walarchive import (
     Gap,
     Listing,
     find_gaps,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pgsteady.walarchive import LISTING_SCRIPT, find_gaps, parse_listing
+from pgsteady.backup.walarchive import LISTING_SCRIPT, find_gaps, parse_listing
 
 FAKE = r"""#!/bin/sh
 # pgbackrest stand-in: --repo=N <command> [--output=...] [path]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pgsteady.compose import render_ctl_env
 from pgsteady.settings import HostFacts, SettingsError, build_settings
+from pgsteady.stack.compose import render_ctl_env
 
 FACTS = HostFacts(ram_mb=4096, cpus=2)
 
@@ -25,7 +25,7 @@ def test_ctl_env_carries_the_watchdog_policy() -> None:
     assert "PGSTEADY_WATCHDOG_BACKOFF=120\n" in env
     assert "PGSTEADY_WATCHDOG_BACKOFF_MAX=7200\n" in env
     assert "PGSTEADY_WATCHDOG_ON_FAILURE='mail -s '\"'\"'pg loop'\"'\"' ops@example.org'" in env
-    assert f"PGSTEADY_STATE_DIR={s.paths['state']}\n" in env
+    assert f"PGSTEADY_STATE_DIR={s.layout.state}\n" in env
 
 
 @pytest.mark.parametrize(

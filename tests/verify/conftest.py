@@ -60,7 +60,7 @@ def _marker_fix(item: pytest.Item, ctx: VerifyContext) -> str:
         return ctx.fixes.deploy
     s = _settings()
     template = marker.args[0]
-    text = template.format(deploy=ctx.fixes.deploy, s=s, paths=s.paths)
+    text = template.format(deploy=ctx.fixes.deploy, s=s, paths=s.layout)
     return ctx.fixes.on_host(text) if marker.kwargs.get("on_host") else text
 
 

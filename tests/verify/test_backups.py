@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pgsteady.backup_config import render_backup_config
+from pgsteady.backup.tool_config import render_backup_config
 from pgsteady.backuptool.layout import DUMP_SUFFIX, GLOBALS, GLOBALS_SUFFIX, STATUS_FILE
 from pgsteady.backuptool.retention import parse_stamp
-from pgsteady.jobs import backup_job, render_cron, render_service, render_timer
 from pgsteady.settings import Settings
+from pgsteady.stack.jobs import backup_job, render_cron, render_service, render_timer
 from pgsteady.verify import Fixes, backup_deadline, check, human_duration
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ TIERS = {
 
 
 def _tool(s: Settings, sub: str) -> str:
-    return f"python3 {s.paths['bin']}/pgsteady-backup {sub} --config {s.paths['backup_config']}"
+    return f"python3 {s.layout.bin}/pgsteady-backup {sub} --config {s.layout.backup_config}"
 
 
 def _backup_now(fixes: Fixes, s: Settings) -> str:
@@ -85,7 +85,7 @@ def test_scheduler_installed(on: Host, s: Settings) -> None:
 
 
 def test_config_matches(on: Host, s: Settings) -> None:
-    path = s.paths["backup_config"]
+    path = s.layout.backup_config
     check(on.read(path) == render_backup_config(s), f"{path} is missing or differs from settings")
 
 
@@ -101,7 +101,7 @@ def test_last_success_recent(on: Host, s: Settings, fixes: Fixes, status: dict[s
     last = (status.get("last_success") or {}).get("time")
     if not last:
         # The first converge writes the superuser's secret, and nothing rewrites it.
-        first = on.run(f"stat -c %Y {s.paths['secrets']}/postgres_password").stdout.strip()
+        first = on.run(f"stat -c %Y {s.layout.secrets}/postgres_password").stdout.strip()
         check(first, "no backup, and the host was never deployed", fixes.deploy)
         deployed = datetime.fromtimestamp(int(first), tz=now.tzinfo)
         age = now - deployed

@@ -6,20 +6,21 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pgsteady.compose import DATA_MOUNT, render_compose
-from pgsteady.jobs import render_cron, render_service, render_timer, watchdog_job
 from pgsteady.settings import Settings
+from pgsteady.stack.compose import render_compose
+from pgsteady.stack.jobs import render_cron, render_service, render_timer, watchdog_job
+from pgsteady.stack.layout import DATA_MOUNT
 from pgsteady.units import parse_size
 from pgsteady.verify import Fixes, check
 
 if TYPE_CHECKING:
     from conftest import Host
 
-UP = "{paths[bin]}/pgsteady-ctl up"
+UP = "{paths.bin}/pgsteady-ctl up"
 
 
 def test_running(on: Host, s: Settings, fixes: Fixes) -> None:
-    ctl = f"{s.paths['bin']}/pgsteady-ctl"
+    ctl = f"{s.layout.bin}/pgsteady-ctl"
     fix = fixes.on_host(f"{ctl} up") if on.stat(ctl) else fixes.deploy
     info = on.inspect("container", s.container_name)
     check(info is not None, f"container {s.container_name} does not exist", fix)
@@ -114,8 +115,8 @@ def test_data_volume(container: dict[str, Any], s: Settings) -> None:
 
 
 def test_compose_file_matches(on: Host, s: Settings) -> None:
-    got = on.read(s.paths["compose"])
-    check(got == render_compose(s), f"{s.paths['compose']} is missing or differs from settings")
+    got = on.read(s.layout.compose)
+    check(got == render_compose(s), f"{s.layout.compose} is missing or differs from settings")
 
 
 def test_watchdog_job(on: Host, s: Settings, fixes: Fixes) -> None:

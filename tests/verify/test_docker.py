@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def _ctl_env(on: Host, s: Settings) -> dict[str, str]:
-    text = on.read(s.paths["ctl_env"]) or ""
+    text = on.read(s.layout.ctl_env) or ""
     pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
     return {k.strip(): " ".join(shlex.split(v)) for k, v in pairs if not k.startswith("#")}
 
@@ -31,14 +31,14 @@ def test_engine_running(on: Host, s: Settings, fixes: Fixes) -> None:
 def test_compose_available(on: Host, s: Settings) -> None:
     """The compose CLI the deploy detected (app_dir/etc/ctl.env) runs and owns the container."""
     compose = _ctl_env(on, s).get("PGSTEADY_COMPOSE")
-    check(compose, f"no PGSTEADY_COMPOSE in {s.paths['ctl_env']}")
+    check(compose, f"no PGSTEADY_COMPOSE in {s.layout.ctl_env}")
     res = on.run(f"{compose} version")
     check(res.rc == 0, f"`{compose} version` fails: {res.stderr.strip()[:120]}")
     container = on.inspect("container", s.container_name)
     if container is None:
         return  # container/running reports it
     ids = on.run(
-        f"{compose} -p {s.compose_project} -f {s.paths['compose']} ps -q postgres"
+        f"{compose} -p {s.compose_project} -f {s.layout.compose} ps -q postgres"
     ).stdout.split()
     check(
         container["Id"] in ids,

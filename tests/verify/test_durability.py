@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pgsteady.pgparams import parse_bool
+from pgsteady.postgres.parameters import parse_bool
 from pgsteady.settings import Settings
 from pgsteady.verify import Fixes, check
 

@@ -1,4 +1,5 @@
-"""files: nothing root runs, sources or trusts is writable by another uid (pgsteady.hostfiles).
+"""files: nothing root runs, sources or trusts is writable by another uid
+(pgsteady.stack.hostfiles).
 
 Root's own files (bin/, etc/ctl.env, etc/backup.json, state/, the compose file, the job
 units) are root:root and not group/other writable; the files the server reads (config/,
@@ -12,14 +13,14 @@ import os
 import shlex
 from typing import TYPE_CHECKING
 
-from pgsteady.hostfiles import (
+from pgsteady.settings import Settings
+from pgsteady.stack.hostfiles import (
     OLD_ROOT_FILES_IN_CONFIG,
     Owned,
     layout,
     server_owned_dirs,
     writable_by_others,
 )
-from pgsteady.settings import Settings
 from pgsteady.verify import Fixes, check
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ def test_app_dir_parents(on: Host, s: Settings, fixes: Fixes) -> None:
 
 def test_no_root_files_in_server_config(on: Host, s: Settings, fixes: Fixes) -> None:
     """ctl.env and backup.json of the old layout are gone from the server's config dir."""
-    old = [f"{s.paths['config']}/{n}" for n in OLD_ROOT_FILES_IN_CONFIG]
+    old = [f"{s.layout.config}/{n}" for n in OLD_ROOT_FILES_IN_CONFIG]
     left = [p for p in old if on.stat(p) is not None]
     check(
         not left,
@@ -125,7 +126,7 @@ def test_no_root_files_in_server_config(on: Host, s: Settings, fixes: Fixes) -> 
 
 def test_watchdog_no_crash_loop(on: Host, s: Settings, fixes: Fixes) -> None:
     """The watchdog's last report (state/watchdog.json) is not a crash loop."""
-    text = on.read(f"{s.paths['state']}/watchdog.json")
+    text = on.read(f"{s.layout.state}/watchdog.json")
     state = json.loads(text) if text else {}  # none yet: the watchdog has not run
     check(
         not state.get("crash_loop"),
@@ -133,6 +134,6 @@ def test_watchdog_no_crash_loop(on: Host, s: Settings, fixes: Fixes) -> None:
         f"({state.get('attempts')} starts)",
         fixes.on_host(
             f"docker logs --tail 50 {s.container_name}  # fix the cause, then: "
-            f"{s.paths['bin']}/pgsteady-ctl up"
+            f"{s.layout.bin}/pgsteady-ctl up"
         ),
     )

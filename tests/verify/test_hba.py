@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pgsteady.compose import SUPERUSER
 from pgsteady.settings import Settings
+from pgsteady.stack.compose import SUPERUSER
 from pgsteady.verify import check
 
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pgsteady.preflight import SUPPORTED_DISTROS
 from pgsteady.settings import Settings
+from pgsteady.stack.preflight import SUPPORTED_DISTROS
 from pgsteady.units import parse_size
 from pgsteady.verify import Fixes, check
 

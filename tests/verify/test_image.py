@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pgsteady.image import PACKAGE_LABEL, minor_releases_behind, upstream_version
 from pgsteady.settings import Settings
+from pgsteady.stack.image import PACKAGE_LABEL, minor_releases_behind, upstream_version
 from pgsteady.verify import Fixes, check
 
 if TYPE_CHECKING:

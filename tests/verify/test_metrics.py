@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pgsteady import metrics
 from pgsteady.settings import Settings
+from pgsteady.stack import exporters
 from pgsteady.tls import CA_FILE, CERT_FILE, KEY_FILE
 from pgsteady.verify import check
 
@@ -84,7 +84,7 @@ def _port(s: Settings, exporter: str) -> int:
 @pytest.mark.parametrize("exporter", EXPORTERS)
 @pytest.mark.fix("{deploy} (starts the exporters with the stack)")
 def test_exporter_healthy(on: Host, s: Settings, exporter: str) -> None:
-    name = metrics.container_names(s)[exporter]
+    name = exporters.container_names(s)[exporter]
     deadline = time.monotonic() + STARTING_WAIT
     while True:
         info = on.inspect("container", name)
@@ -104,7 +104,7 @@ def test_exporter_healthy(on: Host, s: Settings, exporter: str) -> None:
 @pytest.mark.parametrize("exporter", EXPORTERS)
 def test_exporter_confined(on: Host, s: Settings, exporter: str) -> None:
     """Non-root, read-only root filesystem, no capabilities, no new privileges, a limit."""
-    name = metrics.container_names(s)[exporter]
+    name = exporters.container_names(s)[exporter]
     info = on.inspect("container", name)
     if info is None:
         pytest.skip(f"container {name} does not exist (see metrics/exporter_healthy)")
@@ -147,9 +147,9 @@ def test_client_certificate_required(on: Host, s: Settings, exporter: str) -> No
     )
 
 
-@pytest.mark.fix("{paths[bin]}/pgsteady-metrics (then look at the job's log)", on_host=True)
+@pytest.mark.fix("{paths.bin}/pgsteady-metrics (then look at the job's log)", on_host=True)
 def test_textfile_fresh(on: Host, s: Settings) -> None:
-    path = metrics.textfile_path(s)
+    path = exporters.textfile_path(s)
     text = on.read(path)
     check(text is not None, f"{path} is missing: the metrics job has not run")
     written = _value(text or "", "pgsteady_textfile_timestamp_seconds")

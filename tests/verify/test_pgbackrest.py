@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pgsteady import pgbackrest, walarchive
+from pgsteady.backup import pgbackrest, walarchive
 from pgsteady.settings import Settings
 from pgsteady.units import human_duration
 from pgsteady.verify import Fixes, backup_deadline, check
@@ -53,7 +53,7 @@ def _enabled(s: Settings) -> None:
 
 
 def _ctl(s: Settings, args: str) -> str:
-    return f"{s.paths['bin']}/pgsteady-ctl pgbackrest {args}"
+    return f"{s.layout.bin}/pgsteady-ctl pgbackrest {args}"
 
 
 def _info(on: Host, s: Settings) -> list[dict[str, Any]]:
@@ -170,7 +170,7 @@ def test_last_verify_found_the_repositories_sound(pg: Host, s: Settings, fixes: 
     intact (pgsteady-ctl keeps its verdict: pgBackRest itself exits 0 on corrupt files)."""
     seen = 0
     for n in pgbackrest.local_repos(s):
-        text = pg.read(f"{s.paths['state']}/pgbackrest-verify-repo{n}.json")
+        text = pg.read(f"{s.layout.state}/pgbackrest-verify-repo{n}.json")
         if text is None:
             continue  # not run yet: the weekly job has not come
         seen += 1
@@ -181,7 +181,7 @@ def test_last_verify_found_the_repositories_sound(pg: Host, s: Settings, fixes: 
             f"{verdict.get('summary')}",
             fixes.on_host(
                 f"{_ctl(s, f'--repo={n} backup --type=full')} && "
-                f"{s.paths['bin']}/pgsteady-ctl pgbackrest-verify {n}"
+                f"{s.layout.bin}/pgsteady-ctl pgbackrest-verify {n}"
             ),
         )
     if not seen:
@@ -199,14 +199,14 @@ def test_backup_hosts_server_reads_the_data_read_only(pg: Host, s: Settings, fix
     info = pg.inspect("container", name)
     check(info is not None, f"container {name} is missing", fixes.deploy)
     mounts = {m.get("Destination"): m for m in (info or {}).get("Mounts") or []}
-    from pgsteady.compose import DATA_MOUNT
+    from pgsteady.stack.layout import DATA_MOUNT
 
     data = mounts.get(DATA_MOUNT) or {}
     check(
         data.get("RW") is False and pgbackrest.SECRETS_MOUNT not in mounts,
         f"{name}: data volume {'read-write' if data.get('RW') else 'missing'} or a "
         "passphrase mounted; the backup host's server must only read the data",
-        fixes.on_host(f"docker rm -f {name} && {s.paths['bin']}/pgsteady-ctl up"),
+        fixes.on_host(f"docker rm -f {name} && {s.layout.bin}/pgsteady-ctl up"),
     )
 
 

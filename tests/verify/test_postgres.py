@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pgsteady.pgconfig import (
+from pgsteady.postgres.conf_files import (
     expected_settings,
     render_init_db_sql,
     render_pg_hba_conf,
     render_postgresql_conf,
 )
-from pgsteady.pgparams import Param, parse_bool, to_number
+from pgsteady.postgres.parameters import Param, parse_bool, to_number
 from pgsteady.settings import Settings
 from pgsteady.verify import Fixes, check
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from conftest import Host
 
 HEADROOM = 0.8
-RELOAD = "{paths[bin]}/pgsteady-ctl apply-config"
+RELOAD = "{paths.bin}/pgsteady-ctl apply-config"
 
 
 def test_app_login_over_tcp(pg: Host, s: Settings, fixes: Fixes) -> None:
@@ -41,7 +41,7 @@ def test_app_login_over_tcp(pg: Host, s: Settings, fixes: Fixes) -> None:
     )
 
 
-@pytest.mark.fix("{paths[bin]}/pgsteady-ctl up", on_host=True)
+@pytest.mark.fix("{paths.bin}/pgsteady-ctl up", on_host=True)
 def test_published_port_answers(pg: Host, s: Settings) -> None:
     """Postgres answers an SSLRequest on postgres_bind:postgres_port from the host."""
     on = pg
@@ -103,7 +103,7 @@ def test_tuned_settings(pg: Host, s: Settings) -> None:
 
 @pytest.mark.fix(
     "docker exec -u postgres {s.container_name} psql -c 'ALTER SYSTEM RESET ALL' -c "
-    "'SELECT pg_reload_conf()' && {paths[bin]}/pgsteady-ctl apply-config",
+    "'SELECT pg_reload_conf()' && {paths.bin}/pgsteady-ctl apply-config",
     on_host=True,
 )
 def test_no_runtime_overrides(pg: Host) -> None:
@@ -114,7 +114,7 @@ def test_no_runtime_overrides(pg: Host) -> None:
     check(not rows, f"ALTER SYSTEM overrides: {', '.join('='.join(r) for r in rows)}")
 
 
-@pytest.mark.fix("{paths[bin]}/pgsteady-ctl apply-config", on_host=True)
+@pytest.mark.fix("{paths.bin}/pgsteady-ctl apply-config", on_host=True)
 def test_no_pending_restart(pg: Host) -> None:
     rows = pg.psql("SELECT name FROM pg_settings WHERE pending_restart")
     rows += pg.psql(
@@ -131,7 +131,7 @@ def test_config_file_matches(on: Host, s: Settings, name: str) -> None:
         "10-init_db.sql": (render_init_db_sql, "init"),
     }
     fn, where = render[name]
-    path = f"{s.paths[where]}/{name}"
+    path = f"{getattr(s.layout, where)}/{name}"
     check(on.read(path) == fn(s), f"{path} is missing or differs from the settings")
 
 

@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pgsteady.compose import INIT_MOUNT, INIT_SQL
 from pgsteady.settings import Settings
+from pgsteady.stack.compose import INIT_SQL
+from pgsteady.stack.layout import INIT_MOUNT
 from pgsteady.verify import Fixes, check
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ PASSWORD_STATEMENTS = (
 
 
 def _apply_init(fixes: Fixes, s: Settings) -> str:
-    return fixes.on_host(APPLY_INIT.format(bin=s.paths["bin"]))
+    return fixes.on_host(APPLY_INIT.format(bin=s.layout.bin))
 
 
 def test_monitor_role(pg: Host, s: Settings, fixes: Fixes) -> None:

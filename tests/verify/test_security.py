@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pgsteady.compose import SUPERUSER, secret_names
-from pgsteady.hostfiles import server_readable
 from pgsteady.settings import Settings
+from pgsteady.stack.compose import SUPERUSER, secret_names
+from pgsteady.stack.hostfiles import server_readable
 from pgsteady.verify import Fixes, check
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ def test_password_encryption(pg: Host) -> None:
 
 
 def test_secrets_dir(on: Host, s: Settings, fixes: Fixes) -> None:
-    path = s.paths["secrets"]
+    path = s.layout.secrets
     got = on.stat(path)
     check(
         got is not None and got[0] == 0 and got[2] == 0o700,
@@ -125,7 +125,7 @@ def test_secrets_dir(on: Host, s: Settings, fixes: Fixes) -> None:
 
 def test_secret_files(on: Host, s: Settings, fixes: Fixes) -> None:
     for name in secret_names(s):
-        want = server_readable(s, f"{s.paths['secrets']}/{name}")
+        want = server_readable(s, f"{s.layout.secrets}/{name}")
         got = on.stat(want.path)
         check(got is not None, f"{want.path} is missing", fixes.deploy)
         uid, gid, mode = got
@@ -144,14 +144,14 @@ def _describe(stat: tuple[int, int, int] | None) -> str:
 
 
 def test_config_not_world_readable(on: Host, s: Settings, fixes: Fixes) -> None:
-    p = s.paths
+    p = s.layout
     files = [
-        f"{p['config']}/postgresql.conf",
-        f"{p['config']}/pg_hba.conf",
-        p["ctl_env"],
-        p["backup_config"],
-        f"{p['init']}/10-init_db.sql",
-        p["compose"],
+        f"{p.config}/postgresql.conf",
+        f"{p.config}/pg_hba.conf",
+        p.ctl_env,
+        p.backup_config,
+        f"{p.init}/10-init_db.sql",
+        p.compose,
     ]
     open_to_all = []
     for path in files:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 from cryptography import x509
 
-from pgsteady.pgconfig import requires_tls
+from pgsteady.postgres.conf_files import requires_tls
 from pgsteady.settings import Settings
 from pgsteady.tls import (
     CA_FILE,
@@ -24,7 +24,7 @@ from pgsteady.verify import Fixes, check
 if TYPE_CHECKING:
     from conftest import Host
 
-APPLY = "{paths[bin]}/pgsteady-ctl apply-config"
+APPLY = "{paths.bin}/pgsteady-ctl apply-config"
 
 
 def _tls_dir(s: Settings) -> str:

@@ -1,6 +1,6 @@
 """Postgres parameters: the per-version catalog, override validation and conf quoting.
 
-The catalog (``pgsteady/catalog/pg<major>.tsv``) is generated from a real server binary
+The catalog (``pgsteady/postgres/catalog/pg<major>.tsv``) is generated from a real server binary
 by ``scripts/gen-param-catalog``: ``postgres --describe-config`` gives every parameter's
 name, context, group, type and bounds; since that output carries neither units nor enum
 values, the generator also reads ``pg_settings`` from a throw-away cluster (single-user
@@ -11,6 +11,9 @@ Catalog columns (tab-separated, one header line)::
     name  context  vartype  unit  min  max  enumvals  group  short_desc
 
 ``vartype`` is bool|integer|real|string|enum; ``enumvals`` is comma-separated.
+
+Above 400 lines because the catalog, the override validation against it and the
+pg_hba rules use the same quoting and naming rules.
 """
 
 from __future__ import annotations
@@ -181,14 +184,14 @@ def parse_catalog(text: str) -> dict[str, Param]:
 
 def available_versions() -> list[int]:
     """Postgres major versions that have a shipped catalog."""
-    names = [p.name for p in resources.files("pgsteady.catalog").iterdir()]
+    names = [p.name for p in resources.files("pgsteady.postgres.catalog").iterdir()]
     return sorted(int(m[1]) for n in names if (m := re.fullmatch(r"pg(\d+)\.tsv", n)))
 
 
 @cache
 def load_catalog(version: int) -> dict[str, Param]:
     """The catalog for a Postgres major version; ValueError if none is shipped."""
-    path = resources.files("pgsteady.catalog") / f"pg{version}.tsv"
+    path = resources.files("pgsteady.postgres.catalog") / f"pg{version}.tsv"
     if not path.is_file():
         have = ", ".join(map(str, available_versions())) or "none"
         raise ValueError(

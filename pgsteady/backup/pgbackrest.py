@@ -16,13 +16,17 @@ Where things are (container paths; the host side is in brackets):
   beside PGDATA; logs in the image's ``/var/log/pgbackrest`` (and the server log)
 
 Off-host repositories (``kind: host``): the repository lives on a host of the
-inventory's ``backup`` group (pgsteady/pgbackrest_repository.py). Both ends run
+inventory's ``backup`` group (pgsteady/backup/repository_host.py). Both ends run
 ``pgbackrest server`` (TLS, certificates from the inventory's CA, each side admitting only
 the other's certificate for this stanza): this host pushes WAL and restores through it;
 the backup host takes the backups through this host's server, a sidecar container that
 shares the data volume and the server's socket directory.
 
 Pure: Settings in, text out.
+
+Above 400 lines because pgBackRest's configuration, mounts, commands and
+their checks must agree with each other, and splitting them would spread one contract
+over several files.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from dataclasses import dataclass
 
 from pgsteady.render import render
 from pgsteady.settings import PgBackRestRepo, Settings
+from pgsteady.stack.layout import DATA_MOUNT, PGDATA
 from pgsteady.units import parse_size
 
 CONF_FILE = "/etc/pgsteady/pgbackrest.conf"
@@ -131,7 +136,7 @@ def repo_mount(number: int) -> str:
 
 
 def secrets_dir(s: Settings) -> str:
-    return f"{s.paths['secrets']}/pgbackrest"
+    return f"{s.layout.secrets}/pgbackrest"
 
 
 def secret_file(s: Settings, number: int) -> str:
@@ -179,7 +184,6 @@ def sidecar(s: Settings) -> dict[str, object] | None:
     and socket directory of the Postgres container, published like Postgres."""
     if not remote_repos(s):
         return None
-    from pgsteady.compose import DATA_MOUNT
 
     return {
         "name": "pgbackrest",
@@ -192,7 +196,7 @@ def sidecar(s: Settings) -> dict[str, object] | None:
         "volumes": [
             f"pgdata:{DATA_MOUNT}:ro",
             f"{SOCKET_VOLUME}:{SOCKET_DIR}",
-            f"{s.paths['config']}:/etc/pgsteady:ro",
+            f"{s.layout.config}:/etc/pgsteady:ro",
             f"{s.app_dir}/tls:{TLS_DIR_MOUNT}:ro",
             f"{s.app_dir}/tls/{TLS_KEY}:{TLS_KEY_MOUNT}:ro",
         ],
@@ -249,7 +253,7 @@ def retention_lines(n: int, r: PgBackRestRepo) -> list[tuple[str, str]]:
 def conf_context(s: Settings, peers: dict[str, Peer] | None = None) -> dict[str, object]:
     """Template context for pgbackrest.conf.j2; ``peers`` are the backup hosts that
     ``kind: host`` repositories name (and this host's own address, under its name)."""
-    from pgsteady.compose import PGDATA, SUPERUSER
+    from pgsteady.stack.compose import SUPERUSER
 
     peers = peers or {}
     repo_lines = []
@@ -304,7 +308,7 @@ def render_conf(s: Settings, peers: dict[str, Peer] | None = None) -> str:
 
 def settings_errors(s: Settings) -> list[str]:
     """Combinations that cannot archive, each with the key, the value and what works."""
-    from pgsteady.image import SUITES
+    from pgsteady.stack.image import SUITES
 
     if not s.pgbackrest_enabled:
         return []

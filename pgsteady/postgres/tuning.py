@@ -15,6 +15,9 @@ Two layers, kept apart on purpose:
    saying why; the comment is rendered into postgresql.conf.
 
 All functions are pure. Sizes are bytes on input; memory settings are kB internally.
+
+Above 400 lines because the PGTune core is kept setting by setting, as PGTune
+writes it, so that the two can be compared line by line.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def parse_has_systemd(output: str) -> bool:
     return bool(lines) and lines[0].strip() == "yes"
 
 
-def host_facts(run: Callable[[str], str]) -> HostFacts:
+def read_host_facts(run: Callable[[str], str]) -> HostFacts:
     """HostFacts of the host ``run`` executes on, exactly as tasks/settings.py builds them
     (a missing value falls back the same way: 0 MB, 1 CPU)."""
     return HostFacts(

@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 #: The package shipped to the host, and its name there (``import backuptool``).
-PACKAGE_DIR = Path(__file__).resolve().parent / "backuptool"
+PACKAGE_DIR = Path(__file__).resolve().parents[1] / "backuptool"
 PACKAGE = PACKAGE_DIR.name
 #: The artifact's file name in APP_DIR/bin.
 ARTIFACT = "backuptool.zip"

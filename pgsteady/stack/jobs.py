@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pgsteady.backup_config import tool_argv
+from pgsteady.backup.tool_config import tool_argv
 from pgsteady.render import render
-from pgsteady.schedule import parse_schedule
 from pgsteady.settings import Settings
+from pgsteady.stack.schedule_syntax import parse_schedule
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def watchdog_job(s: Settings) -> Job:
         unit=f"pgsteady-watchdog-{s.compose_project}",
         description=f"restart {s.container_name} if it is down",
         schedule="* * * * *",
-        command=(f"{s.paths['bin']}/pgsteady-ctl", "watchdog"),
+        command=(f"{s.layout.bin}/pgsteady-ctl", "watchdog"),
         log_tag=f"pgsteady-watchdog-{s.compose_project}",
         nice=0,
         io_class="best-effort",
@@ -50,9 +50,9 @@ def metrics_job(s: Settings) -> Job:
         description=f"textfile metrics of {s.container_name}",
         schedule="* * * * *",
         command=(
-            f"{s.paths['bin']}/pgsteady-metrics",
+            f"{s.layout.bin}/pgsteady-metrics",
             "--config",
-            f"{s.paths['etc']}/metrics.json",
+            f"{s.layout.etc}/metrics.json",
         ),
         log_tag=f"pgsteady-metrics-{s.compose_project}",
         persistent=False,
@@ -75,11 +75,11 @@ def pgbackrest_jobs(s: Settings) -> list[Job]:
     host (present while ``pgbackrest_enabled``; the deploy removes them when it is off).
 
     Off-host repositories get theirs on the backup host: pgBackRest backs up where the
-    repository is (pgsteady/pgbackrest_repository.py).
+    repository is (pgsteady/backup/repository_host.py).
     """
-    from pgsteady.pgbackrest import local_repos
+    from pgsteady.backup.pgbackrest import local_repos
 
-    ctl = f"{s.paths['bin']}/pgsteady-ctl"
+    ctl = f"{s.layout.bin}/pgsteady-ctl"
     jobs = []
     for n in local_repos(s):
         suffix = "" if n == 1 else f"-repo{n}"

@@ -8,13 +8,14 @@ from __future__ import annotations
 import ipaddress
 from pathlib import PurePosixPath
 
-from pgsteady import pgbackrest
-from pgsteady.compose import CONFIG_MOUNT, INIT_MOUNT, SUPERUSER
-from pgsteady.pgparams import conf_text, hba_rules
+from pgsteady.backup import pgbackrest
+from pgsteady.postgres.parameters import conf_text, hba_rules
+from pgsteady.postgres.tuning import TuningInput, TuningResult, tune
 from pgsteady.render import render
 from pgsteady.settings import Settings
-from pgsteady.tls import CA_FILE, CERT_FILE, KEY_FILE, KEY_MOUNT, TLS_MOUNT
-from pgsteady.tuning import TuningInput, TuningResult, tune
+from pgsteady.stack.compose import SUPERUSER
+from pgsteady.stack.layout import CONFIG_MOUNT, INIT_MOUNT, KEY_MOUNT, TLS_MOUNT, secret_mount
+from pgsteady.tls import CA_FILE, CERT_FILE, KEY_FILE
 
 
 def tuning_input(s: Settings) -> TuningInput:
@@ -96,7 +97,7 @@ def schema_file_names(s: Settings) -> list[str]:
 
 
 #: The application's password inside the container (compose mounts the secret there).
-APP_PASSWORD_FILE = "/run/secrets/app_password"
+APP_PASSWORD_FILE = secret_mount("app_password")
 
 
 def render_init_db_sql(s: Settings) -> str:
@@ -105,9 +106,9 @@ def render_init_db_sql(s: Settings) -> str:
         app_user=s.postgres_user,
         app_password_file=APP_PASSWORD_FILE,
         readonly_user=s.postgres_readonly_user,
-        readonly_password_file="/run/secrets/readonly_password",
+        readonly_password_file=secret_mount("readonly_password"),
         monitor_user=s.postgres_monitor_user,
-        monitor_password_file="/run/secrets/monitor_password",
+        monitor_password_file=secret_mount("monitor_password"),
         database=s.postgres_db,
         extensions=s.postgres_extensions,
     )

@@ -6,14 +6,18 @@ from typing import Any
 
 from pgsteady.render import render
 from pgsteady.settings import Settings
-from pgsteady.tls import KEY_FILE, KEY_MOUNT, TLS_MOUNT
+from pgsteady.stack.layout import (
+    BACKUP_MOUNT,
+    CONFIG_MOUNT,
+    DATA_MOUNT,
+    INIT_MOUNT,
+    KEY_MOUNT,
+    PGDATA,
+    TLS_MOUNT,
+    secret_mount,
+)
+from pgsteady.tls import KEY_FILE
 
-#: Where things live inside the container.
-CONFIG_MOUNT = "/etc/pgsteady"
-DATA_MOUNT = "/var/lib/postgresql/data"
-PGDATA = f"{DATA_MOUNT}/pgdata"
-BACKUP_MOUNT = "/backups"
-INIT_MOUNT = "/docker-entrypoint-initdb.d"
 SUPERUSER = "postgres"
 #: init_db.sql's name in app_dir/init (mounted at INIT_MOUNT); sorts before operator files.
 INIT_SQL = "10-init_db.sql"
@@ -29,7 +33,8 @@ def secret_names(s: Settings) -> list[str]:
 
 def compose_context(s: Settings) -> dict[str, Any]:
     """Template context for docker-compose.yml.j2."""
-    from pgsteady import metrics, pgbackrest
+    from pgsteady.backup import pgbackrest
+    from pgsteady.stack import exporters
 
     return {
         "service": "postgres",
@@ -41,18 +46,18 @@ def compose_context(s: Settings) -> dict[str, Any]:
         "environment": {
             "POSTGRES_USER": SUPERUSER,
             "POSTGRES_DB": SUPERUSER,
-            "POSTGRES_PASSWORD_FILE": "/run/secrets/postgres_password",
+            "POSTGRES_PASSWORD_FILE": secret_mount("postgres_password"),
             "POSTGRES_INITDB_ARGS": "--data-checksums --auth-local=peer --auth-host=scram-sha-256",
             "PGDATA": PGDATA,
             "PGSTEADY_RESTORE_ON_EMPTY": "1" if s.postgres_restore_on_empty else "0",
             **pgbackrest.environment(s),
         },
-        "secrets": {n: f"{s.paths['secrets']}/{n}" for n in secret_names(s)},
+        "secrets": {n: f"{s.layout.secrets}/{n}" for n in secret_names(s)},
         "ports": [f"{s.postgres_bind}:{s.postgres_port}:5432"],
         "volumes": [
             f"pgdata:{DATA_MOUNT}",
-            f"{s.paths['config']}:{CONFIG_MOUNT}:ro",
-            f"{s.paths['init']}:{INIT_MOUNT}:ro",
+            f"{s.layout.config}:{CONFIG_MOUNT}:ro",
+            f"{s.layout.init}:{INIT_MOUNT}:ro",
             f"{s.app_dir}/tls:{TLS_MOUNT}:ro",
             f"{s.app_dir}/tls/{KEY_FILE}:{KEY_MOUNT}:ro",
             # Backups are written from the host (docker exec streams); the container reads
@@ -89,14 +94,14 @@ def compose_context(s: Settings) -> dict[str, Any]:
         "sidecar": pgbackrest.sidecar(s),
         "socket_volume": pgbackrest.SOCKET_VOLUME,
         "socket_volume_used": bool(pgbackrest.sidecar(s) or s.metrics_enabled),
-        "exporters": metrics.services(s),
+        "exporters": exporters.services(s),
     }
 
 
 def _socket_volume(s: Settings) -> list[str]:
     """The server's socket directory as a volume the exporter shares (pgBackRest's
     off-host setup mounts it already)."""
-    from pgsteady import pgbackrest
+    from pgsteady.backup import pgbackrest
 
     line = f"{pgbackrest.SOCKET_VOLUME}:{pgbackrest.SOCKET_DIR}"
     return [line] if s.metrics_enabled and line not in pgbackrest.volumes(s) else []
@@ -114,9 +119,9 @@ def render_ctl_env(s: Settings, compose_cmd: str) -> str:
         project=s.compose_project,
         container=s.container_name,
         compose=compose_cmd,
-        compose_file=s.paths["compose"],
+        compose_file=s.layout.compose,
         healthy_timeout=int(s.seconds("postgres_healthy_timeout")),
-        state_dir=s.paths["state"],
+        state_dir=s.layout.state,
         restart_policy=s.postgres_restart_policy,
         backoff=int(s.seconds("watchdog_backoff")),
         backoff_max=int(s.seconds("watchdog_backoff_max")),

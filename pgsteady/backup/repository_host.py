@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pgsteady import pgbackrest
-from pgsteady.jobs import Job
+from pgsteady.backup import pgbackrest
 from pgsteady.render import render
 from pgsteady.settings import Settings
+from pgsteady.stack.jobs import Job
+from pgsteady.stack.layout import PGDATA
 
 GROUP = "backup"
 REPO_MOUNT = "/var/lib/pgbackrest/repository"
@@ -108,7 +109,6 @@ def client_errors(s: Settings, name: str, clients: list[Client]) -> list[str]:
 
 def conf_context(s: Settings, clients: list[Client]) -> dict[str, object]:
     """Template context (pgbackrest.conf.j2) of the backup host."""
-    from pgsteady.compose import PGDATA
 
     numbers = sorted({c.repo for c in clients}) or [1]
     return {
@@ -166,7 +166,7 @@ def compose_context(s: Settings) -> dict[str, object]:
         "ports": [f"{s.postgres_bind}:{s.pgbackrest_tls_port}:{pgbackrest.SERVER_PORT}"],
         "volumes": [
             f"{repo_dir(s)}:{REPO_MOUNT}",
-            f"{s.paths['config']}:/etc/pgsteady:ro",
+            f"{s.layout.config}:/etc/pgsteady:ro",
             f"{pgbackrest.secrets_dir(s)}:{pgbackrest.SECRETS_MOUNT}:ro",
             f"{s.app_dir}/tls:{pgbackrest.TLS_DIR_MOUNT}:ro",
             f"{s.app_dir}/tls/{pgbackrest.TLS_KEY}:{pgbackrest.TLS_KEY_MOUNT}:ro",

@@ -7,7 +7,8 @@ from io import StringIO
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, systemd, sysvinit
 
-from pgsteady.jobs import (
+from pgsteady.settings import Settings
+from pgsteady.stack.jobs import (
     Job,
     backup_job,
     metrics_job,
@@ -17,7 +18,6 @@ from pgsteady.jobs import (
     render_timer,
     watchdog_job,
 )
-from pgsteady.settings import Settings
 
 
 def _systemd_job(job: Job, present: bool) -> None:

@@ -12,8 +12,8 @@ import shlex
 import time
 from collections.abc import Callable, Iterable
 
+from pgsteady.backup.repository_host import container_name, verdict_file
 from pgsteady.inventory import InventoryHost
-from pgsteady.pgbackrest_repository import container_name, verdict_file
 from pgsteady.settings import PgBackRestRepo, Settings, defaults
 from pgsteady.units import human_duration
 from pgsteady.verify import backup_deadline

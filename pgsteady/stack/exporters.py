@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from pgsteady.settings import Settings
-from pgsteady.tls import CA_FILE, CERT_FILE, KEY_FILE, KEY_MOUNT, TLS_MOUNT
+from pgsteady.stack.layout import KEY_MOUNT, TLS_MOUNT, secret_mount
+from pgsteady.tls import CA_FILE, CERT_FILE, KEY_FILE
 
 #: Ports inside the containers (published on metrics_bind:<setting>).
 POSTGRES_EXPORTER_PORT = 9187
@@ -38,7 +39,7 @@ WEB_CONFIG = "exporter-web.yml"
 WEB_CONFIG_MOUNT = "/etc/pgsteady-exporter/web.yml"
 #: The custom queries (helper file of this repository), host file and container path.
 QUERIES_SOURCE = (
-    Path(__file__).resolve().parent.parent / "files/metrics/postgres-exporter-queries.yaml"
+    Path(__file__).resolve().parents[2] / "files/metrics/postgres-exporter-queries.yaml"
 )
 QUERIES = "postgres-exporter-queries.yaml"
 QUERIES_MOUNT = "/etc/pgsteady-exporter/queries.yaml"
@@ -60,7 +61,7 @@ def settings_errors(s: Settings) -> list[str]:
     """Combinations the exporters cannot run with: key, value and what works."""
     if not s.metrics_enabled:
         return []
-    from pgsteady.image import SUITES
+    from pgsteady.stack.image import SUITES
 
     errors = []
     if s.postgres_image_source in ("registry", "archive"):
@@ -103,7 +104,7 @@ def container_names(s: Settings) -> dict[str, str]:
 
 
 def textfile_dir(s: Settings) -> str:
-    return f"{s.paths['state']}/metrics"
+    return f"{s.layout.state}/metrics"
 
 
 def textfile_path(s: Settings) -> str:
@@ -126,7 +127,7 @@ def render_web_config() -> str:
 
 def _tls_volumes(s: Settings) -> list[str]:
     return [
-        f"{s.paths['config']}/{WEB_CONFIG}:{WEB_CONFIG_MOUNT}:ro",
+        f"{s.layout.config}/{WEB_CONFIG}:{WEB_CONFIG_MOUNT}:ro",
         f"{s.app_dir}/tls:{TLS_MOUNT}:ro",
         f"{s.app_dir}/tls/{KEY_FILE}:{KEY_MOUNT}:ro",
     ]
@@ -150,7 +151,7 @@ def services(s: Settings) -> list[dict[str, Any]]:
     """The exporter services of docker-compose.yml (none when metrics are off)."""
     if not s.metrics_enabled:
         return []
-    from pgsteady.pgbackrest import SOCKET_DIR, SOCKET_VOLUME
+    from pgsteady.backup.pgbackrest import SOCKET_DIR, SOCKET_VOLUME
 
     names = container_names(s)
     web = f"--web.config.file={WEB_CONFIG_MOUNT}"
@@ -158,7 +159,7 @@ def services(s: Settings) -> list[dict[str, Any]]:
     pg_volumes = [f"{SOCKET_VOLUME}:{SOCKET_DIR}:ro", *_tls_volumes(s)]
     if QUERIES_SOURCE.is_file():
         pg_command.append(f"--extend.query-path={QUERIES_MOUNT}")
-        pg_volumes.append(f"{s.paths['config']}/{QUERIES}:{QUERIES_MOUNT}:ro")
+        pg_volumes.append(f"{s.layout.config}/{QUERIES}:{QUERIES_MOUNT}:ro")
     node_command = [
         NODE_EXPORTER,
         f"--web.listen-address=:{NODE_EXPORTER_PORT}",
@@ -187,7 +188,7 @@ def services(s: Settings) -> list[dict[str, Any]]:
                 # The socket directory as host: no password crosses a network.
                 "DATA_SOURCE_URI": f"/postgres?host={SOCKET_DIR}&sslmode=disable",
                 "DATA_SOURCE_USER": s.postgres_monitor_user,
-                "DATA_SOURCE_PASS_FILE": "/run/secrets/monitor_password",
+                "DATA_SOURCE_PASS_FILE": secret_mount("monitor_password"),
             },
             "secrets": ["monitor_password"],
             "ports": [f"{s.metrics_bind}:{s.postgres_exporter_port}:{POSTGRES_EXPORTER_PORT}"],
@@ -225,7 +226,7 @@ def services(s: Settings) -> list[dict[str, Any]]:
 def backup_max_ages(s: Settings) -> list[dict[str, Any]]:
     """Each backup tool/repository of this host with the age its newest backup may reach:
     what `make verify` allows (the schedule's longest gap plus its BACKUP_GRACE)."""
-    from pgsteady.pgbackrest import repos
+    from pgsteady.backup.pgbackrest import repos
     from pgsteady.verify import backup_deadline
 
     out: list[dict[str, Any]] = []
@@ -247,7 +248,7 @@ def backup_max_ages(s: Settings) -> list[dict[str, Any]]:
 
 def certificates(s: Settings) -> dict[str, str]:
     """Certificate name -> host path of each certificate pgsteady manages on the host."""
-    from pgsteady import pgbackrest
+    from pgsteady.backup import pgbackrest
 
     tls = f"{s.app_dir}/tls"
     out = {"postgres": f"{tls}/{CERT_FILE}", "ca": f"{tls}/{CA_FILE}"}
@@ -260,7 +261,7 @@ def writer_config(s: Settings) -> dict[str, Any]:
     """What pgsteady-metrics reads (root-only app_dir/etc/metrics.json)."""
     return {
         "textfile": textfile_path(s),
-        "cache": f"{s.paths['state']}/metrics-cache.json",
+        "cache": f"{s.layout.state}/metrics-cache.json",
         "project": s.compose_project,
         "postgres_version": s.postgres_version,
         "container": s.container_name,

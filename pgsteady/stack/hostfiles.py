@@ -18,12 +18,12 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from pgsteady import pgbackrest
-from pgsteady.backup_artifact import ARTIFACT as BACKUP_ARTIFACT
-from pgsteady.compose import INIT_SQL, secret_names
-from pgsteady.jobs import backup_job, metrics_job, pgbackrest_jobs, watchdog_job
-from pgsteady.pgconfig import SCHEMA_PSQL, schema_file_names
+from pgsteady.backup import pgbackrest
+from pgsteady.backup.artifact import ARTIFACT as BACKUP_ARTIFACT
+from pgsteady.postgres.conf_files import SCHEMA_PSQL, schema_file_names
 from pgsteady.settings import Settings
+from pgsteady.stack.compose import INIT_SQL, secret_names
+from pgsteady.stack.jobs import backup_job, metrics_job, pgbackrest_jobs, watchdog_job
 
 #: Stdlib-only package (one zip) the backup tool imports from its own directory on the host.
 TOOL_ARCHIVES = (BACKUP_ARTIFACT,)
@@ -90,49 +90,49 @@ def writable_by_others(got_uid: int, got_mode: int, want: Owned) -> str | None:
 
 def layout(s: Settings) -> list[Owned]:
     """Every path pgsteady writes under app_dir, plus the scheduled jobs, with its rule."""
-    p = s.paths
+    p = s.layout
     out = [
         root_only(s.app_dir, "755", directory=True),
-        root_only(p["bin"], "755", directory=True),
-        *(root_only(f"{p['bin']}/{t}", "755") for t in TOOLS),
-        *(root_only(f"{p['bin']}/{m}", "644") for m in TOOL_ARCHIVES),
-        root_only(p["etc"], "700", directory=True),
-        root_only(p["ctl_env"], "600"),
-        root_only(p["backup_config"], "600"),
-        root_only(p["state"], "700", directory=True),
-        root_only(p["compose"], "640"),
-        root_only(p["secrets"], "700", directory=True),
-        root_only(p["backups"], "700", directory=True),
-        server_readable(s, p["config"], directory=True),
-        server_readable(s, f"{p['config']}/postgresql.conf"),
-        server_readable(s, f"{p['config']}/pg_hba.conf"),
-        server_readable(s, p["init"], directory=True),
-        server_readable(s, f"{p['init']}/{INIT_SQL}"),
-        *(server_readable(s, f"{p['secrets']}/{n}") for n in secret_names(s)),
+        root_only(p.bin, "755", directory=True),
+        *(root_only(f"{p.bin}/{t}", "755") for t in TOOLS),
+        *(root_only(f"{p.bin}/{m}", "644") for m in TOOL_ARCHIVES),
+        root_only(p.etc, "700", directory=True),
+        root_only(p.ctl_env, "600"),
+        root_only(p.backup_config, "600"),
+        root_only(p.state, "700", directory=True),
+        root_only(p.compose, "640"),
+        root_only(p.secrets, "700", directory=True),
+        root_only(p.backups, "700", directory=True),
+        server_readable(s, p.config, directory=True),
+        server_readable(s, f"{p.config}/postgresql.conf"),
+        server_readable(s, f"{p.config}/pg_hba.conf"),
+        server_readable(s, p.init, directory=True),
+        server_readable(s, f"{p.init}/{INIT_SQL}"),
+        *(server_readable(s, f"{p.secrets}/{n}") for n in secret_names(s)),
     ]
     if s.postgres_schema_files:
-        schema_dir = f"{p['init']}/schema"
+        schema_dir = f"{p.init}/schema"
         out.append(server_readable(s, schema_dir, directory=True))
         out += [server_readable(s, f"{schema_dir}/{n}") for n in schema_file_names(s)]
-        out.append(server_readable(s, f"{p['init']}/{SCHEMA_PSQL}"))
+        out.append(server_readable(s, f"{p.init}/{SCHEMA_PSQL}"))
     if s.pgbackrest_enabled:
         out += [
-            root_only(f"{p['bin']}/pgsteady-pitr", "755"),
-            server_readable(s, f"{p['config']}/pgbackrest.conf"),
+            root_only(f"{p.bin}/pgsteady-pitr", "755"),
+            server_readable(s, f"{p.config}/pgbackrest.conf"),
             server_readable(s, pgbackrest.secrets_dir(s), directory=True),
             *(server_readable(s, pgbackrest.secret_file(s, n)) for n, _ in pgbackrest.repos(s)),
         ]
     if s.metrics_enabled:
-        from pgsteady import metrics
+        from pgsteady.stack import exporters
 
         out += [
-            root_only(f"{p['bin']}/pgsteady-metrics", "755"),
-            root_only(f"{p['etc']}/metrics.json", "600"),
-            root_only(metrics.textfile_dir(s), "755", directory=True),
-            server_readable(s, f"{p['config']}/{metrics.WEB_CONFIG}"),
+            root_only(f"{p.bin}/pgsteady-metrics", "755"),
+            root_only(f"{p.etc}/metrics.json", "600"),
+            root_only(exporters.textfile_dir(s), "755", directory=True),
+            server_readable(s, f"{p.config}/{exporters.WEB_CONFIG}"),
         ]
-        if metrics.QUERIES_SOURCE.is_file():
-            out.append(server_readable(s, f"{p['config']}/{metrics.QUERIES}"))
+        if exporters.QUERIES_SOURCE.is_file():
+            out.append(server_readable(s, f"{p.config}/{exporters.QUERIES}"))
     jobs = [watchdog_job(s)] + ([backup_job(s)] if s.backup_enabled else [])
     jobs += pgbackrest_jobs(s) if s.pgbackrest_enabled else []
     jobs += [metrics_job(s)] if s.metrics_enabled else []

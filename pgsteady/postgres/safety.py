@@ -20,7 +20,7 @@ connection is::
 
 (64 MiB: postmaster, background processes, the fixed part of shared memory, the
 entrypoint; 2 MiB per connection: the private memory above plus its share of shared
-memory and page tables). The tuner keeps the same reserve (``pgsteady.tuning``).
+memory and page tables). The tuner keeps the same reserve (``pgsteady.postgres.tuning``).
 Checked in a container (tests/integration/test_memory_minimum.py): with 100 connections
 and shared_buffers 38 MB the minimum is 308 MB and the cgroup peaked at 242 MB with every
 backend busy; at 160 MB the OOM killer took the postmaster.
@@ -34,8 +34,8 @@ import math
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from pgsteady.pgparams import MANAGED, Param, conf_text, parse_bool, to_number
-from pgsteady.tuning import (
+from pgsteady.postgres.parameters import MANAGED, Param, conf_text, parse_bool, to_number
+from pgsteady.postgres.tuning import (
     CONTAINER_BASE_RESERVE,
     CONTAINER_PER_CONNECTION,
     TuningError,
@@ -135,7 +135,7 @@ def _override_number(s: Settings, param: Param) -> float | None:
 
 
 def _tuned(s: Settings, limit: int) -> dict[str, str]:
-    from pgsteady.pgconfig import tuning_input
+    from pgsteady.postgres.conf_files import tuning_input
 
     try:
         return tune(replace(tuning_input(s), memory_limit=limit)).as_dict()

@@ -25,10 +25,10 @@ def tool_argv(s: Settings, subcommand: str, *args: str) -> list[str]:
     """The command line of the backup tool on the host."""
     return [
         "/usr/bin/python3",
-        f"{s.paths['bin']}/pgsteady-backup",
+        f"{s.layout.bin}/pgsteady-backup",
         subcommand,
         "--config",
-        s.paths["backup_config"],
+        s.layout.backup_config,
         *args,
     ]
 

@@ -35,7 +35,7 @@ POSTGRES_GID = 999
 #: Number of hex digits of the recipe hash used in the image tag.
 TAG_HASH_LENGTH = 12
 
-_FILES_DIR = Path(__file__).resolve().parent.parent / "files" / "image"
+_FILES_DIR = Path(__file__).resolve().parents[2] / "files" / "image"
 _HEX = re.compile(r"^[0-9a-f]+$")
 # Suites that are not the main archive: security, updates, backports, proposed ...
 _SIDE_SUITE = re.compile(r"[-/](security|updates|backports|proposed-updates|proposed)$")
