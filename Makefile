@@ -87,7 +87,7 @@ host-deps:
 	sh scripts/ensure-test-host
 
 test: $(STAMP) host-deps lint
-	$(PYTEST) -q tests/unit tests/integration tests/e2e tests/chaos tests/lab $(PYTEST_ARGS)
+	$(PYTEST) -q --durations=30 tests/unit tests/integration tests/e2e tests/chaos tests/lab $(PYTEST_ARGS)
 
 # The production-readiness suite (testinfra) against every host of INVENTORY.
 verify: $(STAMP)
