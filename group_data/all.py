@@ -143,3 +143,5 @@ metrics_enabled = True  # run the Prometheus exporters (postgres + node) beside 
 metrics_bind = "127.0.0.1"
 postgres_exporter_port = 9187  # prometheus-postgres-exporter's port on metrics_bind
 node_exporter_port = 9100  # prometheus-node-exporter's port on metrics_bind
+# uid/gid both exporters run as (not postgres_uid: no peer login, no server files)
+metrics_exporter_uid = 64187

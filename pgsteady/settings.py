@@ -61,6 +61,10 @@ from pgsteady.stack.layout import HostLayout
 from pgsteady.stack.schedule_syntax import parse_schedule
 from pgsteady.units import parse_size
 
+#: The exporters' uid/gid: no user of the host or of the image has it (Debian's
+#: 60000-64999 are created on demand only), so it reads only the files made for it.
+EXPORTER_UID = 64187
+
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _VERSIONS = f"{PG_VERSIONS[0]} to {PG_VERSIONS[-1]}"
 _LOCAL_FILE = "a path on the machine that runs the deploy, or None"
@@ -433,6 +437,12 @@ class Settings(BaseModel):
     )
     node_exporter_port: StrictInt = setting(
         9100, "prometheus-node-exporter's port on metrics_bind", ge=1024, le=65535
+    )
+    metrics_exporter_uid: StrictInt = setting(
+        EXPORTER_UID,
+        "uid/gid both exporters run as (not postgres_uid: no peer login, no server files)",
+        ge=1,
+        le=65533,
     )
 
     # --- host facts (not operator settings; filled by build_settings) -------

@@ -38,6 +38,8 @@ _DNS_NAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0
 
 
 _SERVER_AND_PEER = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+SERVER_ONLY = (ExtendedKeyUsageOID.SERVER_AUTH,)
+CLIENT_ONLY = (ExtendedKeyUsageOID.CLIENT_AUTH,)
 
 
 class TlsError(ValueError):
@@ -176,9 +178,14 @@ def create_ca(label: str, now: dt.datetime | None = None, days: int = CA_DAYS) -
 
 
 def issue_server_cert(
-    ca: Authority, names: list[str], now: dt.datetime | None = None, days: int = SERVER_DAYS
+    ca: Authority,
+    names: list[str],
+    now: dt.datetime | None = None,
+    days: int = SERVER_DAYS,
+    usages: tuple[x509.ObjectIdentifier, ...] = tuple(_SERVER_AND_PEER),
 ) -> tuple[bytes, bytes]:
-    """(certificate PEM, key PEM) for a server known by ``names``, signed by ``ca``."""
+    """(certificate PEM, key PEM) for a server known by ``names``, signed by ``ca``;
+    ``usages``: its extended key usages (default serverAuth and clientAuth)."""
     if not names:
         raise TlsError("a server certificate needs at least one name")
     now = now or _now()
@@ -208,13 +215,9 @@ def issue_server_cert(
             ),
             critical=True,
         )
-        # clientAuth too: a later cluster's members verify each other with the same CA.
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
+        # clientAuth too by default: a later cluster's members verify each other with the
+        # same CA. The exporters' certificates are serverAuth only, Prometheus's clientAuth.
+        .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         .add_extension(_san(names), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(

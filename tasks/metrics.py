@@ -16,7 +16,8 @@ from pyinfra.operations import files, server
 
 from pgsteady.settings import Settings
 from pgsteady.stack import exporters
-from pgsteady.stack.hostfiles import root_only, server_readable
+from pgsteady.stack.hostfiles import exporter_readable, root_only, server_readable
+from tasks import metrics_tls
 from tasks.ownership import directory_owned, put_owned
 
 WRITER = Path(__file__).resolve().parent.parent / "files" / "bin" / "pgsteady-metrics"
@@ -24,16 +25,21 @@ WRITER = Path(__file__).resolve().parent.parent / "files" / "bin" / "pgsteady-me
 
 @deploy("Metrics exporters")
 def prepare(s: Settings) -> None:
-    """The exporters' web config, custom queries and textfile directory."""
+    """The exporters' certificates, key and password copy (tasks/metrics_tls.py), web
+    config, custom queries and textfile directory. Their files are readable by the
+    exporters' uid, not the server's group."""
+    metrics_tls.ensure(s)  # with metrics off: removes the exporters' keys and password copy
     if not s.metrics_enabled:
         return
     config = s.layout.config
     directory_owned(server_readable(s, config, directory=True), "Create the config directory")
-    put_owned(exporters.render_web_config(), server_readable(s, f"{config}/{exporters.WEB_CONFIG}"))
+    put_owned(
+        exporters.render_web_config(), exporter_readable(s, f"{config}/{exporters.WEB_CONFIG}")
+    )
     if exporters.QUERIES_SOURCE.is_file():
         put_owned(
             exporters.QUERIES_SOURCE.read_text(),
-            server_readable(s, f"{config}/{exporters.QUERIES}"),
+            exporter_readable(s, f"{config}/{exporters.QUERIES}"),
         )
     directory_owned(root_only(s.layout.state, "700", directory=True), "Create the state directory")
     # Root writes the textfile; node-exporter (nobody) reads it through a read-only mount.

@@ -53,6 +53,10 @@ def compose_context(s: Settings) -> dict[str, Any]:
             **pgbackrest.environment(s),
         },
         "secrets": {n: f"{s.layout.secrets}/{n}" for n in secret_names(s)},
+        # The compose file's secrets: the server's, and postgres-exporter's own copy.
+        "all_secrets": {
+            n: f"{s.layout.secrets}/{n}" for n in [*secret_names(s), *exporters.secret_names(s)]
+        },
         "ports": [f"{s.postgres_bind}:{s.postgres_port}:5432"],
         "volumes": [
             f"pgdata:{DATA_MOUNT}",

@@ -4,16 +4,23 @@ Two services of the compose stack, run from pgsteady's Debian-built Postgres ima
 holds the Debian packages prometheus-postgres-exporter and prometheus-node-exporter):
 
 * ``postgres-exporter`` logs in as the monitoring role (pg_monitor) over the server's
-  Unix socket (the socket volume it shares with Postgres), its password read from the
-  mounted secret file (DATA_SOURCE_PASS_FILE): never in env, argv or the compose file.
-* ``node-exporter`` reads the host's filesystem read-only (``--path.rootfs``) and the
-  textfile ``app_dir/state/metrics/pgsteady.prom``, which ``pgsteady-metrics`` writes
-  every minute (backup freshness, certificate expiry).
+  Unix socket (the socket volume it shares with Postgres), its password read from its own
+  copy of the secret (``secrets/monitor_password_exporter``, root:the exporters' gid 0440;
+  DATA_SOURCE_PASS_FILE): never in env, argv or the compose file. It runs as
+  ``metrics_exporter_uid``, never the server's uid: peer authentication (the superuser's
+  ``local ... peer`` line) finds no user of that uid, so ``/probe?target=...user=postgres``
+  is refused and the monitoring role is the only one it reaches.
+* ``node-exporter`` sees none of the host's filesystem: only the textfile
+  ``app_dir/state/metrics/pgsteady.prom``, which root's ``pgsteady-metrics`` writes every
+  minute (backup freshness, certificate expiry, the host's filesystems' size and free
+  space), plus memory, load and CPU from the kernel.
 
-Both serve HTTPS (exporter-toolkit ``--web.config.file``) with the host's certificate and
-demand a client certificate from the same CA (``make scrape-config`` issues Prometheus's).
-Containers: a non-root uid, read-only root filesystem, no capabilities, no new
-privileges, a memory limit, a health check, the server's restart policy.
+Both serve HTTPS (exporter-toolkit ``--web.config.file``) with a certificate of their own
+(serverAuth only) from the inventory's **metrics CA** (``<CA dir>/metrics-ca``, apart from
+the inventory's CA), and admit only client certificates of that CA: Prometheus's (``make
+scrape-config``) and the host's verify client. The server's key, gid and files are out of
+their reach. Containers: a uid of their own, read-only root filesystem, no capabilities,
+no new privileges, a memory limit, a health check, the server's restart policy.
 
 Pure: Settings in, text and dicts out.
 """
@@ -25,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from pgsteady.settings import Settings
-from pgsteady.stack.layout import KEY_MOUNT, TLS_MOUNT, secret_mount
-from pgsteady.tls import CA_FILE, CERT_FILE, KEY_FILE
+from pgsteady.stack.layout import secret_mount
+from pgsteady.tls import CA_FILE, CERT_FILE
 
 #: Ports inside the containers (published on metrics_bind:<setting>).
 POSTGRES_EXPORTER_PORT = 9187
@@ -46,15 +53,27 @@ QUERIES_MOUNT = "/etc/pgsteady-exporter/queries.yaml"
 #: The textfile collector's directory: host app_dir/state/metrics, container path.
 TEXTFILE_MOUNT = "/var/lib/pgsteady-metrics"
 TEXTFILE = "pgsteady.prom"
-#: The host's root filesystem inside node-exporter (read-only).
-ROOTFS_MOUNT = "/host"
-#: Mounts of the host below / that node-exporter never sees (each under an empty tmpfs).
-MASKED_HOST_DIRS = ("proc", "sys", "dev", "run")
-#: node-exporter runs as nobody, with the server's group only to read the TLS key.
-NOBODY = 65534
+#: The metrics CA's directory on the deploy machine, inside the inventory's CA directory.
+METRICS_CA_DIR = "metrics-ca"
+#: The metrics CA's certificate and the exporters' certificate and key under app_dir/tls
+#: (the key in private/, root:metrics_exporter_uid 0440), and their container paths.
+METRICS_CA = "metrics-ca.crt"
+EXPORTER_CERT = "exporter.crt"
+EXPORTER_KEY = "private/exporter.key"
+METRICS_CA_MOUNT = "/etc/pgsteady-exporter/tls/ca.crt"
+EXPORTER_CERT_MOUNT = "/etc/pgsteady-exporter/tls/exporter.crt"
+EXPORTER_KEY_MOUNT = "/etc/pgsteady-exporter-key/exporter.key"
+#: The host's client certificate of the metrics CA: `make verify` scrapes with it (root 0600).
+VERIFY_CLIENT_CERT = "metrics-client.crt"
+VERIFY_CLIENT_KEY = "private/metrics-client.key"
+VERIFY_CLIENT_NAME = "pgsteady-verify"
+#: postgres-exporter's own copy of the monitor password (app_dir/secrets, root:its gid 0440).
+EXPORTER_SECRET = "monitor_password_exporter"
 MEM_LIMIT = "128m"
-#: Collectors node-exporter runs (every other is off): disk space, the textfile, load.
-NODE_COLLECTORS = ("filesystem", "textfile", "meminfo", "loadavg", "cpu")
+#: Collectors node-exporter runs (every other is off): the textfile, memory, load, CPU.
+#: No filesystem collector: it would see only the container's; pgsteady-metrics reports
+#: the host's filesystems in the textfile instead.
+NODE_COLLECTORS = ("textfile", "meminfo", "loadavg", "cpu")
 
 
 def settings_errors(s: Settings) -> list[str]:
@@ -76,6 +95,12 @@ def settings_errors(s: Settings) -> list[str]:
             f"postgres_version = {s.postgres_version}: with metrics_enabled = True the image "
             f"is built from Debian packages, which have only {' or '.join(map(str, SUITES))}; "
             "use one of those or set metrics_enabled = False"
+        )
+    if s.metrics_exporter_uid == s.postgres_uid:
+        errors.append(
+            f"metrics_exporter_uid = {s.metrics_exporter_uid}: also postgres_uid; the exporters "
+            "need a uid of their own (peer login as the superuser, the server's files); use "
+            "one no user of the host or the image has (default 64187)"
         )
     taken = {"postgres_port": s.postgres_port}
     if s.pgbackrest_enabled:
@@ -103,6 +128,11 @@ def container_names(s: Settings) -> dict[str, str]:
     }
 
 
+def secret_names(s: Settings) -> list[str]:
+    """Files of app_dir/secrets only the exporters read (root:metrics_exporter_uid 0440)."""
+    return [EXPORTER_SECRET] if s.metrics_enabled else []
+
+
 def textfile_dir(s: Settings) -> str:
     return f"{s.layout.state}/metrics"
 
@@ -111,39 +141,45 @@ def textfile_path(s: Settings) -> str:
     return f"{textfile_dir(s)}/{TEXTFILE}"
 
 
+def cache_path(s: Settings) -> str:
+    """pgsteady-metrics' last known backup times (root 0600)."""
+    return f"{s.layout.state}/metrics-cache.json"
+
+
 def render_web_config() -> str:
-    """exporter-toolkit's web config: HTTPS with the host's certificate, and a client
-    certificate from the same CA required and verified on every connection."""
+    """exporter-toolkit's web config: HTTPS with the exporters' own certificate, and a
+    client certificate of the metrics CA required and verified on every connection.
+    (No ``client_allowed_sans``: bookworm's node-exporter 1.5 refuses the key; the metrics
+    CA issues client certificates to Prometheus and the hosts' verify only.)"""
     return (
         "# Managed by pgsteady: the exporters' HTTPS (exporter-toolkit web config).\n"
         "tls_server_config:\n"
-        f"  cert_file: {TLS_MOUNT}/{CERT_FILE}\n"
-        f"  key_file: {KEY_MOUNT}\n"
-        f"  client_ca_file: {TLS_MOUNT}/{CA_FILE}\n"
+        f"  cert_file: {EXPORTER_CERT_MOUNT}\n"
+        f"  key_file: {EXPORTER_KEY_MOUNT}\n"
+        f"  client_ca_file: {METRICS_CA_MOUNT}\n"
         "  client_auth_type: RequireAndVerifyClientCert\n"
         "  min_version: TLS12\n"
     )
 
 
 def _tls_volumes(s: Settings) -> list[str]:
+    tls = s.layout.tls
     return [
         f"{s.layout.config}/{WEB_CONFIG}:{WEB_CONFIG_MOUNT}:ro",
-        f"{s.app_dir}/tls:{TLS_MOUNT}:ro",
-        f"{s.app_dir}/tls/{KEY_FILE}:{KEY_MOUNT}:ro",
+        f"{tls}/{METRICS_CA}:{METRICS_CA_MOUNT}:ro",
+        f"{tls}/{EXPORTER_CERT}:{EXPORTER_CERT_MOUNT}:ro",
+        f"{tls}/{EXPORTER_KEY}:{EXPORTER_KEY_MOUNT}:ro",
     ]
 
 
 def _healthcheck(port: int) -> list[str]:
-    """HTTPS with the host's certificate as the client's, verified against the CA: the
-    landing page answers 200 (no database query, unlike /metrics)."""
-    tls = (
-        f"-cert {TLS_MOUNT}/{CERT_FILE} -key {KEY_MOUNT} -CAfile {TLS_MOUNT}/{CA_FILE} "
-        "-verify_return_error"
-    )
+    """A TLS handshake whose server certificate verifies against the metrics CA: the
+    exporter listens with its key. (The container holds no client certificate, so no
+    request reaches a page.)"""
     return [
         "CMD-SHELL",
-        f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | openssl s_client -quiet -connect "
-        f"127.0.0.1:{port} {tls} 2>/dev/null | head -n 1 | grep -q ' 200 '",
+        f"openssl s_client -brief -connect 127.0.0.1:{port} -CAfile {METRICS_CA_MOUNT} "
+        "-verify_return_error </dev/null 2>&1 | grep -q '^Verification: OK'",
     ]
 
 
@@ -164,13 +200,9 @@ def services(s: Settings) -> list[dict[str, Any]]:
         NODE_EXPORTER,
         f"--web.listen-address=:{NODE_EXPORTER_PORT}",
         web,
-        f"--path.rootfs={ROOTFS_MOUNT}",
         "--collector.disable-defaults",
         *(f"--collector.{c}" for c in NODE_COLLECTORS),
         f"--collector.textfile.directory={TEXTFILE_MOUNT}",
-        # The container's own files (resolv.conf ...) are no filesystem of the host.
-        "--collector.filesystem.mount-points-exclude="
-        r"^/(dev|proc|run|sys|etc/hostname|etc/hosts|etc/resolv\.conf|var/lib/docker/.+)($|/)",
     ]
     common = {
         "security_opt": ["no-new-privileges:true"],
@@ -181,16 +213,16 @@ def services(s: Settings) -> list[dict[str, Any]]:
         {
             "name": "postgres-exporter",
             "container_name": names["postgres-exporter"],
-            # The server's uid: it reads the monitor password through the secret's group.
-            "user": f"{s.postgres_uid}:{s.postgres_uid}",
+            # A uid of its own: the socket's peer authentication knows no user of it.
+            "user": f"{s.metrics_exporter_uid}:{s.metrics_exporter_uid}",
             "command": pg_command,
             "environment": {
                 # The socket directory as host: no password crosses a network.
                 "DATA_SOURCE_URI": f"/postgres?host={SOCKET_DIR}&sslmode=disable",
                 "DATA_SOURCE_USER": s.postgres_monitor_user,
-                "DATA_SOURCE_PASS_FILE": secret_mount("monitor_password"),
+                "DATA_SOURCE_PASS_FILE": secret_mount(EXPORTER_SECRET),
             },
-            "secrets": ["monitor_password"],
+            "secrets": [EXPORTER_SECRET],
             "ports": [f"{s.metrics_bind}:{s.postgres_exporter_port}:{POSTGRES_EXPORTER_PORT}"],
             "volumes": pg_volumes,
             "tmpfs": [],
@@ -200,17 +232,15 @@ def services(s: Settings) -> list[dict[str, Any]]:
         {
             "name": "node-exporter",
             "container_name": names["node-exporter"],
-            "user": f"{NOBODY}:{s.postgres_uid}",
+            "user": f"{s.metrics_exporter_uid}:{s.metrics_exporter_uid}",
             "command": node_command,
             "environment": {},
             "secrets": [],
             "ports": [f"{s.metrics_bind}:{s.node_exporter_port}:{NODE_EXPORTER_PORT}"],
-            # Read-only, and not recursively: the host's procfs, sysfs, devices and /run
-            # below it are hidden under empty read-only tmpfs (no host process list, no
-            # writable /dev/shm of the host).
-            "tmpfs": [f"{ROOTFS_MOUNT}/{d}:ro,size=4k" for d in MASKED_HOST_DIRS],
+            # No mount of the host's / (docker 20.10 leaves submounts of a :ro bind
+            # writable): the textfile directory only.
+            "tmpfs": [],
             "volumes": [
-                f"/:{ROOTFS_MOUNT}:ro",
                 f"{textfile_dir(s)}:{TEXTFILE_MOUNT}:ro",
                 *_tls_volumes(s),
             ],
@@ -257,11 +287,23 @@ def certificates(s: Settings) -> dict[str, str]:
     return out
 
 
+def filesystem_paths(s: Settings) -> list[str]:
+    """Host paths whose filesystem pgsteady-metrics reports (statvfs, as root): app_dir,
+    the backup directory and each posix pgBackRest repository. The data volume's
+    mountpoint (Docker's data root) is asked of docker on each run (``volume``)."""
+    from pgsteady.backup.pgbackrest import server_written_dirs
+
+    paths = [s.app_dir, s.backup_path, *server_written_dirs(s)]
+    return list(dict.fromkeys(paths))
+
+
 def writer_config(s: Settings) -> dict[str, Any]:
     """What pgsteady-metrics reads (root-only app_dir/etc/metrics.json)."""
     return {
+        "filesystems": filesystem_paths(s),
+        "volume": f"{s.compose_project}_pgdata",
         "textfile": textfile_path(s),
-        "cache": f"{s.layout.state}/metrics-cache.json",
+        "cache": cache_path(s),
         "project": s.compose_project,
         "postgres_version": s.postgres_version,
         "container": s.container_name,

@@ -66,6 +66,19 @@ def server_readable(s: Settings, path: str, directory: bool = False) -> Owned:
     return Owned(path, 0, s.postgres_uid, "750" if directory else "640", directory)
 
 
+def exporter_readable(s: Settings, path: str) -> Owned:
+    """A file the exporters read (bind-mounted alone): root-owned, group
+    metrics_exporter_uid, 0640; not the server's group."""
+    return Owned(path, 0, s.metrics_exporter_uid, "640")
+
+
+def exporter_secret(s: Settings, path: str) -> Owned:
+    """A secret only the exporters read (their key, their password copy): root-owned,
+    group metrics_exporter_uid, 0440. No host user has that gid, and root-owned keeps
+    the one rule: no uid but root can change a file under app_dir."""
+    return Owned(path, 0, s.metrics_exporter_uid, "440")
+
+
 def server_owned_dirs(s: Settings) -> list[str]:
     """Directories under app_dir the server itself writes (owned by postgres_uid), such as a
     WAL archive. Root never runs, sources or trusts a file in them; they are the only
@@ -129,10 +142,18 @@ def layout(s: Settings) -> list[Owned]:
             root_only(f"{p.bin}/pgsteady-metrics", "755"),
             root_only(f"{p.etc}/metrics.json", "600"),
             root_only(exporters.textfile_dir(s), "755", directory=True),
-            server_readable(s, f"{p.config}/{exporters.WEB_CONFIG}"),
+            root_only(exporters.textfile_path(s), "644"),
+            root_only(exporters.cache_path(s), "600"),
+            exporter_readable(s, f"{p.config}/{exporters.WEB_CONFIG}"),
+            root_only(f"{p.tls}/{exporters.METRICS_CA}", "644"),
+            root_only(f"{p.tls}/{exporters.EXPORTER_CERT}", "644"),
+            exporter_secret(s, f"{p.tls}/{exporters.EXPORTER_KEY}"),
+            root_only(f"{p.tls}/{exporters.VERIFY_CLIENT_CERT}", "644"),
+            root_only(f"{p.tls}/{exporters.VERIFY_CLIENT_KEY}", "600"),
+            *(exporter_secret(s, f"{p.secrets}/{n}") for n in exporters.secret_names(s)),
         ]
         if exporters.QUERIES_SOURCE.is_file():
-            out.append(server_readable(s, f"{p.config}/{exporters.QUERIES}"))
+            out.append(exporter_readable(s, f"{p.config}/{exporters.QUERIES}"))
     jobs = [watchdog_job(s)] + ([backup_job(s)] if s.backup_enabled else [])
     jobs += pgbackrest_jobs(s) if s.pgbackrest_enabled else []
     jobs += [metrics_job(s)] if s.metrics_enabled else []

@@ -56,8 +56,8 @@ def test_every_path_follows_the_ownership_rule(shared_stack: Stack) -> None:
             continue
         if st.st_uid != 0 or st.st_mode & 0o022:
             bad.append(f"{want.path}: {st.st_uid}:{st.st_gid} {stat.S_IMODE(st.st_mode):04o}")
-        if want.gid != 0 and (st.st_gid != UID or not st.st_mode & 0o040):
-            bad.append(f"{want.path}: the server's group cannot read it")
+        if want.gid != 0 and (st.st_gid != want.gid or not st.st_mode & 0o040):
+            bad.append(f"{want.path}: its reader's group ({want.gid}) cannot read it")
     # Nothing under app_dir escapes the rule, whoever added it (tls/, image/ ...).
     for path in _tree(shared_stack.app_dir, server_owned_dirs(s)):
         st = os.lstat(path)

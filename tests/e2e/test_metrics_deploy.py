@@ -1,15 +1,19 @@
 """The Prometheus exporters of a deployed stack (issue 17, items 1 and 2).
 
 One stack converged by the real pyinfra CLI: both exporters answer over HTTPS only to a
-client certificate of the inventory's CA (the host's own, and the one `make scrape-config`
-issues for Prometheus), postgres-exporter reaches Postgres as the monitoring role
-(``pg_up 1``), node-exporter serves pgsteady's textfile metrics; a second converge
-changes nothing; ``metrics_enabled = False`` removes the exporter containers.
+client certificate of the inventory's metrics CA (the host's verify client, and the one
+`make scrape-config` issues for Prometheus), never to one of the inventory's CA (the
+host's Postgres certificate); postgres-exporter runs as a uid of its own and reaches
+Postgres as the monitoring role only (``pg_up 1``; ``/probe`` as the superuser or the
+app role is refused), node-exporter serves pgsteady's textfile metrics (with the host's
+filesystems) and sees nothing of the host's /; a second converge changes nothing;
+``metrics_enabled = False`` removes the exporter containers.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import ssl
@@ -48,9 +52,9 @@ def fetch(url: str, ca: Path, cert: Path | None = None, key: Path | None = None)
 
 
 def host_client(stack: Stack) -> tuple[Path, Path, Path]:
-    """(CA, certificate, key): the host's own certificate, which is also a client one."""
+    """(metrics CA, certificate, key): the host's verify client of the metrics CA."""
     tls = stack.app_dir / "tls"
-    return tls / "ca.crt", tls / "server.crt", tls / "private" / "server.key"
+    return tls / "metrics-ca.crt", tls / "metrics-client.crt", tls / "private/metrics-client.key"
 
 
 def wait_healthy(name: str, timeout: float = 90) -> dict:
@@ -87,7 +91,13 @@ def test_exporters_are_hardened_healthy_containers(stack: Stack) -> None:
     for exporter in EXPORTERS:
         info = wait_healthy(f"{stack.name}-{exporter}")
         cfg, host = info["Config"], info["HostConfig"]
-        assert cfg["User"] and not cfg["User"].startswith("0"), cfg["User"]
+        # A uid and gid of their own: not root, not the server's 999 (peer login, its files).
+        assert cfg["User"] == "64187:64187", cfg["User"]
+        ids = docker("exec", f"{stack.name}-{exporter}", "id").stdout.split()
+        assert ids == ["uid=64187", "gid=64187", "groups=64187"], ids
+        mounts = {m["Source"]: m["Destination"] for m in info["Mounts"]}
+        assert "/" not in mounts, mounts  # no host root: :ro is not recursive on docker 20.10
+        assert str(stack.app_dir / "tls/private/server.key") not in mounts, mounts
         assert host["ReadonlyRootfs"] is True
         assert "no-new-privileges:true" in host["SecurityOpt"]
         assert host["CapDrop"] == ["ALL"]
@@ -100,10 +110,11 @@ def test_exporters_are_hardened_healthy_containers(stack: Stack) -> None:
     info = json.loads(docker("inspect", f"{stack.name}-postgres-exporter").stdout)[0]
     assert password not in json.dumps(info["Config"]) + json.dumps(info["Args"])
     assert password not in (stack.app_dir / "docker-compose.yml").read_text()
-    # node-exporter sees the host's filesystem read-only, nothing else of the host.
+    # node-exporter sees none of the host's filesystem: the textfile directory only.
     node = json.loads(docker("inspect", f"{stack.name}-node-exporter").stdout)[0]
-    root = [m for m in node["Mounts"] if m["Destination"] == "/host"]
-    assert root and root[0]["Source"] == "/" and root[0]["RW"] is False
+    binds = [m["Source"] for m in node["Mounts"] if m["Type"] == "bind"]
+    assert str(stack.app_dir / "state/metrics") in binds
+    assert not any(b in ("/", "/proc", "/sys", "/run") for b in binds), binds
     assert node["HostConfig"]["PidMode"] in ("", "private")
     assert node["HostConfig"]["NetworkMode"] != "host"
 
@@ -115,6 +126,41 @@ def test_postgres_exporter_logs_in_and_reports_pg_up(stack: Stack) -> None:
     text = fetch(url, ca, cert, key)
     assert metric_value(text, "pg_up") == 1.0
     assert metric_value(text, "pg_settings_max_connections") > 0
+
+
+def test_probe_reaches_no_role_but_the_monitoring_one(stack: Stack) -> None:
+    """postgres-exporter 0.17's /probe takes any DSN: on the server's socket as uid 999 it
+    logged in as the superuser by peer (review H1). Its own uid has no user in the server's
+    container, so peer fails; the app role without its password fails too."""
+    ca, cert, key = host_client(stack)
+    wait_healthy(f"{stack.name}-postgres-exporter")
+    base = f"https://127.0.0.1:{stack.postgres_exporter_port}/probe?target="
+    for user, db in (("postgres", "postgres"), ("app", "app")):
+        dsn = f"postgresql:///{db}?host=/var/run/postgresql%26user={user}"
+        assert metric_value(fetch(base + dsn, ca, cert, key), "pg_up") == 0.0, user
+    # The server refused the superuser by peer: no user of the exporter's uid exists.
+    logs = docker("logs", "--since", "2m", stack.container)
+    server_log = logs.stdout + logs.stderr
+    assert 'Peer authentication failed for user "postgres"' in server_log, server_log[-2000:]
+    # The exporter's own DSN (the monitoring role, its password file) still works.
+    text = fetch(f"https://127.0.0.1:{stack.postgres_exporter_port}/metrics", ca, cert, key)
+    assert metric_value(text, "pg_up") == 1.0
+
+
+@pytest.mark.parametrize("exporter", ["postgres", "node"])
+def test_a_certificate_of_the_inventory_ca_is_refused(stack: Stack, exporter: str) -> None:
+    """The host's Postgres certificate (inventory CA, clientAuth) opens no exporter: they
+    admit the metrics CA's clients only."""
+    tls = stack.app_dir / "tls"
+    port = stack.postgres_exporter_port if exporter == "postgres" else stack.node_exporter_port
+    wait_healthy(f"{stack.name}-{exporter}-exporter")
+    with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+        fetch(
+            f"https://127.0.0.1:{port}/metrics",
+            tls / "metrics-ca.crt",
+            tls / "server.crt",
+            tls / "private/server.key",
+        )
 
 
 def test_node_exporter_serves_textfile_and_filesystem_metrics(stack: Stack) -> None:
@@ -137,8 +183,21 @@ def test_node_exporter_serves_textfile_and_filesystem_metrics(stack: Stack) -> N
     )
     assert not_after > time.time() + 300 * 86400  # the host's certificate: a year
     assert metric_value(text, "pgsteady_info", version="17", project=stack.name) == 1
-    mounts = {lab["mountpoint"] for lab, _ in samples(text, "node_filesystem_avail_bytes")}
-    assert "/" in mounts and not any(m.startswith(("/proc", "/etc/")) for m in mounts), mounts
+    # The host's filesystems come from root's textfile; node's collector is off.
+    assert not samples(text, "node_filesystem_avail_bytes")
+    volume = docker("volume", "inspect", "-f", "{{.Mountpoint}}", f"{stack.name}_pgdata")
+    sizes = {
+        lab["path"]: (lab["device"], v)
+        for lab, v in samples(text, "pgsteady_filesystem_size_bytes")
+    }
+    assert {str(stack.app_dir), str(stack.app_dir / "backups"), volume.stdout.strip()} <= set(
+        sizes
+    ), sizes
+    st = (stack.app_dir).stat()
+    assert sizes[str(stack.app_dir)][0] == f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    avail = metric_value(text, "pgsteady_filesystem_avail_bytes", path=str(stack.app_dir),
+                         device=sizes[str(stack.app_dir)][0])  # fmt: skip
+    assert 0 < avail <= sizes[str(stack.app_dir)][1]
 
 
 @pytest.mark.parametrize("exporter", ["postgres", "node"])
@@ -160,6 +219,10 @@ def test_scrape_config_client_certificate_is_admitted(stack: Stack, tmp_path: Pa
     proc = subprocess.run([*cmd, "--out", str(out)], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert (out / "prometheus.key").stat().st_mode & 0o777 == 0o600
+    assert (out / "ca.crt").read_bytes() == (stack.app_dir / "tls/metrics-ca.crt").read_bytes()
+    assert (out / "pgsteady-alerts.yml").read_bytes() == (
+        REPO / "files/metrics/pgsteady-alerts.yml"
+    ).read_bytes()
     targets = json.loads((out / "targets.json").read_text())
     ports = {t["labels"]["pgsteady_exporter"]: t["targets"][0] for t in targets}
     assert ports == {

@@ -22,6 +22,7 @@ from pgsteady.backup.tool_config import render_backup_config
 from pgsteady.postgres.conf_files import render_pg_hba_conf, render_postgresql_conf
 from pgsteady.render import render
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
+from pgsteady.stack import exporters
 from pgsteady.stack.compose import compose_context, render_compose, secret_names
 from pgsteady.stack.jobs import Job, backup_job, render_cron, watchdog_job
 from pgsteady.stack.layout import KEY_MOUNT, TLS_MOUNT
@@ -173,7 +174,7 @@ def test_compose_round_trips_accepted_yaml_lookalikes(tmp_path: Path, name: str)
     assert {"pgdata", s.layout.config, s.layout.init} <= sources
     secrets = _compose_config(tmp_path, render_compose(s))["secrets"]
     assert {v["file"] for v in secrets.values()} == {
-        f"{s.layout.secrets}/{n}" for n in secret_names(s)
+        f"{s.layout.secrets}/{n}" for n in [*secret_names(s), *exporters.secret_names(s)]
     }
 
 

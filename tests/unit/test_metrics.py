@@ -118,6 +118,16 @@ def test_auto_source_needs_a_debian_packaged_version_while_metrics_are_on() -> N
     assert len(errors) == 1 and errors[0].startswith("postgres_version = 16: with metrics_enabled")
 
 
+def test_the_exporters_uid_must_not_be_the_servers() -> None:
+    errors = errors_for(metrics_exporter_uid=999)
+    assert len(errors) == 1 and errors[0].startswith(
+        "metrics_exporter_uid = 999: also postgres_uid"
+    )
+    assert build_settings({"metrics_exporter_uid": 999, "metrics_enabled": False}, FACTS)
+    assert errors_for(metrics_exporter_uid=0)[0].startswith("metrics_exporter_uid = 0")
+    assert errors_for(metrics_exporter_uid=65534)[0].startswith("metrics_exporter_uid = 65534")
+
+
 def test_a_typo_of_a_metrics_key_is_caught() -> None:
     errors = errors_for(metrics_enable=False)
     assert errors == ["metrics_enable: unknown setting; did you mean metrics_enabled?"]
@@ -136,10 +146,19 @@ def test_exporters_are_confined_services_of_the_stack() -> None:
         assert svc["security_opt"] == ["no-new-privileges:true"]
         assert svc["mem_limit"] == svc["memswap_limit"] == "128m"
         assert svc["restart"] == doc["services"]["postgres"]["restart"]
-        assert not svc["user"].startswith("0")
+        # A uid and gid of their own (review H1, H2): not root, not the server's 999.
+        assert svc["user"] == "64187:64187"
         assert svc["healthcheck"]["test"][0] == "CMD-SHELL"
-        assert "-cert /etc/pgsteady-tls/server.crt" in svc["healthcheck"]["test"][1]
+        assert "-CAfile /etc/pgsteady-exporter/tls/ca.crt" in svc["healthcheck"]["test"][1]
         assert f"--web.config.file={exporters.WEB_CONFIG_MOUNT}" in svc["command"]
+        # The exporters' own certificate and key; never the server's key or the app_dir/tls
+        # directory (its private/ holds the server's and the verify client's keys).
+        sources = [v.split(":")[0] for v in svc["volumes"]]
+        assert "/opt/pgsteady/tls/private/exporter.key" in sources
+        assert not any(
+            src in ("/", "/opt/pgsteady/tls", "/opt/pgsteady/tls/private/server.key")
+            for src in sources
+        ), sources
     assert pg["ports"] == ["10.0.0.5:9400:9187"]
     assert node["ports"] == ["10.0.0.5:9401:9100"]
 
@@ -150,21 +169,29 @@ def test_postgres_exporter_reaches_the_socket_with_a_password_file() -> None:
     assert pg["environment"] == {
         "DATA_SOURCE_URI": "/postgres?host=/var/run/postgresql&sslmode=disable",
         "DATA_SOURCE_USER": "monitor",
-        "DATA_SOURCE_PASS_FILE": "/run/secrets/monitor_password",
+        "DATA_SOURCE_PASS_FILE": "/run/secrets/monitor_password_exporter",
     }
-    assert pg["secrets"] == ["monitor_password"]
+    # Its own copy (root:64187 0440), not the server's group-readable file.
+    assert pg["secrets"] == ["monitor_password_exporter"]
+    assert doc["secrets"]["monitor_password_exporter"] == {
+        "file": "/opt/pgsteady/secrets/monitor_password_exporter"
+    }
     assert "pgrun:/var/run/postgresql:ro" in pg["volumes"]
     assert "pgrun:/var/run/postgresql" in doc["services"]["postgres"]["volumes"]
     assert doc["volumes"]["pgrun"] == {}
 
 
-def test_node_exporter_sees_the_host_read_only_with_proc_sys_dev_run_hidden() -> None:
+def test_node_exporter_sees_none_of_the_hosts_filesystem() -> None:
+    """No bind of / (review H3: docker 20.10 leaves its submounts writable); the
+    filesystem collector is off (it would see the container's), the textfile reports the
+    host's filesystems instead."""
     node = compose()["services"]["node-exporter"]
-    assert "/:/host:ro" in node["volumes"]
+    assert not any(v.startswith("/:") for v in node["volumes"]), node["volumes"]
     assert "/opt/pgsteady/state/metrics:/var/lib/pgsteady-metrics:ro" in node["volumes"]
-    assert sorted(node["tmpfs"]) == [f"/host/{d}:ro,size=4k" for d in ("dev", "proc", "run", "sys")]
-    assert "--path.rootfs=/host" in node["command"]
+    assert "tmpfs" not in node
+    assert not any(a.startswith("--path.rootfs") for a in node["command"])
     assert "--collector.disable-defaults" in node["command"]
+    assert "--collector.filesystem" not in node["command"]
     assert "pid" not in node and "network_mode" not in node and "privileged" not in node
     assert "secrets" not in node
 
@@ -178,9 +205,10 @@ def test_metrics_off_leaves_only_the_server() -> None:
 def test_web_config_requires_a_verified_client_certificate() -> None:
     conf = yaml.safe_load(exporters.render_web_config())["tls_server_config"]
     assert conf["client_auth_type"] == "RequireAndVerifyClientCert"
-    assert conf["client_ca_file"] == "/etc/pgsteady-tls/ca.crt"
-    assert conf["cert_file"] == "/etc/pgsteady-tls/server.crt"
-    assert conf["key_file"] == "/etc/pgsteady-tls-key/server.key"
+    # The metrics CA, not the inventory's CA (whose certificates the hosts' roots hold).
+    assert conf["client_ca_file"] == exporters.METRICS_CA_MOUNT
+    assert conf["cert_file"] == exporters.EXPORTER_CERT_MOUNT
+    assert conf["key_file"] == exporters.EXPORTER_KEY_MOUNT
 
 
 # --- the textfile writer's configuration and job ------------------------------------------
@@ -209,6 +237,12 @@ def test_metrics_job_runs_every_minute_with_its_config() -> None:
         "ca": "/opt/pgsteady/tls/ca.crt",
         "postgres": "/opt/pgsteady/tls/server.crt",
     }
+    assert config["filesystems"] == [
+        "/opt/pgsteady",
+        "/opt/pgsteady/backups",
+        "/opt/pgsteady/pgbackrest/repo1",
+    ]
+    assert config["volume"] == "shop_pgdata"
 
 
 # --- pgsteady-metrics (the host script) -------------------------------------------------
@@ -325,6 +359,53 @@ def test_no_backup_yet_is_zero_not_an_error(writer: ModuleType, tmp_path: Path) 
     assert 'pgsteady_backup_last_success_timestamp_seconds{tool="pgbackrest",repo="1"} 0' in text
 
 
+def test_textfile_reports_each_filesystem_with_its_device(
+    writer: ModuleType, tmp_path: Path
+) -> None:
+    config = _write_config(tmp_path, json.dumps(INFO))
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    fake = tmp_path / "docker-volume"
+    fake.write_text(f'#!/bin/sh\n[ "$2" = inspect ] && echo {volume}\n')
+    fake.chmod(0o755)
+    config.update(docker=str(fake), volume="shop_pgdata", filesystems=[str(tmp_path), "/proc"])
+    config["backups"] = []
+    rc, text = _run(writer, config, tmp_path)
+    assert rc == 0, text
+    vfs, st = os.statvfs(tmp_path), os.stat(tmp_path)
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    lines = set(text.splitlines())
+    assert (
+        f'pgsteady_filesystem_size_bytes{{path="{tmp_path}",device="{dev}"}} '
+        f"{vfs.f_blocks * vfs.f_frsize}" in lines
+    )
+    assert any(ln.startswith(f'pgsteady_filesystem_avail_bytes{{path="{volume}",') for ln in lines)
+    proc = os.stat("/proc").st_dev
+    assert f'device="{os.major(proc)}:{os.minor(proc)}"' in text
+    # docker out of reach: the volume is an error of the run, the paths are still there
+    config["docker"] = str(tmp_path / "no-docker")
+    rc, text = _run(writer, config, tmp_path)
+    assert rc == 1 and "pgsteady_textfile_errors 1" in text
+    assert f'pgsteady_filesystem_size_bytes{{path="{tmp_path}"' in text
+
+
+def test_a_config_behind_a_symlink_is_refused(writer: ModuleType, tmp_path: Path) -> None:
+    """Review L4: root follows no link to its config (a link is refused, as pgsteady-ctl
+    does), even one to a root-owned 0600 file."""
+    config = _write_config(tmp_path, json.dumps(INFO))
+    real = tmp_path / "metrics.json"
+    real.write_text(json.dumps(config))
+    real.chmod(0o600)
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    assert writer.untrusted(str(link)) == f"{link} is a symbolic link"
+    assert writer.main(["--config", str(link)]) == 2
+    assert not Path(config["textfile"]).exists()
+    with pytest.raises(OSError):
+        writer.read_trusted(str(link))  # O_NOFOLLOW: ELOOP
+    assert writer.untrusted(str(real)) is None
+
+
 def test_a_config_others_can_write_is_refused(writer: ModuleType, tmp_path: Path) -> None:
     config = _write_config(tmp_path, json.dumps(INFO))
     path = tmp_path / "metrics.json"
@@ -405,15 +486,43 @@ def test_generate_issues_a_client_certificate_once(tmp_path: Path) -> None:
     cert = x509.load_pem_x509_certificate((out / "prometheus.crt").read_bytes())
     ca = x509.load_pem_x509_certificate((out / "ca.crt").read_bytes())
     cert.verify_directly_issued_by(ca)
-    assert (out / "ca.crt").read_bytes() == (
-        tmp_path / ".pgsteady" / "prod" / "ca.crt"
-    ).read_bytes()
+    # The metrics CA (review H2), not the inventory's CA that issued the hosts' certificates.
+    metrics_ca = tmp_path / ".pgsteady" / "prod" / "metrics-ca" / "ca.crt"
+    assert (out / "ca.crt").read_bytes() == metrics_ca.read_bytes()
+    assert metrics_ca.read_bytes() != (tmp_path / ".pgsteady" / "prod" / "ca.crt").read_bytes()
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert ExtendedKeyUsageOID.CLIENT_AUTH in eku
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]  # clientAuth only
+    rules = REPO / "files" / "metrics" / "pgsteady-alerts.yml"
+    assert (out / "pgsteady-alerts.yml").read_bytes() == rules.read_bytes()
+    header = (out / "scrape-configs.yml").read_text()
+    assert "scrape_config_files" not in header and "chown prometheus" in header
     assert generate(inv) == (out, [])  # a second run changes nothing
 
 
-def test_generate_refuses_an_inventory_of_own_certificates(tmp_path: Path) -> None:
+def test_generate_keeps_an_existing_directorys_mode_and_refuses_a_shared_one(
+    tmp_path: Path,
+) -> None:
+    """Review L5: OUT=<existing dir> is the operator's; its mode is not changed, and a
+    directory group or others may write is refused (they could swap the key)."""
+    inv = _inventory(tmp_path, "hosts = [('db1', {})]\n")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    mine.chmod(0o750)
+    generate(inv, mine)
+    assert stat.S_IMODE(mine.stat().st_mode) == 0o750
+    assert stat.S_IMODE((mine / "prometheus.key").stat().st_mode) == 0o600
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(ScrapeConfigError, match="lets group or others write it"):
+        generate(inv, shared)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o777
+    assert not any(shared.iterdir())
+
+
+def test_generate_serves_an_inventory_of_own_certificates(tmp_path: Path) -> None:
+    """The exporters use the metrics CA whatever the server's certificate: an inventory
+    with its own Postgres certificates gets a scrape config too."""
     ca = create_ca("own")
     cert_pem, key_pem = issue_server_cert(ca, ["db1"])
     for name, pem in (("c.pem", cert_pem), ("k.pem", key_pem), ("ca.pem", ca.cert_pem)):
@@ -424,9 +533,8 @@ def test_generate_refuses_an_inventory_of_own_certificates(tmp_path: Path) -> No
         f"'postgres_tls_key_file': '{tmp_path}/k.pem', "
         f"'postgres_tls_ca_file': '{tmp_path}/ca.pem'}})]\n",
     )
-    with pytest.raises(ScrapeConfigError, match="db1: postgres_tls_cert_file is set"):
-        generate(inv)
-    assert not (tmp_path / ".pgsteady").exists()
+    out, _ = generate(inv)
+    assert (out / "ca.crt").read_bytes() != ca.cert_pem
 
 
 def test_main_reports_an_inventory_without_metrics(tmp_path: Path, capsys) -> None:

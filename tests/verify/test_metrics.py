@@ -1,10 +1,12 @@
 """metrics: the Prometheus exporters run hardened and healthy, answer over HTTPS only to a
-client certificate of the host's CA, report ``pg_up 1`` and pgsteady's fresh textfile.
+client certificate of the inventory's metrics CA, report ``pg_up 1`` and pgsteady's fresh
+textfile; they run as a uid of their own, never the server's, and hold no server key.
 
 Skipped when ``metrics_enabled`` is False, or while the stack is stopped (container/running
 fails then). The requests go from the host to the published
-port (metrics_bind, 127.0.0.1 for a wildcard bind) with the host's own certificate as the
-client's (it carries clientAuth), through the host's python3 (no curl needed).
+port (metrics_bind, 127.0.0.1 for a wildcard bind) with the host's verify client
+certificate of the metrics CA (tls/metrics-client.crt, root 0600 key), through the host's
+python3 (no curl needed).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pytest
 
 from pgsteady.settings import Settings
 from pgsteady.stack import exporters
-from pgsteady.tls import CA_FILE, CERT_FILE, KEY_FILE
+from pgsteady.tls import KEY_FILE
 from pgsteady.verify import check
 
 if TYPE_CHECKING:
@@ -65,9 +67,13 @@ def _url(s: Settings, port: int) -> str:
 
 
 def _fetch(on: Host, s: Settings, port: int, client_cert: bool = True) -> tuple[int, str]:
-    tls = f"{s.app_dir}/tls"
-    cert, key = (f"{tls}/{CERT_FILE}", f"{tls}/{KEY_FILE}") if client_cert else ("-", "-")
-    args = [_url(s, port), f"{tls}/{CA_FILE}", cert, key]
+    tls = s.layout.tls
+    cert, key = (
+        (f"{tls}/{exporters.VERIFY_CLIENT_CERT}", f"{tls}/{exporters.VERIFY_CLIENT_KEY}")
+        if client_cert
+        else ("-", "-")
+    )
+    args = [_url(s, port), f"{tls}/{exporters.METRICS_CA}", cert, key]
     res = on.run(f"python3 -c {shlex.quote(FETCH)} {' '.join(map(shlex.quote, args))}")
     return res.rc, res.stdout
 
@@ -103,14 +109,22 @@ def test_exporter_healthy(on: Host, s: Settings, exporter: str) -> None:
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
 def test_exporter_confined(on: Host, s: Settings, exporter: str) -> None:
-    """Non-root, read-only root filesystem, no capabilities, no new privileges, a limit."""
+    """The exporters' uid and gid (not root, not the server's), read-only root filesystem,
+    no capabilities, no new privileges, a limit, no mount of the host's / or of the
+    server's key."""
     name = exporters.container_names(s)[exporter]
     info = on.inspect("container", name)
     if info is None:
         pytest.skip(f"container {name} does not exist (see metrics/exporter_healthy)")
     user, host = info["Config"].get("User") or "0", info["HostConfig"]
+    want = f"{s.metrics_exporter_uid}:{s.metrics_exporter_uid}"
+    mounts = {m.get("Source"): m.get("Destination") for m in info.get("Mounts") or []}
+    server_key = f"{s.layout.tls}/{KEY_FILE}"
     problems = [
         *(["runs as root"] if user.split(":")[0] in ("0", "root") else []),
+        *([f"runs as {user}, not {want}"] if user != want else []),
+        *(["mounts the host's /"] if "/" in mounts else []),
+        *(["mounts the server's TLS key"] if server_key in mounts else []),
         *([] if host.get("ReadonlyRootfs") else ["writable root filesystem"]),
         *([] if host.get("CapDrop") == ["ALL"] else ["capabilities not dropped"]),
         *([] if "no-new-privileges:true" in (host.get("SecurityOpt") or []) else ["new privs"]),
@@ -170,6 +184,6 @@ def test_node_exporter_serves_textfile(on: Host, s: Settings) -> None:
         "node-exporter does not serve pgsteady's textfile metrics",
     )
     check(
-        _value(text, "node_filesystem_avail_bytes") is not None,
-        "node-exporter reports no filesystem of the host",
+        _value(text, "pgsteady_filesystem_avail_bytes") is not None,
+        "the textfile reports no filesystem of the host (pgsteady_filesystem_avail_bytes)",
     )
