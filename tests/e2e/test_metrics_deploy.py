@@ -186,18 +186,16 @@ def test_node_exporter_serves_textfile_and_filesystem_metrics(stack: Stack) -> N
     # The host's filesystems come from root's textfile; node's collector is off.
     assert not samples(text, "node_filesystem_avail_bytes")
     volume = docker("volume", "inspect", "-f", "{{.Mountpoint}}", f"{stack.name}_pgdata")
-    sizes = {
-        lab["path"]: (lab["device"], v)
-        for lab, v in samples(text, "pgsteady_filesystem_size_bytes")
-    }
-    assert {str(stack.app_dir), str(stack.app_dir / "backups"), volume.stdout.strip()} <= set(
-        sizes
-    ), sizes
-    st = (stack.app_dir).stat()
-    assert sizes[str(stack.app_dir)][0] == f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
-    avail = metric_value(text, "pgsteady_filesystem_avail_bytes", path=str(stack.app_dir),
-                         device=sizes[str(stack.app_dir)][0])  # fmt: skip
-    assert 0 < avail <= sizes[str(stack.app_dir)][1]
+    found = samples(text, "pgsteady_filesystem_size_bytes")
+    paths = {p for lab, _ in found for p in lab["paths"].split(",")}
+    assert {str(stack.app_dir), str(stack.app_dir / "backups"), volume.stdout.strip()} <= paths
+    st = stack.app_dir.stat()
+    device = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    size = [(lab, v) for lab, v in found if str(stack.app_dir) in lab["paths"].split(",")]
+    assert len(size) == 1 and size[0][0]["device"] == device, found
+    assert len({lab["device"] for lab, _ in found}) == len(found)  # one per filesystem
+    avail = metric_value(text, "pgsteady_filesystem_avail_bytes", **size[0][0])
+    assert 0 < avail <= size[0][1]
 
 
 @pytest.mark.parametrize("exporter", ["postgres", "node"])

@@ -248,23 +248,37 @@ def test_replication_slot_and_replay_metrics(server: PgServer, exporter: Exporte
         end(receiver)
 
 
-def test_oldest_transaction_leaves_pg_dump_out(server: PgServer, exporter: Exporter) -> None:
-    def hold(app: str) -> subprocess.Popen[bytes]:
+def test_oldest_transaction_leaves_only_the_superusers_pg_dump_out(
+    server: PgServer, exporter: Exporter
+) -> None:
+    """The backup's pg_dump (the superuser's) is left out; a role that only calls itself
+    pg_dump (any client can set application_name) is not (review L1)."""
+
+    def hold(app: str, user: str = OS_USER) -> subprocess.Popen[bytes]:
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PGAPPNAME": app}
+        if user != OS_USER:
+            env["PGPASSWORD"] = MONITOR_PASSWORD
         return subprocess.Popen(
             _as_postgres([str(PG_BIN / "psql"), "-h", str(server.sockdir), "-p",
-                          str(server.port), "-d", "postgres", "-X", "-q", "-c",
+                          str(server.port), "-U", user, "-d", "postgres", "-X", "-q", "-c",
                           "BEGIN; SELECT txid_current(); SELECT pg_sleep(60); COMMIT;"]),
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PGAPPNAME": app},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
         )  # fmt: skip
+
+    def holding(user: str) -> bool:
+        query = (
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump' "
+            f"AND usename = '{user}' AND xact_start IS NOT NULL"
+        )
+        return sql(server, query) == "1"
 
     holders = [hold("pg_dump")]
     try:
-        until(lambda: sql(server, "SELECT count(*) FROM pg_stat_activity "
-                                  "WHERE application_name = 'pg_dump'") == "1")  # fmt: skip
+        until(lambda: holding(OS_USER))
         time.sleep(3)
         assert value(exporter.scrape(), "pgsteady_transaction_oldest_age_seconds") < 2
-        holders.append(hold("shop"))
+        holders.append(hold("pg_dump", user=MONITOR))
+        until(lambda: holding(MONITOR))
         time.sleep(3)
         age = value(exporter.scrape(), "pgsteady_transaction_oldest_age_seconds")
         assert 2 <= age < 30

@@ -359,9 +359,11 @@ def test_no_backup_yet_is_zero_not_an_error(writer: ModuleType, tmp_path: Path) 
     assert 'pgsteady_backup_last_success_timestamp_seconds{tool="pgbackrest",repo="1"} 0' in text
 
 
-def test_textfile_reports_each_filesystem_with_its_device(
+def test_textfile_reports_each_filesystem_once_with_its_paths(
     writer: ModuleType, tmp_path: Path
 ) -> None:
+    """Review H3: root's statvfs replaces node-exporter's view of the host; paths on one
+    filesystem (st_dev) are one sample, so a full disk is one alert."""
     config = _write_config(tmp_path, json.dumps(INFO))
     volume = tmp_path / "volume"
     volume.mkdir()
@@ -376,17 +378,20 @@ def test_textfile_reports_each_filesystem_with_its_device(
     dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
     lines = set(text.splitlines())
     assert (
-        f'pgsteady_filesystem_size_bytes{{path="{tmp_path}",device="{dev}"}} '
-        f"{vfs.f_blocks * vfs.f_frsize}" in lines
+        f'pgsteady_filesystem_size_bytes{{device="{dev}",path="{tmp_path}",'
+        f'paths="{tmp_path},{volume}"}} {vfs.f_blocks * vfs.f_frsize}' in lines
     )
-    assert any(ln.startswith(f'pgsteady_filesystem_avail_bytes{{path="{volume}",') for ln in lines)
     proc = os.stat("/proc").st_dev
-    assert f'device="{os.major(proc)}:{os.minor(proc)}"' in text
+    assert (
+        f'pgsteady_filesystem_avail_bytes{{device="{os.major(proc)}:{os.minor(proc)}",'
+        'path="/proc",paths="/proc"} 0' in lines
+    )
+    assert len([ln for ln in lines if ln.startswith("pgsteady_filesystem_avail_bytes")]) == 2
     # docker out of reach: the volume is an error of the run, the paths are still there
     config["docker"] = str(tmp_path / "no-docker")
     rc, text = _run(writer, config, tmp_path)
     assert rc == 1 and "pgsteady_textfile_errors 1" in text
-    assert f'pgsteady_filesystem_size_bytes{{path="{tmp_path}"' in text
+    assert f'path="{tmp_path}",paths="{tmp_path}"}}' in text
 
 
 def test_a_config_behind_a_symlink_is_refused(writer: ModuleType, tmp_path: Path) -> None:
