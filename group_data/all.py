@@ -135,9 +135,10 @@ pgbackrest_verify_schedule = "30 4 * * 0"  # pgbackrest verify: checksums of the
 # On by default: an unwatched database fails silently, and the exporters cost
 # two small containers (128 MB each at most). They run from pgsteady's Debian-built
 # image (source debian, or auto, which then builds it); registry/archive images must
-# set metrics_enabled=False. Both serve HTTPS with the host's certificate and demand
-# a client certificate from the same CA: `make scrape-config` writes Prometheus's
-# targets, its client certificate and the scrape_configs (docs/monitoring.md).
+# set metrics_enabled=False. Both serve HTTPS with a certificate of the inventory's
+# metrics CA and demand a client certificate of it: `make scrape-config` writes
+# Prometheus's targets, its client certificate and the scrape_configs
+# (docs/monitoring.md).
 metrics_enabled = True  # run the Prometheus exporters (postgres + node) beside the server
 # address the exporters' ports are published on (production: the private address)
 metrics_bind = "127.0.0.1"

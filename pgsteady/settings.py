@@ -423,9 +423,10 @@ class Settings(BaseModel):
         intro="On by default: an unwatched database fails silently, and the exporters cost\n"
         "two small containers (128 MB each at most). They run from pgsteady's Debian-built\n"
         "image (source debian, or auto, which then builds it); registry/archive images must\n"
-        "set metrics_enabled=False. Both serve HTTPS with the host's certificate and demand\n"
-        "a client certificate from the same CA: `make scrape-config` writes Prometheus's\n"
-        "targets, its client certificate and the scrape_configs (docs/monitoring.md).",
+        "set metrics_enabled=False. Both serve HTTPS with a certificate of the inventory's\n"
+        "metrics CA and demand a client certificate of it: `make scrape-config` writes\n"
+        "Prometheus's targets, its client certificate and the scrape_configs\n"
+        "(docs/monitoring.md).",
     )
     metrics_bind: str = setting(
         "127.0.0.1",
