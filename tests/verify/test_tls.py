@@ -10,11 +10,11 @@ from cryptography import x509
 
 from pgsteady.postgres.conf_files import requires_tls
 from pgsteady.settings import Settings
+from pgsteady.stack.layout import TLS_MOUNT
 from pgsteady.tls import (
     CA_FILE,
     CERT_FILE,
     KEY_FILE,
-    TLS_MOUNT,
     VERIFY_MIN_DAYS,
     days_left,
     issued_by,
