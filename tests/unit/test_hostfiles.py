@@ -63,3 +63,33 @@ def test_layout_follows_the_scheduler() -> None:
     paths = {o.path for o in layout(s)}
     assert "/etc/systemd/system/pgsteady-watchdog-pgsteady.timer" in paths
     assert not any(p.startswith("/etc/cron.d/") for p in paths)
+
+
+def test_layout_holds_the_metrics_files_and_none_for_the_servers_group() -> None:
+    """Review M2: root's metrics files (the writer, its config, the textfile, the cache,
+    the job) are root-only; the exporters' files are root-owned with the exporters' group,
+    never the server's; nothing of them is listed with metrics off."""
+    s = _settings(app_dir="/srv/pg", compose_project="shop")
+    by_path = {o.path: o for o in layout(s)}
+    for path, mode in {
+        "/srv/pg/bin/pgsteady-metrics": "755",
+        "/srv/pg/etc/metrics.json": "600",
+        "/srv/pg/state/metrics": "755",
+        "/srv/pg/state/metrics/pgsteady.prom": "644",
+        "/srv/pg/state/metrics-cache.json": "600",
+        "/srv/pg/tls/metrics-ca.crt": "644",
+        "/srv/pg/tls/exporter.crt": "644",
+        "/srv/pg/tls/metrics-client.crt": "644",
+        "/srv/pg/tls/private/metrics-client.key": "600",
+        "/etc/cron.d/pgsteady-metrics-shop": "644",
+    }.items():
+        assert (by_path[path].uid, by_path[path].gid, by_path[path].mode) == (0, 0, mode), path
+    for path, mode in {
+        "/srv/pg/config/exporter-web.yml": "640",
+        "/srv/pg/config/postgres-exporter-queries.yaml": "640",
+        "/srv/pg/tls/private/exporter.key": "440",
+        "/srv/pg/secrets/monitor_password_exporter": "440",
+    }.items():
+        assert (by_path[path].uid, by_path[path].gid, by_path[path].mode) == (0, 64187, mode), path
+    off = {o.path for o in layout(_settings(app_dir="/srv/pg", metrics_enabled=False))}
+    assert not any("metrics" in p or "exporter" in p for p in off), off
