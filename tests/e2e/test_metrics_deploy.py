@@ -95,6 +95,11 @@ def test_exporters_are_hardened_healthy_containers(stack: Stack) -> None:
         assert cfg["User"] == "64187:64187", cfg["User"]
         ids = docker("exec", f"{stack.name}-{exporter}", "id").stdout.split()
         assert ids == ["uid=64187", "gid=64187", "groups=64187"], ids
+        # The running exporter process itself, as the host's kernel sees it.
+        status = Path(f"/proc/{info['State']['Pid']}/status").read_text().splitlines()
+        creds = {ln.split(":")[0]: ln.split(":")[1].split() for ln in status if ":" in ln}
+        assert creds["Uid"] == ["64187"] * 4 and creds["Gid"] == ["64187"] * 4, creds
+        assert creds["Groups"] == ["64187"], creds["Groups"]
         mounts = {m["Source"]: m["Destination"] for m in info["Mounts"]}
         assert "/" not in mounts, mounts  # no host root: :ro is not recursive on docker 20.10
         assert str(stack.app_dir / "tls/private/server.key") not in mounts, mounts
