@@ -14,6 +14,7 @@ import json
 import os
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -246,6 +247,16 @@ def test_metrics_job_runs_every_minute_with_its_config() -> None:
 
 
 # --- pgsteady-metrics (the host script) -------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _umask_restored() -> Iterator[None]:
+    """The writer's main() sets umask 077 for its process: keep it from leaking into the
+    test session (later tests write files a non-root server must read)."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield
+    os.umask(old)
 
 
 @pytest.fixture(scope="module")
