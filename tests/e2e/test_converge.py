@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pgsteady.settings import Settings
 from tests.support.stack import REPO, ROOT, Stack, docker
 
 pytestmark = pytest.mark.timeout(900)
@@ -50,8 +51,12 @@ def test_database_is_initialised_and_secrets_are_private(deployed: Stack) -> Non
         assert cur.fetchone() == ("app", "app")
     secrets_dir = deployed.app_dir / "secrets"
     assert oct(secrets_dir.stat().st_mode & 0o777) == "0o700"
+    exporter_gid = Settings().metrics_exporter_uid
     for f in secrets_dir.rglob("*"):
         st = f.stat()
+        if f.name == "monitor_password_exporter":  # the exporters' own copy, their group only
+            assert (oct(st.st_mode & 0o777), st.st_uid, st.st_gid) == ("0o440", 0, exporter_gid)
+            continue
         # Read by the server's group (compose keeps host owner/mode); only root writes them.
         # secrets/pgbackrest/ (the repository passphrases) is a directory of such files.
         assert oct(st.st_mode & 0o777) == ("0o750" if f.is_dir() else "0o640"), f

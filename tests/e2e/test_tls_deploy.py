@@ -16,6 +16,7 @@ import psycopg2
 import pytest
 from cryptography import x509
 
+from pgsteady.stack.exporters import METRICS_CA_DIR
 from pgsteady.tls import Authority, create_ca, days_left, issue_server_cert
 from tests.support.stack import Stack
 
@@ -132,7 +133,10 @@ def test_operator_supplied_certificate_is_served(new_stack: Stack) -> None:
         files[f"postgres_tls_{name}_file"] = str(path)
     result = new_stack.deploy(**files)
     assert result.returncode == 0, result.output[-3000:]
-    assert not (new_stack.dir / ".pgsteady").exists()  # no CA made when one is supplied
+    # The host serves and trusts the operator's PKI; pgsteady's CAs on the deploy machine
+    # (the metrics CA, and the inventory CA its directory is made with) sign nothing of it.
+    assert (new_stack.app_dir / "tls" / "ca.crt").read_bytes() == ca.cert_pem
+    assert (new_stack.dir / ".pgsteady" / "inventory" / METRICS_CA_DIR / "ca.key").exists()
     assert (new_stack.app_dir / "tls" / "server.crt").read_bytes() == cert
     with psycopg2.connect(
         host="db.operator.example", hostaddr="127.0.0.1", port=new_stack.port, user="app",
