@@ -243,7 +243,9 @@ def fix_prefix(h: InventoryHost) -> tuple[str, ...]:
     prefix = ["ssh"]
     if h.data.get("ssh_port"):
         prefix += ["-p", str(h.data["ssh_port"])]
-    prefix.append(f"{user}@{h.ssh_hostname}" if user else h.ssh_hostname)
+    # "--" ends ssh's options: the target can never be read as one (the inventory's
+    # values are validated too; this keeps a copied fix line safe on its own).
+    prefix += ["--", f"{user}@{h.ssh_hostname}" if user else h.ssh_hostname]
     return (*prefix, "sudo") if h.data.get("_sudo") else tuple(prefix)
 
 

@@ -117,8 +117,8 @@ def test_fixes_local_and_remote() -> None:
     assert local.on_host("chmod 600 /a b") == "chmod 600 /a b"
     remote = Fixes("inventory/production.py", fix_prefix(SSH_HOST))
     argv = shlex.split(remote.on_host("chown 1 /x && chmod 600 /x"))
-    assert argv[:4] == ["ssh", "-p", "2222", "deploy@db1.example.internal"]
-    assert shlex.split(argv[4]) == ["sudo", "sh", "-c", "chown 1 /x && chmod 600 /x"]
+    assert argv[:5] == ["ssh", "-p", "2222", "--", "deploy@db1.example.internal"]
+    assert shlex.split(argv[5]) == ["sudo", "sh", "-c", "chown 1 /x && chmod 600 /x"]
     plain = Fixes("inv.py", ("ssh", "db2"))
     assert plain.on_host("a && b") == "ssh db2 'a && b'"
 
