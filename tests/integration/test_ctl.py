@@ -8,6 +8,7 @@ registry needed). The container plays the part of Postgres: what matters is its 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -301,13 +302,14 @@ def test_watchdog_and_up_share_one_lock(stack: CtlStack) -> None:
     docker("stop", "-t", "1", stack.container)
     stack.wait_status("exited")
     lock = stack.state / "ctl.lock"
-    holder = subprocess.Popen(["flock", str(lock), "sleep", "120"])
+    # The test holds the lock itself (flock(2) on its own descriptor) and releases it by
+    # closing that descriptor: a `flock FILE sleep N` holder passes the descriptor on to
+    # its sleep, which kept the lock for all N seconds after the holder was killed.
+    holder = lock.open("a")
+    fcntl.flock(holder, fcntl.LOCK_EX)
     up: subprocess.Popen[str] | None = None
     try:
-        deadline = time.monotonic() + 10
-        while not _lock_held(lock):
-            assert time.monotonic() < deadline, "the test could not take the lock"
-            time.sleep(0.1)
+        assert _lock_held(lock), "the test could not take the lock"
         run = stack.ctl("watchdog")
         assert run.returncode == 0, run.stderr
         assert "holds" in run.stderr and "starting it" not in run.stderr, run.stderr
@@ -317,8 +319,7 @@ def test_watchdog_and_up_share_one_lock(stack: CtlStack) -> None:
         assert up.poll() is None, "up ran while another command held the lock"
         assert stack.status() == "exited"
     finally:
-        holder.kill()
-        holder.wait()
+        holder.close()
     assert up is not None
     out, err = up.communicate(timeout=120)
     assert up.returncode == 0, err
