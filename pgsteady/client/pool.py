@@ -48,6 +48,7 @@ lock and one set of invariants; they are kept together so that they can be read 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -302,6 +303,31 @@ class Pool:
             self._cond.notify_all()
         for entry in idle:
             self._close_quietly(entry.conn)
+
+    def abandon_after_fork(self) -> int:
+        """In a forked child: let go of the parent's connections without touching them.
+
+        The child shares the parent's sockets, so neither a query nor a ``close()`` (which
+        sends libpq's Terminate message) may reach them: each socket is replaced by
+        ``/dev/null`` in this process only, then the connection objects are closed.  The
+        parent's sessions are unaffected.  The pool is closed afterwards; returns the number
+        of connections let go.  Call it only in a single-threaded child right after fork.
+        """
+        conns = [entry.conn for entry in self._idle] + list(self._lent.values())
+        self._idle.clear()
+        self._lent.clear()
+        self._closed, self._size = True, 0
+        self._cond = threading.Condition(threading.Lock())  # the parent's may be held
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            for conn in conns:
+                with suppress(Exception):
+                    if not conn.closed:
+                        os.dup2(devnull, conn.fileno())
+                self._close_quietly(conn)
+        finally:
+            os.close(devnull)
+        return len(conns)
 
     def __enter__(self) -> Pool:
         return self
