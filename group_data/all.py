@@ -45,6 +45,7 @@ postgres_readonly_user = None  # an optional read-only role, e.g. "app_ro"
 postgres_monitor_user = "monitor"  # LOGIN role with pg_monitor (password: secrets/monitor_password)
 postgres_extensions = ["pg_stat_statements", "pg_trgm"]  # extensions created in postgres_db
 postgres_schema_files = []  # local SQL files applied in order as postgres_user (idempotent!)
+postgres_auto_updated_at = False  # event trigger: every new table with updated_at gets pgsteady's trigger
 
 # --- resources and tuning -------------------------------------------------------------
 postgres_memory_limit = "auto"  # container memory limit; auto = 75% of host RAM

@@ -261,6 +261,9 @@ class Settings(BaseModel):
         "local SQL files applied in order as postgres_user (idempotent!)",
         accepted="paths on the deploy machine of files named like 01_tables.sql",
     )
+    postgres_auto_updated_at: StrictBool = setting(
+        False, "event trigger: every new table with updated_at gets pgsteady's trigger"
+    )
     postgres_memory_limit: SizeOrAuto = setting(
         "auto", "container memory limit; auto = 75% of host RAM", section="resources and tuning"
     )

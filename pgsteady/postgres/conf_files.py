@@ -111,6 +111,7 @@ def render_init_db_sql(s: Settings) -> str:
         monitor_password_file=secret_mount("monitor_password"),
         database=s.postgres_db,
         extensions=s.postgres_extensions,
+        auto_updated_at=s.postgres_auto_updated_at,
     )
 
 
