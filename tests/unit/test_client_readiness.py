@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from pgsteady.client.health import HealthApp, normalize_prefix
@@ -95,3 +98,13 @@ def test_wsgi_app_serves_under_its_prefix() -> None:
     environ = {"PATH_INFO": "/api/health/ready", "QUERY_STRING": "role=x", "REQUEST_METHOD": "GET"}
     body = b"".join(app(environ, lambda status, headers: out.update(status=status)))
     assert out["status"] == "400 Bad Request" and b"role='x'" in body  # checked before probing
+
+
+def test_frameworks_are_imported_only_by_their_adapters() -> None:
+    """pgsteady.client works without Flask or Starlette installed (optional extras)."""
+    code = (
+        "import sys, pgsteady.client, pgsteady.client.health;"
+        "print(sorted(m for m in ('flask', 'starlette', 'werkzeug') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
