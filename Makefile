@@ -21,7 +21,7 @@ help:
 	@echo "make verify   [INVENTORY=...] [JUNIT=file]    production-readiness checks"
 	@echo "make ci       INVENTORY=... [JUNIT=file] [ALLOW_NEW_STATE=1]  pipelines: check, dry"
 	@echo "                                              run, deploy, verify (docs/ci.md)"
-	@echo "make status   [INVENTORY=...] [JSON=1]        dashboard; make monitor = live"
+	@echo "make status   [INVENTORY=...] [JSON=1] [PERF=1] dashboard (PERF: top statements); make monitor = live"
 	@echo "make scrape-config [INVENTORY=...] [OUT=dir]  Prometheus targets, client cert,"
 	@echo "                                              scrape_configs (docs/monitoring.md)"
 	@echo "make backup | restore-drill                   back up now | prove the newest restores"
@@ -105,7 +105,8 @@ ci: $(STAMP)
 		$(if $(ALLOW_NEW_STATE),--allow-new-state) </dev/null
 
 status: $(STAMP)
-	$(BIN)/python -m pgsteady.monitor --inventory $(INVENTORY) $(if $(JSON),--json)
+	$(BIN)/python -m pgsteady.monitor --inventory $(INVENTORY) $(if $(JSON),--json) \
+		$(if $(PERF),--performance)
 
 monitor: $(STAMP)
 	$(BIN)/python -m pgsteady.monitor --inventory $(INVENTORY) --live

@@ -1,4 +1,8 @@
-"""``python -m pgsteady.monitor --inventory FILE [--json | --live]``.
+"""``python -m pgsteady.monitor --inventory FILE [--json | --live] [--performance]``.
+
+``--performance`` adds each host's full performance view (top statements by total time,
+calls, mean time and temp blocks) to the text output; the JSON always has it, and the
+live view shows it with the ``p`` key.
 
 Exit codes: 0 every host ok or only warning; 1 a host is critical (down, unhealthy,
 over a critical threshold, invalid settings) or unreachable; 2 the inventory or the
@@ -24,6 +28,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--json", action="store_true", help="print the JSON document once")
     mode.add_argument("--live", action="store_true", help="refreshing view with keys")
+    p.add_argument(
+        "--performance", action="store_true", help="text: add the top statements of each host"
+    )
     p.add_argument("--interval", type=float, default=5.0, help="live refresh, seconds")
     p.add_argument("--iterations", type=int, default=None, help="live: stop after N refreshes")
     p.add_argument(
@@ -53,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(model.report(hosts), indent=2, sort_keys=True))
     else:
-        Console().print(view.render_status(hosts))
+        Console().print(view.render_status(hosts, performance=args.performance))
     return model.exit_code(hosts)
 
 

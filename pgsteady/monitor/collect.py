@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pgsteady.inventory import InventoryHost, load_inventory
-from pgsteady.monitor import archiving
+from pgsteady.monitor import archiving, performance
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
 from pgsteady.stack import hostfacts
 from pgsteady.stack.layout import DATA_MOUNT
@@ -210,9 +210,10 @@ def collect_script(s: Settings) -> str:
         "LOG_MATCHES": str(LOG_MATCHES),
         **{name.upper(): command for name, command in FACT_COMMANDS.items()},
         **archiving.script_values(s),
+        **performance.script_values(s),
     }
     head = "\n".join(f"{k}={shlex.quote(v)}" for k, v in values.items())
-    return f"set +e\n{head}\n{_SCRIPT_BODY}{archiving.SCRIPT}{_SCRIPT_END}"
+    return f"set +e\n{head}\n{_SCRIPT_BODY}{performance.SCRIPT}{archiving.SCRIPT}{_SCRIPT_END}"
 
 
 def parse_sections(text: str) -> dict[str, dict[str, Any]]:

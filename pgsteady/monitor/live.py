@@ -1,7 +1,8 @@
 """``make monitor``: the status, refreshed every few seconds, with keys acting on a host.
 
 Keys: ``1``-``9`` or Tab select a host; ``b`` back up now; ``l`` show/hide recent logs;
-``r`` restart (asks for ``y``); ``q`` quit. On a terminal, keys are read one at a time
+``p`` show/hide the selected host's performance view (top statements); ``r`` restart
+(asks for ``y``); ``q`` quit. On a terminal, keys are read one at a time
 (cbreak mode) with select, between refreshes; Ctrl-C also quits. When stdin is not a
 terminal, each input line is a key (its first character: ``q`` + Enter quits) and at
 the end of input the view simply keeps refreshing until interrupted. When stdout is
@@ -31,7 +32,7 @@ from rich.text import Text
 from pgsteady.monitor import collect, snapshot, view
 from pgsteady.monitor.model import HostStatus
 
-HELP = "[1-9]/Tab select host   b back up now   l logs   r restart   q quit"
+HELP = "[1-9]/Tab select host   b back up now   l logs   p performance   r restart   q quit"
 LOG_TAIL = 40
 
 
@@ -87,6 +88,7 @@ class Monitor:
         self.message = ""
         self.overlay: RenderableType | None = None
         self.confirm_restart: int | None = None
+        self.performance = False
         self.busy: set[str] = set()
         self.dirty = threading.Event()
 
@@ -114,6 +116,8 @@ class Monitor:
             self._backup(self.selected)
         elif key in "lL":
             self._logs(self.selected)
+        elif key in "pP":
+            self.performance = not self.performance
         elif key in "rR":
             self._ask_restart(self.selected)
         return True
@@ -217,7 +221,7 @@ class Monitor:
         ]
         if self.message:
             parts.append(Text(self.message, style="bold cyan"))
-        parts.append(view.render_status(self.hosts, self.selected))
+        parts.append(view.render_status(self.hosts, self.selected, self.performance))
         if self.overlay is not None:
             parts.append(self.overlay)
         return Group(*parts)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pgsteady.monitor import archiving
+from pgsteady.monitor import archiving, performance
 from pgsteady.settings import Settings
 from pgsteady.stack.schedule_syntax import max_gap
 from pgsteady.units import human_duration
@@ -130,6 +130,7 @@ class HostStatus:
     disks: dict[str, Disk | None] = field(default_factory=lambda: {"data": None, "backup": None})
     backup: Backup = field(default_factory=Backup)
     archiving: archiving.Archiving = field(default_factory=archiving.Archiving)
+    performance: performance.Performance = field(default_factory=performance.Performance)
     log_errors: list[str] = field(default_factory=list)
 
     def flag(self, level: str, message: str) -> None:
@@ -448,6 +449,7 @@ def derive(
         st.disks["repo"] = parse_df(_section(raw, "repo_df")["out"])
     _backup(st, raw, s, now)
     st.archiving = archiving.derive(raw, s, now)
+    st.performance = performance.parse(_section(raw, "performance"))
     st.log_errors = [line for line in _section(raw, "logs")["out"].splitlines() if line.strip()]
     _judge(st, t)
     if raw.get("facts_error"):

@@ -8,7 +8,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from pgsteady.monitor import archiving
+from pgsteady.monitor import archiving, performance
 from pgsteady.monitor.model import CRITICAL, OK, UNREACHABLE, WARNING, Disk, HostStatus
 from pgsteady.units import human_duration, human_size
 
@@ -107,11 +107,62 @@ def summary(hosts: list[HostStatus], selected: int | None = None) -> Table:
     return table
 
 
-def _detail_rows(h: HostStatus) -> list[tuple[str, str]]:
+def _ms(value: float) -> str:
+    """Milliseconds as a statement's time: 12.3 ms, 2.40 s, then minutes and more."""
+    if value < 1000:
+        return f"{value:.1f} ms"
+    return f"{value / 1000:.2f} s" if value < 60_000 else duration(value / 1000)
+
+
+def _performance_rows(h: HostStatus) -> list[tuple[str, str | Text]]:
+    """Two lines of the performance view for the host panel (the rest: --performance)."""
+    p = h.performance
+    if not p.available:
+        return [("performance", f"unavailable: {p.error}")]
+    ratio = f"{p.cache_hit_ratio:.1%}" if p.cache_hit_ratio is not None else DASH
+    temp = f"{p.temp_files} temp files ({human_size(p.temp_bytes or 0)})"
+    rows: list[tuple[str, str | Text]] = [
+        ("app db", f"{p.database}: cache hit {ratio} of {p.block_accesses} accesses, {temp}")
+    ]
+    if not p.statements_available:
+        rows.append(("top query", "pg_stat_statements not readable (pgsteady.statements)"))
+    elif p.by_total_time:
+        top = p.by_total_time[0]
+        rows.append(
+            ("top query", Text(f"{_ms(top.total_ms)} in {top.calls} calls: {top.query[:80]}"))
+        )
+    return rows
+
+
+def performance_panel(h: HostStatus) -> Panel:
+    """The full performance view of one host: every ranking of pg_stat_statements."""
+    p = h.performance
+    parts: list[RenderableType] = [
+        Text.assemble(*(f"{label}: {value}  " for label, value in _performance_rows(h)[:1]))
+    ]
+    for key, title in performance.RANKINGS.items():
+        rows = getattr(p, key)
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for col in ("total", "calls", "mean", "rows", "temp blks", "user", "query"):
+            table.add_column(col, overflow="fold", justify="left" if col in ("user", "query")
+                             else "right")  # fmt: skip
+        for s in rows:
+            table.add_row(
+                _ms(s.total_ms), str(s.calls), _ms(s.mean_ms), str(s.rows),
+                str(s.temp_blks_written), Text(s.user or DASH), Text(s.query),
+            )  # fmt: skip
+        parts.append(table if rows else Text(f"{title}: none", style="dim"))
+    if not p.statements_available:
+        parts = parts[:1] + [Text("pg_stat_statements not readable", style="yellow")]
+    title = Text.assemble(h.host, " performance")
+    return Panel(Group(*parts), title=title, title_align="left")
+
+
+def _detail_rows(h: HostStatus) -> list[tuple[str, str | Text]]:
     c, pg, b = h.container, h.postgres, h.backup
     info = h.hostinfo
     load = " ".join(f"{x:.2f}" for x in info.get("load") or []) or DASH
-    rows = [
+    rows: list[tuple[str, str | Text]] = [
         (
             "host",
             f"{info.get('hostname') or DASH}: {info.get('cpus') or '?'} CPUs, "
@@ -148,6 +199,7 @@ def _detail_rows(h: HostStatus) -> list[tuple[str, str]]:
         wait = pg.longest_lock_wait_seconds
         longest = f", longest {duration(wait)}" if wait is not None else ""
         rows.append(("waiting locks", f"{pg.waiting_locks}{longest}"))
+        rows.extend(_performance_rows(h))
     else:
         rows.append(("postgres", f"down: {pg.error}"))
     for name in ("data", "backup"):
@@ -191,7 +243,15 @@ def host_panel(h: HostStatus, log_lines: int = 5) -> Panel:
     return Panel(Group(*parts), title=title, title_align="left", border_style=STYLE[h.status])
 
 
-def render_status(hosts: list[HostStatus], selected: int | None = None) -> RenderableType:
-    """``make status``: the summary and a panel per host (only the selected one if given)."""
-    panels = [host_panel(h) for i, h in enumerate(hosts) if selected in (None, i)]
+def render_status(
+    hosts: list[HostStatus], selected: int | None = None, performance: bool = False
+) -> RenderableType:
+    """``make status``: the summary and a panel per host (only the selected one if given),
+    with ``performance`` each host's full performance view after its panel."""
+    panels: list[RenderableType] = []
+    for i, h in enumerate(hosts):
+        if selected in (None, i):
+            panels.append(host_panel(h))
+            if performance and not h.error:
+                panels.append(performance_panel(h))
     return Group(summary(hosts, selected), *panels)

@@ -66,15 +66,20 @@ def app(srv: PgServer) -> Iterator[Any]:
         conn.close()
 
 
-def superuser(srv: PgServer, sql: str, database: str = DB) -> str:
+def superuser_run(srv: PgServer, sql: str, database: str = DB) -> subprocess.CompletedProcess[str]:
     """``sql`` in a superuser session (psql over the socket as the postgres OS user)."""
     path = srv.root / "su.sql"
     path.write_text(sql + "\n")
     own(path)
-    proc = subprocess.run(
+    return subprocess.run(
         ["runuser", "-u", OS_USER, "--", str(PG_BIN / "psql"), "-h", str(srv.sockdir), "-p",
          str(srv.port), "-d", database, "-X", "-At", "-v", "ON_ERROR_STOP=1", "-f", str(path)],
         capture_output=True, text=True, cwd="/", check=False,
     )  # fmt: skip
+
+
+def superuser(srv: PgServer, sql: str, database: str = DB) -> str:
+    """:func:`superuser_run`, which must succeed; its output."""
+    proc = superuser_run(srv, sql, database)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
