@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from pgsteady.client import get_pool
 from tests.support.stack import REPO, Stack, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.timeout(900)]
@@ -154,3 +155,22 @@ def test_health_routes_and_a_write_then_read(app: RunningApp, shared_stack: Stac
     output = app.output()
     assert "connection pool for" in output
     assert shared_stack.secret("app_password") not in output
+
+
+def test_forked_worker_over_tls_keeps_the_parents_sessions(shared_stack: Stack) -> None:
+    """get_pool()'s fork safety over TLS sessions to the deployed server (a TLS close_notify
+    or query from the child on the parent's socket would break the parent's session)."""
+    sys.path.insert(0, str(REPO / "tests" / "integration"))
+    from test_client_process_pool import assert_fork_safe
+
+    from pgsteady.client import close_pool
+
+    close_pool()
+    try:
+        dsn = direct_dsn(shared_stack)
+        password = shared_stack.secret("app_password")
+        assert_fork_safe(dsn, connect_kwargs={"password": password})
+        with get_pool().connection() as conn:
+            assert conn.info.ssl_in_use
+    finally:
+        close_pool()

@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pgserver_supervised import SupervisedPostgres, available
@@ -134,7 +135,15 @@ def test_multi_host_dsn_finds_the_writable_server(server: SupervisedPostgres) ->
 
 def test_forked_child_never_uses_the_parents_sessions(server: SupervisedPostgres) -> None:
     """After os.fork() the child gets its own pool and sessions; the parent's live on."""
-    pool = get_pool(socket_dsn(server))
+    assert_fork_safe(socket_dsn(server))
+
+
+def assert_fork_safe(dsn: str, **options: Any) -> None:
+    """Fork with a pooled session lent out and one idle; check both sides' sessions.
+
+    Also used by tests/e2e/test_example_app.py over TLS against a deployed stack.
+    """
+    pool = get_pool(dsn, **options)
     lent = pool.getconn()  # checked out across the fork
     with lent.cursor() as cur:
         lent_pid = backend_pid(cur)
