@@ -45,7 +45,13 @@ postgres_readonly_user = None  # an optional read-only role, e.g. "app_ro"
 postgres_monitor_user = "monitor"  # LOGIN role with pg_monitor (password: secrets/monitor_password)
 postgres_extensions = ["pg_stat_statements", "pg_trgm"]  # extensions created in postgres_db
 postgres_schema_files = []  # local SQL files applied in order as postgres_user (idempotent!)
-postgres_auto_updated_at = False  # event trigger: every new table with updated_at gets pgsteady's trigger
+# Off by default: an event trigger acts on every CREATE/ALTER TABLE in the
+# database, which surprises whoever did not ask for it. On: a table created or
+# altered with an updated_at timestamptz/timestamp column (and every existing one
+# when init_db.sql is applied) gets trigger pgsteady_updated_at calling
+# pgsteady.set_updated_at(); off drops the event trigger, attached triggers stay.
+# event trigger: every new table with updated_at gets pgsteady's trigger
+postgres_auto_updated_at = False
 
 # --- resources and tuning -------------------------------------------------------------
 postgres_memory_limit = "auto"  # container memory limit; auto = 75% of host RAM

@@ -262,7 +262,13 @@ class Settings(BaseModel):
         accepted="paths on the deploy machine of files named like 01_tables.sql",
     )
     postgres_auto_updated_at: StrictBool = setting(
-        False, "event trigger: every new table with updated_at gets pgsteady's trigger"
+        False,
+        "event trigger: every new table with updated_at gets pgsteady's trigger",
+        doc="Off by default: an event trigger acts on every CREATE/ALTER TABLE in the\n"
+        "database, which surprises whoever did not ask for it. On: a table created or\n"
+        "altered with an updated_at timestamptz/timestamp column (and every existing one\n"
+        "when init_db.sql is applied) gets trigger pgsteady_updated_at calling\n"
+        "pgsteady.set_updated_at(); off drops the event trigger, attached triggers stay.",
     )
     postgres_memory_limit: SizeOrAuto = setting(
         "auto", "container memory limit; auto = 75% of host RAM", section="resources and tuning"
