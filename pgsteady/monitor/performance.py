@@ -7,8 +7,9 @@ pinned to ``pg_catalog, pg_temp``. pg_stat_statements lives in schema public, wh
 application owns and could re-point; the query therefore reads ``pgsteady.statements``,
 init_db.sql's view bound to the extension's own view by OID, and only after checking
 that the view and its schema belong to a superuser. Without that view (extension not
-created, or a server initialised before it existed) the statements are reported as
-unavailable and the database figures still are.
+created, or a server initialised before it existed) or without pg_stat_statements in
+shared_preload_libraries, the statements are reported as unavailable and the database
+figures still are.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ SELECT EXISTS (
     JOIN pg_catalog.pg_roles rn ON rn.oid = n.nspowner
     JOIN pg_catalog.pg_roles rc ON rc.oid = c.relowner
    WHERE n.nspname = 'pgsteady' AND c.relname = 'statements' AND c.relkind = 'v'
-     AND rn.rolsuper AND rc.rolsuper) AS {MARKER}has_view \gset
+     AND rn.rolsuper AND rc.rolsuper)
+   AND 'pg_stat_statements' OPERATOR(pg_catalog.=) ANY (pg_catalog.string_to_array(
+         pg_catalog.replace(pg_catalog.current_setting('shared_preload_libraries'), ' ', ''),
+         ',')) AS {MARKER}has_view \gset
 SELECT pg_catalog.json_build_object(
   'database', pg_catalog.current_database(),
   'stats', (SELECT pg_catalog.json_build_object(

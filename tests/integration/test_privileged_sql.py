@@ -316,12 +316,17 @@ def test_restore_on_empty_never_runs_app_code(tmp_path, version):
 
 
 def test_monitor_collect_never_runs_app_code(tmp_path, pg):
+    # init_db.sql first: the performance section reads its pgsteady.statements view
+    _ok(docker("exec", "-e", f"PGOPTIONS={SAFE}", "-u", "postgres", pg.name, "psql", "-X", "-q",
+               "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-f",
+               _put(pg, "/tmp/init_db.sql", _render_init_db(pg)), check=False))  # fmt: skip
     _reset(pg)
     s = types.SimpleNamespace(
         container_name=pg.name,
         app_dir=str(tmp_path),
         backup_path=str(tmp_path),
         pgbackrest_enabled=False,
+        postgres_db="app",
     )
     proc = subprocess.run(
         ["sh", "-s"], input=collect_script(s), capture_output=True, text=True, timeout=120,
@@ -330,6 +335,10 @@ def test_monitor_collect_never_runs_app_code(tmp_path, pg):
     sql = parse_sections(proc.stdout)["sql"]
     assert sql["rc"] == 0, sql["err"]
     assert '"databases"' in sql["out"]
+    performance = parse_sections(proc.stdout)["performance"]
+    assert performance["rc"] == 0, performance["err"]
+    # this image does not preload pg_stat_statements: the database figures only
+    assert '"temp_bytes"' in performance["out"] and '"statements" : null' in performance["out"]
     assert _fired(pg) == []
 
 
@@ -399,6 +408,7 @@ def _render_init_db(pg: Postgres) -> str:
         monitor_password_file=_put(pg, "/tmp/monitor_password", "mon-pw\n"),
         database="app",
         extensions=["pg_trgm", "pg_stat_statements"],
+        auto_updated_at=True,  # its event trigger and the pass over existing tables
     )
 
 
