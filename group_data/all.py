@@ -153,3 +153,24 @@ postgres_exporter_port = 9187  # prometheus-postgres-exporter's port on metrics_
 node_exporter_port = 9100  # prometheus-node-exporter's port on metrics_bind
 # uid/gid both exporters run as (not postgres_uid: no peer login, no server files)
 metrics_exporter_uid = 64187
+
+# --- connection pooling: PgBouncer ----------------------------------------------------
+# On by default, on a port of its own: the pooler costs one small container, and
+# an application opts in to transaction pooling by connecting to pgbouncer_port (no
+# session state across transactions: SET, advisory locks, LISTEN, WITH HOLD cursors).
+# postgres_port stays direct to the server for admins, backups and migrations. It
+# serves postgres_db in pgbouncer_pool_mode and <postgres_db>_session in session mode
+# (migrations), TLS required, SCRAM through auth_query (docs/operations.md).
+# Registry/archive images must set pgbouncer_enabled=False (Debian-built image only).
+# run PgBouncer beside the server (pgbouncer_port; postgres_port stays direct)
+pgbouncer_enabled = True
+pgbouncer_port = 6432  # PgBouncer's port, published on postgres_bind
+# pool mode of postgres_db through the pooler (<db>_session: session): transaction | session
+pgbouncer_pool_mode = "transaction"
+# Default: (max_connections - superuser_reserved_connections - 10 direct - 5
+# session-pool) / 2. The pools plus the reserved slots must stay below max_connections.
+# server connections of postgres_db's pool; default: half of max_connections' spare
+pgbouncer_default_pool_size = None
+# client connections the pooler accepts; default: 10 x max_connections, at least 1000
+pgbouncer_max_client_conn = None
+pgbouncer_uid = 64188  # uid/gid PgBouncer runs as (not postgres_uid nor metrics_exporter_uid)

@@ -454,6 +454,44 @@ class Settings(BaseModel):
         ge=1,
         le=65533,
     )
+    pgbouncer_enabled: StrictBool = setting(
+        True,
+        "run PgBouncer beside the server (pgbouncer_port; postgres_port stays direct)",
+        section="connection pooling: PgBouncer",
+        intro="On by default, on a port of its own: the pooler costs one small container, and\n"
+        "an application opts in to transaction pooling by connecting to pgbouncer_port (no\n"
+        "session state across transactions: SET, advisory locks, LISTEN, WITH HOLD cursors).\n"
+        "postgres_port stays direct to the server for admins, backups and migrations. It\n"
+        "serves postgres_db in pgbouncer_pool_mode and <postgres_db>_session in session mode\n"
+        "(migrations), TLS required, SCRAM through auth_query (docs/operations.md).\n"
+        "Registry/archive images must set pgbouncer_enabled=False (Debian-built image only).",
+    )
+    pgbouncer_port: StrictInt = setting(
+        6432, "PgBouncer's port, published on postgres_bind", ge=1024, le=65535
+    )
+    pgbouncer_pool_mode: Literal["transaction", "session"] = setting(
+        "transaction", "pool mode of postgres_db through the pooler (<db>_session: session)"
+    )
+    pgbouncer_default_pool_size: StrictInt | None = setting(
+        None,
+        "server connections of postgres_db's pool; default: half of max_connections' spare",
+        doc="Default: (max_connections - superuser_reserved_connections - 10 direct - 5\n"
+        "session-pool) / 2. The pools plus the reserved slots must stay below max_connections.",
+        ge=1,
+        le=10000,
+    )
+    pgbouncer_max_client_conn: StrictInt | None = setting(
+        None,
+        "client connections the pooler accepts; default: 10 x max_connections, at least 1000",
+        ge=10,
+        le=100000,
+    )
+    pgbouncer_uid: StrictInt = setting(
+        EXPORTER_UID + 1,
+        "uid/gid PgBouncer runs as (not postgres_uid nor metrics_exporter_uid)",
+        ge=1,
+        le=65533,
+    )
 
     # --- host facts (not operator settings; filled by build_settings) -------
     host_ram_mb: StrictInt = Field(0, ge=0, exclude=True)

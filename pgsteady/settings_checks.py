@@ -166,6 +166,9 @@ def cross_checks(s: Settings) -> list[str]:
     from pgsteady.stack.exporters import settings_errors as metrics_errors
 
     errors.extend(metrics_errors(s))
+    from pgsteady.stack.pgbouncer import settings_errors as pgbouncer_errors
+
+    errors.extend(pgbouncer_errors(s))
     if s.postgres_user == s.postgres_readonly_user:
         errors.append(
             f"postgres_readonly_user = {s.postgres_readonly_user!r}: must differ from postgres_user"

@@ -20,6 +20,7 @@ from tasks import (
     metrics,
     pgbackrest,
     pgbackrest_repository,
+    pgbouncer,
     postgres,
     preflight,
     secrets,
@@ -47,7 +48,9 @@ def converge() -> None:
         tls_ops = tls.ensure(settings)  # before the server starts: ssl = on needs the files
         pgbackrest_ops = pgbackrest.prepare(settings)  # bind-mounted repos and passphrases
         metrics.prepare(settings)  # files the exporter services bind-mount
+        pooler_ops = pgbouncer.prepare(settings, tls_ops)  # files the pooler bind-mounts
         postgres.ensure(settings, compose_cmd, image_ops)
+        pgbouncer.restart_on_change(settings, pooler_ops)
     # Operations of different hosts are ordered only at points every host passes.
     barrier("the pgBackRest repository servers of the backup hosts run")
     if not is_backup_host():

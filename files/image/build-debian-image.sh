@@ -198,10 +198,10 @@ umount_below() {
 # (without a keyring debootstrap only warns, and installs unsigned packages).
 # util-linux provides setpriv, which the entrypoint uses to drop root privileges;
 # pgbackrest archives WAL and takes and restores physical backups (point-in-time recovery);
-# the two Prometheus exporters run as services of the stack from this same image.
+# the two Prometheus exporters and PgBouncer run as services of the stack from this same image.
 say "[1/5] debootstrap minbase $SUITE with postgresql-$VERSION from $MIRROR (log: $LOG)"
 if ! debootstrap --variant=minbase --keyring="$KEYRING" --force-check-gpg \
-    --include="postgresql-$VERSION,util-linux,pgbackrest,prometheus-postgres-exporter,prometheus-node-exporter" \
+    --include="postgresql-$VERSION,util-linux,pgbackrest,prometheus-postgres-exporter,prometheus-node-exporter,pgbouncer" \
     "$SUITE" "$ROOTFS" "$MIRROR" >>"$LOG" 2>&1; then
     tail -n 30 "$LOG" >&2
     die 1 "debootstrap failed; see $LOG"
@@ -243,7 +243,8 @@ say "      upgrade done after $(elapsed)"
 say "[3/5] configuring rootfs (postgres uid/gid $PG_UID:$PG_GID, entrypoint, trimming)"
 BIN=/usr/lib/postgresql/$VERSION/bin
 for f in "$BIN/postgres" "$BIN/initdb" "$BIN/pg_ctl" /usr/bin/psql /usr/bin/setpriv /bin/bash \
-    /usr/bin/pgbackrest /usr/bin/prometheus-postgres-exporter /usr/bin/prometheus-node-exporter; do
+    /usr/bin/pgbackrest /usr/bin/prometheus-postgres-exporter /usr/bin/prometheus-node-exporter \
+    /usr/sbin/pgbouncer; do
     [ -x "$ROOTFS$f" ] || die 1 "$f missing from the rootfs"
 done
 
@@ -361,6 +362,7 @@ smoke=$("$DOCKER" run --rm --network none --entrypoint /bin/sh "$IMAGE_ID" -c \
     'postgres --version && pgbackrest version && setpriv --version >/dev/null &&
     prometheus-postgres-exporter --version 2>&1 | head -n 1 &&
     prometheus-node-exporter --version 2>&1 | head -n 1 &&
+    pgbouncer --version | head -n 1 &&
     id -u postgres && id -g postgres')
 printf '%s\n' "$smoke" | sed "s/^/$PROG:       /"
 [ "$(printf '%s\n' "$smoke" | tail -n 2 | tr '\n' ' ')" = "$PG_UID $PG_GID " ] ||

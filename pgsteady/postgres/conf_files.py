@@ -9,10 +9,11 @@ import ipaddress
 from pathlib import PurePosixPath
 
 from pgsteady.backup import pgbackrest
-from pgsteady.postgres.parameters import conf_text, hba_rules
+from pgsteady.postgres.parameters import RESTORE_ROLE, conf_text, hba_rules
 from pgsteady.postgres.tuning import TuningInput, TuningResult, tune
 from pgsteady.render import render
 from pgsteady.settings import Settings
+from pgsteady.stack import pgbouncer
 from pgsteady.stack.compose import SUPERUSER
 from pgsteady.stack.layout import CONFIG_MOUNT, INIT_MOUNT, KEY_MOUNT, TLS_MOUNT, secret_mount
 from pgsteady.tls import CA_FILE, CERT_FILE, KEY_FILE
@@ -85,6 +86,7 @@ def render_pg_hba_conf(s: Settings) -> str:
             app_roles=roles,
             monitor_role=s.postgres_monitor_user,
             require_ssl=requires_tls(s),
+            pooler_role=pgbouncer.AUTH_USER if s.pgbouncer_enabled else None,
         ),
     )
 
@@ -112,7 +114,25 @@ def render_init_db_sql(s: Settings) -> str:
         database=s.postgres_db,
         extensions=s.postgres_extensions,
         auto_updated_at=s.postgres_auto_updated_at,
+        pooler=pooler_sql_context(s),
     )
+
+
+def pooler_sql_context(s: Settings) -> dict[str, str] | None:
+    """init_db.sql's PgBouncer part: auth role, its owner role, schema and password file;
+    the roles auth_query never answers for (pgsteady's own)."""
+    if not s.pgbouncer_enabled:
+        return None
+    return {
+        "auth_user": pgbouncer.AUTH_USER,
+        "owner": pgbouncer.OWNER_ROLE,
+        "schema": pgbouncer.AUTH_SCHEMA,
+        "password_file": secret_mount(pgbouncer.AUTH_SECRET),
+        "excluded": [
+            SUPERUSER, s.postgres_monitor_user, pgbouncer.AUTH_USER, pgbouncer.OWNER_ROLE,
+            RESTORE_ROLE,
+        ],  # fmt: skip
+    }
 
 
 #: Where the rendered schema_files.psql.j2 lands under app_dir/init/ (not *.sql: the

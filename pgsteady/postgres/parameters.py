@@ -425,6 +425,7 @@ def hba_rules(
     app_roles: list[str],
     monitor_role: str | None = None,
     require_ssl: bool = False,
+    pooler_role: str | None = None,
 ) -> list[HbaRule]:
     """The pg_hba.conf rules pgsteady writes; the first matching rule wins.
 
@@ -439,6 +440,9 @@ def hba_rules(
        ``hostssl`` with ``require_ssl``).
     5. Everything else is rejected: no role reaches ``template1``, and the app roles do not
        reach ``postgres``. There is never a ``trust`` rule.
+
+    With ``pooler_role`` (PgBouncer's auth_query role): ``local <database> <pooler_role>
+    scram-sha-256`` only, before the final rejects: it never logs in over TCP.
     """
     if superuser == "all":
         raise ValueError(f"superuser {superuser!r}: expected a plain role name (not 'all')")
@@ -467,6 +471,10 @@ def hba_rules(
             places.append((host_type, addr))
     for kind, addr in places:
         rules += [HbaRule(kind, d, u, addr, "scram-sha-256") for d, u in wanted]
+    if pooler_role:
+        rules.append(
+            HbaRule("local", db, _hba_name(pooler_role, "pooler role"), "", "scram-sha-256")
+        )
     rules.append(HbaRule("local", "all", "all", "", "reject"))
     rules += [HbaRule("host", "all", "all", net, "reject") for net in (ANY_IPV4, ANY_IPV6)]
     return rules

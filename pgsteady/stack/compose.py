@@ -28,13 +28,17 @@ def secret_names(s: Settings) -> list[str]:
     names = ["postgres_password", "app_password", "monitor_password"]
     if s.postgres_readonly_user:
         names.append("readonly_password")
+    if s.pgbouncer_enabled:
+        from pgsteady.stack.pgbouncer import AUTH_SECRET
+
+        names.append(AUTH_SECRET)  # init_db.sql sets the pooler's auth role's password
     return names
 
 
 def compose_context(s: Settings) -> dict[str, Any]:
     """Template context for docker-compose.yml.j2."""
     from pgsteady.backup import pgbackrest
-    from pgsteady.stack import exporters
+    from pgsteady.stack import exporters, pgbouncer
 
     return {
         "service": "postgres",
@@ -53,9 +57,10 @@ def compose_context(s: Settings) -> dict[str, Any]:
             **pgbackrest.environment(s),
         },
         "secrets": {n: f"{s.layout.secrets}/{n}" for n in secret_names(s)},
-        # The compose file's secrets: the server's, and postgres-exporter's own copy.
+        # The compose file's secrets: the server's, postgres-exporter's own copy, the pooler's.
         "all_secrets": {
-            n: f"{s.layout.secrets}/{n}" for n in [*secret_names(s), *exporters.secret_names(s)]
+            n: f"{s.layout.secrets}/{n}"
+            for n in [*secret_names(s), *exporters.secret_names(s), *pgbouncer.secret_names(s)]
         },
         "ports": [f"{s.postgres_bind}:{s.postgres_port}:5432"],
         "volumes": [
@@ -97,18 +102,22 @@ def compose_context(s: Settings) -> dict[str, Any]:
         "labels": {"io.pgsteady.project": s.compose_project},
         "sidecar": pgbackrest.sidecar(s),
         "socket_volume": pgbackrest.SOCKET_VOLUME,
-        "socket_volume_used": bool(pgbackrest.sidecar(s) or s.metrics_enabled),
+        "socket_volume_used": bool(
+            pgbackrest.sidecar(s) or s.metrics_enabled or s.pgbouncer_enabled
+        ),
         "exporters": exporters.services(s),
+        "pgbouncer": pgbouncer.service(s),
     }
 
 
 def _socket_volume(s: Settings) -> list[str]:
-    """The server's socket directory as a volume the exporter shares (pgBackRest's
-    off-host setup mounts it already)."""
+    """The server's socket directory as a volume the exporter and the pooler share
+    (pgBackRest's off-host setup mounts it already)."""
     from pgsteady.backup import pgbackrest
 
     line = f"{pgbackrest.SOCKET_VOLUME}:{pgbackrest.SOCKET_DIR}"
-    return [line] if s.metrics_enabled and line not in pgbackrest.volumes(s) else []
+    shared = s.metrics_enabled or s.pgbouncer_enabled
+    return [line] if shared and line not in pgbackrest.volumes(s) else []
 
 
 def render_compose(s: Settings) -> str:

@@ -154,6 +154,16 @@ def layout(s: Settings) -> list[Owned]:
         ]
         if exporters.QUERIES_SOURCE.is_file():
             out.append(exporter_readable(s, f"{p.config}/{exporters.QUERIES}"))
+    if s.pgbouncer_enabled:
+        from pgsteady.stack import pgbouncer
+
+        uid = s.pgbouncer_uid
+        out += [
+            Owned(f"{p.config}/{pgbouncer.CONFIG}", 0, uid, "640"),
+            Owned(f"{p.config}/{pgbouncer.HBA}", 0, uid, "640"),
+            Owned(f"{p.tls}/{pgbouncer.KEY_COPY}", 0, uid, "440"),
+            Owned(f"{p.secrets}/{pgbouncer.USERLIST}", 0, uid, "440"),
+        ]
     jobs = [watchdog_job(s)] + ([backup_job(s)] if s.backup_enabled else [])
     jobs += pgbackrest_jobs(s) if s.pgbackrest_enabled else []
     jobs += [metrics_job(s)] if s.metrics_enabled else []

@@ -85,6 +85,7 @@ class Stack:
     def __post_init__(self) -> None:
         self.postgres_exporter_port = free_port()
         self.node_exporter_port = free_port()
+        self.pgbouncer_port = free_port()
         self.dir = ROOT / self.name
         self.app_dir = self.dir / "app"
         self.inventory = self.dir / "inventory.py"
@@ -102,6 +103,7 @@ class Stack:
             # Parallel stacks never share an exporter port (metrics_enabled by default).
             "postgres_exporter_port": self.postgres_exporter_port,
             "node_exporter_port": self.node_exporter_port,
+            "pgbouncer_port": self.pgbouncer_port,  # pgbouncer_enabled by default
             "postgres_image_source": "debian",
             "postgres_memory_limit": "1GB",
             "postgres_cpus": 1,
@@ -221,7 +223,7 @@ class Stack:
         while docker("info", check=False).returncode != 0 and time.monotonic() < deadline:
             time.sleep(1)
         docker("rm", "-f", "-v", self.container, check=False)
-        for exporter in ("postgres-exporter", "node-exporter"):
+        for exporter in ("postgres-exporter", "node-exporter", "pgbouncer"):
             docker("rm", "-f", "-v", f"{self.name}-{exporter}", check=False)
         docker("volume", "rm", "-f", f"{self.name}_pgdata", check=False)
         docker("volume", "rm", "-f", f"{self.name}_pgrun", check=False)

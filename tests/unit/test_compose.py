@@ -46,6 +46,7 @@ def test_secrets_are_files_never_values():
         "app_password",
         "monitor_password",
         "readonly_password",
+        "pgbouncer_auth_password",  # init_db.sql sets the pooler's auth role's password
     ]
     assert doc["secrets"]["app_password"] == {"file": "/opt/pgsteady/secrets/app_password"}
 

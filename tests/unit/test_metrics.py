@@ -106,6 +106,7 @@ def test_images_without_exporters_are_refused_while_metrics_are_on(source: str) 
         "pgbackrest_enabled": False,
         "postgres_image": "postgres:17",
         "postgres_image_archive": "/srv/pg.tar",
+        "pgbouncer_enabled": False,  # the pooler's own refusal: tests/unit/test_pgbouncer.py
     }
     errors = errors_for(**data)
     assert len(errors) == 1, errors
@@ -198,7 +199,7 @@ def test_node_exporter_sees_none_of_the_hosts_filesystem() -> None:
 
 
 def test_metrics_off_leaves_only_the_server() -> None:
-    doc = compose(metrics_enabled=False)
+    doc = compose(metrics_enabled=False, pgbouncer_enabled=False)
     assert list(doc["services"]) == ["postgres"]
     assert "pgrun" not in doc["volumes"]
 

@@ -1,0 +1,198 @@
+"""PgBouncer in a deployed stack (issue 18, item 1).
+
+The shared default stack (pgbouncer_enabled by default): the application role logs in
+through the pooler with SCRAM over TLS, verifying the server's certificate; plain TCP is
+refused; the superuser and pgsteady's own roles are refused; the auth function is out of
+the application's reach; the session database holds session state; 1,000 concurrent
+clients are served with no error by at most the pool's server connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg2
+import pytest
+
+from pgsteady.settings import HostFacts, build_settings
+from pgsteady.stack import pgbouncer
+from tests.support.stack import Stack, docker
+
+pytestmark = pytest.mark.timeout(900)
+
+CLIENTS = 1000
+FACTS = HostFacts(ram_mb=4096, cpus=2, has_systemd=True)  # pool sizes read from the file
+
+
+@pytest.fixture(scope="module")
+def stack(shared_stack: Stack) -> Iterator[Stack]:
+    """The shared stack, with its pooler healthy."""
+    name = f"{shared_stack.name}-pgbouncer"
+    deadline = time.monotonic() + 90
+    state = ""
+    while time.monotonic() < deadline:
+        state = docker("inspect", "-f", "{{.State.Health.Status}}", name, check=False).stdout
+        if state.strip() == "healthy":
+            break
+        time.sleep(1)
+    assert state.strip() == "healthy", docker("logs", "--tail", "50", name, check=False).stderr
+    yield shared_stack
+
+
+def pooled(stack: Stack, user: str = "app", dbname: str = "app", password: str | None = None,
+           sslmode: str = "verify-full", timeout: int = 10):  # fmt: skip
+    """A connection through the pooler, verifying the server as the README says."""
+    secret = "app_password" if user == "app" else f"{user}_password"
+    return psycopg2.connect(
+        host="127.0.0.1",
+        port=stack.pgbouncer_port,
+        user=user,
+        password=password if password is not None else stack.secret(secret),
+        dbname=dbname,
+        connect_timeout=timeout,
+        sslmode=sslmode,
+        sslrootcert=str(stack.ca_file),
+    )
+
+
+def test_the_app_logs_in_with_scram_over_verified_tls(stack: Stack) -> None:
+    with pooled(stack) as conn, conn.cursor() as cur:
+        assert conn.info.ssl_in_use
+        cur.execute("SELECT current_user, current_database(), inet_server_addr() IS NULL")
+        # The pooler reached the server over its Unix socket (no server address).
+        assert cur.fetchone() == ("app", "app", True)
+    conn.close()
+
+
+def test_a_wrong_password_and_plain_tcp_are_refused(stack: Stack) -> None:
+    with pytest.raises(psycopg2.OperationalError, match="authentication failed"):
+        pooled(stack, password="not-the-password")
+    with pytest.raises(psycopg2.OperationalError):
+        pooled(stack, sslmode="disable")
+
+
+@pytest.mark.parametrize("user", ["postgres", "monitor", pgbouncer.AUTH_USER])
+def test_superuser_and_pgsteadys_roles_are_refused(stack: Stack, user: str) -> None:
+    secret = {
+        "postgres": "postgres_password",
+        "monitor": "monitor_password",
+        pgbouncer.AUTH_USER: pgbouncer.AUTH_SECRET,
+    }[user]
+    with pytest.raises(psycopg2.OperationalError):
+        pooled(stack, user=user, password=stack.secret(secret))
+
+
+def test_the_auth_function_is_out_of_the_apps_reach(stack: Stack) -> None:
+    conn = stack.connect()  # direct, as the application
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute(f"SELECT * FROM {pgbouncer.AUTH_FUNCTION}('app')")
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute(f"CREATE TABLE {pgbouncer.AUTH_SCHEMA}.planted (x int)")
+    conn.close()
+    # What it answers, asked as its role: the app's SCRAM verifier, nothing for the rest.
+    got = stack.psql(
+        f"SET ROLE {pgbouncer.AUTH_USER}; "
+        f"SELECT usename FROM {pgbouncer.AUTH_FUNCTION}('app') "
+        f"UNION ALL SELECT usename FROM {pgbouncer.AUTH_FUNCTION}('postgres') "
+        f"UNION ALL SELECT usename FROM {pgbouncer.AUTH_FUNCTION}('monitor')",
+        db="app",
+    )
+    assert got.split() == ["app"]
+
+
+def test_the_session_database_keeps_session_state(stack: Stack) -> None:
+    conn = pooled(stack, dbname="app_session")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SET application_name = 'pgsteady-migration'")
+        cur.execute("SELECT pg_advisory_lock(4242)")
+        cur.execute("SELECT current_setting('application_name')")
+        assert cur.fetchone() == ("pgsteady-migration",)
+        cur.execute("SELECT pg_advisory_unlock(4242)")
+        assert cur.fetchone() == (True,)
+    conn.close()
+
+
+def pools(stack: Stack) -> dict[tuple[str, str], dict[str, str]]:
+    """SHOW POOLS through the admin console, by (database, user)."""
+    s = build_settings(stack.host_data(), FACTS)
+    proc = subprocess.run(pgbouncer.admin_command(s, "SHOW POOLS"), capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    return {(p["database"], p["user"]): p for p in pgbouncer.parse_show(proc.stdout)}
+
+
+def server_connections(stack: Stack) -> int:
+    """The server connections of the application's transaction pool (the pooler's count,
+    checked against the server's: never more app backends than both pools hold)."""
+    held = pools(stack)
+    pool = pgbouncer.server_connections(held[("app", "app")])
+    both = pool + pgbouncer.server_connections(held.get(("app_session", "app"), {}))
+    backends = int(
+        stack.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND datname = 'app'"
+        )
+    )
+    assert backends <= both + 1, (backends, both)  # +1: a backend closing between the two
+    return pool
+
+
+def test_a_thousand_clients_share_the_pool(stack: Stack) -> None:
+    """1,000 connections held at once, each running queries: no error, and never more
+    server connections than default_pool_size."""
+    ini = (stack.app_dir / "config" / pgbouncer.CONFIG).read_text()
+    pool_size = int(
+        next(x for x in ini.splitlines() if x.startswith("default_pool_size")).split("=")[1]
+    )
+    connected = threading.Barrier(CLIENTS + 1, timeout=600)
+    errors: list[str] = []
+    served = []
+    peak = [0]
+    stop = threading.Event()
+
+    def client() -> None:
+        conn = None
+        try:
+            conn = pooled(stack, timeout=120)
+            conn.autocommit = True
+            connected.wait()
+            with conn.cursor() as cur:
+                for _ in range(3):
+                    cur.execute("SELECT pg_sleep(0.02), 1")
+                    assert cur.fetchone()[1] == 1
+            served.append(1)
+        except Exception as exc:  # noqa: BLE001 - every failure is the finding
+            errors.append(repr(exc))
+            if not connected.broken:
+                connected.abort()
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def watch() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], server_connections(stack))
+            time.sleep(0.2)
+
+    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    # All 1,000 clients are connected at once (a broken barrier: see ``errors``).
+    with contextlib.suppress(threading.BrokenBarrierError):
+        connected.wait()
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    watcher.join()
+    assert not errors, errors[:5]
+    assert len(served) == CLIENTS
+    assert 0 < peak[0] <= pool_size, (peak[0], pool_size)
+    print(f"pooler_clients_served={len(served)} peak_server_connections={peak[0]} "
+          f"default_pool_size={pool_size}")  # fmt: skip

@@ -1,0 +1,206 @@
+"""PgBouncer's settings, derived pool sizes and rendered files (issue 18, item 1).
+
+The deployed pooler is tested in tests/e2e/test_pgbouncer.py; here: what the deploy
+refuses before touching a host, and what it would write.
+"""
+
+from __future__ import annotations
+
+import configparser
+
+import pytest
+import yaml
+
+from pgsteady.postgres.conf_files import render_init_db_sql, render_pg_hba_conf
+from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
+from pgsteady.stack import pgbouncer
+from pgsteady.stack.compose import render_compose
+from pgsteady.stack.hostfiles import layout
+
+FACTS = HostFacts(ram_mb=4096, cpus=2)
+
+
+def settings(**data) -> Settings:
+    return build_settings(data, FACTS)
+
+
+def errors_for(**data) -> list[str]:
+    with pytest.raises(SettingsError) as exc:
+        build_settings(data, FACTS)
+    return exc.value.errors
+
+
+def ini(s: Settings) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(pgbouncer.render_config(s))
+    return parser
+
+
+# --- settings -----------------------------------------------------------------------
+
+
+def test_on_by_default_on_its_own_port_beside_the_direct_one() -> None:
+    s = settings()
+    assert s.pgbouncer_enabled and s.pgbouncer_port == 6432 and s.postgres_port == 5432
+    doc = yaml.safe_load(render_compose(s))
+    assert doc["services"]["pgbouncer"]["ports"] == ["127.0.0.1:6432:6432"]
+    assert doc["services"]["postgres"]["ports"] == ["127.0.0.1:5432:5432"]
+    # Published on the server's address, whatever it is.
+    doc = yaml.safe_load(render_compose(settings(postgres_bind="10.0.0.5")))
+    assert doc["services"]["pgbouncer"]["ports"] == ["10.0.0.5:6432:6432"]
+
+
+def test_pool_sizes_derive_from_max_connections() -> None:
+    s = settings()  # web: max_connections 200
+    assert pgbouncer.server_max_connections(s) == (200, 3)
+    assert pgbouncer.default_pool_size(s) == (200 - 3 - 10 - 5) // 2 == 91
+    assert pgbouncer.max_client_conn(s) == 2000
+    s = settings(postgres_max_connections=50)
+    assert pgbouncer.default_pool_size(s) == (50 - 3 - 10 - 5) // 2
+    assert pgbouncer.max_client_conn(s) == 1000  # at least 1,000 clients
+    # A postgresql.conf override counts, with the superuser's reserved slots.
+    s = settings(postgres_settings={"max_connections": 100, "superuser_reserved_connections": 5})
+    assert pgbouncer.default_pool_size(s) == (100 - 5 - 10 - 5) // 2
+    s = settings(pgbouncer_default_pool_size=20, pgbouncer_max_client_conn=5000)
+    assert (pgbouncer.default_pool_size(s), pgbouncer.max_client_conn(s)) == (20, 5000)
+    assert pgbouncer.nofile(s) >= 5000 + 20 + pgbouncer.SESSION_POOL_SIZE
+
+
+def test_a_pool_above_the_servers_spare_connections_is_refused() -> None:
+    errors = errors_for(postgres_max_connections=50, pgbouncer_default_pool_size=40)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("pgbouncer_default_pool_size = 40: ")
+    assert "accepted: 1 to 32" in errors[0]
+    assert settings(postgres_max_connections=50, pgbouncer_default_pool_size=32)
+    # max_connections too small for any pool.
+    errors = errors_for(postgres_max_connections=18)
+    assert errors[0].startswith("postgres_max_connections = 18: ")
+    assert settings(postgres_max_connections=18, pgbouncer_enabled=False)
+
+
+def test_bad_values_are_refused_with_key_value_and_what_is_accepted() -> None:
+    (err,) = errors_for(pgbouncer_pool_mode="statement")
+    assert "pgbouncer_pool_mode" in err and "'transaction'" in err and "'session'" in err
+    (err,) = errors_for(pgbouncer_port=80)
+    assert err.startswith("pgbouncer_port") and "1024" in err
+    (err,) = errors_for(pgbouncer_max_client_conn=5, pgbouncer_default_pool_size=1)
+    assert err.startswith("pgbouncer_max_client_conn")
+
+
+@pytest.mark.parametrize("key", ["postgres_uid", "metrics_exporter_uid"])
+def test_the_pooler_needs_a_uid_of_its_own(key: str) -> None:
+    uid = settings().model_dump()[key]
+    (err,) = errors_for(pgbouncer_uid=uid)
+    assert err.startswith(f"pgbouncer_uid = {uid}: also {key}")
+
+
+@pytest.mark.parametrize("key", ["postgres_port", "postgres_exporter_port"])
+def test_a_port_taken_by_another_service_is_refused(key: str) -> None:
+    errors = errors_for(**{key: 6432})
+    assert any(e.startswith(f"pgbouncer_port = 6432: also {key}'s port") for e in errors), errors
+
+
+@pytest.mark.parametrize("source", ["registry", "archive"])
+def test_images_without_pgbouncer_are_refused(source: str) -> None:
+    data = {
+        "postgres_image_source": source,
+        "postgres_image": "postgres:17",
+        "postgres_image_archive": "/srv/pg.tar",
+        "metrics_enabled": False,
+        "pgbackrest_enabled": False,
+    }
+    (err,) = errors_for(**data)
+    assert err.startswith(f"postgres_image_source = {source!r}: PgBouncer")
+    assert build_settings({**data, "pgbouncer_enabled": False}, FACTS)
+
+
+# --- rendered files ------------------------------------------------------------------
+
+
+def test_config_pools_the_app_database_and_a_session_database() -> None:
+    s = settings(pgbouncer_default_pool_size=20)
+    cfg = ini(s)
+    app, session = cfg["databases"]["app"], cfg["databases"]["app_session"]
+    assert "host=/var/run/postgresql" in app and "dbname=app" in app
+    assert "pool_mode=transaction" in app and "max_db_connections=20" in app
+    assert "pool_mode=session" in session and "dbname=app" in session
+    main = cfg["pgbouncer"]
+    assert main["default_pool_size"] == "20" and main["reserve_pool_size"] == "0"
+    assert main["client_tls_sslmode"] == "require"
+    assert main["auth_type"] == "hba"
+    assert main["auth_user"] == pgbouncer.AUTH_USER
+    assert pgbouncer.AUTH_FUNCTION in main["auth_query"]
+    assert main["auth_file"] == "/run/secrets/pgbouncer_userlist"
+    assert ini(settings(pgbouncer_pool_mode="session"))["pgbouncer"]["pool_mode"] == "session"
+
+
+def test_hba_admits_scram_over_tls_only_and_never_the_auth_files_users_over_tcp() -> None:
+    rules = [line.split() for line in pgbouncer.render_hba(settings()).splitlines()[1:]]
+    methods = {r[-1] for r in rules}
+    assert methods == {"scram-sha-256", "reject"}  # no trust, no plain password
+    allow = [r for r in rules if r[-1] != "reject"]
+    assert all(r[0] == "hostssl" for r in allow if r[0] != "local")
+    assert allow[0] == ["local", "pgbouncer", pgbouncer.ADMIN_USER, "scram-sha-256"]
+    first_tcp = next(i for i, r in enumerate(rules) if r[0].startswith("host"))
+    for user in (pgbouncer.AUTH_USER, pgbouncer.ADMIN_USER):
+        hit = next(r for r in rules[first_tcp:] if r[2] in (user, "all"))
+        assert hit[-1] == "reject", (user, hit)
+
+
+def test_the_service_is_confined() -> None:
+    s = settings()
+    svc = yaml.safe_load(render_compose(s))["services"]["pgbouncer"]
+    assert svc["user"] == "64188:64188"
+    assert svc["read_only"] is True
+    assert svc["cap_drop"] == ["ALL"]
+    assert svc["security_opt"] == ["no-new-privileges:true"]
+    assert svc["restart"] == s.postgres_restart_policy
+    assert svc["mem_limit"] == pgbouncer.mem_limit(s)
+    assert svc["ulimits"]["nofile"]["soft"] > pgbouncer.max_client_conn(s)
+    assert "healthcheck" in svc
+    assert "pgrun:/var/run/postgresql:ro" in svc["volumes"]
+    # The server's key is not mounted: the pooler's own copy is.
+    assert not any("private/server.key" in v for v in svc["volumes"])
+    assert any("private/pgbouncer.key" in v for v in svc["volumes"])
+    assert svc["secrets"] == ["pgbouncer_userlist"]
+    assert "environment" not in svc
+
+
+def test_its_files_are_root_owned_for_its_gid_and_gone_when_off() -> None:
+    s = settings()
+    own = {o.path.rsplit("/", 1)[1]: o for o in layout(s)}
+    for name in ("pgbouncer.ini", "pgbouncer_hba.conf", "pgbouncer.key", "pgbouncer_userlist"):
+        assert own[name].uid == 0 and own[name].gid == 64188, name
+        assert not int(own[name].mode, 8) & 0o027, name
+    off = settings(pgbouncer_enabled=False)
+    assert not any("pgbouncer" in o.path for o in layout(off))
+    doc = yaml.safe_load(render_compose(off))
+    assert "pgbouncer" not in doc["services"]
+    assert "pgbouncer_auth_password" not in doc["secrets"]
+
+
+def test_init_sql_and_pg_hba_give_the_auth_role_one_function_on_the_socket() -> None:
+    s = settings()
+    sql = render_init_db_sql(s)
+    assert "SECURITY DEFINER SET search_path = pg_catalog, pg_temp" in sql
+    assert f'REVOKE ALL ON FUNCTION "{pgbouncer.AUTH_SCHEMA}".user_secret(text) FROM PUBLIC' in sql
+    assert (
+        f'GRANT EXECUTE ON FUNCTION "{pgbouncer.AUTH_SCHEMA}".user_secret(text) TO "pgbouncer_auth"'
+        in sql
+    )
+    assert "NOT a.rolsuper AND NOT a.rolreplication" in sql
+    hba = [line.split() for line in render_pg_hba_conf(s).splitlines() if "pgbouncer" in line]
+    assert hba == [["local", '"app"', '"pgbouncer_auth"', "scram-sha-256"]]
+    off = settings(pgbouncer_enabled=False)
+    assert "pgbouncer_auth" not in render_pg_hba_conf(off)
+    assert "ALTER ROLE pgbouncer_auth NOLOGIN" in render_init_db_sql(off)
+
+
+def test_admin_console_command_carries_no_secret() -> None:
+    argv = pgbouncer.admin_command(settings(), "SHOW POOLS")
+    assert argv[:5] == ["docker", "exec", "-u", "64188:64188", "pgsteady-pgbouncer"]
+    assert argv[-1] == "SHOW POOLS"
+    assert "PGPASSWORD" not in " ".join(argv)
+    rows = pgbouncer.parse_show("database|user|sv_active|sv_idle\napp|app|3|4\n")
+    assert rows == [{"database": "app", "user": "app", "sv_active": "3", "sv_idle": "4"}]
+    assert pgbouncer.server_connections(rows[0]) == 7
