@@ -26,6 +26,9 @@ TOP_N = 5
 QUERY_CHARS = 300
 #: Identifier in the collector's own statements, which the rankings leave out.
 MARKER = "pgsteady_monitor_"
+#: Statements left out because pg_stat_statements may keep their text verbatim (utility
+#: statements are not normalized before Postgres 16): CREATE/ALTER ROLE/USER ... PASSWORD.
+ROLE_STATEMENT = r"^\s*(create|alter)\s+(role|user)\M"
 
 SQL = rf"""
 SELECT EXISTS (
@@ -54,6 +57,7 @@ WITH s AS (
    WHERE st.dbid OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
                    WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
      AND st.query OPERATOR(pg_catalog.!~) '{MARKER}'
+     AND st.query OPERATOR(pg_catalog.!~*) '{ROLE_STATEMENT}'
 ), e AS (
   SELECT s.*, pg_catalog.json_build_object(
            'queryid', s.queryid::pg_catalog.text, 'user', s.rolname,
