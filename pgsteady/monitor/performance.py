@@ -30,14 +30,18 @@ MARKER = "pgsteady_monitor_"
 #: statements are not normalized before Postgres 16): CREATE/ALTER ROLE/USER ... PASSWORD.
 ROLE_STATEMENT = r"^\s*(create|alter)\s+(role|user)\M"
 
-SQL = rf"""
-SELECT EXISTS (
+#: True when pgsteady.statements is a view that, like its schema, a superuser owns: only
+#: then may a superuser's session read it (the make verify suite reads it too).
+VIEW_OK = """EXISTS (
   SELECT FROM pg_catalog.pg_class c
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
     JOIN pg_catalog.pg_roles rn ON rn.oid = n.nspowner
     JOIN pg_catalog.pg_roles rc ON rc.oid = c.relowner
    WHERE n.nspname = 'pgsteady' AND c.relname = 'statements' AND c.relkind = 'v'
-     AND rn.rolsuper AND rc.rolsuper)
+     AND rn.rolsuper AND rc.rolsuper)"""
+
+SQL = rf"""
+SELECT {VIEW_OK}
    AND 'pg_stat_statements' OPERATOR(pg_catalog.=) ANY (pg_catalog.string_to_array(
          pg_catalog.replace(pg_catalog.current_setting('shared_preload_libraries'), ' ', ''),
          ',')) AS {MARKER}has_view \gset

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pgsteady.monitor.performance import VIEW_OK
 from pgsteady.settings import Settings
 from pgsteady.stack.compose import INIT_SQL
 from pgsteady.stack.layout import INIT_MOUNT
@@ -40,9 +41,12 @@ SELECT e.extname, p.oid::pg_catalog.regprocedure::text
  ORDER BY 1, 2
 """
 
-#: Tracked statements that carry a password literal (ALTER/CREATE ROLE ... PASSWORD '...').
+#: Tracked statements that carry a password literal (ALTER/CREATE ROLE ... PASSWORD '...'),
+#: read through init_db.sql's pgsteady.statements (bound to pg_stat_statements' own view),
+#: never through public.pg_stat_statements: the application owns schema public and could
+#: put a view of its own under that name for this superuser session to run.
 PASSWORD_STATEMENTS = (
-    "SELECT pg_catalog.count(*) FROM public.pg_stat_statements "
+    "SELECT pg_catalog.count(*) FROM pgsteady.statements "
     "WHERE query OPERATOR(pg_catalog.~*) 'PASSWORD\\s+'''"
 )
 
@@ -80,6 +84,9 @@ def test_no_public_grants_on_extension_objects(pg: Host, s: Settings, fixes: Fix
 def test_no_password_in_pg_stat_statements(pg: Host, s: Settings, fixes: Fixes) -> None:
     if "pg_stat_statements" not in s.postgres_extensions:
         pytest.skip("pg_stat_statements is not in postgres_extensions")
+    safe = pg.value(f"SELECT {VIEW_OK}", db=s.postgres_db)
+    check(safe == "t", "pgsteady.statements (init_db.sql's view of pg_stat_statements) is "
+          "missing or not owned by a superuser", _apply_init(fixes, s))  # fmt: skip
     count = pg.value(PASSWORD_STATEMENTS, db=s.postgres_db)
     check(
         count == "0",
