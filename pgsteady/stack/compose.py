@@ -139,4 +139,20 @@ def render_ctl_env(s: Settings, compose_cmd: str) -> str:
         backoff=int(s.seconds("watchdog_backoff")),
         backoff_max=int(s.seconds("watchdog_backoff_max")),
         on_failure=s.watchdog_on_failure_command or "",
+        **_pooler_env(s),
     )
+
+
+def _pooler_env(s: Settings) -> dict[str, str]:
+    """What pgsteady-ctl needs to PAUSE the pooler's pool around a server restart (empty
+    container name: no pooler)."""
+    from pgsteady.stack import pgbouncer
+
+    if not s.pgbouncer_enabled:
+        return {"pooler": "", "pooler_uid": "", "pooler_db": "", "pooler_admin": ""}
+    return {
+        "pooler": pgbouncer.container_name(s),
+        "pooler_uid": str(s.pgbouncer_uid),
+        "pooler_db": s.postgres_db,
+        "pooler_admin": pgbouncer.admin_script(),
+    }

@@ -262,22 +262,30 @@ def render_userlist_command(s: Settings, path: str) -> str:
     )
 
 
-def admin_command(s: Settings, sql: str, docker: str = "docker") -> list[str]:
-    """argv running ``sql`` on the pooler's admin console (SHOW POOLS, PAUSE, RESUME ...):
-    inside its container, as its uid, over its own Unix socket, the admin password read
-    from the auth file into a pgpass file of the container's 0700 tmpfs (never in argv or
-    env), removed afterwards. Output: a header line, then the rows (``parse_show``)."""
+#: Seconds an admin console command may take (a PAUSE waits for running transactions).
+ADMIN_TIMEOUT = 60
+
+
+def admin_script() -> str:
+    """sh script run inside the pooler's container (as its uid) with the SQL as ``$1``:
+    the admin password read from the auth file into a pgpass file of the container's 0700
+    tmpfs (never in argv or env), removed afterwards; psql over the pooler's own Unix
+    socket, at most ADMIN_TIMEOUT seconds. Output: a header line, then rows (``parse_show``)."""
     pgpass = f"{RUN_DIR}/admin.pgpass"
-    script = (
+    return (
         "umask 077 && "
         f'sed -n \'s/^"{ADMIN_USER}" "\\(.*\\)"$/*:*:*:{ADMIN_USER}:\\1/p\' '
         f"{secret_mount(USERLIST)} > {pgpass} && "
-        f"PGPASSFILE={pgpass} psql -X -A -q -P footer=off -v ON_ERROR_STOP=1 "
-        f'-h {RUN_DIR} -p {PORT} -U {ADMIN_USER} -d pgbouncer -c "$1"; '
+        f"PGPASSFILE={pgpass} timeout {ADMIN_TIMEOUT} psql -X -A -q -P footer=off "
+        f'-v ON_ERROR_STOP=1 -h {RUN_DIR} -p {PORT} -U {ADMIN_USER} -d pgbouncer -c "$1"; '
         f"rc=$?; rm -f {pgpass}; exit $rc"
     )
+
+
+def admin_command(s: Settings, sql: str, docker: str = "docker") -> list[str]:
+    """argv running ``sql`` on the pooler's admin console (SHOW POOLS, PAUSE, RESUME ...)."""
     return [docker, "exec", "-u", f"{s.pgbouncer_uid}:{s.pgbouncer_uid}",
-            container_name(s), "sh", "-c", script, "sh", sql]  # fmt: skip
+            container_name(s), "sh", "-c", admin_script(), "sh", sql]  # fmt: skip
 
 
 def parse_show(output: str) -> list[dict[str, str]]:

@@ -196,3 +196,63 @@ def test_a_thousand_clients_share_the_pool(stack: Stack) -> None:
     assert 0 < peak[0] <= pool_size, (peak[0], pool_size)
     print(f"pooler_clients_served={len(served)} peak_server_connections={peak[0]} "
           f"default_pool_size={pool_size}")  # fmt: skip
+
+
+def test_a_server_restart_delays_pooled_clients_without_an_error(stack: Stack) -> None:
+    """pgsteady-ctl apply-config restarts the server for a postmaster setting: it PAUSEs
+    the pooler's pool first and RESUMEs it once the server is healthy, so clients that
+    query through the pooler all along see a delay, never an error. (Without the PAUSE
+    they get "SSL connection has been closed unexpectedly".)"""
+    conf = stack.app_dir / "config" / "postgresql.conf"
+    original = conf.read_text()
+    started = stack.postmaster_start()
+    errors: list[str] = []
+    slowest = [0.0]
+    queries = [0]
+    stop = threading.Event()
+
+    def client() -> None:
+        try:
+            conn = pooled(stack, timeout=30)
+        except psycopg2.Error as exc:
+            errors.append(repr(exc))
+            return
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                while not stop.is_set():
+                    t0 = time.monotonic()
+                    cur.execute("SELECT 1")
+                    slowest[0] = max(slowest[0], time.monotonic() - t0)
+                    queries[0] += 1
+                    time.sleep(0.05)
+        except psycopg2.Error as exc:
+            errors.append(repr(exc))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(5)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1)
+        # A postmaster-context setting: the reload cannot apply it, so ctl restarts.
+        conf.write_text(original + "\nmax_locks_per_transaction = 96\n")
+        ctl = subprocess.run([str(stack.app_dir / "bin" / "pgsteady-ctl"), "apply-config"],
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert ctl.returncode == 0, ctl.stderr
+        assert "paused the pooler's app pool" in ctl.stderr, ctl.stderr
+        assert "resumed the pooler's app pool" in ctl.stderr, ctl.stderr
+        time.sleep(1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        conf.write_text(original)  # back as the converge wrote it, restarted once more
+        subprocess.run([str(stack.app_dir / "bin" / "pgsteady-ctl"), "apply-config"],
+                       capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
+    assert stack.postmaster_start() != started  # the server did restart
+    assert not errors, errors
+    assert queries[0] > 50
+    assert slowest[0] > 0.5, slowest  # the clients waited for the restart
+    print(f"pooled clients waited up to {slowest[0]:.1f}s across the restart, no error")

@@ -14,7 +14,7 @@ import yaml
 from pgsteady.postgres.conf_files import render_init_db_sql, render_pg_hba_conf
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
 from pgsteady.stack import pgbouncer
-from pgsteady.stack.compose import render_compose
+from pgsteady.stack.compose import render_compose, render_ctl_env
 from pgsteady.stack.hostfiles import layout
 
 FACTS = HostFacts(ram_mb=4096, cpus=2)
@@ -204,3 +204,13 @@ def test_admin_console_command_carries_no_secret() -> None:
     rows = pgbouncer.parse_show("database|user|sv_active|sv_idle\napp|app|3|4\n")
     assert rows == [{"database": "app", "user": "app", "sv_active": "3", "sv_idle": "4"}]
     assert pgbouncer.server_connections(rows[0]) == 7
+
+
+def test_ctl_knows_the_pooler_to_pause_and_no_secret() -> None:
+    env = render_ctl_env(settings(), "docker compose")
+    assert "PGSTEADY_POOLER=pgsteady-pgbouncer\n" in env
+    assert "PGSTEADY_POOLER_DB=app\n" in env
+    assert "/run/secrets/pgbouncer_userlist" in env  # read inside the container
+    assert "PGPASSWORD" not in env
+    off = render_ctl_env(settings(pgbouncer_enabled=False), "docker compose")
+    assert "PGSTEADY_POOLER=''\n" in off or "PGSTEADY_POOLER=\n" in off
