@@ -87,11 +87,19 @@ def test_tables_with_updated_at_get_the_trigger(server: PgServer) -> None:
         "SET search_path = public, pg_catalog;\n"
         "CREATE TABLE public.su (id int, updated_at timestamptz);",
     )
+    # another role's DDL (not the application's): it works, and its table is covered too
+    superuser(
+        server,
+        "CREATE ROLE other; GRANT CREATE ON SCHEMA public TO other; SET ROLE other;\n"
+        "CREATE TABLE public.theirs (id int, updated_at timestamptz);\n"
+        "CREATE TABLE public.plain (id int);",
+    )
     with app(server) as conn, conn.cursor() as cur:
         assert ("su", "pgsteady.set_updated_at()") in triggers(cur)
+        assert ("theirs", "pgsteady.set_updated_at()") in triggers(cur)
     init_db(server, auto=True)  # re-run with the traps in place: still fine, nothing added
     with app(server) as conn, conn.cursor() as cur:
-        assert len(triggers(cur)) == 3
+        assert len(triggers(cur)) == 4
 
 
 def test_the_application_cannot_touch_pgsteadys_functions(server: PgServer) -> None:
