@@ -129,16 +129,17 @@ def pools(stack: Stack) -> dict[tuple[str, str], dict[str, str]]:
 
 def server_connections(stack: Stack) -> int:
     """The server connections of the application's transaction pool (the pooler's count,
-    checked against the server's: never more app backends than both pools hold)."""
-    held = pools(stack)
-    pool = pgbouncer.server_connections(held[("app", "app")])
-    both = pool + pgbouncer.server_connections(held.get(("app_session", "app"), {}))
+    checked against the server's: the pools only grow during the test, so the app's
+    backends counted first never exceed what both pools hold a moment later)."""
     backends = int(
         stack.psql(
             "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND datname = 'app'"
         )
     )
-    assert backends <= both + 1, (backends, both)  # +1: a backend closing between the two
+    held = pools(stack)
+    pool = pgbouncer.server_connections(held[("app", "app")])
+    both = pool + pgbouncer.server_connections(held.get(("app_session", "app"), {}))
+    assert backends <= both, (backends, both)
     return pool
 
 
@@ -175,9 +176,12 @@ def test_a_thousand_clients_share_the_pool(stack: Stack) -> None:
                 conn.close()
 
     def watch() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], server_connections(stack))
-            time.sleep(0.2)
+        try:
+            while not stop.is_set():
+                peak[0] = max(peak[0], server_connections(stack))
+                time.sleep(0.1)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(f"watcher: {exc!r}")
 
     threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
     for t in threads:
@@ -191,6 +195,8 @@ def test_a_thousand_clients_share_the_pool(stack: Stack) -> None:
         t.join()
     stop.set()
     watcher.join()
+    # The pool keeps its server connections idle after the rush: count once more.
+    peak[0] = max(peak[0], server_connections(stack))
     assert not errors, errors[:5]
     assert len(served) == CLIENTS
     assert 0 < peak[0] <= pool_size, (peak[0], pool_size)
