@@ -24,6 +24,7 @@ from debian_images import docker_client, ensure_debian_image
 from pgsteady.monitor.collect import collect_script, parse_sections
 from pgsteady.postgres.parameters import hba_rules
 from pgsteady.render import render
+from pgsteady.stack import pgbouncer
 
 IMAGE = find_image()
 pytestmark = [
@@ -409,6 +410,13 @@ def _render_init_db(pg: Postgres) -> str:
         database="app",
         extensions=["pg_trgm", "pg_stat_statements"],
         auto_updated_at=True,  # its event trigger and the pass over existing tables
+        pooler={  # PgBouncer's auth role, its owner role, schema and SECURITY DEFINER function
+            "auth_user": pgbouncer.AUTH_USER,
+            "owner": pgbouncer.OWNER_ROLE,
+            "schema": pgbouncer.AUTH_SCHEMA,
+            "password_file": _put(pg, "/tmp/pooler_password", "pool-pw\n"),
+            "excluded": ["postgres", "monitor", pgbouncer.AUTH_USER, pgbouncer.OWNER_ROLE],
+        },
     )
 
 
