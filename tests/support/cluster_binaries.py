@@ -21,3 +21,13 @@ def require(binary: str) -> str:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI: {reason}")
     pytest.skip(reason)
+
+
+def require_file(path: str, package: str) -> str:
+    """``path`` when it exists; skip (or, in CI, fail) naming the package that ships it."""
+    if os.path.exists(path):
+        return path
+    reason = f"{path} is missing (sh scripts/ensure-test-host installs {package})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI: {reason}")
+    pytest.skip(reason)

@@ -1,0 +1,226 @@
+"""Patroni's configuration for one member, and the cluster's DCS document.
+
+Patroni 3.0.2 reads a directory and merges its ``*.yml`` files in name order, so a member's
+configuration is two files: :func:`render_patroni_yml` (``10-pgsteady.yml``, no secrets)
+and :func:`render_secrets_yml` (``90-secrets.yml``, 0600, written on the host from the
+secret files when the container starts). Passwords therefore never reach argv, the
+environment or a compose file.
+
+:func:`dcs_document` is the cluster-wide dynamic configuration (timings, durability,
+Postgres parameters, pg_hba): it seeds ``bootstrap.dcs`` and is what a converge PATCHes
+into ``/config`` later. Parameters Patroni manages itself are refused, not overridden.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from pgsteady.cluster.etcd import PATRONI_USER
+from pgsteady.cluster.topology import Cluster, ClusterError, Member
+from pgsteady.render import MANAGED
+
+#: Set by Patroni on every member (postgresql.conf it writes, recovery, replication);
+#: pgsteady must not set them in a cluster.
+PATRONI_MANAGED = frozenset(
+    {
+        "listen_addresses",
+        "port",
+        "cluster_name",
+        "hba_file",
+        "ident_file",
+        "config_file",
+        "data_directory",
+        "primary_conninfo",
+        "primary_slot_name",
+        "restore_command",
+        "hot_standby",
+        "synchronous_standby_names",
+    }
+)
+REPLICATION_USER = "replicator"
+REST_USER = "patroni"
+
+
+@dataclass(frozen=True)
+class PatroniPaths:
+    """Files a member's Patroni reads (paths inside its container)."""
+
+    data_dir: str
+    bin_dir: str
+    ca_file: str
+    cert_file: str
+    key_file: str
+    pgpass: str
+    custom_conf: str
+
+
+def container_paths(postgres_version: int) -> PatroniPaths:
+    """The paths in pgsteady's cluster container (see docs/architecture.md)."""
+    return PatroniPaths(
+        data_dir="/var/lib/postgresql/data/pgdata",
+        bin_dir=f"/usr/lib/postgresql/{postgres_version}/bin",
+        ca_file="/etc/pgsteady-tls/ca.crt",
+        cert_file="/etc/pgsteady-tls/server.crt",
+        key_file="/etc/pgsteady-tls-key/server.key",
+        pgpass="/run/patroni/pgpass",
+        custom_conf="/etc/pgsteady/patroni-custom.conf",
+    )
+
+
+def _hostport(address: str, port: int) -> str:
+    host = f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
+    return f"{host}:{port}"
+
+
+def replication_hba(cluster: Cluster) -> list[str]:
+    """One ``hostssl replication`` line per member (SCRAM, TLS)."""
+    lines = []
+    for m in cluster.members:
+        bits = 32 if ipaddress.ip_address(m.address).version == 4 else 128
+        lines.append(f"hostssl replication {REPLICATION_USER} {m.address}/{bits} scram-sha-256")
+    return lines
+
+
+def dcs_document(
+    cluster: Cluster, parameters: Mapping[str, Any], pg_hba: list[str]
+) -> dict[str, Any]:
+    """The dynamic configuration: ``parameters`` are pgsteady's tuned postgresql.conf
+    values (a plain dict, e.g. from pgsteady.postgres.conf_files), ``pg_hba`` its rules;
+    the members' replication lines are appended."""
+    managed = sorted(set(parameters) & PATRONI_MANAGED)
+    if managed:
+        raise ClusterError(
+            [
+                f"postgres_settings[{k!r}] = {parameters[k]!r}: Patroni manages this parameter "
+                "in a cluster; remove it"
+                for k in managed
+            ]
+        )
+    params = {k: parameters[k] for k in sorted(parameters)}
+    params["wal_log_hints"] = "on"  # pg_rewind after a failover needs it (or checksums)
+    return {
+        "ttl": cluster.ttl,
+        "loop_wait": cluster.loop_wait,
+        "retry_timeout": cluster.retry_timeout,
+        "maximum_lag_on_failover": cluster.maximum_lag_on_failover,
+        "synchronous_mode": cluster.synchronous_mode,
+        "synchronous_mode_strict": cluster.synchronous_mode_strict,
+        "failsafe_mode": False,
+        "postgresql": {
+            "use_pg_rewind": True,
+            "use_slots": True,
+            "parameters": params,
+            "pg_hba": [*pg_hba, *replication_hba(cluster)],
+        },
+    }
+
+
+def patroni_config(
+    cluster: Cluster,
+    member: Member,
+    paths: PatroniPaths,
+    dcs: Mapping[str, Any],
+    superuser: str = "postgres",
+) -> dict[str, Any]:
+    """The member's local configuration without any password."""
+    if member not in cluster.members:
+        raise ValueError(f"{member.name} is not a member of cluster {cluster.name}")
+    rest = _hostport(member.address, cluster.rest_port)
+    local = [] if ipaddress.ip_address(member.address).is_loopback else ["127.0.0.1"]
+    tls = {"certfile": paths.cert_file, "keyfile": paths.key_file}
+    return {
+        "scope": cluster.name,
+        "namespace": cluster.namespace,
+        "name": member.name,
+        "restapi": {
+            "listen": rest,
+            "connect_address": rest,
+            **tls,
+            "cafile": paths.ca_file,
+            # a client certificate from the CA is required on unsafe endpoints
+            "verify_client": "optional",
+            "allowlist": sorted({m.address for m in cluster.members} | set(local)),
+        },
+        "ctl": {**tls, "cacert": paths.ca_file},
+        "etcd3": {
+            "hosts": [_hostport(m.address, cluster.etcd_client_port) for m in cluster.etcd_members],
+            "protocol": "https",
+            "cacert": paths.ca_file,
+            "cert": paths.cert_file,
+            "key": paths.key_file,
+            "username": PATRONI_USER,
+        },
+        "bootstrap": {
+            "dcs": dict(dcs),
+            "initdb": [
+                {"encoding": "UTF8"},
+                "data-checksums",
+                {"auth-local": "peer"},
+                {"auth-host": "scram-sha-256"},
+            ],
+            # required by Patroni 3.0.2's validator; the DCS pg_hba above is what applies
+            "pg_hba": list(dcs["postgresql"]["pg_hba"]),
+        },
+        "postgresql": {
+            # listen_addresses style: a comma list, no brackets, then the port
+            "listen": f"{','.join([member.address, *local])}:{cluster.member_port}",
+            "connect_address": _hostport(member.address, cluster.member_port),
+            "data_dir": paths.data_dir,
+            "bin_dir": paths.bin_dir,
+            "pgpass": paths.pgpass,
+            "custom_conf": paths.custom_conf,
+            "use_unix_socket": True,
+            "authentication": {
+                "superuser": {"username": superuser},
+                "replication": {"username": REPLICATION_USER},
+                "rewind": {"username": superuser},
+            },
+            "create_replica_methods": ["basebackup"],
+        },
+        "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
+    }
+
+
+def _dump(doc: Mapping[str, Any], comment: str) -> str:
+    body = yaml.safe_dump(dict(doc), sort_keys=False, default_flow_style=False)
+    return f"# {MANAGED}\n# {comment}\n{body}"
+
+
+def render_patroni_yml(
+    cluster: Cluster,
+    member: Member,
+    paths: PatroniPaths,
+    dcs: Mapping[str, Any],
+    superuser: str = "postgres",
+) -> str:
+    """``10-pgsteady.yml``: the member's configuration, no secrets."""
+    doc = patroni_config(cluster, member, paths, dcs, superuser)
+    return _dump(
+        doc, f"Patroni on {member.name} of cluster {cluster.name}; passwords: 90-secrets.yml"
+    )
+
+
+def render_secrets_yml(
+    superuser_password: str,
+    replication_password: str,
+    rest_password: str,
+    etcd_password: str,
+) -> str:
+    """``90-secrets.yml`` (0600): the passwords, merged over 10-pgsteady.yml by Patroni."""
+    doc = {
+        "restapi": {"authentication": {"username": REST_USER, "password": rest_password}},
+        "etcd3": {"password": etcd_password},
+        "postgresql": {
+            "authentication": {
+                "superuser": {"password": superuser_password},
+                "replication": {"password": replication_password},
+                "rewind": {"password": superuser_password},
+            }
+        },
+    }
+    return _dump(doc, "Secrets: keep this file 0600, owned by the postgres user")
