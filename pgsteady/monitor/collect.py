@@ -20,7 +20,7 @@ from typing import Any
 from pgsteady.inventory import InventoryHost, load_inventory
 from pgsteady.monitor import archiving, performance
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
-from pgsteady.stack import hostfacts
+from pgsteady.stack import hostfacts, pooler_status
 from pgsteady.stack.layout import DATA_MOUNT
 
 #: Seconds one host's whole collection may take (ssh included).
@@ -211,9 +211,11 @@ def collect_script(s: Settings) -> str:
         **{name.upper(): command for name, command in FACT_COMMANDS.items()},
         **archiving.script_values(s),
         **performance.script_values(s),
+        **pooler_status.script_values(s),
     }
     head = "\n".join(f"{k}={shlex.quote(v)}" for k, v in values.items())
-    return f"set +e\n{head}\n{_SCRIPT_BODY}{performance.SCRIPT}{archiving.SCRIPT}{_SCRIPT_END}"
+    body = f"{_SCRIPT_BODY}{performance.SCRIPT}{archiving.SCRIPT}{pooler_status.SCRIPT}"
+    return f"set +e\n{head}\n{body}{_SCRIPT_END}"
 
 
 def parse_sections(text: str) -> dict[str, dict[str, Any]]:

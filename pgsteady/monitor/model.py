@@ -18,6 +18,7 @@ from typing import Any
 
 from pgsteady.monitor import archiving, performance
 from pgsteady.settings import Settings
+from pgsteady.stack import pooler_status
 from pgsteady.stack.schedule_syntax import max_gap
 from pgsteady.units import human_duration
 
@@ -131,6 +132,7 @@ class HostStatus:
     backup: Backup = field(default_factory=Backup)
     archiving: archiving.Archiving = field(default_factory=archiving.Archiving)
     performance: performance.Performance = field(default_factory=performance.Performance)
+    pooler: pooler_status.PoolerStatus = field(default_factory=pooler_status.PoolerStatus)
     log_errors: list[str] = field(default_factory=list)
 
     def flag(self, level: str, message: str) -> None:
@@ -450,6 +452,9 @@ def derive(
     _backup(st, raw, s, now)
     st.archiving = archiving.derive(raw, s, now)
     st.performance = performance.parse(_section(raw, "performance"))
+    st.pooler = pooler_status.parse(_section(raw, "pooler"))
+    if st.container.state == "running" and (warn := pooler_status.problem(st.pooler)):
+        st.flag(WARNING, warn)
     st.log_errors = [line for line in _section(raw, "logs")["out"].splitlines() if line.strip()]
     _judge(st, t)
     if raw.get("facts_error"):

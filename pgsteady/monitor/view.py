@@ -10,6 +10,7 @@ from rich.text import Text
 
 from pgsteady.monitor import archiving, performance
 from pgsteady.monitor.model import CRITICAL, OK, UNREACHABLE, WARNING, Disk, HostStatus
+from pgsteady.stack import pooler_status
 from pgsteady.units import human_duration, human_size
 
 STYLE = {OK: "green", WARNING: "yellow", CRITICAL: "bold red", UNREACHABLE: "bold magenta"}
@@ -215,6 +216,8 @@ def _detail_rows(h: HostStatus) -> list[tuple[str, str | Text]]:
     if b.drill_ok is not None:
         last += f"; drill {'ok' if b.drill_ok else 'FAILED'} {b.drill_time or ''}"
     rows.append(("last backup", last))
+    if h.pooler.enabled:
+        rows.append(("pooler", pooler_status.summary(h.pooler)))
     if h.archiving.enabled:
         repo = h.disks.get("repo")
         rows.append(("archiving", archiving.summary(h.archiving)))

@@ -76,6 +76,7 @@ def test_disabled_shows_nothing():
         {
             "pgbackrest_enabled": False,
             "metrics_enabled": False,
+            "pgbouncer_enabled": False,
             "postgres_image_source": "registry",
         },
         HostFacts(4096, 2),

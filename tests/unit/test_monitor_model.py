@@ -283,7 +283,7 @@ def test_report_schema_and_exit_code():
     assert set(host) == {
         "host", "status", "problems", "error", "collected_in_seconds", "settings",
         "hostinfo", "container", "postgres", "disks", "backup", "archiving", "log_errors",
-        "performance",
+        "performance", "pooler",
     }  # fmt: skip
     assert set(host["container"]) == {
         "exists", "state", "health", "started_at", "uptime_seconds", "restart_count",

@@ -71,7 +71,12 @@ def test_server_archives_through_pgbackrest_with_the_timeout_setting():
 
 
 def test_disabled_leaves_no_archiving_mounts_files_or_jobs():
-    s = settings(pgbackrest_enabled=False, metrics_enabled=False, postgres_image_source="registry")
+    s = settings(
+        pgbackrest_enabled=False,
+        metrics_enabled=False,
+        pgbouncer_enabled=False,
+        postgres_image_source="registry",
+    )
     assert "archive_mode" not in render_postgresql_conf(s)
     ctx = compose_context(s)
     assert not any("pgbackrest" in v for v in ctx["volumes"])
@@ -132,6 +137,7 @@ def test_registry_is_fine_without_archiving():
         postgres_image_source="registry",
         pgbackrest_enabled=False,
         metrics_enabled=False,
+        pgbouncer_enabled=False,
         postgres_version=16,
     )
     assert pgbackrest.server_settings(s) == {}

@@ -78,8 +78,9 @@ def test_sidecar_shares_data_and_socket_and_is_published_like_postgres():
 
 
 def test_single_host_stack_is_unchanged_without_an_offhost_repository():
-    # Without the exporters, which share the socket directory too (tests/unit/test_metrics.py).
-    doc = yaml.safe_load(render_compose(settings(metrics_enabled=False)))
+    # Without the exporters and the pooler, which share the socket directory too
+    # (tests/unit/test_metrics.py, tests/unit/test_pgbouncer.py).
+    doc = yaml.safe_load(render_compose(settings(metrics_enabled=False, pgbouncer_enabled=False)))
     assert list(doc["services"]) == ["postgres"]
     assert not any("pgrun" in v for v in doc["services"]["postgres"]["volumes"])
 

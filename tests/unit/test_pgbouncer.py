@@ -1,6 +1,6 @@
 """PgBouncer's settings, derived pool sizes and rendered files (issue 18, item 1).
 
-The deployed pooler is tested in tests/e2e/test_pgbouncer.py; here: what the deploy
+The deployed pooler is tested in tests/e2e/test_pgbouncer_deploy.py; here: what the deploy
 refuses before touching a host, and what it would write.
 """
 
@@ -11,9 +11,10 @@ import configparser
 import pytest
 import yaml
 
+from pgsteady.monitor.collect import collect_script
 from pgsteady.postgres.conf_files import render_init_db_sql, render_pg_hba_conf
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
-from pgsteady.stack import pgbouncer
+from pgsteady.stack import pgbouncer, pooler_status
 from pgsteady.stack.compose import render_compose, render_ctl_env
 from pgsteady.stack.hostfiles import layout
 
@@ -214,3 +215,37 @@ def test_ctl_knows_the_pooler_to_pause_and_no_secret() -> None:
     assert "PGPASSWORD" not in env
     off = render_ctl_env(settings(pgbouncer_enabled=False), "docker compose")
     assert "PGSTEADY_POOLER=''\n" in off or "PGSTEADY_POOLER=\n" in off
+
+
+# --- make status / make monitor ------------------------------------------------------
+
+SHOW_POOLS = (
+    "database|user|cl_active|cl_waiting|sv_active|sv_idle|sv_used|sv_tested|sv_login|maxwait|pool_mode\n"
+    "app|app|950|50|91|0|0|0|0|12|transaction\n"
+    "app|pgbouncer_auth|0|0|0|1|0|0|0|0|transaction\n"
+    "app_session|app|1|0|1|0|0|0|0|0|session\n"
+    "pgbouncer|pgbouncer|1|0|0|0|0|0|0|0|statement\n"
+)
+
+
+def test_status_shows_pool_usage_and_waiting_clients() -> None:
+    st = pooler_status.parse({"rc": 0, "out": SHOW_POOLS, "err": ""})
+    assert [(p.database, p.user) for p in st.pools] == [("app", "app"), ("app_session", "app")]
+    assert (st.waiting, st.max_wait_seconds) == (50, 12)
+    line = pooler_status.summary(st)
+    assert "app/app 950 clients on 91 servers" in line and "50 waiting, longest 12s" in line
+    assert "raise pgbouncer_default_pool_size" in (pooler_status.problem(st) or "")
+    calm = pooler_status.parse({"rc": 0, "out": SHOW_POOLS.replace("|50|91|", "|0|91|")
+                                .replace("|12|", "|0|"), "err": ""})  # fmt: skip
+    assert pooler_status.problem(calm) is None
+    down = pooler_status.parse({"rc": 2, "out": "", "err": "psql: error: no such file\n"})
+    assert down.enabled and "admin console unreachable" in (pooler_status.problem(down) or "")
+    assert not pooler_status.parse({"rc": 0, "out": "disabled\n", "err": ""}).enabled
+
+
+def test_the_collect_script_asks_the_pooler_only_when_it_runs() -> None:
+    script = collect_script(settings())
+    assert "section pooler pooler" in script
+    assert "POOLER=pgsteady-pgbouncer" in script
+    assert "PGPASSWORD" not in script
+    assert "POOLER=''" in collect_script(settings(pgbouncer_enabled=False))
