@@ -8,7 +8,8 @@ running host untouched; a fault the converge does not undo (a second superuser) 
 the verify stage, and the JUnit file names the failed check. Over SSH, with the key and
 known_hosts handed over as secret texts the way a CI store does (the same stack, reached
 through a private sshd): a host key other than the pinned one stops the run before
-anything changes; the pinned one, with the state the first converge saved, converges.
+anything changes; the pinned one, with the state the first converge saved, converges
+and verifies over SSH (pyinfra's SSH connector, testinfra's ssh://).
 """
 
 from __future__ import annotations
@@ -183,3 +184,9 @@ def test_over_ssh_with_the_saved_state_and_pinned_key_it_converges(
     assert "failed" not in run.cases["127.0.0.1"].values()
     assert len(run.cases["127.0.0.1"]) >= 30
     assert "PRIVATE KEY" not in run.output
+    # pyinfra reached the host through its SSH connector and the verify suite through
+    # testinfra's ssh:// backend (this stack is the only one in make test that converges and
+    # verifies through the private sshd; the lab's first converge runs over SSH too).
+    assert f"verify 127.0.0.1 (ssh://root@127.0.0.1:{sshd.port}" in run.output, run.output[-3000:]
+    checks = int(run.output.split(" checks: OK")[0].split()[-1])
+    assert checks == len(run.cases["127.0.0.1"]) >= 30, run.output[-3000:]
