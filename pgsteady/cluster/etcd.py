@@ -12,14 +12,13 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from pgsteady.cluster.topology import Cluster, Member
+from pgsteady.cluster.topology import ETCD_USERS, Cluster, Member
 
 #: Periodic compaction keeps one hour of history; the backend is capped at 512 MiB
 #: (Patroni's keys are a few kB; the cap turns runaway growth into an alarm, not a full disk).
 AUTO_COMPACTION_RETENTION = "1h"
 QUOTA_BACKEND_BYTES = 512 * 1024 * 1024
-ROOT_USER = "root"
-PATRONI_USER = "patroni"
+ROOT_USER, PATRONI_USER = ETCD_USERS
 
 
 @dataclass(frozen=True)

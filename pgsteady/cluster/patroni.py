@@ -55,6 +55,8 @@ class PatroniPaths:
     ca_file: str
     cert_file: str
     key_file: str
+    etcd_cert_file: str
+    etcd_key_file: str
     pgpass: str
     custom_conf: str
 
@@ -67,6 +69,8 @@ def container_paths(postgres_version: int) -> PatroniPaths:
         ca_file="/etc/pgsteady-tls/ca.crt",
         cert_file="/etc/pgsteady-tls/server.crt",
         key_file="/etc/pgsteady-tls-key/server.key",
+        etcd_cert_file="/etc/pgsteady-tls/etcd-client.crt",
+        etcd_key_file="/etc/pgsteady-tls-key/etcd-client.key",
         pgpass="/run/patroni/pgpass",
         custom_conf="/etc/pgsteady/patroni-custom.conf",
     )
@@ -151,8 +155,10 @@ def patroni_config(
             "hosts": [_hostport(m.address, cluster.etcd_client_port) for m in cluster.etcd_members],
             "protocol": "https",
             "cacert": paths.ca_file,
-            "cert": paths.cert_file,
-            "key": paths.key_file,
+            # a certificate without a Common Name (pgsteady/cluster/certs.py): etcd refuses
+            # gateway requests over one that has a CN once RBAC is on
+            "cert": paths.etcd_cert_file,
+            "key": paths.etcd_key_file,
             "username": PATRONI_USER,
         },
         "bootstrap": {

@@ -20,7 +20,10 @@ NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
 MEMBER_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 #: Patroni's own floors (enforced by Patroni >= 3.2 only; 3.0.2 accepts anything).
 MIN_TTL, MIN_LOOP_WAIT, MIN_RETRY_TIMEOUT = 20, 1, 3
-MAX_ETCD_MEMBERS = 7
+#: etcd's users. etcd's gRPC API takes a client certificate's Common Name as the user
+#: name, and a member's certificate has the member's name as CN: a member named like a
+#: user would be that user without its password.
+ETCD_USERS = ("root", "patroni")
 
 DEFAULTS: dict[str, Any] = {
     "patroni_ttl": 24,
@@ -156,6 +159,11 @@ def _members(raw: Any, errors: list[str]) -> tuple[Member, ...]:
             errors.append(
                 f"members[{i}].name = {name!r}: expected a host name of lower-case letters, "
                 "digits and '-' (at most 63), not starting or ending with '-'"
+            )
+        elif name in ETCD_USERS:
+            errors.append(
+                f"members[{i}].name = {name!r}: the name of an etcd user, which a certificate "
+                f"with this Common Name would act as; use any name but {' or '.join(ETCD_USERS)}"
             )
         try:
             ip = ipaddress.ip_address(address)  # type: ignore[arg-type]

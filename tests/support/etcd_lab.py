@@ -42,6 +42,7 @@ class EtcdLab:
     etcdctl_bin: str
     token: str
     passwords: dict[str, str]
+    ca: tls.Authority
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def paths(self, name: str) -> etcd.EtcdPaths:
@@ -114,7 +115,7 @@ class EtcdLab:
             time.sleep(0.5)
 
 
-def write_pki(tmp: Path, cluster: Cluster) -> None:
+def write_pki(tmp: Path, cluster: Cluster) -> tls.Authority:
     ca = tls.create_ca("cluster-test")
     (tmp / "ca.crt").write_bytes(ca.cert_pem)
     for m in cluster.members:
@@ -141,6 +142,7 @@ def write_pki(tmp: Path, cluster: Cluster) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
+    return ca
 
 
 @contextmanager
@@ -159,9 +161,9 @@ def running_etcd(tmp: Path) -> Iterator[EtcdLab]:
             "etcd_election_timeout_ms": 2500,
         }
     )
-    write_pki(tmp, cluster)
+    ca = write_pki(tmp, cluster)
     passwords = {"root": secrets.token_urlsafe(24), "patroni": secrets.token_urlsafe(24)}
-    lab = EtcdLab(cluster, tmp, etcd_bin, etcdctl_bin, secrets.token_hex(8), passwords)
+    lab = EtcdLab(cluster, tmp, etcd_bin, etcdctl_bin, secrets.token_hex(8), passwords, ca)
     try:
         for m in cluster.etcd_members:
             lab.start(m.name)

@@ -62,6 +62,9 @@ def test_member_config_binds_the_private_address_with_tls_and_no_password() -> N
     etcd3 = doc["etcd3"]
     assert etcd3["hosts"] == ["10.0.0.11:2379", "10.0.0.12:2379", "10.0.0.13:2379"]
     assert etcd3["protocol"] == "https" and etcd3["username"] == "patroni"
+    # the CN-less client certificate, not the member's server certificate
+    assert (etcd3["cert"], etcd3["key"]) == (PATHS.etcd_cert_file, PATHS.etcd_key_file)
+    assert etcd3["cert"] != rest["certfile"]
     pg = doc["postgresql"]
     assert pg["listen"] == "10.0.0.14,127.0.0.1:15432"
     assert pg["connect_address"] == "10.0.0.14:15432"

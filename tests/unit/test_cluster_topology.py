@@ -108,3 +108,14 @@ def test_etcd_election_at_least_five_heartbeats() -> None:
 def test_sizes_accept_units() -> None:
     c = cluster_from_mapping(data(postgres_replica_max_lag="64MB"))
     assert c.replica_max_lag == 64 * 1024**2
+
+
+@pytest.mark.parametrize("name", ["root", "patroni"])
+def test_a_member_named_like_an_etcd_user_is_refused(name: str) -> None:
+    """etcd's gRPC API takes a certificate's Common Name as the user: a member certificate
+    with CN=root would be etcd's root without a password."""
+    d = data()
+    d["members"][0]["name"] = name
+    with pytest.raises(ClusterError) as exc:
+        cluster_from_mapping(d)
+    assert exc.value.errors[0].startswith(f"members[0].name = {name!r}: the name of an etcd user")
