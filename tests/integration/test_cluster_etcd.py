@@ -76,6 +76,7 @@ def test_writes_stop_without_quorum_and_resume_with_it(lab: EtcdLab) -> None:
     survivor = etcd.client_urls(lab.cluster)[:1]
     proc = lab.ctl("put", key, "lost", user="patroni", endpoints=survivor)
     assert proc.returncode != 0, proc.stdout
+    assert "context deadline exceeded" in proc.stderr, proc.stderr  # no leader to commit it
     lab.start("m2")
     deadline = time.monotonic() + 60
     while lab.ctl("put", key, "back", user="patroni", endpoints=survivor).returncode != 0:
