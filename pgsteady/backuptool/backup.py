@@ -102,7 +102,8 @@ def backup(config: Config, log: Log, now: datetime | None = None) -> dict:
             f"  {item.name}: {item.manifest['size']} bytes, "
             f"{len(item.manifest['tables'])} tables, {item.manifest['duration_seconds']} s"
         )
-    item = dump_globals(config, docker, last, when)
+    version = made[0][0].manifest.get("server_version") if made else None
+    item = dump_globals(config, docker, last, when, version)
     link_tiers(config.backup_dir, item, GLOBALS, GLOBALS_SUFFIX, when, config.policy)
     made.append((item, GLOBALS, GLOBALS_SUFFIX))
     # Retention only once every database and the globals are safely backed up.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -81,36 +82,75 @@ class Docker:
             "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql, timeout=timeout
         ).strip()
 
-    def stream_to(self, command: list[str], path: str, what: str) -> tuple[int, str]:
+    def stream_to(
+        self, command: list[str], path: str, what: str, verify: list[str] | None = None
+    ) -> tuple[int, str]:
         """Write a container command's stdout to a new 0600 file; return (size, sha256).
 
-        The file is fsynced; on failure it is removed and a BackupError is raised.
+        One pass: each chunk goes to the file, into sha256 and, with ``verify``, to the
+        stdin of that container command (e.g. ``pg_restore -f /dev/null``), which must exit
+        0; it may stop reading early (``pg_restore --list`` reads the TOC only). The file
+        is fsynced once; on any failure it is removed and a BackupError is raised.
         """
         digest = hashlib.sha256()
         size = 0
-        with tempfile.TemporaryFile() as err:
+        with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as verr:
             proc = subprocess.Popen(self.exec_args(*command), stdout=subprocess.PIPE, stderr=err)
+            checker = None
             try:
+                if verify:
+                    checker = subprocess.Popen(
+                        self.exec_args(*verify, stdin=True),
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.DEVNULL,
+                        stderr=verr,
+                    )
+                feed = checker.stdin if checker else None
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "wb") as out:
                     for chunk in iter(lambda: proc.stdout.read(CHUNK), b""):
                         out.write(chunk)
                         digest.update(chunk)
                         size += len(chunk)
+                        if feed:
+                            try:
+                                feed.write(chunk)
+                            except BrokenPipeError:  # it stopped reading: its exit code says
+                                feed = None
+                    _close_quietly(checker)
                     out.flush()
                     os.fsync(out.fileno())
             except BaseException as exc:
-                proc.kill()
-                proc.wait()
+                for child in (proc, checker):
+                    if child:
+                        child.kill()
+                        _close_quietly(child)
+                        child.wait()
                 message = disk_message(exc, path, what) if isinstance(exc, OSError) else ""
                 remove_quietly(path)
                 if message:
                     raise BackupError(message) from None
                 raise
             code = proc.wait()
+            checked = checker.wait() if checker else 0
             if code != 0:
                 remove_quietly(path)
                 err.seek(0)
                 message = err.read().decode(errors="replace").strip()
                 raise BackupError(f"{what} failed in {self.container} (exit {code}): {message}")
+            if checked != 0:
+                remove_quietly(path)
+                verr.seek(0)
+                message = verr.read().decode(errors="replace").strip()
+                raise BackupError(
+                    f"verification of {os.path.basename(path)} ({verify[0]}, fed as it was "
+                    f"written) failed (exit {checked}): {message}"
+                )
         return size, digest.hexdigest()
+
+
+def _close_quietly(child: subprocess.Popen | None) -> None:
+    """Close a child's stdin (end of input); a child that already exited is fine."""
+    if child and child.stdin and not child.stdin.closed:
+        with contextlib.suppress(BrokenPipeError):
+            child.stdin.close()

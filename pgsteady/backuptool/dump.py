@@ -1,5 +1,10 @@
 """One verified dump: pg_dump (or pg_dumpall -g) in a REPEATABLE READ snapshot whose row
-counts go to the manifest, written to a temp name, verified, checksummed, then published."""
+counts go to the manifest, written to a temp name, then published.
+
+One pass over the bytes: as the dump streams they go to the file, into sha256 and into
+``pg_restore`` (the verification), while the row counts run in the same snapshot; the
+file is fsynced once and never re-read by the backup (``verify``, restore and drill
+re-hash it later)."""
 
 from __future__ import annotations
 
@@ -71,11 +76,19 @@ class Snapshot:
 
     def query(self, sql: str) -> list[str]:
         """Run ``sql`` in the transaction; return its output lines."""
+        self.send(sql)
+        return self.receive()
+
+    def send(self, sql: str) -> None:
+        """Start ``sql`` in the transaction; ``receive()`` returns its output lines."""
         try:
             self.proc.stdin.write(f"{sql.strip().rstrip(';')};\n\\echo {self.MARK}\n")
             self.proc.stdin.flush()
         except OSError:
-            pass  # psql died; reported below
+            pass  # psql died; reported by receive()
+
+    def receive(self) -> list[str]:
+        """The output lines of the query sent last (waits for it to finish)."""
         lines = []
         for line in iter(self.proc.stdout.readline, ""):
             line = line.rstrip("\n")
@@ -87,10 +100,17 @@ class Snapshot:
         message = self.err.read().decode(errors="replace").strip()
         raise BackupError(f"psql in {self.docker.container} (database {self.db}) failed: {message}")
 
-    def close(self) -> None:
-        try:
-            self.proc.communicate("COMMIT;\n\\q\n", timeout=60)
-        except (OSError, ValueError, subprocess.TimeoutExpired):
+    def close(self, abort: bool = False) -> None:
+        """End the read-only transaction; ``abort``: drop the session at once (a query
+        still running, such as the row counts of a failed dump, is not waited for)."""
+        done = False
+        if not abort:
+            try:
+                self.proc.communicate("COMMIT;\n\\q\n", timeout=60)
+                done = True
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                pass
+        if not done:
             self.proc.kill()
             self.proc.wait()
         self.err.close()
@@ -98,8 +118,8 @@ class Snapshot:
     def __enter__(self) -> Snapshot:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(abort=exc_type is not None)
 
 
 @dataclass
@@ -111,34 +131,33 @@ class Made:
     manifest: dict
 
 
-def verify_dump(docker: Docker, path: str, level: str) -> None:
-    """Check that pg_restore can read the archive (its TOC, or all of it with 'full')."""
-    if os.path.getsize(path) == 0:
-        raise BackupError(f"{path}: empty dump")
-    args = ("pg_restore", "--list") if level == "list" else ("pg_restore", "-f", "/dev/null")
-    try:
-        docker.run(*args, input_file=path)
-    except BackupError as exc:
-        raise BackupError(f"verification of {os.path.basename(path)} failed: {exc}") from None
+def verifier(level: str) -> list[str]:
+    """The pg_restore that reads the archive as it streams: its TOC only ('list'), or
+    every entry and every table's data, decompressed to /dev/null ('full')."""
+    return ["pg_restore", "--list"] if level == "list" else ["pg_restore", "-f", "/dev/null"]
 
 
 def dump_database(
     config: Config, docker: Docker, db: str, directory: str, when: datetime, name: str | None = None
 ) -> Made:
-    """Dump ``db`` into ``directory``, verify, checksum, write the manifest, then publish."""
+    """Dump ``db`` into ``directory`` (verified and hashed as it streams, row counts
+    taken meanwhile in the same snapshot), write the manifest, then publish."""
     name = name or retention.names_for(db, when, DUMP_SUFFIX)["last"]
     final = os.path.join(directory, name)
     tmp = os.path.join(directory, TMP_PREFIX + name)
     started = time.monotonic()
     try:
         with Snapshot(docker, db) as snap:
+            snap.send(META_SQL)  # counts the rows the dump holds while it streams
             size, sha = docker.stream_to(
                 ["pg_dump", "-Fc", f"--snapshot={snap.snapshot_id}", "-d", db],
                 tmp,
                 f"pg_dump of database {db}",
+                verify=verifier(config.verify),
             )
-            meta = json.loads(snap.query(META_SQL)[0])
-        verify_dump(docker, tmp, config.verify)
+            meta = json.loads(snap.receive()[0])
+        if size == 0:
+            raise BackupError(f"{tmp}: empty dump")
         manifest = make_manifest(
             config, "database", name, when, size, sha, started, database=db, **meta
         )
@@ -148,8 +167,12 @@ def dump_database(
     return Made(name, final, manifest)
 
 
-def dump_globals(config: Config, docker: Docker, directory: str, when: datetime) -> Made:
-    """``pg_dumpall --globals-only`` (roles, tablespaces), verified non-empty."""
+def dump_globals(
+    config: Config, docker: Docker, directory: str, when: datetime, version: str | None = None
+) -> Made:
+    """``pg_dumpall --globals-only`` (roles, tablespaces), verified non-empty.
+
+    ``version``: the server_version a database dump of this run read, saving a query."""
     name = retention.names_for(GLOBALS, when, GLOBALS_SUFFIX)["last"]
     final = os.path.join(directory, name)
     tmp = os.path.join(directory, TMP_PREFIX + name)
@@ -159,7 +182,7 @@ def dump_globals(config: Config, docker: Docker, directory: str, when: datetime)
         with open(tmp, "rb") as fh:
             if size == 0 or b"CREATE ROLE" not in fh.read():
                 raise BackupError(f"pg_dumpall --globals-only gave no roles ({size} bytes)")
-        version = docker.psql("postgres", "SHOW server_version")
+        version = version or docker.psql("postgres", "SHOW server_version")
         manifest = make_manifest(
             config, "globals", name, when, size, sha, started, server_version=version
         )

@@ -20,6 +20,8 @@ import pytest
 from backup_env import DOCKER, HOST_PYTHON, Postgres, Tool, docker, find_image
 
 from pgsteady.backuptool import config as tool_config
+from pgsteady.backuptool.docker import Docker
+from pgsteady.backuptool.dump import verifier
 from pgsteady.backuptool.errors import BackupError
 
 IMAGE = find_image()
@@ -259,6 +261,38 @@ def test_damaged_backup_is_caught(tool, pg, damage):
         assert "sha256 mismatch" in failed(drill)
         assert "sha256 mismatch" in failed(tool.run("restore"))
     assert not [d for d in pg.databases() if "_drill_" in d or "_restore_" in d]
+
+
+@needs_pg
+def test_one_pass_hash_is_the_file_s_and_stream_verification_rejects_damage(tool, pg, tmp_path):
+    """The backup never re-reads its dump: sha256 and pg_restore take the bytes as they
+    stream. The recorded hash is the file's on disk; a stream pg_restore cannot read to its
+    end fails the backup with no file left ('full'), while 'list' reads only the TOC; a
+    byte changed on disk afterwards is caught by verify (the scheduled re-read)."""
+    dk = Docker(tool_config.Config(pg.name, ["app"], str(tmp_path), docker=DOCKER))
+    whole = tmp_path / "whole.dump"
+    size, sha = dk.stream_to(
+        ["pg_dump", "-Fc", "-d", "app"], str(whole), "pg_dump", verify=verifier("full")
+    )
+    assert size == whole.stat().st_size > 100_000 and sha == sha256(whole)
+    # the same dump cut in half (after its TOC): what a dump dying mid-table looks like
+    cut = ["sh", "-c", f"pg_dump -Fc -d app | head -c {size // 2}"]
+    broken = tmp_path / "broken.dump"
+    with pytest.raises(BackupError, match=r"verification of broken\.dump \(pg_restore"):
+        dk.stream_to(cut, str(broken), "cut pg_dump", verify=verifier("full"))
+    assert not broken.exists()
+    # 'list' is the TOC-only guarantee: the same damage passes it (documented as such)
+    assert dk.stream_to(cut, str(broken), "cut pg_dump", verify=verifier("list"))[0] == size // 2
+
+    ok(tool.run("backup"))
+    dump = tool.latest()
+    manifest = json.loads(dump.with_name(dump.name + ".manifest.json").read_text())
+    assert manifest["sha256"] == sha256(dump) and manifest["size"] == dump.stat().st_size
+    data = bytearray(dump.read_bytes())
+    offset = secrets.randbelow(len(data))
+    data[offset] ^= 0x01
+    dump.write_bytes(bytes(data))
+    assert "sha256 mismatch" in failed(tool.run("verify")), f"byte {offset} flipped"
 
 
 @pytest.fixture
