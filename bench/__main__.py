@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench import config as bench_config
-from bench import env, merge, report
+from bench import env, headlines, merge, report
 from bench.stacks import (
     DOCKER,
     ROOT,
@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write(cfg: bench_config.BenchConfig, results: dict[str, Any]) -> None:
-    """Write the run's figures, keeping the previous figures of the parts it did not run."""
+    """Write the run's figures, keeping the previous figures of the parts it did not run,
+    with the ``headlines`` object computed from both."""
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     path = cfg.out_dir / "benchmarks.json"
     previous = None
@@ -169,7 +170,7 @@ def write(cfg: bench_config.BenchConfig, results: dict[str, Any]) -> None:
             previous = json.loads(path.read_text())
         except ValueError as exc:
             log(f"{path} is not JSON ({exc}); writing this run's parts only")
-    merged = merge.merge(previous, results)
+    merged = headlines.with_headlines(merge.merge(previous, results))
     if kept := merged.get("carried"):
         log(f"kept the previous figures of {', '.join(kept)}")
     path.write_text(json.dumps(merged, indent=2) + "\n")

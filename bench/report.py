@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import headlines as figures
 from bench.config import BenchConfig
 from bench.merge import part_config
 
@@ -348,6 +349,41 @@ def _pitr(pit: Results, config: Results) -> list[str]:
     return lines + [""]
 
 
+def fmt_figure(key: str, value: Any) -> str:
+    """A headline value: seconds, a ratio or a count, as the key's suffix says."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if key.endswith("_s"):
+        return fmt_s(value)
+    if key.startswith(("oom_kills", "pooler_clients")):
+        return f"{value:.0f}"
+    return f"{value:.2f}×"
+
+
+def headline_table(res: Results) -> list[str]:
+    """The ``headlines`` object of benchmarks.json as a table: value and where it comes from."""
+    rows = []
+    for key, what, _, _ in figures.FIGURES:
+        value = figures.compute(res)[key]
+        part = figures.PART.get(key)
+        if value is None:
+            source = f"null: {figures.why_missing(res, key)}"
+        elif part and part in res.get("carried", {}):
+            source = f"{part}, carried from {res['carried'][part].get('started', '?')}"
+        else:
+            source = f"{part}, this run"
+        rows.append([f"`{key}`", "null" if value is None else fmt_figure(key, value), what,
+                     source])  # fmt: skip
+    return [
+        "## Headline figures",
+        "",
+        "The `headlines` object of benchmarks.json (issue 19), refreshed by every run from the "
+        "parts' figures; a part this run did not measure contributes its carried figure.",
+        "",
+        *_table(["key", "value", "figure", "measured by"], rows),
+    ]
+
+
 def provenance(res: Results, part: str) -> list[str]:
     """For a section kept from an earlier run: when and how it was measured."""
     run = res.get("carried", {}).get(part)
@@ -384,6 +420,7 @@ def render(res: Results) -> str:
             else []
         ),
         "",
+        *headline_table(res),
         "**Noise.** The machine is shared: other work ran during the run (load average "
         f"{' / '.join(map(str, res['load']['start']))} at the start, "
         f"{' / '.join(map(str, res['load']['end']))} at the end, 1/5/15 min, on "
