@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from pgsteady.client import get_pool
+from tests.support.fork_safety import assert_fork_safe
 from tests.support.stack import REPO, Stack, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.timeout(900)]
@@ -160,9 +161,6 @@ def test_health_routes_and_a_write_then_read(app: RunningApp, shared_stack: Stac
 def test_forked_worker_over_tls_keeps_the_parents_sessions(shared_stack: Stack) -> None:
     """get_pool()'s fork safety over TLS sessions to the deployed server (a TLS close_notify
     or query from the child on the parent's socket would break the parent's session)."""
-    sys.path.insert(0, str(REPO / "tests" / "integration"))
-    from test_client_process_pool import assert_fork_safe
-
     from pgsteady.client import close_pool
 
     close_pool()

@@ -7,19 +7,16 @@ session.  These tests fork for real and look at the server's backend pids.
 
 from __future__ import annotations
 
-import gc
-import json
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pgserver_supervised import SupervisedPostgres, available
 
 from pgsteady.client import AuthenticationFailed, Backoff, ConnectFailed, get_pool
 from pgsteady.client import process_pool as pp
+from tests.support.fork_safety import assert_fork_safe, backend_pid
 
 _UNAVAILABLE = available()
 pytestmark = [
@@ -48,11 +45,6 @@ def fresh_singleton(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     pp.close_pool()
     yield
     pp.close_pool()
-
-
-def backend_pid(cur) -> int:  # type: ignore[no-untyped-def]
-    cur.execute("SELECT pg_catalog.pg_backend_pid()")
-    return cur.fetchone()[0]
 
 
 def test_singleton_from_environment_with_old_defaults(
@@ -136,52 +128,3 @@ def test_multi_host_dsn_finds_the_writable_server(server: SupervisedPostgres) ->
 def test_forked_child_never_uses_the_parents_sessions(server: SupervisedPostgres) -> None:
     """After os.fork() the child gets its own pool and sessions; the parent's live on."""
     assert_fork_safe(socket_dsn(server))
-
-
-def assert_fork_safe(dsn: str, **options: Any) -> None:
-    """Fork with a pooled session lent out and one idle; check both sides' sessions.
-
-    Also used by tests/e2e/test_example_app.py over TLS against a deployed stack.
-    """
-    pool = get_pool(dsn, **options)
-    lent = pool.getconn()  # checked out across the fork
-    with lent.cursor() as cur:
-        lent_pid = backend_pid(cur)
-    with pool.connection() as conn, conn.cursor() as cur:
-        idle_pid = backend_pid(cur)
-    parent_pids = {lent_pid, idle_pid}
-
-    read_fd, write_fd = os.pipe()
-    child = os.fork()
-    if child == 0:  # the child: report, then leave without running pytest's teardown
-        report: dict[str, object] = {}
-        try:
-            fresh = get_pool()
-            report["same_object"] = fresh is pool
-            report["old_closed"] = pool.closed
-            report["pids"] = [fresh.run(backend_pid) for _ in range(3)]
-            report["fresh_size"] = fresh.stats().size
-            del fresh
-            gc.collect()
-        except BaseException as exc:  # reported to the parent, which fails the test
-            report["error"] = repr(exc)
-        os.write(write_fd, json.dumps(report).encode())
-        os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as f:
-        report = json.loads(f.read())
-    _, status = os.waitpid(child, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert "error" not in report, report
-    assert report["same_object"] is False and report["old_closed"] is True
-    assert not parent_pids & set(report["pids"]), (parent_pids, report)
-
-    # The parent's sessions survived the child's exit: same backends, still usable.
-    with lent.cursor() as cur:
-        assert backend_pid(cur) == lent_pid
-    pool.putconn(lent)
-    assert get_pool() is pool
-    with pool.connection() as one, pool.connection() as two:  # both pooled sessions at once
-        seen = {backend_pid(one.cursor()), backend_pid(two.cursor())}
-    assert seen == parent_pids
-    assert pool.stats().discarded == 0
