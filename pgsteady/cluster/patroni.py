@@ -137,6 +137,7 @@ def patroni_config(
     rest = _hostport(member.address, cluster.rest_port)
     local = [] if ipaddress.ip_address(member.address).is_loopback else ["127.0.0.1"]
     tls = {"certfile": paths.cert_file, "keyfile": paths.key_file}
+    verify = {"sslmode": "verify-full", "sslrootcert": paths.ca_file}
     return {
         "scope": cluster.name,
         "namespace": cluster.namespace,
@@ -181,10 +182,12 @@ def patroni_config(
             "pgpass": paths.pgpass,
             "custom_conf": paths.custom_conf,
             "use_unix_socket": True,
+            # replicas and pg_rewind dial the leader over TLS and check its name (the
+            # member certificates list every member's address)
             "authentication": {
                 "superuser": {"username": superuser},
-                "replication": {"username": REPLICATION_USER},
-                "rewind": {"username": superuser},
+                "replication": {"username": REPLICATION_USER, **verify},
+                "rewind": {"username": superuser, **verify},
             },
             "create_replica_methods": ["basebackup"],
         },
