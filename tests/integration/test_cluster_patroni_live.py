@@ -5,7 +5,9 @@ Proves: Patroni authenticates to etcd as its prefix-limited user over a CN-less 
 certificate and takes the leader key; its REST API answers over verified HTTPS and gates
 state-changing calls by source, client certificate and password; a second member clones
 the leader with pg_basebackup and streams over TLS as the replication role, checking the
-leader's certificate (sslmode=verify-full), and HAProxy's /replica check says 200 for it.
+leader's certificate (sslmode=verify-full), and /replica?lag= says 200 for it; the rendered
+haproxy.cfg, run by the real HAProxy, sends postgres_port to the leader and
+postgres_replica_port to the replica.
 
 Both members share this host, so each gets its own socket directory and certificate
 paths as local parameters, which on real hosts are the same path on every member; and
@@ -37,6 +39,7 @@ import yaml
 
 from pgsteady.cluster import patroni
 from pgsteady.cluster.certs import issue_etcd_client_cert
+from pgsteady.cluster.haproxy import render_haproxy_cfg
 from tests.support.cluster_binaries import require, require_file
 from tests.support.etcd_lab import ADDRESSES, EtcdLab, running_etcd
 
@@ -137,7 +140,11 @@ def start_member(lab: EtcdLab, root: Path, name: str, rest_pw: str) -> Live:
         custom_conf=str(d / "custom.conf"),
     )
     params = {"shared_buffers": "32MB", "max_connections": "20", "ssl": "on"}
-    hba = ["local all all peer", "hostssl replication replicator 127.0.0.1/32 scram-sha-256"]
+    hba = [
+        "local all all peer",
+        "hostssl replication replicator 127.0.0.1/32 scram-sha-256",
+        "hostssl postgres postgres 127.0.0.1/32 scram-sha-256",  # the client via HAProxy
+    ]
     dcs = patroni.dcs_document(c, params, hba)
     config = yaml.safe_load(patroni.render_patroni_yml(c, c.member(name), paths, dcs))
     config["postgresql"]["parameters"] = {  # same path on every real host; not here
@@ -244,6 +251,45 @@ def test_patroni_leads_clones_over_tls_and_guards_its_rest_api(tmp_path: Path, r
             while m2.sql(c.member_port, "SELECT coalesce(max(x), 0) FROM probe") != "42":
                 assert time.monotonic() < deadline, "the row never reached the replica"
                 time.sleep(1)
+            through_haproxy(lab, root)
         finally:
             for member in reversed(members):
                 stop(member)
+
+
+def through_haproxy(lab: EtcdLab, root: Path) -> None:
+    """The rendered haproxy.cfg of m1, run by the real HAProxy, in front of the real
+    members: postgres_port reaches the leader (m1), postgres_replica_port the replica."""
+    c = lab.cluster
+    cfg = root / "haproxy.cfg"
+    cfg.write_text(
+        render_haproxy_cfg(c, c.member("m1"), str(lab.tmp / "ca.crt"), str(root / "h.sock"))
+    )
+    log = (root / "haproxy.log").open("ab")
+    proc = subprocess.Popen([require("haproxy"), "-db", "-f", str(cfg)], stdout=log, stderr=log)
+    front = c.member("m1").address
+    # verify-ca, not verify-full: through the proxy a client meets whichever member
+    # serves, so member certificates need every member's name (issue 15, M2)
+    env = {"PGPASSWORD": "su-pw", "PGSSLMODE": "verify-ca", "PGSSLROOTCERT": str(root / "ca")}
+    shutil.copy(lab.tmp / "ca.crt", root / "ca")
+    query = "SELECT inet_server_addr(), pg_is_in_recovery()"
+    try:
+        for port, expected in ((c.postgres_port, "127.0.0.2|f"), (c.replica_port, "127.0.0.3|t")):
+            deadline = time.monotonic() + 30
+            while True:
+                out = subprocess.run(
+                    [str(BIN_DIR / "psql"), "-h", front, "-p", str(port), "-U", "postgres"]
+                    + ["-d", "postgres", "-XAtq", "-c", query],
+                    capture_output=True,
+                    text=True,
+                    env={**env, "PATH": "/usr/bin:/bin"},
+                    timeout=30,
+                    check=False,
+                )
+                if out.stdout.strip() == expected:
+                    break
+                assert time.monotonic() < deadline, (port, out.stdout, out.stderr)
+                time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)

@@ -69,6 +69,9 @@ def test_member_config_binds_the_private_address_with_tls_and_no_password() -> N
     assert pg["listen"] == "10.0.0.14,127.0.0.1:15432"
     assert pg["connect_address"] == "10.0.0.14:15432"
     assert pg["bin_dir"] == "/usr/lib/postgresql/15/bin"
+    for role in ("replication", "rewind"):
+        assert pg["authentication"][role]["sslmode"] == "verify-full"
+        assert pg["authentication"][role]["sslrootcert"] == PATHS.ca_file
     assert doc["bootstrap"]["dcs"] == dcs()
     assert "password:" not in text  # the passwords live in 90-secrets.yml only
 
