@@ -57,6 +57,10 @@ def test_database_is_initialised_and_secrets_are_private(deployed: Stack) -> Non
         if f.name == "monitor_password_exporter":  # the exporters' own copy, their group only
             assert (oct(st.st_mode & 0o777), st.st_uid, st.st_gid) == ("0o440", 0, exporter_gid)
             continue
+        if f.name == "pgbouncer_userlist":  # the pooler's auth file, its group only
+            pooler_gid = Settings().pgbouncer_uid
+            assert (oct(st.st_mode & 0o777), st.st_uid, st.st_gid) == ("0o440", 0, pooler_gid)
+            continue
         # Read by the server's group (compose keeps host owner/mode); only root writes them.
         # secrets/pgbackrest/ (the repository passphrases) is a directory of such files.
         assert oct(st.st_mode & 0o777) == ("0o750" if f.is_dir() else "0o640"), f
@@ -90,15 +94,20 @@ def test_kill_9_of_the_postmaster_recovers(deployed: Stack) -> None:
 
 def test_docker_kill_is_restarted_by_the_watchdog(deployed: Stack) -> None:
     # Docker counts `docker kill` as a manual stop and does not apply the restart policy;
-    # the watchdog job (cron, every minute) brings the container back.
+    # the watchdog job (cron, every minute, then watching Docker's events for 57 s) brings
+    # the container back within seconds. The bound is generous; the figure is recorded.
     watchdog = Path(f"/etc/cron.d/pgsteady-watchdog-{deployed.name}")
-    assert f"{deployed.app_dir}/bin/pgsteady-ctl watchdog" in watchdog.read_text()
+    assert f"{deployed.app_dir}/bin/pgsteady-ctl watchdog --watch" in watchdog.read_text()
     deployed.wait_until_accepting()
     killed_at = time.monotonic()
     docker("kill", deployed.container)
     assert deployed.inspect()["State"]["Running"] is False
     deployed.wait_until_accepting(timeout=150)
-    _record("docker kill -> first query (watchdog)", time.monotonic() - killed_at)
+    took = time.monotonic() - killed_at
+    _record("docker kill -> first query (watchdog)", took)
+    # The old minute-only watchdog took 47-53 s; a watcher between two jobs (the last
+    # ~3 s of a minute) or a loaded host adds seconds, not a minute.
+    assert took < 45, f"docker kill -> first query took {took:.1f} s"
     deployed.wait_healthy()
 
 

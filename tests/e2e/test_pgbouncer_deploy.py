@@ -262,3 +262,42 @@ def test_a_server_restart_delays_pooled_clients_without_an_error(stack: Stack) -
     assert queries[0] > 50
     assert slowest[0] > 0.5, slowest  # the clients waited for the restart
     print(f"pooled clients waited up to {slowest[0]:.1f}s across the restart, no error")
+
+
+def test_turned_off_it_leaves_nothing_and_turned_on_again_it_serves(stack: Stack) -> None:
+    """pgbouncer_enabled = False: the container, its files and the auth role's login go;
+    the next converge with the default brings it back (the shared stack is handed on as
+    found)."""
+    container = f"{stack.name}-pgbouncer"
+    own = [
+        stack.app_dir / "config" / pgbouncer.CONFIG,
+        stack.app_dir / "config" / pgbouncer.HBA,
+        stack.app_dir / "tls" / pgbouncer.KEY_COPY,
+        stack.app_dir / "secrets" / pgbouncer.USERLIST,
+    ]
+    try:
+        off = stack.deploy(pgbouncer_enabled=False)
+        assert off.returncode == 0, off.output[-3000:]
+        assert docker("inspect", container, check=False).returncode != 0
+        assert [p for p in own if p.exists()] == []
+        assert (
+            stack.psql(f"SELECT rolcanlogin FROM pg_roles WHERE rolname = '{pgbouncer.AUTH_USER}'")
+            == "f"
+        )
+        with pytest.raises(psycopg2.OperationalError):
+            pooled(stack, timeout=3)
+        stack.connect().close()  # the direct port is untouched
+    finally:
+        on = stack.deploy()
+    assert on.returncode == 0, on.output[-3000:]
+    assert all(p.exists() for p in own)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            conn = pooled(stack)
+            break
+        except psycopg2.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    conn.close()
