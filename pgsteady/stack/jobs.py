@@ -27,19 +27,27 @@ class Job:
     io_class: str = "idle"
     persistent: bool = True
     randomized_delay_sec: int = 60
+    accuracy_sec: int = 0  # 0: systemd's default (1 min), fine for all but the watchdog
 
 
 def watchdog_job(s: Settings) -> Job:
+    """Every minute ``pgsteady-ctl watchdog --watch``: it checks, then watches Docker's
+    events for 57 s, so a container Docker will not restart is started within seconds.
+
+    The timer fires at the second (``AccuracySec=1s``: with systemd's default of a minute
+    it could fire late in the minute and, since a timer skips a tick while its service
+    still runs, leave the watcher's gap wide)."""
     return Job(
         unit=f"pgsteady-watchdog-{s.compose_project}",
         description=f"restart {s.container_name} if it is down",
         schedule="* * * * *",
-        command=(f"{s.layout.bin}/pgsteady-ctl", "watchdog"),
+        command=(f"{s.layout.bin}/pgsteady-ctl", "watchdog", "--watch"),
         log_tag=f"pgsteady-watchdog-{s.compose_project}",
         nice=0,
         io_class="best-effort",
         persistent=False,
         randomized_delay_sec=0,
+        accuracy_sec=1,
     )
 
 
@@ -122,6 +130,7 @@ def _context(job: Job) -> dict[str, object]:
         "io_class": job.io_class,
         "persistent": job.persistent,
         "randomized_delay_sec": job.randomized_delay_sec,
+        "accuracy_sec": job.accuracy_sec,
     }
 
 

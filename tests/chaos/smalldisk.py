@@ -45,8 +45,7 @@ class SmallDiskStack(Stack):
         )  # fmt: skip
 
     def destroy(self) -> None:
-        for cron in self.scheduled_files():
-            cron.unlink()
+        self.stop_watchdog()
         docker("rm", "-f", "-v", self.container, check=False)
         mountpoint = self.mountpoint if docker(
             "volume", "inspect", self.volume, check=False

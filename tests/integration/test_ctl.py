@@ -326,6 +326,95 @@ def test_watchdog_and_up_share_one_lock(stack: CtlStack) -> None:
     assert stack.status() == "running"
 
 
+# --- the watching watchdog (issue 19, item 3) -----------------------------------------
+
+
+def _wait_watching(stack: CtlStack, watcher: subprocess.Popen[str]) -> None:
+    """Until the watcher's first check has written its state (it then watches events)."""
+    deadline = time.monotonic() + 30
+    while not (stack.state / "watchdog.json").exists():
+        assert watcher.poll() is None, watcher.communicate()
+        assert time.monotonic() < deadline, "the watcher wrote no state"
+        time.sleep(0.1)
+    time.sleep(
+        1
+    )  # past `docker events`' start (the events are replayed from the job's start anyway)
+
+
+def test_watching_watchdog_starts_a_killed_container_within_seconds(stack: CtlStack) -> None:
+    """`watchdog --watch` (the scheduled form) sees `docker kill` through Docker's events
+    and starts the container at once, not at the next minute; it holds the shared lock
+    only while it checks, and a second watcher of the same stack does not start."""
+    stack.write(["sleep", "600"])
+    stack.compose("up", "-d")
+    stack.wait_status("running")
+    watcher = stack.popen_ctl("watchdog", "--watch", "40")
+    try:
+        _wait_watching(stack, watcher)
+        assert not _lock_held(stack.state / "ctl.lock"), "the watcher holds the shared lock"
+        before = stack.started_at()
+        killed_at = time.monotonic()
+        docker("kill", stack.container)
+        deadline = killed_at + 30  # generous for a loaded CI host; the figure is printed
+        while not (stack.status() == "running" and stack.started_at() != before):
+            assert time.monotonic() < deadline, f"not started again: {stack.status()}"
+            time.sleep(0.1)
+        took = time.monotonic() - killed_at
+        print(f"docker kill -> running again (watching watchdog): {took:.2f} s")
+        state = stack.watchdog_state()
+        assert state["action"] == "started" and state["attempts"] == 1, state
+        second = stack.ctl("watchdog", "--watch", "5", timeout=60)
+        assert second.returncode == 0, second.stderr
+        assert "still watching" in second.stderr, second.stderr
+        assert watcher.poll() is None, "the first watcher stopped early"
+    finally:
+        if watcher.poll() is None:
+            watcher.terminate()
+        watcher.communicate(timeout=60)
+
+
+def test_watching_watchdog_leaves_a_deliberate_stop_alone(stack: CtlStack) -> None:
+    """`pgsteady-ctl down` while a watcher watches: the container's death wakes the
+    watcher, which finds the .stopped marker; it stays down across several watchers; `up`
+    clears the marker and the next kill is undone again."""
+    stack.write(["sleep", "600"])
+    stack.compose("up", "-d")
+    stack.wait_status("running")
+    watcher = stack.popen_ctl("watchdog", "--watch", "8")
+    _wait_watching(stack, watcher)
+    down = stack.ctl("down")
+    assert down.returncode == 0, down.stderr
+    _, err = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0, err
+    assert "docker event die" in err, err  # it was woken, and left the stop alone
+    for _ in range(3):
+        run = stack.ctl("watchdog", "--watch", "2", timeout=60)
+        assert run.returncode == 0, run.stderr
+        docker("kill", stack.container, check=False)
+    assert stack.status() == "exited"
+    assert stack.ctl("up").returncode == 0
+    watcher = stack.popen_ctl("watchdog", "--watch", "15")
+    try:
+        _wait_watching(stack, watcher)
+        docker("kill", stack.container)
+        stack.wait_status("running", timeout=30)
+    finally:
+        watcher.terminate()
+        watcher.communicate(timeout=60)
+
+
+def test_watching_watchdog_does_not_watch_under_restart_policy_no(stack: CtlStack) -> None:
+    stack.write(["sleep", "600"], restart="no")
+    stack.compose("up", "-d")
+    started = time.monotonic()
+    run = stack.ctl("watchdog", "--watch", "30", timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert time.monotonic() - started < 20, "it watched a stack whose policy is no"
+    docker("kill", stack.container)
+    assert stack.ctl("watchdog", "--watch", "2", timeout=60).returncode == 0
+    assert stack.status() == "exited"
+
+
 # --- trust checks (item 2) ------------------------------------------------------------
 
 

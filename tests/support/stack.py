@@ -214,10 +214,17 @@ class Stack:
         """This stack's cron.d entries (the watchdog and backup jobs)."""
         return sorted(Path("/etc/cron.d").glob(f"pgsteady-*-{self.name}"))
 
-    def destroy(self) -> None:
-        # Jobs first: the watchdog would otherwise bring the container back.
+    def stop_watchdog(self) -> None:
+        """Keep the watchdog away: the .stopped marker of a deliberate stop (a watcher of
+        this minute, already running, honours it), then no more jobs."""
+        if self.app_dir.is_dir():
+            (self.app_dir / ".stopped").touch()
         for cron in self.scheduled_files():
             cron.unlink()
+
+    def destroy(self) -> None:
+        # The watchdog first: it would otherwise bring the container back.
+        self.stop_watchdog()
         # A chaos test may have restarted dockerd: wait for it rather than leak the stack.
         deadline = time.monotonic() + 90
         while docker("info", check=False).returncode != 0 and time.monotonic() < deadline:

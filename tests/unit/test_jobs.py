@@ -46,8 +46,12 @@ def test_watchdog_runs_every_minute():
     job = watchdog_job(settings(app_dir="/srv/pg", compose_project="shop"))
     assert job.unit == "pgsteady-watchdog-shop"
     line = render_cron(job).splitlines()[-1]
-    assert line.startswith("* * * * * root /srv/pg/bin/pgsteady-ctl watchdog ")
-    assert "OnCalendar=*-*-* *:*:00\n" in render_timer(job)
+    assert line.startswith("* * * * * root /srv/pg/bin/pgsteady-ctl watchdog --watch ")
+    timer = render_timer(job)
+    assert "OnCalendar=*-*-* *:*:00\n" in timer
+    # At the second: a late tick would widen the gap between two minutes' watchers.
+    assert "AccuracySec=1s\n" in timer
+    assert "AccuracySec" not in render_timer(backup_job(settings()))
 
 
 def test_cron_entry_quotes_odd_paths():
