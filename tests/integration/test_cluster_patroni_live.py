@@ -7,7 +7,7 @@ state-changing calls by source, client certificate and password; a second member
 the leader with pg_basebackup and streams over TLS as the replication role, checking the
 leader's certificate (sslmode=verify-full), and /replica?lag= says 200 for it; the rendered
 haproxy.cfg, run by the real HAProxy, sends postgres_port to the leader and
-postgres_replica_port to the replica.
+postgres_replica_port to the replica, and follows a switchover made through the REST API.
 
 Both members share this host, so each gets its own socket directory and certificate
 paths as local parameters, which on real hosts are the same path on every member; and
@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.client
+import json
 import os
 import pwd
 import secrets
@@ -53,6 +54,7 @@ def https(
     method: str = "GET",
     cert: tuple[Path, Path] | None = None,
     auth: tuple[str, str] | None = None,
+    data: str = "{}",
     source: str = ADDRESSES[1],
 ) -> tuple[int, str]:
     """(status, body) of one HTTPS request verified with ``ca``, sent from ``source``
@@ -68,7 +70,9 @@ def https(
     if auth:
         headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
     try:
-        conn.request(method, parsed.path, body=b"{}" if method == "POST" else None, headers=headers)
+        conn.request(
+            method, parsed.path, body=data.encode() if method == "POST" else None, headers=headers
+        )
         resp = conn.getresponse()
         return resp.status, resp.read().decode(errors="replace")
     except OSError:
@@ -251,45 +255,60 @@ def test_patroni_leads_clones_over_tls_and_guards_its_rest_api(tmp_path: Path, r
             while m2.sql(c.member_port, "SELECT coalesce(max(x), 0) FROM probe") != "42":
                 assert time.monotonic() < deadline, "the row never reached the replica"
                 time.sleep(1)
-            through_haproxy(lab, root)
+            with haproxy_in_front(lab, root):
+                reaches(lab, root, c.postgres_port, "127.0.0.2|f")
+                reaches(lab, root, c.replica_port, "127.0.0.3|t")
+                # a switchover through the gated REST API: the leader moves, the old one
+                # rejoins as a replica, and HAProxy follows both
+                body = json.dumps({"leader": "m1", "candidate": "m2"})
+                switch = https(f"{base}/switchover", ca, "POST", client, auth, data=body)
+                assert switch[0] == 200, switch
+                wait_status(m2, f"{m2_api}/primary", ca, 200, timeout=60)
+                reaches(lab, root, c.postgres_port, "127.0.0.3|f")
+                reaches(lab, root, c.replica_port, "127.0.0.2|t", timeout=120)
         finally:
             for member in reversed(members):
                 stop(member)
 
 
-def through_haproxy(lab: EtcdLab, root: Path) -> None:
-    """The rendered haproxy.cfg of m1, run by the real HAProxy, in front of the real
-    members: postgres_port reaches the leader (m1), postgres_replica_port the replica."""
+@contextlib.contextmanager
+def haproxy_in_front(lab: EtcdLab, root: Path) -> Iterator[None]:
+    """The rendered haproxy.cfg of m1, run by the real HAProxy, stopped by its PID."""
     c = lab.cluster
     cfg = root / "haproxy.cfg"
     cfg.write_text(
         render_haproxy_cfg(c, c.member("m1"), str(lab.tmp / "ca.crt"), str(root / "h.sock"))
     )
+    shutil.copy(lab.tmp / "ca.crt", root / "ca")
     log = (root / "haproxy.log").open("ab")
     proc = subprocess.Popen([require("haproxy"), "-db", "-f", str(cfg)], stdout=log, stderr=log)
-    front = c.member("m1").address
-    # verify-ca, not verify-full: through the proxy a client meets whichever member
-    # serves, so member certificates need every member's name (issue 15, M2)
-    env = {"PGPASSWORD": "su-pw", "PGSSLMODE": "verify-ca", "PGSSLROOTCERT": str(root / "ca")}
-    shutil.copy(lab.tmp / "ca.crt", root / "ca")
-    query = "SELECT inet_server_addr(), pg_is_in_recovery()"
     try:
-        for port, expected in ((c.postgres_port, "127.0.0.2|f"), (c.replica_port, "127.0.0.3|t")):
-            deadline = time.monotonic() + 30
-            while True:
-                out = subprocess.run(
-                    [str(BIN_DIR / "psql"), "-h", front, "-p", str(port), "-U", "postgres"]
-                    + ["-d", "postgres", "-XAtq", "-c", query],
-                    capture_output=True,
-                    text=True,
-                    env={**env, "PATH": "/usr/bin:/bin"},
-                    timeout=30,
-                    check=False,
-                )
-                if out.stdout.strip() == expected:
-                    break
-                assert time.monotonic() < deadline, (port, out.stdout, out.stderr)
-                time.sleep(0.5)
+        yield
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+def reaches(lab: EtcdLab, root: Path, port: int, expected: str, timeout: float = 60) -> None:
+    """A new session through HAProxy's ``port`` lands on the member ``expected`` names
+    ("<address>|<in recovery>")."""
+    # verify-ca, not verify-full: through the proxy a client meets whichever member
+    # serves, so member certificates need every member's name (issue 15, M2)
+    env = {"PGPASSWORD": "su-pw", "PGSSLMODE": "verify-ca", "PGSSLROOTCERT": str(root / "ca")}
+    query = "SELECT inet_server_addr(), pg_is_in_recovery()"
+    front = lab.cluster.member("m1").address
+    deadline = time.monotonic() + timeout
+    while True:
+        out = subprocess.run(
+            [str(BIN_DIR / "psql"), "-h", front, "-p", str(port), "-U", "postgres"]
+            + ["-d", "postgres", "-XAtq", "-c", query],
+            capture_output=True,
+            text=True,
+            env={**env, "PATH": "/usr/bin:/bin"},
+            timeout=30,
+            check=False,
+        )
+        if out.stdout.strip() == expected:
+            return
+        assert time.monotonic() < deadline, (port, expected, out.stdout, out.stderr)
+        time.sleep(0.5)
