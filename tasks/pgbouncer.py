@@ -33,14 +33,15 @@ def _paths(s: Settings) -> dict[str, str]:
     }
 
 
-def prepare(s: Settings, tls_ops: list[OperationMeta]) -> list[OperationMeta]:
+def prepare(s: Settings, tls_ops: list[OperationMeta]) -> dict[str, list[OperationMeta]]:
     """The pooler's config, key copy and auth file (removed when the pooler is off);
-    returns the operations whose change needs the pooler restarted."""
+    returns the operations whose change needs the pooler to reload its config (``reload``:
+    the config, its rules, the auth file) or to restart (``restart``: its TLS key)."""
     paths = _paths(s)
     if not s.pgbouncer_enabled:
         for path in paths.values():
             files.file(name=f"Remove {path}", path=path, present=False)
-        return []
+        return {"reload": [], "restart": []}
     uid = s.pgbouncer_uid
     ops = [
         put_owned(pgbouncer.render_config(s), Owned(paths["config"], 0, uid, "640")),
@@ -57,7 +58,7 @@ def prepare(s: Settings, tls_ops: list[OperationMeta]) -> list[OperationMeta]:
         or host.get_fact(NumericStat, path=copy) != (0, uid, "440")
     )
     q_src, q_copy = shlex.quote(src), shlex.quote(copy)
-    ops.append(
+    restart = [
         server.shell(
             name=f"Write PgBouncer's copy of the server's TLS key ({copy}, 0440 root:{uid})",
             commands=[
@@ -66,7 +67,7 @@ def prepare(s: Settings, tls_ops: list[OperationMeta]) -> list[OperationMeta]:
             ],
             _if=lambda: stale or any(o.did_change() for o in tls_ops),
         )
-    )
+    ]
 
     # The auth file: the auth role's password (secrets.ensure made it) and a generated
     # admin console password, written once; only owner and mode are kept after that.
@@ -86,15 +87,23 @@ def prepare(s: Settings, tls_ops: list[OperationMeta]) -> list[OperationMeta]:
                 commands=[f"chown 0:{uid} {q} && chmod 0440 {q}"],
             )
         )
-    return ops
+    return {"reload": ops, "restart": restart}
 
 
-def restart_on_change(s: Settings, ops: list[OperationMeta]) -> None:
-    """Restart the pooler (a new config, key or auth file) once the stack runs."""
-    if not s.pgbouncer_enabled or not ops:
+def restart_on_change(s: Settings, ops: dict[str, list[OperationMeta]]) -> None:
+    """Once the stack runs: restart the pooler for a new TLS key (its clients reconnect);
+    for a new config, rules or auth file, make it reload them (SIGHUP), which keeps its
+    clients connected."""
+    if not s.pgbouncer_enabled:
         return
+    name = shlex.quote(pgbouncer.container_name(s))
+    restarted = server.shell(
+        name="Restart PgBouncer (its TLS key changed)",
+        commands=[f"docker restart -t 10 {name}"],
+        _if=lambda: any(o.did_change() for o in ops["restart"]),
+    )
     server.shell(
-        name="Restart PgBouncer (its config, key or auth file changed)",
-        commands=[f"docker restart -t 10 {shlex.quote(pgbouncer.container_name(s))}"],
-        _if=lambda: any(o.did_change() for o in ops),
+        name="Reload PgBouncer's config, rules and auth file (SIGHUP; clients stay)",
+        commands=[f"docker kill -s HUP {name} >/dev/null"],
+        _if=lambda: any(o.did_change() for o in ops["reload"]) and not restarted.did_change(),
     )

@@ -103,8 +103,10 @@ def max_client_conn(s: Settings) -> int:
 
 
 def nofile(s: Settings) -> int:
-    """The open-files limit: a descriptor per client and server connection, and a margin."""
-    return max_client_conn(s) + default_pool_size(s) + SESSION_POOL_SIZE + NOFILE_MARGIN
+    """The open-files limit: a descriptor per client and per possible server connection
+    (max_connections bounds the pools; a pool size change then only reloads the config,
+    it does not recreate the container), and a margin."""
+    return max_client_conn(s) + server_max_connections(s)[0] + NOFILE_MARGIN
 
 
 def mem_limit(s: Settings) -> str:

@@ -301,3 +301,29 @@ def test_turned_off_it_leaves_nothing_and_turned_on_again_it_serves(stack: Stack
                 raise
             time.sleep(1)
     conn.close()
+
+
+def test_a_pool_size_change_reloads_the_pooler_and_keeps_its_clients(stack: Stack) -> None:
+    """A converge that changes pgbouncer.ini sends the pooler SIGHUP (no restart, no new
+    container): a client connected through it keeps its connection."""
+    conn = pooled(stack)
+    conn.autocommit = True
+    started = docker("inspect", "-f", "{{.State.StartedAt}}", f"{stack.name}-pgbouncer").stdout
+    try:
+        result = stack.deploy(pgbouncer_default_pool_size=30)
+        assert result.returncode == 0, result.output[-3000:]
+        assert any("Reload PgBouncer" in op for op in result.changed_operations())
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+        s = build_settings(stack.host_data(pgbouncer_default_pool_size=30), FACTS)
+        shown = subprocess.run(pgbouncer.admin_command(s, "SHOW CONFIG"), capture_output=True,
+                               text=True, check=True).stdout  # fmt: skip
+        config = {r["key"]: r["value"] for r in pgbouncer.parse_show(shown)}
+        assert config["default_pool_size"] == "30"
+    finally:
+        back = stack.deploy()
+        conn.close()
+    assert back.returncode == 0, back.output[-3000:]
+    now = docker("inspect", "-f", "{{.State.StartedAt}}", f"{stack.name}-pgbouncer").stdout
+    assert now == started  # never restarted
