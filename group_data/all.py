@@ -174,3 +174,35 @@ pgbouncer_default_pool_size = None
 # client connections the pooler accepts; default: 10 x max_connections, at least 1000
 pgbouncer_max_client_conn = None
 pgbouncer_uid = 64188  # uid/gid PgBouncer runs as (not postgres_uid nor metrics_exporter_uid)
+
+# --- cluster: Patroni, etcd and HAProxy (issue 15) ------------------------------------
+# Hosts whose postgres_cluster_name is the same form one cluster: at least 3
+# hosts (etcd's smallest quorum), each with its own private address. The first 3
+# hosts in inventory order run etcd (the first 5 from 7 hosts up). Without
+# postgres_cluster_name a host is a single host and renders exactly the files it
+# always did. Cluster-wide settings must be equal on every member.
+# the Patroni cluster this host belongs to; None: a single host, as always
+postgres_cluster_name = None
+# the private IP address the other members dial (default: ssh_hostname)
+postgres_cluster_address = None
+postgres_replica_port = 5433  # HAProxy's port to a healthy replica within postgres_replica_max_lag
+postgres_member_port = 15432  # each member's own Postgres port (HAProxy's backends)
+patroni_rest_port = 8008  # Patroni's REST API port on the private address
+etcd_client_port = 2379  # etcd's client port
+etcd_peer_port = 2380  # etcd's peer port
+# Rules: ttl >= 20, loop_wait >= 1, retry_timeout >= 3 and
+# loop_wait + 2 * retry_timeout <= ttl (a leader must not lose its lease while
+# still retrying etcd).
+patroni_ttl = 24  # seconds the leader key lives without renewal (failover takes about this long)
+patroni_loop_wait = 4  # seconds between Patroni's cycles
+patroni_retry_timeout = 10  # seconds Patroni retries etcd and Postgres before demoting
+postgres_maximum_lag_on_failover = "1MB"  # a replica further behind than this is never promoted
+postgres_replica_max_lag = "16MB"  # a replica further behind leaves postgres_replica_port's pool
+# synchronous replication: no acknowledged write is lost on failover
+postgres_synchronous_mode = False
+# with synchronous mode: refuse writes while no replica confirms them
+postgres_synchronous_mode_strict = False
+etcd_heartbeat_interval_ms = 100  # etcd's heartbeat interval (milliseconds)
+etcd_election_timeout_ms = 1000  # etcd's election timeout (milliseconds; at least 5 heartbeats)
+# HAProxy's health check interval of Patroni's REST API (milliseconds)
+haproxy_check_interval_ms = 1000

@@ -493,6 +493,74 @@ class Settings(BaseModel):
         le=65533,
     )
 
+    postgres_cluster_name: str | None = setting(
+        None,
+        "the Patroni cluster this host belongs to; None: a single host, as always",
+        section="cluster: Patroni, etcd and HAProxy (issue 15)",
+        intro="Hosts whose postgres_cluster_name is the same form one cluster: at least 3\n"
+        "hosts (etcd's smallest quorum), each with its own private address. The first 3\n"
+        "hosts in inventory order run etcd (the first 5 from 7 hosts up). Without\n"
+        "postgres_cluster_name a host is a single host and renders exactly the files it\n"
+        "always did. Cluster-wide settings must be equal on every member.",
+        accepted="None, or a lower-case letter then up to 30 lower-case letters, digits or '-'",
+    )
+    postgres_cluster_address: HostAddress | None = setting(
+        None,
+        "the private IP address the other members dial (default: ssh_hostname)",
+        accepted="an IP address, or None to use ssh_hostname (which must then be one)",
+    )
+    postgres_replica_port: StrictInt = setting(
+        5433, "HAProxy's port to a healthy replica within postgres_replica_max_lag", ge=1, le=65535
+    )
+    postgres_member_port: StrictInt = setting(
+        15432, "each member's own Postgres port (HAProxy's backends)", ge=1, le=65535
+    )
+    patroni_rest_port: StrictInt = setting(
+        8008, "Patroni's REST API port on the private address", ge=1, le=65535
+    )
+    etcd_client_port: StrictInt = setting(2379, "etcd's client port", ge=1, le=65535)
+    etcd_peer_port: StrictInt = setting(2380, "etcd's peer port", ge=1, le=65535)
+    patroni_ttl: StrictInt = setting(
+        24,
+        "seconds the leader key lives without renewal (failover takes about this long)",
+        doc="Rules: ttl >= 20, loop_wait >= 1, retry_timeout >= 3 and\n"
+        "loop_wait + 2 * retry_timeout <= ttl (a leader must not lose its lease while\n"
+        "still retrying etcd).",
+        ge=20,
+        le=3600,
+    )
+    patroni_loop_wait: StrictInt = setting(4, "seconds between Patroni's cycles", ge=1, le=3600)
+    patroni_retry_timeout: StrictInt = setting(
+        10, "seconds Patroni retries etcd and Postgres before demoting", ge=3, le=3600
+    )
+    postgres_maximum_lag_on_failover: Size = setting(
+        "1MB", "a replica further behind than this is never promoted"
+    )
+    postgres_replica_max_lag: Size = setting(
+        "16MB", "a replica further behind leaves postgres_replica_port's pool"
+    )
+    postgres_synchronous_mode: StrictBool = setting(
+        False, "synchronous replication: no acknowledged write is lost on failover"
+    )
+    postgres_synchronous_mode_strict: StrictBool = setting(
+        False, "with synchronous mode: refuse writes while no replica confirms them"
+    )
+    etcd_heartbeat_interval_ms: StrictInt = setting(
+        100, "etcd's heartbeat interval (milliseconds)", ge=10, le=10000
+    )
+    etcd_election_timeout_ms: StrictInt = setting(
+        1000,
+        "etcd's election timeout (milliseconds; at least 5 heartbeats)",
+        ge=50,
+        le=50000,
+    )
+    haproxy_check_interval_ms: StrictInt = setting(
+        1000,
+        "HAProxy's health check interval of Patroni's REST API (milliseconds)",
+        ge=100,
+        le=60000,
+    )
+
     # --- host facts (not operator settings; filled by build_settings) -------
     host_ram_mb: StrictInt = Field(0, ge=0, exclude=True)
     host_cpus: StrictInt = Field(0, ge=0, exclude=True)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
+from pgsteady.cluster.topology import CLUSTER_KEYS, key_errors
 from pgsteady.postgres import safety
 from pgsteady.stack.image import SUITES as DEBIAN_SUITES
 
@@ -134,6 +135,8 @@ def cross_checks(s: Settings) -> list[str]:
         )
     if s.postgres_image_source == "archive" and not s.postgres_image_archive:
         errors.append("postgres_image_archive: required when postgres_image_source=archive")
+    if s.postgres_cluster_name is not None:
+        errors.extend(cluster_checks(s))
     if s.postgres_restore_on_empty and s.postgres_image_source != "debian":
         errors.append(
             f"postgres_restore_on_empty = True: needs postgres_image_source = 'debian' (got "
@@ -208,4 +211,21 @@ def _tls_checks(s: Settings) -> list[str]:
         )
     elif all(supplied):
         errors.extend(check_supplied(*supplied))  # type: ignore[arg-type]
+    return errors
+
+
+def cluster_checks(s: Settings) -> list[str]:
+    """One cluster member's own rules (the inventory-wide ones: pgsteady.cluster.inventory)."""
+    data = {key: getattr(s, key) for key in CLUSTER_KEYS}
+    errors = key_errors(data)
+    if s.postgres_image_source == "registry":
+        errors.append(
+            "postgres_image_source = 'registry': a cluster member runs Patroni, etcd and "
+            "HAProxy from pgsteady's Debian-built image; use 'debian' or 'auto'"
+        )
+    if s.postgres_restore_on_empty:
+        errors.append(
+            "postgres_restore_on_empty = True: refused in a cluster, where Patroni decides "
+            "between bootstrapping and cloning a member; use False"
+        )
     return errors

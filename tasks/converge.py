@@ -27,6 +27,7 @@ from tasks import (
     tls,
 )
 from tasks.barrier import barrier
+from tasks.cluster import load_cluster
 from tasks.pgbackrest_peers import is_backup_host
 from tasks.settings import load_settings
 
@@ -35,6 +36,7 @@ from tasks.settings import load_settings
 def converge() -> None:
     """Converge the current host: a Postgres host, or a backup host of the inventory."""
     settings = load_settings()
+    load_cluster(settings)  # the inventory-wide cluster rules, before any operation
     pgbackrest_repository.check_topology(settings)
     preflight.run(settings)
     compose_cmd = docker.compose_command(settings)

@@ -191,8 +191,22 @@ def _members(raw: Any, errors: list[str]) -> tuple[Member, ...]:
     return tuple(members)
 
 
-def cluster_from_mapping(data: Mapping[str, Any]) -> Cluster:
-    """Validate ``data`` into a :class:`Cluster`; raises :class:`ClusterError`."""
+#: The keys every member must set alike (the cluster-wide ones).
+CLUSTER_KEYS = ("postgres_cluster_name", *DEFAULTS)
+
+
+def key_errors(data: Mapping[str, Any]) -> list[str]:
+    """The problems of one host's cluster keys alone (members are the inventory's)."""
+    try:
+        cluster_from_mapping(data, with_members=False)
+    except ClusterError as exc:
+        return exc.errors
+    return []
+
+
+def cluster_from_mapping(data: Mapping[str, Any], with_members: bool = True) -> Cluster:
+    """Validate ``data`` into a :class:`Cluster`; raises :class:`ClusterError`.
+    ``with_members=False`` checks every other key and leaves ``members`` empty."""
     errors: list[str] = []
     known = {"postgres_cluster_name", "members", *DEFAULTS}
     for key in sorted(set(data) - known):
@@ -203,7 +217,7 @@ def cluster_from_mapping(data: Mapping[str, Any]) -> Cluster:
             f"postgres_cluster_name = {name!r}: expected a lower-case letter then up to 30 "
             "lower-case letters, digits or '-'"
         )
-    members = _members(data.get("members"), errors)
+    members = _members(data.get("members"), errors) if with_members else ()
     ttl = _int(data, "patroni_ttl", MIN_TTL, 3600, errors)
     loop_wait = _int(data, "patroni_loop_wait", MIN_LOOP_WAIT, 3600, errors)
     retry = _int(data, "patroni_retry_timeout", MIN_RETRY_TIMEOUT, 3600, errors)
