@@ -24,6 +24,7 @@ from pyinfra.operations import apt, files, server
 from pgsteady.settings import Settings
 from pgsteady.stack.image import (
     BUILD_DIR,
+    CLUSTER_PACKAGES,
     RECIPE_LABEL,
     debian_mirror,
     debian_recipe,
@@ -96,6 +97,11 @@ def _has_mirror(s: Settings) -> bool:
     return True
 
 
+def extra_packages(s: Settings) -> tuple[str, ...]:
+    """The packages a cluster member's image adds (none on a single host)."""
+    return CLUSTER_PACKAGES if s.postgres_cluster_name is not None else ()
+
+
 def refresh_requested() -> bool:
     """True when this run was asked to refresh the image (``make update-image``)."""
     return str(host.data.get("pgsteady_refresh_image") or "").lower() in ("1", "true", "yes")
@@ -103,8 +109,10 @@ def refresh_requested() -> bool:
 
 def _build_command(s: Settings) -> str:
     """Build the recipe's image (the script exits at once if it exists) and tag the alias."""
-    recipe = debian_recipe(s.postgres_version)
+    recipe = debian_recipe(s.postgres_version, extra_packages(s))
     refresh = "PGSTEADY_REFRESH=1 " if refresh_requested() else ""
+    if extra_packages(s):
+        refresh += f"PGSTEADY_EXTRA_PACKAGES='{' '.join(extra_packages(s))}' "
     return (
         f"{refresh}{s.layout.image}/build-debian-image.sh {s.postgres_version} "
         f"{recipe.suite} '{_mirror(s)}' '{_security_mirror(s)}' {recipe.tag} "
@@ -139,7 +147,7 @@ def _alias_is_current(s: Settings, allow_registry: bool, allow_debian: bool) -> 
     if not alias:
         return False
     if allow_debian:
-        recipe = debian_recipe(s.postgres_version).recipe_hash
+        recipe = debian_recipe(s.postgres_version, extra_packages(s)).recipe_hash
         if _labels(alias).get(RECIPE_LABEL) == recipe:
             return True
     if allow_registry:
@@ -161,7 +169,7 @@ def _from_debian(s: Settings) -> list[OperationMeta]:
     if _alias_is_current(s, allow_registry=False, allow_debian=True):
         return []
     _build_prerequisites(s)
-    recipe = debian_recipe(s.postgres_version)
+    recipe = debian_recipe(s.postgres_version, extra_packages(s))
     return [
         server.shell(
             name=f"Build {recipe.tag} from Debian {recipe.suite} packages",
@@ -182,8 +190,8 @@ def _auto(s: Settings) -> list[OperationMeta]:
     Sticky: once either image is in place it stays while it is current, so a registry
     that comes and goes does not flip the image under a running database.
     """
-    if s.pgbackrest_enabled or s.metrics_enabled:
-        return _from_debian(s)  # pgBackRest and the exporters are in the Debian image
+    if s.pgbackrest_enabled or s.metrics_enabled or extra_packages(s):
+        return _from_debian(s)  # pgBackRest, the exporters and Patroni: Debian image only
     if s.postgres_version not in DEBIAN_SUITES or not _has_mirror(s):
         return _from_registry(s)
     if _alias_is_current(s, allow_registry=True, allow_debian=True):

@@ -22,6 +22,9 @@
 #                        (default /usr/share/keyrings/debian-archive-keyring.gpg)
 #   PGSTEADY_REFRESH=1   build even when TAG carries RECIPE_HASH (security and minor
 #                        updates); TAG moves only when an installed package version changed
+#   PGSTEADY_EXTRA_PACKAGES  space-separated Debian packages debootstrap also installs
+#                        (a cluster's flavour: patroni python3-etcd etcd-server etcd-client
+#                        haproxy); each must end up installed. Part of RECIPE_HASH.
 # Exit status:
 #   0  TAG now holds an image labelled with RECIPE_HASH (built now, or already present)
 #   2  bad arguments
@@ -69,6 +72,16 @@ check_uri SECURITY_MIRROR "$SECURITY_MIRROR"
 case $TAG in '' | *[!a-z0-9._/:-]*) die 2 "TAG: '$TAG' is not a valid image tag" ;; esac
 case $RECIPE in *[!0-9a-f]*) die 2 "RECIPE_HASH: '$RECIPE' is not lowercase hex" ;; esac
 [ ${#RECIPE} -eq 64 ] || die 2 "RECIPE_HASH: expected 64 hex digits, got ${#RECIPE}"
+EXTRA_PACKAGES=${PGSTEADY_EXTRA_PACKAGES:-}
+# Names and spaces only: no glob or shell character reaches the word splitting below.
+case $EXTRA_PACKAGES in *[!a-z0-9+.\ -]*) die 2 "PGSTEADY_EXTRA_PACKAGES: '$EXTRA_PACKAGES' is not a list of Debian package names" ;; esac
+INCLUDE="postgresql-$VERSION,util-linux,pgbackrest,prometheus-postgres-exporter,prometheus-node-exporter,pgbouncer"
+for pkg in $EXTRA_PACKAGES; do
+    case $pkg in
+        [a-z0-9]*[!a-z0-9+.-]* | [!a-z0-9]*) die 2 "PGSTEADY_EXTRA_PACKAGES: '$pkg' is not a Debian package name" ;;
+    esac
+    INCLUDE="$INCLUDE,$pkg"
+done
 case $WORKDIR in
     /*[[:space:]]* | /*[!A-Za-z0-9._/-]*) die 2 "WORKDIR: '$WORKDIR' has unsafe characters" ;;
     */. | */.. | */./* | */../* | *//*) die 2 "WORKDIR: '$WORKDIR' is not a plain path" ;;
@@ -199,9 +212,9 @@ umount_below() {
 # util-linux provides setpriv, which the entrypoint uses to drop root privileges;
 # pgbackrest archives WAL and takes and restores physical backups (point-in-time recovery);
 # the two Prometheus exporters and PgBouncer run as services of the stack from this same image.
-say "[1/5] debootstrap minbase $SUITE with postgresql-$VERSION from $MIRROR (log: $LOG)"
+say "[1/5] debootstrap minbase $SUITE with postgresql-$VERSION${EXTRA_PACKAGES:+ $EXTRA_PACKAGES} from $MIRROR (log: $LOG)"
 if ! debootstrap --variant=minbase --keyring="$KEYRING" --force-check-gpg \
-    --include="postgresql-$VERSION,util-linux,pgbackrest,prometheus-postgres-exporter,prometheus-node-exporter,pgbouncer" \
+    --include="$INCLUDE" \
     "$SUITE" "$ROOTFS" "$MIRROR" >>"$LOG" 2>&1; then
     tail -n 30 "$LOG" >&2
     die 1 "debootstrap failed; see $LOG"
@@ -246,6 +259,10 @@ for f in "$BIN/postgres" "$BIN/initdb" "$BIN/pg_ctl" /usr/bin/psql /usr/bin/setp
     /usr/bin/pgbackrest /usr/bin/prometheus-postgres-exporter /usr/bin/prometheus-node-exporter \
     /usr/sbin/pgbouncer; do
     [ -x "$ROOTFS$f" ] || die 1 "$f missing from the rootfs"
+done
+for pkg in $EXTRA_PACKAGES; do
+    status=$(chroot "$ROOTFS" dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    [ "$status" = "install ok installed" ] || die 1 "extra package $pkg is not installed in the rootfs"
 done
 
 old_uid=$(awk -F: '$1 == "postgres" { print $3 }' "$ROOTFS/etc/passwd")

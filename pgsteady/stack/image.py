@@ -66,12 +66,22 @@ class DebianRecipe(NamedTuple):
     tag: str
 
 
-def debian_recipe(version: int) -> DebianRecipe:
-    """Compute suite, recipe hash and tag for ``version`` from the shipped files."""
+#: What a cluster member's image adds (issue 15): Patroni with its etcd client, etcd
+#: itself and HAProxy, all from the same signed suite.
+CLUSTER_PACKAGES = ("patroni", "python3-etcd", "etcd-server", "etcd-client", "haproxy")
+
+
+def debian_recipe(version: int, extra_packages: tuple[str, ...] = ()) -> DebianRecipe:
+    """Compute suite, recipe hash and tag for ``version`` (plus ``extra_packages``, the
+    cluster flavour) from the shipped files."""
     suite = suite_for(version)
     files = shipped_files()
     digest = recipe_hash(
-        version, suite, files.build_script.read_bytes(), files.entrypoint.read_bytes()
+        version,
+        suite,
+        files.build_script.read_bytes(),
+        files.entrypoint.read_bytes(),
+        extra_packages,
     )
     return DebianRecipe(version, suite, digest, image_tag(version, digest))
 
@@ -94,14 +104,25 @@ def registry_image(version: int) -> str:
     return f"{REGISTRY_REPOSITORY}:{version}"
 
 
-def recipe_hash(version: int, suite: str, script_bytes: bytes, entrypoint_bytes: bytes) -> str:
+def recipe_hash(
+    version: int,
+    suite: str,
+    script_bytes: bytes,
+    entrypoint_bytes: bytes,
+    extra_packages: tuple[str, ...] = (),
+) -> str:
     """Return the sha256 hex digest identifying one build recipe.
 
     Each part is length-prefixed, so moving bytes between parts changes the hash.
     The mirror is deliberately not part of it: a mirror change does not rebuild.
+    ``extra_packages`` is a part only when there are any, so an image without them
+    keeps the hash it always had.
     """
     digest = hashlib.sha256(b"pgsteady-debian-image/1\0")
-    for part in (str(version).encode(), suite.encode(), script_bytes, entrypoint_bytes):
+    parts = [str(version).encode(), suite.encode(), script_bytes, entrypoint_bytes]
+    if extra_packages:
+        parts.append(" ".join(extra_packages).encode())
+    for part in parts:
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
