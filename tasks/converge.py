@@ -15,6 +15,7 @@ from pyinfra.api import deploy
 from tasks import (
     backup,
     docker,
+    etcd,
     image,
     jobs,
     metrics,
@@ -51,9 +52,12 @@ def converge() -> None:
         pgbackrest_ops = pgbackrest.prepare(settings)  # bind-mounted repos and passphrases
         metrics.prepare(settings)  # files the exporter services bind-mount
         pooler_ops = pgbouncer.prepare(settings, tls_ops)  # files the pooler bind-mounts
+        etcd.prepare(settings)  # a cluster's etcd hosts: TLS, token keys, initial env
         postgres.ensure(settings, compose_cmd, image_ops)
         pgbouncer.restart_on_change(settings, pooler_ops)
     # Operations of different hosts are ordered only at points every host passes.
+    barrier("every etcd member of a cluster has started")
+    etcd.bootstrap_auth(settings)  # once, on the first etcd host
     barrier("the pgBackRest repository servers of the backup hosts run")
     if not is_backup_host():
         pgbackrest.ensure_stanza(settings, pgbackrest_ops)

@@ -30,6 +30,7 @@ from pgsteady.stack import exporters
 from pgsteady.stack.compose import INIT_SQL, render_compose, render_ctl_env
 from pgsteady.stack.hostfiles import OLD_ROOT_FILES_IN_CONFIG, root_only, server_readable
 from pgsteady.stack.layout import INIT_MOUNT
+from tasks import etcd
 from tasks.facts import DockerInspect
 from tasks.ownership import directory_owned, put_owned
 
@@ -103,7 +104,7 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
     init_sql = put_owned(render_init_db_sql(s), server_readable(s, f"{p.init}/{INIT_SQL}"))
     compose = files.put(
         name="Write docker-compose.yml",
-        src=StringIO(render_compose(s)),
+        src=StringIO(render_compose(s, etcd.compose_service(s))),
         dest=p.compose,
         user="root",
         group="root",

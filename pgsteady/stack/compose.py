@@ -35,8 +35,9 @@ def secret_names(s: Settings) -> list[str]:
     return names
 
 
-def compose_context(s: Settings) -> dict[str, Any]:
-    """Template context for docker-compose.yml.j2."""
+def compose_context(s: Settings, etcd: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Template context for docker-compose.yml.j2; ``etcd`` is a cluster member's etcd
+    service (pgsteady.cluster.etcd_service), None on a single host."""
     from pgsteady.backup import pgbackrest
     from pgsteady.stack import exporters, pgbouncer
 
@@ -107,6 +108,7 @@ def compose_context(s: Settings) -> dict[str, Any]:
         ),
         "exporters": exporters.services(s),
         "pgbouncer": pgbouncer.service(s),
+        "etcd": etcd,
     }
 
 
@@ -120,8 +122,8 @@ def _socket_volume(s: Settings) -> list[str]:
     return [line] if shared and line not in pgbackrest.volumes(s) else []
 
 
-def render_compose(s: Settings) -> str:
-    return render("docker-compose.yml.j2", **compose_context(s))
+def render_compose(s: Settings, etcd: dict[str, Any] | None = None) -> str:
+    return render("docker-compose.yml.j2", **compose_context(s, etcd))
 
 
 def render_ctl_env(s: Settings, compose_cmd: str) -> str:

@@ -1,0 +1,136 @@
+"""The ``etcd`` service of a cluster host's compose stack, its files and its RBAC bootstrap.
+
+etcd runs from the cluster image under a uid of its own, on the host's network (peers dial
+the private address, and etcd checks their certificate against their real source), with a
+read-only root, no capabilities and its data in the volume ``<project>_etcd``. The
+``--initial-cluster*`` values are read by etcd only on its first start; they live in
+``state/etcd-initial.env`` (written once), never in the command line, so a later inventory
+change does not recreate the container.
+
+Host files (all under ``app_dir``): ``etcd/tls/`` (CA, the member's certificate and key,
+0400 etcd uid), ``etcd/jwt/`` (the cluster's ES256 signing pair), ``secrets/etcd/`` (the
+root and patroni passwords, 0600 root: the bootstrap writes them to etcdctl's stdin through
+``docker exec -i``, never into an argv or an environment).
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from pgsteady.cluster import etcd
+from pgsteady.cluster.topology import Cluster, Member
+from pgsteady.settings import EXPORTER_UID, Settings
+
+#: etcd's uid/gid: beside the exporters' (64187) and the pooler's (64188), no user of the
+#: host or the image; it owns only etcd's files.
+ETCD_UID = EXPORTER_UID + 2
+SERVICE = "etcd"
+VOLUME = "etcd"
+DATA_MOUNT = "/var/lib/etcd"
+TLS_MOUNT = "/etc/pgsteady-etcd/tls"
+JWT_MOUNT = "/etc/pgsteady-etcd/jwt"
+PATHS = etcd.EtcdPaths(
+    data_dir=f"{DATA_MOUNT}/member-data",
+    ca_file=f"{TLS_MOUNT}/ca.crt",
+    cert_file=f"{TLS_MOUNT}/server.crt",
+    key_file=f"{TLS_MOUNT}/server.key",
+    jwt_public_key=f"{JWT_MOUNT}/jwt.pub",
+    jwt_private_key=f"{JWT_MOUNT}/jwt.key",
+)
+INITIAL_FLAGS = ("--initial-cluster=", "--initial-cluster-state=", "--initial-cluster-token=")
+#: The state file whose presence says the RBAC bootstrap finished (first etcd host only).
+AUTH_DONE = "etcd-auth.done"
+INITIAL_ENV = "etcd-initial.env"
+PASSWORDS = ("root", "patroni")
+
+
+def container_name(s: Settings) -> str:
+    return f"{s.compose_project}-etcd"
+
+
+def tls_dir(s: Settings) -> str:
+    return f"{s.app_dir}/etcd/tls"
+
+
+def jwt_dir(s: Settings) -> str:
+    return f"{s.app_dir}/etcd/jwt"
+
+
+def secrets_dir(s: Settings) -> str:
+    return f"{s.layout.secrets}/etcd"
+
+
+def serve_args(cluster: Cluster, member: Member, paths: etcd.EtcdPaths = PATHS) -> list[str]:
+    """etcd's argv without the first-start-only ``--initial-cluster*`` flags."""
+    argv = etcd.member_args(cluster, member, paths, token="unused")
+    return [a for a in argv if not a.startswith(INITIAL_FLAGS)]
+
+
+def initial_env(cluster: Cluster, token: str, state: str = "new") -> str:
+    """``state/etcd-initial.env``: what etcd reads once, as ETCD_* variables (an env file
+    of compose; no secret: the token only keeps two clusters from joining by mistake)."""
+    if not token.isalnum():
+        raise ValueError(f"initial cluster token {token!r}: expected letters and digits")
+    return (
+        f"ETCD_INITIAL_CLUSTER={etcd.initial_cluster(cluster)}\n"
+        f"ETCD_INITIAL_CLUSTER_STATE={state}\n"
+        f"ETCD_INITIAL_CLUSTER_TOKEN={token}\n"
+    )
+
+
+def local_ctl(cluster: Cluster) -> list[str]:
+    """etcdctl against this member's loopback client URL, as the member's certificate."""
+    base = etcd.etcdctl_base(
+        [f"https://127.0.0.1:{cluster.etcd_client_port}"],
+        PATHS.ca_file,
+        PATHS.cert_file,
+        PATHS.key_file,
+    )
+    return [*base, "--dial-timeout=2s", "--command-timeout=5s"]
+
+
+def service(s: Settings, cluster: Cluster, member: Member) -> dict[str, Any] | None:
+    """The compose service of ``member``, or None when it runs no etcd."""
+    if member not in cluster.etcd_members:
+        return None
+    return {
+        "name": SERVICE,
+        "container_name": container_name(s),
+        "user": f"{ETCD_UID}:{ETCD_UID}",
+        "command": serve_args(cluster, member),
+        "env_file": f"{s.layout.state}/{INITIAL_ENV}",
+        "environment": {"ETCDCTL_API": "3"},
+        "volumes": [
+            f"{VOLUME}:{DATA_MOUNT}",
+            f"{tls_dir(s)}:{TLS_MOUNT}:ro",
+            f"{jwt_dir(s)}:{JWT_MOUNT}:ro",
+        ],
+        "security_opt": ["no-new-privileges:true"],
+        "cap_drop": ["ALL"],
+        "mem_limit": "256m",
+        # "endpoint health" is a read through the raft log: a quorum answers it; with auth
+        # on, etcdctl counts the permission refusal as healthy.
+        "healthcheck": [*local_ctl(cluster), "endpoint", "health"],
+    }
+
+
+def bootstrap_commands(s: Settings, cluster: Cluster, ctl: list[str] | None = None) -> list[str]:
+    """Host shell commands of the RBAC bootstrap, run once on the first etcd host: each
+    password reaches etcdctl's stdin from its 0600 file, the last step writes the guard.
+    ``ctl`` replaces ``docker exec -i <etcd> etcdctl ...`` (tests run etcd as processes)."""
+    ctl = ctl or ["docker", "exec", "-i", container_name(s), *local_ctl(cluster)]
+    out = []
+    for step in etcd.auth_bootstrap(cluster):
+        line = shlex.join([*ctl, *step.args])
+        if step.stdin_secret:
+            line += f" < {shlex.quote(f'{secrets_dir(s)}/{step.stdin_secret}_password')}"
+        else:
+            line += " < /dev/null"
+        line += " >/dev/null"
+        if step.args[1] == "add":  # a run cut short before "auth enable" made it already
+            kind, name = step.args[0], step.args[2]
+            line = f"{shlex.join([*ctl, kind, 'get', name])} </dev/null >/dev/null 2>&1 || {line}"
+        out.append(line)
+    out.append(f"touch {shlex.quote(f'{s.layout.state}/{AUTH_DONE}')}")
+    return out

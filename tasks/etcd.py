@@ -1,0 +1,227 @@
+"""etcd on a cluster's etcd hosts: its files before the stack starts, its RBAC once after.
+
+The cluster's shared values (the etcd root and patroni passwords, the ES256 key etcd signs
+its tokens with, the initial cluster token) are made once on the deploy machine, beside
+the inventory's CA (0600 in 0700 directories), and reach the hosts over the deploy's own
+channel, compared by hash and never shown: the tasks/pgbackrest_peers.py pattern.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+import tempfile
+from collections.abc import Callable
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from pyinfra import host
+from pyinfra.api.exceptions import DeployError
+from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.files import File, FileContents
+from pyinfra.operations import files, server
+
+from pgsteady.cluster import etcd_service as svc
+from pgsteady.cluster.topology import Cluster
+from pgsteady.settings import Settings
+from pgsteady.tls import TlsError, issue_server_cert, load_or_create_ca, renewal_reason
+from tasks.cluster import load_cluster
+from tasks.tls import ca_directory, private_file
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise DeployError(f"{path}: must be your own private directory (0700): it holds secrets")
+
+
+def cluster_secret(s: Settings, cluster: Cluster, name: str, make: Callable[[], bytes]) -> bytes:
+    """The cluster's shared value ``name``: made once by ``make`` on the deploy machine,
+    kept at <CA dir>/clusters/<cluster>/<name> (0600); every member's deploy reads it."""
+    directory, label = ca_directory(s)
+    try:
+        load_or_create_ca(directory, label)  # the CA first: it is made only in a new directory
+    except TlsError as exc:
+        raise DeployError(f"TLS: {exc}") from None
+    folder = directory / "clusters" / cluster.name
+    _private_dir(directory / "clusters")
+    _private_dir(folder)
+    path = folder / name
+    if not path.exists():
+        # Written whole under a temporary name, then linked: the first deploy's value wins.
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".new-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(make())
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise DeployError(f"{path}: must be your own regular file, 0600: it is a cluster secret")
+    return path.read_bytes()
+
+
+def _password() -> bytes:
+    return (secrets.token_urlsafe(32) + "\n").encode()
+
+
+def _jwt_key() -> bytes:
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _jwt_public(private_pem: bytes) -> bytes:
+    key = serialization.load_pem_private_key(private_pem, password=None)
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _member_context(s: Settings) -> tuple[Cluster, Any] | None:
+    cluster = load_cluster(s)
+    if cluster is None:
+        return None
+    member = cluster.member(host.name)
+    return (cluster, member) if member in cluster.etcd_members else None
+
+
+def compose_service(s: Settings) -> dict[str, Any] | None:
+    """This host's etcd service for docker-compose.yml (None: no etcd here)."""
+    ctx = _member_context(s)
+    return svc.service(s, *ctx) if ctx else None
+
+
+def prepare(s: Settings) -> list[OperationMeta]:
+    """The files the etcd service reads, before the stack starts (nothing off etcd hosts)."""
+    ctx = _member_context(s)
+    if ctx is None:
+        return []
+    cluster, member = ctx
+    uid = svc.ETCD_UID
+    for path in (f"{s.app_dir}/etcd", svc.secrets_dir(s)):
+        files.directory(name=f"Create {path}", path=path, user="root", group="root", mode="700"
+                        if path == svc.secrets_dir(s) else "755")  # fmt: skip
+    for path in (svc.tls_dir(s), svc.jwt_dir(s)):
+        files.directory(name=f"Create {path}", path=path, user=str(uid), group=str(uid), mode="500")
+    ops: list[OperationMeta] = []
+    for name in svc.PASSWORDS:
+        ops.append(
+            private_file(
+                name=f"Upload the etcd {name} password (0600 root, not shown)",
+                src=cluster_secret(s, cluster, f"etcd-{name}.password", _password),
+                dest=f"{svc.secrets_dir(s)}/{name}_password",
+                uid=0,
+                gid=0,
+                mode="600",
+            )
+        )
+    jwt = cluster_secret(s, cluster, "etcd-jwt.key", _jwt_key)
+    ops.append(
+        private_file(
+            name="Upload etcd's token signing key (0400 etcd, not shown)",
+            src=jwt,
+            dest=f"{svc.jwt_dir(s)}/jwt.key",
+            uid=uid,
+            gid=uid,
+            mode="400",
+        )
+    )
+    ops.append(
+        private_file(
+            name="Upload etcd's token verifying key",
+            src=_jwt_public(jwt),
+            dest=f"{svc.jwt_dir(s)}/jwt.pub",
+            uid=uid,
+            gid=uid,
+            mode="400",
+        )
+    )
+    ops.extend(_tls(s, member.name, member.address))
+    env = f"{s.layout.state}/{svc.INITIAL_ENV}"
+    if not host.get_fact(File, path=env):  # read by etcd's first start only: written once
+        token = cluster_secret(
+            s, cluster, "etcd-initial-token", lambda: secrets.token_hex(16).encode()
+        )
+        ops.append(
+            files.put(
+                name=f"Write {env} (etcd's first start; written once)",
+                src=StringIO(svc.initial_env(cluster, token.decode().strip())),
+                dest=env,
+                user="root",
+                group="root",
+                mode="644",
+            )
+        )
+    return ops
+
+
+def _tls(s: Settings, name: str, address: str) -> list[OperationMeta]:
+    directory, label = ca_directory(s)
+    try:
+        ca = load_or_create_ca(directory, label)
+    except TlsError as exc:
+        raise DeployError(f"TLS: {exc}") from None
+    tls, uid = svc.tls_dir(s), svc.ETCD_UID
+    names = [name, address, "127.0.0.1"]
+    ops = [
+        private_file(
+            name=f"Upload the inventory CA {tls}/ca.crt",
+            src=ca.cert_pem,
+            dest=f"{tls}/ca.crt",
+            uid=uid,
+            gid=uid,
+            mode="400",
+        )
+    ]
+    current = host.get_fact(FileContents, path=f"{tls}/server.crt")
+    reason = renewal_reason("\n".join(current) + "\n" if current else None, ca.cert_pem, names)
+    if reason is None and not host.get_fact(File, path=f"{tls}/server.key"):
+        reason = "the key is missing"
+    if reason is None:
+        return ops
+    cert, key = issue_server_cert(ca, names)
+    for fname, data in (("server.crt", cert), ("server.key", key)):
+        ops.append(
+            private_file(
+                name=f"Issue etcd's {tls}/{fname} ({reason}; not shown)",
+                src=data,
+                dest=f"{tls}/{fname}",
+                uid=uid,
+                gid=uid,
+                mode="400",
+            )
+        )
+    return ops
+
+
+def bootstrap_auth(s: Settings) -> None:
+    """Once, on the first etcd host, when every etcd member has started: root, Patroni's
+    role and user, then ``auth enable``; guarded by a state file written last."""
+    ctx = _member_context(s)
+    if ctx is None or ctx[1] != ctx[0].etcd_members[0]:
+        return
+    cluster = ctx[0]
+    done = f"{s.layout.state}/{svc.AUTH_DONE}"
+    if host.get_fact(File, path=done):
+        return
+    ctl = ["docker", "exec", svc.container_name(s), *svc.local_ctl(cluster)]
+    wait = (
+        f"i=0; until {' '.join(ctl)} endpoint health --cluster >/dev/null 2>&1; do "
+        "i=$((i+1)); [ $i -lt 90 ] || { echo 'etcd: no quorum after 90 s' >&2; exit 1; }; "
+        "sleep 1; done"
+    )
+    server.shell(
+        name=f"Bootstrap etcd's users and roles, then enable auth (cluster {cluster.name})",
+        commands=[wait, *svc.bootstrap_commands(s, cluster)],
+    )

@@ -1,0 +1,150 @@
+"""The deploy's etcd pieces against 3 real etcd members (issue 15, M2): the service's argv
+with the first-start values from state/etcd-initial.env only, the RBAC bootstrap exactly
+as the deploy runs it (shell lines, passwords on stdin from 0600 files; re-runnable when
+cut short before ``auth enable``), and verify's health, quorum and member-list checks."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from pgsteady.cluster import etcd, etcd_health
+from pgsteady.cluster import etcd_service as svc
+from pgsteady.cluster.topology import Cluster, cluster_from_mapping
+from pgsteady.settings import HostFacts, Settings, build_settings
+from tests.support.cluster_binaries import require
+from tests.support.etcd_lab import ADDRESSES, EtcdLab, free_port, write_pki
+
+
+def _cluster() -> Cluster:
+    return cluster_from_mapping(
+        {
+            "postgres_cluster_name": "svc",
+            "members": [{"name": f"e{i}", "address": a} for i, a in enumerate(ADDRESSES, 1)],
+            "etcd_client_port": free_port(),
+            "etcd_peer_port": free_port(),
+            "patroni_rest_port": free_port(),
+            "postgres_member_port": free_port(),
+            "etcd_heartbeat_interval_ms": 250,
+            "etcd_election_timeout_ms": 2500,
+        }
+    )
+
+
+def _env_file(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line)
+
+
+@pytest.fixture
+def lab(tmp_path: Path):
+    etcd_bin, etcdctl_bin = require("etcd"), require("etcdctl")
+    cluster = _cluster()
+    ca = write_pki(tmp_path, cluster)
+    passwords = {"root": secrets.token_urlsafe(24), "patroni": secrets.token_urlsafe(24)}
+    lab = EtcdLab(cluster, tmp_path, etcd_bin, etcdctl_bin, secrets.token_hex(8), passwords, ca)
+    env_text = svc.initial_env(cluster, lab.token)
+    try:
+        for m in cluster.etcd_members:
+            argv = svc.serve_args(cluster, m, lab.paths(m.name))
+            assert not any(a.startswith("--initial-cluster") for a in argv)
+            log = (tmp_path / f"{m.name}.log").open("ab")
+            lab.procs[m.name] = subprocess.Popen(
+                [etcd_bin, *argv[1:]],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env={"PATH": "/usr/bin:/bin", **_env_file(env_text)},
+            )
+        deadline = time.monotonic() + 60
+        while lab.ctl("endpoint", "health").stderr.count("is healthy") < 3:
+            assert time.monotonic() < deadline, "the 3 members never became healthy"
+            time.sleep(0.5)
+        yield lab
+    finally:
+        for name in list(lab.procs):
+            lab.stop(name)
+
+
+def _settings(app_dir: Path) -> Settings:
+    secrets_dir = app_dir / "secrets" / "etcd"
+    secrets_dir.mkdir(parents=True, mode=0o700)
+    (app_dir / "state").mkdir()
+    return build_settings(
+        {"postgres_cluster_name": "svc", "app_dir": str(app_dir)}, HostFacts(4096, 2)
+    )
+
+
+def _run(lines: list[str]) -> subprocess.CompletedProcess[str]:
+    script = "set -e\n" + "\n".join(lines)
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120)
+
+
+def test_bootstrap_as_the_deploy_runs_it_then_auth_gates_every_key(
+    lab: EtcdLab, tmp_path: Path
+) -> None:
+    app = tmp_path / "app"
+    s = _settings(app)
+    for name, password in lab.passwords.items():
+        path = Path(svc.secrets_dir(s)) / f"{name}_password"
+        path.write_text(password + "\n")
+        os.chmod(path, 0o600)
+    ctl = etcd.etcdctl_base(
+        etcd.client_urls(lab.cluster),
+        str(tmp_path / "ca.crt"),
+        str(tmp_path / "client.crt"),
+        str(tmp_path / "client.key"),
+    )
+    ctl = [lab.etcdctl_bin, *ctl[1:], "--command-timeout=5s"]
+    lines = svc.bootstrap_commands(s, lab.cluster, ctl)
+    assert not any(p in line for line in lines for p in lab.passwords.values())
+    # a run cut short after the root user (before "auth enable") is simply run again
+    first = _run(lines[:3])
+    assert first.returncode == 0, first.stderr
+    assert not (app / "state" / svc.AUTH_DONE).exists()
+    again = _run(lines)
+    assert again.returncode == 0, again.stderr
+    assert (app / "state" / svc.AUTH_DONE).exists()
+
+    # auth is on: a client certificate alone reads nothing; Patroni's user only its prefix
+    assert lab.ctl("get", "/service/svc/x").returncode != 0
+    assert lab.ctl("put", "/service/svc/x", "1", user="patroni").returncode == 0
+    outside = lab.ctl("put", "/service/other/x", "1", user="patroni")
+    assert outside.returncode != 0 and "permission denied" in outside.stderr
+    assert lab.ctl("put", "/anything", "1", user="root").returncode == 0
+    # Patroni's user may list the members (its etcd3 client does, to find endpoints)
+    assert lab.ctl("member", "list", user="patroni").returncode == 0
+    # the password is the one from the file (a wrong one is refused)
+    lab.passwords["patroni"] = "wrong"
+    assert lab.ctl("get", "/service/svc/x", user="patroni").returncode != 0
+
+
+def test_verify_sees_health_quorum_and_the_inventory_member_list(lab: EtcdLab) -> None:
+    cluster = lab.cluster
+    expected = {
+        m.name: f"https://{m.address}:{cluster.etcd_peer_port}" for m in cluster.etcd_members
+    }
+    listed = lab.ctl(*etcd_health.MEMBER_LIST)
+    assert listed.returncode == 0, listed.stderr
+    actual = etcd_health.members(listed.stdout)
+    assert etcd_health.member_problems(actual, expected) == []
+    # a member the inventory no longer has, and one it has that etcd lacks, are both named
+    moved = {**{k: v for k, v in expected.items() if k != "e3"}, "e4": "https://127.0.0.9:1"}
+    problems = etcd_health.member_problems(actual, moved)
+    assert any(p.startswith("e4 ") for p in problems) and any("e3" in p for p in problems)
+
+    health = lab.ctl(*etcd_health.HEALTH)
+    assert health.returncode == 0, health.stderr
+    assert etcd_health.health_problems(etcd_health.healthy_endpoints(health.stdout), 3) == []
+    lab.stop("e3")
+    health = lab.ctl(*etcd_health.HEALTH)
+    problems = etcd_health.health_problems(etcd_health.healthy_endpoints(health.stdout), 3)
+    assert problems[-1] == "2 of 3 members healthy (quorum kept)", problems
+    lab.stop("e2")
+    health = lab.ctl(*etcd_health.HEALTH)
+    problems = etcd_health.health_problems(etcd_health.healthy_endpoints(health.stdout), 3)
+    assert any(p.startswith("no quorum: ") for p in problems), problems
