@@ -92,6 +92,8 @@ class VerifyContext:
     data: dict[str, Any]
     facts: HostFacts
     prefix: tuple[str, ...] = ()
+    #: A cluster's etcd hosts by the inventory (name -> peer URL); empty off clusters.
+    etcd_peers: dict[str, str] = field(default_factory=dict)
 
     @property
     def settings(self) -> Settings:
@@ -114,6 +116,7 @@ class VerifyContext:
             data=body["data"],
             facts=HostFacts(**body["facts"]),
             prefix=tuple(body["prefix"]),
+            etcd_peers=dict(body.get("etcd_peers") or {}),
         )
 
 
@@ -284,12 +287,36 @@ def verify_backup_host(h: InventoryHost, hosts: list[InventoryHost], inventory: 
     return run
 
 
-def verify_host(h: InventoryHost, inventory: str, workdir: Path, want_junit: bool) -> HostRun:
+def etcd_peers_of(h: InventoryHost, hosts: list[InventoryHost]) -> dict[str, str]:
+    """The etcd hosts of ``h``'s cluster (name -> peer URL) as the inventory has them;
+    empty for a single host or an invalid cluster (the deploy names its problems)."""
+    from pgsteady.cluster.etcd_health import expected_peers
+    from pgsteady.cluster.inventory import cluster_of
+    from pgsteady.cluster.topology import ClusterError
+    from pgsteady.settings import defaults
+
+    name = h.data.get("postgres_cluster_name")
+    if not name:
+        return {}
+    try:
+        cluster = cluster_of(name, [(x.name, x.data) for x in hosts], defaults())
+    except ClusterError:
+        return {}
+    return expected_peers(cluster)
+
+
+def verify_host(
+    h: InventoryHost,
+    inventory: str,
+    workdir: Path,
+    want_junit: bool,
+    etcd_peers: dict[str, str] | None = None,
+) -> HostRun:
     """Run the suite against one host and collect its check results."""
     run = HostRun(h.name)
     try:
         facts = read_host_facts(runner_for(h))
-        ctx = VerifyContext(h.name, inventory, h.data, facts, fix_prefix(h))
+        ctx = VerifyContext(h.name, inventory, h.data, facts, fix_prefix(h), etcd_peers or {})
         ctx.settings  # noqa: B018 - validate before connecting pytest
     except (ConnectionError, subprocess.TimeoutExpired) as exc:
         fix = f"check the SSH access the inventory describes: {shlex.join(h.command_prefix())} true"
@@ -393,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
             if h.is_backup_host:
                 run = verify_backup_host(h, hosts, args.inventory)
             else:
-                run = verify_host(h, args.inventory, Path(tmp), bool(args.junit))
+                peers = etcd_peers_of(h, hosts)
+                run = verify_host(h, args.inventory, Path(tmp), bool(args.junit), peers)
             for r in run.results:
                 if r.outcome == "failed":
                     print(fix_line(r), flush=True)

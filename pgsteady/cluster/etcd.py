@@ -56,6 +56,11 @@ def client_urls(cluster: Cluster) -> list[str]:
     return [_url(m.address, cluster.etcd_client_port) for m in cluster.etcd_members]
 
 
+def peer_url(cluster: Cluster, member: Member) -> str:
+    """``member``'s etcd peer URL."""
+    return _url(member.address, cluster.etcd_peer_port)
+
+
 def initial_cluster(cluster: Cluster) -> str:
     return ",".join(
         f"{m.name}={_url(m.address, cluster.etcd_peer_port)}" for m in cluster.etcd_members

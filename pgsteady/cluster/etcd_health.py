@@ -6,9 +6,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pgsteady.cluster.etcd import peer_url
+from pgsteady.cluster.topology import Cluster
+
 #: etcdctl's calls (after its connection flags), both answered as JSON.
 MEMBER_LIST = ("member", "list", "-w", "json")
 HEALTH = ("endpoint", "health", "--cluster", "-w", "json")
+
+
+def expected_peers(cluster: Cluster) -> dict[str, str]:
+    """The inventory's etcd hosts: name -> peer URL."""
+    return {m.name: peer_url(cluster, m) for m in cluster.etcd_members}
 
 
 def members(member_list_json: str) -> dict[str, list[str]]:

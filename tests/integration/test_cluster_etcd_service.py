@@ -125,9 +125,7 @@ def test_bootstrap_as_the_deploy_runs_it_then_auth_gates_every_key(
 
 def test_verify_sees_health_quorum_and_the_inventory_member_list(lab: EtcdLab) -> None:
     cluster = lab.cluster
-    expected = {
-        m.name: f"https://{m.address}:{cluster.etcd_peer_port}" for m in cluster.etcd_members
-    }
+    expected = etcd_health.expected_peers(cluster)
     listed = lab.ctl(*etcd_health.MEMBER_LIST)
     assert listed.returncode == 0, listed.stderr
     actual = etcd_health.members(listed.stdout)
