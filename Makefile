@@ -31,7 +31,7 @@ help:
 	@echo "make test                                     set up this machine and run every test"
 	@echo "make chaos | bench                            fault injection | measurements"
 	@echo "make lint                                     ruff check + format check"
-	@echo "make lab [N=3] [OS=bookworm|trixie] [BACKUP_HOST=1]  hosts with systemd+sshd ->"
+	@echo "make lab [N=3] [OS=bookworm|trixie] [BACKUP_HOST=1] [CLUSTER=1]  hosts with systemd+sshd ->"
 	@echo "                                              inventory/lab.py (last host: backup)"
 	@echo "make lab-down | lab-chaos                     remove the lab | measure host reboots"
 
@@ -150,7 +150,7 @@ LAB_INVENTORY := inventory/lab.py
 lab: $(STAMP)
 	$(BIN)/python -m pgsteady.lab up --name $(LAB_NAME) -n $(N) --os $(OS) \
 		--inventory $(LAB_INVENTORY) $(if $(IMAGE_SOURCE),--image-source $(IMAGE_SOURCE)) \
-		$(if $(BACKUP_HOST),--backup-host)
+		$(if $(BACKUP_HOST),--backup-host) $(if $(CLUSTER),--cluster lab)
 
 lab-down: $(STAMP)
 	$(BIN)/python -m pgsteady.lab down --name $(LAB_NAME) --inventory $(LAB_INVENTORY)

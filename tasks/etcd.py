@@ -29,8 +29,10 @@ from pyinfra.operations import files, server
 from pgsteady.cluster import etcd_service as svc
 from pgsteady.cluster.topology import Cluster
 from pgsteady.settings import Settings
+from pgsteady.stack.hostfiles import Owned, root_only
 from pgsteady.tls import TlsError, issue_server_cert, load_or_create_ca, renewal_reason
 from tasks.cluster import load_cluster
+from tasks.ownership import directory_owned
 from tasks.tls import ca_directory, private_file
 
 
@@ -109,11 +111,13 @@ def prepare(s: Settings) -> list[OperationMeta]:
         return []
     cluster, member = ctx
     uid = svc.ETCD_UID
-    for path in (f"{s.app_dir}/etcd", svc.secrets_dir(s)):
-        files.directory(name=f"Create {path}", path=path, user="root", group="root", mode="700"
-                        if path == svc.secrets_dir(s) else "755")  # fmt: skip
-    for path in (svc.tls_dir(s), svc.jwt_dir(s)):
-        files.directory(name=f"Create {path}", path=path, user=str(uid), group=str(uid), mode="500")
+    directory_owned(root_only(s.layout.state, "700", directory=True), "Create the state directory")
+    directory_owned(
+        root_only(f"{s.app_dir}/etcd", "755", directory=True), "Create etcd's directory"
+    )
+    directory_owned(root_only(svc.secrets_dir(s), "700", directory=True), "Create etcd's secrets")
+    for path, mode in ((svc.tls_dir(s), "500"), (svc.jwt_dir(s), "500"), (svc.data_dir(s), "700")):
+        directory_owned(Owned(path, uid, uid, mode, True), f"Create {path} (etcd's uid)")
     ops: list[OperationMeta] = []
     for name in svc.PASSWORDS:
         ops.append(

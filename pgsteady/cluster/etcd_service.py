@@ -27,7 +27,9 @@ from pgsteady.settings import EXPORTER_UID, Settings
 ETCD_UID = EXPORTER_UID + 2
 SERVICE = "etcd"
 VOLUME = "etcd"
-DATA_MOUNT = "/var/lib/etcd"
+#: Not a path of the image (Debian's etcd-server owns /var/lib/etcd): Docker copies nothing
+#: into the volume, whose root keeps the ownership of its host directory (etcd uid, 0700).
+DATA_MOUNT = "/var/lib/pgsteady-etcd"
 TLS_MOUNT = "/etc/pgsteady-etcd/tls"
 JWT_MOUNT = "/etc/pgsteady-etcd/jwt"
 PATHS = etcd.EtcdPaths(
@@ -51,6 +53,11 @@ def container_name(s: Settings) -> str:
 
 def tls_dir(s: Settings) -> str:
     return f"{s.app_dir}/etcd/tls"
+
+
+def data_dir(s: Settings) -> str:
+    """The host directory behind the volume ``<project>_etcd`` (etcd uid, 0700)."""
+    return f"{s.app_dir}/etcd/data"
 
 
 def jwt_dir(s: Settings) -> str:
@@ -100,6 +107,7 @@ def service(s: Settings, cluster: Cluster, member: Member) -> dict[str, Any] | N
         "user": f"{ETCD_UID}:{ETCD_UID}",
         "command": serve_args(cluster, member),
         "env_file": f"{s.layout.state}/{INITIAL_ENV}",
+        "volume_device": data_dir(s),
         "environment": {"ETCDCTL_API": "3"},
         "volumes": [
             f"{VOLUME}:{DATA_MOUNT}",

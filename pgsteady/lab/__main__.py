@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the last host forms the `backup` group: the others' off-host pgBackRest repository",
     )
+    up.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help="the hosts form one cluster (postgres_cluster_name = NAME; at least 3 hosts)",
+    )
     for name in ("up", "down", "hosts"):
         target = up if name == "up" else sub.add_parser(name, help=f"{name} the lab")
         target.add_argument("--name", default="pgsteady-lab", help="lab name")
@@ -48,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             hosts = Lab(args.name).up(
                 args.count, args.os, inventory=args.inventory, image_source=args.image_source,
                 postgres_version=args.postgres_version, disk_size=args.disk_size,
-                backup_host=args.backup_host,
+                backup_host=args.backup_host, cluster=args.cluster,
             )  # fmt: skip
             for h in hosts:
                 print(f"{h.name}\t{h.ip}")

@@ -32,6 +32,7 @@ from pgsteady.lab.recipe import (
     check_count,
     check_name,
     check_suite,
+    cluster_data,
     host_data,
     host_ip,
     host_names,
@@ -103,15 +104,23 @@ class Lab:
         disk_size: str = "8G",
         extra_data: dict[str, object] | None = None,
         backup_host: bool = False,
+        cluster: str | None = None,
     ) -> list[LabHost]:
         """Start ``count`` hosts (reusing running ones) and write ``inventory``.
 
         ``extra_data`` is added to every host's inventory data (tests shorten schedules).
         ``backup_host``: the last host forms the inventory's ``backup`` group, keeping
         the other hosts' off-host pgBackRest repository.
+        ``cluster``: the hosts form one Patroni/etcd cluster of that name (issue 15), with
+        the lab's timing profile (etcd heartbeat 250 ms: 2 shared cores starve 100 ms).
         """
         if backup_host and count < 2:
             raise LabError("a backup host needs at least 2 hosts (one database host)")
+        if cluster is not None and (backup_host or count < 3 or image_source != "debian"):
+            raise LabError(
+                "a cluster lab needs at least 3 hosts, no backup host and image source "
+                "debian (the cluster image is built on each host)"
+            )
         check_count(count)
         check_suite(suite)
         if image_source not in ("archive", "debian"):
@@ -138,6 +147,7 @@ class Lab:
             "postgres_tls_ca_dir": str(self.dir / "ca"),
             **self._image_settings(hosts, image_source, postgres_version),
             **(backup_group_data(hosts[-1].name) if backup_host else {}),
+            **(cluster_data(cluster) if cluster else {}),
             **(extra_data or {}),
         }
         if inventory is not None:

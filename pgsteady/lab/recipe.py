@@ -224,3 +224,13 @@ def backup_group_data(backup_host: str) -> dict[str, Any]:
             {"kind": "host", "host": backup_host},
         ]
     }
+
+
+def cluster_data(name: str) -> dict[str, Any]:
+    """Data of every lab host of a cluster lab: one cluster, the lab's timing profile
+    (etcd's 100 ms heartbeat starves on 2 shared cores and triggers false elections)."""
+    return {
+        "postgres_cluster_name": name,
+        "etcd_heartbeat_interval_ms": 250,
+        "etcd_election_timeout_ms": 2500,
+    }

@@ -41,7 +41,13 @@ def test_an_etcd_member_runs_etcd_confined_on_the_host_network() -> None:
     assert e["read_only"] is True and e["cap_drop"] == ["ALL"]
     assert e["security_opt"] == ["no-new-privileges:true"]
     assert e["image"] == s.image_alias and e["entrypoint"] == []
-    assert "etcd" in doc["volumes"] and f"etcd:{svc.DATA_MOUNT}" in e["volumes"]
+    assert f"etcd:{svc.DATA_MOUNT}" in e["volumes"]
+    # <project>_etcd, backed by a directory of etcd's uid (the deploy makes it 0700)
+    assert doc["volumes"]["etcd"]["driver_opts"] == {
+        "type": "none",
+        "o": "bind",
+        "device": f"{s.app_dir}/etcd/data",
+    }
     assert e["env_file"] == f"{s.app_dir}/state/{svc.INITIAL_ENV}"
     command = e["command"]
     assert command[:2] == ["etcd", "--name=pg2"]

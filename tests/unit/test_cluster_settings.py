@@ -149,3 +149,27 @@ def test_cluster_wide_settings_must_agree_and_the_error_lists_both_sides() -> No
         m.startswith("patroni_ttl: differs") and "24 on pg1, pg2; 30 on pg3" in m for m in msgs
     )
     assert any(m.startswith("postgres_version: differs") for m in msgs)
+
+
+def test_the_lab_inventory_of_a_cluster_lab_is_one_valid_cluster() -> None:
+    """`make lab N=3 CLUSTER=1`: the three hosts form cluster "lab" with the lab timings."""
+    import ast
+
+    from pgsteady.lab.recipe import cluster_data, host_data, render_inventory
+
+    entries = []
+    for i in (1, 2, 3):
+        data = host_data(f"10.77.5.{10 + i}", "10.77.5.0/24", "/k", "/kh", cluster_data("lab"))
+        entries.append((f"pgsteady-lab-{i}", data))
+    namespace: dict[str, Any] = {}
+    exec(
+        compile(ast.parse(render_inventory("pgsteady-lab", entries)), "inventory", "exec"),
+        namespace,
+    )
+    for name, data in namespace["hosts"]:
+        build_settings(data, FACTS, host=name)  # every host's own settings are valid
+    c = cluster_of("lab", namespace["hosts"], defaults())
+    assert [(m.name, m.address) for m in c.etcd_members] == [
+        (f"pgsteady-lab-{i}", f"10.77.5.{10 + i}") for i in (1, 2, 3)
+    ]
+    assert (c.etcd_heartbeat_ms, c.etcd_election_ms) == (250, 2500)

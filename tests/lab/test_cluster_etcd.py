@@ -1,0 +1,85 @@
+"""A 3-host cluster lab (issue 15, M2): `make deploy` of the inventory `make lab N=3
+CLUSTER=1` writes brings up 3 healthy etcd members with TLS and auth on, their secrets
+0600 on the hosts, and a second deploy changes nothing."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shlex
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pgsteady.cluster import etcd_health
+from pgsteady.cluster import etcd_service as svc
+from pgsteady.cluster.inventory import cluster_of
+from pgsteady.cluster.topology import Cluster
+from pgsteady.lab.hosts import Lab
+from pgsteady.settings import Settings, defaults
+from tests.lab.conftest import LabTarget, _prerequisites, record
+
+DATA = {"compose_project": "labc", "backup_schedule": "@daily"}
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[list[LabTarget]]:
+    reason = _prerequisites()
+    if reason:
+        pytest.fail(f"lab prerequisites missing: {reason}")
+    lab = Lab(f"pgsclu{secrets.token_hex(3)}")
+    inventory = lab.dir / "inventory.py"
+    try:
+        hosts = lab.up(3, "bookworm", inventory=inventory, extra_data=DATA, cluster="lab")
+        settings = Settings(**DATA, postgres_cluster_name="lab")
+        yield [LabTarget(lab, h, inventory, settings) for h in hosts]
+    finally:
+        lab.down(inventory)
+
+
+def _cluster(target: LabTarget) -> Cluster:
+    namespace: dict = {}
+    exec(target.inventory.read_text(), namespace)  # the lab's own inventory file
+    return cluster_of("lab", namespace["hosts"], defaults())
+
+
+def _ctl(target: LabTarget, cluster: Cluster, *args: str):
+    argv = ["docker", "exec", svc.container_name(target.settings)]
+    return target.ssh(shlex.join([*argv, *svc.local_ctl(cluster), *args]))
+
+
+def test_deploy_brings_up_three_etcd_members_with_auth_on(lab: list[LabTarget]) -> None:
+    first = lab[0]
+    started = time.monotonic()
+    result = first.make("deploy", timeout=3600)
+    assert result.returncode == 0, result.output[-6000:]
+    record("cluster lab: first deploy of 3 hosts (etcd, images built)", time.monotonic() - started)
+    cluster = _cluster(first)
+    for target in lab:
+        health = _ctl(target, cluster, *etcd_health.HEALTH)
+        assert health.returncode == 0, health.stderr
+        assert etcd_health.health_problems(etcd_health.healthy_endpoints(health.stdout), 3) == []
+        listed = _ctl(target, cluster, *etcd_health.MEMBER_LIST)
+        actual = etcd_health.members(listed.stdout)
+        assert etcd_health.member_problems(actual, etcd_health.expected_peers(cluster)) == []
+        # auth is on: the member's certificate without a password reads nothing
+        denied = _ctl(target, cluster, "get", "--prefix", "--keys-only", "/")
+        assert denied.returncode != 0
+        info = json.loads(
+            target.ssh(f"docker inspect {svc.container_name(target.settings)}").stdout
+        )
+        hc = info[0]["HostConfig"]
+        assert info[0]["Config"]["User"] == f"{svc.ETCD_UID}:{svc.ETCD_UID}"
+        assert hc["ReadonlyRootfs"] and hc["CapDrop"] == ["ALL"] and hc["NetworkMode"] == "host"
+        modes = target.ssh(f"stat -c '%a %u' {svc.secrets_dir(target.settings)}/*_password")
+        assert modes.stdout.split("\n")[:2] == ["600 0", "600 0"], modes.stdout
+    # the guard exists on the first etcd host only
+    assert first.ssh(f"test -e {first.settings.layout.state}/{svc.AUTH_DONE}").returncode == 0
+    assert lab[1].ssh(f"test -e {first.settings.layout.state}/{svc.AUTH_DONE}").returncode != 0
+
+
+def test_second_deploy_changes_nothing(lab: list[LabTarget]) -> None:
+    result = lab[0].make("deploy", timeout=1800)
+    assert result.returncode == 0, result.output[-6000:]
+    assert result.changed == 0, result.output[-6000:]
