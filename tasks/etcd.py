@@ -226,6 +226,6 @@ def bootstrap_auth(s: Settings) -> None:
         "sleep 1; done"
     )
     server.shell(
-        name=f"Bootstrap etcd's users and roles, then enable auth (cluster {cluster.name})",
+        name=f"Create etcd's users and roles, then enable auth (cluster {cluster.name})",
         commands=[wait, *svc.bootstrap_commands(s, cluster)],
     )
