@@ -218,10 +218,11 @@ def cluster_checks(s: Settings) -> list[str]:
     """One cluster member's own rules (the inventory-wide ones: pgsteady.cluster.inventory)."""
     data = {key: getattr(s, key) for key in CLUSTER_KEYS}
     errors = key_errors(data)
-    if s.postgres_image_source == "registry":
+    if s.postgres_image_source in ("registry", "archive"):
         errors.append(
-            "postgres_image_source = 'registry': a cluster member runs Patroni, etcd and "
-            "HAProxy from pgsteady's Debian-built image; use 'debian' or 'auto'"
+            f"postgres_image_source = {s.postgres_image_source!r}: a cluster member runs "
+            "Patroni, etcd and HAProxy from pgsteady's Debian-built image (an archive's "
+            "flavour cannot be checked yet); use 'debian' or 'auto'"
         )
     if s.postgres_restore_on_empty:
         errors.append(

@@ -88,6 +88,15 @@ def test_cluster_settings_default_to_a_single_host() -> None:
             },
             ["postgres_image_source = 'registry'", "'debian' or 'auto'"],
         ),
+        (
+            {
+                "postgres_cluster_name": "main",
+                "postgres_image_source": "archive",
+                "postgres_image": "x:1",
+                "postgres_image_archive": "/x.tar",
+            },
+            ["postgres_image_source = 'archive'", "'debian' or 'auto'"],
+        ),
         ({"patroni_ttl": 19}, ["patroni_ttl", "19", "greater than or equal to 20"]),
     ],
 )
