@@ -116,8 +116,10 @@ def prepare(s: Settings) -> list[OperationMeta]:
         root_only(f"{s.app_dir}/etcd", "755", directory=True), "Create etcd's directory"
     )
     directory_owned(root_only(svc.secrets_dir(s), "700", directory=True), "Create etcd's secrets")
-    for path, mode in ((svc.tls_dir(s), "500"), (svc.jwt_dir(s), "500"), (svc.data_dir(s), "700")):
-        directory_owned(Owned(path, uid, uid, mode, True), f"Create {path} (etcd's uid)")
+    # etcd reads its TLS and JWT files through its group; only root writes them.
+    for path in (svc.tls_dir(s), svc.jwt_dir(s)):
+        directory_owned(Owned(path, 0, uid, "750", True), f"Create {path} (root:etcd)")
+    directory_owned(Owned(svc.data_dir(s), uid, uid, "700", True), "Create etcd's data directory")
     ops: list[OperationMeta] = []
     for name in svc.PASSWORDS:
         ops.append(
@@ -133,12 +135,12 @@ def prepare(s: Settings) -> list[OperationMeta]:
     jwt = cluster_secret(s, cluster, "etcd-jwt.key", _jwt_key)
     ops.append(
         private_file(
-            name="Upload etcd's token signing key (0400 etcd, not shown)",
+            name="Upload etcd's token signing key (0440 root:etcd, not shown)",
             src=jwt,
             dest=f"{svc.jwt_dir(s)}/jwt.key",
-            uid=uid,
+            uid=0,
             gid=uid,
-            mode="400",
+            mode="440",
         )
     )
     ops.append(
@@ -146,9 +148,9 @@ def prepare(s: Settings) -> list[OperationMeta]:
             name="Upload etcd's token verifying key",
             src=_jwt_public(jwt),
             dest=f"{svc.jwt_dir(s)}/jwt.pub",
-            uid=uid,
+            uid=0,
             gid=uid,
-            mode="400",
+            mode="440",
         )
     )
     ops.extend(_tls(s, member.name, member.address))
@@ -183,9 +185,9 @@ def _tls(s: Settings, name: str, address: str) -> list[OperationMeta]:
             name=f"Upload the inventory CA {tls}/ca.crt",
             src=ca.cert_pem,
             dest=f"{tls}/ca.crt",
-            uid=uid,
+            uid=0,
             gid=uid,
-            mode="400",
+            mode="440",
         )
     ]
     current = host.get_fact(FileContents, path=f"{tls}/server.crt")
@@ -201,9 +203,9 @@ def _tls(s: Settings, name: str, address: str) -> list[OperationMeta]:
                 name=f"Issue etcd's {tls}/{fname} ({reason}; not shown)",
                 src=data,
                 dest=f"{tls}/{fname}",
-                uid=uid,
+                uid=0,
                 gid=uid,
-                mode="400",
+                mode="440",
             )
         )
     return ops
@@ -219,7 +221,7 @@ def bootstrap_auth(s: Settings) -> None:
     done = f"{s.layout.state}/{svc.AUTH_DONE}"
     if host.get_fact(File, path=done):
         return
-    ctl = ["docker", "exec", svc.container_name(s), *svc.local_ctl(cluster)]
+    ctl = ["docker", "exec", svc.container_name(s), *svc.local_ctl(cluster.etcd_client_port)]
     wait = (
         f"i=0; until {' '.join(ctl)} endpoint health --cluster >/dev/null 2>&1; do "
         "i=$((i+1)); [ $i -lt 90 ] || { echo 'etcd: no quorum after 90 s' >&2; exit 1; }; "

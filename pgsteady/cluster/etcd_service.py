@@ -8,9 +8,10 @@ read-only root, no capabilities and its data in the volume ``<project>_etcd``. T
 change does not recreate the container.
 
 Host files (all under ``app_dir``): ``etcd/tls/`` (CA, the member's certificate and key,
-0400 etcd uid), ``etcd/jwt/`` (the cluster's ES256 signing pair), ``secrets/etcd/`` (the
-root and patroni passwords, 0600 root: the bootstrap writes them to etcdctl's stdin through
-``docker exec -i``, never into an argv or an environment).
+root:etcd 0440 in root:etcd 0750 directories), ``etcd/jwt/`` (the cluster's ES256
+signing pair, likewise), ``etcd/data/`` (etcd's own, 0700; behind the volume),
+``secrets/etcd/`` (the root and patroni passwords, 0600 root: the bootstrap writes them to
+etcdctl's stdin through ``docker exec -i``, never into an argv or an environment).
 """
 
 from __future__ import annotations
@@ -86,10 +87,10 @@ def initial_env(cluster: Cluster, token: str, state: str = "new") -> str:
     )
 
 
-def local_ctl(cluster: Cluster) -> list[str]:
+def local_ctl(client_port: int) -> list[str]:
     """etcdctl against this member's loopback client URL, as the member's certificate."""
     base = etcd.etcdctl_base(
-        [f"https://127.0.0.1:{cluster.etcd_client_port}"],
+        [f"https://127.0.0.1:{client_port}"],
         PATHS.ca_file,
         PATHS.cert_file,
         PATHS.key_file,
@@ -119,7 +120,7 @@ def service(s: Settings, cluster: Cluster, member: Member) -> dict[str, Any] | N
         "mem_limit": "256m",
         # "endpoint health" is a read through the raft log: a quorum answers it; with auth
         # on, etcdctl counts the permission refusal as healthy.
-        "healthcheck": [*local_ctl(cluster), "endpoint", "health"],
+        "healthcheck": [*local_ctl(cluster.etcd_client_port), "endpoint", "health"],
     }
 
 
@@ -127,7 +128,7 @@ def bootstrap_commands(s: Settings, cluster: Cluster, ctl: list[str] | None = No
     """Host shell commands of the RBAC bootstrap, run once on the first etcd host: each
     password reaches etcdctl's stdin from its 0600 file, the last step writes the guard.
     ``ctl`` replaces ``docker exec -i <etcd> etcdctl ...`` (tests run etcd as processes)."""
-    ctl = ctl or ["docker", "exec", "-i", container_name(s), *local_ctl(cluster)]
+    ctl = ctl or ["docker", "exec", "-i", container_name(s), *local_ctl(cluster.etcd_client_port)]
     out = []
     for step in etcd.auth_bootstrap(cluster):
         line = shlex.join([*ctl, *step.args])

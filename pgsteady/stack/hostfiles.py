@@ -84,7 +84,10 @@ def server_owned_dirs(s: Settings) -> list[str]:
     WAL archive. Root never runs, sources or trusts a file in them; they are the only
     exception to "nothing under app_dir is writable by another uid", so each is listed here.
     """
-    return pgbackrest.server_written_dirs(s)  # the posix pgBackRest repositories
+    dirs = pgbackrest.server_written_dirs(s)  # the posix pgBackRest repositories
+    if s.postgres_cluster_name is not None:
+        dirs.append(f"{s.app_dir}/etcd/data")  # etcd's data (its uid), on etcd hosts
+    return dirs
 
 
 def writable_by_others(got_uid: int, got_mode: int, want: Owned) -> str | None:

@@ -5,6 +5,7 @@ CLUSTER=1` writes brings up 3 healthy etcd members with TLS and auth on, their s
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shlex
 import time
@@ -46,7 +47,7 @@ def _cluster(target: LabTarget) -> Cluster:
 
 def _ctl(target: LabTarget, cluster: Cluster, *args: str):
     argv = ["docker", "exec", svc.container_name(target.settings)]
-    return target.ssh(shlex.join([*argv, *svc.local_ctl(cluster), *args]))
+    return target.ssh(shlex.join([*argv, *svc.local_ctl(cluster.etcd_client_port), *args]))
 
 
 def test_deploy_brings_up_three_etcd_members_with_auth_on(lab: list[LabTarget]) -> None:
@@ -74,6 +75,9 @@ def test_deploy_brings_up_three_etcd_members_with_auth_on(lab: list[LabTarget]) 
         assert hc["ReadonlyRootfs"] and hc["CapDrop"] == ["ALL"] and hc["NetworkMode"] == "host"
         modes = target.ssh(f"stat -c '%a %u' {svc.secrets_dir(target.settings)}/*_password")
         assert modes.stdout.split("\n")[:2] == ["600 0", "600 0"], modes.stdout
+        # etcd reads its key through its group; only root may write it
+        key = target.ssh(f"stat -c '%a %u %g' {svc.tls_dir(target.settings)}/server.key")
+        assert key.stdout.strip() == f"440 0 {svc.ETCD_UID}", key.stdout
     # the guard exists on the first etcd host only
     assert first.ssh(f"test -e {first.settings.layout.state}/{svc.AUTH_DONE}").returncode == 0
     assert lab[1].ssh(f"test -e {first.settings.layout.state}/{svc.AUTH_DONE}").returncode != 0
@@ -83,3 +87,13 @@ def test_second_deploy_changes_nothing(lab: list[LabTarget]) -> None:
     result = lab[0].make("deploy", timeout=1800)
     assert result.returncode == 0, result.output[-6000:]
     assert result.changed == 0, result.output[-6000:]
+
+
+def test_verify_runs_every_etcd_check_on_each_etcd_host(lab: list[LabTarget]) -> None:
+    result = lab[0].make("verify", timeout=1800)
+    rows = {
+        m.group(1): tuple(int(n) for n in m.groups()[1:])
+        for m in re.finditer(r"(\S+)\s*│\s*etcd\s*│\s*(\d+)\s*│\s*(\d+)\s*│\s*(\d+)", result.output)
+    }
+    # healthy, confined, quorum, members_match_the_inventory, auth_on: passed, none skipped
+    assert rows == {t.host.name: (5, 0, 0) for t in lab}, result.output[-6000:]

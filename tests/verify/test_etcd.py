@@ -16,7 +16,6 @@ import pytest
 
 from pgsteady.cluster import etcd_health
 from pgsteady.cluster import etcd_service as svc
-from pgsteady.cluster.topology import Cluster, cluster_from_mapping
 from pgsteady.settings import Settings
 from pgsteady.verify import VerifyContext, check
 
@@ -36,16 +35,8 @@ def _enabled(ctx: VerifyContext, s: Settings) -> None:
         )
 
 
-@pytest.fixture(scope="module")
-def cluster(ctx: VerifyContext, s: Settings) -> Cluster:
-    """Enough of the cluster for etcdctl's flags (ports); members: the inventory's."""
-    keys = {k: getattr(s, k) for k in ("postgres_cluster_name", "etcd_client_port")}
-    members = [{"name": n, "address": "127.0.0.1"} for n in ("a", "b", "c")]
-    return cluster_from_mapping({**keys, "members": members})
-
-
-def _ctl(on: Host, s: Settings, cluster: Cluster, *args: str) -> Any:
-    argv = ["docker", "exec", svc.container_name(s), *svc.local_ctl(cluster), *args]
+def _ctl(on: Host, s: Settings, *args: str) -> Any:
+    argv = ["docker", "exec", svc.container_name(s), *svc.local_ctl(s.etcd_client_port), *args]
     return on.run(shlex.join(argv))
 
 
@@ -86,24 +77,22 @@ def test_confined(on: Host, s: Settings) -> None:
 
 
 @pytest.mark.fix("start the stopped members: {deploy}; see docs/cluster.md (etcd)")
-def test_quorum(on: Host, s: Settings, ctx: VerifyContext, cluster: Cluster) -> None:
-    res = _ctl(on, s, cluster, *etcd_health.HEALTH)
+def test_quorum(on: Host, s: Settings, ctx: VerifyContext) -> None:
+    res = _ctl(on, s, *etcd_health.HEALTH)
     health = etcd_health.healthy_endpoints(res.stdout) if res.stdout.strip() else {}
     problems = etcd_health.health_problems(health, len(ctx.etcd_peers))
     check(not problems, "; ".join(problems) + (f" ({res.stderr.strip()})" if res.rc else ""))
 
 
-def test_members_match_the_inventory(
-    on: Host, s: Settings, ctx: VerifyContext, cluster: Cluster
-) -> None:
-    res = _ctl(on, s, cluster, *etcd_health.MEMBER_LIST)
+def test_members_match_the_inventory(on: Host, s: Settings, ctx: VerifyContext) -> None:
+    res = _ctl(on, s, *etcd_health.MEMBER_LIST)
     check(res.rc == 0, f"etcdctl member list failed: {res.stderr.strip()}")
     problems = etcd_health.member_problems(etcd_health.members(res.stdout), ctx.etcd_peers)
     check(not problems, "; ".join(problems))
 
 
 @pytest.mark.fix("{deploy} (bootstraps etcd's users and enables auth)")
-def test_auth_on(on: Host, s: Settings, cluster: Cluster) -> None:
+def test_auth_on(on: Host, s: Settings) -> None:
     """A client certificate alone (no password) reads no key of the cluster."""
-    res = _ctl(on, s, cluster, "get", "--prefix", "--keys-only", "/")
+    res = _ctl(on, s, "get", "--prefix", "--keys-only", "/")
     check(res.rc != 0, "etcd answered a read without a password: auth is off")
