@@ -93,13 +93,13 @@ NOT_MEASURED = {
     "oom_kills_pgtune_host_sized": "the worst-case memory workload (issue 19 item 1) has not "
     "landed",
     "host_reboot_to_query_s": "bench does not reboot hosts; make lab-chaos measures it "
-    "(docs/reliability.md)",
+    "(docs/reliability.md, Host reboot)",
     "pitr_rpo_s": "the pitr part measures archiving cost, restore rate and PITR exactness, "
-    "not the loss window",
+    "not the loss window; make lab-chaos measures it (docs/reliability.md, Host loss)",
     "failover_p95_s": "no cluster yet (issue 15)",
     "switchover_write_gap_s": "no cluster yet (issue 15)",
-    "pooler_clients_served": "the pooler's figures come from python -m bench.pooler, not yet "
-    "a make bench part",
+    "pooler_clients_served": "python -m bench.pooler measures it (docs/benchmarks-pooler.json); "
+    "not a make bench part yet",
 }
 
 #: The part each figure comes from (for "the part did not run").

@@ -10,6 +10,9 @@ from bench.merge import part_config
 
 Results = dict[str, Any]
 
+#: Issue 19: a backup costs at most this much of a bare ``pg_dump -Fc`` (median ratio).
+BACKUP_GOAL = 1.15
+
 
 METHOD_NOTES = (
     "Every stack is an isolated pgsteady deployment on this machine (own app_dir, compose "
@@ -233,7 +236,24 @@ def _backups(bak: Results) -> list[str]:
          f"{fmt_s(d['min'])}–{fmt_s(d['max'])}", str(d["n"])]
     )  # fmt: skip
     lines += _table(["", "median", "range", "runs"], rows)
-    lines.append(f"Tool / bare dump: {fmt_ratio(bak['tool_vs_bare'])}.")
+    lines.append(
+        "The tool reads the dump's bytes once, as they stream: to the file, into sha256 and "
+        "into `pg_restore -f /dev/null` (every block decompressed), with the manifest's row "
+        "counts taken meanwhile in the dump's snapshot; then one fsync, `pg_dumpall -g`, the "
+        "tier links and retention."
+    )
+    lines.append("")
+    ratio = bak["tool_vs_bare"]["median"]
+    verdict = (
+        "met"
+        if ratio <= BACKUP_GOAL
+        else f"missed by {ratio - BACKUP_GOAL:.2f}×: the verification's decompression and the "
+        "row counts run beside the dump on the same CPUs, which other work also used"
+    )
+    lines.append(
+        f"Tool / bare dump: {fmt_ratio(bak['tool_vs_bare'])}; goal ≤ {BACKUP_GOAL:.2f}× "
+        f"(issue 19): {verdict}."
+    )
     for key, r in bak["restore_speedup"].items():
         one, many = key.split("/")
         lines.append(f"Restore speed-up --jobs {many} over --jobs {one}: {fmt_ratio(r)}.")

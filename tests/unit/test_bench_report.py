@@ -117,6 +117,13 @@ def test_partial_run_renders_only_what_ran_and_names_failures():
     assert "recovery: RuntimeError: docker down" in page and "details" not in page
 
 
+def test_backups_section_says_whether_the_goal_is_met_and_by_how_much_it_is_missed():
+    missed = report.render(results(backups=BACKUPS))
+    assert "goal ≤ 1.15× (issue 19): missed by 0.93×" in missed
+    fast = {**BACKUPS, "tool_vs_bare": stats.ratio_summary([4.6, 4.4], [4.5, 4.4])}
+    assert "goal ≤ 1.15× (issue 19): met." in report.render(results(backups=fast))
+
+
 def test_fmt_ratio_single_round():
     assert report.fmt_ratio(stats.ratio_summary([2.0], [1.0])) == "2.00× (one round)"
 
