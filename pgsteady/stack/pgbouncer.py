@@ -229,13 +229,22 @@ def render_config(s: Settings) -> str:
 def render_hba(s: Settings) -> str:
     """Who may log in to the pooler, and how: the auth file's two users never over TCP
     (the admin console only on the container's own socket), everyone else with SCRAM over
-    TLS to the two pooled databases. (auth_query answers only for roles that may pool.)"""
+    TLS to the two pooled databases from postgres_allowed_networks' addresses, as the
+    server's pg_hba.conf. (auth_query answers only for roles that may pool.) PgBouncer has
+    no samenet/samehost: those admit every address (postgres_bind, 127.0.0.1 by default,
+    and the host's firewall bound who reaches the port)."""
+    from pgsteady.postgres.parameters import normalize_network
+
     dbs = f"{s.postgres_db},{session_db(s)}"
+    nets: list[str] = ["127.0.0.1/32", "::1/128"]
+    for entry in s.postgres_allowed_networks:
+        net = normalize_network(entry)
+        nets += list(_ANY) if net in ("samenet", "samehost") else [net]
     rules = [
         ("local", "pgbouncer", ADMIN_USER, "", "scram-sha-256"),
         ("local", "all", "all", "", "reject"),
         *(("host", "all", u, n, "reject") for u in (AUTH_USER, ADMIN_USER) for n in _ANY),
-        *(("hostssl", dbs, "all", n, "scram-sha-256") for n in _ANY),
+        *(("hostssl", dbs, "all", n, "scram-sha-256") for n in dict.fromkeys(nets)),
         *(("host", "all", "all", n, "reject") for n in _ANY),
     ]
     lines = ["# Managed by pgsteady (pgsteady/stack/pgbouncer.py); first match wins."]

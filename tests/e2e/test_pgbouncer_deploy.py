@@ -327,3 +327,18 @@ def test_a_pool_size_change_reloads_the_pooler_and_keeps_its_clients(stack: Stac
     assert back.returncode == 0, back.output[-3000:]
     now = docker("inspect", "-f", "{{.State.StartedAt}}", f"{stack.name}-pgbouncer").stdout
     assert now == started  # never restarted
+
+
+def test_a_client_outside_the_allowed_networks_is_refused(stack: Stack) -> None:
+    """The pooler's rules follow postgres_allowed_networks as the server's pg_hba.conf
+    does: with only 10.99.0.0/16 allowed, this machine's client (the Docker bridge's
+    gateway address) is refused; the default admits it again."""
+    try:
+        narrowed = stack.deploy(postgres_allowed_networks=["10.99.0.0/16"])
+        assert narrowed.returncode == 0, narrowed.output[-3000:]
+        with pytest.raises(psycopg2.OperationalError, match="login rejected"):
+            pooled(stack)
+    finally:
+        back = stack.deploy()
+    assert back.returncode == 0, back.output[-3000:]
+    pooled(stack).close()

@@ -148,6 +148,16 @@ def test_hba_admits_scram_over_tls_only_and_never_the_auth_files_users_over_tcp(
         assert hit[-1] == "reject", (user, hit)
 
 
+def test_hba_admits_the_servers_allowed_networks_only() -> None:
+    rules = pgbouncer.render_hba(settings(postgres_allowed_networks=["10.1.0.0/16"]))
+    allowed = [r.split()[3] for r in rules.splitlines() if r.startswith("hostssl")]
+    assert allowed == ["127.0.0.1/32", "::1/128", "10.1.0.0/16"]
+    # No samenet in PgBouncer: the default admits any address that reaches postgres_bind.
+    allowed = [r.split()[3] for r in pgbouncer.render_hba(settings()).splitlines()
+               if r.startswith("hostssl")]  # fmt: skip
+    assert "0.0.0.0/0" in allowed and "samenet" not in allowed
+
+
 def test_the_service_is_confined() -> None:
     s = settings()
     svc = yaml.safe_load(render_compose(s))["services"]["pgbouncer"]
