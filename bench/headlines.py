@@ -88,7 +88,8 @@ KEYS = tuple(f[0] for f in FIGURES)
 
 #: Why a key is null when its part ran: the capability or its measurement is missing.
 NOT_MEASURED = {
-    "recovery_docker_kill_p95_s": "the recovery part measures kill -9 only",
+    "recovery_docker_kill_p95_s": "these recovery figures predate its docker kill trials "
+    "(issue 19 item 3): re-run --only recovery",
     "oom_kills_pgsteady": "the worst-case memory workload (issue 19 item 1) has not landed",
     "oom_kills_pgtune_host_sized": "the worst-case memory workload (issue 19 item 1) has not "
     "landed",
