@@ -328,12 +328,27 @@ def test_monitor_collect_never_runs_app_code(tmp_path, pg):
         backup_path=str(tmp_path),
         pgbackrest_enabled=False,
         postgres_db="app",
+        # the pooler section too: its container (none here) is never the server's
+        pgbouncer_enabled=True,
+        pgbouncer_uid=64188,
+        compose_project=f"{pg.name}-nopooler",
     )
+    script = collect_script(s)
+    # the pooler section only asks PgBouncer's own admin console (database "pgbouncer" on
+    # the pooler's socket, inside the pooler's container): SHOW POOLS never reaches Postgres
+    pooler = script[script.index("pooler() {") :]
+    assert '"$POOLER" sh -c "$POOLER_ADMIN"' in pooler and pg.name not in pooler
+    assert f"-h {pgbouncer.RUN_DIR} -p {pgbouncer.PORT} " in pgbouncer.admin_script()
+    assert "-d pgbouncer -c " in pgbouncer.admin_script()
     proc = subprocess.run(
-        ["sh", "-s"], input=collect_script(s), capture_output=True, text=True, timeout=120,
+        ["sh", "-s"], input=script, capture_output=True, text=True, timeout=120,
         env={"PATH": f"{Path(DOCKER).parent}:/usr/bin:/bin"},
     )  # fmt: skip
-    sql = parse_sections(proc.stdout)["sql"]
+    sections = parse_sections(proc.stdout)
+    assert sections["pooler"]["rc"] != 0 and f"{pg.name}-nopooler-pgbouncer" in (
+        sections["pooler"]["err"]
+    )
+    sql = sections["sql"]
     assert sql["rc"] == 0, sql["err"]
     assert '"databases"' in sql["out"]
     performance = parse_sections(proc.stdout)["performance"]
