@@ -293,13 +293,14 @@ def _converge(con: Results) -> list[str]:
             [n, fmt_s(serial[n]["p50"]),
              fmt_s(p["seconds"]["p50"]) if p else "not measured",
              fmt_s(p["per_host_seconds"]) if p else "",
+             fmt_s(p["per_host_cpu_seconds"]) if p and "per_host_cpu_seconds" in p else "",
              ", ".join(map(str, p["changed"])) if p else ""]
         )  # fmt: skip
     lines.append("No-op converge of N stacks on this machine:")
     lines.append("")
     lines += _table(
         ["hosts", "N separate @local runs, serial", "one inventory over ssh",
-         "per host", "changed"],
+         "per host", "control-machine CPU per host", "changed"],
         rows,
     )  # fmt: skip
     ver = con.get("verify", {})
