@@ -35,6 +35,7 @@ from pgsteady.tls import (
     server_names,
 )
 from tasks.facts import NumericStat
+from tasks.noop_guard import guarded_put
 from tasks.ownership import owner_and_mode
 from tasks.tls import Fqdn, ca_directory, private_file
 
@@ -107,7 +108,7 @@ def ensure(s: Settings) -> None:
         return
     uid = s.metrics_exporter_uid
     ca = metrics_ca(s)
-    files.put(
+    guarded_put(
         name=f"Upload the metrics CA {tls}/{exporters.METRICS_CA}",
         src=StringIO(ca.cert_pem.decode()),
         dest=f"{tls}/{exporters.METRICS_CA}",

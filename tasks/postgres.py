@@ -31,6 +31,7 @@ from pgsteady.stack.compose import INIT_SQL, render_compose, render_ctl_env
 from pgsteady.stack.hostfiles import OLD_ROOT_FILES_IN_CONFIG, root_only, server_readable
 from pgsteady.stack.layout import INIT_MOUNT
 from tasks.facts import DockerInspect
+from tasks.noop_guard import guarded_put, guarded_remove
 from tasks.ownership import directory_owned, put_owned
 
 CTL = Path(__file__).resolve().parent.parent / "files" / "bin" / "pgsteady-ctl"
@@ -68,7 +69,7 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
         name="Create the backup directory", path=p.backups, user="root", group="root", mode="700"
     )
 
-    files.put(
+    guarded_put(
         name="Upload pgsteady-ctl",
         src=str(CTL),
         dest=f"{p.bin}/pgsteady-ctl",
@@ -77,7 +78,7 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
         mode="755",
     )
     if s.pgbackrest_enabled:
-        files.put(
+        guarded_put(
             name="Upload pgsteady-pitr",
             src=str(PITR),
             dest=f"{p.bin}/pgsteady-pitr",
@@ -85,7 +86,7 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
             group="root",
             mode="755",
         )
-    files.put(
+    guarded_put(
         name="Write ctl.env",
         src=StringIO(render_ctl_env(s, compose_cmd)),
         dest=p.ctl_env,
@@ -95,13 +96,13 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
     )
     # Hosts converged before etc/ existed kept root's files in the server's config dir.
     for old in OLD_ROOT_FILES_IN_CONFIG:
-        files.file(name=f"Remove old {p.config}/{old}", path=f"{p.config}/{old}", present=False)
+        guarded_remove(name=f"Remove old {p.config}/{old}", path=f"{p.config}/{old}")
 
     conf = put_owned(render_postgresql_conf(s), server_readable(s, f"{p.config}/postgresql.conf"))
     hba = put_owned(render_pg_hba_conf(s), server_readable(s, f"{p.config}/pg_hba.conf"))
     schema_ops = _schema_files(s)
     init_sql = put_owned(render_init_db_sql(s), server_readable(s, f"{p.init}/{INIT_SQL}"))
-    compose = files.put(
+    compose = guarded_put(
         name="Write docker-compose.yml",
         src=StringIO(render_compose(s)),
         dest=p.compose,

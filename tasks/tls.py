@@ -37,6 +37,7 @@ from pgsteady.tls import (
     server_names,
 )
 from tasks.facts import NumericStat
+from tasks.noop_guard import guarded_put
 from tasks.ownership import owner_and_mode
 
 STATE_DIR = ".pgsteady"
@@ -166,7 +167,7 @@ def ensure(s: Settings) -> list[OperationMeta]:
 
 
 def _put_ca(tls: str, ca_pem: bytes) -> OperationMeta:
-    return files.put(
+    return guarded_put(
         name=f"Upload the CA certificate {tls}/{CA_FILE}",
         src=StringIO(ca_pem.decode()),
         dest=f"{tls}/{CA_FILE}",
