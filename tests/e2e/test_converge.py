@@ -165,8 +165,10 @@ def test_bad_settings_stop_before_any_change(new_stack: Stack) -> None:
 
 
 def test_a_server_that_never_gets_healthy_fails_the_deploy_with_its_log(new_stack: Stack) -> None:
-    # Valid on its own, impossible together: the server refuses to start.
+    # Valid on its own, impossible together: the server refuses to start. (10 connections
+    # leave none for the pooler, which refuses them before any change: it is off here.)
     result = new_stack.deploy(
+        pgbouncer_enabled=False,
         postgres_max_connections=10,
         postgres_settings={"superuser_reserved_connections": 8, "reserved_connections": 5},
         postgres_healthy_timeout="25s",
