@@ -190,9 +190,10 @@ def test_the_service_is_confined() -> None:
     assert svc["ulimits"]["nofile"]["soft"] > pgbouncer.max_client_conn(s)
     assert "healthcheck" in svc
     assert "pgrun:/var/run/postgresql:ro" in svc["volumes"]
-    # The server's key is not mounted: the pooler's own copy is.
+    # The server's key is not mounted: the pooler's own key and certificate are.
     assert not any("private/server.key" in v for v in svc["volumes"])
     assert any("private/pgbouncer.key" in v for v in svc["volumes"])
+    assert any("/pgbouncer.crt:" in v for v in svc["volumes"])
     assert svc["secrets"] == ["pgbouncer_userlist"]
     assert "environment" not in svc
 
