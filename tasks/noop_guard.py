@@ -24,9 +24,11 @@ from pyinfra import host
 from pyinfra.api import FactBase, QuoteString, StringCommand
 from pyinfra.api.operation import OperationMeta
 from pyinfra.context import ctx_host, ctx_state
+from pyinfra.facts.files import File
 from pyinfra.operations import files
 
 from pgsteady.stack.layout import HostLayout
+from tasks.facts import NumericStat
 
 
 class State(NamedTuple):
@@ -63,14 +65,17 @@ class FileStates(FactBase[dict[str, State]]):
     """FileState of every entry matching each shell glob of ``patterns`` (no hashes of
     what the globs leave out, e.g. the secrets), in one round trip; absent = not a key."""
 
-    def command(self, patterns: list[str]) -> StringCommand:
-        return StringCommand(
-            "for p in", *patterns, "; do",
-            '[ -e "$p" ] || [ -L "$p" ] || continue;',
-            'h=-; if [ -L "$p" ]; then k=other; elif [ -d "$p" ]; then k=directory;',
-            'elif [ -f "$p" ]; then k=file; h=$(sha1sum < "$p" | cut -c1-40); else k=other; fi;',
-            """echo "$k $(stat -c '%u %g %a' "$p") $h $p"; done""",
-        )  # fmt: skip
+    def command(self, patterns: list[str], unhashed: list[str] | None = None) -> StringCommand:
+        emit = (
+            'e() { [ -e "$1" ] || [ -L "$1" ] || return 0; h=-; if [ -L "$1" ]; then k=other;'
+            ' elif [ -d "$1" ]; then k=directory; elif [ -f "$1" ]; then k=file;'
+            ' [ "$2" = 1 ] && h=$(sha1sum < "$1" | cut -c1-40); else k=other; fi;'
+            """ echo "$k $(stat -c '%u %g %a' "$1") $h $1"; };"""
+        )
+        loops = ["for p in", *patterns, '; do e "$p" 1; done']
+        if unhashed:  # stat only: the secrets' hashes never leave the host
+            loops += ["; for p in", *unhashed, '; do e "$p" 0; done']
+        return StringCommand(emit, *loops)
 
     @staticmethod
     def default() -> dict[str, State]:
@@ -90,12 +95,21 @@ class FileStates(FactBase[dict[str, State]]):
 _prefetched: dict[str, tuple[list[str], dict[str, State]]] = {}
 
 
-def prefetch(directories: Iterable[str], globs: Iterable[str] = ()) -> None:
+def prefetch(
+    directories: Iterable[str], globs: Iterable[str] = (), unhashed: Iterable[str] = ()
+) -> None:
     """Read the FileState of every entry of ``directories`` (not recursive) and of the
-    paths matching ``globs`` at once; file_state() then answers for what they cover."""
-    patterns = [f"{d.rstrip('/')}/*" for d in sorted(set(directories))] + list(globs)
-    quoted = [shlex.quote(p[:-1]) + "*" if p.endswith("/*") else _quote_glob(p) for p in patterns]
-    _prefetched[host.name] = (patterns, host.get_fact(FileStates, patterns=quoted) or {})
+    paths matching ``globs`` at once, and the type, owner and mode (no hash) of every
+    entry of the ``unhashed`` directories; file_state(), numeric_stat() and
+    is_file() then answer for what they cover."""
+    hashed = [f"{d.rstrip('/')}/*" for d in sorted(set(directories))] + list(globs)
+    bare = [f"{d.rstrip('/')}/*" for d in sorted(set(unhashed))]
+    states = host.get_fact(
+        FileStates,
+        patterns=[_quote_glob(p) for p in hashed],
+        unhashed=[_quote_glob(p) for p in bare],
+    )
+    _prefetched[host.name] = ([*hashed, *bare], states or {})
 
 
 def _quote_glob(pattern: str) -> str:
@@ -103,13 +117,39 @@ def _quote_glob(pattern: str) -> str:
     return "*".join(shlex.quote(part) if part else "" for part in pattern.split("*"))
 
 
+def _covered(path: str) -> dict[str, State] | None:
+    """The prefetched states when prefetch() read ``path``'s directory or glob."""
+    patterns, states = _prefetched.get(host.name, ([], {}))
+    for p in patterns:
+        if fnmatch.fnmatchcase(path, p) and "/" not in path[len(p.split("*")[0]) :]:
+            return states
+    return None
+
+
 def file_state(path: str) -> State | None:
     """The FileState of ``path`` at prepare time (from prefetch() when it covered it)."""
-    patterns, states = _prefetched.get(host.name, ([], {}))
-    if any(fnmatch.fnmatchcase(path, p) and "/" not in path[len(p.split("*")[0]) :]
-           for p in patterns):  # fmt: skip
-        return states.get(path)
-    return host.get_fact(FileState, path=path)
+    states = _covered(path)
+    if states is None:
+        return host.get_fact(FileState, path=path)
+    return states.get(path)  # sha1 None for a file read unhashed: no write matches it
+
+
+def numeric_stat(path: str) -> tuple[int, int, str] | None:
+    """``(uid, gid, mode)`` as tasks.facts.NumericStat, from prefetch() when it covered it."""
+    states = _covered(path)
+    if states is None:
+        return host.get_fact(NumericStat, path=path)
+    st = states.get(path)
+    return None if st is None else (st.uid, st.gid, st.mode)
+
+
+def is_file(path: str) -> bool:
+    """Whether ``path`` is a regular file (pyinfra's File fact), from prefetch() if it can."""
+    states = _covered(path)
+    st = None if states is None else states.get(path)
+    if states is not None and (st is None or st.kind == "file"):
+        return st is not None
+    return bool(host.get_fact(File, path=path))
 
 
 def nothing_changed_yet(run_state: Any = None, run_host: Any = None) -> bool:
@@ -176,10 +216,11 @@ def guarded_put(
 
 def prefetch_host_files(layout: HostLayout, project: str) -> None:
     """prefetch() what the converge writes: app_dir and its bin, config, etc, init and tls
-    directories, and this project's cron files. Not secrets/ nor tls/private/: their
-    files are generated on the host, and no hash of them leaves it."""
+    directories, and this project's cron files; of secrets/ and tls/private/ only type,
+    owner and mode: their files are generated on the host, and no hash of them leaves it."""
     dirs = [layout.app_dir, layout.bin, layout.config, layout.etc, layout.init, layout.tls]
-    prefetch(dirs, [f"/etc/cron.d/pgsteady-*-{project}"])
+    secret_dirs = [layout.secrets, f"{layout.secrets}/pgbackrest", f"{layout.tls}/private"]
+    prefetch(dirs, [f"/etc/cron.d/pgsteady-*-{project}"], unhashed=secret_dirs)
 
 
 def guarded_remove(*, name: str, path: str) -> OperationMeta:

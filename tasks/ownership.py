@@ -8,13 +8,11 @@ from __future__ import annotations
 import shlex
 from io import StringIO
 
-from pyinfra import host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, server
 
 from pgsteady.stack.hostfiles import Owned
-from tasks.facts import NumericStat
-from tasks.noop_guard import State, file_state, octal, sha1, skip_if_unchanged
+from tasks.noop_guard import State, file_state, numeric_stat, octal, sha1, skip_if_unchanged
 
 
 def owner_and_mode(
@@ -31,7 +29,7 @@ def owner_and_mode(
     if state is not None:  # read with the file's hash by put_text/directory_owned
         current: tuple[int, int, str] | None = (state.uid, state.gid, state.mode)
     else:  # no hash: the path may be a secret generated on the host
-        current = host.get_fact(NumericStat, path=path)
+        current = numeric_stat(path)
     q = shlex.quote(path)
     command = f"chown {uid}:{gid} {q} && chmod {mode} {q}"
     name = f"Set {path} to owner {uid}:{gid}, mode {mode}"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tests.support.stack import Stack
 
-#: Facts of a no-op converge of the default stack: 137 before noop_guard, 77 with it.
-MAX_FACTS = 90
+#: Facts of a no-op converge of the default stack: 137 before noop_guard, 49 with it.
+MAX_FACTS = 70
 
 
 def _facts(output: str) -> int:

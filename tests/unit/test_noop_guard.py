@@ -83,3 +83,17 @@ def test_matching_files_are_skipped_only_until_something_changed() -> None:
     ran = after_change.execute(["Write /x/a", "Write /x/b"])
     set_a = "Set /x/a to owner 0:0, mode 644"
     assert ran == ["An earlier change", "Write /x/a", set_a, "Write /x/b", set_b]
+
+
+def test_unhashed_directories_give_owner_and_mode_but_no_hash(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "app_password").write_text("s3cret")
+    (secrets / "app_password").chmod(0o640)
+    command = FileStates().command([f"'{tmp_path}'/*"], unhashed=[f"'{secrets}'/*"])
+    out = subprocess.run(["sh", "-c", command.get_raw_value()], capture_output=True, text=True)
+    assert hashlib.sha1(b"s3cret").hexdigest() not in out.stdout  # never leaves the host
+    states = FileStates().process(out.stdout.splitlines())
+    uid, gid = os.getuid(), os.getgid()
+    assert states[f"{secrets}/app_password"] == State("file", uid, gid, "640", None)
+    assert states[str(secrets)].kind == "directory"
