@@ -36,6 +36,7 @@ from pgsteady.tls import (
     server_names,
 )
 from tasks.facts import NumericStat
+from tasks.noop_guard import is_file
 from tasks.ownership import owner_and_mode, put_owned
 from tasks.tls import Fqdn, ca_directory, private_file
 
@@ -126,7 +127,7 @@ def _own_pair(s: Settings, paths: dict[str, str]) -> list[OperationMeta]:
     uid, cert, key = s.pgbouncer_uid, paths["cert"], paths["key"]
     current = host.get_fact(FileContents, path=cert)
     reason = renewal_reason("\n".join(current) + "\n" if current else None, ca.cert_pem, names)
-    if reason is None and not host.get_fact(File, path=key):
+    if reason is None and not is_file(key):
         reason = "the key is missing"
     if reason is None:
         owner_and_mode(cert, 0, 0, "644")
