@@ -175,7 +175,8 @@ def _copies(
         q_src, q_copy = shlex.quote(src), shlex.quote(copy)
         ops.append(
             server.shell(
-                name=f"Copy the server's {src} for PgBouncer ({copy}, {mode} root:{group})",
+                name=f"Install a copy of the server's {src} for PgBouncer"
+                f" ({copy}, {mode} root:{group})",
                 commands=[
                     f"umask 077 && install -o 0 -g {group} -m 0{mode} {q_src} {q_copy}.new"
                     f" && mv -f {q_copy}.new {q_copy}"
