@@ -99,8 +99,6 @@ NOT_MEASURED = {
     "not the loss window; make lab-chaos measures it (docs/reliability.md, Host loss)",
     "failover_p95_s": "no cluster yet (issue 15)",
     "switchover_write_gap_s": "no cluster yet (issue 15)",
-    "pooler_clients_served": "python -m bench.pooler measures it (docs/benchmarks-pooler.json); "
-    "not a make bench part yet",
 }
 
 #: The part each figure comes from (for "the part did not run").

@@ -260,6 +260,42 @@ def _backups(bak: Results) -> list[str]:
     return lines + [""]
 
 
+def _pooler(poo: Results) -> list[str]:
+    def ms(s: Results) -> str:
+        return f"{s['p50']:.2f} ms ({s['min']:.2f}–{s['max']:.2f}, {s['n']} runs)"
+
+    lat, con, tps = (
+        poo["select_only_latency_ms"],
+        poo["connect_ms"],
+        poo["connect_per_transaction_tps"],
+    )
+    lines = [
+        "## Connection pooling (PgBouncer)",
+        "",
+        "One stack with the pooler on (the default), both paths over TLS with verify-full as "
+        "the app role; the rounds alternate direct and pooled.",
+        "",
+    ]
+    rows = [
+        ["`pgbench -S`, 8 clients held: latency", ms(lat["direct"]), ms(lat["pooler"])],
+        ["`pgbench -S -C` (a connection per transaction): connect time",
+         ms(con["direct"]), ms(con["pooler"])],
+        ["`pgbench -S -C`: transactions/s", f"{tps['direct']['p50']:.0f}",
+         f"{tps['pooler']['p50']:.0f}"],
+    ]  # fmt: skip
+    lines += _table(["", "direct", "through PgBouncer"], rows)
+    lines.append(
+        f"Pooled / direct latency: {fmt_ratio(poo['select_only_latency_ratio_pooler_to_direct'])}"
+        f"; added latency (medians): {poo['added_latency_ms_p50']:+.3f} ms."
+    )
+    lines.append(
+        f"{poo['pooler_clients_served']} clients held at once through the pooler, each running "
+        f"queries: {poo['errors']} errors, at most {poo['peak_server_connections']} server "
+        f"connections (default_pool_size {poo['default_pool_size']}), in {poo['seconds']:.1f} s."
+    )
+    return lines + [""]
+
+
 def _converge(con: Results) -> list[str]:
     first, noop = con["first_converge"], con["noop_converge"]
     lines = ["## Converge", ""]
@@ -477,6 +513,7 @@ def render(res: Results) -> str:
         ("backups", _backups),
         ("converge", _converge),
         ("pitr", lambda r: _pitr(r, part_config(res, "pitr"))),
+        ("pooler", _pooler),
     ):
         if key in res:
             body = part(res[key])
