@@ -99,7 +99,7 @@ def _stop(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench import backups, converge, pitr, recovery, tuning
+    from bench import backups, converge, pitr, pooler, recovery, tuning
 
     # Cleanup runs on SIGTERM too, and on SIGINT even when started in the background
     # (a non-interactive shell starts background jobs with SIGINT ignored).
@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             _part("converge", results, lambda: converge.run_converge(cfg, log))
         if "pitr" in cfg.parts:
             _part("pitr", results, lambda: pitr.run(cfg, log))
+        if "pooler" in cfg.parts:
+            _part("pooler", results, lambda: pooler.run(cfg.pooler_rounds, cfg.pooler_seconds))
     finally:
         left = destroy_all()
         if left:

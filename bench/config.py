@@ -6,7 +6,7 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-PARTS = ("recovery", "tuning", "backups", "converge", "pitr")
+PARTS = ("recovery", "tuning", "backups", "converge", "pitr", "pooler")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -45,6 +45,9 @@ class BenchConfig:
     pitr_seconds: int = 20
     pitr_rounds: int = 3
     pitr_targets: int = 5
+    # pooler (PgBouncer: added latency, connection cost, 1,000 clients)
+    pooler_rounds: int = 3
+    pooler_seconds: int = 10
     # output
     out_dir: Path = field(default=REPO / "docs")
     quick: bool = False
@@ -72,6 +75,8 @@ QUICK = {
     "pitr_scale": 5,
     "pitr_seconds": 5,
     "pitr_rounds": 1,
+    "pooler_rounds": 1,
+    "pooler_seconds": 4,
 }
 
 

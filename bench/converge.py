@@ -10,6 +10,7 @@ pyinfra then works on the hosts in parallel, as it would on a fleet.
 from __future__ import annotations
 
 import importlib.util
+import resource
 import subprocess
 import sys
 import time
@@ -30,15 +31,26 @@ from bench.stacks import (
 )
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def pyinfra(inventory: Path) -> DeployResult:
-    """``pyinfra -y INVENTORY deploy.py`` from the repository; timed and parsed."""
-    started = time.monotonic()
+    """``pyinfra -y INVENTORY deploy.py`` from the repository; timed and parsed.
+
+    ``result.cpu_seconds`` is the CPU the pyinfra process (and anything it ran locally)
+    used on this control machine; commands it runs over ssh count on the host side.
+    """
+    started, cpu_before = time.monotonic(), _children_cpu()
     proc = subprocess.run(
         [str(PYINFRA), "-y", str(inventory), "deploy.py"],
         cwd=REPO, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     output = proc.stdout + proc.stderr
     result = DeployResult(proc.returncode, output, seconds=time.monotonic() - started)
+    result.cpu_seconds = _children_cpu() - cpu_before  # type: ignore[attr-defined]
     if proc.returncode != 0:
         raise RuntimeError(f"pyinfra {inventory} failed:\n{output[-4000:]}")
     result.success, result.errors, result.no_change = parse_grand_total(output)
@@ -84,6 +96,7 @@ def _entry(result: DeployResult) -> dict[str, Any]:
         "seconds": round(result.seconds, 2),
         "changed": result.changed,
         "changed_operations": result.changed_operations(),
+        **({"cpu_seconds": round(cpu, 2)} if (cpu := getattr(result, "cpu_seconds", None)) else {}),
     }
 
 
@@ -168,6 +181,8 @@ def _parallel(
             "seconds": stats.summary([r["seconds"] for r in v], 2),
             "changed": [r["changed"] for r in v],
             "per_host_seconds": round(stats.median([r["seconds"] for r in v]) / n, 2),
+            # CPU of the control machine per host: what a fleet's converge scales with.
+            "per_host_cpu_seconds": round(stats.median([r["cpu_seconds"] for r in v]) / n, 2),
         }
         for n, v in runs.items()
     }

@@ -88,18 +88,17 @@ KEYS = tuple(f[0] for f in FIGURES)
 
 #: Why a key is null when its part ran: the capability or its measurement is missing.
 NOT_MEASURED = {
-    "recovery_docker_kill_p95_s": "the recovery part measures kill -9 only",
+    "recovery_docker_kill_p95_s": "these recovery figures predate its docker kill trials "
+    "(issue 19 item 3): re-run --only recovery",
     "oom_kills_pgsteady": "the worst-case memory workload (issue 19 item 1) has not landed",
     "oom_kills_pgtune_host_sized": "the worst-case memory workload (issue 19 item 1) has not "
     "landed",
     "host_reboot_to_query_s": "bench does not reboot hosts; make lab-chaos measures it "
-    "(docs/reliability.md)",
+    "(docs/reliability.md, Host reboot)",
     "pitr_rpo_s": "the pitr part measures archiving cost, restore rate and PITR exactness, "
-    "not the loss window",
+    "not the loss window; make lab-chaos measures it (docs/reliability.md, Host loss)",
     "failover_p95_s": "no cluster yet (issue 15)",
     "switchover_write_gap_s": "no cluster yet (issue 15)",
-    "pooler_clients_served": "the pooler's figures come from python -m bench.pooler, not yet "
-    "a make bench part",
 }
 
 #: The part each figure comes from (for "the part did not run").

@@ -71,7 +71,7 @@ postgres_accept_async_commit_loss = False  # allow synchronous_commit = off in p
 postgres_restart_policy = "always"
 postgres_stop_grace_period = "60s"  # time for a clean shutdown before SIGKILL
 postgres_healthy_timeout = "300s"  # the deploy fails if not healthy within this
-healthcheck_interval = "10s"  # pg_isready every ...
+healthcheck_interval = "10s"  # the health probe every ...
 healthcheck_timeout = "5s"  # ... with this timeout
 healthcheck_retries = 3  # consecutive failures before "unhealthy"
 healthcheck_start_period = "60s"  # failures during start-up do not count

@@ -304,7 +304,7 @@ class Settings(BaseModel):
     postgres_healthy_timeout: Duration = setting(
         "300s", "the deploy fails if not healthy within this"
     )
-    healthcheck_interval: Duration = setting("10s", "pg_isready every ...")
+    healthcheck_interval: Duration = setting("10s", "the health probe every ...")
     healthcheck_timeout: Duration = setting("5s", "... with this timeout")
     healthcheck_retries: StrictInt = setting(
         3, 'consecutive failures before "unhealthy"', ge=1, le=100

@@ -19,6 +19,7 @@ from tasks import (
     image,
     jobs,
     metrics,
+    noop_guard,
     pgbackrest,
     pgbackrest_repository,
     pgbouncer,
@@ -41,6 +42,8 @@ def converge() -> None:
     pgbackrest_repository.check_topology(settings)
     preflight.run(settings)
     compose_cmd = docker.compose_command(settings)
+    # One round trip reads the files the converge writes (a no-op run skips their facts).
+    noop_guard.prefetch_host_files(settings.layout, settings.compose_project)
 
     docker.install(settings)
     image_ops = image.ensure(settings)

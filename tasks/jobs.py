@@ -18,6 +18,7 @@ from pgsteady.stack.jobs import (
     render_timer,
     watchdog_job,
 )
+from tasks.noop_guard import guarded_put
 
 
 def _systemd_job(job: Job, present: bool) -> None:
@@ -55,7 +56,7 @@ def _cron_job(job: Job, present: bool) -> None:
     if not present:
         files.file(name=f"Remove {path}", path=path, present=False)
         return
-    files.put(
+    guarded_put(
         name=f"Write {path}",
         src=StringIO(render_cron(job)),
         dest=path,

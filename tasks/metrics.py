@@ -18,6 +18,7 @@ from pgsteady.settings import Settings
 from pgsteady.stack import exporters
 from pgsteady.stack.hostfiles import exporter_readable, root_only, server_readable
 from tasks import metrics_tls
+from tasks.noop_guard import guarded_put
 from tasks.ownership import directory_owned, put_owned
 
 WRITER = Path(__file__).resolve().parent.parent / "files" / "bin" / "pgsteady-metrics"
@@ -55,7 +56,7 @@ def install(s: Settings) -> None:
     writer = f"{s.layout.bin}/pgsteady-metrics"
     config = f"{s.layout.etc}/metrics.json"
     ops = [
-        files.put(
+        guarded_put(
             name="Upload pgsteady-metrics",
             src=str(WRITER),
             dest=writer,
@@ -65,7 +66,7 @@ def install(s: Settings) -> None:
         )
         if s.metrics_enabled
         else files.file(name=f"Remove {writer}", path=writer, present=False),
-        files.put(
+        guarded_put(
             name=f"Write {config}",
             src=StringIO(exporters.render_writer_config(s)),
             dest=config,

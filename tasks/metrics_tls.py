@@ -18,7 +18,7 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api.exceptions import DeployError
-from pyinfra.facts.files import File, FileContents, Sha256File
+from pyinfra.facts.files import FileContents, Sha256File
 from pyinfra.facts.server import Hostname
 from pyinfra.operations import files, server
 
@@ -35,6 +35,7 @@ from pgsteady.tls import (
     server_names,
 )
 from tasks.facts import NumericStat
+from tasks.noop_guard import guarded_put, is_file
 from tasks.ownership import owner_and_mode
 from tasks.tls import Fqdn, ca_directory, private_file
 
@@ -67,7 +68,7 @@ def _pair(
     """A certificate (root 0644) and its key (root:``gid``, ``mode``) from ``ca``, replaced
     only when missing, not of this CA, near expiry or naming other names."""
     reason = renewal_reason(_current(cert), ca.cert_pem, names)
-    if reason is None and not host.get_fact(File, path=key):
+    if reason is None and not is_file(key):
         reason = "the key is missing"
     if reason is None:
         owner_and_mode(key, 0, gid, mode)
@@ -107,7 +108,7 @@ def ensure(s: Settings) -> None:
         return
     uid = s.metrics_exporter_uid
     ca = metrics_ca(s)
-    files.put(
+    guarded_put(
         name=f"Upload the metrics CA {tls}/{exporters.METRICS_CA}",
         src=StringIO(ca.cert_pem.decode()),
         dest=f"{tls}/{exporters.METRICS_CA}",

@@ -21,6 +21,7 @@ from pgsteady.backup import pgbackrest
 from pgsteady.settings import Settings
 from pgsteady.stack.hostfiles import server_readable
 from tasks import pgbackrest_peers
+from tasks.noop_guard import is_file
 from tasks.ownership import directory_owned, ensure_owned, owner_and_mode, put_owned
 
 
@@ -90,7 +91,7 @@ def prepare(s: Settings) -> list[OperationMeta]:
             continue
         secret = pgbackrest.secret_file(s, n)
         generate = None
-        if not host.get_fact(File, path=secret):
+        if not is_file(secret):
             # Generated on the host: the passphrase never crosses the wire or enters a log.
             generate = server.shell(
                 name=f"Generate the repo{n} cipher passphrase",

@@ -1,40 +1,58 @@
 """PgBouncer's files on the host (pgsteady/stack/pgbouncer.py has the service).
 
 ``prepare`` runs before the stack starts (compose bind-mounts these files: a missing one
-would become a directory): pgbouncer.ini (root:pgbouncer_uid 0640), the pooler's copy of
-the server's TLS key and its auth file (both root:pgbouncer_uid 0440, made on the host by
-root: no secret crosses the wire). ``restart_on_change`` restarts the pooler when one of
-them changed after the stack was up.
+would become a directory): pgbouncer.ini (root:pgbouncer_uid 0640), the pooler's TLS
+certificate (root 0644) and key (root:pgbouncer_uid 0440) and its auth file (0440, made on
+the host by root: no secret crosses the wire). With pgsteady's CA the key and certificate
+are the pooler's own, issued like the server's (tasks/tls.py: its names, renewed below
+RENEW_DAYS) but serverAuth only; with operator-supplied certificates (postgres_tls_cert_file)
+they are copies of the server's, made by root on the host. ``restart_on_change`` restarts
+or reloads the pooler when one of them changed after the stack was up.
 """
 
 from __future__ import annotations
 
 import shlex
+from io import StringIO
 
 from pyinfra import host
+from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operation import OperationMeta
-from pyinfra.facts.files import File, Sha256File
+from pyinfra.facts.files import File, FileContents, Sha256File
+from pyinfra.facts.server import Hostname
 from pyinfra.operations import files, server
 
 from pgsteady.settings import Settings
 from pgsteady.stack import pgbouncer
 from pgsteady.stack.hostfiles import Owned
-from pgsteady.tls import KEY_FILE
+from pgsteady.tls import (
+    CERT_FILE,
+    KEY_FILE,
+    SERVER_ONLY,
+    TlsError,
+    issue_server_cert,
+    load_or_create_ca,
+    renewal_reason,
+    server_names,
+)
 from tasks.facts import NumericStat
-from tasks.ownership import put_owned
+from tasks.noop_guard import is_file
+from tasks.ownership import owner_and_mode, put_owned
+from tasks.tls import Fqdn, ca_directory, private_file
 
 
 def _paths(s: Settings) -> dict[str, str]:
     return {
         "config": f"{s.layout.config}/{pgbouncer.CONFIG}",
         "hba": f"{s.layout.config}/{pgbouncer.HBA}",
-        "key": f"{s.layout.tls}/{pgbouncer.KEY_COPY}",
+        "cert": f"{s.layout.tls}/{pgbouncer.POOLER_CERT}",
+        "key": f"{s.layout.tls}/{pgbouncer.POOLER_KEY}",
         "userlist": f"{s.layout.secrets}/{pgbouncer.USERLIST}",
     }
 
 
 def prepare(s: Settings, tls_ops: list[OperationMeta]) -> dict[str, list[OperationMeta]]:
-    """The pooler's config, key copy and auth file (removed when the pooler is off);
+    """The pooler's config, TLS key and certificate and auth file (removed when off);
     returns the operations whose change needs the pooler to reload its config (``reload``:
     the config, its rules, the auth file) or to restart (``restart``: its TLS key)."""
     paths = _paths(s)
@@ -48,26 +66,7 @@ def prepare(s: Settings, tls_ops: list[OperationMeta]) -> dict[str, list[Operati
         put_owned(pgbouncer.render_hba(s), Owned(paths["hba"], 0, uid, "640")),
     ]
 
-    # The server's key, copied by root on the host for the pooler's gid (the server's copy
-    # is root:postgres 0640); again whenever the key changed (renewal) in this run.
-    src, copy = f"{s.layout.tls}/{KEY_FILE}", paths["key"]
-    want = host.get_fact(Sha256File, path=src)
-    stale = (
-        want is None
-        or host.get_fact(Sha256File, path=copy) != want
-        or host.get_fact(NumericStat, path=copy) != (0, uid, "440")
-    )
-    q_src, q_copy = shlex.quote(src), shlex.quote(copy)
-    restart = [
-        server.shell(
-            name=f"Write PgBouncer's copy of the server's TLS key ({copy}, 0440 root:{uid})",
-            commands=[
-                f"umask 077 && install -o 0 -g {uid} -m 0440 {q_src} {q_copy}.new"
-                f" && mv -f {q_copy}.new {q_copy}"
-            ],
-            _if=lambda: stale or any(o.did_change() for o in tls_ops),
-        )
-    ]
+    restart = _copies(s, paths, tls_ops) if s.postgres_tls_cert_file else _own_pair(s, paths)
 
     # The auth file: the auth role's password (secrets.ensure made it) and a generated
     # admin console password, written once; only owner and mode are kept after that.
@@ -107,3 +106,82 @@ def restart_on_change(s: Settings, ops: dict[str, list[OperationMeta]]) -> None:
         commands=[f"docker kill -s HUP {name} >/dev/null"],
         _if=lambda: any(o.did_change() for o in ops["reload"]) and not restarted.did_change(),
     )
+
+
+def _own_pair(s: Settings, paths: dict[str, str]) -> list[OperationMeta]:
+    """The pooler's key and certificate from the inventory's CA, for the server's names
+    (serverAuth only); replaced when missing, not of this CA, near expiry or naming other
+    names, as tasks/tls.py does the server's. The server's key never leaves its file."""
+    directory, label = ca_directory(s)
+    try:
+        ca = load_or_create_ca(directory, label)
+    except TlsError as exc:
+        raise DeployError(f"TLS: {exc}") from None
+    names = server_names(
+        hostname=str(host.get_fact(Hostname) or ""),
+        fqdn=host.get_fact(Fqdn) or "",
+        bind=s.postgres_bind,
+        inventory_name=host.name,
+        extra=[*s.postgres_tls_extra_names, str(host.data.get("ssh_hostname") or "")],
+    )
+    uid, cert, key = s.pgbouncer_uid, paths["cert"], paths["key"]
+    current = host.get_fact(FileContents, path=cert)
+    reason = renewal_reason("\n".join(current) + "\n" if current else None, ca.cert_pem, names)
+    if reason is None and not is_file(key):
+        reason = "the key is missing"
+    if reason is None:
+        owner_and_mode(cert, 0, 0, "644")
+        owner_and_mode(key, 0, uid, "440")
+        return []
+    cert_pem, key_pem = issue_server_cert(ca, names, usages=SERVER_ONLY)
+    return [
+        private_file(
+            name=f"Upload PgBouncer's own TLS key {key} (0440 root:{uid}, not shown)",
+            src=key_pem,
+            dest=key,
+            uid=0,
+            gid=uid,
+            mode="440",
+        ),
+        files.put(
+            name=f"Issue PgBouncer's certificate {cert} ({reason})",
+            src=StringIO(cert_pem.decode()),
+            dest=cert,
+            user="root",
+            group="root",
+            mode="644",
+        ),
+    ]
+
+
+def _copies(
+    s: Settings, paths: dict[str, str], tls_ops: list[OperationMeta]
+) -> list[OperationMeta]:
+    """Operator-supplied certificates: copies of the server's certificate (root 0644) and
+    key (root:pgbouncer_uid 0440; the server's is root:postgres 0640), made by root on the
+    host; again whenever they changed in this run (a new supplied pair)."""
+    uid, tls = s.pgbouncer_uid, s.layout.tls
+    ops = []
+    for src, copy, group, mode in (
+        (f"{tls}/{CERT_FILE}", paths["cert"], 0, "644"),
+        (f"{tls}/{KEY_FILE}", paths["key"], uid, "440"),
+    ):
+        want = host.get_fact(Sha256File, path=src)
+        stale = (
+            want is None
+            or host.get_fact(Sha256File, path=copy) != want
+            or host.get_fact(NumericStat, path=copy) != (0, group, mode)
+        )
+        q_src, q_copy = shlex.quote(src), shlex.quote(copy)
+        ops.append(
+            server.shell(
+                name=f"Install a copy of the server's {src} for PgBouncer"
+                f" ({copy}, {mode} root:{group})",
+                commands=[
+                    f"umask 077 && install -o 0 -g {group} -m 0{mode} {q_src} {q_copy}.new"
+                    f" && mv -f {q_copy}.new {q_copy}"
+                ],
+                _if=lambda stale=stale: stale or any(o.did_change() for o in tls_ops),
+            )
+        )
+    return ops

@@ -32,6 +32,7 @@ from pgsteady.stack.hostfiles import OLD_ROOT_FILES_IN_CONFIG, root_only, server
 from pgsteady.stack.layout import INIT_MOUNT
 from tasks import etcd
 from tasks.facts import DockerInspect
+from tasks.noop_guard import guarded_put, guarded_remove
 from tasks.ownership import directory_owned, put_owned
 
 CTL = Path(__file__).resolve().parent.parent / "files" / "bin" / "pgsteady-ctl"
@@ -69,7 +70,7 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
         name="Create the backup directory", path=p.backups, user="root", group="root", mode="700"
     )
 
-    files.put(
+    guarded_put(
         name="Upload pgsteady-ctl",
         src=str(CTL),
         dest=f"{p.bin}/pgsteady-ctl",
@@ -78,7 +79,7 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
         mode="755",
     )
     if s.pgbackrest_enabled:
-        files.put(
+        guarded_put(
             name="Upload pgsteady-pitr",
             src=str(PITR),
             dest=f"{p.bin}/pgsteady-pitr",
@@ -86,7 +87,7 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
             group="root",
             mode="755",
         )
-    files.put(
+    guarded_put(
         name="Write ctl.env",
         src=StringIO(render_ctl_env(s, compose_cmd)),
         dest=p.ctl_env,
@@ -96,13 +97,13 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
     )
     # Hosts converged before etc/ existed kept root's files in the server's config dir.
     for old in OLD_ROOT_FILES_IN_CONFIG:
-        files.file(name=f"Remove old {p.config}/{old}", path=f"{p.config}/{old}", present=False)
+        guarded_remove(name=f"Remove old {p.config}/{old}", path=f"{p.config}/{old}")
 
     conf = put_owned(render_postgresql_conf(s), server_readable(s, f"{p.config}/postgresql.conf"))
     hba = put_owned(render_pg_hba_conf(s), server_readable(s, f"{p.config}/pg_hba.conf"))
     schema_ops = _schema_files(s)
     init_sql = put_owned(render_init_db_sql(s), server_readable(s, f"{p.init}/{INIT_SQL}"))
-    compose = files.put(
+    compose = guarded_put(
         name="Write docker-compose.yml",
         src=StringIO(render_compose(s, etcd.compose_service(s))),
         dest=p.compose,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
 from pgsteady.settings import Settings
 from pgsteady.stack.compose import secret_names
 from pgsteady.stack.hostfiles import server_readable
+from tasks.noop_guard import is_file
 from tasks.ownership import ensure_owned
 
 
@@ -22,7 +21,7 @@ def ensure(s: Settings) -> None:
     for name in secret_names(s):
         path = f"{secrets}/{name}"
         generate = None
-        if not host.get_fact(File, path=path):
+        if not is_file(path):
             # Generated on the host so the value never crosses the wire or enters a log;
             # the command itself holds no secret.
             generate = server.shell(

@@ -21,7 +21,7 @@ from pyinfra.api import FactBase, deploy, operation
 from pyinfra.api.command import FileUploadCommand, QuoteString, StringCommand
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operation import OperationMeta
-from pyinfra.facts.files import File, FileContents, Sha256File
+from pyinfra.facts.files import FileContents, Sha256File
 from pyinfra.facts.server import Hostname
 from pyinfra.operations import files, server
 
@@ -37,6 +37,7 @@ from pgsteady.tls import (
     server_names,
 )
 from tasks.facts import NumericStat
+from tasks.noop_guard import guarded_put, is_file
 from tasks.ownership import owner_and_mode
 
 STATE_DIR = ".pgsteady"
@@ -132,7 +133,7 @@ def ensure(s: Settings) -> list[OperationMeta]:
         current = host.get_fact(FileContents, path=f"{tls}/{CERT_FILE}")
         current_text = "\n".join(current) + "\n" if current else None
         reason = renewal_reason(current_text, ca.cert_pem, names)
-        if reason is None and not host.get_fact(File, path=f"{tls}/{KEY_FILE}"):
+        if reason is None and not is_file(f"{tls}/{KEY_FILE}"):
             reason = "the key is missing"
         if reason is None:
             host.noop("server certificate is current (issued by this inventory's CA)")
@@ -166,7 +167,7 @@ def ensure(s: Settings) -> list[OperationMeta]:
 
 
 def _put_ca(tls: str, ca_pem: bytes) -> OperationMeta:
-    return files.put(
+    return guarded_put(
         name=f"Upload the CA certificate {tls}/{CA_FILE}",
         src=StringIO(ca_pem.decode()),
         dest=f"{tls}/{CA_FILE}",

@@ -69,6 +69,9 @@ class Snapshot:
         )
         try:
             self.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            # the row counts run beside pg_dump: one process each, no parallel workers
+            # taking CPU from the dump
+            self.query("SET LOCAL max_parallel_workers_per_gather = 0")
             self.snapshot_id = self.query("SELECT pg_export_snapshot()")[0]
         except BaseException:
             self.close()

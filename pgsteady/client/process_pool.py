@@ -54,13 +54,19 @@ _pid: int | None = None
 _spec: tuple[str | None, dict[str, Any]] | None = None
 
 
+#: Connection parameters that hold a secret: never logged.
+SECRET_KEYS = ("password", "sslpassword")
+
+
 def redact(dsn: str) -> str:
-    """``dsn`` as a ``key=value`` string without its password (safe to log)."""
+    """``dsn`` as a ``key=value`` string without its secrets (safe to log): the password
+    and the client key's passphrase (``sslpassword``)."""
     try:
         params = parse_dsn(dsn)
     except Exception:
         return "<unparsable DSN>"
-    params.pop("password", None)
+    for secret in SECRET_KEYS:
+        params.pop(secret, None)
     return make_dsn(**params)
 
 

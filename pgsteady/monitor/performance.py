@@ -24,11 +24,15 @@ from pgsteady.settings import Settings
 TOP_N = 5
 #: Characters of a statement's (normalized) text kept.
 QUERY_CHARS = 300
-#: Identifier in the collector's own statements, which the rankings leave out.
+#: Identifier in the collector's own statements: the rankings leave out a superuser's
+#: statements that carry it (the application cannot hide its own by naming the marker).
 MARKER = "pgsteady_monitor_"
-#: Statements left out because pg_stat_statements may keep their text verbatim (utility
-#: statements are not normalized before Postgres 16): CREATE/ALTER ROLE/USER ... PASSWORD.
-ROLE_STATEMENT = r"^\s*(create|alter)\s+(role|user)\M"
+#: Statements left out because pg_stat_statements keeps utility statements' text verbatim
+#: (checked on Postgres 15 and 17), a password literal included: any statement naming
+#: ``password`` as a word (CREATE/ALTER ROLE ... PASSWORD, behind a comment or inside a DO
+#: block's EXECUTE too), and any CREATE/ALTER ROLE/USER wherever it stands. A query on a
+#: column named exactly ``password`` is left out with them (``password_hash`` is not).
+SECRET_STATEMENT = r"\mpassword\M|\m(create|alter)\s+(role|user)\M"
 
 #: True when pgsteady.statements is a view that, like its schema, a superuser owns: only
 #: then may a superuser's session read it (the make verify suite reads it too).
@@ -60,8 +64,8 @@ WITH s AS (
     LEFT JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) st.userid
    WHERE st.dbid OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
                    WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
-     AND st.query OPERATOR(pg_catalog.!~) '{MARKER}'
-     AND st.query OPERATOR(pg_catalog.!~*) '{ROLE_STATEMENT}'
+     AND NOT (st.query OPERATOR(pg_catalog.~) '{MARKER}' AND r.rolsuper)
+     AND st.query OPERATOR(pg_catalog.!~*) '{SECRET_STATEMENT}'
 ), e AS (
   SELECT s.*, pg_catalog.json_build_object(
            'queryid', s.queryid::pg_catalog.text, 'user', s.rolname,

@@ -129,7 +129,10 @@ def pooler_sql_context(s: Settings) -> dict[str, str] | None:
         "schema": pgbouncer.AUTH_SCHEMA,
         "password_file": secret_mount(pgbouncer.AUTH_SECRET),
         "excluded": [
-            SUPERUSER, s.postgres_monitor_user, pgbouncer.AUTH_USER, pgbouncer.OWNER_ROLE,
+            SUPERUSER,
+            s.postgres_monitor_user,
+            pgbouncer.AUTH_USER,
+            pgbouncer.OWNER_ROLE,
             RESTORE_ROLE,
         ],  # fmt: skip
     }

@@ -6,6 +6,7 @@ from typing import Any
 
 from pgsteady.render import render
 from pgsteady.settings import Settings
+from pgsteady.stack import healthprobe
 from pgsteady.stack.layout import (
     BACKUP_MOUNT,
     CONFIG_MOUNT,
@@ -80,20 +81,10 @@ def compose_context(s: Settings, etcd: dict[str, Any] | None = None) -> dict[str
         "cpus": s.cpu_limit,
         "shm_size": s.postgres_shm_size.lower().replace("b", ""),
         "stop_grace_period": s.postgres_stop_grace_period,
-        # pg_isready over TCP: the entrypoint's init-time server listens on the socket only,
-        # so the container turns healthy when the real server accepts network connections.
+        # Accepting TCP connections, read from postmaster.pid and /proc rather than by
+        # connecting (pg_isready), so probes write no `connection received` line.
         "healthcheck": {
-            "test": [
-                "CMD",
-                "pg_isready",
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                SUPERUSER,
-                "-d",
-                SUPERUSER,
-            ],
+            "test": healthprobe.compose_test(),
             "interval": s.healthcheck_interval,
             "timeout": s.healthcheck_timeout,
             "retries": s.healthcheck_retries,

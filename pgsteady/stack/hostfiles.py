@@ -164,7 +164,8 @@ def layout(s: Settings) -> list[Owned]:
         out += [
             Owned(f"{p.config}/{pgbouncer.CONFIG}", 0, uid, "640"),
             Owned(f"{p.config}/{pgbouncer.HBA}", 0, uid, "640"),
-            Owned(f"{p.tls}/{pgbouncer.KEY_COPY}", 0, uid, "440"),
+            root_only(f"{p.tls}/{pgbouncer.POOLER_CERT}", "644"),
+            Owned(f"{p.tls}/{pgbouncer.POOLER_KEY}", 0, uid, "440"),
             Owned(f"{p.secrets}/{pgbouncer.USERLIST}", 0, uid, "440"),
         ]
     jobs = [watchdog_job(s)] + ([backup_job(s)] if s.backup_enabled else [])

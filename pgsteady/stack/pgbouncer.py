@@ -4,8 +4,10 @@ One service of the compose stack, ``pgbouncer``, run from pgsteady's Debian-buil
 (it holds the Debian package pgbouncer) as ``pgbouncer_uid``, never the server's uid:
 
 * clients reach it on ``postgres_bind:pgbouncer_port`` with TLS required
-  (``client_tls_sslmode = require``; the server's certificate, a copy of its key readable
-  by the pooler's gid only) and SCRAM-SHA-256. ``postgres_port`` stays direct.
+  (``client_tls_sslmode = require``; with pgsteady's CA a key and certificate of its own
+  for the server's names, never the server's key; with operator-supplied certificates a
+  copy of the server's, readable by the pooler's gid only) and SCRAM-SHA-256.
+  ``postgres_port`` stays direct.
 * it reaches the server over the shared Unix socket volume (like postgres-exporter), as
   each client's own role: SCRAM pass-through with the client's proof, so no password of
   an application role is ever stored by the pooler.
@@ -52,8 +54,11 @@ CONFIG_MOUNT = "/etc/pgsteady-pgbouncer/pgbouncer.ini"
 #: Its client rules (auth_type = hba), beside it: host file and container path.
 HBA = "pgbouncer_hba.conf"
 HBA_MOUNT = "/etc/pgsteady-pgbouncer/hba.conf"
-#: The server's certificate and CA (app_dir/tls, 0644) and the pooler's copy of its key.
-KEY_COPY = "private/pgbouncer.key"
+#: The pooler's certificate (app_dir/tls, root 0644) and key (root:pgbouncer_uid 0440):
+#: issued by the inventory's CA for the server's names (serverAuth), or copies of the
+#: operator's server certificate and key (postgres_tls_cert_file).
+POOLER_CERT = "pgbouncer.crt"
+POOLER_KEY = "private/pgbouncer.key"
 CERT_MOUNT = "/etc/pgsteady-pgbouncer/tls/server.crt"
 CA_MOUNT = "/etc/pgsteady-pgbouncer/tls/ca.crt"
 KEY_MOUNT = "/etc/pgsteady-pgbouncer-key/server.key"
@@ -229,13 +234,22 @@ def render_config(s: Settings) -> str:
 def render_hba(s: Settings) -> str:
     """Who may log in to the pooler, and how: the auth file's two users never over TCP
     (the admin console only on the container's own socket), everyone else with SCRAM over
-    TLS to the two pooled databases. (auth_query answers only for roles that may pool.)"""
+    TLS to the two pooled databases from postgres_allowed_networks' addresses, as the
+    server's pg_hba.conf. (auth_query answers only for roles that may pool.) PgBouncer has
+    no samenet/samehost: those admit every address (postgres_bind, 127.0.0.1 by default,
+    and the host's firewall bound who reaches the port)."""
+    from pgsteady.postgres.parameters import normalize_network
+
     dbs = f"{s.postgres_db},{session_db(s)}"
+    nets: list[str] = ["127.0.0.1/32", "::1/128"]
+    for entry in s.postgres_allowed_networks:
+        net = normalize_network(entry)
+        nets += list(_ANY) if net in ("samenet", "samehost") else [net]
     rules = [
         ("local", "pgbouncer", ADMIN_USER, "", "scram-sha-256"),
         ("local", "all", "all", "", "reject"),
         *(("host", "all", u, n, "reject") for u in (AUTH_USER, ADMIN_USER) for n in _ANY),
-        *(("hostssl", dbs, "all", n, "scram-sha-256") for n in _ANY),
+        *(("hostssl", dbs, "all", n, "scram-sha-256") for n in dict.fromkeys(nets)),
         *(("host", "all", "all", n, "reject") for n in _ANY),
     ]
     lines = ["# Managed by pgsteady (pgsteady/stack/pgbouncer.py); first match wins."]
@@ -313,7 +327,7 @@ def service(s: Settings) -> dict[str, Any] | None:
     from pgsteady.backup.pgbackrest import SOCKET_DIR, SOCKET_VOLUME
 
     tls = s.layout.tls
-    from pgsteady.tls import CA_FILE, CERT_FILE
+    from pgsteady.tls import CA_FILE
 
     return {
         "name": "pgbouncer",
@@ -326,12 +340,12 @@ def service(s: Settings) -> dict[str, Any] | None:
             f"{SOCKET_VOLUME}:{SOCKET_DIR}:ro",
             f"{s.layout.config}/{CONFIG}:{CONFIG_MOUNT}:ro",
             f"{s.layout.config}/{HBA}:{HBA_MOUNT}:ro",
-            f"{tls}/{CERT_FILE}:{CERT_MOUNT}:ro",
+            f"{tls}/{POOLER_CERT}:{CERT_MOUNT}:ro",
             f"{tls}/{CA_FILE}:{CA_MOUNT}:ro",
-            f"{tls}/{KEY_COPY}:{KEY_MOUNT}:ro",
+            f"{tls}/{POOLER_KEY}:{KEY_MOUNT}:ro",
         ],
         "tmpfs": [f"{RUN_DIR}:mode=0700,uid={s.pgbouncer_uid},gid={s.pgbouncer_uid}"],
-        # The TLS handshake with the server's certificate: the pooler listens with its key.
+        # The TLS handshake with its certificate (of the CA clients verify): it listens.
         "healthcheck": [
             "CMD-SHELL",
             f"openssl s_client -brief -starttls postgres -connect 127.0.0.1:{PORT} "

@@ -40,8 +40,9 @@ OUTRO_FULL = """## What this means for operators
   answers less and less often. Look at `docker inspect -f '{{.RestartCount}}'` and the
   container log, not only at whether it is up.
 - **`docker kill` and `docker stop` are manual stops.** Docker does not apply the restart
-  policy to them; only the pgsteady watchdog (cron every minute, or the systemd timer)
-  brings the container back, so expect up to a minute plus start time. `pgsteady-ctl down`
+  policy to them; only the pgsteady watchdog (cron every minute, or the systemd timer;
+  each run watches Docker's events for 57 s) brings the container back, within seconds
+  plus the start time. `pgsteady-ctl down`
   leaves a marker so the watchdog respects a deliberate stop.
 - **A query that exceeds the memory limit kills one backend, not the container**, but the
   postmaster then resets every session (crash recovery): all clients of that server see a

@@ -97,6 +97,13 @@ def test_docker_kill_is_undone_by_the_watchdog(main_stack: Stack, results: Resul
         "events for 57 s) starts it",
     )
     seconds_into_minute = []
+    # cron reads the new cron.d file at the next minute: wait for the first job's check.
+    cron = Path(f"/etc/cron.d/pgsteady-watchdog-{main_stack.name}")
+    state = main_stack.app_dir / "state" / "watchdog.json"
+    deadline = time.monotonic() + 130
+    while not (state.exists() and state.stat().st_mtime > cron.stat().st_mtime):
+        assert time.monotonic() < deadline, "no watchdog job ran within two minutes"
+        time.sleep(0.5)
     with Writer(main_stack) as writer:
         for _ in range(trials(5, 1)):
             wait_uptime(main_stack)

@@ -35,7 +35,9 @@ class CiRun:
 
     returncode: int
     output: str
-    cases: dict[str, dict[str, str]]  # suite -> case name -> passed|failed|skipped
+    # suite -> case -> passed|failed|skipped; a verify case is "module::name" (two groups
+    # may have a check of the same name, e.g. container and pooler test_healthy)
+    cases: dict[str, dict[str, str]]
 
     def stage(self, name: str) -> str:
         return self.cases["pgsteady ci"][name]
@@ -56,7 +58,10 @@ def make_ci(stack: Stack, *extra: str, env: dict[str, str] | None = None) -> CiR
                 outcome = "failed"
             elif case.find("skipped") is not None:
                 outcome = "skipped"
-            cases.setdefault(suite.get("name", ""), {})[case.get("name", "")] = outcome
+            name = case.get("name", "")
+            if suite.get("name") != "pgsteady ci":
+                name = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{name}"
+            cases.setdefault(suite.get("name", ""), {})[name] = outcome
     return CiRun(proc.returncode, proc.stdout + proc.stderr, cases)
 
 
@@ -121,7 +126,7 @@ def test_a_fault_the_converge_keeps_fails_verify_in_junit(stack: Stack) -> None:
     assert "FAILED at stage verify" in run.output, run.output[-3000:]
     assert run.stage("deploy") == "passed" and run.stage("verify") == "failed"
     failed = [name for name, outcome in run.cases["@local"].items() if outcome == "failed"]
-    assert [name.split("[")[0] for name in failed] == ["test_one_superuser"], failed
+    assert [name.split("::")[-1].split("[")[0] for name in failed] == ["test_one_superuser"], failed
 
 
 # --- over SSH, with the key and known_hosts from the "CI's secret store" ----------------------

@@ -1,7 +1,8 @@
 """PgBouncer in a deployed stack (issue 18, item 1).
 
 The shared default stack (pgbouncer_enabled by default): the application role logs in
-through the pooler with SCRAM over TLS, verifying the server's certificate; plain TCP is
+through the pooler with SCRAM over TLS, verifying its certificate (its own key pair, of the
+inventory's CA, for the server's names); plain TCP is
 refused; the superuser and pgsteady's own roles are refused; the auth function is out of
 the application's reach; the session database holds session state; 1,000 concurrent
 clients are served with no error by at most the pool's server connections.
@@ -10,21 +11,33 @@ clients are served with no error by at most the pool's server connections.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import socket
+import ssl
+import struct
 import subprocess
 import threading
 import time
+import types
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from pgsteady.settings import HostFacts, build_settings
 from pgsteady.stack import pgbouncer
+from pgsteady.tls import cert_names, issued_by
 from tests.support.stack import Stack, docker
 
 pytestmark = pytest.mark.timeout(900)
 
 CLIENTS = 1000
+REPO = Path(__file__).resolve().parents[2]
 FACTS = HostFacts(ram_mb=4096, cpus=2, has_systemd=True)  # pool sizes read from the file
 
 
@@ -66,6 +79,77 @@ def test_the_app_logs_in_with_scram_over_verified_tls(stack: Stack) -> None:
         # The pooler reached the server over its Unix socket (no server address).
         assert cur.fetchone() == ("app", "app", True)
     conn.close()
+
+
+def _served_certificate(stack: Stack) -> x509.Certificate:
+    """The certificate the pooler presents after an SSLRequest."""
+    with socket.create_connection(("127.0.0.1", stack.pgbouncer_port), timeout=10) as raw:
+        raw.sendall(struct.pack("!ii", 8, 80877103))
+        assert raw.recv(1) == b"S"
+        ctx = ssl.create_default_context(cafile=str(stack.ca_file))
+        ctx.check_hostname = False
+        with ctx.wrap_socket(raw) as tls:
+            return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+
+
+def _public(cert: x509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_the_pooler_serves_a_key_pair_of_its_own(stack: Stack) -> None:
+    """With pgsteady's CA the pooler holds no copy of the server's key (review R6-L2): its
+    own key and certificate, of the inventory's CA, for the server's names, serverAuth."""
+    tls = stack.app_dir / "tls"
+    served = _served_certificate(stack)
+    mine = x509.load_pem_x509_certificate((tls / pgbouncer.POOLER_CERT).read_bytes())
+    theirs = x509.load_pem_x509_certificate((tls / "server.crt").read_bytes())
+    assert served == mine
+    assert _public(mine) != _public(theirs)
+    assert issued_by(mine, x509.load_pem_x509_certificate((tls / "ca.crt").read_bytes()))
+    assert cert_names(mine) == cert_names(theirs)
+    usage = mine.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    key = tls / pgbouncer.POOLER_KEY
+    assert key.read_bytes() != (tls / "private" / "server.key").read_bytes()
+    st = key.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 64188, 0o440)
+
+
+def _load(path: str, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _LocalHost:
+    """The slice of a testinfra host the verify suite's Host uses, run here."""
+
+    def run(self, command: str) -> types.SimpleNamespace:
+        proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+        return types.SimpleNamespace(rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr)
+
+
+def test_verify_confined_fails_when_the_pooler_holds_the_servers_key(stack: Stack) -> None:
+    """verify's pooler/confined key check on the deployed files: clean as deployed; a copy
+    of the server's pair (what the pooler held before), or of its key alone, fails it."""
+    s = build_settings(stack.host_data(), FACTS)
+    host_class = _load("tests/verify/conftest.py", "pgsteady_verify_conftest").Host
+    check = _load("tests/verify/test_pooler.py", "pgsteady_verify_pooler")._same_key
+    on = host_class(_LocalHost(), s)
+    tls = stack.app_dir / "tls"
+    cert, key = tls / pgbouncer.POOLER_CERT, tls / pgbouncer.POOLER_KEY
+    saved = cert.read_bytes(), key.read_bytes()
+    assert check(on, s) == []
+    try:
+        key.write_bytes((tls / "private" / "server.key").read_bytes())
+        assert check(on, s) == ["holds a copy of the server's key"]
+        cert.write_bytes((tls / "server.crt").read_bytes())
+        assert check(on, s) == ["serves the server's key pair"]
+    finally:
+        cert.write_bytes(saved[0])
+        key.write_bytes(saved[1])
+    assert check(on, s) == []
 
 
 def test_a_wrong_password_and_plain_tcp_are_refused(stack: Stack) -> None:
@@ -272,7 +356,8 @@ def test_turned_off_it_leaves_nothing_and_turned_on_again_it_serves(stack: Stack
     own = [
         stack.app_dir / "config" / pgbouncer.CONFIG,
         stack.app_dir / "config" / pgbouncer.HBA,
-        stack.app_dir / "tls" / pgbouncer.KEY_COPY,
+        stack.app_dir / "tls" / pgbouncer.POOLER_KEY,
+        stack.app_dir / "tls" / pgbouncer.POOLER_CERT,
         stack.app_dir / "secrets" / pgbouncer.USERLIST,
     ]
     try:
@@ -327,3 +412,18 @@ def test_a_pool_size_change_reloads_the_pooler_and_keeps_its_clients(stack: Stac
     assert back.returncode == 0, back.output[-3000:]
     now = docker("inspect", "-f", "{{.State.StartedAt}}", f"{stack.name}-pgbouncer").stdout
     assert now == started  # never restarted
+
+
+def test_a_client_outside_the_allowed_networks_is_refused(stack: Stack) -> None:
+    """The pooler's rules follow postgres_allowed_networks as the server's pg_hba.conf
+    does: with only 10.99.0.0/16 allowed, this machine's client (the Docker bridge's
+    gateway address) is refused; the default admits it again."""
+    try:
+        narrowed = stack.deploy(postgres_allowed_networks=["10.99.0.0/16"])
+        assert narrowed.returncode == 0, narrowed.output[-3000:]
+        with pytest.raises(psycopg2.OperationalError, match="login rejected"):
+            pooled(stack)
+    finally:
+        back = stack.deploy()
+    assert back.returncode == 0, back.output[-3000:]
+    pooled(stack).close()

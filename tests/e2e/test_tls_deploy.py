@@ -10,12 +10,14 @@ the next converge changes nothing.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 
 import psycopg2
 import pytest
 from cryptography import x509
 
+from pgsteady.stack import pgbouncer
 from pgsteady.stack.exporters import METRICS_CA_DIR
 from pgsteady.tls import Authority, create_ca, days_left, issue_server_cert
 from tests.support.stack import Stack
@@ -145,5 +147,24 @@ def test_operator_supplied_certificate_is_served(new_stack: Stack) -> None:
     ) as conn, conn.cursor() as cur:  # fmt: skip
         cur.execute("SELECT 1")
     conn.close()
+    # The pooler serves copies of the operator's pair (docs/security.md says so).
+    tls = new_stack.app_dir / "tls"
+    assert (tls / pgbouncer.POOLER_CERT).read_bytes() == cert
+    assert (tls / pgbouncer.POOLER_KEY).read_bytes() == key
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            pooled = psycopg2.connect(
+                host="db.operator.example", hostaddr="127.0.0.1", port=new_stack.pgbouncer_port,
+                user="app", dbname="app", password=new_stack.secret("app_password"),
+                connect_timeout=5, sslmode="verify-full",
+                sslrootcert=files["postgres_tls_ca_file"],
+            )  # fmt: skip
+            break
+        except psycopg2.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    pooled.close()
     again = new_stack.deploy(**files)
     assert again.returncode == 0 and again.changed == 0, again.changed_operations()

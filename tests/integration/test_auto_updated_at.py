@@ -141,3 +141,24 @@ def test_turning_it_on_later_and_off(server: PgServer) -> None:
     with app(server) as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE late (id int, updated_at timestamptz)")
         assert triggers(cur) == [("early", fn)]  # attached triggers stay; no new ones
+
+
+def test_a_table_the_app_keeps_locked_does_not_stall_the_converge(server: PgServer) -> None:
+    """Turning the setting on attaches triggers as the superuser (CREATE TRIGGER takes SHARE
+    ROW EXCLUSIVE): a table held by the app's open write transaction is skipped after the
+    lock timeout, the rest get their trigger, and the next converge attaches the skipped."""
+    init_db(server, auto=False)
+    fn = "pgsteady.set_updated_at()"
+    with app(server) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE busy (id int, updated_at timestamptz)")
+        cur.execute("CREATE TABLE idle (id int, updated_at timestamptz)")
+    with app(server) as holder, holder.cursor() as hcur:
+        holder.autocommit = False
+        hcur.execute("INSERT INTO busy VALUES (1, now())")  # ROW EXCLUSIVE until commit
+        init_db(server, auto=True)  # returns: busy is skipped after lock_timeout
+        with app(server) as conn, conn.cursor() as cur:
+            assert triggers(cur) == [("idle", fn)]
+        holder.commit()
+    init_db(server, auto=True)
+    with app(server) as conn, conn.cursor() as cur:
+        assert sorted(triggers(cur)) == [("busy", fn), ("idle", fn)]

@@ -242,11 +242,18 @@ def test_patroni_leads_clones_over_tls_and_guards_its_rest_api(tmp_path: Path, r
             assert https(f"{m2_api}/primary", ca)[0] == 503
             assert https(f"{base}/replica", ca)[0] == 503
 
-            rows = m1.sql(
-                c.member_port,
-                "SELECT r.usename, r.application_name, s.ssl FROM pg_stat_replication r "
-                "JOIN pg_stat_ssl s USING (pid)",
-            )
+            # /replica answers 200 once m2 runs as a replica within the lag limit, which can
+            # come a moment before its WAL receiver has connected: wait for the stream.
+            deadline, rows = time.monotonic() + 60, ""
+            while time.monotonic() < deadline:
+                rows = m1.sql(
+                    c.member_port,
+                    "SELECT r.usename, r.application_name, s.ssl FROM pg_stat_replication r "
+                    "JOIN pg_stat_ssl s USING (pid) WHERE r.state = 'streaming'",
+                )
+                if rows:
+                    break
+                time.sleep(0.5)
             assert rows == "replicator|m2|t"
             conninfo = m2.sql(c.member_port, "SHOW primary_conninfo")
             assert "sslmode=verify-full" in conninfo and "sslrootcert=" in conninfo

@@ -367,6 +367,15 @@ def test_watching_watchdog_starts_a_killed_container_within_seconds(stack: CtlSt
         assert second.returncode == 0, second.stderr
         assert "still watching" in second.stderr, second.stderr
         assert watcher.poll() is None, "the first watcher stopped early"
+        # Killed again after 10 s up: that start was good, no crash-loop backoff.
+        time.sleep(max(0.0, killed_at + 12 - time.monotonic()))
+        before = stack.started_at()
+        docker("kill", stack.container)
+        deadline = time.monotonic() + 30
+        while not (stack.status() == "running" and stack.started_at() != before):
+            assert time.monotonic() < deadline, f"held back: {stack.watchdog_state()}"
+            time.sleep(0.1)
+        assert stack.watchdog_state()["attempts"] == 1, stack.watchdog_state()
     finally:
         if watcher.poll() is None:
             watcher.terminate()

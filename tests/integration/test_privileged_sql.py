@@ -328,12 +328,28 @@ def test_monitor_collect_never_runs_app_code(tmp_path, pg):
         backup_path=str(tmp_path),
         pgbackrest_enabled=False,
         postgres_db="app",
+        # the pooler section too: its container (none here) is never the server's
+        pgbouncer_enabled=True,
+        pgbouncer_uid=64188,
+        compose_project=f"{pg.name}-nopooler",
     )
+    script = collect_script(s)
+    # the pooler section only asks PgBouncer's own admin console (database "pgbouncer" on
+    # the pooler's socket, inside the pooler's container): SHOW POOLS never reaches Postgres
+    pooler = script[script.index("pooler() {") :]
+    assert '"$POOLER" sh -c "$POOLER_ADMIN"' in pooler and pg.name not in pooler
+    assert f"-h {pgbouncer.RUN_DIR} -p {pgbouncer.PORT} " in pgbouncer.admin_script()
+    assert "-d pgbouncer -c " in pgbouncer.admin_script()
     proc = subprocess.run(
-        ["sh", "-s"], input=collect_script(s), capture_output=True, text=True, timeout=120,
+        ["sh", "-s"], input=script, capture_output=True, text=True, timeout=120,
         env={"PATH": f"{Path(DOCKER).parent}:/usr/bin:/bin"},
     )  # fmt: skip
-    sql = parse_sections(proc.stdout)["sql"]
+    sections = parse_sections(proc.stdout)
+    assert (
+        sections["pooler"]["rc"] != 0
+        and f"{pg.name}-nopooler-pgbouncer" in (sections["pooler"]["err"])
+    )
+    sql = sections["sql"]
     assert sql["rc"] == 0, sql["err"]
     assert '"databases"' in sql["out"]
     performance = parse_sections(proc.stdout)["performance"]
@@ -398,7 +414,7 @@ INSERT INTO seed VALUES ('a') ON CONFLICT DO NOTHING;
 """
 
 
-def _render_init_db(pg: Postgres) -> str:
+def _render_init_db(pg: Postgres, database: str = "app") -> str:
     return render(
         "init_db.sql.j2",
         app_user="app",
@@ -407,7 +423,7 @@ def _render_init_db(pg: Postgres) -> str:
         readonly_password_file=_put(pg, "/tmp/ro_password", "ro-pw\n"),
         monitor_user="monitor",
         monitor_password_file=_put(pg, "/tmp/monitor_password", "mon-pw\n"),
-        database="app",
+        database=database,
         extensions=["pg_trgm", "pg_stat_statements"],
         auto_updated_at=True,  # its event trigger and the pass over existing tables
         pooler={  # PgBouncer's auth role, its owner role, schema and SECURITY DEFINER function
@@ -428,6 +444,71 @@ def test_init_db_sql_never_runs_app_code(pg, pinned):
     _ok(docker("exec", *env, "-u", "postgres", pg.name, "psql", "-X", "-q", "-v",
                "ON_ERROR_STOP=1", "-d", "postgres", "-f", path, check=False))  # fmt: skip
     assert _fired(pg) == []
+
+
+def _init_db_error(pg: Postgres, database: str) -> str:
+    """init_db.sql for ``database`` must fail: its error output."""
+    proc = _init_db(pg, database)
+    assert proc.returncode != 0, proc.stdout
+    return proc.stderr
+
+
+def _init_db(pg: Postgres, database: str) -> subprocess.CompletedProcess:
+    """init_db.sql for ``database`` run as the converge does (psql, search_path pinned)."""
+    path = _put(pg, "/tmp/init_db.sql", _render_init_db(pg, database))
+    psql = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-f", path]
+    return docker("exec", "-e", f"PGOPTIONS={SAFE}", "-u", "postgres", pg.name, *psql, check=False)
+
+
+def test_init_db_never_adopts_a_pooler_schema_of_the_app(pg):
+    """The app, owner of its database, makes pgsteady_pooler first with an overload of
+    user_secret (auth_query would be "not unique": no pooled login): init_db stops naming
+    the schema and its owner, and adopts nothing; an object of the app's left in a schema
+    the NOLOGIN owner has (an older pgsteady adopted it) stops it too."""
+    schema, owner = pgbouncer.AUTH_SCHEMA, pgbouncer.OWNER_ROLE
+    plant = (
+        f"SET ROLE app; CREATE SCHEMA {schema}; CREATE FUNCTION {schema}.user_secret("
+        "p_user text, x int DEFAULT 0) RETURNS TABLE (usename name, passwd text) "
+        "LANGUAGE sql AS $$ SELECT NULL::name, NULL::text $$"
+    )
+    state = (
+        "SELECT pg_catalog.format('%s|%s', pg_catalog.pg_get_userbyid(n.nspowner), "
+        "(SELECT pg_catalog.string_agg(p.oid::pg_catalog.regprocedure::text || ' ' || "
+        "pg_catalog.pg_get_userbyid(p.proowner), ',') FROM pg_catalog.pg_proc p "
+        "WHERE p.pronamespace = n.oid)) FROM pg_catalog.pg_namespace n "
+        f"WHERE n.nspname = '{schema}'"
+    )
+    try:
+        _reset(pg)
+        pg.sql("CREATE DATABASE pooltrap OWNER app", "postgres")
+        pg.sql(plant, "pooltrap")
+        err = _init_db_error(pg, "pooltrap")
+        assert f"schema {schema} in database pooltrap is owned by role app" in err, err
+        assert pg.value(state, "pooltrap") == (f"app|{schema}.user_secret(text,integer) app"), (
+            "init_db adopted the app's schema or added to it"
+        )
+        assert (
+            pg.value(
+                f"SELECT pg_catalog.has_table_privilege('{owner}', 'pg_authid', 'SELECT')",
+                "pooltrap",
+            )
+            == "f"
+        )
+        # the schema is the owner role's already, the app's overload still in it
+        pg.sql(f"ALTER SCHEMA {schema} OWNER TO {owner}", "pooltrap")
+        err = _init_db_error(pg, "pooltrap")
+        assert (
+            f"schema {schema} in database pooltrap holds function "
+            f"{schema}.user_secret(text,integer) owned by role app"
+        ) in err, err
+        assert pg.value(state, "pooltrap") == f"{owner}|{schema}.user_secret(text,integer) app"
+        # dropped by the operator: init_db completes and the pooler's function is alone
+        pg.sql(f"DROP FUNCTION {schema}.user_secret(text, integer)", "pooltrap")
+        _ok(_init_db(pg, "pooltrap"))
+        assert pg.value(state, "pooltrap") == f"{owner}|{schema}.user_secret(text) {owner}"
+        assert _fired(pg) == []
+    finally:
+        pg.sql("DROP DATABASE IF EXISTS pooltrap WITH (FORCE)", "postgres")
 
 
 def test_schema_files_run_logged_in_as_the_app_role(tmp_path, pg):

@@ -68,6 +68,10 @@ class Sshd:
                     f"PidFile {self.dir}/sshd.pid",
                     "Subsystem sftp internal-sftp",
                     "LogLevel ERROR",
+                    # Debian's bash sources ~/.bashrc for every command sshd runs unless
+                    # SHLVL says it is nested; this machine's root .bashrc runs `pyenv
+                    # init` (0.2-0.4 s), which would be measured as pgsteady's round trip.
+                    "SetEnv SHLVL=1",
                     "",
                 ]
             )

@@ -117,6 +117,13 @@ def test_partial_run_renders_only_what_ran_and_names_failures():
     assert "recovery: RuntimeError: docker down" in page and "details" not in page
 
 
+def test_backups_section_says_whether_the_goal_is_met_and_by_how_much_it_is_missed():
+    missed = report.render(results(backups=BACKUPS))
+    assert "goal ≤ 1.15× (issue 19): missed by 0.93×" in missed
+    fast = {**BACKUPS, "tool_vs_bare": stats.ratio_summary([4.6, 4.4], [4.5, 4.4])}
+    assert "goal ≤ 1.15× (issue 19): met." in report.render(results(backups=fast))
+
+
 def test_fmt_ratio_single_round():
     assert report.fmt_ratio(stats.ratio_summary([2.0], [1.0])) == "2.00× (one round)"
 
@@ -181,3 +188,73 @@ def test_carried_sections_say_which_run_measured_them():
     assert "keep their earlier figures and say when they were measured: recovery, tuning" in page
     assert "holds pgbench scale 70." in page  # the data stack of the run that measured it
     assert "`python -m bench --only pitr --quick`) on 2026-11-29 19:00 UTC" in page
+
+
+#: A pooler part as bench.pooler records it (figures of a run on this machine).
+POOLER = {
+    "added_latency_ms_p50": -0.014,
+    "connect_ms": {
+        "direct": {
+            "max": 44.711,
+            "mean": 39.532,
+            "min": 34.724,
+            "n": 3,
+            "p50": 39.162,
+            "p95": 44.156,
+        },
+        "pooler": {
+            "max": 25.213,
+            "mean": 21.31,
+            "min": 17.914,
+            "n": 3,
+            "p50": 20.802,
+            "p95": 24.772,
+        },
+    },
+    "connect_per_transaction_tps": {
+        "direct": {
+            "max": 56.592,
+            "mean": 50.349,
+            "min": 44.182,
+            "n": 3,
+            "p50": 50.274,
+            "p95": 55.96,
+        },
+        "pooler": {
+            "max": 108.912,
+            "mean": 93.847,
+            "min": 77.943,
+            "n": 3,
+            "p50": 94.687,
+            "p95": 107.49,
+        },
+    },
+    "default_pool_size": 91,
+    "errors": 0,
+    "first_error": None,
+    "peak_server_connections": 91,
+    "pooler_clients_served": 1000,
+    "seconds": 8.9,
+    "select_only_latency_ms": {
+        "direct": {"max": 1.081, "mean": 0.994, "min": 0.946, "n": 3, "p50": 0.956, "p95": 1.069},
+        "pooler": {"max": 1.029, "mean": 0.958, "min": 0.903, "n": 3, "p50": 0.942, "p95": 1.02},
+    },
+    "select_only_latency_ratio_pooler_to_direct": {
+        "max": 1.076,
+        "median": 0.955,
+        "min": 0.871,
+        "n": 3,
+        "ratios": [0.871, 0.955, 1.076],
+    },
+}
+
+
+def test_pooler_section_puts_both_paths_side_by_side_and_the_thousand_clients():
+    measured = POOLER
+    page = report.render(results(pooler=measured))
+    section = page.split("## Connection pooling (PgBouncer)", 1)[1].split("\n## ", 1)[0]
+    assert "| `pgbench -S`, 8 clients held: latency |" in section
+    assert f"{measured['pooler_clients_served']} clients held at once" in section
+    assert f"at most {measured['peak_server_connections']} server connections" in section
+    assert f"default_pool_size {measured['default_pool_size']}" in section
+    assert "## Connection pooling" not in report.render(results(backups=BACKUPS))

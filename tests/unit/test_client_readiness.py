@@ -108,3 +108,15 @@ def test_frameworks_are_imported_only_by_their_adapters() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_redact_drops_every_secret_parameter() -> None:
+    from pgsteady.client.process_pool import redact
+
+    text = redact(
+        "host=db1 dbname=app user=app password=pw-secret-1 sslkey=/k sslpassword=key-secret-2"
+    )
+    assert "pw-secret-1" not in text and "key-secret-2" not in text
+    assert "host=db1" in text and "sslkey=/k" in text
+    uri = redact("postgresql://app:pw-secret-3@db1/app?sslpassword=key-secret-4")
+    assert "pw-secret-3" not in uri and "key-secret-4" not in uri

@@ -15,16 +15,17 @@ from pgsteady.stack.compose import render_compose
 
 FACTS = HostFacts(ram_mb=4096, cpus=2)
 
-#: sha256 of the compose file main rendered at 9aa0223 (before any cluster setting) for
-#: these single hosts; a cluster change that leaks into a single host changes them.
+#: sha256 of the compose file main (no cluster code) renders for these single hosts,
+#: re-taken from main at each merge (its own single-host changes); a cluster change that
+#: leaks into a single host changes them.
 GOLDEN_COMPOSE = {
-    "default": ("d1fa3921f833826d46d571e9e74670b365616f825e76f33f7c7d340092a4f110", {}),
+    "default": ("e699a3d76e7b860130c734704d8bcc7f1fc36c8a2e83595f426a9f21accbeab0", {}),
     "pg15": (
-        "44e3bfa4ca57d3310f06e877db40a305844d917c5e840d8f9765e20588c6153f",
+        "e80fecece6514b1259e2caf95b49f4ccd60c330d238a482b93fa1f8e073a8754",
         {"postgres_version": 15},
     ),
     "bare": (
-        "a56856262cf9ceb1a3078a829cd5210eb2806ec8a0ee35b3c0a0a4d71d246d71",
+        "84502582588a694cf08914bf25573498be3709ebbf08ce6c856fedc79148d03e",
         {"pgbouncer_enabled": False, "metrics_enabled": False},
     ),
 }

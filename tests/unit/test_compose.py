@@ -25,7 +25,8 @@ def test_service_has_restart_health_limits_and_logging():
     assert svc["mem_limit"] == svc["memswap_limit"] == "1024m"
     assert svc["cpus"] == 1.5
     assert svc["healthcheck"]["interval"] == "7s"
-    assert svc["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    assert svc["healthcheck"]["test"][0] == "CMD-SHELL"
+    assert "postmaster.pid" in svc["healthcheck"]["test"][1]
     assert svc["stop_signal"] == "SIGINT"
     assert svc["logging"] == {
         "driver": "json-file",

@@ -148,6 +148,36 @@ def test_hba_admits_scram_over_tls_only_and_never_the_auth_files_users_over_tcp(
         assert hit[-1] == "reject", (user, hit)
 
 
+def test_hba_admits_the_servers_allowed_networks_only() -> None:
+    rules = pgbouncer.render_hba(settings(postgres_allowed_networks=["10.1.0.0/16"]))
+    allowed = [r.split()[3] for r in rules.splitlines() if r.startswith("hostssl")]
+    assert allowed == ["127.0.0.1/32", "::1/128", "10.1.0.0/16"]
+    # No samenet in PgBouncer: the default admits any address that reaches postgres_bind.
+    allowed = [r.split()[3] for r in pgbouncer.render_hba(settings()).splitlines()
+               if r.startswith("hostssl")]  # fmt: skip
+    assert "0.0.0.0/0" in allowed and "samenet" not in allowed
+
+
+def _tcp_allow(text: str) -> set[str]:
+    """The addresses a rendered pg_hba.conf / pooler hba admits over TCP (first match)."""
+    rows = [r.split() for r in text.splitlines() if r.startswith("host")]
+    return {r[3] for r in rows if r[-1] != "reject" and r[2] != '"postgres"'}
+
+
+def test_public_bind_admits_what_the_server_admits() -> None:
+    """postgres_bind 0.0.0.0 with one allowed network: the pooler admits loopback and that
+    network, exactly the server's pg_hba.conf addresses (review R6-M1)."""
+    s = settings(postgres_bind="0.0.0.0", postgres_allowed_networks=["10.20.0.0/24"])
+    pooler = _tcp_allow(pgbouncer.render_hba(s))
+    assert pooler == {"127.0.0.1/32", "::1/128", "10.20.0.0/24"}
+    assert pooler == _tcp_allow(render_pg_hba_conf(s))
+    # and the last word for every other address is reject
+    assert pgbouncer.render_hba(s).splitlines()[-2:] == [
+        "host all all 0.0.0.0/0 reject",
+        "host all all ::/0 reject",
+    ]
+
+
 def test_the_service_is_confined() -> None:
     s = settings()
     svc = yaml.safe_load(render_compose(s))["services"]["pgbouncer"]
@@ -160,9 +190,10 @@ def test_the_service_is_confined() -> None:
     assert svc["ulimits"]["nofile"]["soft"] > pgbouncer.max_client_conn(s)
     assert "healthcheck" in svc
     assert "pgrun:/var/run/postgresql:ro" in svc["volumes"]
-    # The server's key is not mounted: the pooler's own copy is.
+    # The server's key is not mounted: the pooler's own key and certificate are.
     assert not any("private/server.key" in v for v in svc["volumes"])
     assert any("private/pgbouncer.key" in v for v in svc["volumes"])
+    assert any("/pgbouncer.crt:" in v for v in svc["volumes"])
     assert svc["secrets"] == ["pgbouncer_userlist"]
     assert "environment" not in svc
 

@@ -1,5 +1,6 @@
 """pooler: PgBouncer runs hardened and healthy, answers on pgbouncer_port through TLS with
-the server's certificate (verified against the inventory's CA), refuses a plain-text
+its own certificate for the server's names (verified against the inventory's CA; a copy of
+the server's with operator-supplied certificates), refuses a plain-text
 startup, and its application pool has no client waiting long (SHOW POOLS).
 
 Skipped when ``pgbouncer_enabled`` is False, or while the stack is stopped (container/running
@@ -16,10 +17,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pgsteady.settings import Settings
 from pgsteady.stack import pgbouncer
-from pgsteady.tls import CA_FILE, KEY_FILE
+from pgsteady.tls import CA_FILE, CERT_FILE, KEY_FILE
 from pgsteady.verify import check
 
 if TYPE_CHECKING:
@@ -86,9 +89,36 @@ def test_healthy(on: Host, s: Settings) -> None:
     )
 
 
+def _public_key(pem: str | None) -> bytes | None:
+    """The public key of a PEM certificate (DER), or None when it is absent or unreadable."""
+    try:
+        cert = x509.load_pem_x509_certificate((pem or "").encode())
+    except ValueError:
+        return None
+    return cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+def _same_key(on: Host, s: Settings) -> list[str]:
+    """With pgsteady's CA (no postgres_tls_cert_file): the pooler's key is its own, not a
+    copy of the server's (its certificate's public key and its key file differ from the
+    server's; only hashes of the key files leave the host)."""
+    if s.postgres_tls_cert_file:
+        return []  # operator-supplied: the pooler serves a copy of the server's pair
+    tls = s.layout.tls
+    pooler = _public_key(on.read(f"{tls}/{pgbouncer.POOLER_CERT}"))
+    if pooler is None:
+        return [f"no readable certificate {tls}/{pgbouncer.POOLER_CERT}"]
+    if pooler == _public_key(on.read(f"{tls}/{CERT_FILE}")):
+        return ["serves the server's key pair"]
+    keys = [f"{tls}/{KEY_FILE}", f"{tls}/{pgbouncer.POOLER_KEY}"]
+    sums = on.run("sha256sum " + " ".join(map(shlex.quote, keys))).stdout.split()[::2]
+    return ["holds a copy of the server's key"] if len(set(sums)) < 2 else []
+
+
 def test_confined(on: Host, s: Settings) -> None:
     """pgbouncer_uid (not root, not the server's), read-only root filesystem, no
-    capabilities, no new privileges, a memory limit, no mount of the server's key."""
+    capabilities, no new privileges, a memory limit, no mount of the server's key and,
+    with pgsteady's CA, a key of its own (not a copy of the server's)."""
     name = pgbouncer.container_name(s)
     info = on.inspect("container", name)
     if info is None:
@@ -103,11 +133,12 @@ def test_confined(on: Host, s: Settings) -> None:
         *([] if host.get("CapDrop") == ["ALL"] else ["capabilities not dropped"]),
         *([] if "no-new-privileges:true" in (host.get("SecurityOpt") or []) else ["new privs"]),
         *([] if host.get("Memory") else ["no memory limit"]),
+        *_same_key(on, s),
     ]
     check(not problems, f"{name}: {', '.join(problems)}")
 
 
-@pytest.mark.fix("{deploy} (the pooler serves the server's certificate of the inventory's CA)")
+@pytest.mark.fix("{deploy} (the pooler serves its certificate of the inventory's CA)")
 def test_tls(on: Host, s: Settings) -> None:
     rc, out = _probe(on, s, "tls")
     check(rc == 0 and out.startswith("TLS"), f"no verified TLS on pgbouncer_port: {out[-200:]}")

@@ -1,0 +1,51 @@
+"""The Postgres container's health probe: accepting connections, without connecting.
+
+``pg_isready`` opens a connection, so with ``log_connections = on`` every probe (8,640
+a day at the default 10 s interval) writes a ``connection received`` line: Postgres 15
+to 17 log it before authentication, for every role, so no per-role setting hides it.
+This probe reads what the postmaster itself publishes instead:
+
+- ``postmaster.pid`` line 8 (the postmaster's status) is ``ready`` or ``standby``:
+  not ``starting`` (start-up or crash recovery) and not ``stopping`` (shutdown);
+- the PID on line 1 is a live, runnable process named ``postgres`` that started no
+  later than line 3's time (2 s slack): a stale file left by a killed server names a
+  dead PID or one a later process reuses, and does not pass. (The process may have
+  started earlier: the entrypoint initialises the cluster, then execs postgres.)
+- a TCP socket listens on line 4's port: the entrypoint's init-time server (socket
+  only) does not pass, as it did not with ``pg_isready -h 127.0.0.1``.
+
+It runs as the container's root (the healthcheck's user) with POSIX sh and /proc only.
+"""
+
+from __future__ import annotations
+
+from pgsteady.stack.layout import PGDATA
+
+#: The probe, a POSIX sh script; exit 0 = healthy.
+SCRIPT = f"""\
+no() {{ echo "not accepting connections: $*" >&2; exit 1; }}
+f={PGDATA}/postmaster.pid
+[ -r "$f" ] || no no postmaster.pid
+pid=$(sed -n 1p "$f"); started=$(sed -n 3p "$f"); port=$(sed -n 4p "$f")
+status=$(sed -n 8p "$f")
+case $status in ready*|standby*) ;; *) no "postmaster status '$status'" ;; esac
+case $pid in ''|*[!0-9]*) no "bad PID '$pid'" ;; esac
+stat=$(cat "/proc/$pid/stat" 2>/dev/null) || no "postmaster PID $pid is not running"
+comm=${{stat#*\\(}}; comm=${{comm%\\)*}}
+[ "$comm" = postgres ] || no "PID $pid is $comm, not postgres"
+set -- ${{stat##*\\) }}
+case $1 in R|S|D) ;; *) no "postmaster PID $pid is in state $1" ;; esac
+shift 19
+hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+boot=$(sed -n 's/^btime //p' /proc/stat)
+drift=$((boot + $1 / hz - started))
+[ "$drift" -le 2 ] || no "PID $pid started ${{drift}} s after the file's server (stale file)"
+hex=$(printf '%04X' "$port")
+grep -q "^ *[0-9]*: [0-9A-F]*:$hex [0-9A-F]*:[0-9A-F]* 0A " /proc/net/tcp /proc/net/tcp6 ||
+  no "nothing listens on TCP port $port"
+"""
+
+
+def compose_test() -> list[str]:
+    """The compose ``healthcheck.test`` (the template's ``yaml`` filter doubles ``$``)."""
+    return ["CMD-SHELL", SCRIPT]
