@@ -23,7 +23,7 @@
 set -euo pipefail
 shopt -s nullglob
 
-INIT_DIR=/docker-entrypoint-initdb.d
+INIT_DIR=${PGSTEADY_INIT_DIR:-/docker-entrypoint-initdb.d}
 SOCKET_DIR=/var/run/postgresql
 INCOMPLETE_MARKER=.pgsteady-init-incomplete
 IDENT_MAP=pgsteady
@@ -427,7 +427,85 @@ restore_from_pgbackrest() {
 	log "restore-on-empty: restored from pgBackRest up to the end of its archive"
 }
 
+# --- cluster members (issue 15): Patroni supervises the server ---------------------------
+# `patroni`: as root, prepare the directories as for a server, then as the postgres user
+# fill the private tmpfs PATRONI_DIR with the rendered configuration (no secrets) and a 0600
+# file of passwords read from the secret files, and exec Patroni on that directory (it
+# merges its *.yml in name order). Passwords never reach argv, the environment or a volume.
+PATRONI_DIR=${PGSTEADY_PATRONI_DIR:-/run/patroni}
+PATRONI_CONFIG=${PGSTEADY_PATRONI_CONFIG:-/etc/pgsteady/patroni.yml}
+SECRETS_DIR=${PGSTEADY_SECRETS_DIR:-/run/secrets}
+
+# The passwords Patroni needs, as YAML (python's own quoting: a password is any text).
+patroni_secrets_yml() {
+	python3 - "$SECRETS_DIR" <<-'EOF'
+		import sys, yaml
+		d = sys.argv[1]
+		def pw(name):
+		    with open(f"{d}/{name}") as f:
+		        value = f.read().strip()
+		    if not value:
+		        sys.exit(f"pgsteady-entrypoint: error: {d}/{name} is empty")
+		    return value
+		su = pw("postgres_password")
+		doc = {
+		    "restapi": {"authentication": {"username": "patroni", "password": pw("patroni_rest_password")}},
+		    "etcd3": {"password": pw("etcd_patroni_password")},
+		    "postgresql": {"authentication": {
+		        "superuser": {"password": su},
+		        "replication": {"password": pw("replication_password")},
+		        "rewind": {"password": su},
+		    }},
+		}
+		sys.stdout.write("# written by pgsteady's docker-entrypoint.sh at start; 0600\n")
+		yaml.safe_dump(doc, sys.stdout, default_flow_style=False)
+	EOF
+}
+
+run_patroni() {
+	[[ -r $PATRONI_CONFIG ]] || die "$PATRONI_CONFIG is not readable by uid $(id -u)"
+	[[ -d $PATRONI_DIR && -O $PATRONI_DIR ]] || die "$PATRONI_DIR must be a directory of uid $(id -u)"
+	chmod 0700 "$PATRONI_DIR"
+	umask 077
+	rm -f "$PATRONI_DIR"/*.yml
+	cp "$PATRONI_CONFIG" "$PATRONI_DIR/10-pgsteady.yml"
+	patroni_secrets_yml >"$PATRONI_DIR/.90-secrets.yml.new"
+	mv "$PATRONI_DIR/.90-secrets.yml.new" "$PATRONI_DIR/90-secrets.yml"
+	log "starting Patroni on $PATRONI_DIR"
+	exec patroni "$PATRONI_DIR"
+}
+
+# `post-bootstrap CONNSTRING`: called by Patroni on the member that ran initdb, with the
+# server up: the database and the init scripts, as a single host's first start does.
+post_bootstrap() {
+	setup_env
+	# the member's socket directory and port, from Patroni's key=value connection string
+	local dsn=${1:-}
+	[[ $dsn =~ (^|[[:space:]])host=([^[:space:]]+) ]] && SOCKET_DIR=${BASH_REMATCH[2]}
+	[[ $dsn =~ (^|[[:space:]])port=([0-9]+) ]] && export PGPORT=${BASH_REMATCH[2]}
+	export PGHOST=$SOCKET_DIR
+	create_database
+	run_init_scripts
+	log "post-bootstrap complete"
+}
+
 main() {
+	case ${1:-} in
+	patroni)
+		if [[ $(id -u) == 0 ]]; then
+			mkdir -p "$PATRONI_DIR"
+			chown postgres:postgres "$PATRONI_DIR"
+			chmod 0700 "$PATRONI_DIR"
+			prepare_dirs_as_root_and_drop "$@"
+		fi
+		run_patroni
+		;;
+	post-bootstrap)
+		[[ $(id -u) != 0 ]] || die "post-bootstrap runs as the postgres user (Patroni's)"
+		post_bootstrap "${2:-}"
+		exit 0
+		;;
+	esac
 	if [[ ${1:-} == -* ]]; then
 		set -- postgres "$@"
 	fi

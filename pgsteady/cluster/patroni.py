@@ -59,6 +59,8 @@ class PatroniPaths:
     etcd_key_file: str
     pgpass: str
     custom_conf: str
+    #: run by Patroni on the member that ran initdb (the database, the init scripts)
+    post_bootstrap: str | None = None
 
 
 def container_paths(postgres_version: int) -> PatroniPaths:
@@ -73,6 +75,7 @@ def container_paths(postgres_version: int) -> PatroniPaths:
         etcd_key_file="/etc/pgsteady-tls-key/etcd-client.key",
         pgpass="/run/patroni/pgpass",
         custom_conf="/etc/pgsteady/patroni-custom.conf",
+        post_bootstrap="/usr/local/bin/docker-entrypoint.sh post-bootstrap",
     )
 
 
@@ -172,6 +175,7 @@ def patroni_config(
             ],
             # required by Patroni 3.0.2's validator; the DCS pg_hba above is what applies
             "pg_hba": list(dcs["postgresql"]["pg_hba"]),
+            **({"post_bootstrap": paths.post_bootstrap} if paths.post_bootstrap else {}),
         },
         "postgresql": {
             # listen_addresses style: a comma list, no brackets, then the port

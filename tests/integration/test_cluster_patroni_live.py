@@ -121,9 +121,11 @@ def root() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def start_member(lab: EtcdLab, root: Path, name: str, rest_pw: str) -> Live:
-    """Render and start member ``name``'s Patroni under ``root/name``."""
-    pw = pwd.getpwnam("postgres")
+def render_member(
+    lab: EtcdLab, root: Path, name: str, post_bootstrap: str | None = None
+) -> tuple[Path, dict]:
+    """Member ``name``'s directory ``root/name`` (certificates, an empty custom.conf) and
+    its rendered Patroni configuration, with this host's per-member local parameters."""
     c, d = lab.cluster, root / name
     d.mkdir(mode=0o700)
     for src in ("ca.crt", f"{name}/server.crt", f"{name}/server.key"):
@@ -142,6 +144,7 @@ def start_member(lab: EtcdLab, root: Path, name: str, rest_pw: str) -> Live:
         etcd_key_file=str(d / "etcd-client.key"),
         pgpass=str(d / "pgpass"),
         custom_conf=str(d / "custom.conf"),
+        post_bootstrap=post_bootstrap,
     )
     params = {"shared_buffers": "32MB", "max_connections": "20", "ssl": "on"}
     hba = [
@@ -157,6 +160,13 @@ def start_member(lab: EtcdLab, root: Path, name: str, rest_pw: str) -> Live:
         "ssl_key_file": paths.key_file,
         "ssl_ca_file": paths.ca_file,
     }
+    return d, config
+
+
+def start_member(lab: EtcdLab, root: Path, name: str, rest_pw: str) -> Live:
+    """Render and start member ``name``'s Patroni under ``root/name``."""
+    pw = pwd.getpwnam("postgres")
+    d, config = render_member(lab, root, name)
     conf = d / "conf"
     conf.mkdir(mode=0o700)
     (conf / "10-pgsteady.yml").write_text(yaml.safe_dump(config))
