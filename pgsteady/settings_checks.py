@@ -229,4 +229,17 @@ def cluster_checks(s: Settings) -> list[str]:
             "postgres_restore_on_empty = True: refused in a cluster, where Patroni decides "
             "between bootstrapping and cloning a member; use False"
         )
+    # Not yet in a cluster: each needs the leader's address or a shared repository.
+    for key, why in (
+        ("pgbackrest_enabled", "a cluster's WAL archive needs a repository every member shares"),
+        ("pgbouncer_enabled", "clients reach the leader through HAProxy on postgres_port"),
+        ("metrics_enabled", "the exporters do not follow the member's port yet"),
+    ):
+        if getattr(s, key):
+            errors.append(f"{key} = True: not supported in a cluster yet ({why}); use False")
+    if s.postgres_tls_cert_file:
+        errors.append(
+            f"postgres_tls_cert_file = {s.postgres_tls_cert_file!r}: a cluster member's "
+            "certificate must name every member; leave it unset (pgsteady issues them)"
+        )
     return errors

@@ -14,6 +14,7 @@ from pyinfra.api import deploy
 
 from tasks import (
     backup,
+    cluster_member,
     docker,
     etcd,
     image,
@@ -47,6 +48,7 @@ def converge() -> None:
 
     docker.install(settings)
     image_ops = image.ensure(settings)
+    pending = None  # a cluster member's stack, started in the cluster's order below
     if is_backup_host():
         pgbackrest_repository.prepare(settings, compose_cmd, image_ops)
     else:
@@ -56,11 +58,19 @@ def converge() -> None:
         metrics.prepare(settings)  # files the exporter services bind-mount
         pooler_ops = pgbouncer.prepare(settings, tls_ops)  # files the pooler bind-mounts
         etcd.prepare(settings)  # a cluster's etcd hosts: TLS, token keys, initial env
-        postgres.ensure(settings, compose_cmd, image_ops)
+        member_ops = cluster_member.prepare(settings)  # Patroni's and HAProxy's files
+        pending = postgres.ensure(settings, compose_cmd, image_ops, member_ops)
+        cluster_member.start_etcd(settings, pending, etcd.compose_service(settings) is not None)
         pgbouncer.restart_on_change(settings, pooler_ops)
     # Operations of different hosts are ordered only at points every host passes.
     barrier("every etcd member of a cluster has started")
     etcd.bootstrap_auth(settings)  # once, on the first etcd host
+    barrier("etcd's users exist and its auth is on")
+    cluster_member.start_member(settings, pending, seed_turn=True)
+    barrier("the cluster's seed leads")
+    cluster_member.start_member(settings, pending, seed_turn=False)  # they clone it
+    cluster_member.converge_dcs(settings)  # from the seed only
+    cluster_member.apply_sql(settings, pending)  # on the leader only
     barrier("the pgBackRest repository servers of the backup hosts run")
     if not is_backup_host():
         pgbackrest.ensure_stanza(settings, pgbackrest_ops)

@@ -30,7 +30,7 @@ from pgsteady.stack import exporters
 from pgsteady.stack.compose import INIT_SQL, render_compose, render_ctl_env
 from pgsteady.stack.hostfiles import OLD_ROOT_FILES_IN_CONFIG, root_only, server_readable
 from pgsteady.stack.layout import INIT_MOUNT
-from tasks import etcd
+from tasks import cluster_member, etcd
 from tasks.facts import DockerInspect
 from tasks.noop_guard import guarded_put, guarded_remove
 from tasks.ownership import directory_owned, put_owned
@@ -53,7 +53,14 @@ def _container_ok(s: Settings) -> bool:
 
 
 @deploy("Postgres stack")
-def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> None:
+def ensure(
+    s: Settings,
+    compose_cmd: str,
+    image_ops: list[OperationMeta],
+    cluster_ops: list[OperationMeta] | None = None,
+) -> cluster_member.Pending | None:
+    """Write the stack's files and start it; a cluster member's start is left to the
+    cluster's ordered steps (tasks/cluster_member.py), which get what they need back."""
     p = s.layout
     files.directory(name="Create app_dir", path=s.app_dir, user="root", group="root", mode="755")
     for key in ("bin", "etc", "state"):
@@ -115,6 +122,10 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
     ctl_cmd = f"{p.bin}/pgsteady-ctl"
     was_ok = _container_ok(s)
     up_triggers = [compose, *image_ops]
+    if s.postgres_cluster_name is not None:
+        # Patroni reads its files at start; the DCS carries postgresql.conf and pg_hba.
+        triggers = [*up_triggers, *(cluster_ops or [])]
+        return cluster_member.Pending(compose_cmd, triggers, was_ok, init_sql, schema_ops)
     up = server.shell(
         name="Start or update the stack, wait until healthy",
         commands=[f"{ctl_cmd} up"],
@@ -140,6 +151,7 @@ def ensure(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> Non
             commands=[f"{ctl_cmd} apply-schema {' '.join(shlex.quote(a) for a in args)}"],
             _if=lambda: any(o.did_change() for o in (init_sql, *schema_ops)),
         )
+    return None
 
 
 def _schema_files(s: Settings) -> list[OperationMeta]:

@@ -8,6 +8,8 @@ from pyinfra.operations import files, server
 from pgsteady.settings import Settings
 from pgsteady.stack.compose import secret_names
 from pgsteady.stack.hostfiles import server_readable
+from tasks import cluster_member
+from tasks.cluster import load_cluster
 from tasks.noop_guard import is_file
 from tasks.ownership import ensure_owned
 
@@ -18,6 +20,10 @@ def ensure(s: Settings) -> None:
     files.directory(
         name="Create the secrets directory (0700)", path=secrets, user="root", mode="700"
     )
+    cluster = load_cluster(s)
+    if cluster is not None:  # one value on every member, pushed from the deploy machine
+        cluster_member.push_secrets(s, cluster)
+        return
     for name in secret_names(s):
         path = f"{secrets}/{name}"
         generate = None

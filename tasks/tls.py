@@ -123,6 +123,7 @@ def ensure(s: Settings) -> list[OperationMeta]:
             raise DeployError(f"TLS: {exc}") from None
         ca_pem = ca.cert_pem
         extra = [*s.postgres_tls_extra_names, str(host.data.get("ssh_hostname") or "")]
+        extra += _cluster_names(s)
         names = server_names(
             hostname=str(host.get_fact(Hostname) or ""),
             fqdn=host.get_fact(Fqdn) or "",
@@ -164,6 +165,17 @@ def ensure(s: Settings) -> list[OperationMeta]:
             mode="640",
         ),
     ]
+
+
+def _cluster_names(s: Settings) -> list[str]:
+    """A member's certificate also names every member (name and private address): a
+    client through HAProxy, and a replica verifying its leader, meet any of them."""
+    from tasks.cluster import load_cluster
+
+    cluster = load_cluster(s)
+    if cluster is None:
+        return []
+    return [x for m in cluster.members for x in (m.name, m.address)]
 
 
 def _put_ca(tls: str, ca_pem: bytes) -> OperationMeta:

@@ -118,3 +118,14 @@ def desired(s: Settings, cluster: Cluster) -> dict[str, Any]:
     from pgsteady.cluster.patroni import dcs_document
 
     return dcs_document(cluster, parameters(s), hba_lines(s, cluster))
+
+
+def show_argv(config_dir: str) -> list[str]:
+    """patronictl printing the DCS configuration (YAML) of the member at ``config_dir``."""
+    return ["patronictl", "-c", config_dir, "show-config"]
+
+
+def apply_argv(config_dir: str) -> list[str]:
+    """patronictl merging a patch read from stdin into the DCS (``null`` deletes a key),
+    without a prompt: the same merge as Patroni's ``PATCH /config``."""
+    return ["patronictl", "-c", config_dir, "edit-config", "--apply", "-", "--force", "--quiet"]

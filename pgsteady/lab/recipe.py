@@ -233,4 +233,8 @@ def cluster_data(name: str) -> dict[str, Any]:
         "postgres_cluster_name": name,
         "etcd_heartbeat_interval_ms": 250,
         "etcd_election_timeout_ms": 2500,
+        # not in a cluster yet (pgsteady.settings_checks.cluster_checks)
+        "pgbackrest_enabled": False,
+        "pgbouncer_enabled": False,
+        "metrics_enabled": False,
     }

@@ -27,6 +27,10 @@ INIT_SQL = "10-init_db.sql"
 def secret_names(s: Settings) -> list[str]:
     """Password files under app_dir/secrets/, each mounted at /run/secrets/NAME."""
     names = ["postgres_password", "app_password", "monitor_password"]
+    if s.postgres_cluster_name is not None:
+        from pgsteady.cluster.member_service import CLUSTER_SECRETS
+
+        names.extend(CLUSTER_SECRETS)
     if s.postgres_readonly_user:
         names.append("readonly_password")
     if s.pgbouncer_enabled:
@@ -100,7 +104,18 @@ def compose_context(s: Settings, etcd: dict[str, Any] | None = None) -> dict[str
         "exporters": exporters.services(s),
         "pgbouncer": pgbouncer.service(s),
         "etcd": etcd,
+        "stop_signal": "SIGINT",
+        **_cluster_member(s),
     }
+
+
+def _cluster_member(s: Settings) -> dict[str, Any]:
+    """A cluster member's changes to the context (none on a single host)."""
+    if s.postgres_cluster_name is None:
+        return {}
+    from pgsteady.cluster import member_service as m
+
+    return {"haproxy": m.haproxy_service(s), **m.postgres_overrides(s)}
 
 
 def _socket_volume(s: Settings) -> list[str]:

@@ -16,6 +16,13 @@ from pgsteady.settings import HostFacts, Settings, build_settings, defaults
 from pgsteady.stack.compose import render_compose
 
 FACTS = HostFacts(ram_mb=4096, cpus=2)
+#: a member's data: what a cluster does not support yet is off
+MEMBER = {
+    "postgres_cluster_name": "main",
+    "pgbackrest_enabled": False,
+    "pgbouncer_enabled": False,
+    "metrics_enabled": False,
+}
 
 
 def member(n: int = 4) -> tuple[Settings, Cluster]:
@@ -23,7 +30,7 @@ def member(n: int = 4) -> tuple[Settings, Cluster]:
         (f"pg{i}", {"postgres_cluster_name": "main", "ssh_hostname": f"10.0.0.{i}"})
         for i in range(1, n + 1)
     ]
-    return build_settings({"postgres_cluster_name": "main"}, FACTS), cluster_of(
+    return build_settings(MEMBER, FACTS), cluster_of(
         "main", hosts, defaults()
     )
 
