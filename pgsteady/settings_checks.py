@@ -237,6 +237,13 @@ def cluster_checks(s: Settings) -> list[str]:
     ):
         if getattr(s, key):
             errors.append(f"{key} = True: not supported in a cluster yet ({why}); use False")
+    keywords = [n for n in s.postgres_allowed_networks if n in ("samenet", "samehost", "all")]
+    if keywords:
+        errors.append(
+            f"postgres_allowed_networks = {s.postgres_allowed_networks!r}: in a cluster "
+            f"HAProxy filters clients by address, and {', '.join(keywords)} is a pg_hba "
+            "keyword; accepted: CIDRs such as '10.0.0.0/24'"
+        )
     if s.postgres_tls_cert_file:
         errors.append(
             f"postgres_tls_cert_file = {s.postgres_tls_cert_file!r}: a cluster member's "

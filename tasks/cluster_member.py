@@ -146,7 +146,7 @@ def prepare(s: Settings) -> list[OperationMeta]:
         member,
         f"{TLS_MOUNT}/ca.crt",
         ms.STATS_SOCKET,
-        s.postgres_allowed_networks,
+        ms.client_sources(s),
     )
     ops.append(put_owned(cfg, Owned(f"{p.config}/{ms.HAPROXY_CFG}", 0, ms.HAPROXY_UID, "640")))
     return ops

@@ -52,6 +52,14 @@ def postgres_overrides(s: Settings) -> dict[str, Any]:
     }
 
 
+def client_sources(s: Settings) -> list[str]:
+    """Who may connect to HAProxy: loopback and postgres_allowed_networks, as pg_hba
+    admits them on a single host (never empty, which haproxy.cfg would read as "any")."""
+    from pgsteady.postgres.parameters import LOOPBACK
+
+    return [*LOOPBACK, *s.postgres_allowed_networks]
+
+
 def haproxy_container(s: Settings) -> str:
     return f"{s.compose_project}-haproxy"
 

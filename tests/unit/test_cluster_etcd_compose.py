@@ -22,6 +22,7 @@ MEMBER = {
     "pgbackrest_enabled": False,
     "pgbouncer_enabled": False,
     "metrics_enabled": False,
+    "postgres_allowed_networks": ["10.0.0.0/24"],
 }
 
 

@@ -68,6 +68,7 @@ def test_a_cluster_member_builds_the_cluster_flavour_from_debian() -> None:
         pgbackrest_enabled=False,
         metrics_enabled=False,
         pgbouncer_enabled=False,
+        postgres_allowed_networks=["10.0.0.0/24"],
     )
     name, command = build_command(s)
     recipe = debian_recipe(s.postgres_version, CLUSTER_PACKAGES)

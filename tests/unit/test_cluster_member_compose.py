@@ -76,3 +76,16 @@ def test_a_cluster_refuses_a_supplied_certificate() -> None:
     with pytest.raises(SettingsError) as exc:
         build_settings({**MEMBER, **files}, FACTS)
     assert any("must name every member" in e for e in exc.value.errors), exc.value.errors
+
+
+def test_haproxy_admits_loopback_and_the_allowed_networks_never_any() -> None:
+    s = build_settings({**MEMBER, "postgres_allowed_networks": []}, FACTS)
+    assert ms.client_sources(s) == ["127.0.0.1/32", "::1/128"]  # no networks: loopback only
+    s = build_settings({**MEMBER, "postgres_allowed_networks": ["10.9.0.0/16"]}, FACTS)
+    assert ms.client_sources(s) == ["127.0.0.1/32", "::1/128", "10.9.0.0/16"]
+
+
+def test_a_cluster_needs_client_networks_as_addresses() -> None:
+    with pytest.raises(SettingsError) as exc:
+        build_settings({**MEMBER, "postgres_allowed_networks": ["samenet"]}, FACTS)
+    assert any("'samenet'" in e and "CIDRs" in e for e in exc.value.errors), exc.value.errors
