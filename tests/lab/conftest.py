@@ -13,8 +13,10 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,5 +124,24 @@ def lab_target() -> Iterator[LabTarget]:
                                backup_host=True)  # fmt: skip
         record("lab up, 2 hosts (image cached)", time.monotonic() - started)
         yield LabTarget(lab, host, inventory, Settings(**LAB_DATA))
+    finally:
+        lab.down(inventory)
+
+
+@contextmanager
+def cluster_lab(prefix: str, data: dict[str, Any]) -> Iterator[list[LabTarget]]:
+    """Three hosts forming cluster "lab" (the data `make lab N=3 CLUSTER=1` writes, with
+    ``data``), each a LabTarget; the lab is removed afterwards."""
+    from pgsteady.lab.recipe import cluster_data
+
+    reason = _prerequisites()
+    if reason:
+        pytest.fail(f"lab prerequisites missing: {reason}")
+    lab = Lab(f"{prefix}{secrets.token_hex(3)}")
+    inventory = lab.dir / "inventory.py"
+    try:
+        hosts = lab.up(3, "bookworm", inventory=inventory, extra_data=data, cluster="lab")
+        settings = Settings(**{**data, **cluster_data("lab")})
+        yield [LabTarget(lab, h, inventory, settings) for h in hosts]
     finally:
         lab.down(inventory)

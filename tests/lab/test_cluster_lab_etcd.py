@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import shlex
 import time
 from collections.abc import Iterator
@@ -17,26 +16,16 @@ from pgsteady.cluster import etcd_health
 from pgsteady.cluster import etcd_service as svc
 from pgsteady.cluster.inventory import cluster_of
 from pgsteady.cluster.topology import Cluster
-from pgsteady.lab.hosts import Lab
-from pgsteady.settings import Settings, defaults
-from tests.lab.conftest import LabTarget, _prerequisites, record
+from pgsteady.settings import defaults
+from tests.lab.conftest import LabTarget, cluster_lab, record
 
 DATA = {"compose_project": "labc", "backup_schedule": "@daily"}
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[list[LabTarget]]:
-    reason = _prerequisites()
-    if reason:
-        pytest.fail(f"lab prerequisites missing: {reason}")
-    lab = Lab(f"pgsclu{secrets.token_hex(3)}")
-    inventory = lab.dir / "inventory.py"
-    try:
-        hosts = lab.up(3, "bookworm", inventory=inventory, extra_data=DATA, cluster="lab")
-        settings = Settings(**DATA, postgres_cluster_name="lab")
-        yield [LabTarget(lab, h, inventory, settings) for h in hosts]
-    finally:
-        lab.down(inventory)
+    with cluster_lab("pgsclu", DATA) as targets:
+        yield targets
 
 
 def _cluster(target: LabTarget) -> Cluster:
