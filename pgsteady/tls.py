@@ -177,24 +177,31 @@ def create_ca(label: str, now: dt.datetime | None = None, days: int = CA_DAYS) -
     return Authority(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
-def issue_server_cert(
+def issue_cert(
     ca: Authority,
     names: list[str],
+    usages: tuple[x509.ObjectIdentifier, ...],
     now: dt.datetime | None = None,
     days: int = SERVER_DAYS,
-    usages: tuple[x509.ObjectIdentifier, ...] = tuple(_SERVER_AND_PEER),
+    common_name: bool = True,
 ) -> tuple[bytes, bytes]:
-    """(certificate PEM, key PEM) for a server known by ``names``, signed by ``ca``;
-    ``usages``: its extended key usages (default serverAuth and clientAuth)."""
+    """(certificate PEM, key PEM): a new P-256 key's end-entity certificate for ``names``
+    (subjectAltName), signed by ``ca``, with extended key usages ``usages``; valid ``days``
+    but never past the CA. The subject is CN = the first name, or empty when
+    ``common_name`` is false (then the SAN is critical, as RFC 5280 requires)."""
     if not names:
-        raise TlsError("a server certificate needs at least one name")
+        raise TlsError("a certificate needs at least one name")
+    bad = [n for n in names if not valid_name(n)]
+    if bad:
+        raise TlsError(f"{bad[0]!r}: not a DNS name or an address a certificate can list")
     now = now or _now()
     key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = ca.cert
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])] if common_name else []
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])]))
+        .subject_name(x509.Name(subject))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -215,10 +222,8 @@ def issue_server_cert(
             ),
             critical=True,
         )
-        # clientAuth too by default: a later cluster's members verify each other with the
-        # same CA. The exporters' certificates are serverAuth only, Prometheus's clientAuth.
         .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
-        .add_extension(_san(names), critical=False)
+        .add_extension(_san(names), critical=not common_name)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
@@ -226,6 +231,20 @@ def issue_server_cert(
         .sign(ca.key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def issue_server_cert(
+    ca: Authority,
+    names: list[str],
+    now: dt.datetime | None = None,
+    days: int = SERVER_DAYS,
+    usages: tuple[x509.ObjectIdentifier, ...] = tuple(_SERVER_AND_PEER),
+) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) for a server known by ``names``, signed by ``ca``;
+    ``usages``: its extended key usages (default serverAuth and clientAuth: a cluster's
+    members verify each other with the same CA; the exporters' certificates are serverAuth
+    only, Prometheus's clientAuth)."""
+    return issue_cert(ca, names, usages, now=now, days=days)
 
 
 # --- deciding ---------------------------------------------------------------------------
