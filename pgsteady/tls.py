@@ -348,15 +348,42 @@ def check_supplied(
 # --- the CA directory on the deploy machine ---------------------------------------------
 
 
+def _private_parent(parent: Path) -> None:
+    """Create ``parent`` (and missing ancestors) 0700 whatever the umask, or check it."""
+    if not parent.exists():
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        parent.chmod(0o700)  # mkdir's mode is masked by the umask: never looser, maybe tighter
+    _check_owner_and_mode(parent)
+
+
+def _check_owner_and_mode(path: Path) -> None:
+    """Refuse a directory another uid owns (root aside) or that group or others can write."""
+    st = path.stat()
+    if st.st_uid not in (os.getuid(), 0):
+        raise TlsError(
+            f"{path} is owned by uid {st.st_uid}, not by the user running the deploy "
+            f"(uid {os.getuid()}) or root; that user could replace the CA: chown it, or "
+            "set postgres_tls_ca_dir to a directory of your own"
+        )
+    if st.st_mode & 0o022:
+        raise TlsError(
+            f"{path} is mode {st.st_mode & 0o7777:04o} (group or others may write, and so "
+            f"replace the CA); run: chmod go-w {path}, or set postgres_tls_ca_dir to a "
+            "directory only you can write"
+        )
+
+
 def load_or_create_ca(directory: Path, label: str) -> Authority:
     """The CA in ``directory`` (``ca.crt`` + ``ca.key``), created on first use.
 
     The directory is 0700 and the key 0600, owned by whoever runs the deploy; a key that
-    others can read is refused. Creation is atomic: two deploys racing end up with one CA.
+    others can read is refused, and so is a directory (or its parent, made 0700 when
+    missing) that another uid owns or can write: that uid could swap the CA for its own.
+    Creation is atomic: two deploys racing end up with one CA.
     """
     key_path, cert_path = directory / "ca.key", directory / "ca.crt"
+    _private_parent(directory.parent)
     if not directory.exists():
-        directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
         ca = create_ca(label)
         fd = os.open(tmp / "ca.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -370,6 +397,7 @@ def load_or_create_ca(directory: Path, label: str) -> Authority:
             for child in tmp.iterdir():
                 child.unlink()
             tmp.rmdir()
+    _check_owner_and_mode(directory)
     mode = key_path.stat().st_mode & 0o777 if key_path.exists() else None
     if mode is None or not cert_path.exists():
         raise TlsError(
