@@ -194,7 +194,9 @@ def test_settings_validate_tls_keys(tmp_path: Path, ca):
     [("127.0.0.1", False), ("::1", False), ("10.0.1.10", True), ("0.0.0.0", True)],
 )
 def test_rendered_files_serve_tls_and_refuse_plain_tcp_off_loopback(bind, ssl_only):
-    s = build_settings({"postgres_bind": bind}, FACTS)
+    # Off loopback the client networks are CIDRs (samenet is refused with the pooler on).
+    nets = {"postgres_allowed_networks": ["10.0.1.0/24"]} if ssl_only else {}
+    s = build_settings({"postgres_bind": bind, **nets}, FACTS)
     assert requires_tls(s) is ssl_only
     conf = render_postgresql_conf(s)
     assert "\nssl = on\n" in conf
