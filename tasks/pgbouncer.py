@@ -57,7 +57,9 @@ def prepare(s: Settings, tls_ops: list[OperationMeta]) -> dict[str, list[Operati
     the config, its rules, the auth file) or to restart (``restart``: its TLS key)."""
     paths = _paths(s)
     if not s.pgbouncer_enabled:
-        for path in paths.values():
+        # With the auth role's password (secrets.ensure makes it only with the pooler on;
+        # init_db.sql drops the role itself).
+        for path in [*paths.values(), f"{s.layout.secrets}/{pgbouncer.AUTH_SECRET}"]:
             files.file(name=f"Remove {path}", path=path, present=False)
         return {"reload": [], "restart": []}
     uid = s.pgbouncer_uid
