@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 import time
@@ -181,6 +182,42 @@ def test_wrong_rest_password_is_refused(lab: PatroniLab, api: RestApi) -> None:
     with pytest.raises(OperationError, match=r"refused the switchover \(401\)"):
         operations.switchover(wrong, lab.cluster.replica_max_lag, target="m2")
     assert lab.leader() == "m1"
+
+
+def test_cli_switches_over_and_refuses_loose_secrets(lab: PatroniLab, api: RestApi) -> None:
+    """``python -m pgsteady switchover`` (what make switchover runs) with an access dir."""
+    access = lab.root / "access"
+    access.mkdir(mode=0o700)
+    for name, src in (("ca.crt", lab.ca), ("client.crt", lab.client[0])):
+        shutil.copy(src, access / name)
+    for name, data in (("client.key", lab.client[1].read_bytes()), ("rest-password", b"")):
+        (access / name).touch(mode=0o600)
+        (access / name).write_bytes(data)
+    (access / "rest-password").write_text(lab.rest_pw)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        members = [f"--member={n}={lab.api(n)}" for n in EXPECTED]
+        return subprocess.run(
+            [sys.executable, "-m", "pgsteady", *args, *members, "--access", str(access)]
+            + ["--source", ADDRESSES[1], "--timeout", "90"],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+
+    out = cli("switchover", "--to", "m2")
+    assert out.returncode == 0 and out.stdout.startswith("switchover done: m2 leads"), out
+    assert lab.rest_pw not in out.stdout + out.stderr
+    out = cli("switchover", "--to", "m2")
+    assert out.returncode == 1 and "m2 is already the leader" in out.stderr, out
+    out = cli("switchover")
+    assert out.returncode == 0 and "m1 leads" in out.stdout, out
+    os.chmod(access / "rest-password", 0o644)
+    out = cli("reinit", "m2")
+    assert out.returncode == 1 and "rest-password is mode 0644" in out.stderr, out
+    assert lab.rest_pw not in out.stdout + out.stderr
+    lab.wait_streaming("m1", "m2")
 
 
 def test_reinit_rebuilds_a_replica_and_refuses_the_leader(lab: PatroniLab, api: RestApi) -> None:
