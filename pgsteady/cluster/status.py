@@ -36,6 +36,49 @@ with urllib.request.urlopen(sys.argv[1], context=ctx, timeout=5) as r:
 """
 
 
+#: The monitor's collect script (pgsteady/monitor/collect.py): section ``cluster`` prints
+#: ``single`` off clusters, else GET /cluster read inside the member's Postgres container.
+SCRIPT = r"""
+cluster_view() {
+    [ -n "$CLUSTER_URL" ] || { echo single; return 0; }
+    d exec "$C" python3 -c "$CLUSTER_FETCH" "$CLUSTER_URL" "$CLUSTER_CA"
+}
+section cluster cluster_view
+"""
+#: Where the cluster container keeps the CA (pgsteady.cluster.patroni.container_paths).
+CONTAINER_CA = "/etc/pgsteady-tls/ca.crt"
+
+
+def script_values(s: Any, address: str) -> dict[str, str]:
+    """The collect script's variables: empty CLUSTER_URL on a single host. ``address``
+    is the host's own (postgres_cluster_address, else its ssh_hostname)."""
+    if getattr(s, "postgres_cluster_name", None) is None:
+        return {"CLUSTER_URL": "", "CLUSTER_FETCH": "", "CLUSTER_CA": ""}
+    host = getattr(s, "postgres_cluster_address", None) or address
+    host = f"[{host}]" if ":" in str(host) else str(host)
+    port = int(getattr(s, "patroni_rest_port", 8008))
+    return {
+        "CLUSTER_URL": f"https://{host}:{port}/cluster",
+        "CLUSTER_FETCH": FETCH_SCRIPT,
+        "CLUSTER_CA": CONTAINER_CA,
+    }
+
+
+def parse_section(section: Mapping[str, Any]) -> ClusterStatus | None:
+    """The ``cluster`` section -> None on a single host, else the status (or its error)."""
+    out = str(section.get("out") or "").strip()
+    if out == "single" or section.get("rc") is None:  # a single host, or no such section
+        return None
+    if section.get("rc") != 0 or not out:
+        why = str(section.get("err") or "").strip().splitlines()
+        reason = why[-1] if why else f"exit code {section.get('rc')}"
+        return ClusterStatus(error=f"GET /cluster failed: {reason}")
+    try:
+        return parse_cluster(json.loads(out))
+    except ValueError as exc:
+        return ClusterStatus(error=f"GET /cluster returned no JSON: {exc}")
+
+
 def normalise_role(role: str) -> str:
     """Patroni 3's ``master`` and /cluster's ``leader`` are ``primary``; standbys are
     ``replica``; anything else (``standby_leader``, ...) is kept as Patroni says it."""
