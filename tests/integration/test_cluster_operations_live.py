@@ -20,10 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from pgsteady.client import Pool, dsn
+from pgsteady.client.health import HealthChecks
 from pgsteady.cluster import health, operations, status
 from pgsteady.cluster.operations import OperationError, RestAccess, RestApi
 from tests.support.etcd_lab import ADDRESSES
-from tests.support.patroni_lab import PatroniLab, postgres_root, running_patroni
+from tests.support.patroni_lab import SUPERUSER_PW, PatroniLab, postgres_root, running_patroni
 
 pytestmark = pytest.mark.timeout(900)
 EXPECTED = ("m1", "m2")
@@ -173,6 +175,59 @@ def test_switchover_to_a_target_and_back(lab: PatroniLab, api: RestApi) -> None:
     result = operations.switchover(api, max_lag, timeout=90)
     assert result.startswith("switchover done: m1 leads"), result
     lab.wait_streaming("m1", "m2")
+
+
+def test_client_kit_multi_host_follows_roles_and_a_switchover(
+    lab: PatroniLab, api: RestApi
+) -> None:
+    """Without a proxy: the kit's multi-host dsn keeps the primary for writers and the
+    replica for readers (the replica listed first, the primary first), and readiness tells
+    "primary reachable" from "replica within lag"; after a switchover a writer's new
+    session lands on the new primary."""
+    hosts = [lab.cluster.member(n).address for n in ("m2", "m1")]
+
+    def pool(attrs: str, order: list[str]) -> Pool:
+        conninfo = dsn(
+            order, port=lab.cluster.member_port, user="postgres", dbname="postgres",
+            ca_file=str(lab.ca), target_session_attrs=attrs,
+        )  # fmt: skip
+        return Pool(conninfo, minconn=0, maxconn=2, connect_kwargs={"password": SUPERUSER_PW})
+
+    where = "SELECT inet_server_addr()::text, pg_is_in_recovery()"
+
+    def served(p: Pool) -> tuple[str, bool]:
+        with p.connection() as conn, conn.cursor() as cur:
+            cur.execute(where)
+            addr, rec = cur.fetchone()
+        return addr.split("/")[0], rec
+
+    writer, reader = pool("read-write", hosts), pool("standby", hosts[::-1])
+    try:
+        assert served(writer) == (ADDRESSES[0], False)
+        assert served(reader) == (ADDRESSES[1], True)
+        w, r = HealthChecks(writer), HealthChecks(reader, details=True)  # r: with reasons
+        assert w.ready({"role": "primary"})[0] == 200
+        assert r.ready({"role": "replica", "max_lag_s": "30"})[0] == 200
+        status_code, body = r.ready({"role": "primary"})
+        assert status_code == 503 and "not a primary" in json.dumps(body)
+        assert w.ready({"role": "replica"})[0] == 503
+
+        operations.switchover(api, lab.cluster.replica_max_lag, target="m2", timeout=90)
+        fresh = pool("read-write", hosts[::-1])  # m1 (now a replica) listed first
+        try:
+            assert served(fresh) == (ADDRESSES[1], False)
+            assert HealthChecks(fresh).ready({"role": "primary"})[0] == 200
+        finally:
+            fresh.close()
+        operations.switchover(api, lab.cluster.replica_max_lag, target="m1", timeout=90)
+        lab.wait_streaming("m1", "m2")
+    finally:
+        writer.close()
+        reader.close()
+    with pytest.raises(ValueError, match="target_session_attrs='primary-ish'"):
+        dsn(hosts, target_session_attrs="primary-ish")
+    with pytest.raises(ValueError, match="one port per host"):
+        dsn(hosts, port=[1, 2, 3])
 
 
 def test_wrong_rest_password_is_refused(lab: PatroniLab, api: RestApi) -> None:
