@@ -26,7 +26,7 @@ from pgsteady.verify import VerifyContext, check
 if TYPE_CHECKING:
     from conftest import Host
 
-STATUS_FIX = "make status (cluster section); docs/operations.md, Cluster: no leader"
+STATUS_FIX = "make status (cluster section); docs/operations.md, Cluster: no running leader"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -89,14 +89,14 @@ def test_replicas_streaming(
 
 @pytest.mark.fix(
     "on the leader: SELECT pg_drop_replication_slot('<slot>') (or remove it from "
-    "Patroni's slots in /config); docs/operations.md, Inactive replication slot"
+    "Patroni's slots in /config); docs/operations.md, PostgresReplicationSlotInactive"
 )
 def test_no_inactive_slots(leader_view: health.LeaderView) -> None:
     problems = health.slot_problems(leader_view.slots)
     check(not problems, "; ".join(problems))
 
 
-@pytest.mark.fix("docs/operations.md, Archiving fails (pgbackrest check on the leader)")
+@pytest.mark.fix("docs/operations.md, Archive stuck (on the leader's host)")
 def test_archiving_on_the_primary(leader_view: health.LeaderView, s: Settings) -> None:
     problems = health.archiver_problems(leader_view, expected=s.pgbackrest_enabled)
     check(not problems, "; ".join(problems))
