@@ -9,19 +9,21 @@ API (import by full name, ``from tests.support.patroni_lab import ...``):
   starts etcd, then the first member (waits until it is the primary), then the others
   (waits until each is a replica within the lag limit AND its WAL stream shows in the
   leader's pg_stat_replication). Yields a :class:`PatroniLab`; stops everything on exit.
-  ``parameters`` are extra Postgres parameters merged into the bootstrap DCS document.
+  ``parameters`` are extra Postgres parameters merged into the bootstrap DCS document;
+  ``cluster_changes`` replace topology.Cluster fields first (timings, synchronous mode).
 - :class:`PatroniLab`: ``etcd`` (the EtcdLab), ``cluster`` (topology.Cluster), ``root``
   (a 0755 dir the postgres user reaches), ``ca`` (CA file), ``client`` ((cert, key) of a
   CA-issued client certificate), ``auth`` (("patroni", REST password)), ``rest_pw``,
   ``members`` (name -> :class:`Live`), ``api(name)`` (the member's https base URL),
-  ``start(name)``, ``stop(name)``, ``wait_role(name, "primary"|"replica")``,
+  ``start(name)``, ``restart(name)`` (Patroni again on the kept directory after a crash),
+  ``stop(name)``, ``wait_role(name, "primary"|"replica")``,
   ``wait_streaming(leader, replica)``, ``leader()`` (the leader key's value, via etcd),
   ``request(name, path, method="GET", data="{}", gated=False)`` ((status, body) of one
   call; ``gated`` sends the client certificate and basic auth).
 - :class:`Live` member: ``name``, ``dir``, ``proc``, ``log``, ``tail()``,
   ``sql(port, query)`` (psql as the superuser over the member's socket, peer auth).
 - Lower level, as the Patroni live test uses them: :func:`https`, :func:`postgres_root`,
-  :func:`start_member`, :func:`stop`, :func:`wait_status`, :func:`haproxy_in_front`,
+  :func:`start_member`, :func:`launch`, :func:`stop`, :func:`wait_status`, :func:`haproxy_in_front`,
   :func:`reaches`; :data:`BIN_DIR`, :data:`SUPERUSER_PW`.
 
 The REST API's allowlist is the members' addresses (127.0.0.2-4 here): :func:`https` sends
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import http.client
 import os
 import pwd
@@ -194,6 +197,14 @@ def start_member(
     )
     for path in [d, *d.rglob("*")]:
         os.chown(path, pw.pw_uid, pw.pw_gid)
+    return launch(d, name)
+
+
+def launch(d: Path, name: str) -> Live:
+    """Start Patroni on member ``name``'s rendered directory ``d`` (a first start, or a
+    start after a crash: the data directory is kept)."""
+    pw = pwd.getpwnam("postgres")
+    conf = d / "conf"
     log = d.parent / f"{name}.log"
     proc = subprocess.Popen(
         [require("patroni"), str(conf)],
@@ -277,6 +288,12 @@ class PatroniLab:
         self.members[name] = live
         return live
 
+    def restart(self, name: str) -> Live:
+        """Start member ``name``'s Patroni again on its kept directory (after a crash)."""
+        live = launch(self.root / name, name)
+        self.members[name] = live
+        return live
+
     def stop(self, name: str) -> None:
         """Stop member ``name`` (SIGTERM: Patroni stops Postgres and leaves the cluster)."""
         stop(self.members.pop(name))
@@ -310,11 +327,16 @@ def running_patroni(
     tmp: Path,
     members: Sequence[str] = ("m1", "m2"),
     parameters: Mapping[str, Any] | None = None,
+    cluster_changes: Mapping[str, Any] | None = None,
 ) -> Iterator[PatroniLab]:
-    """etcd, then ``members[0]`` as the primary, then the others streaming from it."""
+    """etcd, then ``members[0]`` as the primary, then the others streaming from it.
+    ``cluster_changes`` replace fields of the lab's topology.Cluster before any member
+    starts (e.g. ``{"ttl": 20, "synchronous_mode": True}``: the bootstrap DCS document)."""
     require_file(str(BIN_DIR / "pg_ctl"), "postgresql-15")
     require("patroni")
     with running_etcd(tmp) as etcd_lab, postgres_root() as root:
+        if cluster_changes:
+            etcd_lab.cluster = dataclasses.replace(etcd_lab.cluster, **cluster_changes)
         lab = PatroniLab(etcd_lab, root, secrets.token_urlsafe(16), parameters)
         try:
             first, *others = members
