@@ -153,6 +153,18 @@ def test_failing_archive_command_is_reported(lab: PatroniLab) -> None:
     )
 
 
+def test_status_shows_a_pending_restart(lab: PatroniLab, api: RestApi) -> None:
+    """A parameter that needs a restart, changed through the DCS, shows on every member."""
+    patch_config(lab, {"postgresql": {"parameters": {"max_connections": 25}}})
+    try:
+        until("both members show a pending restart", lambda: api.cluster().to_dict()[
+            "pending_restart"] == ["m1", "m2"])  # fmt: skip
+        assert "pending-restart" in "\n".join(status.render_lines(api.cluster()))
+    finally:
+        patch_config(lab, {"postgresql": {"parameters": {"max_connections": 20}}})
+    until("the pending restart clears", lambda: api.cluster().to_dict()["pending_restart"] == [])
+
+
 def test_switchover_refuses_an_unfit_target_naming_it(lab: PatroniLab, api: RestApi) -> None:
     max_lag = lab.cluster.replica_max_lag
     with pytest.raises(OperationError, match="switchover to m3 refused: m3 is not a member"):
