@@ -67,9 +67,14 @@ class RestApi:
         self.timeout = timeout
 
     def _context(self, gated: bool) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.access.ca_file)
-        if gated:
-            ctx.load_cert_chain(self.access.cert_file, self.access.key_file)
+        a = self.access
+        try:
+            ctx = ssl.create_default_context(cafile=a.ca_file)
+            if gated:
+                ctx.load_cert_chain(a.cert_file, a.key_file)
+        except (ssl.SSLError, OSError) as exc:
+            files = f"{a.ca_file}" + (f", {a.cert_file}, {a.key_file}" if gated else "")
+            raise OperationError(f"the access files do not load ({files}): {exc}") from None
         return ctx
 
     def call(
@@ -91,7 +96,10 @@ class RestApi:
         )
         headers = {"Content-Type": "application/json"}
         if gated:
-            token = f"{self.access.user}:{self.access.password()}".encode()
+            try:
+                token = f"{self.access.user}:{self.access.password()}".encode()
+            except OSError as exc:
+                raise OperationError(f"the REST password file does not read: {exc}") from None
             headers["Authorization"] = "Basic " + base64.b64encode(token).decode()
         try:
             data = None if body is None else json.dumps(body).encode()
