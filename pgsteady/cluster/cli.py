@@ -2,11 +2,12 @@
 [TO=host]``, ``make reinit HOST=...``): the operations of :mod:`pgsteady.cluster.operations`
 from the control machine.
 
-Each member's REST API is named ``--member NAME=URL``. The API listens on the members'
-private addresses and admits state changes only from them, so from the control machine
-it is reached through an ssh port forward to a member (``ssh -N -L
-127.0.0.1:18008:<member address>:8008 <member>``: sshd dials from the member's own address,
-which the allowlist admits; the member certificate names 127.0.0.1, so verification holds).
+``--inventory FILE`` finds the cluster's members (``postgres_cluster_name``; address
+``postgres_cluster_address`` else ``ssh_hostname``; ``patroni_rest_port``) and reaches each
+REST API through an ssh port forward opened for the command and closed after it
+(:mod:`pgsteady.cluster.tunnels`: the API listens on the private address and admits state
+changes only from the members; sshd on the member dials from the member's own address).
+``--member NAME=URL`` (repeated) names the APIs yourself instead.
 
 ``--access DIR`` holds the files for the REST API's gates: ``ca.crt`` (the inventory's CA),
 ``client.crt`` + ``client.key`` (a client certificate that CA issued) and ``rest-password``
@@ -30,6 +31,8 @@ from pgsteady.cluster.operations import (
     reinit,
     switchover,
 )
+from pgsteady.cluster.tunnels import cluster_members, default_access_dir, forwarded
+from pgsteady.inventory import InventoryError, load_inventory
 from pgsteady.units import parse_size
 
 ACCESS_FILES = ("ca.crt", "client.crt", "client.key", "rest-password")
@@ -76,12 +79,19 @@ def _lag(text: str) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--member", type=_member, action="append", required=True, metavar="NAME=URL",
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--inventory", help="reach the inventory's cluster members through ssh port forwards"
+    )
+    where.add_argument(
+        "--member", type=_member, action="append", metavar="NAME=URL",
         help="a member's REST API base URL (repeat for each member)",
     )  # fmt: skip
+    p.add_argument("--cluster", help="with --inventory: which cluster (default: the only one)")
     p.add_argument(
-        "--access", required=True, help="directory with ca.crt, client.crt/.key, rest-password"
+        "--access",
+        help="directory with ca.crt, client.crt/.key, rest-password "
+        "(default with --inventory: <the inventory's CA directory>/cluster-access)",
     )
     p.add_argument("--max-lag", type=_lag, default=DEFAULT_MAX_LAG, help="postgres_replica_max_lag")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait")
@@ -114,13 +124,28 @@ def add_reinit_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_reinit)
 
 
+def _operate(args: argparse.Namespace, action: str, urls: dict[str, str], access: str) -> str:
+    api = RestApi(urls, access_from_dir(access, args.source))
+    if action == "switchover":
+        return switchover(api, args.max_lag, args.to, args.timeout)
+    return reinit(api, args.host, args.max_lag, args.timeout)
+
+
 def _run(args: argparse.Namespace, action: str) -> int:
     try:
-        api = RestApi(dict(args.member), access_from_dir(args.access, args.source))
-        if action == "switchover":
-            result = switchover(api, args.max_lag, args.to, args.timeout)
+        if args.member:
+            if not args.access:
+                raise OperationError("--access DIR is needed with --member")
+            result = _operate(args, action, dict(args.member), args.access)
         else:
-            result = reinit(api, args.host, args.max_lag, args.timeout)
+            try:
+                hosts = load_inventory(args.inventory)
+            except InventoryError as exc:
+                raise OperationError(str(exc)) from None
+            members = cluster_members(hosts, args.cluster)
+            access = args.access or str(default_access_dir(args.inventory, hosts))
+            with forwarded(members) as urls:
+                result = _operate(args, action, urls, access)
     except OperationError as exc:
         print(f"pgsteady {action}: {exc}", file=sys.stderr)
         return 1

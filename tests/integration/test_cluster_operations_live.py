@@ -26,6 +26,7 @@ from pgsteady.cluster import health, operations, status
 from pgsteady.cluster.operations import OperationError, RestAccess, RestApi
 from tests.support.etcd_lab import ADDRESSES
 from tests.support.patroni_lab import SUPERUSER_PW, PatroniLab, postgres_root, running_patroni
+from tests.support.sshd import SSHD, Sshd
 
 pytestmark = pytest.mark.timeout(900)
 EXPECTED = ("m1", "m2")
@@ -54,6 +55,21 @@ def api(lab: PatroniLab) -> RestApi:
     cert, key = lab.client
     access = RestAccess(str(lab.ca), str(cert), str(key), str(secret), source_address=ADDRESSES[1])
     return RestApi({n: lab.api(n) for n in EXPECTED}, access)
+
+
+def access_dir(lab: PatroniLab) -> Path:
+    """A 0700 directory with the REST API's gate files, as an operator keeps them."""
+    access = lab.root / "access"
+    if access.exists():
+        return access
+    access.mkdir(mode=0o700)
+    for name, src in (("ca.crt", lab.ca), ("client.crt", lab.client[0])):
+        shutil.copy(src, access / name)
+    for name, data in (("client.key", lab.client[1].read_bytes()), ("rest-password", b"")):
+        (access / name).touch(mode=0o600)
+        (access / name).write_bytes(data)
+    (access / "rest-password").write_text(lab.rest_pw)
+    return access
 
 
 def leader_view(lab: PatroniLab, name: str) -> health.LeaderView:
@@ -253,14 +269,7 @@ def test_wrong_rest_password_is_refused(lab: PatroniLab, api: RestApi) -> None:
 
 def test_cli_switches_over_and_refuses_loose_secrets(lab: PatroniLab, api: RestApi) -> None:
     """``python -m pgsteady switchover`` (what make switchover runs) with an access dir."""
-    access = lab.root / "access"
-    access.mkdir(mode=0o700)
-    for name, src in (("ca.crt", lab.ca), ("client.crt", lab.client[0])):
-        shutil.copy(src, access / name)
-    for name, data in (("client.key", lab.client[1].read_bytes()), ("rest-password", b"")):
-        (access / name).touch(mode=0o600)
-        (access / name).write_bytes(data)
-    (access / "rest-password").write_text(lab.rest_pw)
+    access = access_dir(lab)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         members = [f"--member={n}={lab.api(n)}" for n in EXPECTED]
@@ -284,7 +293,50 @@ def test_cli_switches_over_and_refuses_loose_secrets(lab: PatroniLab, api: RestA
     out = cli("reinit", "m2")
     assert out.returncode == 1 and "rest-password is mode 0644" in out.stderr, out
     assert lab.rest_pw not in out.stdout + out.stderr
+    os.chmod(access / "rest-password", 0o600)
     lab.wait_streaming("m1", "m2")
+
+
+@pytest.mark.skipif(not Path(SSHD).exists(), reason="needs OpenSSH's sshd")
+def test_inventory_mode_reaches_the_members_through_ssh_forwards(lab: PatroniLab) -> None:
+    """``--inventory``: the members come from the inventory and each REST API is reached
+    through an ssh port forward (sshd here on 127.0.0.1). GET /cluster passes through it
+    (an unfit target is refused by name); the POST is refused by Patroni's allowlist,
+    because this lab's sshd dials the loopback members from 127.0.0.1, which the lab
+    cluster does not allow (on real hosts sshd dials from the member's own private
+    address, which it does). No forward outlives the command."""
+    sshd = Sshd().start()
+    try:
+        rest = lab.cluster.rest_port
+        hosts = [
+            (n, {**sshd.host_data(), "ssh_hostname": "127.0.0.1", "postgres_cluster_name":
+                 "itest", "postgres_cluster_address": lab.cluster.member(n).address,
+                 "patroni_rest_port": rest})
+            for n in EXPECTED
+        ]  # fmt: skip
+        inventory = lab.root / "cluster_inventory.py"
+        inventory.write_text(f"hosts = {hosts!r}\n")
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "pgsteady", *args, "--inventory", str(inventory)]
+                + ["--access", str(access_dir(lab)), "--timeout", "60"],
+                capture_output=True,
+                text=True,
+                timeout=240,
+                check=False,
+            )
+
+        out = cli("switchover", "--to", "m3")
+        assert out.returncode == 1 and "m3 is not a member of the cluster" in out.stderr, out
+        out = cli("switchover", "--to", "m2")
+        assert out.returncode == 1, out
+        assert "Patroni refused the switchover (403): Access is denied" in out.stderr
+        assert lab.leader() == "m1"
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+        assert not [a for a in ps.stdout.splitlines() if f"-p {sshd.port}" in a and " -L " in a]
+    finally:
+        sshd.stop()
 
 
 def test_reinit_rebuilds_a_replica_and_refuses_the_leader(lab: PatroniLab, api: RestApi) -> None:
