@@ -78,7 +78,17 @@ def _lag(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _parser(
+    subparsers: argparse._SubParsersAction, name: str, summary: str, func: object
+) -> argparse.ArgumentParser:
+    """A subcommand with the options both operations take."""
+    p = subparsers.add_parser(
+        name,
+        help=summary,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(func=func)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument(
         "--inventory", help="reach the inventory's cluster members through ssh port forwards"
@@ -96,32 +106,21 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-lag", type=_lag, default=DEFAULT_MAX_LAG, help="postgres_replica_max_lag")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait")
     p.add_argument("--source", help="bind to this (allowlisted) address; default: any")
+    return p
 
 
 def add_switchover_parser(subparsers: argparse._SubParsersAction) -> None:
     """Declare ``pgsteady switchover``."""
-    p = subparsers.add_parser(
-        "switchover",
-        help="move the cluster's leadership to a healthy replica and wait until done",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _common(p)
+    summary = "move the cluster's leadership to a healthy replica and wait until done"
+    p = _parser(subparsers, "switchover", summary, cmd_switchover)
     p.add_argument("--to", help="the member to lead (default: a fit replica Patroni picks)")
-    p.set_defaults(func=cmd_switchover)
 
 
 def add_reinit_parser(subparsers: argparse._SubParsersAction) -> None:
     """Declare ``pgsteady reinit``."""
-    p = subparsers.add_parser(
-        "reinit",
-        help="wipe one replica and clone it again from the leader, and wait until done",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _common(p)
+    summary = "wipe one replica and clone it again from the leader, and wait until done"
+    p = _parser(subparsers, "reinit", summary, cmd_reinit)
     p.add_argument("host", help="the replica to rebuild (never the leader)")
-    p.set_defaults(func=cmd_reinit)
 
 
 def _operate(args: argparse.Namespace, action: str, urls: dict[str, str], access: str) -> str:
