@@ -99,7 +99,7 @@ def _stop(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench import backups, converge, pitr, pooler, recovery, tuning
+    from bench import backups, converge, failover, pitr, pooler, recovery, tuning
 
     # Cleanup runs on SIGTERM too, and on SIGINT even when started in the background
     # (a non-interactive shell starts background jobs with SIGINT ignored).
@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             _part("pitr", results, lambda: pitr.run(cfg, log))
         if "pooler" in cfg.parts:
             _part("pooler", results, lambda: pooler.run(cfg.pooler_rounds, cfg.pooler_seconds))
+        if "failover" in cfg.parts:
+            _part("failover", results, lambda: failover.run(cfg, log))
     finally:
         left = destroy_all()
         if left:

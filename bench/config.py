@@ -6,7 +6,7 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-PARTS = ("recovery", "tuning", "backups", "converge", "pitr", "pooler")
+PARTS = ("recovery", "tuning", "backups", "converge", "pitr", "pooler", "failover")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -48,6 +48,11 @@ class BenchConfig:
     # pooler (PgBouncer: added latency, connection cost, 1,000 clients)
     pooler_rounds: int = 3
     pooler_seconds: int = 10
+    # failover (issue 15: the process cluster; comma lists of profiles and modes)
+    failover_trials: int = 10
+    failover_profiles: str = "default,tight"
+    failover_modes: str = "async,sync"
+    failover_timeout: float = 150.0
     # output
     out_dir: Path = field(default=REPO / "docs")
     quick: bool = False
@@ -77,6 +82,8 @@ QUICK = {
     "pitr_rounds": 1,
     "pooler_rounds": 1,
     "pooler_seconds": 4,
+    "failover_trials": 1,
+    "failover_profiles": "default",
 }
 
 

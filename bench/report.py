@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import failover as failover_part
 from bench import headlines as figures
 from bench.config import BenchConfig
 from bench.merge import part_config
@@ -138,6 +139,8 @@ def headlines(res: Results) -> list[str]:
             out.append("No-op converge, one inventory over ssh: " + ", ".join(parts))
     if pit := res.get("pitr"):
         out += pitr_headlines(pit)
+    if fo := res.get("failover"):
+        out += failover_part.headline_lines(fo)
     return out
 
 
@@ -514,6 +517,7 @@ def render(res: Results) -> str:
         ("converge", _converge),
         ("pitr", lambda r: _pitr(r, part_config(res, "pitr"))),
         ("pooler", _pooler),
+        ("failover", failover_part.section),
     ):
         if key in res:
             body = part(res[key])
@@ -533,6 +537,8 @@ def render(res: Results) -> str:
         '    make bench BENCH_ARGS="--only recovery,tuning"  # some parts; the others '
         "keep their figures",
         '    make bench BENCH_ARGS="--only pitr"             # pgBackRest only, about 4 minutes',
+        '    make bench BENCH_ARGS="--only failover"         # the process cluster\'s failover '
+        "trials, about 75 minutes",
         "",
     ]
     return "\n".join(lines)

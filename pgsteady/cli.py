@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import NoReturn
 
+from pgsteady.cluster.cli import add_reinit_parser, add_switchover_parser
 from pgsteady.postgres.parameters import conf_value
 from pgsteady.postgres.tuning import (
     DB_TYPES,
@@ -179,7 +180,11 @@ def format_json(result: TuningResult) -> str:
 # entry point
 # --------------------------------------------------------------------------------------
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_tune_parser]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_tune_parser,
+    add_switchover_parser,
+    add_reinit_parser,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

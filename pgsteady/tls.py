@@ -177,24 +177,31 @@ def create_ca(label: str, now: dt.datetime | None = None, days: int = CA_DAYS) -
     return Authority(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
-def issue_server_cert(
+def issue_cert(
     ca: Authority,
     names: list[str],
+    usages: tuple[x509.ObjectIdentifier, ...],
     now: dt.datetime | None = None,
     days: int = SERVER_DAYS,
-    usages: tuple[x509.ObjectIdentifier, ...] = tuple(_SERVER_AND_PEER),
+    common_name: bool = True,
 ) -> tuple[bytes, bytes]:
-    """(certificate PEM, key PEM) for a server known by ``names``, signed by ``ca``;
-    ``usages``: its extended key usages (default serverAuth and clientAuth)."""
+    """(certificate PEM, key PEM): a new P-256 key's end-entity certificate for ``names``
+    (subjectAltName), signed by ``ca``, with extended key usages ``usages``; valid ``days``
+    but never past the CA. The subject is CN = the first name, or empty when
+    ``common_name`` is false (then the SAN is critical, as RFC 5280 requires)."""
     if not names:
-        raise TlsError("a server certificate needs at least one name")
+        raise TlsError("a certificate needs at least one name")
+    bad = [n for n in names if not valid_name(n)]
+    if bad:
+        raise TlsError(f"{bad[0]!r}: not a DNS name or an address a certificate can list")
     now = now or _now()
     key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = ca.cert
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])] if common_name else []
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])]))
+        .subject_name(x509.Name(subject))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -215,10 +222,8 @@ def issue_server_cert(
             ),
             critical=True,
         )
-        # clientAuth too by default: a later cluster's members verify each other with the
-        # same CA. The exporters' certificates are serverAuth only, Prometheus's clientAuth.
         .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
-        .add_extension(_san(names), critical=False)
+        .add_extension(_san(names), critical=not common_name)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
@@ -226,6 +231,20 @@ def issue_server_cert(
         .sign(ca.key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def issue_server_cert(
+    ca: Authority,
+    names: list[str],
+    now: dt.datetime | None = None,
+    days: int = SERVER_DAYS,
+    usages: tuple[x509.ObjectIdentifier, ...] = tuple(_SERVER_AND_PEER),
+) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) for a server known by ``names``, signed by ``ca``;
+    ``usages``: its extended key usages (default serverAuth and clientAuth: a cluster's
+    members verify each other with the same CA; the exporters' certificates are serverAuth
+    only, Prometheus's clientAuth)."""
+    return issue_cert(ca, names, usages, now=now, days=days)
 
 
 # --- deciding ---------------------------------------------------------------------------
@@ -329,15 +348,42 @@ def check_supplied(
 # --- the CA directory on the deploy machine ---------------------------------------------
 
 
+def _private_parent(parent: Path) -> None:
+    """Create ``parent`` (and missing ancestors) 0700 whatever the umask, or check it."""
+    if not parent.exists():
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        parent.chmod(0o700)  # mkdir's mode is masked by the umask: never looser, maybe tighter
+    _check_owner_and_mode(parent)
+
+
+def _check_owner_and_mode(path: Path) -> None:
+    """Refuse a directory another uid owns (root aside) or that group or others can write."""
+    st = path.stat()
+    if st.st_uid not in (os.getuid(), 0):
+        raise TlsError(
+            f"{path} is owned by uid {st.st_uid}, not by the user running the deploy "
+            f"(uid {os.getuid()}) or root; that user could replace the CA: chown it, or "
+            "set postgres_tls_ca_dir to a directory of your own"
+        )
+    if st.st_mode & 0o022:
+        raise TlsError(
+            f"{path} is mode {st.st_mode & 0o7777:04o} (group or others may write, and so "
+            f"replace the CA); run: chmod go-w {path}, or set postgres_tls_ca_dir to a "
+            "directory only you can write"
+        )
+
+
 def load_or_create_ca(directory: Path, label: str) -> Authority:
     """The CA in ``directory`` (``ca.crt`` + ``ca.key``), created on first use.
 
     The directory is 0700 and the key 0600, owned by whoever runs the deploy; a key that
-    others can read is refused. Creation is atomic: two deploys racing end up with one CA.
+    others can read is refused, and so is a directory (or its parent, made 0700 when
+    missing) that another uid owns or can write: that uid could swap the CA for its own.
+    Creation is atomic: two deploys racing end up with one CA.
     """
     key_path, cert_path = directory / "ca.key", directory / "ca.crt"
+    _private_parent(directory.parent)
     if not directory.exists():
-        directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
         ca = create_ca(label)
         fd = os.open(tmp / "ca.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -351,6 +397,7 @@ def load_or_create_ca(directory: Path, label: str) -> Authority:
             for child in tmp.iterdir():
                 child.unlink()
             tmp.rmdir()
+    _check_owner_and_mode(directory)
     mode = key_path.stat().st_mode & 0o777 if key_path.exists() else None
     if mode is None or not cert_path.exists():
         raise TlsError(

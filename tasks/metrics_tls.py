@@ -18,7 +18,7 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api.exceptions import DeployError
-from pyinfra.facts.files import FileContents, Sha256File
+from pyinfra.facts.files import Sha256File
 from pyinfra.facts.server import Hostname
 from pyinfra.operations import files, server
 
@@ -31,13 +31,12 @@ from pgsteady.tls import (
     TlsError,
     issue_server_cert,
     load_or_create_ca,
-    renewal_reason,
     server_names,
 )
 from tasks.facts import NumericStat
-from tasks.noop_guard import guarded_put, is_file
+from tasks.noop_guard import guarded_put
 from tasks.ownership import owner_and_mode
-from tasks.tls import Fqdn, ca_directory, private_file
+from tasks.tls import Fqdn, ca_directory, put_certificate, renewal_needed
 
 
 def metrics_ca(s: Settings) -> Authority:
@@ -48,11 +47,6 @@ def metrics_ca(s: Settings) -> Authority:
         return load_or_create_ca(directory / exporters.METRICS_CA_DIR, f"{label} metrics")
     except TlsError as exc:
         raise DeployError(f"TLS: {exc}") from None
-
-
-def _current(path: str) -> str | None:
-    lines = host.get_fact(FileContents, path=path)
-    return "\n".join(lines) + "\n" if lines else None
 
 
 def _pair(
@@ -67,29 +61,12 @@ def _pair(
 ) -> None:
     """A certificate (root 0644) and its key (root:``gid``, ``mode``) from ``ca``, replaced
     only when missing, not of this CA, near expiry or naming other names."""
-    reason = renewal_reason(_current(cert), ca.cert_pem, names)
-    if reason is None and not is_file(key):
-        reason = "the key is missing"
+    reason = renewal_needed(cert, key, ca.cert_pem, names)
     if reason is None:
         owner_and_mode(key, 0, gid, mode)
         return
     cert_pem, key_pem = issue_server_cert(ca, names, usages=usages)
-    private_file(
-        name=f"Upload the {what} key {key} ({mode} root:{gid}, not shown)",
-        src=key_pem,
-        dest=key,
-        uid=0,
-        gid=gid,
-        mode=mode,
-    )
-    files.put(
-        name=f"Issue the {what} certificate {cert} ({reason})",
-        src=StringIO(cert_pem.decode()),
-        dest=cert,
-        user="root",
-        group="root",
-        mode="644",
-    )
+    put_certificate(what, cert, cert_pem, key, key_pem, gid, mode, f" ({reason})")
 
 
 def ensure(s: Settings) -> None:

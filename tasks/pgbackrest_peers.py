@@ -20,7 +20,6 @@ from io import StringIO
 from pyinfra import host, inventory
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operation import OperationMeta
-from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import files
 
 from pgsteady.backup import pgbackrest
@@ -34,9 +33,8 @@ from pgsteady.tls import (
     TlsError,
     issue_server_cert,
     load_or_create_ca,
-    renewal_reason,
 )
-from tasks.tls import ca_directory, private_file
+from tasks.tls import ca_directory, private_file, put_certificate, renewal_needed
 
 
 def backup_host_names() -> list[str]:
@@ -266,29 +264,11 @@ def ensure_tls(s: Settings, address: str) -> list[OperationMeta]:
         mode="644",
     )
     cert_path, key_path = f"{tls}/{pgbackrest.TLS_CERT}", f"{tls}/{pgbackrest.TLS_KEY}"
-    current = host.get_fact(FileContents, path=cert_path)
-    reason = renewal_reason("\n".join(current) + "\n" if current else None, ca.cert_pem, [address])
-    if reason is None and not host.get_fact(File, path=key_path):
-        reason = "the key is missing"
+    reason = renewal_needed(cert_path, key_path, ca.cert_pem, [address])
     if reason is None:
         return [ca_op]
     cert_pem, key_pem = issue_server_cert(ca, [address])
-    return [
-        ca_op,
-        files.put(
-            name=f"Issue the pgBackRest certificate {cert_path} ({reason})",
-            src=StringIO(cert_pem.decode()),
-            dest=cert_path,
-            user="root",
-            group="root",
-            mode="644",
-        ),
-        private_file(
-            name=f"Upload the pgBackRest key {key_path} (0640 root:{s.postgres_uid}, not shown)",
-            src=key_pem,
-            dest=key_path,
-            uid=0,
-            gid=s.postgres_uid,
-            mode="640",
-        ),
-    ]
+    pair = put_certificate(
+        "pgBackRest", cert_path, cert_pem, key_path, key_pem, s.postgres_uid, "640", f" ({reason})"
+    )
+    return [ca_op, *pair]

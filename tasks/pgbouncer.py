@@ -13,12 +13,11 @@ or reloads the pooler when one of them changed after the stack was up.
 from __future__ import annotations
 
 import shlex
-from io import StringIO
 
 from pyinfra import host
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operation import OperationMeta
-from pyinfra.facts.files import File, FileContents, Sha256File
+from pyinfra.facts.files import File, Sha256File
 from pyinfra.facts.server import Hostname
 from pyinfra.operations import files, server
 
@@ -32,13 +31,11 @@ from pgsteady.tls import (
     TlsError,
     issue_server_cert,
     load_or_create_ca,
-    renewal_reason,
     server_names,
 )
 from tasks.facts import NumericStat
-from tasks.noop_guard import is_file
 from tasks.ownership import owner_and_mode, put_owned
-from tasks.tls import Fqdn, ca_directory, private_file
+from tasks.tls import Fqdn, ca_directory, put_certificate, renewal_needed
 
 
 def _paths(s: Settings) -> dict[str, str]:
@@ -57,7 +54,9 @@ def prepare(s: Settings, tls_ops: list[OperationMeta]) -> dict[str, list[Operati
     the config, its rules, the auth file) or to restart (``restart``: its TLS key)."""
     paths = _paths(s)
     if not s.pgbouncer_enabled:
-        for path in paths.values():
+        # With the auth role's password (secrets.ensure makes it only with the pooler on;
+        # init_db.sql drops the role itself).
+        for path in [*paths.values(), f"{s.layout.secrets}/{pgbouncer.AUTH_SECRET}"]:
             files.file(name=f"Remove {path}", path=path, present=False)
         return {"reload": [], "restart": []}
     uid = s.pgbouncer_uid
@@ -125,33 +124,13 @@ def _own_pair(s: Settings, paths: dict[str, str]) -> list[OperationMeta]:
         extra=[*s.postgres_tls_extra_names, str(host.data.get("ssh_hostname") or "")],
     )
     uid, cert, key = s.pgbouncer_uid, paths["cert"], paths["key"]
-    current = host.get_fact(FileContents, path=cert)
-    reason = renewal_reason("\n".join(current) + "\n" if current else None, ca.cert_pem, names)
-    if reason is None and not is_file(key):
-        reason = "the key is missing"
+    reason = renewal_needed(cert, key, ca.cert_pem, names)
     if reason is None:
         owner_and_mode(cert, 0, 0, "644")
         owner_and_mode(key, 0, uid, "440")
         return []
     cert_pem, key_pem = issue_server_cert(ca, names, usages=SERVER_ONLY)
-    return [
-        private_file(
-            name=f"Upload PgBouncer's own TLS key {key} (0440 root:{uid}, not shown)",
-            src=key_pem,
-            dest=key,
-            uid=0,
-            gid=uid,
-            mode="440",
-        ),
-        files.put(
-            name=f"Issue PgBouncer's certificate {cert} ({reason})",
-            src=StringIO(cert_pem.decode()),
-            dest=cert,
-            user="root",
-            group="root",
-            mode="644",
-        ),
-    ]
+    return put_certificate("PgBouncer", cert, cert_pem, key, key_pem, uid, "440", f" ({reason})")
 
 
 def _copies(

@@ -96,6 +96,50 @@ def private_file(src: bytes, dest: str, uid: int, gid: int, mode: str):
         host.noop(f"{dest} is up to date")
 
 
+def renewal_needed(cert: str, key: str, ca_pem: bytes, names: list[str]) -> str | None:
+    """Why the certificate at ``cert`` on the host (with its key at ``key``) must be issued
+    anew from the CA ``ca_pem`` for ``names`` (pgsteady.tls.renewal_reason, or the key is
+    missing), or None when the pair is good as it is."""
+    current = host.get_fact(FileContents, path=cert)
+    reason = renewal_reason("\n".join(current) + "\n" if current else None, ca_pem, names)
+    if reason is None and not is_file(key):
+        reason = "the key is missing"
+    return reason
+
+
+def put_certificate(
+    what: str,
+    cert: str,
+    cert_pem: bytes,
+    key: str,
+    key_pem: bytes,
+    gid: int,
+    key_mode: str,
+    why: str = "",
+) -> list[OperationMeta]:
+    """Push a key pair: the key (root:``gid`` ``key_mode``, by hash, never shown: see
+    private_file), then its certificate (root 0644). ``why`` ends the certificate's
+    operation name (the renewal reason)."""
+    return [
+        private_file(
+            name=f"Upload the {what} key {key} ({key_mode} root:{gid}, not shown)",
+            src=key_pem,
+            dest=key,
+            uid=0,
+            gid=gid,
+            mode=key_mode,
+        ),
+        files.put(
+            name=f"Issue the {what} certificate {cert}{why}",
+            src=StringIO(cert_pem.decode()),
+            dest=cert,
+            user="root",
+            group="root",
+            mode="644",
+        ),
+    ]
+
+
 @deploy("TLS certificate")
 def ensure(s: Settings) -> list[OperationMeta]:
     """Converge app_dir/tls; returns the operations whose change needs a reload."""
@@ -131,11 +175,7 @@ def ensure(s: Settings) -> list[OperationMeta]:
             inventory_name=host.name,
             extra=extra,
         )
-        current = host.get_fact(FileContents, path=f"{tls}/{CERT_FILE}")
-        current_text = "\n".join(current) + "\n" if current else None
-        reason = renewal_reason(current_text, ca.cert_pem, names)
-        if reason is None and not is_file(f"{tls}/{KEY_FILE}"):
-            reason = "the key is missing"
+        reason = renewal_needed(f"{tls}/{CERT_FILE}", f"{tls}/{KEY_FILE}", ca.cert_pem, names)
         if reason is None:
             host.noop("server certificate is current (issued by this inventory's CA)")
             owner_and_mode(f"{tls}/{CERT_FILE}", 0, 0, "644")
@@ -144,27 +184,12 @@ def ensure(s: Settings) -> list[OperationMeta]:
         cert_pem, key_pem = issue_server_cert(ca, names)
         why = f" ({reason})"
 
-    return [
-        _put_ca(tls, ca_pem),
-        files.put(
-            name=f"Issue the server certificate {tls}/{CERT_FILE}{why}",
-            src=StringIO(cert_pem.decode()),
-            dest=f"{tls}/{CERT_FILE}",
-            user="root",
-            group="root",
-            mode="644",
-        ),
-        # root-owned, group-readable by the server's uid: Postgres accepts a root-owned
-        # key up to 0640 (a key owned by the server's uid must be 0600).
-        private_file(
-            name=f"Upload the server key {tls}/{KEY_FILE} (0640 root:{uid}, not shown)",
-            src=key_pem,
-            dest=f"{tls}/{KEY_FILE}",
-            uid=0,
-            gid=uid,
-            mode="640",
-        ),
-    ]
+    # The key root-owned, group-readable by the server's uid: Postgres accepts a root-owned
+    # key up to 0640 (a key owned by the server's uid must be 0600).
+    pair = put_certificate(
+        "server", f"{tls}/{CERT_FILE}", cert_pem, f"{tls}/{KEY_FILE}", key_pem, uid, "640", why
+    )
+    return [_put_ca(tls, ca_pem), *pair]
 
 
 def _cluster_names(s: Settings) -> list[str]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pgsteady.cluster import status as cluster_status
 from pgsteady.inventory import InventoryHost, load_inventory
 from pgsteady.monitor import archiving, performance
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
@@ -191,8 +192,9 @@ def load_targets(inventory: str | Path) -> list[Target]:
     return targets
 
 
-def collect_script(s: Settings) -> str:
-    """The POSIX shell script that prints every raw section for the host of ``s``."""
+def collect_script(s: Settings, address: str = "") -> str:
+    """The POSIX shell script that prints every raw section for the host of ``s``
+    (``address``: the host's own, where a cluster member's REST API listens)."""
     mount_format = (
         "{{range .Mounts}}{{if eq .Destination " + f'"{DATA_MOUNT}"' + "}}{{.Source}}{{end}}{{end}}"
     )
@@ -212,9 +214,13 @@ def collect_script(s: Settings) -> str:
         **archiving.script_values(s),
         **performance.script_values(s),
         **pooler_status.script_values(s),
+        **cluster_status.script_values(s, address),
     }
     head = "\n".join(f"{k}={shlex.quote(v)}" for k, v in values.items())
-    body = f"{_SCRIPT_BODY}{performance.SCRIPT}{archiving.SCRIPT}{pooler_status.SCRIPT}"
+    body = (
+        f"{_SCRIPT_BODY}{performance.SCRIPT}{archiving.SCRIPT}{pooler_status.SCRIPT}"
+        f"{cluster_status.SCRIPT}"
+    )
     return f"set +e\n{head}\n{body}{_SCRIPT_END}"
 
 
@@ -294,7 +300,12 @@ def collect(target: Target, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
     if target.settings is None:
         raw["settings_error"] = target.error
         return raw
-    proc = run_on_host(target.host, ["sh", "-s"], timeout, stdin=collect_script(target.settings))
+    proc = run_on_host(
+        target.host,
+        ["sh", "-s"],
+        timeout,
+        stdin=collect_script(target.settings, target.host.ssh_hostname),
+    )
     raw["seconds"] = round(time.monotonic() - started, 3)
     if END not in proc.stdout:
         reason = _last_line(proc.stderr) or f"exit code {proc.returncode}"

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pgsteady.cluster import health as cluster_health
+from pgsteady.cluster import status as cluster_status
 from pgsteady.monitor import archiving, performance
 from pgsteady.settings import Settings
 from pgsteady.stack import pooler_status
@@ -134,6 +136,8 @@ class HostStatus:
     performance: performance.Performance = field(default_factory=performance.Performance)
     pooler: pooler_status.PoolerStatus = field(default_factory=pooler_status.PoolerStatus)
     log_errors: list[str] = field(default_factory=list)
+    #: A cluster member's view of its cluster (GET /cluster); None on a single host.
+    cluster: cluster_status.ClusterStatus | None = None
 
     def flag(self, level: str, message: str) -> None:
         """Record a problem; the host's status is its worst problem."""
@@ -147,7 +151,9 @@ class HostStatus:
         return _RANK[self.status] >= _RANK[CRITICAL]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        doc = asdict(self)
+        doc.pop("cluster")  # the report's own "cluster" section (absent on single hosts)
+        return doc
 
 
 # --- parsing helpers --------------------------------------------------------------------
@@ -456,6 +462,11 @@ def derive(
     if st.container.state == "running" and (warn := pooler_status.problem(st.pooler)):
         st.flag(WARNING, warn)
     st.log_errors = [line for line in _section(raw, "logs")["out"].splitlines() if line.strip()]
+    st.cluster = cluster_status.parse_section(_section(raw, "cluster"))
+    if st.cluster is not None:
+        names = [m.name for m in st.cluster.members]
+        for problem in cluster_health.leader_problems(st.cluster, names or [st.host]):
+            st.flag(CRITICAL, f"cluster: {problem}")
     _judge(st, t)
     if raw.get("facts_error"):
         st.flag(
@@ -466,12 +477,21 @@ def derive(
 
 def report(hosts: list[HostStatus], when: datetime | None = None) -> dict[str, Any]:
     """The ``make status JSON=1`` document."""
-    return {
+    doc = {
         "schema": SCHEMA_VERSION,
         "time": (when or datetime.now(UTC)).isoformat(timespec="seconds"),
         "ok": not any(h.failing for h in hosts),
         "hosts": [h.to_dict() for h in hosts],
     }
+    if cluster := cluster_of(hosts):
+        doc["cluster"] = cluster.to_dict()
+    return doc
+
+
+def cluster_of(hosts: list[HostStatus]) -> cluster_status.ClusterStatus | None:
+    """The cluster as the first member that read it sees it; None without cluster hosts."""
+    views = [h.cluster for h in hosts if h.cluster is not None]
+    return next((v for v in views if v.error is None), views[0] if views else None)
 
 
 def exit_code(hosts: list[HostStatus]) -> int:

@@ -8,8 +8,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from pgsteady.cluster import status as cluster_status
 from pgsteady.monitor import archiving, performance
-from pgsteady.monitor.model import CRITICAL, OK, UNREACHABLE, WARNING, Disk, HostStatus
+from pgsteady.monitor.model import CRITICAL, OK, UNREACHABLE, WARNING, Disk, HostStatus, cluster_of
 from pgsteady.stack import pooler_status
 from pgsteady.units import human_duration, human_size
 
@@ -257,4 +258,10 @@ def render_status(
             panels.append(host_panel(h))
             if performance and not h.error:
                 panels.append(performance_panel(h))
+    if cluster := cluster_of(hosts):
+        lines = "\n".join(cluster_status.render_lines(cluster))
+        border = STYLE[CRITICAL] if cluster.error or not cluster.leader else STYLE[OK]
+        panels.insert(
+            0, Panel(Text(lines), title="cluster", title_align="left", border_style=border)
+        )
     return Group(summary(hosts, selected), *panels)

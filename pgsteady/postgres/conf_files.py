@@ -115,6 +115,9 @@ def render_init_db_sql(s: Settings) -> str:
         extensions=s.postgres_extensions,
         auto_updated_at=s.postgres_auto_updated_at,
         pooler=pooler_sql_context(s),
+        # With the pooler off: its roles (and the owner's schema) that a converge with it
+        # on made, dropped.
+        pooler_roles=[pgbouncer.AUTH_USER, pgbouncer.OWNER_ROLE],
     )
 
 

@@ -398,20 +398,32 @@ CONTAINER_BASE_RESERVE = 64 * MIB
 #: Per allowed connection: a backend's own baseline memory (catalog and plan caches, stack)
 #: that work_mem does not cover. PGTune's "RAM" excludes it; a cgroup limit does not.
 CONTAINER_PER_CONNECTION = 2 * MIB
-#: Share of the limit kept free for page cache the kernel charges to the container.
-CONTAINER_SLACK_FRACTION = Fraction(1, 20)
 _BASIS_STEP = 16 * MIB
+#: work_mem units one connection (or parallel worker) may hold at once in the worst case
+#: pgsteady sizes for: a sort (1) plus a hash join's and a hash aggregate's hash tables
+#: (hash_mem_multiplier, 2.0, each). Postgres frees a node's memory only when the query
+#: ends, so they add up (bench/memory.py runs exactly that query on every connection).
+WORK_MEM_UNITS = 5
+#: The server's floor for work_mem.
+MIN_WORK_MEM_KB = 64
+#: Share of the shared_buffers size that shared memory takes in all (buffer descriptors,
+#: locks, the rest: pgsteady.postgres.safety's measurement).
+SHARED_MEMORY_FACTOR = Fraction(9, 8)
 
 
 def memory_basis(inp: TuningInput) -> tuple[int, list[str]]:
     """Bytes of memory the PGTune formulas should be sized for, plus warnings.
 
     Without a container memory limit, or with one at or above host RAM, this is host RAM
-    (so the output is PGTune's). With a lower limit the whole of Postgres - shared memory,
-    every backend and the page cache it causes - must fit in the cgroup, which PGTune's
-    notion of "RAM" does not account for, so the basis is::
+    (so the output is PGTune's). With a lower limit the whole of Postgres - shared memory
+    and every backend - must fit in the cgroup, which PGTune's notion of "RAM" does not
+    account for, so the basis is::
 
-        limit - (64MiB + 2MiB * max_connections + 5% * limit)
+        limit - (64MiB + 2MiB * max_connections)
+
+    (no share is kept for the page cache: the kernel reclaims it before it kills, and the
+    worst-case memory workload of bench/memory.py peaked at 56% of a 2GB limit with it;
+    work memory is fitted separately, :func:`container_work_mem_kb`)
 
     rounded down to a multiple of 16MiB (so the derived sizes print as whole MB; 1MiB
     below 256MiB), and never below half the limit (then a warning says the connection
@@ -428,7 +440,7 @@ def memory_basis(inp: TuningInput) -> tuple[int, list[str]]:
         return inp.ram, warnings
     conns = max_connections(inp.db_type, inp.connections)
     reserve = CONTAINER_BASE_RESERVE + CONTAINER_PER_CONNECTION * conns
-    basis = math.floor(limit - reserve - limit * CONTAINER_SLACK_FRACTION)
+    basis = limit - reserve
     if basis < limit // 2:
         warnings.append(
             f"max_connections {conns} leaves little memory under the {human_size(limit)} "
@@ -458,6 +470,47 @@ _SLOW_QUERY_MS = {"web": 500, "oltp": 250, "mixed": 1000, "dw": 10000, "desktop"
 def _duration_ms(ms: int) -> str:
     """Milliseconds the way the server shows them ("500ms", "1s", "10s")."""
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def autovacuum_budget(inp: TuningInput, values: dict[str, str], basis: int) -> tuple[int, int]:
+    """(workers, autovacuum_work_mem in kB): all workers together take at most 1/8 of the
+    memory basis, each at most maintenance_work_mem."""
+    workers = int(values.get("autovacuum_max_workers", "3"))
+    mwm_kb = maintenance_work_mem_kb(basis, inp.db_type, inp.os, inp.pg_version)
+    av_kb = min(mwm_kb, basis // KIB // (8 * workers))
+    return workers, max((av_kb // 1024) * 1024, 1024)
+
+
+def container_work_mem_kb(inp: TuningInput, values: dict[str, str], basis: int) -> int:
+    """work_mem under a container memory limit: what is left of the limit after the fixed
+    reserve, shared memory, one maintenance_work_mem and every autovacuum worker's memory,
+    shared by every connection and parallel worker at :data:`WORK_MEM_UNITS` each.
+
+    PGTune's own formula assumes 3 units per connection and floors the result at 4MB,
+    which does not fit a container: 200 connections at 5 x 4MB need 4GB on top of
+    shared_buffers. Never above PGTune's value for the basis; never below 64kB.
+    """
+    limit = inp.memory_limit or inp.ram
+    conns = int(values["max_connections"])
+    reserve = CONTAINER_BASE_RESERVE + CONTAINER_PER_CONNECTION * conns
+    shared = SHARED_MEMORY_FACTOR * _setting_kb(values["shared_buffers"]) * KIB
+    maintenance = _setting_kb(values["maintenance_work_mem"]) * KIB
+    workers, av_kb = autovacuum_budget(inp, values, basis)
+    if "autovacuum_work_mem" in values:  # PGTune's own (2GB) wins over the budget
+        av_kb = _setting_kb(values["autovacuum_work_mem"])
+    parallel = int(values.get("max_parallel_workers", _DEFAULT_MAX_WORKER_PROCESSES))
+    left = limit - reserve - shared - maintenance - workers * av_kb * KIB
+    per_unit = math.floor(left / ((conns + parallel) * WORK_MEM_UNITS * KIB))
+    return max(MIN_WORK_MEM_KB, min(per_unit, _setting_kb(values["work_mem"])))
+
+
+def _setting_kb(value: str) -> int:
+    """A size :func:`format_kb` wrote (``4MB``, ``862kB``, ``1GB``) in kB."""
+    units = {"kB": 1, "MB": _KB_PER_MB, "GB": _KB_PER_GB, "TB": _KB_PER_GB * 1024}
+    for suffix, factor in units.items():
+        if value.endswith(suffix):
+            return int(value[: -len(suffix)]) * factor
+    raise ValueError(f"{value!r}: not a size in kB, MB, GB or TB")
 
 
 def pgsteady_settings(inp: TuningInput, core: TuningResult) -> list[Setting]:
@@ -493,7 +546,12 @@ def pgsteady_settings(inp: TuningInput, core: TuningResult) -> list[Setting]:
     add("log_connections", "on", "audit trail: who connected, from where")
     add("log_disconnections", "on", "session length for every connection")
     add("log_lock_waits", "on", "log waits longer than deadlock_timeout (1s)")
-    add("log_temp_files", "0", "every spill to disk shows where work_mem is too small")
+    add(
+        "log_temp_files",
+        "10MB",
+        "spills of 10MB and more show where work_mem is too small; smaller ones are the "
+        "price of a container's work_mem budget and would flood the log",
+    )
     add(
         "log_autovacuum_min_duration",
         "1s",
@@ -505,10 +563,8 @@ def pgsteady_settings(inp: TuningInput, core: TuningResult) -> list[Setting]:
         "timestamp, pid, user@db, application and client on every line",
     )
     # Autovacuum: bound the memory all workers can take at once to 1/8 of the basis.
-    workers = int(values.get("autovacuum_max_workers", "3"))
+    workers, av_kb = autovacuum_budget(inp, values, core.memory_basis)
     mwm_kb = maintenance_work_mem_kb(core.memory_basis, inp.db_type, inp.os, inp.pg_version)
-    av_kb = min(mwm_kb, core.memory_basis // KIB // (8 * workers))
-    av_kb = max((av_kb // 1024) * 1024, 1024)
     if av_kb < mwm_kb:
         add(
             "autovacuum_work_mem",
@@ -545,6 +601,8 @@ def tune(inp: TuningInput) -> TuningResult:
         )
         for s in core.settings
     ]
+    if mem != inp.ram:
+        settings = _budget_work_mem(inp, settings, mem, host_values, mem_warnings)
     warnings = [*core.warnings, *mem_warnings, *cpu_warnings]
     if inp.db_type == "desktop":
         warnings.append(
@@ -553,6 +611,38 @@ def tune(inp: TuningInput) -> TuningResult:
         )
     settings += pgsteady_settings(inp, replace(core, settings=tuple(settings)))
     return TuningResult(tuple(settings), tuple(warnings), mem, cpus, inp)
+
+
+def _budget_work_mem(
+    inp: TuningInput,
+    settings: list[Setting],
+    basis: int,
+    host_values: dict[str, str],
+    warnings: list[str],
+) -> list[Setting]:
+    """``settings`` with work_mem fitted into the container limit (see
+    :func:`container_work_mem_kb`); a warning when it reaches the server's floor."""
+    values = {s.name: s.value for s in settings}
+    kb = container_work_mem_kb(inp, values, basis)
+    if kb >= _setting_kb(values["work_mem"]):
+        return settings
+    if kb <= MIN_WORK_MEM_KB:
+        warnings.append(
+            f"max_connections {values['max_connections']} leaves no work memory under the "
+            f"{human_size(inp.memory_limit or 0)} container limit (work_mem at the 64kB "
+            "floor); use fewer connections (or the pooler) or a larger limit"
+        )
+    comment = (
+        f"PGTune gives {host_values.get('work_mem')} for the host; every connection and "
+        f"parallel worker may sort and hash ({WORK_MEM_UNITS} x work_mem) at once inside "
+        f"the {human_size(inp.memory_limit or 0)} container limit without an OOM kill"
+    )
+    return [
+        replace(s, value=format_kb(kb), source="pgsteady", comment=comment)
+        if s.name == "work_mem"
+        else s
+        for s in settings
+    ]
 
 
 _CPU_DERIVED = {

@@ -29,6 +29,7 @@ Pure: Settings in, text and dicts out.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from pgsteady.settings import Settings
@@ -137,6 +138,7 @@ def settings_errors(s: Settings) -> list[str]:
             " the pooler needs a uid of its own (the server's files, the exporters' key); use "
             "one no user of the host or the image has (default 64188)"
         )
+    errors += _network_errors(s)
     taken = {"postgres_port": s.postgres_port}
     if s.metrics_enabled:
         taken |= {
@@ -231,13 +233,38 @@ def render_config(s: Settings) -> str:
     return "\n".join(lines)
 
 
+def _network_errors(s: Settings) -> list[str]:
+    """samenet/samehost with a bind beyond loopback: the server reads them as its
+    container's network, PgBouncer (which has neither) would admit every address."""
+    from pgsteady.postgres.parameters import normalize_network
+
+    try:
+        loopback = ipaddress.ip_address(s.postgres_bind).is_loopback
+        words = [
+            n
+            for n in s.postgres_allowed_networks
+            if normalize_network(n) in ("samenet", "samehost")
+        ]
+    except ValueError:
+        return []  # not an address or a network: refused with its own error
+    if loopback or not words:
+        return []
+    return [
+        f"postgres_allowed_networks = {list(s.postgres_allowed_networks)!r}: {words[0]!r} "
+        f"with postgres_bind = {s.postgres_bind!r} would let PgBouncer (which has no "
+        f"samenet/samehost) admit every address reaching port {s.pgbouncer_port}; accepted: "
+        "the client networks as CIDRs (e.g. ['10.0.1.0/24']), a loopback postgres_bind, "
+        "or pgbouncer_enabled = False"
+    ]
+
+
 def render_hba(s: Settings) -> str:
     """Who may log in to the pooler, and how: the auth file's two users never over TCP
     (the admin console only on the container's own socket), everyone else with SCRAM over
     TLS to the two pooled databases from postgres_allowed_networks' addresses, as the
     server's pg_hba.conf. (auth_query answers only for roles that may pool.) PgBouncer has
-    no samenet/samehost: those admit every address (postgres_bind, 127.0.0.1 by default,
-    and the host's firewall bound who reaches the port)."""
+    no samenet/samehost: those admit every address, which only a loopback postgres_bind
+    may bound (settings_errors refuses them with any other bind)."""
     from pgsteady.postgres.parameters import normalize_network
 
     dbs = f"{s.postgres_db},{session_db(s)}"

@@ -349,9 +349,9 @@ def test_a_server_restart_delays_pooled_clients_without_an_error(stack: Stack) -
 
 
 def test_turned_off_it_leaves_nothing_and_turned_on_again_it_serves(stack: Stack) -> None:
-    """pgbouncer_enabled = False: the container, its files and the auth role's login go;
-    the next converge with the default brings it back (the shared stack is handed on as
-    found)."""
+    """pgbouncer_enabled = False: the container, its files, the auth role's password and
+    the pooler's two roles (with the owner's schema) go; the next converge with the default
+    brings it back (the shared stack is handed on as found)."""
     container = f"{stack.name}-pgbouncer"
     own = [
         stack.app_dir / "config" / pgbouncer.CONFIG,
@@ -359,16 +359,18 @@ def test_turned_off_it_leaves_nothing_and_turned_on_again_it_serves(stack: Stack
         stack.app_dir / "tls" / pgbouncer.POOLER_KEY,
         stack.app_dir / "tls" / pgbouncer.POOLER_CERT,
         stack.app_dir / "secrets" / pgbouncer.USERLIST,
+        stack.app_dir / "secrets" / pgbouncer.AUTH_SECRET,
     ]
+    roles = (
+        "SELECT pg_catalog.count(*) FROM pg_catalog.pg_roles WHERE rolname IN "
+        f"('{pgbouncer.AUTH_USER}', '{pgbouncer.OWNER_ROLE}')"
+    )
     try:
         off = stack.deploy(pgbouncer_enabled=False)
         assert off.returncode == 0, off.output[-3000:]
         assert docker("inspect", container, check=False).returncode != 0
         assert [p for p in own if p.exists()] == []
-        assert (
-            stack.psql(f"SELECT rolcanlogin FROM pg_roles WHERE rolname = '{pgbouncer.AUTH_USER}'")
-            == "f"
-        )
+        assert stack.psql(roles) == "0"
         with pytest.raises(psycopg2.OperationalError):
             pooled(stack, timeout=3)
         stack.connect().close()  # the direct port is untouched
@@ -376,6 +378,7 @@ def test_turned_off_it_leaves_nothing_and_turned_on_again_it_serves(stack: Stack
         on = stack.deploy()
     assert on.returncode == 0, on.output[-3000:]
     assert all(p.exists() for p in own)
+    assert stack.psql(roles) == "2"
     deadline = time.monotonic() + 60
     while True:
         try:

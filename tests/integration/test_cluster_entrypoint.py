@@ -16,32 +16,36 @@ import signal
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pgsteady.cluster import dcs
-from tests.integration.test_cluster_patroni_live import (
+from tests.support.cluster_binaries import require, require_file
+from tests.support.etcd_lab import running_etcd
+from tests.support.patroni_lab import (
     BIN_DIR,
     Live,
     https,
+    postgres_root,
     render_member,
-    root,  # noqa: F401 (fixture)
     stop,
     wait_status,
 )
-from tests.support.cluster_binaries import require, require_file
-from tests.support.etcd_lab import running_etcd
 
 ENTRYPOINT = Path(__file__).resolve().parents[2] / "files" / "image" / "docker-entrypoint.sh"
 pytestmark = pytest.mark.timeout(600)
 
 
-def test_patroni_mode_bootstraps_with_secrets_in_a_private_file(
-    tmp_path: Path,
-    root: Path,  # noqa: F811
-) -> None:
+@pytest.fixture
+def root() -> Iterator[Path]:
+    with postgres_root() as path:
+        yield path
+
+
+def test_patroni_mode_bootstraps_with_secrets_in_a_private_file(tmp_path: Path, root: Path) -> None:
     require_file(str(BIN_DIR / "pg_ctl"), "postgresql-15")
     require("patroni")
     pw = pwd.getpwnam("postgres")
@@ -53,8 +57,11 @@ def test_patroni_mode_bootstraps_with_secrets_in_a_private_file(
     with running_etcd(tmp_path) as lab:
         c = lab.cluster
         passwords["etcd_patroni_password"] = lab.passwords["patroni"]
-        d, config = render_member(lab, root, "m1", f"{ENTRYPOINT} post-bootstrap")
-        # Patroni's own socket directory; the entrypoint's root part prepares it too
+        rest_pw = passwords["patroni_rest_password"]
+        d = render_member(lab, root, "m1", rest_pw, post_bootstrap=f"{ENTRYPOINT} post-bootstrap")
+        # the rendered file alone (the entrypoint writes the passwords itself), with a
+        # socket directory of Patroni's own
+        config = yaml.safe_load((d / "conf" / "10-pgsteady.yml").read_text())
         config["postgresql"]["parameters"]["unix_socket_directories"] = str(d / "sock")
         (d / "conf.yml").write_text(yaml.safe_dump(config))
         (d / "secrets").mkdir()

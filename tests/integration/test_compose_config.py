@@ -35,7 +35,12 @@ VARIANTS = [
         "postgres_cpus": 0.5,
         "postgres_restart_policy": "no",
     },
-    {"postgres_bind": "0.0.0.0", "postgres_port": 6543, "postgres_readonly_user": "app_ro"},
+    {
+        "postgres_bind": "0.0.0.0",
+        "postgres_allowed_networks": ["10.0.0.0/8"],  # not samenet
+        "postgres_port": 6543,
+        "postgres_readonly_user": "app_ro",
+    },
     {"postgres_bind": "::1", "healthcheck_interval": "500ms", "postgres_stop_grace_period": "2m"},
     {"app_dir": "/srv/pg.data-1", "backup_dir": "/mnt/backups", "compose_project": "shop_db-2"},
     {

@@ -8,11 +8,13 @@ registry needed). The container plays the part of Postgres: what matters is its 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tarfile
 import time
@@ -136,11 +138,13 @@ class CtlStack:
         )
 
     def popen_ctl(self, *args: str) -> subprocess.Popen[str]:
+        """pgsteady-ctl in a session of its own (see :func:`stop_ctl`)."""
         return subprocess.Popen(
             ["sh", str(CTL), "-e", str(self.env), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,
         )
 
     def compose(self, *args: str) -> None:
@@ -329,6 +333,30 @@ def test_watchdog_and_up_share_one_lock(stack: CtlStack) -> None:
 # --- the watching watchdog (issue 19, item 3) -----------------------------------------
 
 
+def _session(pid: int) -> list[int]:
+    """The processes of the session ``pid`` leads (``timeout`` moves its command into a
+    process group of its own, so the leader's group alone misses it)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == pid:  # after the command: state, ppid, pgrp, session
+            found.append(int(stat.parent.name))
+    return found
+
+
+def stop_ctl(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """End a pgsteady-ctl this test started as systemd ends a job: SIGTERM to every
+    process of its session. A SIGTERM to ``sh`` alone leaves a watcher's ``docker events``
+    holding the output pipes until its --watch period ends (the test waited it out)."""
+    for pid in _session(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    return proc.communicate(timeout=60)
+
+
 def _wait_watching(stack: CtlStack, watcher: subprocess.Popen[str]) -> None:
     """Until the watcher's first check has written its state (it then watches events)."""
     deadline = time.monotonic() + 30
@@ -377,9 +405,7 @@ def test_watching_watchdog_starts_a_killed_container_within_seconds(stack: CtlSt
             time.sleep(0.1)
         assert stack.watchdog_state()["attempts"] == 1, stack.watchdog_state()
     finally:
-        if watcher.poll() is None:
-            watcher.terminate()
-        watcher.communicate(timeout=60)
+        stop_ctl(watcher)
 
 
 def test_watching_watchdog_leaves_a_deliberate_stop_alone(stack: CtlStack) -> None:
@@ -408,8 +434,7 @@ def test_watching_watchdog_leaves_a_deliberate_stop_alone(stack: CtlStack) -> No
         docker("kill", stack.container)
         stack.wait_status("running", timeout=30)
     finally:
-        watcher.terminate()
-        watcher.communicate(timeout=60)
+        stop_ctl(watcher)
 
 
 def test_watching_watchdog_does_not_watch_under_restart_policy_no(stack: CtlStack) -> None:

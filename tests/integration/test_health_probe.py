@@ -160,3 +160,37 @@ def test_stale_postmaster_pid_is_unhealthy(box: str) -> None:
         assert probe(box) == (0, "")
     finally:
         pg_ctl(box, "-w -m fast stop")
+
+
+def test_the_limit_a_server_that_answers_no_client_still_passes(box: str) -> None:
+    """What the probe cannot see (docs/reliability.md, A hung but listening server): a
+    session holding pg_authid exclusively makes every new connection wait in its start-up,
+    so pg_isready gets no answer, yet the postmaster is alive, ready and listening: the
+    probe passes. A postmaster stopped by a signal, by contrast, is caught (its state)."""
+    start_serving(box)
+    try:
+        holder = subprocess.Popen(
+            [DOCKER_CLI, "exec", "-u", "postgres", box, f"{BIN}/psql", "-X", "-h", "127.0.0.1",
+             "-c", "BEGIN", "-c", "LOCK pg_catalog.pg_authid IN ACCESS EXCLUSIVE MODE",
+             "-c", "SELECT pg_catalog.pg_sleep(20)"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            time.sleep(2)
+            ready = sh(box, f"{BIN}/pg_isready -h 127.0.0.1 -t 3; echo rc=$?", check=False)
+            assert "rc=0" not in ready, ready
+            assert probe(box) == (0, "")
+        finally:
+            holder.kill()
+            holder.wait()
+            sh(box, f"{BIN}/psql -X -h 127.0.0.1 -Atc 'SELECT 1'", check=False)
+        pid = sh(box, f"sed -n 1p {PGDATA}/postmaster.pid").strip()
+        sh(box, f"kill -STOP {pid}")
+        try:
+            rc, why = probe(box)
+            assert rc == 1 and f"postmaster PID {pid} is in state T" in why, why
+        finally:
+            sh(box, f"kill -CONT {pid}")
+        assert probe(box) == (0, "")
+    finally:
+        pg_ctl(box, "-w -m fast stop")

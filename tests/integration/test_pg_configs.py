@@ -171,6 +171,8 @@ def test_authentication(server):
 # --------------------------------------------------------------------------------------
 
 APP_PASS, MON_PASS = "app-pass-1", "mon-pass-2"
+#: Client networks as CIDRs: off loopback, samenet is refused while the pooler is on.
+NETS = ["10.0.0.0/24"]
 
 
 def _settings(**data):
@@ -256,7 +258,8 @@ def test_tls_verify_full_works_and_plain_tcp_is_refused_off_loopback(server, tmp
 
 def test_tls_renewed_certificate_is_served_after_a_reload(server):
     ca = create_ca("renewal")
-    tls = _product_server(server, _settings(postgres_bind="10.0.0.5"), ["localhost"], ca)
+    s = _settings(postgres_bind="10.0.0.5", postgres_allowed_networks=NETS)
+    tls = _product_server(server, s, ["localhost"], ca)
     secure = {"sslmode": "verify-full", "sslrootcert": str(tls / "ca.crt")}
     new_name = {"host": "renewed.example", "hostaddr": "127.0.0.1"}
     assert "does not match" in _refused(server, "app", APP_PASS, "app", **new_name, **secure)
@@ -269,7 +272,8 @@ def test_tls_renewed_certificate_is_served_after_a_reload(server):
 
 
 def test_client_kit_dsn_verifies_the_server(server):
-    tls = _product_server(server, _settings(postgres_bind="10.0.0.5"), ["localhost"])
+    s = _settings(postgres_bind="10.0.0.5", postgres_allowed_networks=NETS)
+    tls = _product_server(server, s, ["localhost"])
     conninfo = dsn("localhost", port=server.port, ca_file=str(tls / "ca.crt"))
     assert "sslmode=verify-full" in conninfo
     with Pool(conninfo, minconn=1, maxconn=1, connect_kwargs={"password": APP_PASS}) as pool:

@@ -556,3 +556,40 @@ def test_schema_files_run_logged_in_as_the_app_role(tmp_path, pg):
                   check=False)  # fmt: skip
     assert "pgpass" not in left.stdout
     pg.sql("ALTER ROLE app PASSWORD 'app-pw'", "postgres")
+
+
+def test_turning_the_pooler_off_drops_its_roles_and_schema(pg):
+    """init_db.sql with the pooler, then without it (pgbouncer_enabled = False): its auth
+    role and NOLOGIN owner role are gone, with the owner's schema and function and the
+    SELECT on pg_authid; a second run without it changes nothing; no app code runs."""
+    auth, owner, schema = pgbouncer.AUTH_USER, pgbouncer.OWNER_ROLE, pgbouncer.AUTH_SCHEMA
+    roles = (
+        "SELECT pg_catalog.count(*) FROM pg_catalog.pg_roles "
+        f"WHERE rolname IN ('{auth}', '{owner}')"
+    )
+    schemas = f"SELECT pg_catalog.count(*) FROM pg_catalog.pg_namespace WHERE nspname = '{schema}'"
+    _reset(pg)
+    _ok(_init_db(pg, "app"))
+    assert (pg.value(roles, "app"), pg.value(schemas, "app")) == ("2", "1")
+    text = render(  # as _render_init_db (whose password files _init_db put), pooler off
+        "init_db.sql.j2",
+        app_user="app",
+        app_password_file="/tmp/app_password",
+        readonly_user="app_ro",
+        readonly_password_file="/tmp/ro_password",
+        monitor_user="monitor",
+        monitor_password_file="/tmp/monitor_password",
+        database="app",
+        extensions=["pg_trgm", "pg_stat_statements"],
+        auto_updated_at=True,
+        pooler=None,
+        pooler_roles=[auth, owner],
+    )
+    assert f"DROP OWNED BY %I', '{owner}'" in text
+    path = _put(pg, "/tmp/init_db_nopooler.sql", text)
+    psql = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-f", path]
+    for _ in range(2):
+        proc = docker("exec", "-e", f"PGOPTIONS={SAFE}", "-u", "postgres", pg.name, *psql)
+        assert "WARNING" not in proc.stderr, proc.stderr
+        assert (pg.value(roles, "app"), pg.value(schemas, "app")) == ("0", "0")
+    assert _fired(pg) == []

@@ -177,3 +177,35 @@ def test_role_checks_pass_then_fail_with_a_fix(server, checks):
     server.apply_init()
     for name in NAMES:
         checks(name)
+
+
+def test_password_fix_resets_the_extension_never_an_app_function(server, checks):
+    """The app (CREATE on schema public, where the extension lives) plants overloads of
+    pg_stat_statements_reset that would record who ran them: the fix line, run as printed,
+    empties the statements through the extension's own function and none of the app's."""
+    plant = """
+        SET ROLE app;
+        CREATE TABLE public.ran_as (who text);
+        CREATE FUNCTION public.pg_stat_statements_reset() RETURNS void LANGUAGE sql
+          AS $$ INSERT INTO public.ran_as SELECT current_user $$;
+        CREATE FUNCTION public.pg_stat_statements_reset(oid) RETURNS void LANGUAGE sql
+          AS $$ INSERT INTO public.ran_as SELECT current_user $$;
+    """
+    server.sql(plant, "app")
+    try:
+        server.sql("ALTER ROLE app_ro PASSWORD 'ro-Pw-91c2'", "app")
+        with pytest.raises(CheckFailed) as failed:
+            checks("test_no_password_in_pg_stat_statements")
+        command, _, _ = failed.value.fix.partition(" (then change")
+        assert "search_path=pg_catalog" in command and "::pg_catalog.oid" in command
+        proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        checks("test_no_password_in_pg_stat_statements")
+        assert server.sql("SELECT count(*) FROM public.ran_as", "app").stdout.strip() == "0"
+    finally:
+        server.sql(
+            "DROP FUNCTION public.pg_stat_statements_reset(); "
+            "DROP FUNCTION public.pg_stat_statements_reset(oid); DROP TABLE public.ran_as",
+            "app",
+        )
+        server.apply_init()

@@ -75,7 +75,9 @@ def test_figures_of_capabilities_as_they_land():
     res["recovery"] = {**RECOVERY, "docker_kill": {"seconds": stats.summary([3.0, 4.0, 9.0])}}
     res["pitr"] = {"rpo": {"seconds": 0.8}}
     res["pooler"] = {"pooler_clients_served": 1000}
+    res["failover"] = {"failover_p95_seconds": 22.5, "switchover_write_gap_seconds": 4.2}
     h = headlines.compute(res)
+    assert h["failover_p95_s"] == 22.5 and h["switchover_write_gap_s"] == 4.2
     assert h["recovery_docker_kill_p95_s"] == stats.summary([3.0, 4.0, 9.0])["p95"]
     assert h["pitr_rpo_s"] == 0.8 and h["pooler_clients_served"] == 1000
 
@@ -94,4 +96,4 @@ def test_a_partial_run_s_headlines_use_the_carried_parts_and_the_page_says_so():
     assert "## Headline figures" in top
     assert "| `backup_overhead_ratio` | 1.05× |" in top and "backups, this run" in top
     assert "recovery, carried from 2026-11-28 18:00 UTC" in top
-    assert "| `failover_p95_s` | null |" in top and "no cluster yet" in top
+    assert "| `failover_p95_s` | null |" in top and "the failover part did not run" in top

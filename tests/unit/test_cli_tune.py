@@ -31,7 +31,8 @@ def test_json_output(capsys):
     assert main([*BASE, "--memory-limit", "2GB", "--cpu-limit", "1.5", "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["input"]["memory_limit"] == 2 * 1024**3
-    assert doc["values"]["shared_buffers"] == "368MB"
+    assert doc["values"]["shared_buffers"] == "396MB"
+    assert doc["values"]["work_mem"] == "828kB"
     assert doc["cpu_basis"] == 2
     sb = next(s for s in doc["settings"] if s["name"] == "shared_buffers")
     assert sb["source"] == "pgsteady" and "container memory limit" in sb["comment"]

@@ -28,3 +28,29 @@ def test_no_common_name_client_auth_only_and_issued_by_the_ca() -> None:
 def test_a_bad_name_is_refused() -> None:
     with pytest.raises(tls.TlsError):
         issue_etcd_client_cert(tls.create_ca("t"), "not a name")
+
+
+def test_built_like_a_server_certificate_but_for_the_subject_and_usage() -> None:
+    """One builder for both (pgsteady.tls.issue_cert): the same key usage, identifiers,
+    constraints and validity; only the subject, the SAN's criticality and the EKU differ."""
+    ca = tls.create_ca("t")
+    client = x509.load_pem_x509_certificate(issue_etcd_client_cert(ca, "pg1")[0])
+    server = x509.load_pem_x509_certificate(tls.issue_server_cert(ca, ["pg1"])[0])
+    own = {x509.SubjectAlternativeName, x509.ExtendedKeyUsage, x509.SubjectKeyIdentifier}
+
+    def shape(cert: x509.Certificate) -> dict:
+        """Each shared extension's criticality and value (the key identifier: its type)."""
+        out = {type(e.value): (e.critical, e.value) for e in cert.extensions}
+        out[x509.SubjectKeyIdentifier] = x509.SubjectKeyIdentifier in out
+        return {k: v for k, v in out.items() if k not in own - {x509.SubjectKeyIdentifier}}
+
+    assert shape(client) == shape(server)
+    assert shape(client)[x509.KeyUsage][1].digital_signature
+    assert abs(client.not_valid_after_utc - server.not_valid_after_utc).total_seconds() < 60
+    assert client.issuer == server.issuer == ca.cert.subject
+
+
+def test_an_address_name_is_an_ip_entry() -> None:
+    cert = x509.load_pem_x509_certificate(issue_etcd_client_cert(tls.create_ca("t"), "10.0.0.5")[0])
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]

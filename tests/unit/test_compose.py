@@ -53,7 +53,12 @@ def test_secrets_are_files_never_values():
 
 
 def test_bind_address_and_paths_follow_settings():
-    doc = compose(postgres_bind="10.0.0.5", postgres_port=6543, app_dir="/srv/pg-1")
+    doc = compose(
+        postgres_bind="10.0.0.5",
+        postgres_allowed_networks=["10.0.0.0/24"],
+        postgres_port=6543,
+        app_dir="/srv/pg-1",
+    )
     svc = doc["services"]["postgres"]
     assert svc["ports"] == ["10.0.0.5:6543:5432"]
     assert "/srv/pg-1/config:/etc/pgsteady:ro" in svc["volumes"]

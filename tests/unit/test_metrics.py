@@ -371,6 +371,29 @@ def test_no_backup_yet_is_zero_not_an_error(writer: ModuleType, tmp_path: Path) 
     assert 'pgsteady_backup_last_success_timestamp_seconds{tool="pgbackrest",repo="1"} 0' in text
 
 
+def test_the_first_run_says_since_when_a_backup_is_expected_and_keeps_it(
+    writer: ModuleType, tmp_path: Path
+) -> None:
+    """A new host's alert counts from this time, not from 0 (PostgresBackupTooOld): the
+    first run records it per backup, later runs (and a backup made since) keep it."""
+    config = _write_config(tmp_path, json.dumps([{"name": "main", "backup": []}]))
+    (tmp_path / "status.json").unlink()
+    name = "pgsteady_backup_expected_since_timestamp_seconds"
+
+    def since(text: str) -> dict[str, float]:
+        return {
+            ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines() if ln.startswith(name)
+        }
+
+    first = since(_run(writer, config, tmp_path)[1])
+    assert set(first) == {f'{name}{{tool="pg_dump"}}', f'{name}{{tool="pgbackrest",repo="1"}}'}
+    assert all(abs(v - time.time()) < 60 for v in first.values())
+    time.sleep(1.1)
+    rc, text = _run(writer, _write_config(tmp_path, json.dumps(INFO)), tmp_path)
+    assert rc == 0 and since(text) == first
+    assert 'pgsteady_backup_last_success_timestamp_seconds{tool="pgbackrest",repo="1"} 2500' in text
+
+
 def test_textfile_reports_each_filesystem_once_with_its_paths(
     writer: ModuleType, tmp_path: Path
 ) -> None:

@@ -75,9 +75,11 @@ def test_script_runs_for_real_and_yields_every_section(tmp_path, monkeypatch):
     assert set(raw["sections"]) == {
         "host", "fact_memory", "fact_cpus", "fact_systemd", "inspect", "sql", "data_df",
         "backup_df", "backup_status", "logs", "archiver", "pgbackrest_info", "repo_df",
-        "wal_archive_1", "performance", "pooler",
+        "wal_archive_1", "performance", "pooler", "cluster",
     }  # fmt: skip
+    assert raw["sections"]["cluster"]["out"] == "single"  # no REST API call off clusters
     st = derive(raw, target.settings)
+    assert st.cluster is None
     assert st.container.restart_count == 4 and st.container.health == "healthy"
     assert st.postgres.version == "16.4" and st.postgres.connections.used == 5
     assert st.postgres.cache_hit_ratio == 0.75

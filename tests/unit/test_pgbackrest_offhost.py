@@ -18,6 +18,7 @@ BACKUP = pgbackrest.Peer("backup1", "10.0.0.9", 8432)
 DB = pgbackrest.Peer("db1", "10.0.0.5", 8432)
 OFFHOST = {
     "postgres_bind": "10.0.0.5",
+    "postgres_allowed_networks": ["10.0.0.0/24"],
     "pgbackrest_repos": [{"kind": "posix"}, {"kind": "host", "host": "backup1"}],
 }
 
@@ -102,8 +103,8 @@ def test_database_host_jobs_back_up_only_its_own_repositories():
          "takes no host"),
         ({"pgbackrest_repos": [{"kind": "host", "host": "b"}]}, "postgres_bind = '127.0.0.1'",
          "private address"),
-        ({"postgres_bind": "10.0.0.5", "pgbackrest_repos": [{"kind": "host", "host": "b"},
-                                                            {"kind": "host", "host": "b"}]},
+        ({"postgres_bind": "10.0.0.5", "postgres_allowed_networks": ["10.0.0.0/24"],
+          "pgbackrest_repos": [{"kind": "host", "host": "b"}, {"kind": "host", "host": "b"}]},
          "pgbackrest_repos", "named twice"),
         ({"pgbackrest_tls_port": 80}, "pgbackrest_tls_port", "1024"),
     ],
@@ -115,7 +116,7 @@ def test_offhost_settings_refused_with_key_and_reason(data, key, fragment):
 
 
 def test_backup_host_serves_each_stanza_and_reaches_each_database_host():
-    s = settings(postgres_bind="10.0.0.9")
+    s = settings(postgres_bind="10.0.0.9", postgres_allowed_networks=["10.0.0.0/24"])
     other = client(name="db2", peer=pgbackrest.Peer("db2", "10.0.0.6", 8432), stanza="shop")
     conf = parse(repository.render_conf(s, [client(), other]))
     g = conf["global"]
@@ -132,7 +133,7 @@ def test_backup_host_serves_each_stanza_and_reaches_each_database_host():
 
 
 def test_backup_host_jobs_run_per_stanza_in_the_repository_container():
-    s = settings(postgres_bind="10.0.0.9")
+    s = settings(postgres_bind="10.0.0.9", postgres_allowed_networks=["10.0.0.0/24"])
     jobs = {j.unit: j for j in repository.jobs(s, [client()])}
     full = jobs["pgsteady-repository-full-main"]
     want = ("docker", "exec", "-u", "999", "pgsteady-pgbackrest-repository", "pgbackrest",
@@ -179,7 +180,7 @@ def test_backup_host_verify_job_judges_pgbackrest_s_verdict(printed, code, sound
     ],
 )
 def test_backup_host_refuses_clients_it_cannot_serve(clients, fragment):
-    s = settings(postgres_bind="10.0.0.9")
+    s = settings(postgres_bind="10.0.0.9", postgres_allowed_networks=["10.0.0.0/24"])
     errors = repository.client_errors(s, "backup1", clients)
     assert any(fragment in e for e in errors), errors
 
@@ -205,7 +206,7 @@ def test_status_lists_only_local_repositories_verify_checks_every_one():
 def test_a_backup_host_keeps_one_database_host_s_repository():
     """pgBackRest's server checks the stanza at connect, then serves any path: two
     database hosts on one backup host would reach each other's backups."""
-    s = settings(postgres_bind="10.0.0.9")
+    s = settings(postgres_bind="10.0.0.9", postgres_allowed_networks=["10.0.0.0/24"])
     other = client(name="db2", peer=pgbackrest.Peer("db2", "10.0.0.6", 8432), stanza="shop")
     errors = repository.client_errors(s, "backup1", [client(), other])
     assert any("db1, db2" in e and "its own backup host" in e for e in errors), errors

@@ -47,7 +47,11 @@ def test_on_by_default_on_its_own_port_beside_the_direct_one() -> None:
     assert doc["services"]["pgbouncer"]["ports"] == ["127.0.0.1:6432:6432"]
     assert doc["services"]["postgres"]["ports"] == ["127.0.0.1:5432:5432"]
     # Published on the server's address, whatever it is.
-    doc = yaml.safe_load(render_compose(settings(postgres_bind="10.0.0.5")))
+    doc = yaml.safe_load(
+        render_compose(
+            settings(postgres_bind="10.0.0.5", postgres_allowed_networks=["10.0.0.0/24"])
+        )
+    )
     assert doc["services"]["pgbouncer"]["ports"] == ["10.0.0.5:6432:6432"]
 
 
@@ -280,3 +284,31 @@ def test_the_collect_script_asks_the_pooler_only_when_it_runs() -> None:
     assert "POOLER=pgsteady-pgbouncer" in script
     assert "PGPASSWORD" not in script
     assert "POOLER=''" in collect_script(settings(pgbouncer_enabled=False))
+
+
+@pytest.mark.parametrize(
+    ("bind", "networks"),
+    [("0.0.0.0", ["samenet"]), ("10.0.0.5", ["10.0.0.0/24", "samehost"]), ("::", ["samenet"])],
+)
+def test_samenet_with_a_bind_beyond_loopback_is_refused(bind: str, networks: list[str]) -> None:
+    """PgBouncer has no samenet/samehost: with any bind but loopback the pooler would admit
+    every address that reaches it (review R6-M1), so the combination is refused before any
+    operation, naming both keys, the value and what is accepted."""
+    with pytest.raises(SettingsError) as exc:
+        settings(postgres_bind=bind, postgres_allowed_networks=networks)
+    [error] = [e for e in exc.value.errors if e.startswith("postgres_allowed_networks")]
+    assert f"postgres_bind = {bind!r}" in error and repr(networks) in error
+    assert "CIDRs" in error and "pgbouncer_enabled = False" in error
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"postgres_bind": "127.0.0.1"},
+        {"postgres_bind": "::1", "postgres_allowed_networks": ["samehost"]},
+        {"postgres_bind": "0.0.0.0", "postgres_allowed_networks": ["10.0.0.0/8", "fd00::/8"]},
+        {"postgres_bind": "0.0.0.0", "pgbouncer_enabled": False},
+    ],
+)
+def test_samenet_is_fine_on_loopback_or_without_the_pooler(data: dict) -> None:
+    settings(**data)

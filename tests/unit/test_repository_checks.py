@@ -44,7 +44,10 @@ def test_stanza_problem_names_status_missing_backup_and_missing_stanza():
 
 
 def test_check_fails_an_unhealthy_server_and_a_stanza_without_backup():
-    s = build_settings({"postgres_bind": "10.0.0.9"}, HostFacts(ram_mb=2048, cpus=1))
+    s = build_settings(
+        {"postgres_bind": "10.0.0.9", "postgres_allowed_networks": ["10.0.0.0/24"]},
+        HostFacts(ram_mb=2048, cpus=1),
+    )
     answers = {"docker inspect": "unhealthy\n", "--stanza=main": info("main"),
                "--stanza=shop": info("shop", backups=0),
                "verify-main.json": json.dumps({"finished": time.time() - 60, "ok": False}),

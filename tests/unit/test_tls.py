@@ -107,6 +107,46 @@ def test_ca_directory_refuses_readable_key_and_missing_files(tmp_path: Path):
         load_or_create_ca(directory, "x")
 
 
+def test_ca_parent_is_made_0700_whatever_the_umask(tmp_path: Path):
+    old = os.umask(0)
+    try:
+        load_or_create_ca(tmp_path / ".pgsteady" / "inv", "inv")
+    finally:
+        os.umask(old)
+    assert (tmp_path / ".pgsteady").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / ".pgsteady" / "inv").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / ".pgsteady" / "inv" / "ca.key").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("which", ["parent", "directory"])
+def test_ca_refused_in_a_directory_others_can_write(tmp_path: Path, which: str):
+    directory = tmp_path / "state" / "inv"
+    load_or_create_ca(directory, "inv")
+    loose = directory.parent if which == "parent" else directory
+    loose.chmod(0o775)
+    with pytest.raises(TlsError, match=f"{loose} is mode 0775 .*chmod go-w"):
+        load_or_create_ca(directory, "inv")
+    loose.chmod(0o1777)  # sticky like /tmp: others still create and rename their own entries
+    with pytest.raises(TlsError, match="mode 1777"):
+        load_or_create_ca(directory, "inv")
+    fresh = tmp_path / "open" / "new"
+    fresh.parent.mkdir(mode=0o777)
+    fresh.parent.chmod(0o777)
+    with pytest.raises(TlsError, match="is mode 0777"):
+        load_or_create_ca(fresh, "new")
+    assert not fresh.exists()  # refused before any CA was made
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="chown to another uid needs root")
+def test_ca_refused_in_a_directory_another_uid_owns(tmp_path: Path):
+    directory = tmp_path / "state" / "inv"
+    directory.parent.mkdir(mode=0o755)
+    os.chown(directory.parent, 4242, 4242)
+    with pytest.raises(TlsError, match="owned by uid 4242"):
+        load_or_create_ca(directory, "inv")
+    assert not directory.exists()
+
+
 def _write(tmp_path: Path, name: str, data: bytes) -> str:
     path = tmp_path / name
     path.write_bytes(data)
@@ -154,7 +194,9 @@ def test_settings_validate_tls_keys(tmp_path: Path, ca):
     [("127.0.0.1", False), ("::1", False), ("10.0.1.10", True), ("0.0.0.0", True)],
 )
 def test_rendered_files_serve_tls_and_refuse_plain_tcp_off_loopback(bind, ssl_only):
-    s = build_settings({"postgres_bind": bind}, FACTS)
+    # Off loopback the client networks are CIDRs (samenet is refused with the pooler on).
+    nets = {"postgres_allowed_networks": ["10.0.1.0/24"]} if ssl_only else {}
+    s = build_settings({"postgres_bind": bind, **nets}, FACTS)
     assert requires_tls(s) is ssl_only
     conf = render_postgresql_conf(s)
     assert "\nssl = on\n" in conf

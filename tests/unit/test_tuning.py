@@ -434,14 +434,19 @@ def test_pgsteady_autovacuum_sizing():
 def test_container_memory_limit_sizes_for_the_limit():
     inp = TuningInput(15, "web", 16 * GIB, 8, memory_limit=2 * GIB, cpu_limit=1.5)
     result = tune(inp)
-    # 2048MiB - 64MiB - 200*2MiB - 5% of 2048MiB = 1481.6MiB -> 1472MiB (16MiB steps)
-    assert result.memory_basis == 1472 * MIB
+    # 2048MiB - 64MiB - 200*2MiB = 1584MiB (no share kept for the page cache)
+    assert result.memory_basis == 1584 * MIB
     assert result.cpu_basis == 2
     values = result.as_dict()
-    assert values["shared_buffers"] == "368MB"
-    assert values["effective_cache_size"] == "1104MB"
-    assert values["maintenance_work_mem"] == "92MB"
-    assert values["work_mem"] == "4MB"
+    assert values["shared_buffers"] == "396MB"
+    assert values["effective_cache_size"] == "1188MB"
+    assert values["maintenance_work_mem"] == "99MB"
+    assert values["autovacuum_work_mem"] == "66MB"
+    # 2048 - 464 reserve - 9/8*396 shared - 99 maintenance - 3*66 autovacuum = 841.5MiB
+    # over (200 connections + 8 parallel workers) * 5 units = 828.5kB (PGTune: 4MB floor)
+    assert values["work_mem"] == "828kB"
+    wm = next(s for s in result.settings if s.name == "work_mem")
+    assert wm.source == "pgsteady" and "5 x work_mem" in wm.comment
     assert values["huge_pages"] == "off"
     assert "max_worker_processes" not in values  # 2 CPUs: PGTune sets no parallel workers
     sb = next(s for s in result.settings if s.name == "shared_buffers")
@@ -558,7 +563,11 @@ def test_properties(version, db_type, ram_mb, cpus, limit_pct):
     values = result.as_dict()
     budget = min(ram, limit) if limit else ram
     assert parse_size(values["shared_buffers"]) <= budget // 4
-    assert parse_size(values["work_mem"]) >= 4 * MIB
+    if limit is None or limit >= ram:
+        assert parse_size(values["work_mem"]) >= 4 * MIB
+    else:
+        assert parse_size(values["work_mem"]) >= t.MIN_WORK_MEM_KB * 1024
+        assert_worst_case_fits(result, limit)
     assert parse_size(values["maintenance_work_mem"]) <= 8 * GIB
     assert 32 * 1024 <= parse_size(values["wal_buffers"]) <= 16 * MIB
     assert result.memory_basis <= ram
@@ -567,3 +576,46 @@ def test_properties(version, db_type, ram_mb, cpus, limit_pct):
             pgtune(TuningInput(version, db_type, ram, cpus)).settings
         )
     assert all(not math.isnan(float(v)) for v in [values["checkpoint_completion_target"]])
+
+
+def assert_worst_case_fits(result, limit):
+    """Every connection and parallel worker at 5 x work_mem, one maintenance_work_mem and
+    every autovacuum worker fit the limit, unless work_mem is at the server's floor (then
+    a warning says so)."""
+    v = result.as_dict()
+    conns = int(v["max_connections"])
+    work_mem = parse_size(v["work_mem"])
+    if work_mem <= t.MIN_WORK_MEM_KB * 1024:
+        assert any("leaves no work memory" in w for w in result.warnings)
+        return
+    workers = int(v.get("autovacuum_max_workers", "3"))
+    autovacuum = parse_size(v.get("autovacuum_work_mem", v["maintenance_work_mem"]))
+    parallel = int(v.get("max_parallel_workers", "8"))
+    total = (
+        64 * MIB
+        + 2 * MIB * conns
+        + parse_size(v["shared_buffers"]) * 9 / 8
+        + parse_size(v["maintenance_work_mem"])
+        + workers * autovacuum
+        + (conns + parallel) * 5 * work_mem
+    )
+    assert total <= limit
+
+
+@pytest.mark.parametrize("limit_gb", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("connections", [20, 100, 200, 500])
+def test_worst_case_memory_fits_the_container_limit(limit_gb, connections):
+    """Issue 19: PGTune's 4MB floor put 200 connections x 5 x 4MB above a 2GB limit (the
+    bench's worst-case workload OOM-killed the postmaster); the budget keeps it inside."""
+    result = tune(TuningInput(17, "web", 64 * GIB, 8, connections=connections,
+                              memory_limit=limit_gb * GIB))  # fmt: skip
+    assert_worst_case_fits(result, limit_gb * GIB)
+
+
+@pytest.mark.parametrize("db_type", t.DB_TYPES)
+def test_work_mem_is_never_above_pgtune_for_the_basis(db_type):
+    for conns in (5, 50, 300):
+        inp = TuningInput(17, db_type, 64 * GIB, 8, connections=conns, memory_limit=16 * GIB)
+        limited = tune(inp)
+        core = pgtune(TuningInput(17, db_type, limited.memory_basis, 8, connections=conns))
+        assert parse_size(limited.get("work_mem")) <= parse_size(core.get("work_mem"))

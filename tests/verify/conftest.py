@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import shlex
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +29,7 @@ from pgsteady.verify import (
     CheckResult,
     Fixes,
     VerifyContext,
+    check,
     check_name,
 )
 
@@ -185,6 +187,29 @@ class Host:
     def read(self, path: str) -> str | None:
         res = self.run(f"cat {shlex.quote(path)}")
         return res.stdout if res.rc == 0 else None
+
+
+#: How long a just (re)started service container may stay "starting": its first health
+#: check is due within seconds (first check after 10 s).
+STARTING_WAIT = 30
+
+
+def wait_healthy(on: Host, name: str, starting_wait: float = STARTING_WAIT) -> None:
+    """Fail unless container ``name`` runs and is healthy; a container still "starting"
+    (just started with the stack) is given ``starting_wait`` seconds first."""
+    deadline = time.monotonic() + starting_wait
+    while True:
+        info = on.inspect("container", name)
+        check(info is not None, f"container {name} does not exist")
+        state: dict[str, Any] = info["State"]  # type: ignore[index]
+        health = (state.get("Health") or {}).get("Status")
+        if health != "starting" or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    check(
+        state.get("Running") and health == "healthy",
+        f"{name} is {state.get('Status')} (health: {health}); see docker logs {name}",
+    )
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,10 @@ import ipaddress
 import re
 import shlex
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
+from conftest import wait_healthy
 
 from pgsteady.settings import Settings
 from pgsteady.stack import exporters
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     from conftest import Host
 
 EXPORTERS = ("postgres-exporter", "node-exporter")
-#: How long a just started exporter may stay "starting" (first check after 10 s).
-STARTING_WAIT = 30
 #: Scrapes of postgres-exporter, 2 s apart, before pg_up 0 counts.
 PG_UP_SCRAPES = 3
 #: The minute job may run this late before its textfile counts as stale.
@@ -90,21 +89,7 @@ def _port(s: Settings, exporter: str) -> int:
 @pytest.mark.parametrize("exporter", EXPORTERS)
 @pytest.mark.fix("{deploy} (starts the exporters with the stack)")
 def test_exporter_healthy(on: Host, s: Settings, exporter: str) -> None:
-    name = exporters.container_names(s)[exporter]
-    deadline = time.monotonic() + STARTING_WAIT
-    while True:
-        info = on.inspect("container", name)
-        check(info is not None, f"container {name} does not exist")
-        state: dict[str, Any] = info["State"]  # type: ignore[index]
-        health = (state.get("Health") or {}).get("Status")
-        # Just (re)started with the stack: its first health check is due within seconds.
-        if health != "starting" or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    check(
-        state.get("Running") and health == "healthy",
-        f"{name} is {state.get('Status')} (health: {health}); see docker logs {name}",
-    )
+    wait_healthy(on, exporters.container_names(s)[exporter])
 
 
 @pytest.mark.parametrize("exporter", EXPORTERS)

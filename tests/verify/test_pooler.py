@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
+from conftest import wait_healthy
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -28,8 +28,6 @@ from pgsteady.verify import check
 if TYPE_CHECKING:
     from conftest import Host
 
-#: How long a just started pooler may stay "starting" (first check after 10 s).
-STARTING_WAIT = 30
 #: A client of the application's pool waiting longer than this means the pool is too small.
 MAX_WAIT_S = 10
 
@@ -73,20 +71,7 @@ def _probe(on: Host, s: Settings, mode: str) -> tuple[int, str]:
 
 @pytest.mark.fix("{deploy} (starts the pooler with the stack)")
 def test_healthy(on: Host, s: Settings) -> None:
-    name = pgbouncer.container_name(s)
-    deadline = time.monotonic() + STARTING_WAIT
-    while True:
-        info = on.inspect("container", name)
-        check(info is not None, f"container {name} does not exist")
-        state: dict[str, Any] = info["State"]  # type: ignore[index]
-        health = (state.get("Health") or {}).get("Status")
-        if health != "starting" or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    check(
-        state.get("Running") and health == "healthy",
-        f"{name} is {state.get('Status')} (health: {health}); see docker logs {name}",
-    )
+    wait_healthy(on, pgbouncer.container_name(s))
 
 
 def _public_key(pem: str | None) -> bytes | None:

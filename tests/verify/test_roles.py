@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING
 
 import pytest
@@ -51,6 +52,45 @@ PASSWORD_STATEMENTS = (
 )
 
 
+#: pg_stat_statements' own reset function, found through pg_depend (never by name): its
+#: schema and argument types, for a fix line that names it exactly.
+RESET_FUNCTION = """
+SELECT pg_catalog.quote_ident(n.nspname),
+       pg_catalog.array_to_string(ARRAY(
+         SELECT t.typname
+           FROM pg_catalog.unnest(p.proargtypes::pg_catalog.oid[]) WITH ORDINALITY a(typ, i)
+           JOIN pg_catalog.pg_type t ON t.oid = a.typ
+          ORDER BY a.i), ',')
+  FROM pg_catalog.pg_depend d
+  JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+  JOIN pg_catalog.pg_proc p ON p.oid = d.objid
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+ WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.deptype = 'e'
+   AND e.extname = 'pg_stat_statements' AND p.proname = 'pg_stat_statements_reset'
+"""
+#: A full reset: every argument of the function (PG 15: userid, dbid, queryid; PG 17 adds
+#: minmax_only) given with its pg_catalog type.
+RESET_ARGUMENT = {"oid": "0", "int8": "0", "bool": "false"}
+
+
+def reset_statements_fix(pg: Host, s: Settings, fixes: Fixes) -> str:
+    """The command that empties pg_stat_statements as the superuser, safely: search_path
+    pinned, the function called by its schema and its exact argument types, so in a schema
+    the application owns (public) no function of the application's can be chosen instead
+    (an overload can at worst make the call ambiguous: an error, never its code)."""
+    rows = pg.psql(RESET_FUNCTION, db=s.postgres_db)
+    types = rows[0][1].split(",") if len(rows) == 1 and rows[0][1] else []
+    if len(rows) != 1 or not set(types) <= RESET_ARGUMENT.keys():
+        return "see docs/verify.md#roles (pg_stat_statements_reset not found as expected)"
+    args = ", ".join(f"{RESET_ARGUMENT[t]}::pg_catalog.{t}" for t in types)
+    sql = f"SELECT {rows[0][0]}.pg_stat_statements_reset({args})"
+    return fixes.on_host(
+        f"docker exec -e {shlex.quote('PGOPTIONS=-c search_path=pg_catalog,pg_temp')} "
+        f"-u postgres {s.container_name} psql -X -v ON_ERROR_STOP=1 -d {s.postgres_db} "
+        f"-c {shlex.quote(sql)}"
+    )
+
+
 def _apply_init(fixes: Fixes, s: Settings) -> str:
     return fixes.on_host(APPLY_INIT.format(bin=s.layout.bin))
 
@@ -91,9 +131,5 @@ def test_no_password_in_pg_stat_statements(pg: Host, s: Settings, fixes: Fixes) 
     check(
         count == "0",
         f"pg_stat_statements keeps {count} statement(s) with a password in clear text",
-        fixes.on_host(
-            f"docker exec -u postgres {s.container_name} psql -d {s.postgres_db} "
-            "-c 'SELECT public.pg_stat_statements_reset()'"
-        )
-        + " (then change the passwords that were exposed)",
+        reset_statements_fix(pg, s, fixes) + " (then change the passwords that were exposed)",
     )

@@ -1,0 +1,58 @@
+"""Major version upgrade of a single host, when the inventory asks for it.
+
+``postgres_upgrade_from_volume`` names the older major's volume and
+``postgres_data_volume`` a new one: while the new volume holds no verified cluster, the
+converge runs ``pgsteady-ctl upgrade-major`` (files/bin/pgsteady-upgrade-major) before
+it starts the stack, then checks pgBackRest and takes the new major's first full
+backups. A host whose data volume is verified gets no operation from here.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.operations import server
+
+from pgsteady.backup import pgbackrest
+from pgsteady.settings import Settings
+from pgsteady.stack.compose import INIT_SQL
+from pgsteady.stack.layout import INIT_MOUNT
+from pgsteady.stack.upgrade import VolumeState, upgrade_needed
+from tasks.facts import VolumePgVersion, VolumeUpgradeIncomplete
+
+
+def volume_state(s: Settings) -> VolumeState:
+    """The data volume's and the upgrade source's state, from host facts."""
+    src = s.postgres_upgrade_from_volume
+    return VolumeState(
+        data_version=host.get_fact(VolumePgVersion, volume=s.data_volume),
+        data_incomplete=host.get_fact(VolumeUpgradeIncomplete, volume=s.data_volume),
+        from_version=None if src is None else host.get_fact(VolumePgVersion, volume=src),
+    )
+
+
+def run(s: Settings) -> bool:
+    """Upgrade into the new data volume when it is due; True when this run does."""
+    if not upgrade_needed(s, volume_state(s)):
+        return False
+    ctl = f"{s.layout.bin}/pgsteady-ctl"
+    server.shell(
+        name=f"Major upgrade: {s.postgres_upgrade_from_volume} -> {s.data_volume} "
+        f"(Postgres {s.postgres_version}), verified, then served",
+        commands=[
+            f"{ctl} upgrade-major {s.postgres_upgrade_from_volume}",
+            # The entrypoint ran it after the restore; the converge's own copy, once more.
+            f"{ctl} apply-sql {INIT_MOUNT}/{INIT_SQL}",
+        ],
+    )
+    if s.pgbackrest_enabled:
+        repos = pgbackrest.local_repos(s)
+        server.shell(
+            # upgrade-major ran stanza-upgrade before the new server archived anything.
+            name="Major upgrade: check pgBackRest, take a first full backup of the new major",
+            commands=[
+                f"{ctl} pgbackrest check",
+                *(f"{ctl} pgbackrest --repo={n} backup --type=full" for n in repos),
+                *(f"{ctl} pgbackrest-verify {n}" for n in repos),
+            ],
+        )
+    return True

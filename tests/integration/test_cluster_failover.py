@@ -1,0 +1,45 @@
+"""Failover without a person, on the REAL process cluster (Patroni 3.0.2 members m1 and
+m2 on 3 etcd members with TLS and RBAC, HAProxy in front; tests/support/failover_lab.py),
+synchronous mode, the tight timing profile: one trial of each fault kind.
+
+Each trial runs the reconnecting writer through HAProxy's primary port and the
+split-brain probe on every member's own port (pgsteady.lab.writers), injects the fault
+into the current leader, repairs what a host would (resume, start again) and waits until
+the cluster is whole: one leader, the other member streaming as its synchronous standby,
+etcd 3/3. Asserted: writes resume through the proxy, the cluster is whole again, no
+acknowledged write is lost (synchronous mode), and no two members acknowledge commits in
+interleaved turns. Times are measured (the bench part ``failover`` reports them) but not
+asserted: this 2-core machine is shared.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pgsteady.lab import failover
+from pgsteady.lab.failover_trial import run_trial
+from tests.support.failover_lab import process_cluster
+
+pytestmark = pytest.mark.timeout(1200)
+
+
+def test_every_fault_recovers_without_a_person_and_loses_no_acknowledged_write(
+    tmp_path: Path,
+) -> None:
+    results = {}
+    with process_cluster(tmp_path, profile="tight", synchronous=True) as cluster:
+        for kind in failover.KINDS:
+            results[kind] = run_trial(cluster, kind, timeout=150)
+    for kind, r in results.items():
+        assert r["whole_again"], (kind, r.get("whole_error"))
+        assert r["seconds"] is not None, (kind, "writes never resumed through the proxy", r)
+        assert r["acked"] > 0, (kind, r)
+        assert r["lost"] == [], (kind, "acknowledged writes lost in synchronous mode", r)
+        assert r["split_brain"] == [], (kind, "two members acknowledged at once", r)
+        assert r["probe_lost"] == [], (kind, "a direct commit acknowledged then lost", r)
+        if kind in failover.NEW_LEADER:
+            assert r["leader_after"] != r["leader_before"], (kind, r)
+        else:
+            assert r["leader_after"] == r["leader_before"], (kind, r)

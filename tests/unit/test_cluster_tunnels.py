@@ -1,0 +1,59 @@
+"""The inventory's cluster members and the ssh forward each one gets (no process started)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pgsteady.cluster.operations import OperationError
+from pgsteady.cluster.tunnels import cluster_members, default_access_dir, forward_argv
+from pgsteady.inventory import InventoryHost
+
+
+def host(name: str, **data: object) -> InventoryHost:
+    return InventoryHost(name, {"ssh_hostname": f"{name}.example", **data})
+
+
+def test_members_of_the_one_cluster_in_inventory_order() -> None:
+    hosts = [
+        host("pg2", postgres_cluster_name="main", postgres_cluster_address="10.0.0.12"),
+        host("single"),
+        host("pg1", postgres_cluster_name="main", patroni_rest_port=9008),
+    ]
+    members = cluster_members(hosts, None)
+    assert [(m.name, m.address, m.rest_port) for m in members] == [
+        ("pg2", "10.0.0.12", 8008),
+        ("pg1", "pg1.example", 9008),
+    ]
+
+
+def test_no_cluster_several_clusters_or_an_unknown_one_is_refused() -> None:
+    with pytest.raises(OperationError, match="no host with postgres_cluster_name"):
+        cluster_members([host("a")], None)
+    two = [host("a", postgres_cluster_name="x"), host("b", postgres_cluster_name="y")]
+    with pytest.raises(OperationError, match="clusters x, y: name one"):
+        cluster_members(two, None)
+    assert [m.name for m in cluster_members(two, "y")] == ["b"]
+    with pytest.raises(OperationError, match="cluster 'z' is not in the inventory"):
+        cluster_members(two, "z")
+
+
+def test_forward_uses_the_inventory_ssh_options_without_sudo() -> None:
+    (m,) = cluster_members(
+        [host("pg1", postgres_cluster_name="main", postgres_cluster_address="fd00::11",
+              ssh_user="ops", ssh_port=2222, _sudo=True)],
+        None,
+    )  # fmt: skip
+    argv = forward_argv(m, 18008)
+    assert argv[0] == "ssh" and "sudo" not in argv
+    assert argv[argv.index("-p") + 1] == "2222"
+    assert argv[-4:] == ["-L", "127.0.0.1:18008:[fd00::11]:8008", "--", "ops@pg1.example"]
+    assert "ExitOnForwardFailure=yes" in argv and "-N" in argv
+
+
+def test_access_dir_sits_beside_the_inventorys_ca(tmp_path: Path) -> None:
+    inv = tmp_path / "prod.py"
+    assert default_access_dir(inv, [host("a")]) == tmp_path / ".pgsteady/prod/cluster-access"
+    custom = [host("a", postgres_tls_ca_dir="/srv/ca")]
+    assert default_access_dir(inv, custom) == Path("/srv/ca/cluster-access")

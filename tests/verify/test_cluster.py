@@ -1,0 +1,102 @@
+"""cluster: on a Patroni cluster's member, exactly one running leader, every member of the
+inventory's cluster a replica streaming within postgres_replica_max_lag, no inactive
+replication slot and archiving healthy on the primary (pg_stat_archiver).
+
+Skipped on a single host (no postgres_cluster_name: the cluster settings land with
+milestone M2/M3). The verdicts are pgsteady.cluster.health's, proven failing on real
+faults against a live cluster in tests/integration/test_cluster_operations_live.py.
+``GET /cluster`` is read inside the member's container (Patroni's python3, the
+container's CA; a safe endpoint: no certificate or password); the leader-side checks run
+on the leader's host only, as the superuser with search_path pinned.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pgsteady.cluster import health, status
+from pgsteady.cluster.patroni import container_paths
+from pgsteady.settings import Settings
+from pgsteady.verify import VerifyContext, check
+
+if TYPE_CHECKING:
+    from conftest import Host
+
+STATUS_FIX = "make status (cluster section); docs/operations.md, Cluster: no running leader"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _enabled(s: Settings) -> None:
+    if getattr(s, "postgres_cluster_name", None) is None:
+        pytest.skip("not a cluster member (no postgres_cluster_name)")
+
+
+def _expected(ctx: VerifyContext, cs: status.ClusterStatus) -> list[str]:
+    """The inventory's members (VerifyContext.cluster_members once M3 passes them; until
+    then the members Patroni lists, plus this host)."""
+    members = getattr(ctx, "cluster_members", None)
+    return list(members) if members else sorted({m.name for m in cs.members} | {ctx.host})
+
+
+@pytest.fixture(scope="module")
+def cluster(on: Host, s: Settings, ctx: VerifyContext) -> status.ClusterStatus:
+    address = getattr(s, "postgres_cluster_address", None) or ctx.data.get("ssh_hostname")
+    url = f"https://{address}:{getattr(s, 'patroni_rest_port', 8008)}/cluster"
+    ca = container_paths(s.postgres_version).ca_file
+    argv = [on.docker, "exec", s.container_name, "python3", "-c", status.FETCH_SCRIPT, url, ca]
+    res = on.run(shlex.join(argv))
+    if res.rc != 0:
+        return status.ClusterStatus(error=f"GET {url} failed: {res.stderr.strip()[-300:]}")
+    return status.parse_cluster(json.loads(res.stdout))
+
+
+@pytest.fixture(scope="module")
+def leader_view(on: Host, s: Settings, ctx: VerifyContext, cluster: status.ClusterStatus):  # noqa: ANN201
+    if cluster.leader != ctx.host:
+        pytest.skip(f"checked on the leader ({cluster.leader or 'none'}), not on a replica")
+    port = getattr(s, "postgres_member_port", 15432)
+    cmd = (
+        f"{on.docker} exec -e PGPORT={int(port)} "
+        "-e PGOPTIONS='-c search_path=pg_catalog,pg_temp' -u postgres "
+        f"{shlex.quote(s.container_name)} psql -XAtq -v ON_ERROR_STOP=1 -d postgres "
+        f"-c {shlex.quote(health.LEADER_SQL)}"
+    )
+    res = on.run(cmd)
+    if res.rc != 0:
+        raise RuntimeError(f"psql on the leader failed: {res.stderr.strip()}")
+    return health.parse_leader(res.stdout)
+
+
+@pytest.mark.fix(STATUS_FIX)
+def test_one_leader(cluster: status.ClusterStatus, ctx: VerifyContext) -> None:
+    problems = health.leader_problems(cluster, _expected(ctx, cluster))
+    check(not problems, "; ".join(problems))
+
+
+@pytest.mark.fix("make reinit HOST=<that replica> (docs/operations.md, Reinit a replica)")
+def test_replicas_streaming(
+    cluster: status.ClusterStatus, leader_view: health.LeaderView, s: Settings, ctx: VerifyContext
+) -> None:
+    max_lag = int(getattr(s, "postgres_replica_max_lag", 16 * 1024 * 1024))
+    expected = _expected(ctx, cluster)
+    problems = health.replica_problems(cluster, expected, leader_view.streaming, max_lag)
+    check(not problems, "; ".join(problems))
+
+
+@pytest.mark.fix(
+    "on the leader: SELECT pg_drop_replication_slot('<slot>') (or remove it from "
+    "Patroni's slots in /config); docs/operations.md, PostgresReplicationSlotInactive"
+)
+def test_no_inactive_slots(leader_view: health.LeaderView) -> None:
+    problems = health.slot_problems(leader_view.slots)
+    check(not problems, "; ".join(problems))
+
+
+@pytest.mark.fix("docs/operations.md, Archive stuck (on the leader's host)")
+def test_archiving_on_the_primary(leader_view: health.LeaderView, s: Settings) -> None:
+    problems = health.archiver_problems(leader_view, expected=s.pgbackrest_enabled)
+    check(not problems, "; ".join(problems))
