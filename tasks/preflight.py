@@ -6,6 +6,7 @@ from pyinfra import host
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import LinuxDistribution, Port
 
+from pgsteady.cluster.member_service import haproxy_container
 from pgsteady.settings import Settings
 from pgsteady.stack.preflight import PreflightInput, check
 from tasks.facts import DockerInspect, FreeDiskBytes, VolumePgVersion
@@ -14,7 +15,9 @@ from tasks.facts import DockerInspect, FreeDiskBytes, VolumePgVersion
 def run(s: Settings) -> None:
     """Raise DeployError naming every failed check and its fix."""
     distro = host.get_fact(LinuxDistribution) or {}
-    container = host.get_fact(DockerInspect, kind="container", object_id=s.container_name)
+    # on a cluster member, the stack's HAProxy serves postgres_port on the host network
+    name = s.container_name if s.postgres_cluster_name is None else haproxy_container(s)
+    container = host.get_fact(DockerInspect, kind="container", object_id=name)
     owner, _pid = host.get_fact(Port, port=s.postgres_port) or (None, None)
     failures = check(
         s,

@@ -9,6 +9,8 @@ from pgsteady.settings import Settings
 from pgsteady.units import parse_size
 
 SUPPORTED_DISTROS = {"Debian": 11, "Ubuntu": 20}
+#: The label compose.py puts on every container of a stack (its compose project).
+PROJECT_LABEL = "io.pgsteady.project"
 
 
 @dataclass(frozen=True)
@@ -25,10 +27,15 @@ def _gb(n: int) -> str:
     return f"{n / 1024**3:.1f} GB"
 
 
-def port_is_ours(s: Settings, container: dict[str, Any] | None) -> bool:
-    """True when our own container publishes postgres_port."""
+def port_is_ours(s: Settings, container: dict[str, Any] | None, owner: str | None = None) -> bool:
+    """True when our own container publishes postgres_port; on a cluster member, when the
+    owner is the running HAProxy of this stack (``container``: its inspect)."""
     if not container:
         return False
+    if s.postgres_cluster_name is not None:
+        labels = (container.get("Config") or {}).get("Labels") or {}
+        running = bool((container.get("State") or {}).get("Running"))
+        return running and owner == "haproxy" and labels.get(PROJECT_LABEL) == s.compose_project
     bindings = (container.get("HostConfig") or {}).get("PortBindings") or {}
     return any(
         str(b.get("HostPort")) == str(s.postgres_port)
@@ -62,7 +69,7 @@ def check(s: Settings, facts: PreflightInput) -> list[str]:
             f"free disk for app_dir={s.app_dir} is {_gb(facts.free_disk_bytes)}, below "
             f"preflight_min_disk={s.preflight_min_disk}: free space or move app_dir"
         )
-    if facts.port_owner and not port_is_ours(s, facts.container):
+    if facts.port_owner and not port_is_ours(s, facts.container, facts.port_owner):
         failures.append(
             f"port {s.postgres_port} is in use by {facts.port_owner!r}: stop it or set "
             "postgres_port to a free port"

@@ -17,6 +17,8 @@ from tests.lab.conftest import LabTarget, cluster_lab, record
 
 DATA = {"compose_project": "labm", "backup_schedule": "@daily"}
 CA = "/etc/pgsteady-tls/ca.crt"
+#: builds the cluster image on 3 hosts (8-10 min under load), then deploys twice
+pytestmark = pytest.mark.timeout(3600)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,8 @@ from pgsteady.settings import defaults
 from tests.lab.conftest import LabTarget, cluster_lab, record
 
 DATA = {"compose_project": "labc", "backup_schedule": "@daily"}
+#: builds the cluster image on 3 hosts (8-10 min under load), then deploys twice
+pytestmark = pytest.mark.timeout(3600)
 
 
 @pytest.fixture(scope="module")

@@ -89,3 +89,18 @@ def test_a_cluster_needs_client_networks_as_addresses() -> None:
     with pytest.raises(SettingsError) as exc:
         build_settings({**MEMBER, "postgres_allowed_networks": ["samenet"]}, FACTS)
     assert any("'samenet'" in e and "CIDRs" in e for e in exc.value.errors), exc.value.errors
+
+
+def test_preflight_takes_postgres_port_held_by_the_stacks_haproxy_as_ours() -> None:
+    from pgsteady.stack.preflight import port_is_ours
+
+    s, _ = member(4)
+    haproxy = {
+        "State": {"Running": True},
+        "Config": {"Labels": {"io.pgsteady.project": "pgsteady"}},
+    }
+    assert port_is_ours(s, haproxy, "haproxy")  # a redeploy of a running member
+    assert not port_is_ours(s, haproxy, "nginx")  # someone else holds the port
+    other = {**haproxy, "Config": {"Labels": {"io.pgsteady.project": "other"}}}
+    assert not port_is_ours(s, other, "haproxy")  # another stack's HAProxy
+    assert not port_is_ours(s, None, "haproxy")  # no HAProxy of ours yet
