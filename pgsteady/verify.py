@@ -94,6 +94,8 @@ class VerifyContext:
     prefix: tuple[str, ...] = ()
     #: A cluster's etcd hosts by the inventory (name -> peer URL); empty off clusters.
     etcd_peers: dict[str, str] = field(default_factory=dict)
+    #: A cluster's members by the inventory (name -> private address); empty off clusters.
+    cluster_members: dict[str, str] = field(default_factory=dict)
 
     @property
     def settings(self) -> Settings:
@@ -117,7 +119,21 @@ class VerifyContext:
             facts=HostFacts(**body["facts"]),
             prefix=tuple(body["prefix"]),
             etcd_peers=dict(body.get("etcd_peers") or {}),
+            cluster_members=dict(body.get("cluster_members") or {}),
         )
+
+    def cluster(self) -> Any:
+        """The host's validated cluster (pgsteady.cluster.topology.Cluster), or None."""
+        if not self.cluster_members:
+            return None
+        from pgsteady.cluster.inventory import cluster_of
+        from pgsteady.settings import defaults
+
+        hosts = [
+            (name, {**self.data, "postgres_cluster_address": address})
+            for name, address in self.cluster_members.items()
+        ]
+        return cluster_of(self.data["postgres_cluster_name"], hosts, defaults())
 
 
 # --- results ----------------------------------------------------------------------------
@@ -287,6 +303,22 @@ def verify_backup_host(h: InventoryHost, hosts: list[InventoryHost], inventory: 
     return run
 
 
+def cluster_members_of(h: InventoryHost, hosts: list[InventoryHost]) -> dict[str, str]:
+    """The members of ``h``'s cluster (name -> private address), as etcd_peers_of."""
+    from pgsteady.cluster.inventory import cluster_of
+    from pgsteady.cluster.topology import ClusterError
+    from pgsteady.settings import defaults
+
+    name = h.data.get("postgres_cluster_name")
+    if not name:
+        return {}
+    try:
+        cluster = cluster_of(name, [(x.name, x.data) for x in hosts], defaults())
+    except ClusterError:
+        return {}
+    return {m.name: m.address for m in cluster.members}
+
+
 def etcd_peers_of(h: InventoryHost, hosts: list[InventoryHost]) -> dict[str, str]:
     """The etcd hosts of ``h``'s cluster (name -> peer URL) as the inventory has them;
     empty for a single host or an invalid cluster (the deploy names its problems)."""
@@ -311,12 +343,15 @@ def verify_host(
     workdir: Path,
     want_junit: bool,
     etcd_peers: dict[str, str] | None = None,
+    cluster_members: dict[str, str] | None = None,
 ) -> HostRun:
     """Run the suite against one host and collect its check results."""
     run = HostRun(h.name)
     try:
         facts = read_host_facts(runner_for(h))
-        ctx = VerifyContext(h.name, inventory, h.data, facts, fix_prefix(h), etcd_peers or {})
+        ctx = VerifyContext(
+            h.name, inventory, h.data, facts, fix_prefix(h), etcd_peers or {}, cluster_members or {}
+        )
         ctx.settings  # noqa: B018 - validate before connecting pytest
     except (ConnectionError, subprocess.TimeoutExpired) as exc:
         fix = f"check the SSH access the inventory describes: {shlex.join(h.command_prefix())} true"
@@ -420,8 +455,8 @@ def main(argv: list[str] | None = None) -> int:
             if h.is_backup_host:
                 run = verify_backup_host(h, hosts, args.inventory)
             else:
-                peers = etcd_peers_of(h, hosts)
-                run = verify_host(h, args.inventory, Path(tmp), bool(args.junit), peers)
+                peers, members = etcd_peers_of(h, hosts), cluster_members_of(h, hosts)
+                run = verify_host(h, args.inventory, Path(tmp), bool(args.junit), peers, members)
             for r in run.results:
                 if r.outcome == "failed":
                     print(fix_line(r), flush=True)

@@ -6,12 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pgsteady.cluster import etcd_service
 from pgsteady.settings import Settings
 from pgsteady.stack.compose import render_compose
 from pgsteady.stack.jobs import render_cron, render_service, render_timer, watchdog_job
 from pgsteady.stack.layout import DATA_MOUNT
 from pgsteady.units import parse_size
-from pgsteady.verify import Fixes, check
+from pgsteady.verify import Fixes, VerifyContext, check
 
 if TYPE_CHECKING:
     from conftest import Host
@@ -64,17 +65,24 @@ def test_shm_size(container: dict[str, Any], s: Settings) -> None:
     check(got == want, f"/dev/shm is {got} B; settings say {s.postgres_shm_size}")
 
 
-def test_not_privileged(container: dict[str, Any]) -> None:
+def test_not_privileged(container: dict[str, Any], s: Settings) -> None:
     hc = container["HostConfig"]
     check(not hc.get("Privileged"), "the container runs --privileged")
     check(not hc.get("CapAdd"), f"the container has extra capabilities {hc.get('CapAdd')}")
-    for mode in ("NetworkMode", "PidMode", "IpcMode"):
+    # a cluster member is on the host's network by design: peers dial its private address
+    modes = (
+        ("PidMode", "IpcMode") if s.postgres_cluster_name else ("NetworkMode", "PidMode", "IpcMode")
+    )
+    for mode in modes:
         check(hc.get(mode) != "host", f"the container shares the host's {mode}")
 
 
 def test_port_published(container: dict[str, Any], s: Settings) -> None:
-    """Published only on postgres_bind:postgres_port, in the config and in effect."""
+    """Published only on postgres_bind:postgres_port, in the config and in effect (a
+    cluster member publishes nothing: HAProxy serves postgres_port on the host network)."""
     want = {"5432/tcp": [{"HostIp": s.postgres_bind, "HostPort": str(s.postgres_port)}]}
+    if s.postgres_cluster_name:
+        want = {}
     configured = container["HostConfig"].get("PortBindings") or {}
     active = {k: v for k, v in (container["NetworkSettings"].get("Ports") or {}).items() if v}
     seen = [("configured", configured)]
@@ -114,9 +122,13 @@ def test_data_volume(container: dict[str, Any], s: Settings) -> None:
     )
 
 
-def test_compose_file_matches(on: Host, s: Settings) -> None:
+def test_compose_file_matches(on: Host, s: Settings, ctx: VerifyContext) -> None:
     got = on.read(s.layout.compose)
-    check(got == render_compose(s), f"{s.layout.compose} is missing or differs from settings")
+    cluster, etcd = ctx.cluster(), None
+    if cluster is not None:  # an etcd host's file also holds its etcd service
+        etcd = etcd_service.service(s, cluster, cluster.member(ctx.host))
+    want = render_compose(s, etcd)
+    check(got == want, f"{s.layout.compose} is missing or differs from settings")
 
 
 def test_watchdog_job(on: Host, s: Settings, fixes: Fixes) -> None:
