@@ -21,6 +21,7 @@ import pytest
 from pgsteady.cluster import health, status
 from pgsteady.cluster.patroni import container_paths
 from pgsteady.settings import Settings
+from pgsteady.units import parse_size
 from pgsteady.verify import VerifyContext, check
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def test_one_leader(cluster: status.ClusterStatus, ctx: VerifyContext) -> None:
 def test_replicas_streaming(
     cluster: status.ClusterStatus, leader_view: health.LeaderView, s: Settings, ctx: VerifyContext
 ) -> None:
-    max_lag = int(getattr(s, "postgres_replica_max_lag", 16 * 1024 * 1024))
+    max_lag = parse_size(getattr(s, "postgres_replica_max_lag", "16MB"))  # a size: "16MB"
     expected = _expected(ctx, cluster)
     problems = health.replica_problems(cluster, expected, leader_view.streaming, max_lag)
     check(not problems, "; ".join(problems))
