@@ -303,38 +303,35 @@ def verify_backup_host(h: InventoryHost, hosts: list[InventoryHost], inventory: 
     return run
 
 
-def cluster_members_of(h: InventoryHost, hosts: list[InventoryHost]) -> dict[str, str]:
-    """The members of ``h``'s cluster (name -> private address), as etcd_peers_of."""
+def _cluster_of(h: InventoryHost, hosts: list[InventoryHost]) -> Any:
+    """``h``'s validated cluster by the inventory, or None (a single host, or an invalid
+    cluster: the deploy names its problems)."""
     from pgsteady.cluster.inventory import cluster_of
     from pgsteady.cluster.topology import ClusterError
     from pgsteady.settings import defaults
 
     name = h.data.get("postgres_cluster_name")
     if not name:
-        return {}
+        return None
     try:
-        cluster = cluster_of(name, [(x.name, x.data) for x in hosts], defaults())
+        return cluster_of(name, [(x.name, x.data) for x in hosts], defaults())
     except ClusterError:
-        return {}
-    return {m.name: m.address for m in cluster.members}
+        return None
+
+
+def cluster_members_of(h: InventoryHost, hosts: list[InventoryHost]) -> dict[str, str]:
+    """The members of ``h``'s cluster (name -> private address); empty off clusters."""
+    cluster = _cluster_of(h, hosts)
+    return {m.name: m.address for m in cluster.members} if cluster else {}
 
 
 def etcd_peers_of(h: InventoryHost, hosts: list[InventoryHost]) -> dict[str, str]:
     """The etcd hosts of ``h``'s cluster (name -> peer URL) as the inventory has them;
     empty for a single host or an invalid cluster (the deploy names its problems)."""
     from pgsteady.cluster.etcd_health import expected_peers
-    from pgsteady.cluster.inventory import cluster_of
-    from pgsteady.cluster.topology import ClusterError
-    from pgsteady.settings import defaults
 
-    name = h.data.get("postgres_cluster_name")
-    if not name:
-        return {}
-    try:
-        cluster = cluster_of(name, [(x.name, x.data) for x in hosts], defaults())
-    except ClusterError:
-        return {}
-    return expected_peers(cluster)
+    cluster = _cluster_of(h, hosts)
+    return expected_peers(cluster) if cluster else {}
 
 
 def verify_host(
