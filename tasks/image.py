@@ -8,10 +8,17 @@ updates arrive on purpose: ``make update-image`` runs the deploy with the data f
 ``pgsteady_refresh_image=1``, which rebuilds the Debian image from the current (signed)
 packages or pulls the registry tag again; the stack is then rolled by ``pgsteady-ctl up``
 only when the image behind the alias changed.
+
+With the Debian source, ``postgres_image_archive`` may name a seed: a ``docker save`` of
+pgsteady's Debian image made elsewhere (``make lab`` ships one). It is loaded before the
+build when the recipe's tag is missing, so the build finds its recipe and stops at once;
+a tarball of another recipe only costs the load (the build then runs as usual).
 """
 
 from __future__ import annotations
 
+import posixpath
+import shlex
 from collections.abc import Callable
 
 from pyinfra import host
@@ -101,12 +108,34 @@ def refresh_requested() -> bool:
     return str(host.data.get("pgsteady_refresh_image") or "").lower() in ("1", "true", "yes")
 
 
+def _seed_command(s: Settings) -> str:
+    """Load the seed archive when the recipe's tag is missing (never on a refresh, which
+    must build from the current packages). Root loads only a regular file that root owns
+    in a root-owned directory, neither writable by another uid; otherwise the deploy stops."""
+    archive = s.postgres_image_archive
+    if not archive or refresh_requested():
+        return ""
+    recipe = debian_recipe(s.postgres_version)
+    a, d = shlex.quote(archive), shlex.quote(posixpath.dirname(archive))
+    label = f'{{{{ index .Config.Labels "{RECIPE_LABEL}" }}}}'
+    private = " && ".join(
+        f'[ "$(stat -c %u {p})" = 0 ] && [ $((0$(stat -c %a {p}) & 022)) = 0 ]' for p in (a, d)
+    )
+    return (
+        f"if [ \"$(docker image inspect -f '{label}' {recipe.tag} 2>/dev/null)\" != "
+        f"{recipe.recipe_hash} ]; then "
+        f"if [ -f {a} ] && [ ! -L {a} ] && {private}; then docker load -q -i {a}; else "
+        f"echo 'postgres_image_archive: {archive} is not a root-owned file (in a root-owned "
+        "directory) that no other uid can write; refusing to load it' >&2; exit 1; fi; fi && "
+    )
+
+
 def _build_command(s: Settings) -> str:
     """Build the recipe's image (the script exits at once if it exists) and tag the alias."""
     recipe = debian_recipe(s.postgres_version)
     refresh = "PGSTEADY_REFRESH=1 " if refresh_requested() else ""
     return (
-        f"{refresh}{s.layout.image}/build-debian-image.sh {s.postgres_version} "
+        f"{_seed_command(s)}{refresh}{s.layout.image}/build-debian-image.sh {s.postgres_version} "
         f"{recipe.suite} '{_mirror(s)}' '{_security_mirror(s)}' {recipe.tag} "
         f"{recipe.recipe_hash} {BUILD_DIR} && "
         f"docker tag {recipe.tag} {s.image_alias} && {_prune_command(s, recipe.tag)}"
