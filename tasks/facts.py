@@ -10,6 +10,7 @@ from pyinfra.api import FactBase
 from pyinfra.api.command import QuoteString, StringCommand
 
 from pgsteady.stack.hostfacts import SYSTEMD_COMMAND, parse_has_systemd
+from pgsteady.stack.upgrade import INCOMPLETE_MARKER
 
 
 class FreeDiskBytes(FactBase[int]):
@@ -125,3 +126,17 @@ class VolumePgVersion(FactBase[int | None]):
     def process(self, output: Iterable[str]) -> int | None:
         lines = [line.strip() for line in output if line.strip()]
         return int(lines[0]) if lines and lines[0].isdigit() else None
+
+
+class VolumeUpgradeIncomplete(FactBase[bool]):
+    """True when a docker volume carries the marker of a major upgrade not yet verified."""
+
+    def command(self, volume: str) -> StringCommand:
+        return StringCommand(
+            "m=$(docker volume inspect -f '{{.Mountpoint}}'",
+            QuoteString(volume),
+            f'2>/dev/null) && test -e "$m/{INCOMPLETE_MARKER}" && echo yes || true',
+        )
+
+    def process(self, output: Iterable[str]) -> bool:
+        return any(line.strip() == "yes" for line in output)

@@ -8,7 +8,8 @@ from pyinfra.facts.server import LinuxDistribution, Port
 
 from pgsteady.settings import Settings
 from pgsteady.stack.preflight import PreflightInput, check
-from tasks.facts import DockerInspect, FreeDiskBytes, VolumePgVersion
+from tasks.facts import DockerInspect, FreeDiskBytes
+from tasks.upgrade_major import volume_state
 
 
 def run(s: Settings) -> None:
@@ -24,7 +25,7 @@ def run(s: Settings) -> None:
             free_disk_bytes=host.get_fact(FreeDiskBytes, path=s.app_dir),
             port_owner=owner,
             container=container,
-            data_version=host.get_fact(VolumePgVersion, volume=f"{s.compose_project}_pgdata"),
+            volumes=volume_state(s),
         ),
     )
     if failures:
