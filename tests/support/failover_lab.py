@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -44,6 +45,7 @@ from tests.support.patroni_lab import (
     running_patroni,
 )
 
+PATRONI_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")
 #: Patroni timings (ttl / loop_wait / retry_timeout): the design's default and tight
 #: profiles (cluster-design §6). Patroni's floor for ttl is 20 s.
 PROFILES: dict[str, dict[str, int]] = {
@@ -68,6 +70,13 @@ def descendants(*roots: int) -> list[int]:
             found.append(pid)
             todo += [child for child, ppid in parent.items() if ppid == pid]
     return found
+
+
+def patroni_lines(log: Path, count: int) -> list[str]:
+    """The last ``count`` lines Patroni itself wrote to ``log`` (Postgres' own lines, which
+    share the file, carry a dotted timestamp; Patroni's a comma)."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return [line for line in text.splitlines() if PATRONI_LINE.match(line)][-count:]
 
 
 class ProcessCluster:
@@ -154,7 +163,8 @@ class ProcessCluster:
             except (AssertionError, RuntimeError, OSError) as exc:
                 if time.monotonic() > deadline:
                     logs = "".join(
-                        f"\n--- {m.name}: {m.tail()[-1500:]}" for m in self.lab.members.values()
+                        f"\n--- {m.name}: " + "\n".join(patroni_lines(m.log, 8))
+                        for m in self.lab.members.values()
                     )
                     raise TimeoutError(f"not whole within {timeout:.0f} s: {exc}{logs}") from exc
                 time.sleep(1)
