@@ -30,6 +30,11 @@ class BenchConfig:
     tuning_warmup: int = 5
     clients: int = 4
     threads: int = 2
+    # worst-case memory workload (inside the tuning part)
+    memory_rounds: int = 3
+    memory_hold: float = 3.0
+    memory_timeout: float = 600.0
+    memory_table_rows: int = 6_000_000
     # backups
     backup_rounds: int = 3
     restore_rounds: int = 2
@@ -70,6 +75,7 @@ QUICK = {
     "tuning_rounds": 1,
     "tuning_seconds": 8,
     "tuning_warmup": 2,
+    "memory_rounds": 1,
     "backup_rounds": 1,
     "restore_rounds": 1,
     "restore_jobs": (1, 2),

@@ -25,11 +25,16 @@ METHOD_NOTES = (
     "52 s on this machine kind, see FINDINGS). The clock starts just before `kill -9` and "
     "stops when a new TCP connection runs a query on a server with a new start time.",
     "Tuning swaps the data stack's postgresql.conf (mounted read-only from "
-    "APP_DIR/config) and restarts the container; the container limits and data stay the "
-    "same. B is `pgtune()` for the container's memory and CPUs: PGTune for the host's RAM "
-    "would give shared_buffers above the container's memory limit. C is the file the "
-    "deploy wrote (`tune()`), including pg_stat_statements and connection logging, which "
-    "cost some throughput on very short queries.",
+    "APP_DIR/config) and restarts the container; the container limits, the data and the "
+    "TLS and WAL-archiving lines stay the same. B is `pgtune()` for the container's memory "
+    "and CPUs: PGTune for the host's RAM (H, run only in the memory workload) gives "
+    "shared_buffers above the container's memory limit. C is the file the deploy wrote "
+    "(`tune()`), including pg_stat_statements and connection logging, which cost some "
+    "throughput on very short queries.",
+    "The worst-case memory workload's clients connect from the host (their memory is "
+    "outside the container); its maintenance session runs psql inside the container. The "
+    "resident figure samples the cgroup's memory.stat every 0.2-0.5 s, so a spike between "
+    "samples is missed; the kill counters are not sampled.",
     "pgbench runs inside the container (its PG17 pgbench over the Unix socket), so client "
     "and server share the same CPU limit in every configuration; the host's PG15 pgbench "
     "is not used. The TPC-B-like runs write, so tables grow a little from round to round; "
@@ -118,6 +123,9 @@ def headlines(res: Results) -> list[str]:
                 f"pgbench {workload.replace('_', '-')}: PGTune core / stock {fmt_ratio(r['B/A'])}, "
                 f"pgsteady / stock {fmt_ratio(r['C/A'])}, pgsteady / PGTune {fmt_ratio(r['C/B'])}"
             )
+    if oom := (res.get("tuning") or {}).get("oom_kills"):
+        out.append("Worst-case memory workload, OOM kills: " + ", ".join(
+            f"{k.replace('_', ' ')} {v}" for k, v in oom.items()))  # fmt: skip
     if bak := res.get("backups"):
         out.append(
             f"Backup of a {bak['database_bytes'] / 1024**3:.2f} GiB database: the tool (dump + "
@@ -193,12 +201,7 @@ def _tuning(tun: Results) -> list[str]:
         "the spread is min–max over rounds.",
         "",
     ]
-    configs = tun["configs"]
-    names = sorted({n for c in configs.values() for n in c["settings"]})
-    lines += _table(
-        ["setting", *[f"{k}: {c['name']}" for k, c in configs.items()]],
-        [[n, *[c["settings"].get(n, "") for c in configs.values()]] for n in names],
-    )
+    lines += _settings_table(tun["configs"])
     rows = []
     for workload, r in tun["results"].items():
         tps = r["tps"]
@@ -207,8 +210,90 @@ def _tuning(tun: Results) -> list[str]:
              fmt_ratio(r["B/A"]), fmt_ratio(r["C/A"]), fmt_ratio(r["C/B"])]
         )  # fmt: skip
     lines += _table(["workload", "A tps", "B tps", "C tps", "B/A", "C/A", "C/B"], rows)
+    lines += _tuning_goal(tun)
     restored = "yes" if tun["deployed_conf_restored"] else "NO"
     lines.append(f"The deployed postgresql.conf was put back afterwards: {restored}.")
+    lines.append("")
+    if mem := tun.get("memory"):
+        lines += _memory(mem)
+    return lines
+
+
+def _tuning_goal(tun: Results) -> list[str]:
+    """Issue 19's goal, pgsteady >= 1.00x PGTune core per workload: met, or by how much it
+    is missed, with D (no pg_stat_statements) to say how much of that the extension is."""
+    lines = []
+    for workload, r in tun["results"].items():
+        ratio = r["C/B"]["median"]
+        name = workload.replace("_", "-")
+        line = f"Goal pgsteady ≥ 1.00× PGTune core, {name}: {ratio:.2f}×, " + (
+            "met." if ratio >= 1 else f"missed by {1 - ratio:.0%}."
+        )
+        if "C/D" in r:
+            line += (
+                f" D (pgsteady without pg_stat_statements) ran {r['tps']['D']['p50']:.0f} tps: "
+                f"pg_stat_statements costs C/D = {fmt_ratio(r['C/D'])}, and without it "
+                f"pgsteady runs at D/B = {fmt_ratio(r['D/B'])} of PGTune core."
+            )
+        lines.append(line)
+    return [*lines, ""] if lines else []
+
+
+def _settings_table(configs: Results) -> list[str]:
+    """The settings each configuration ran with, one column per configuration."""
+    names = sorted({n for c in configs.values() for n in c["settings"]})
+    return _table(
+        ["setting", *[f"{k}: {c['name']}" for k, c in configs.items()]],
+        [[n, *[c["settings"].get(n, "") for c in configs.values()]] for n in names],
+    )
+
+
+def _memory(mem: Results) -> list[str]:
+    """The worst-case memory workload: OOM kills per configuration."""
+    w, limit_mib = mem["workload"], mem["limit_bytes"] / 2**20
+    lines = [
+        "### Worst-case memory workload: OOM kills per configuration",
+        "",
+        f"Same container ({limit_mib:.0f} MiB limit), same data. Every connection the "
+        "application role may open runs one query that sorts, hash-aggregates and "
+        "hash-joins (" + w["query_units"] + "); an advisory-lock barrier makes every "
+        f"backend hold its peak at the same moment for {w['hold_seconds']:g} s, while "
+        f"{w['maintenance']} sorts at maintenance_work_mem. {w['rounds']} round(s), the "
+        "configurations alternated. OOM kills: the kernel's `oom_kill` counter of the "
+        "container's memory cgroup; signal 9: the postmaster's \"terminated by signal 9\" "
+        "lines; resident peak: anonymous + shared memory of the cgroup (page cache left out).",
+        "",
+    ]
+    configs = mem["configs"]
+    lines += _settings_table(configs)
+    rows = []
+    for label, r in mem["results"].items():
+        peak = r.get("peak_of_limit")
+        rows.append(
+            [
+                f"{label}: {configs[label]['name']}",
+                str(r["runs"]),
+                str(r["runs_killed"]),
+                str(r["oom_kills"]),
+                str(r["signal9"]),
+                f"{r.get('all_at_peak', 0)}/{r['runs']}",
+                f"{peak['max']:.0%}" if peak else "–",
+            ]
+            + ([f"{r['start_failed']} did not start"] if r.get("start_failed") else [])
+        )
+    lines += _table(
+        ["configuration", "runs", "runs with a kill", "OOM kills", "signal 9",
+         "all clients at peak", "resident peak / limit (max)"],
+        rows,
+    )  # fmt: skip
+    lines.append(
+        "Runs: " + "; ".join(
+            f"{r['config']} {r.get('clients', '?')} clients, work_mem "
+            f"{r.get('work_mem_kb', '?')} kB, {r.get('oom_kills', 0)} kill(s)"
+            + (", postmaster restarted by Docker" if r.get("container_restarts") else "")
+            for r in mem["runs"] if "start_failed" not in r
+        ) + "."
+    )  # fmt: skip
     return lines + [""]
 
 
