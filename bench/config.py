@@ -6,7 +6,7 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-PARTS = ("recovery", "tuning", "backups", "converge", "pitr", "pooler", "failover")
+PARTS = ("recovery", "tuning", "backups", "converge", "pitr", "pooler", "failover", "upgrade")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -58,6 +58,8 @@ class BenchConfig:
     failover_profiles: str = "default,tight"
     failover_modes: str = "async,sync"
     failover_timeout: float = 150.0
+    # upgrade (major 15 -> 17 under a writer): rows of ~100 bytes, 5M ~ pgbench -s 50
+    upgrade_rows: int = 5_000_000
     # output
     out_dir: Path = field(default=REPO / "docs")
     quick: bool = False
@@ -90,6 +92,7 @@ QUICK = {
     "pooler_seconds": 4,
     "failover_trials": 1,
     "failover_profiles": "default",
+    "upgrade_rows": 200_000,
 }
 
 
