@@ -9,13 +9,15 @@ PYTEST := $(BIN)/pytest
 PYTEST_ARGS ?=
 
 .PHONY: help deploy dry-run down test test-unit test-integration test-e2e lint verify \
-	status monitor chaos bench backup restore restore-pitr restore-pitr-clean restore-drill clean-venv host-deps update-image lock \
+	status monitor chaos bench backup restore restore-pitr restore-pitr-clean restore-drill clean-venv host-deps update-image upgrade-major lock \
 	lab lab-down lab-chaos settings-docs ci scrape-config
 
 help:
 	@echo "make deploy   [INVENTORY=inventory/local.py]  converge the inventory's hosts"
 	@echo "make update-image [INVENTORY=...]             rebuild/pull the image (security and"
 	@echo "                                              minor updates), roll the container"
+	@echo "make upgrade-major [INVENTORY=...]            major upgrade the inventory asks for"
+	@echo "                                              (docs/operations.md, Major version upgrade)"
 	@echo "make dry-run  [INVENTORY=...]                 show what deploy would change"
 	@echo "make down     [INVENTORY=...]                 stop Postgres, keep the data"
 	@echo "make verify   [INVENTORY=...] [JUNIT=file]    production-readiness checks"
@@ -66,6 +68,10 @@ deploy: $(STAMP)
 # registry tag again); the container is recreated only if the image changed.
 update-image: $(STAMP)
 	$(PYINFRA) $(INVENTORY) deploy.py --data pgsteady_refresh_image=1
+
+# A deploy: hosts whose inventory sets postgres_upgrade_from_volume (and a new
+# postgres_data_volume) are upgraded; the others converge as usual.
+upgrade-major: deploy
 
 dry-run: $(STAMP)
 	$(BIN)/pyinfra --dry $(INVENTORY) deploy.py </dev/null
