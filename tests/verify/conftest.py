@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from pgsteady.postgres.session import SUPERUSER_PGOPTIONS
 from pgsteady.settings import Settings
 from pgsteady.verify import (
     CONTEXT_ENV,
@@ -152,10 +153,11 @@ class Host:
         """Rows of a query run as the superuser inside the container (tab-separated).
 
         search_path is pinned to pg_catalog, pg_temp: nothing the application role
-        creates is resolved in these superuser sessions.
+        creates is resolved in these superuser sessions; role and read-only mode are
+        the superuser's whatever the app set on its database.
         """
         cmd = (
-            f"{self.docker} exec -e PGOPTIONS='-c search_path=pg_catalog,pg_temp' "
+            f"{self.docker} exec -e {shlex.quote('PGOPTIONS=' + SUPERUSER_PGOPTIONS)} "
             f"-u postgres {shlex.quote(self.s.container_name)} psql -XAtq "
             f"-v ON_ERROR_STOP=1 -F '\t' -d {shlex.quote(db)} -c {shlex.quote(sql)}"
         )

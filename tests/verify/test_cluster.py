@@ -20,6 +20,7 @@ import pytest
 
 from pgsteady.cluster import health, status
 from pgsteady.cluster.patroni import container_paths
+from pgsteady.postgres.session import SUPERUSER_PGOPTIONS
 from pgsteady.settings import Settings
 from pgsteady.verify import VerifyContext, check
 
@@ -61,7 +62,7 @@ def leader_view(on: Host, s: Settings, ctx: VerifyContext, cluster: status.Clust
     port = getattr(s, "postgres_member_port", 15432)
     cmd = (
         f"{on.docker} exec -e PGPORT={int(port)} "
-        "-e PGOPTIONS='-c search_path=pg_catalog,pg_temp' -u postgres "
+        f"-e {shlex.quote('PGOPTIONS=' + SUPERUSER_PGOPTIONS)} -u postgres "
         f"{shlex.quote(s.container_name)} psql -XAtq -v ON_ERROR_STOP=1 -d postgres "
         f"-c {shlex.quote(health.LEADER_SQL)}"
     )
