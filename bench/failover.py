@@ -149,7 +149,11 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> Results:
             "synchronous_mode": mode == "sync",
             "load": {"start": load_start, "end": env.load_average()},
             "minutes": round((time.monotonic() - started) / 60, 1),
-            "kinds": {k: kind_summary([t for t in trials if t["kind"] == k]) for k in kinds},
+            "kinds": {
+                k: kind_summary([t for t in trials if t["kind"] == k])
+                for k in kinds
+                if any(t["kind"] == k for t in trials)  # a run that stopped early
+            },
             "trials": trials,
             **({"error": error} if error else {}),
         }

@@ -93,7 +93,12 @@ class ProcessCluster:
         return sorted(self.lab.members)
 
     def leader(self) -> str:
-        return self.lab.leader()
+        """The leader key's value; an etcdctl call that fails under load is retried for
+        10 s before this says there is no leader."""
+        deadline = time.monotonic() + 10
+        while not (name := self.lab.leader()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return name
 
     def timeline(self) -> int:
         status, body = self.lab.request(self.leader(), "/patroni")
