@@ -13,16 +13,17 @@ on the leader's host only, as the superuser with search_path pinned.
 from __future__ import annotations
 
 import json
+import re
 import shlex
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pgsteady.cluster import health, status
 from pgsteady.cluster.patroni import container_paths
-from pgsteady.postgres.session import SUPERUSER_PGOPTIONS
+from pgsteady.postgres.session import SUPERUSER_PGOPTIONS, superuser_psql
 from pgsteady.settings import Settings
-from pgsteady.verify import VerifyContext, check
+from pgsteady.verify import Fixes, VerifyContext, check
 
 if TYPE_CHECKING:
     from conftest import Host
@@ -88,13 +89,48 @@ def test_replicas_streaming(
     check(not problems, "; ".join(problems))
 
 
-@pytest.mark.fix(
-    "on the leader: SELECT pg_drop_replication_slot('<slot>') (or remove it from "
-    "Patroni's slots in /config); docs/operations.md, PostgresReplicationSlotInactive"
-)
-def test_no_inactive_slots(leader_view: health.LeaderView) -> None:
+def _patroni_slot(member: str) -> str:
+    """The physical slot Patroni keeps on the leader for ``member``."""
+    return re.sub(r"[^a-z0-9_]", "_", member.lower())
+
+
+def slot_fixes(
+    slots: list[dict[str, Any]], members: list[str], s: Settings, fixes: Fixes
+) -> list[str]:
+    """Per inactive slot: a member's slot is Patroni's (bring the member back or remove it;
+    a dropped one comes back); any other is dropped on the leader by a superuser psql with
+    the session pinned and the function named by its schema (the app may own an overload)."""
+    ours = {_patroni_slot(m): m for m in members}
+    out = []
+    for slot in slots:
+        name = str(slot.get("name"))
+        if slot.get("active"):
+            continue
+        if name in ours:
+            out.append(
+                f"slot {name} is Patroni's for member {ours[name]}: start that member, or "
+                "remove it from the cluster (docs/operations.md, PostgresReplicationSlotInactive)"
+            )
+            continue
+        literal = "'" + name.replace("'", "''") + "'"
+        port = getattr(s, "postgres_member_port", 15432)
+        command = superuser_psql(
+            s.container_name, f"SELECT pg_catalog.pg_drop_replication_slot({literal})", port=port
+        )
+        out.append(f"on the leader: {fixes.on_host(command)}")
+    return out
+
+
+def test_no_inactive_slots(
+    leader_view: health.LeaderView,
+    cluster: status.ClusterStatus,
+    s: Settings,
+    ctx: VerifyContext,
+    fixes: Fixes,
+) -> None:
     problems = health.slot_problems(leader_view.slots)
-    check(not problems, "; ".join(problems))
+    fix = "; ".join(slot_fixes(leader_view.slots, _expected(ctx, cluster), s, fixes))
+    check(not problems, "; ".join(problems), fix)
 
 
 @pytest.mark.fix("docs/operations.md, Archive stuck (on the leader's host)")
