@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 #: A file at the root of the new data volume while its upgrade has not been verified:
 #: a deploy refuses to serve such a volume and an upgrade run starts it again from empty.
 INCOMPLETE_MARKER = "pgsteady-upgrade-incomplete"
+#: A file of app_dir/state from the stanza-upgrade until the new major's first full
+#: pgBackRest backups are taken: a deploy that failed before them takes them on its rerun.
+PGBACKREST_PENDING = "upgrade-major-pgbackrest-pending"
 
 
 @dataclass(frozen=True)

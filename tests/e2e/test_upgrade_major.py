@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from pgsteady.stack.upgrade import INCOMPLETE_MARKER
+from pgsteady.stack.upgrade import INCOMPLETE_MARKER, PGBACKREST_PENDING
 from tests.support.major_upgrade import (
     LABEL,
     fingerprint,
@@ -134,6 +134,11 @@ def test_major_upgrade_fails_half_way_rolls_back_then_succeeds(new_stack: Stack)
         # The extension came with the app database; the new server preloads its library.
         assert int(stack.psql("SELECT count(*) FROM public.pg_stat_statements", db="app")) > 0
         assert run.report["from_version"] == 15 and run.report["to_version"] == 17
+        # pgBackRest: the stanza follows the new cluster and its first full backup is taken.
+        assert not (stack.app_dir / "state" / PGBACKREST_PENDING).exists()
+        info = docker("exec", "-u", "postgres", stack.container, "pgbackrest", "info",
+                      "--output=json").stdout  # fmt: skip
+        assert json.loads(info)[0]["backup"][-1]["database"]["id"] == 2  # the 17 cluster
         assert 0 < run.gap_seconds <= run.deploy_seconds
 
         verify = make_verify(stack.inventory, stack.dir / "verify.xml")

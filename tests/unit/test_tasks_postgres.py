@@ -15,8 +15,11 @@ import pytest
 from pyinfra.operations import files
 
 from pgsteady.settings import HostFacts, Settings, build_settings
+from pgsteady.stack.upgrade import PGBACKREST_PENDING
 from tasks import postgres
 from tests.support.pyinfra_plan import Plan, plan
+
+REPO = Path(__file__).resolve().parents[2]
 
 UP = "Start or update the stack, wait until healthy"
 APPLY_CONFIG = "Apply changed server configuration (reload; restart only if required)"
@@ -40,6 +43,7 @@ def stack_plan(
     exporters: dict | None = HEALTHY,
     volumes: dict[str, int] | None = None,
     incomplete: bool = False,
+    pending: tuple[str, ...] = (),
 ) -> Plan:
     s = s or settings()
 
@@ -60,6 +64,7 @@ def stack_plan(
         # The data volume's major (none: no upgrade asked for, nothing to upgrade).
         "VolumePgVersion": lambda volume: (volumes or {}).get(volume),
         "VolumeUpgradeIncomplete": lambda volume: incomplete,
+        "File": lambda path: {"mode": 644} if path in (pending or ()) else None,
     }
     _, p = plan(task, facts=facts)
     return p
@@ -163,3 +168,18 @@ def test_a_finished_upgrade_or_none_asked_for_adds_nothing() -> None:
     done = {"pgsteady_pgdata": 15, "pgsteady_pgdata17": 17}
     assert _upgrade_ops(stack_plan(HEALTHY, settings(**UPGRADE), volumes=done)) == []
     assert _upgrade_ops(stack_plan(HEALTHY, volumes={"pgsteady_pgdata": 17})) == []
+
+
+def test_first_pgbackrest_backups_of_a_failed_upgrade_deploy_are_taken_on_its_rerun() -> None:
+    s = settings(**UPGRADE)
+    done = {"pgsteady_pgdata": 15, "pgsteady_pgdata17": 17}
+    pending = (f"{s.layout.state}/{PGBACKREST_PENDING}",)
+    ops = _upgrade_ops(stack_plan(HEALTHY, s, volumes=done, pending=pending))
+    assert ops == ["Major upgrade: check pgBackRest, take a first full backup of the new major"]
+    commands = stack_plan(HEALTHY, s, volumes=done, pending=pending).op(ops[0]).commands
+    assert commands[-1] == f"rm -f {pending[0]}"
+
+
+def test_the_engine_writes_the_pending_file_the_deploy_reads() -> None:
+    engine = (REPO / "files" / "bin" / "pgsteady-upgrade-major").read_text()
+    assert f'touch "$PGSTEADY_STATE_DIR/{PGBACKREST_PENDING}"' in engine
