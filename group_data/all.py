@@ -19,8 +19,9 @@ postgres_image_source = "auto"
 postgres_image = None  # image to pull or load; default postgres:<version>
 # With postgres_image_source = debian: a docker save of pgsteady's Debian image
 # (make lab ships one), loaded before the build when the recipe's tag is missing, so
-# the build stops at once. Only a root-owned file in a root-owned directory that no
-# other uid can write is loaded; otherwise the deploy stops.
+# the build stops at once. Either way only a root-owned file no other uid can write,
+# under directories up to / that no other uid can write (a root-owned sticky one
+# such as /tmp allowed), is loaded; otherwise the deploy stops.
 # tarball on the host: the archive source's image, or the debian source's seed
 postgres_image_archive = None
 postgres_debian_mirror = None  # Debian mirror for the debian source; default: host's apt sources

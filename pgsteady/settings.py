@@ -194,8 +194,9 @@ class Settings(BaseModel):
         "tarball on the host: the archive source's image, or the debian source's seed",
         doc="With postgres_image_source = debian: a docker save of pgsteady's Debian image\n"
         "(make lab ships one), loaded before the build when the recipe's tag is missing, so\n"
-        "the build stops at once. Only a root-owned file in a root-owned directory that no\n"
-        "other uid can write is loaded; otherwise the deploy stops.",
+        "the build stops at once. Either way only a root-owned file no other uid can write,\n"
+        "under directories up to / that no other uid can write (a root-owned sticky one\n"
+        "such as /tmp allowed), is loaded; otherwise the deploy stops.",
     )
     postgres_debian_mirror: str | None = setting(
         None,

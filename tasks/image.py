@@ -108,25 +108,56 @@ def refresh_requested() -> bool:
     return str(host.data.get("pgsteady_refresh_image") or "").lower() in ("1", "true", "yes")
 
 
+def trusted_load(archive: str, what: str) -> str:
+    """Shell that ``docker load``s ``archive`` only if root may trust it, else exits 1.
+
+    The file is opened first (fd 3); then the opened file must be the regular file the
+    resolved path names (same device and inode), owned by root and not writable by group
+    or others, its directory likewise, and every directory above it too (a root-owned
+    sticky one such as /tmp allowed, as pgsteady-ctl's ``trusted``). Docker reads the
+    descriptor that was checked: a file swapped in after the checks is never loaded.
+    """
+    a = shlex.quote(archive)
+    d = shlex.quote(posixpath.dirname(archive) or "/")
+    b = shlex.quote(posixpath.basename(archive))
+    dir_ok = (
+        '_pgs_dir_ok() { _pgs_i=$(stat -c "%u %a" -- "$1") && [ "${_pgs_i% *}" = 0 ] && '
+        '{ [ $((0${_pgs_i#* } & 022)) = 0 ] || { [ "$2" = above ] && '
+        "[ $((0${_pgs_i#* } & 01000)) != 0 ]; }; }; }; "
+    )
+    checks = " && ".join(
+        [
+            f"[ -f {a} ] && [ ! -L {a} ] && exec 3< {a}",
+            f'_pgs_d=$(cd -P -- {d} && pwd) && _pgs_f="${{_pgs_d%/}}/"{b}',
+            '[ "$(stat -c %d:%i -- "$_pgs_f")" = "$(stat -L -c %d:%i /dev/fd/3)" ]',
+            '[ -f /dev/fd/3 ] && [ "$(stat -L -c %u /dev/fd/3)" = 0 ]',
+            "[ $((0$(stat -L -c %a /dev/fd/3) & 022)) = 0 ]",
+            '_pgs_dir_ok "$_pgs_d" parent && _pgs_ok=1',
+            'while [ "$_pgs_d" != / ]; do _pgs_d=$(dirname -- "$_pgs_d"); '
+            '_pgs_dir_ok "$_pgs_d" above || { _pgs_ok=; break; }; done',
+            '[ -n "$_pgs_ok" ]',
+        ]
+    )
+    refuse = (
+        f"echo '{what}: {archive} is not a root-owned file (in root-owned directories up to /) "
+        "that no other uid can write; refusing to load it' >&2; exit 1"
+    )
+    return f"{dir_ok}_pgs_ok=; if {checks}; then docker load -q <&3; else {refuse}; fi"
+
+
 def _seed_command(s: Settings) -> str:
     """Load the seed archive when the recipe's tag is missing (never on a refresh, which
-    must build from the current packages). Root loads only a regular file that root owns
-    in a root-owned directory, neither writable by another uid; otherwise the deploy stops."""
+    must build from the current packages), only as :func:`trusted_load` allows; otherwise
+    the deploy stops."""
     archive = s.postgres_image_archive
     if not archive or refresh_requested():
         return ""
     recipe = debian_recipe(s.postgres_version)
-    a, d = shlex.quote(archive), shlex.quote(posixpath.dirname(archive))
     label = f'{{{{ index .Config.Labels "{RECIPE_LABEL}" }}}}'
-    private = " && ".join(
-        f'[ "$(stat -c %u {p})" = 0 ] && [ $((0$(stat -c %a {p}) & 022)) = 0 ]' for p in (a, d)
-    )
     return (
         f"if [ \"$(docker image inspect -f '{label}' {recipe.tag} 2>/dev/null)\" != "
-        f"{recipe.recipe_hash} ]; then "
-        f"if [ -f {a} ] && [ ! -L {a} ] && {private}; then docker load -q -i {a}; else "
-        f"echo 'postgres_image_archive: {archive} is not a root-owned file (in a root-owned "
-        "directory) that no other uid can write; refusing to load it' >&2; exit 1; fi; fi && "
+        f"{recipe.recipe_hash} ]; then {trusted_load(archive, 'postgres_image_archive')}; "
+        "fi && "
     )
 
 
@@ -243,7 +274,7 @@ def _load_archive(s: Settings) -> list[OperationMeta]:
         server.shell(
             name=f"Load {archive}",
             commands=[
-                f"docker load -i {archive}",
+                trusted_load(archive, "postgres_image_archive"),
                 f"docker tag {s.postgres_image} {s.image_alias}",
                 f"echo {digest} > {marker}",
             ],

@@ -46,7 +46,8 @@ def build_command(s: Settings, data: dict | None = None) -> str:
 
 def test_the_seed_is_loaded_before_the_build() -> None:
     command = build_command(settings(Path("/root/pgsteady-postgres-17.tar")))
-    load = command.index("docker load -q -i /root/pgsteady-postgres-17.tar")
+    load = command.index("exec 3< /root/pgsteady-postgres-17.tar")
+    assert command.index("docker load -q <&3") > load
     assert load < command.index("build-debian-image.sh")
 
 
@@ -74,6 +75,7 @@ def seed_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     docker = bin_dir / "docker"
     docker.write_text(
         '#!/bin/sh\necho "$*" >> "$DOCKER_LOG"\n'
+        '[ "$1" = load ] && { printf "read: "; cat; echo; } >> "$DOCKER_LOG"\n'
         '[ "$1 $2" = "image inspect" ] && [ -n "$LABEL" ] && echo "$LABEL"\nexit 0\n'
     )
     docker.chmod(0o755)
@@ -97,7 +99,7 @@ def run_seed(d: Path, label: str = "") -> tuple[subprocess.CompletedProcess[str]
 def test_a_private_seed_is_loaded_then_the_build_runs(seed_dir: Path) -> None:
     proc, calls = run_seed(seed_dir)
     assert proc.returncode == 0, proc.stderr
-    assert f"load -q -i {seed_dir / 'postgres.tar'}" in calls
+    assert "load -q\nread: tar\n" in calls  # from the descriptor that was checked
     assert proc.stdout.strip().endswith("built")
 
 
@@ -124,3 +126,58 @@ def test_a_seed_owned_by_another_uid_is_refused(seed_dir: Path) -> None:
     os.chown(seed_dir / "postgres.tar", 999, 999)
     proc, calls = run_seed(seed_dir)
     assert proc.returncode == 1 and "load" not in calls, (proc.stderr, calls)
+
+
+def test_a_seed_under_a_directory_another_uid_could_write_is_refused(seed_dir: Path) -> None:
+    """Every directory above the archive counts: a group-writable grandparent could swap
+    the whole seed directory (review R7 L2)."""
+    seed_dir.parent.chmod(0o775)
+    try:
+        proc, calls = run_seed(seed_dir)
+    finally:
+        seed_dir.parent.chmod(0o700)
+    assert proc.returncode == 1 and "load" not in calls, (proc.stderr, calls)
+    assert "refusing to load it" in proc.stderr
+
+
+def test_a_seed_under_an_ancestor_owned_by_another_uid_is_refused(seed_dir: Path) -> None:
+    os.chown(seed_dir.parent, 999, 999)
+    try:
+        proc, calls = run_seed(seed_dir)
+    finally:
+        os.chown(seed_dir.parent, 0, 0)
+    assert proc.returncode == 1 and "load" not in calls, (proc.stderr, calls)
+
+
+def test_a_root_owned_sticky_ancestor_is_allowed(seed_dir: Path) -> None:
+    """Like /tmp: others may create entries there but not rename or remove root's."""
+    seed_dir.parent.chmod(0o1777)
+    try:
+        proc, calls = run_seed(seed_dir)
+    finally:
+        seed_dir.parent.chmod(0o700)
+    assert proc.returncode == 0, proc.stderr
+    assert "read: tar" in calls
+
+
+def test_a_symlinked_seed_is_refused(seed_dir: Path) -> None:
+    (seed_dir / "real.tar").write_bytes(b"tar")
+    (seed_dir / "postgres.tar").unlink()
+    (seed_dir / "postgres.tar").symlink_to(seed_dir / "real.tar")
+    proc, calls = run_seed(seed_dir)
+    assert proc.returncode == 1 and "load" not in calls, (proc.stderr, calls)
+
+
+def test_the_archive_source_loads_through_the_same_guard() -> None:
+    s = build_settings(
+        {"postgres_image_source": "archive", "postgres_image_archive": "/srv/img/pg.tar",
+         "postgres_image": "example/pg:17", "pgbackrest_enabled": False,
+         "metrics_enabled": False, "pgbouncer_enabled": False},
+        HostFacts(ram_mb=4096, cpus=2, has_systemd=True), host="db1",
+    )  # fmt: skip
+    returned, p = plan(
+        image.ensure, s, facts={"Sha256File": "ab" * 32, "FileContents": None,
+                                "DockerInspect": None},
+    )  # fmt: skip
+    (op,) = [op for op in p.ops if op.name == "Load /srv/img/pg.tar"]
+    assert op.commands[0] == image.trusted_load("/srv/img/pg.tar", "postgres_image_archive")
