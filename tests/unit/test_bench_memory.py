@@ -146,6 +146,7 @@ def test_tuning_goal_says_met_or_by_how_much_it_is_missed():
     assert lines[0].startswith(
         "Goal pgsteady ≥ 1.00× PGTune core, read-only: 0.89×, missed by 11%."
     )
-    assert "pg_stat_statements costs C/D = 0.91×" in lines[0]
+    assert "with / without pg_stat_statements, C/D = 0.91×" in lines[0]
     assert "D/B = 0.98×" in lines[0]
-    assert lines[1] == "Goal pgsteady ≥ 1.00× PGTune core, tpcb-like: 1.12×, met."
+    assert lines[1].startswith("Goal pgsteady ≥ 1.00× PGTune core, tpcb-like: 1.12×, met.")
+    assert "Met on the median only" not in lines[1]  # both rounds above 1.00
