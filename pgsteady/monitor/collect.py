@@ -138,7 +138,7 @@ data_df() {
         df_of "$src"
     else
         echo "path $DATA_MOUNT (in the container)"
-        d exec "$C" df -Pk "$DATA_MOUNT" | tail -n 1
+        d exec -u postgres "$C" df -Pk "$DATA_MOUNT" | tail -n 1
     fi
 }
 backup_status() { cat "$BACKUP_DIR/status.json"; }

@@ -44,13 +44,18 @@ def _expected(ctx: VerifyContext, cs: status.ClusterStatus) -> list[str]:
     return list(members) if members else sorted({m.name for m in cs.members} | {ctx.host})
 
 
+def fetch_argv(docker: str, container: str, url: str, ca: str) -> list[str]:
+    """GET ``url`` inside the member's container as ``postgres`` (never root)."""
+    return [docker, "exec", "-u", "postgres", container, "python3", "-c", status.FETCH_SCRIPT,
+            url, ca]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def cluster(on: Host, s: Settings, ctx: VerifyContext) -> status.ClusterStatus:
     address = getattr(s, "postgres_cluster_address", None) or ctx.data.get("ssh_hostname")
     url = f"https://{address}:{getattr(s, 'patroni_rest_port', 8008)}/cluster"
     ca = container_paths(s.postgres_version).ca_file
-    argv = [on.docker, "exec", s.container_name, "python3", "-c", status.FETCH_SCRIPT, url, ca]
-    res = on.run(shlex.join(argv))
+    res = on.run(shlex.join(fetch_argv(on.docker, s.container_name, url, ca)))
     if res.rc != 0:
         return status.ClusterStatus(error=f"GET {url} failed: {res.stderr.strip()[-300:]}")
     return status.parse_cluster(json.loads(res.stdout))
@@ -117,7 +122,10 @@ def slot_fixes(
         command = superuser_psql(
             s.container_name, f"SELECT pg_catalog.pg_drop_replication_slot({literal})", port=port
         )
-        out.append(f"on the leader: {fixes.on_host(command)}")
+        out.append(
+            f"on the leader: {fixes.on_host(command)} (a permanent slot of Patroni's "
+            "configuration comes back: remove it from the slots of patronictl edit-config)"
+        )
     return out
 
 
