@@ -63,9 +63,10 @@ def shared_stack(
 
     Each such module must hand it on converged and healthy, with nothing of its own left
     in it (test_client_container, test_converge_round_trips, test_health_probe_quiet,
-    test_host_files, test_prometheus_alerts, test_verify_durability: their faults are
-    undone or re-converged). It is destroyed after the last module of the run that uses
-    it, not at the end of the session, so it does not run beside the chaos and lab tests.
+    test_host_files, test_monitor, test_prometheus_alerts, test_update_image,
+    test_verify_durability: their faults are undone or re-converged). It is destroyed
+    after the last module of the run that uses it, not at the end of the session, so it
+    does not run beside the chaos and lab tests.
     """
     stack = _shared_stacks.get("default")
     if stack is None:
