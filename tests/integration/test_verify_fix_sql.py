@@ -10,17 +10,16 @@ named by its schema) drops the real slot and never reaches the app's function.
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-import sys
 import types
 from pathlib import Path
 
 import pytest
-from backup_env import DOCKER, REPO, Postgres
+from backup_env import DOCKER, Postgres
 from debian_images import debian_image_or_skip, engine_or_skip
 
 from pgsteady.verify import Fixes
+from tests.support.verify_module import load_verify_module
 
 pytestmark = pytest.mark.docker
 
@@ -31,20 +30,6 @@ GRANT INSERT ON public.ran_as TO PUBLIC;
 CREATE FUNCTION public.pg_drop_replication_slot(text) RETURNS void LANGUAGE sql
 AS $$ INSERT INTO public.ran_as SELECT current_user $$;
 """
-
-
-def _slot_fixes() -> types.FunctionType:
-    suite = REPO / "tests/verify"
-    sys.path.insert(0, str(suite))
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "pgsteady_fix_cluster", suite / "test_cluster.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(suite))
-    return module.slot_fixes
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +73,9 @@ def test_the_printed_fix_line_drops_the_slot_and_never_the_apps_code(pg):
     _slot(pg, "gone_consumer")
     s = types.SimpleNamespace(container_name=pg.name, postgres_member_port=5432)
     slots = [{"name": "gone_consumer", "type": "physical", "active": False}]
-    (line,) = _slot_fixes()(slots, ["pg-1", "pg-2"], s, Fixes("inv.py"))
+    (line,) = load_verify_module("test_cluster").slot_fixes(
+        slots, ["pg-1", "pg-2"], s, Fixes("inv.py")
+    )
     command = line.removeprefix("on the leader: ").partition(" (a permanent slot")[0]
     proc = subprocess.run(
         ["sh", "-c", command], capture_output=True, text=True, timeout=60,

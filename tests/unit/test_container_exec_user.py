@@ -7,17 +7,14 @@ builds its command with ``fetch_argv``. Review R7 L5: both ran ``python3`` as ro
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
-import sys
 import types
 from pathlib import Path
 
 from pgsteady.cluster import status
 from pgsteady.monitor.collect import collect_script
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.verify_module import load_verify_module
 
 
 def _member(tmp_path: Path) -> types.SimpleNamespace:
@@ -50,15 +47,7 @@ def test_every_collector_exec_into_the_container_is_as_postgres(tmp_path: Path) 
 
 
 def test_verify_cluster_fetch_runs_as_postgres() -> None:
-    suite = REPO / "tests/verify"
-    sys.path.insert(0, str(suite))
-    try:
-        spec = importlib.util.spec_from_file_location("pgsteady_execuser_cluster",
-                                                      suite / "test_cluster.py")  # fmt: skip
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(suite))
+    module = load_verify_module("test_cluster")
     argv = module.fetch_argv("docker", "pgs-main-postgres", "https://10.0.0.5:8008/cluster", "/ca")
     assert argv[:6] == ["docker", "exec", "-u", "postgres", "pgs-main-postgres", "python3"]
     assert argv[7] == status.FETCH_SCRIPT

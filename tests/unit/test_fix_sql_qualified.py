@@ -5,9 +5,7 @@ function named by its schema, so no overload the application creates can be call
 from __future__ import annotations
 
 import ast
-import importlib.util
 import re
-import sys
 import types
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 
 from pgsteady.postgres.session import SUPERUSER_PGOPTIONS, superuser_psql, unqualified_calls
 from pgsteady.verify import Fixes
+from tests.support.verify_module import load_verify_module
 
 REPO = Path(__file__).resolve().parents[2]
 SUITE = REPO / "tests/verify"
@@ -131,21 +130,8 @@ def test_runbook_superuser_sql_names_its_functions_schema() -> None:
     assert bad == {}
 
 
-def _load_suite_module(name: str) -> types.ModuleType:
-    sys.path.insert(0, str(SUITE))
-    try:
-        spec = importlib.util.spec_from_file_location(
-            f"pgsteady_fixsql_{name}", SUITE / f"{name}.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SUITE))
-    return module
-
-
 def test_slot_fix_drops_a_foreign_slot_safely_and_leaves_patronis_to_the_member() -> None:
-    cluster = _load_suite_module("test_cluster")
+    cluster = load_verify_module("test_cluster")
     s = types.SimpleNamespace(container_name="pg-1", postgres_member_port=15432)
     slots = [
         {"name": "pg_2", "type": "physical", "active": False},
