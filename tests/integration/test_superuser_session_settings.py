@@ -11,7 +11,6 @@ run as the superuser, with writes allowed.
 
 from __future__ import annotations
 
-import re
 import subprocess
 import types
 from pathlib import Path
@@ -21,7 +20,6 @@ from backup_env import DOCKER, REPO, Postgres, Tool, docker
 from debian_images import debian_image_or_skip, engine_or_skip
 from test_privileged_sql import _LocalHost, _put, _render_init_db, _verify_host_class
 
-from pgsteady.backuptool.docker import SAFE_PGOPTIONS
 from pgsteady.monitor.collect import PGOPTIONS_SAFE, collect_script, parse_sections
 from pgsteady.postgres.session import SUPERUSER_PGOPTIONS
 
@@ -65,18 +63,6 @@ def _who(pg: Postgres, options: str) -> str:
 def test_a_session_pinned_only_by_search_path_runs_as_the_app(pg):
     """The control: the app's database settings take over an unguarded superuser session."""
     assert _who(pg, "-c search_path=pg_catalog,pg_temp") == "app|on"
-
-
-def test_every_copy_of_the_options_pins_role_and_read_only():
-    """The Python constants and the shell scripts send the same options."""
-    assert SAFE_PGOPTIONS == SUPERUSER_PGOPTIONS
-    assert PGOPTIONS_SAFE.endswith(SUPERUSER_PGOPTIONS)
-    ctl = re.search(r'^pg_options="([^"]*)"$', CTL.read_text(), re.M)
-    assert ctl is not None and ctl.group(1) == SUPERUSER_PGOPTIONS
-    assert f"PGOPTIONS={SUPERUSER_PGOPTIONS}" in (REPO / "files/bin/pgsteady-pitr").read_text()
-    entry = (REPO / "files/image/docker-entrypoint.sh").read_text()
-    assert f"PGOPTIONS='{SUPERUSER_PGOPTIONS}' psql_init" in entry
-    assert '-c role=none -c default_transaction_read_only=off" \\\n\t\tpsql ' in entry
 
 
 @pytest.mark.parametrize("options", [SUPERUSER_PGOPTIONS, PGOPTIONS_SAFE])
