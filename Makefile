@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help deploy dry-run down test test-unit test-integration test-e2e lint verify \
 	status monitor chaos bench backup restore restore-pitr restore-pitr-clean restore-drill clean-venv host-deps update-image upgrade-major lock \
-	lab lab-down lab-chaos settings-docs ci scrape-config
+	lab lab-down lab-chaos settings-docs ci scrape-config switchover reinit
 
 help:
 	@echo "make deploy   [INVENTORY=inventory/local.py]  converge the inventory's hosts"
@@ -24,6 +24,8 @@ help:
 	@echo "make ci       INVENTORY=... [JUNIT=file] [ALLOW_NEW_STATE=1]  pipelines: check, dry"
 	@echo "                                              run, deploy, verify (docs/ci.md)"
 	@echo "make status   [INVENTORY=...] [JSON=1] [PERF=1] dashboard (PERF: top statements); make monitor = live"
+	@echo "make switchover [TO=host] | reinit HOST=...   cluster: move the leader | rebuild a"
+	@echo "                                              replica (INVENTORY=, ACCESS=: docs/operations.md)"
 	@echo "make scrape-config [INVENTORY=...] [OUT=dir]  Prometheus targets, client cert,"
 	@echo "                                              scrape_configs (docs/monitoring.md)"
 	@echo "make backup | restore-drill                   back up now | prove the newest restores"
@@ -116,6 +118,21 @@ status: $(STAMP)
 
 monitor: $(STAMP)
 	$(BIN)/python -m pgsteady.monitor --inventory $(INVENTORY) --live
+
+# Cluster operations through Patroni's REST API (docs/operations.md, Patroni cluster):
+# the inventory's members through ssh port forwards (or MEMBERS="pg1=https://... ..."),
+# ACCESS=dir with ca.crt, client.crt, client.key, rest-password (0600; default: beside
+# the inventory's CA, cluster-access/), CLUSTER= when the inventory has several.
+CLUSTER_OP = $(BIN)/python -m pgsteady $(1) \
+	$(if $(MEMBERS),$(foreach m,$(MEMBERS),--member $(m)),--inventory $(INVENTORY)) \
+	$(if $(ACCESS),--access $(ACCESS)) $(if $(CLUSTER),--cluster $(CLUSTER)) \
+	$(if $(MAX_LAG),--max-lag $(MAX_LAG))
+switchover: $(STAMP)
+	$(call CLUSTER_OP,switchover) $(if $(TO),--to $(TO))
+
+reinit: $(STAMP)
+	$(if $(HOST),,$(error make reinit needs HOST=<the replica to rebuild>))
+	$(call CLUSTER_OP,reinit) $(HOST)
 
 # Backups on the inventory's hosts (HOST= limits to one host). The tool's output is shown.
 SHOW_OUTPUT := -vvv
