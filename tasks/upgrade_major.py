@@ -26,7 +26,9 @@ def volume_state(s: Settings) -> VolumeState:
     src = s.postgres_upgrade_from_volume
     return VolumeState(
         data_version=host.get_fact(VolumePgVersion, volume=s.data_volume),
-        data_incomplete=host.get_fact(VolumeUpgradeIncomplete, volume=s.data_volume),
+        data_incomplete=host.get_fact(
+            VolumeUpgradeIncomplete, volume=s.data_volume, state_dir=s.layout.state
+        ),
         from_version=None if src is None else host.get_fact(VolumePgVersion, volume=src),
     )
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from pgsteady.stack.upgrade import INCOMPLETE_MARKER, PGBACKREST_PENDING
+from pgsteady.stack.upgrade import PGBACKREST_PENDING, incomplete_marker
 from tests.support.major_upgrade import (
     LABEL,
     fingerprint,
@@ -100,7 +100,9 @@ def test_major_upgrade_fails_half_way_rolls_back_then_succeeds(new_stack: Stack)
         assert (
             old_dir is not None and (old_dir / "pgdata" / "PG_VERSION").read_text().strip() == "15"
         )
-        assert new_dir is not None and (new_dir / INCOMPLETE_MARKER).exists()
+        # The marker is root's (app_dir/state), not in the volume the server's uid writes.
+        marker = Path(stack.app_dir) / "state" / incomplete_marker(new_volume)
+        assert new_dir is not None and marker.exists()
         assert docker("inspect", stack.container, check=False).returncode != 0  # nothing serves
 
         # 2. The unfinished volume is never served.
@@ -125,7 +127,7 @@ def test_major_upgrade_fails_half_way_rolls_back_then_succeeds(new_stack: Stack)
         mounts = {m["Destination"]: m.get("Name") for m in stack.inspect()["Mounts"]}
         assert new_volume in mounts.values() and old_volume not in mounts.values()
         assert (old_dir / "pgdata" / "PG_VERSION").read_text().strip() == "15"
-        assert not (new_dir / INCOMPLETE_MARKER).exists()
+        assert not marker.exists()
         count, digest, notes = fingerprint(stack)
         assert (count, digest) == before[:2]
         # Every committed write is there: the one after the rollback and the writer's.

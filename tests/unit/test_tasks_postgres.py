@@ -63,7 +63,7 @@ def stack_plan(
         "FileState": None,
         # The data volume's major (none: no upgrade asked for, nothing to upgrade).
         "VolumePgVersion": lambda volume: (volumes or {}).get(volume),
-        "VolumeUpgradeIncomplete": lambda volume: incomplete,
+        "VolumeUpgradeIncomplete": lambda volume, state_dir: incomplete,
         "File": lambda path: {"mode": 644} if path in (pending or ()) else None,
     }
     _, p = plan(task, facts=facts)
