@@ -62,9 +62,10 @@ def shared_stack(
     """One converged default stack for every module that asks for it.
 
     Each such module must hand it on converged and healthy, with nothing of its own left
-    in it (test_client_container, test_converge_round_trips, test_health_probe_quiet,
-    test_host_files, test_monitor, test_prometheus_alerts, test_update_image,
-    test_verify_durability: their faults are undone or re-converged). It is destroyed
+    in it (test_converge_round_trips, test_health_probe_quiet, test_host_files,
+    test_monitor, test_prometheus_alerts, test_update_image, test_verify_durability:
+    their faults are undone or re-converged; a module whose kills leave restarts that
+    `make status` warns about, test_client_container, keeps a stack of its own). It is destroyed
     after the last module of the run that uses it, not at the end of the session, so it
     does not run beside the chaos and lab tests.
     """

@@ -3,8 +3,7 @@
 The pool and health-endpoint tests of tests/integration only use the PostgresServer
 protocol (dsn, kill_postmaster, stop, start); here they run against the real product:
 the postmaster is PID 1 of a container that Docker restarts, and the database is down
-while the stack is stopped with ``pgsteady-ctl down``. The stack is the e2e conftest's
-shared one, handed on running.
+while the stack is stopped with ``pgsteady-ctl down``.
 """
 
 from __future__ import annotations
@@ -79,10 +78,15 @@ class ContainerServer:
 
 
 @pytest.fixture(scope="module")
-def server(shared_stack: Stack) -> Iterator[ContainerServer]:
-    """The e2e conftest's shared stack (no deploy of its own), handed on running and
-    accepting connections: each test's stop is undone with ``pgsteady-ctl up``."""
-    server = ContainerServer(shared_stack)
-    yield server
-    server.start()
-    shared_stack.wait_healthy()
+def server() -> Iterator[ContainerServer]:
+    """A stack of its own: its kills leave restarts that `make status` warns about (the
+    shared stack's later modules must not see them)."""
+    stack = Stack()
+    result = stack.deploy()
+    if result.returncode != 0:
+        stack.destroy()
+        pytest.fail(result.output[-4000:])
+    try:
+        yield ContainerServer(stack)
+    finally:
+        stack.destroy()
