@@ -14,7 +14,7 @@ import json
 import os
 import shlex
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -212,6 +212,13 @@ def wait_healthy(on: Host, name: str, starting_wait: float = STARTING_WAIT) -> N
         state.get("Running") and health == "healthy",
         f"{name} is {state.get('Status')} (health: {health}); see docker logs {name}",
     )
+
+
+@pytest.fixture(name="wait_healthy", scope="session")
+def _wait_healthy() -> Callable[[Host, str], None]:
+    """:func:`wait_healthy` for the checks (a fixture: the suite's modules are also loaded
+    outside it, where ``conftest`` is another module)."""
+    return wait_healthy
 
 
 @pytest.fixture(scope="module")
