@@ -9,19 +9,23 @@ PYTEST := $(BIN)/pytest
 PYTEST_ARGS ?=
 
 .PHONY: help deploy dry-run down test test-unit test-integration test-e2e lint verify \
-	status monitor chaos bench backup restore restore-pitr restore-pitr-clean restore-drill clean-venv host-deps update-image lock \
-	lab lab-down lab-chaos settings-docs ci scrape-config
+	status monitor chaos bench backup restore restore-pitr restore-pitr-clean restore-drill clean-venv host-deps update-image upgrade-major lock \
+	lab lab-down lab-chaos settings-docs ci scrape-config switchover reinit
 
 help:
 	@echo "make deploy   [INVENTORY=inventory/local.py]  converge the inventory's hosts"
 	@echo "make update-image [INVENTORY=...]             rebuild/pull the image (security and"
 	@echo "                                              minor updates), roll the container"
+	@echo "make upgrade-major [INVENTORY=...]            major upgrade the inventory asks for"
+	@echo "                                              (docs/operations.md, Major version upgrade)"
 	@echo "make dry-run  [INVENTORY=...]                 show what deploy would change"
 	@echo "make down     [INVENTORY=...]                 stop Postgres, keep the data"
 	@echo "make verify   [INVENTORY=...] [JUNIT=file]    production-readiness checks"
 	@echo "make ci       INVENTORY=... [JUNIT=file] [ALLOW_NEW_STATE=1]  pipelines: check, dry"
 	@echo "                                              run, deploy, verify (docs/ci.md)"
 	@echo "make status   [INVENTORY=...] [JSON=1] [PERF=1] dashboard (PERF: top statements); make monitor = live"
+	@echo "make switchover [TO=host] | reinit HOST=...   cluster: move the leader | rebuild a"
+	@echo "                                              replica (INVENTORY=, ACCESS=: docs/operations.md)"
 	@echo "make scrape-config [INVENTORY=...] [OUT=dir]  Prometheus targets, client cert,"
 	@echo "                                              scrape_configs (docs/monitoring.md)"
 	@echo "make backup | restore-drill                   back up now | prove the newest restores"
@@ -67,6 +71,10 @@ deploy: $(STAMP)
 update-image: $(STAMP)
 	$(PYINFRA) $(INVENTORY) deploy.py --data pgsteady_refresh_image=1
 
+# A deploy: hosts whose inventory sets postgres_upgrade_from_volume (and a new
+# postgres_data_volume) are upgraded; the others converge as usual.
+upgrade-major: deploy
+
 dry-run: $(STAMP)
 	$(BIN)/pyinfra --dry $(INVENTORY) deploy.py </dev/null
 
@@ -110,6 +118,21 @@ status: $(STAMP)
 
 monitor: $(STAMP)
 	$(BIN)/python -m pgsteady.monitor --inventory $(INVENTORY) --live
+
+# Cluster operations through Patroni's REST API (docs/operations.md, Patroni cluster):
+# the inventory's members through ssh port forwards (or MEMBERS="pg1=https://... ..."),
+# ACCESS=dir with ca.crt, client.crt, client.key, rest-password (0600; default: beside
+# the inventory's CA, cluster-access/), CLUSTER= when the inventory has several.
+CLUSTER_OP = $(BIN)/python -m pgsteady $(1) \
+	$(if $(MEMBERS),$(foreach m,$(MEMBERS),--member $(m)),--inventory $(INVENTORY)) \
+	$(if $(ACCESS),--access $(ACCESS)) $(if $(CLUSTER),--cluster $(CLUSTER)) \
+	$(if $(MAX_LAG),--max-lag $(MAX_LAG))
+switchover: $(STAMP)
+	$(call CLUSTER_OP,switchover) $(if $(TO),--to $(TO))
+
+reinit: $(STAMP)
+	$(if $(HOST),,$(error make reinit needs HOST=<the replica to rebuild>))
+	$(call CLUSTER_OP,reinit) $(HOST)
 
 # Backups on the inventory's hosts (HOST= limits to one host). The tool's output is shown.
 SHOW_OUTPUT := -vvv

@@ -6,13 +6,13 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-PARTS = ("recovery", "tuning", "backups", "converge", "pitr", "pooler", "failover")
+PARTS = ("recovery", "tuning", "backups", "converge", "pitr", "pooler", "failover", "upgrade")
 REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """Sizes of one run; the defaults are the documented full run (about 25 minutes)."""
+    """Sizes of one run; the defaults are the documented full run (about 35 minutes)."""
 
     parts: tuple[str, ...] = PARTS
     # the data-carrying stack (tuning, backups, recovery)
@@ -30,6 +30,11 @@ class BenchConfig:
     tuning_warmup: int = 5
     clients: int = 4
     threads: int = 2
+    # worst-case memory workload (inside the tuning part)
+    memory_rounds: int = 3
+    memory_hold: float = 3.0
+    memory_timeout: float = 600.0
+    memory_table_rows: int = 6_000_000
     # backups
     backup_rounds: int = 3
     restore_rounds: int = 2
@@ -53,6 +58,8 @@ class BenchConfig:
     failover_profiles: str = "default,tight"
     failover_modes: str = "async,sync"
     failover_timeout: float = 150.0
+    # upgrade (major 15 -> 17 under a writer): rows of ~100 bytes, 5M ~ pgbench -s 50
+    upgrade_rows: int = 5_000_000
     # output
     out_dir: Path = field(default=REPO / "docs")
     quick: bool = False
@@ -70,6 +77,7 @@ QUICK = {
     "tuning_rounds": 1,
     "tuning_seconds": 8,
     "tuning_warmup": 2,
+    "memory_rounds": 1,
     "backup_rounds": 1,
     "restore_rounds": 1,
     "restore_jobs": (1, 2),
@@ -84,6 +92,7 @@ QUICK = {
     "pooler_seconds": 4,
     "failover_trials": 1,
     "failover_profiles": "default",
+    "upgrade_rows": 200_000,
 }
 
 

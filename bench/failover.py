@@ -122,6 +122,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> Results:
         trials: list[Results] = []
         load_start = env.load_average()
         started = time.monotonic()
+        error = None
         try:
             with process_cluster(tmp, profile, synchronous=mode == "sync") as cluster:
                 for round_ in range(cfg.failover_trials):
@@ -135,8 +136,11 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> Results:
                             f"{trial['seconds']} s, lost {len(trial['lost'])}, split brain "
                             f"{trial['split_brain'] or 'no'}, whole again {trial['whole_again']}"
                         )
-                        if not trial["whole_again"]:
-                            raise RuntimeError(f"{name} {kind}: {trial.get('whole_error')}")
+                        if not trial["whole_again"]:  # the next trial needs a whole cluster
+                            raise RuntimeError(f"{kind}: {trial.get('whole_error')}")
+        except Exception as exc:  # this cluster's trials so far still count; go on
+            error = f"{type(exc).__name__}: {exc}"[:3000]
+            log(f"failover {name} stopped: {error.splitlines()[0]}")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         runs[name] = {
@@ -145,8 +149,13 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> Results:
             "synchronous_mode": mode == "sync",
             "load": {"start": load_start, "end": env.load_average()},
             "minutes": round((time.monotonic() - started) / 60, 1),
-            "kinds": {k: kind_summary([t for t in trials if t["kind"] == k]) for k in kinds},
+            "kinds": {
+                k: kind_summary([t for t in trials if t["kind"] == k])
+                for k in kinds
+                if any(t["kind"] == k for t in trials)  # a run that stopped early
+            },
             "trials": trials,
+            **({"error": error} if error else {}),
         }
     return {
         "where": "processes on this one machine: 2 Patroni members (m1, m2), 3 etcd members "
@@ -209,6 +218,8 @@ def section(fo: Results) -> list[str]:
             f"- {name}: {run['minutes']} min, load {' / '.join(map(str, load['start']))} at "
             f"the start, {' / '.join(map(str, load['end']))} at the end (1/5/15 min, 2 CPUs)."
         )
+        if run.get("error"):
+            lines.append(f"- {name} stopped early: {run['error'].splitlines()[0][:300]}")
     lines.append("")
     lines += [f"- {line}" for line in verdicts(fo)]
     lines += ["", "Faults: " + "; ".join(f"`{k}`: {v}" for k, v in figures.KINDS.items()) + "."]

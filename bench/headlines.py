@@ -92,9 +92,10 @@ KEYS = tuple(f[0] for f in FIGURES)
 NOT_MEASURED = {
     "recovery_docker_kill_p95_s": "these recovery figures predate its docker kill trials "
     "(issue 19 item 3): re-run --only recovery",
-    "oom_kills_pgsteady": "the worst-case memory workload (issue 19 item 1) has not landed",
-    "oom_kills_pgtune_host_sized": "the worst-case memory workload (issue 19 item 1) has not "
-    "landed",
+    "oom_kills_pgsteady": "the tuning part ran without the worst-case memory workload "
+    "(--memory-rounds 0, or figures from before it landed): re-run --only tuning",
+    "oom_kills_pgtune_host_sized": "the tuning part ran without the worst-case memory "
+    "workload (--memory-rounds 0, or figures from before it landed): re-run --only tuning",
     "host_reboot_to_query_s": "bench does not reboot hosts; make lab-chaos measures it "
     "(docs/reliability.md, Host reboot)",
     "pitr_rpo_s": "the pitr part measures archiving cost, restore rate and PITR exactness, "

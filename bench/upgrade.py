@@ -47,7 +47,8 @@ def run(rows: int) -> dict[str, Any]:
             "writes_committed": run.writes,
             "load": {"start": load_start, "end": env.load_average()},
         }
-    finally:
+    finally:  # a retry starts from nothing
         stack.stop_watchdog()
         docker("rm", "-f", stack.container, check=False)
         docker("volume", "rm", "-f", f"{stack.name}_pgdata17", check=False)
+        stack.destroy()

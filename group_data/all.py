@@ -17,7 +17,13 @@ postgres_version = 17  # major version, 13 to 18 (the debian source builds 15 or
 # registry (pulled) | debian (built on the host) | archive (a tarball) | auto
 postgres_image_source = "auto"
 postgres_image = None  # image to pull or load; default postgres:<version>
-postgres_image_archive = None  # tarball on the host for postgres_image_source = archive
+# With postgres_image_source = debian: a docker save of pgsteady's Debian image
+# (make lab ships one), loaded before the build when the recipe's tag is missing, so
+# the build stops at once. Either way only a root-owned file no other uid can write,
+# under directories up to / that no other uid can write (a root-owned sticky one
+# such as /tmp allowed), is loaded; otherwise the deploy stops.
+# tarball on the host: the archive source's image, or the debian source's seed
+postgres_image_archive = None
 postgres_debian_mirror = None  # Debian mirror for the debian source; default: host's apt sources
 postgres_debian_security_mirror = None  # archive of <suite>-security; default: host's apt sources
 postgres_uid = 999  # uid/gid of postgres in the image; its group reads config/, init/, secrets
@@ -94,6 +100,9 @@ backup_keep_weeks = 4  # weekly backups kept
 backup_keep_months = 6  # monthly backups kept
 backup_on_failure_command = None  # shell command run when a backup fails (mail, webhook)
 postgres_restore_on_empty = False  # empty volume restores the newest backup; debian source only
+postgres_data_volume = None  # Docker volume of the data directory; default <compose_project>_pgdata
+# major upgrade: the older major's volume, dumped into postgres_data_volume
+postgres_upgrade_from_volume = None
 
 # --- watchdog -------------------------------------------------------------------------
 # The watchdog (every minute) starts a container that is down, not stopped on

@@ -190,7 +190,13 @@ class Settings(BaseModel):
         accepted="a docker image reference like postgres:17, or None",
     )
     postgres_image_archive: SafePath | None = setting(
-        None, "tarball on the host for postgres_image_source = archive"
+        None,
+        "tarball on the host: the archive source's image, or the debian source's seed",
+        doc="With postgres_image_source = debian: a docker save of pgsteady's Debian image\n"
+        "(make lab ships one), loaded before the build when the recipe's tag is missing, so\n"
+        "the build stops at once. Either way only a root-owned file no other uid can write,\n"
+        "under directories up to / that no other uid can write (a root-owned sticky one\n"
+        "such as /tmp allowed), is loaded; otherwise the deploy stops.",
     )
     postgres_debian_mirror: str | None = setting(
         None,
@@ -344,6 +350,16 @@ class Settings(BaseModel):
     )
     postgres_restore_on_empty: StrictBool = setting(
         False, "empty volume restores the newest backup; debian source only"
+    )
+    postgres_data_volume: str | None = setting(
+        None,
+        "Docker volume of the data directory; default <compose_project>_pgdata",
+        accepted="a Docker volume name (letters, digits, _ . -), or None",
+    )
+    postgres_upgrade_from_volume: str | None = setting(
+        None,
+        "major upgrade: the older major's volume, dumped into postgres_data_volume",
+        accepted="a Docker volume name other than the data volume, or None",
     )
     watchdog_backoff: Duration = setting(
         "60s",
@@ -582,6 +598,13 @@ class Settings(BaseModel):
             raise ValueError(f"{v} is not supported: use {_VERSIONS}")
         return v
 
+    @field_validator("postgres_data_volume", "postgres_upgrade_from_volume")
+    @classmethod
+    def _volume(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", v):
+            raise ValueError(f"{v!r} is not a Docker volume name (letters, digits, _ . -)")
+        return v
+
     @field_validator("postgres_bind", "metrics_bind")
     @classmethod
     def _bind(cls, v: str) -> str:
@@ -650,6 +673,11 @@ class Settings(BaseModel):
     @property
     def registry_image(self) -> str:
         return self.postgres_image or f"postgres:{self.postgres_version}"
+
+    @property
+    def data_volume(self) -> str:
+        """The Docker volume holding the data directory."""
+        return self.postgres_data_volume or f"{self.compose_project}_pgdata"
 
     @property
     def backup_path(self) -> str:

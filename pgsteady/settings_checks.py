@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pgsteady.cluster.topology import CLUSTER_KEYS, key_errors
 from pgsteady.postgres import safety
 from pgsteady.stack.image import SUITES as DEBIAN_SUITES
+from pgsteady.stack.upgrade import upgrade_checks
 
 if TYPE_CHECKING:
     from pgsteady.settings import Settings
@@ -145,6 +146,7 @@ def cross_checks(s: Settings) -> list[str]:
             "postgres user. The official image (registry, auto, archive) starts its init "
             "scripts as that user, after initdb, and cannot read them: it would start empty"
         )
+    errors.extend(upgrade_checks(s))
     if s.postgres_image_source == "archive" and not s.postgres_image:
         errors.append(
             "postgres_image: required when postgres_image_source=archive "

@@ -12,6 +12,7 @@ import datetime as dt
 import ipaddress
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -349,16 +350,27 @@ def check_supplied(
 
 
 def _private_parent(parent: Path) -> None:
-    """Create ``parent`` (and missing ancestors) 0700 whatever the umask, or check it."""
+    """Create ``parent`` (and missing ancestors) 0700 whatever the umask, or check it;
+    every existing directory above it is checked first (a root-owned sticky one passes)."""
+    first = next(p for p in (parent, *parent.absolute().parents) if p.exists())
+    real = first.resolve()
+    for ancestor in ([real] if first != parent else []) + list(real.parents):
+        _check_owner_and_mode(ancestor, sticky_ok=True)
     if not parent.exists():
         parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         parent.chmod(0o700)  # mkdir's mode is masked by the umask: never looser, maybe tighter
     _check_owner_and_mode(parent)
 
 
-def _check_owner_and_mode(path: Path) -> None:
-    """Refuse a directory another uid owns (root aside) or that group or others can write."""
+def _check_owner_and_mode(path: Path, sticky_ok: bool = False) -> None:
+    """Refuse a directory another uid owns (root aside) or that group or others can write.
+
+    With ``sticky_ok`` (the directories above the CA's parent) a root-owned sticky one,
+    such as /tmp, passes: others may add entries there but not rename or remove ours.
+    """
     st = path.stat()
+    if sticky_ok and st.st_uid == 0 and st.st_mode & stat.S_ISVTX:
+        return
     if st.st_uid not in (os.getuid(), 0):
         raise TlsError(
             f"{path} is owned by uid {st.st_uid}, not by the user running the deploy "
@@ -378,7 +390,8 @@ def load_or_create_ca(directory: Path, label: str) -> Authority:
 
     The directory is 0700 and the key 0600, owned by whoever runs the deploy; a key that
     others can read is refused, and so is a directory (or its parent, made 0700 when
-    missing) that another uid owns or can write: that uid could swap the CA for its own.
+    missing, or any directory above that, a root-owned sticky one aside) that another uid
+    owns or can write: that uid could swap the CA for its own.
     Creation is atomic: two deploys racing end up with one CA.
     """
     key_path, cert_path = directory / "ca.key", directory / "ca.crt"

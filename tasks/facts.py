@@ -8,8 +8,11 @@ from typing import Any
 
 from pyinfra.api import FactBase
 from pyinfra.api.command import QuoteString, StringCommand
+from pyinfra.api.exceptions import FactProcessError
 
 from pgsteady.stack.hostfacts import SYSTEMD_COMMAND, parse_has_systemd
+from pgsteady.stack.upgrade import incomplete_marker
+from pgsteady.stack.volume_version import ABSENT, FOUND, READ_PG_VERSION_PY
 
 
 class FreeDiskBytes(FactBase[int]):
@@ -113,15 +116,51 @@ class NumericStat(FactBase[tuple[int, int, str] | None]):
 
 
 class VolumePgVersion(FactBase[int | None]):
-    """Major version of the cluster in a docker volume's ``pgdata`` dir, None if none."""
+    """Major version of the cluster in a docker volume's ``pgdata`` dir, None if none.
+
+    The volume is writable by the server's uid: root reads it only through
+    :data:`~pgsteady.stack.volume_version.READ_PG_VERSION_PY` (no link followed, no FIFO
+    opened, nothing of the file printed) and refuses a volume it cannot read that way.
+    """
 
     def command(self, volume: str) -> StringCommand:
         return StringCommand(
-            "m=$(docker volume inspect -f '{{.Mountpoint}}'",
+            "if m=$(docker volume inspect -f '{{.Mountpoint}}'",
             QuoteString(volume),
-            '2>/dev/null) && cat "$m/pgdata/PG_VERSION" 2>/dev/null || true',
+            "2>/dev/null); then python3 -c",
+            QuoteString(READ_PG_VERSION_PY),
+            '"$m" 2>/dev/null; echo "rc=$?"; fi',
         )
 
     def process(self, output: Iterable[str]) -> int | None:
         lines = [line.strip() for line in output if line.strip()]
-        return int(lines[0]) if lines and lines[0].isdigit() else None
+        if not lines or lines[-1] == f"rc={ABSENT}":
+            return None
+        if lines[-1] == f"rc={FOUND}" and len(lines) == 2 and lines[0].isdigit():
+            return int(lines[0])
+        raise FactProcessError(
+            "the volume's pgdata/PG_VERSION is not a regular file holding a major version "
+            "(a symbolic link, a FIFO, or other content: the server's uid can write the "
+            "volume, so root refuses it and reads nothing of it); inspect the volume"
+        )
+
+
+class VolumeUpgradeIncomplete(FactBase[bool]):
+    """True when a docker volume exists and a major upgrade into it is not yet verified.
+
+    The marker is a file of root's ``state_dir`` named for the volume
+    (:func:`~pgsteady.stack.upgrade.incomplete_marker`), not a file in the volume, which
+    the server's uid could delete.
+    """
+
+    def command(self, volume: str, state_dir: str) -> StringCommand:
+        return StringCommand(
+            "docker volume inspect",
+            QuoteString(volume),
+            ">/dev/null 2>&1 && test -e",
+            QuoteString(f"{state_dir}/{incomplete_marker(volume)}"),
+            "&& echo yes || true",
+        )
+
+    def process(self, output: Iterable[str]) -> bool:
+        return any(line.strip() == "yes" for line in output)

@@ -8,10 +8,17 @@ updates arrive on purpose: ``make update-image`` runs the deploy with the data f
 ``pgsteady_refresh_image=1``, which rebuilds the Debian image from the current (signed)
 packages or pulls the registry tag again; the stack is then rolled by ``pgsteady-ctl up``
 only when the image behind the alias changed.
+
+With the Debian source, ``postgres_image_archive`` may name a seed: a ``docker save`` of
+pgsteady's Debian image made elsewhere (``make lab`` ships one). It is loaded before the
+build when the recipe's tag is missing, so the build finds its recipe and stops at once;
+a tarball of another recipe only costs the load (the build then runs as usual).
 """
 
 from __future__ import annotations
 
+import posixpath
+import shlex
 from collections.abc import Callable
 
 from pyinfra import host
@@ -107,6 +114,59 @@ def refresh_requested() -> bool:
     return str(host.data.get("pgsteady_refresh_image") or "").lower() in ("1", "true", "yes")
 
 
+def trusted_load(archive: str, what: str) -> str:
+    """Shell that ``docker load``s ``archive`` only if root may trust it, else exits 1.
+
+    The file is opened first (fd 3); then the opened file must be the regular file the
+    resolved path names (same device and inode), owned by root and not writable by group
+    or others, its directory likewise, and every directory above it too (a root-owned
+    sticky one such as /tmp allowed, as pgsteady-ctl's ``trusted``). Docker reads the
+    descriptor that was checked: a file swapped in after the checks is never loaded.
+    """
+    a = shlex.quote(archive)
+    d = shlex.quote(posixpath.dirname(archive) or "/")
+    b = shlex.quote(posixpath.basename(archive))
+    dir_ok = (
+        '_pgs_dir_ok() { _pgs_i=$(stat -c "%u %a" -- "$1") && [ "${_pgs_i% *}" = 0 ] && '
+        '{ [ $((0${_pgs_i#* } & 022)) = 0 ] || { [ "$2" = above ] && '
+        "[ $((0${_pgs_i#* } & 01000)) != 0 ]; }; }; }; "
+    )
+    checks = " && ".join(
+        [
+            f"[ -f {a} ] && [ ! -L {a} ] && exec 3< {a}",
+            f'_pgs_d=$(cd -P -- {d} && pwd) && _pgs_f="${{_pgs_d%/}}/"{b}',
+            '[ "$(stat -c %d:%i -- "$_pgs_f")" = "$(stat -L -c %d:%i /dev/fd/3)" ]',
+            '[ -f /dev/fd/3 ] && [ "$(stat -L -c %u /dev/fd/3)" = 0 ]',
+            "[ $((0$(stat -L -c %a /dev/fd/3) & 022)) = 0 ]",
+            '_pgs_dir_ok "$_pgs_d" parent && _pgs_ok=1',
+            'while [ "$_pgs_d" != / ]; do _pgs_d=$(dirname -- "$_pgs_d"); '
+            '_pgs_dir_ok "$_pgs_d" above || { _pgs_ok=; break; }; done',
+            '[ -n "$_pgs_ok" ]',
+        ]
+    )
+    refuse = (
+        f"echo '{what}: {archive} is not a root-owned file (in root-owned directories up to /) "
+        "that no other uid can write; refusing to load it' >&2; exit 1"
+    )
+    return f"{dir_ok}_pgs_ok=; if {checks}; then docker load -q <&3; else {refuse}; fi"
+
+
+def _seed_command(s: Settings) -> str:
+    """Load the seed archive when the recipe's tag is missing (never on a refresh, which
+    must build from the current packages), only as :func:`trusted_load` allows; otherwise
+    the deploy stops."""
+    archive = s.postgres_image_archive
+    if not archive or refresh_requested():
+        return ""
+    recipe = debian_recipe(s.postgres_version)
+    label = f'{{{{ index .Config.Labels "{RECIPE_LABEL}" }}}}'
+    return (
+        f"if [ \"$(docker image inspect -f '{label}' {recipe.tag} 2>/dev/null)\" != "
+        f"{recipe.recipe_hash} ]; then {trusted_load(archive, 'postgres_image_archive')}; "
+        "fi && "
+    )
+
+
 def _build_command(s: Settings) -> str:
     """Build the recipe's image (the script exits at once if it exists) and tag the alias."""
     recipe = debian_recipe(s.postgres_version, extra_packages(s))
@@ -114,7 +174,7 @@ def _build_command(s: Settings) -> str:
     if extra_packages(s):
         refresh += f"PGSTEADY_EXTRA_PACKAGES='{' '.join(extra_packages(s))}' "
     return (
-        f"{refresh}{s.layout.image}/build-debian-image.sh {s.postgres_version} "
+        f"{_seed_command(s)}{refresh}{s.layout.image}/build-debian-image.sh {s.postgres_version} "
         f"{recipe.suite} '{_mirror(s)}' '{_security_mirror(s)}' {recipe.tag} "
         f"{recipe.recipe_hash} {BUILD_DIR} && "
         f"docker tag {recipe.tag} {s.image_alias} && {_prune_command(s, recipe.tag)}"
@@ -222,7 +282,7 @@ def _load_archive(s: Settings) -> list[OperationMeta]:
         server.shell(
             name=f"Load {archive}",
             commands=[
-                f"docker load -i {archive}",
+                trusted_load(archive, "postgres_image_archive"),
                 f"docker tag {s.postgres_image} {s.image_alias}",
                 f"echo {digest} > {marker}",
             ],

@@ -30,13 +30,14 @@ from pgsteady.stack import exporters
 from pgsteady.stack.compose import INIT_SQL, render_compose, render_ctl_env
 from pgsteady.stack.hostfiles import OLD_ROOT_FILES_IN_CONFIG, root_only, server_readable
 from pgsteady.stack.layout import INIT_MOUNT
-from tasks import cluster_member, etcd
+from tasks import cluster_member, etcd, upgrade_major
 from tasks.facts import DockerInspect
 from tasks.noop_guard import guarded_put, guarded_remove
 from tasks.ownership import directory_owned, put_owned
 
 CTL = Path(__file__).resolve().parent.parent / "files" / "bin" / "pgsteady-ctl"
 PITR = CTL.parent / "pgsteady-pitr"
+UPGRADE = CTL.parent / "pgsteady-upgrade-major"  # sourced by pgsteady-ctl upgrade-major
 
 
 def _container_ok(s: Settings) -> bool:
@@ -77,22 +78,15 @@ def ensure(
         name="Create the backup directory", path=p.backups, user="root", group="root", mode="700"
     )
 
-    guarded_put(
-        name="Upload pgsteady-ctl",
-        src=str(CTL),
-        dest=f"{p.bin}/pgsteady-ctl",
-        user="root",
-        group="root",
-        mode="755",
-    )
-    if s.pgbackrest_enabled:
+    scripts = [(CTL, "755"), (UPGRADE, "644"), *([(PITR, "755")] if s.pgbackrest_enabled else [])]
+    for script, mode in scripts:
         guarded_put(
-            name="Upload pgsteady-pitr",
-            src=str(PITR),
-            dest=f"{p.bin}/pgsteady-pitr",
+            name=f"Upload {script.name}",
+            src=str(script),
+            dest=f"{p.bin}/{script.name}",
             user="root",
             group="root",
-            mode="755",
+            mode=mode,
         )
     guarded_put(
         name="Write ctl.env",
@@ -119,6 +113,7 @@ def ensure(
         mode="640",
     )
 
+    upgrade_major.run(s)  # a major upgrade the inventory asks for, before the stack starts
     ctl_cmd = f"{p.bin}/pgsteady-ctl"
     was_ok = _container_ok(s)
     up_triggers = [compose, *image_ops]

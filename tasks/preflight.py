@@ -9,7 +9,8 @@ from pyinfra.facts.server import LinuxDistribution, Port
 from pgsteady.cluster.member_service import haproxy_container
 from pgsteady.settings import Settings
 from pgsteady.stack.preflight import PreflightInput, check
-from tasks.facts import DockerInspect, FreeDiskBytes, VolumePgVersion
+from tasks.facts import DockerInspect, FreeDiskBytes
+from tasks.upgrade_major import volume_state
 
 
 def run(s: Settings) -> None:
@@ -27,7 +28,7 @@ def run(s: Settings) -> None:
             free_disk_bytes=host.get_fact(FreeDiskBytes, path=s.app_dir),
             port_owner=owner,
             container=container,
-            data_version=host.get_fact(VolumePgVersion, volume=f"{s.compose_project}_pgdata"),
+            volumes=volume_state(s),
         ),
     )
     if failures:

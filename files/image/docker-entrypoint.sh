@@ -155,7 +155,7 @@ restore_staged() {
 
 # psql as the superuser with search_path pinned: it never resolves an app-made object.
 psql_su() {
-	PGOPTIONS='-c search_path=pg_catalog,pg_temp' psql_init -X -q --dbname postgres "$@"
+	PGOPTIONS='-c search_path=pg_catalog,pg_temp -c role=none -c default_transaction_read_only=off' psql_init -X -q --dbname postgres "$@"
 }
 
 # restore_role login|nologin: the NOSUPERUSER, NOINHERIT role that loads app-owned rows
@@ -289,8 +289,11 @@ run_initdb() {
 	write_hba
 }
 
+# Every superuser session runs as the superuser, writes allowed, whatever a (restored)
+# database has set for role / default_transaction_read_only (pgsteady/postgres/session.py).
 psql_init() {
-	psql -v ON_ERROR_STOP=1 --no-psqlrc --no-password --username "$POSTGRES_USER" "$@"
+	PGOPTIONS="${PGOPTIONS:+$PGOPTIONS }-c role=none -c default_transaction_read_only=off" \
+		psql -v ON_ERROR_STOP=1 --no-psqlrc --no-password --username "$POSTGRES_USER" "$@"
 }
 
 # For sourced initdb.d scripts written against the official image's helpers.

@@ -15,7 +15,12 @@ from .layout import CHUNK, disk_message, remove_quietly
 #: Every session the tool opens runs as the superuser: it resolves names in pg_catalog
 #: (then pg_temp, which is never searched for functions or operators) and never in a
 #: schema the application role can create objects in.
-SAFE_PGOPTIONS = "-c search_path=pg_catalog,pg_temp"
+#: role=none and default_transaction_read_only=off outrank what the application sets on
+#: its database (ALTER DATABASE ... SET role / default_transaction_read_only); the
+#: string equals pgsteady.postgres.session.SUPERUSER_PGOPTIONS (this zip is standalone).
+SAFE_PGOPTIONS = (
+    "-c search_path=pg_catalog,pg_temp -c role=none -c default_transaction_read_only=off"
+)
 
 
 class Docker:

@@ -37,11 +37,12 @@ with urllib.request.urlopen(sys.argv[1], context=ctx, timeout=5) as r:
 
 
 #: The monitor's collect script (pgsteady/monitor/collect.py): section ``cluster`` prints
-#: ``single`` off clusters, else GET /cluster read inside the member's Postgres container.
+#: ``single`` off clusters, else GET /cluster read inside the member's Postgres container,
+#: as the ``postgres`` user Patroni runs as (never root: a network client has no need).
 SCRIPT = r"""
 cluster_view() {
     [ -n "$CLUSTER_URL" ] || { echo single; return 0; }
-    d exec "$C" python3 -c "$CLUSTER_FETCH" "$CLUSTER_URL" "$CLUSTER_CA"
+    d exec -u postgres "$C" python3 -c "$CLUSTER_FETCH" "$CLUSTER_URL" "$CLUSTER_CA"
 }
 section cluster cluster_view
 """

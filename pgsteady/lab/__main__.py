@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pgsteady.lab.engine import LabError
 from pgsteady.lab.faults import FAULTS
-from pgsteady.lab.hosts import Lab
+from pgsteady.lab.hosts import IMAGE_SOURCES, Lab
 
 DEFAULT_INVENTORY = Path("inventory/lab.py")
 
@@ -23,9 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--image-source",
         default="debian",
-        choices=("archive", "debian"),
-        help="debian: built on each host (default); archive: a tarball built here once "
-        "(faster; pgBackRest off, which pgsteady requires for archive images)",
+        choices=IMAGE_SOURCES,
+        help="debian: built on each host (default); seed: built here once, shipped as the "
+        "seed of the debian source (faster, everything on); archive: that tarball as the "
+        "archive source (pgBackRest and the exporters off, as pgsteady requires)",
     )
     up.add_argument("--postgres-version", type=int, default=17)
     up.add_argument("--disk-size", default="8G", help="each host's /var/lib/docker disk")

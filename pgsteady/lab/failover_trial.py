@@ -126,7 +126,7 @@ def run_trial(cluster: ClusterUnderTest, kind: str, timeout: float = 180.0) -> d
             cluster.wait_whole(timeout)
             whole_again = True
         except Exception as exc:  # reported, and the caller decides
-            whole_again, whole_error = False, f"{type(exc).__name__}: {exc}"[:500]
+            whole_again, whole_error = False, f"{type(exc).__name__}: {exc}"[:3000]
         whole_at = time.monotonic()
         time.sleep(1.0)  # a few acks on the cluster as it is now
     finally:

@@ -42,6 +42,10 @@ from pgsteady.lab.recipe import (
 )
 
 STATE_ROOT = Path("/var/lib/pgsteady-lab")
+#: How hosts get the Postgres image: debian, built on each host; seed, the Debian source
+#: with the image built here once and shipped as its seed (postgres_image_archive);
+#: archive, that tarball as the archive source (pgBackRest and the exporters off).
+IMAGE_SOURCES = ("debian", "seed", "archive")
 #: Capabilities a systemd host with its own dockerd needs (``--privileged`` is refused
 #: on machines without CAP_SYS_RESOURCE; nested ``docker exec`` needs SYS_PTRACE).
 CAPS = ("SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE")
@@ -123,8 +127,8 @@ class Lab:
             )
         check_count(count)
         check_suite(suite)
-        if image_source not in ("archive", "debian"):
-            raise LabError(f"image_source={image_source!r}: use 'archive' or 'debian'")
+        if image_source not in IMAGE_SOURCES:
+            raise LabError(f"image_source={image_source!r}: use one of {', '.join(IMAGE_SOURCES)}")
         self._state_dir()
         self._keypair()
         image = ensure_host_image(suite, log=self._say)
@@ -296,6 +300,14 @@ class Lab:
             pgimage.copy_to_host(h.name, tarball, version)
         self._say(f"Postgres image archive on {len(hosts)} host(s) in "
                   f"{time.monotonic() - started:.1f} s")  # fmt: skip
+        if source == "seed":
+            # The Debian source, everything on (pgBackRest, exporters, restore-on-empty):
+            # the deploy loads the tarball and its build finds the recipe's image.
+            return {
+                **settings,
+                "postgres_image_source": "debian",
+                "postgres_image_archive": pgimage.host_archive_path(version),
+            }
         return {
             **settings,
             # pgsteady refuses WAL archiving and the exporters with an archive image (it

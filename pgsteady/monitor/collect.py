@@ -20,6 +20,7 @@ from typing import Any
 from pgsteady.cluster import status as cluster_status
 from pgsteady.inventory import InventoryHost, load_inventory
 from pgsteady.monitor import archiving, performance
+from pgsteady.postgres.session import SUPERUSER_PGOPTIONS
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
 from pgsteady.stack import hostfacts, pooler_status
 from pgsteady.stack.layout import DATA_MOUNT
@@ -45,7 +46,7 @@ FACT_COMMANDS = {
 
 #: The query runs as the superuser: a statement timeout, and a search_path that never
 #: resolves a function or operator someone else created (pg_catalog first, no public).
-PGOPTIONS_SAFE = "-c statement_timeout=5000 -c search_path=pg_catalog,pg_temp"
+PGOPTIONS_SAFE = f"-c statement_timeout=5000 {SUPERUSER_PGOPTIONS}"
 
 SECTION = "@@pgsteady-section"
 STDERR = "@@pgsteady-stderr"
@@ -137,7 +138,7 @@ data_df() {
         df_of "$src"
     else
         echo "path $DATA_MOUNT (in the container)"
-        d exec "$C" df -Pk "$DATA_MOUNT" | tail -n 1
+        d exec -u postgres "$C" df -Pk "$DATA_MOUNT" | tail -n 1
     fi
 }
 backup_status() { cat "$BACKUP_DIR/status.json"; }

@@ -53,6 +53,8 @@ def compose_context(s: Settings, etcd: dict[str, Any] | None = None) -> dict[str
         "restart": s.postgres_restart_policy,
         "init": s.pgbackrest_enabled,
         "command": ["postgres", "-c", f"config_file={CONFIG_MOUNT}/postgresql.conf"],
+        # None: compose's own name, <compose_project>_pgdata.
+        "data_volume": s.postgres_data_volume,
         "environment": {
             "POSTGRES_USER": SUPERUSER,
             "POSTGRES_DB": SUPERUSER,
@@ -148,6 +150,13 @@ def render_ctl_env(s: Settings, compose_cmd: str) -> str:
         backoff_max=int(s.seconds("watchdog_backoff_max")),
         on_failure=s.watchdog_on_failure_command or "",
         **_pooler_env(s),
+        data_volume=s.data_volume,
+        data_mount=DATA_MOUNT,
+        image=s.image_alias,
+        config_file=f"{CONFIG_MOUNT}/postgresql.conf",
+        backup_dir=s.backup_path,
+        backup_mounted=int(s.postgres_restore_on_empty),
+        pgbackrest_stanza=s.pgbackrest_stanza if s.pgbackrest_enabled else "",
     )
 
 

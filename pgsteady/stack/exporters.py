@@ -301,7 +301,7 @@ def writer_config(s: Settings) -> dict[str, Any]:
     """What pgsteady-metrics reads (root-only app_dir/etc/metrics.json)."""
     return {
         "filesystems": filesystem_paths(s),
-        "volume": f"{s.compose_project}_pgdata",
+        "volume": s.data_volume,
         "textfile": textfile_path(s),
         "cache": cache_path(s),
         "project": s.compose_project,

@@ -112,6 +112,8 @@ def layout(s: Settings) -> list[Owned]:
         root_only(p.bin, "755", directory=True),
         *(root_only(f"{p.bin}/{t}", "755") for t in TOOLS),
         *(root_only(f"{p.bin}/{m}", "644") for m in TOOL_ARCHIVES),
+        # pgsteady-ctl upgrade-major sources it: root-owned, written by root only.
+        root_only(f"{p.bin}/pgsteady-upgrade-major", "644"),
         root_only(p.etc, "700", directory=True),
         root_only(p.ctl_env, "600"),
         root_only(p.backup_config, "600"),

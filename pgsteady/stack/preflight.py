@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgsteady.settings import Settings
+from pgsteady.stack import upgrade
 from pgsteady.units import parse_size
 
 SUPPORTED_DISTROS = {"Debian": 11, "Ubuntu": 20}
@@ -20,7 +21,7 @@ class PreflightInput:
     free_disk_bytes: int
     port_owner: str | None
     container: dict[str, Any] | None
-    data_version: int | None = None
+    volumes: upgrade.VolumeState = upgrade.VolumeState(None, False, None)
 
 
 def _gb(n: int) -> str:
@@ -74,11 +75,5 @@ def check(s: Settings, facts: PreflightInput) -> list[str]:
             f"port {s.postgres_port} is in use by {facts.port_owner!r}: stop it or set "
             "postgres_port to a free port"
         )
-    if facts.data_version is not None and facts.data_version != s.postgres_version:
-        failures.append(
-            f"the data volume {s.compose_project}_pgdata holds a Postgres {facts.data_version} "
-            f"cluster; postgres_version={s.postgres_version} cannot run on it: set "
-            f"postgres_version={facts.data_version}, or upgrade it (docs/operations.md, "
-            "'Major version upgrade')"
-        )
+    failures.extend(upgrade.refusals(s, facts.volumes))
     return failures

@@ -15,9 +15,20 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pgsteady.settings import Settings
 
-#: A file at the root of the new data volume while its upgrade has not been verified:
+#: app_dir/state/<this>.<volume> exists while the upgrade into <volume> is not verified:
 #: a deploy refuses to serve such a volume and an upgrade run starts it again from empty.
-INCOMPLETE_MARKER = "pgsteady-upgrade-incomplete"
+#: It lives in root's state dir, not in the volume: the server's uid can write the volume.
+INCOMPLETE_MARKER = "upgrade-major-incomplete"
+
+
+def incomplete_marker(volume: str) -> str:
+    """The name, in app_dir/state, of the marker of an unverified upgrade into ``volume``."""
+    return f"{INCOMPLETE_MARKER}.{volume}"
+
+
+#: A file of app_dir/state from the stanza-upgrade until the new major's first full
+#: pgBackRest backups are taken: a deploy that failed before them takes them on its rerun.
+PGBACKREST_PENDING = "upgrade-major-pgbackrest-pending"
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,8 @@ def refusals(s: Settings, v: VolumeState) -> list[str]:
     if v.data_incomplete and src is None:
         return [
             f"the data volume {vol} holds an unfinished major upgrade (marker "
-            f"{INCOMPLETE_MARKER}); set postgres_upgrade_from_volume to run it again, or point "
+            f"{s.layout.state}/{incomplete_marker(vol)}); set postgres_upgrade_from_volume "
+            "to run it again, or point "
             "postgres_data_volume and postgres_version back at the old volume (rollback, "
             "docs/operations.md, 'Major version upgrade')"
         ]

@@ -44,9 +44,13 @@ OUTRO_FULL = """## What this means for operators
   each run watches Docker's events for 57 s) brings the container back, within seconds
   plus the start time. `pgsteady-ctl down`
   leaves a marker so the watchdog respects a deliberate stop.
-- **A query that exceeds the memory limit kills one backend, not the container**, but the
-  postmaster then resets every session (crash recovery): all clients of that server see a
-  dropped connection. Keep `work_mem` x concurrency well inside `postgres_memory_limit`.
+- **A query that exceeds the memory limit gets a process OOM-killed**, usually its own
+  backend: the postmaster then resets every session (crash recovery) and all clients of
+  that server see a dropped connection. The kernel may pick the postmaster instead (the
+  bench's worst-case workload saw it with a 4MB `work_mem`): then Docker restarts the
+  container. pgsteady's tuning keeps every connection's worst case (5 x `work_mem`)
+  inside `postgres_memory_limit` (docs/architecture.md, Memory model); raise `work_mem`
+  only together with fewer connections or a larger limit.
 - **A full data filesystem never lost an acknowledged commit**, but when WAL cannot grow
   Postgres PANICs, and recovery itself needs space, so the container crash-loops (with the
   backoff above) until space is freed. Alert on free space well before it runs out.

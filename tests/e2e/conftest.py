@@ -63,7 +63,9 @@ def shared_stack(
 
     Each such module must hand it on converged and healthy, with nothing of its own left
     in it (test_converge_round_trips, test_health_probe_quiet, test_host_files,
-    test_verify_durability: their faults are undone or re-converged). It is destroyed
+    test_monitor, test_prometheus_alerts, test_update_image, test_verify_durability:
+    their faults are undone or re-converged; a module whose kills leave restarts that
+    `make status` warns about, test_client_container, keeps a stack of its own). It is destroyed
     after the last module of the run that uses it, not at the end of the session, so it
     does not run beside the chaos and lab tests.
     """

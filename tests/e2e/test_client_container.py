@@ -79,6 +79,8 @@ class ContainerServer:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ContainerServer]:
+    """A stack of its own: its kills leave restarts that `make status` warns about (the
+    shared stack's later modules must not see them)."""
     stack = Stack()
     result = stack.deploy()
     if result.returncode != 0:

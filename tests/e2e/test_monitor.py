@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -55,9 +56,14 @@ def backup(stack: Stack) -> None:
 
 
 @pytest.fixture(scope="module")
-def after_backup(deployed: Stack) -> Stack:
-    backup(deployed)
-    return deployed
+def after_backup(shared_stack: Stack) -> Iterator[Stack]:
+    """The e2e conftest's shared stack (no deploy of its own) with one backup taken;
+    handed on running (the module's last test stops it)."""
+    backup(shared_stack)
+    yield shared_stack
+    ctl = shared_stack.app_dir / "bin" / "pgsteady-ctl"
+    subprocess.run(["sh", str(ctl), "up"], check=True, capture_output=True, timeout=600)
+    shared_stack.wait_healthy()
 
 
 def test_make_status_json_matches_direct_queries(after_backup: Stack) -> None:
@@ -159,7 +165,7 @@ def test_live_mode_quits_on_q_from_a_pipe(after_backup: Stack) -> None:
 
 
 def test_stopped_stack_makes_status_fail(after_backup: Stack) -> None:
-    """Last in the module: it leaves the stack stopped (teardown removes it)."""
+    """Last in the module: it leaves the stack stopped (the fixture starts it again)."""
     ctl = after_backup.app_dir / "bin" / "pgsteady-ctl"
     subprocess.run(["sh", str(ctl), "down"], check=True, capture_output=True, timeout=120)
     proc = make_status(after_backup.inventory)

@@ -1,6 +1,7 @@
 """A real Prometheus (Debian package) scraping a deployed stack fires pgsteady's alerts.
 
-One stack converged by the real pyinfra CLI; `make scrape-config` writes its targets and
+The e2e conftest's shared stack (converged by the real pyinfra CLI, handed on healthy
+with archiving working); `make scrape-config` writes its targets and
 Prometheus's client certificate; the `prometheus` binary runs on a free port with its own
 data directory, a 5 s scrape and evaluation interval, the generated scrape jobs and
 files/metrics/pgsteady-alerts.yml. Through Prometheus's HTTP API:
@@ -29,7 +30,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.conftest import deploy_or_fail
 from tests.support.stack import REPO, Stack, docker, free_port
 
 pytestmark = pytest.mark.timeout(1500)
@@ -124,10 +124,10 @@ def wait_for(what: str, check, timeout: float, step: float = 1.0):  # noqa: ANN0
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    s = deploy_or_fail(Stack())
-    yield s
-    s.destroy()
+def stack(shared_stack: Stack) -> Stack:
+    """The e2e conftest's shared stack (no deploy of its own): PostgresDown's stop is
+    started again and the repository's mode restored, with archiving shown working."""
+    return shared_stack
 
 
 @pytest.fixture(scope="module")

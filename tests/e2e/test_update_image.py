@@ -10,6 +10,7 @@ nothing: converges never rebuild.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import subprocess
@@ -44,33 +45,34 @@ def _stale_copy(ref: str) -> str:
     return proc.stdout.decode().strip()
 
 
-def test_update_image_rolls_the_container_onto_newer_packages(deployed: Stack) -> None:
+def test_update_image_rolls_the_container_onto_newer_packages(shared_stack: Stack) -> None:
+    """On the e2e conftest's shared stack: handed on updated and healthy, its table dropped."""
     recipe = debian_recipe(17)
-    alias = f"pgsteady/{deployed.name}-postgres:17"
-    deployed.psql("CREATE TABLE kept_across_update AS SELECT 42 AS x", db="app")
+    alias = f"pgsteady/{shared_stack.name}-postgres:17"
+    shared_stack.psql("CREATE TABLE kept_across_update AS SELECT 42 AS x", db="app")
 
     stale = _stale_copy(recipe.tag)
     try:
         docker("tag", stale, recipe.tag)
         docker("tag", stale, alias)
-        ctl = deployed.app_dir / "bin" / "pgsteady-ctl"
+        ctl = shared_stack.app_dir / "bin" / "pgsteady-ctl"
         up = subprocess.run([str(ctl), "up"], capture_output=True, text=True, check=False)
         assert up.returncode == 0, up.stdout + up.stderr
-        before = deployed.inspect()
+        before = shared_stack.inspect()
         assert before["Image"] == stale
 
         # A normal converge leaves the stale-but-current-recipe image alone.
-        quiet = deployed.deploy()
+        quiet = shared_stack.deploy()
         assert quiet.returncode == 0, quiet.output[-3000:]
         assert quiet.changed == 0, quiet.changed_operations()
-        assert deployed.inspect()["Id"] == before["Id"]
+        assert shared_stack.inspect()["Id"] == before["Id"]
 
-        update = deployed.deploy("--data", "pgsteady_refresh_image=1")
+        update = shared_stack.deploy("--data", "pgsteady_refresh_image=1")
         assert update.returncode == 0, update.output[-4000:]
         changed = update.changed_operations()
         assert any(f"Build {recipe.tag} " in name for name in changed), changed
 
-        after = deployed.inspect()
+        after = shared_stack.inspect()
         fresh = _image_id(recipe.tag)
         assert fresh != stale
         assert _image_id(alias) == fresh
@@ -79,11 +81,13 @@ def test_update_image_rolls_the_container_onto_newer_packages(deployed: Stack) -
             docker("image", "inspect", "--format", "{{json .Config.Labels}}", fresh).stdout
         )
         assert labels[PACKAGES_LABEL] != "0" * 64
-        deployed.wait_healthy()
-        assert deployed.psql("SELECT x FROM kept_across_update", db="app") == "42"
+        shared_stack.wait_healthy()
+        assert shared_stack.psql("SELECT x FROM kept_across_update", db="app") == "42"
 
-        again = deployed.deploy()
+        again = shared_stack.deploy()
         assert again.returncode == 0, again.output[-3000:]
         assert again.changed == 0, again.changed_operations()
     finally:
+        with contextlib.suppress(subprocess.CalledProcessError):  # keep a failure's own error
+            shared_stack.psql("DROP TABLE IF EXISTS kept_across_update", db="app")
         docker("rmi", stale, check=False)

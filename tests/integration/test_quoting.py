@@ -208,10 +208,22 @@ def test_no_accepted_setting_puts_a_dollar_into_the_compose_file() -> None:
 # --------------------------------------------------------------------------------------
 
 
+#: ctl.env's keys for pgsteady-ctl upgrade-major: template name -> variable.
+UPGRADE_ENV = {
+    "data_volume": "PGSTEADY_DATA_VOLUME",
+    "data_mount": "PGSTEADY_DATA_MOUNT",
+    "image": "PGSTEADY_IMAGE",
+    "config_file": "PGSTEADY_CONFIG_FILE",
+    "backup_dir": "PGSTEADY_BACKUP_DIR",
+    "pgbackrest_stanza": "PGSTEADY_PGBACKREST_STANZA",
+}
+
+
 def _ctl_env(tmp_path: Path, **values: str) -> dict[str, str]:
     fixed = {"restart_policy": "always", "backoff": 60, "backoff_max": 3600}
     fixed |= {"pooler": "", "pooler_uid": "", "pooler_db": "", "pooler_admin": ""}  # no pooler
-    text = render("ctl.env.j2", healthy_timeout=300, **fixed, **values)
+    fixed |= {"backup_mounted": 0}
+    text = render("ctl.env.j2", healthy_timeout=300, **(fixed | values))
     path = tmp_path / "ctl.env"
     path.write_text(text)
     assert subprocess.run(["sh", "-n", str(path)], capture_output=True).returncode == 0, text
@@ -222,6 +234,7 @@ def _ctl_env(tmp_path: Path, **values: str) -> dict[str, str]:
         "PGSTEADY_COMPOSE_FILE",
         "PGSTEADY_STATE_DIR",
         "PGSTEADY_WATCHDOG_ON_FAILURE",
+        *UPGRADE_ENV.values(),
     ]
     script = '. "$1"; printf "%s\\0" ' + " ".join(f'"${n}"' for n in names)
     out = subprocess.run(
@@ -240,8 +253,10 @@ def test_ctl_env_round_trips_any_string(tmp_path: Path, value: str) -> None:
         compose_file=f"/{value}",
         state_dir=f"/s/{value}",
         on_failure=value,
+        **{key: f"{value}-{key}" for key in UPGRADE_ENV},
     )
     assert got == {
+        **{var: f"{value}-{key}" for key, var in UPGRADE_ENV.items()},
         "PGSTEADY_PROJECT": value,
         "PGSTEADY_CONTAINER": f"{value}-c",
         "PGSTEADY_COMPOSE": value,

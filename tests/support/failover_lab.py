@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -44,6 +45,7 @@ from tests.support.patroni_lab import (
     running_patroni,
 )
 
+PATRONI_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")
 #: Patroni timings (ttl / loop_wait / retry_timeout): the design's default and tight
 #: profiles (cluster-design §6). Patroni's floor for ttl is 20 s.
 PROFILES: dict[str, dict[str, int]] = {
@@ -70,6 +72,13 @@ def descendants(*roots: int) -> list[int]:
     return found
 
 
+def patroni_lines(log: Path, count: int) -> list[str]:
+    """The last ``count`` lines Patroni itself wrote to ``log`` (Postgres' own lines, which
+    share the file, carry a dotted timestamp; Patroni's a comma)."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return [line for line in text.splitlines() if PATRONI_LINE.match(line)][-count:]
+
+
 class ProcessCluster:
     """Faults, repairs and waits on the live process cluster."""
 
@@ -84,7 +93,12 @@ class ProcessCluster:
         return sorted(self.lab.members)
 
     def leader(self) -> str:
-        return self.lab.leader()
+        """The leader key's value; an etcdctl call that fails under load is retried for
+        10 s before this says there is no leader."""
+        deadline = time.monotonic() + 10
+        while not (name := self.lab.leader()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return name
 
     def timeline(self) -> int:
         status, body = self.lab.request(self.leader(), "/patroni")
@@ -154,7 +168,8 @@ class ProcessCluster:
             except (AssertionError, RuntimeError, OSError) as exc:
                 if time.monotonic() > deadline:
                     logs = "".join(
-                        f"\n--- {m.name}: {m.tail()[-1500:]}" for m in self.lab.members.values()
+                        f"\n--- {m.name}: " + "\n".join(patroni_lines(m.log, 8))
+                        for m in self.lab.members.values()
                     )
                     raise TimeoutError(f"not whole within {timeout:.0f} s: {exc}{logs}") from exc
                 time.sleep(1)

@@ -21,6 +21,7 @@ def test_section_shows_each_phase_and_the_gap_the_app_saw():
     assert text.startswith("## Major version upgrade")
     assert "5,000,000 rows (700 MB) upgraded to 17" in text
     assert "| restore into the new volume by the new image | 50.2 s |" in text
+    assert "| stack stopped → seen healthy (pgsteady-ctl's clock) | 94.0 s |" in text
     assert "| longest gap between committed writes (app view) | 95.4 s |" in text
     assert "Load average 1.0 / 1.0 / 1.0 at the upgrade's start" in text
 

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from pgsteady.settings import HostFacts, build_settings
 from pgsteady.stack.preflight import PreflightInput, check, port_is_ours
+from pgsteady.stack.upgrade import VolumeState
 
 OK = PreflightInput(
     distro="Debian", distro_major=12, free_disk_bytes=50 * 1024**3, port_owner=None,
@@ -51,7 +52,12 @@ def test_port_in_use_by_someone_else_but_not_by_us():
 
 
 def test_data_volume_of_another_major_version():
-    failures = check(settings(postgres_version=17), replace(OK, data_version=15))
+    failures = check(
+        settings(postgres_version=17), replace(OK, volumes=VolumeState(15, False, None))
+    )
     assert len(failures) == 1
     assert "holds a Postgres 15 cluster; postgres_version=17 cannot run on it" in failures[0]
-    assert check(settings(postgres_version=17), replace(OK, data_version=17)) == []
+    assert (
+        check(settings(postgres_version=17), replace(OK, volumes=VolumeState(17, False, None)))
+        == []
+    )

@@ -15,8 +15,11 @@ import pytest
 from pyinfra.operations import files
 
 from pgsteady.settings import HostFacts, Settings, build_settings
+from pgsteady.stack.upgrade import PGBACKREST_PENDING
 from tasks import postgres
 from tests.support.pyinfra_plan import Plan, plan
+
+REPO = Path(__file__).resolve().parents[2]
 
 UP = "Start or update the stack, wait until healthy"
 APPLY_CONFIG = "Apply changed server configuration (reload; restart only if required)"
@@ -35,7 +38,12 @@ def settings(**data: Any) -> Settings:
 
 
 def stack_plan(
-    container: dict | None, s: Settings | None = None, exporters: dict | None = HEALTHY
+    container: dict | None,
+    s: Settings | None = None,
+    exporters: dict | None = HEALTHY,
+    volumes: dict[str, int] | None = None,
+    incomplete: bool = False,
+    pending: tuple[str, ...] = (),
 ) -> Plan:
     s = s or settings()
 
@@ -49,7 +57,15 @@ def stack_plan(
         return container if object_id == s.container_name else exporters
 
     # No file on the host yet (FileState: tasks/noop_guard.py), so every write runs.
-    facts = {"DockerInspect": docker_inspect, "NumericStat": None, "FileState": None}
+    facts = {
+        "DockerInspect": docker_inspect,
+        "NumericStat": None,
+        "FileState": None,
+        # The data volume's major (none: no upgrade asked for, nothing to upgrade).
+        "VolumePgVersion": lambda volume: (volumes or {}).get(volume),
+        "VolumeUpgradeIncomplete": lambda volume, state_dir: incomplete,
+        "File": lambda path: {"mode": 644} if path in (pending or ()) else None,
+    }
     _, p = plan(task, facts=facts)
     return p
 
@@ -123,3 +139,47 @@ def test_schema_files_run_as_the_app_after_their_own_or_init_sql_change(tmp_path
 
 def test_no_schema_files_no_schema_step() -> None:
     assert APPLY_SCHEMA not in stack_plan(HEALTHY).names
+
+
+UPGRADE = {
+    "postgres_version": 17,
+    "postgres_image_source": "debian",
+    "postgres_data_volume": "pgsteady_pgdata17",
+    "postgres_upgrade_from_volume": "pgsteady_pgdata",
+}
+
+
+def _upgrade_ops(p: Plan) -> list[str]:
+    return [n for n in p.names if n.startswith("Major upgrade")]
+
+
+@pytest.mark.parametrize("incomplete", [False, True], ids=["new-volume", "unfinished"])
+def test_an_asked_for_upgrade_runs_before_the_stack_starts(incomplete: bool) -> None:
+    s = settings(**UPGRADE)
+    p = stack_plan(HEALTHY, s, volumes={"pgsteady_pgdata": 15}, incomplete=incomplete)
+    upgrade = _upgrade_ops(p)
+    assert upgrade[0].startswith("Major upgrade: pgsteady_pgdata -> pgsteady_pgdata17")
+    assert "upgrade-major pgsteady_pgdata" in p.op(upgrade[0]).commands[0]
+    assert "pgBackRest" in upgrade[1]  # on by default: stanza checked, first full backups
+    assert p.names.index(upgrade[-1]) < p.names.index(UP)
+
+
+def test_a_finished_upgrade_or_none_asked_for_adds_nothing() -> None:
+    done = {"pgsteady_pgdata": 15, "pgsteady_pgdata17": 17}
+    assert _upgrade_ops(stack_plan(HEALTHY, settings(**UPGRADE), volumes=done)) == []
+    assert _upgrade_ops(stack_plan(HEALTHY, volumes={"pgsteady_pgdata": 17})) == []
+
+
+def test_first_pgbackrest_backups_of_a_failed_upgrade_deploy_are_taken_on_its_rerun() -> None:
+    s = settings(**UPGRADE)
+    done = {"pgsteady_pgdata": 15, "pgsteady_pgdata17": 17}
+    pending = (f"{s.layout.state}/{PGBACKREST_PENDING}",)
+    ops = _upgrade_ops(stack_plan(HEALTHY, s, volumes=done, pending=pending))
+    assert ops == ["Major upgrade: check pgBackRest, take a first full backup of the new major"]
+    commands = stack_plan(HEALTHY, s, volumes=done, pending=pending).op(ops[0]).commands
+    assert commands[-1] == f"rm -f {pending[0]}"
+
+
+def test_the_engine_writes_the_pending_file_the_deploy_reads() -> None:
+    engine = (REPO / "files" / "bin" / "pgsteady-upgrade-major").read_text()
+    assert f'touch "$PGSTEADY_STATE_DIR/{PGBACKREST_PENDING}"' in engine

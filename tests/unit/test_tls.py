@@ -137,6 +137,35 @@ def test_ca_refused_in_a_directory_others_can_write(tmp_path: Path, which: str):
     assert not fresh.exists()  # refused before any CA was made
 
 
+@pytest.mark.parametrize("mode", [0o775, 0o757])
+def test_ca_refused_under_a_grandparent_others_can_write(tmp_path: Path, mode: int):
+    """Every directory above the CA counts, not only its parent (review R7 L3): a
+    group-writable grandparent lets another uid rename the parent away and put its own
+    CA in its place."""
+    directory = tmp_path / "home" / "state" / "inv"
+    load_or_create_ca(directory, "inv")
+    grandparent = tmp_path / "home"
+    grandparent.chmod(mode)
+    with pytest.raises(TlsError, match=f"{grandparent} is mode {mode:04o} .*chmod go-w"):
+        load_or_create_ca(directory, "inv")
+    with pytest.raises(TlsError, match=f"{grandparent} is mode"):
+        load_or_create_ca(tmp_path / "home" / "other" / "new", "new")
+    assert not (tmp_path / "home" / "other").exists()  # refused before anything was made
+    grandparent.chmod(0o755)
+    assert load_or_create_ca(directory, "inv").cert_pem
+
+
+def test_ca_allowed_under_a_root_owned_sticky_ancestor(tmp_path: Path):
+    """Like /tmp: a root-owned sticky directory above the CA's parent is fine."""
+    if os.getuid() != 0:
+        pytest.skip("a root-owned directory needs root")
+    sticky = tmp_path / "shared"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    load_or_create_ca(sticky / "me" / "inv", "inv")
+    assert (sticky / "me" / "inv" / "ca.key").exists()
+
+
 @pytest.mark.skipif(os.getuid() != 0, reason="chown to another uid needs root")
 def test_ca_refused_in_a_directory_another_uid_owns(tmp_path: Path):
     directory = tmp_path / "state" / "inv"

@@ -414,6 +414,9 @@ def test_pgsteady_additions_for_each_type(db_type):
     assert set(extra) >= PGSTEADY_NAMES
     assert extra["shared_preload_libraries"].value == "pg_stat_statements"
     assert extra["password_encryption"].value == "scram-sha-256"
+    # spills from 10MB: with a container's small work_mem every spill would flood the log
+    assert extra["log_temp_files"].value == "10MB"
+    assert extra["log_connections"].value == "on"  # the audit trail stays
     assert all(s.comment and "\n" not in s.comment for s in extra.values())
     names = [s.name for s in result.settings]
     assert len(names) == len(set(names))  # no setting twice

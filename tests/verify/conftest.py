@@ -14,13 +14,14 @@ import json
 import os
 import shlex
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pgsteady.postgres.session import SUPERUSER_PGOPTIONS
 from pgsteady.settings import Settings
 from pgsteady.verify import (
     CONTEXT_ENV,
@@ -152,10 +153,11 @@ class Host:
         """Rows of a query run as the superuser inside the container (tab-separated).
 
         search_path is pinned to pg_catalog, pg_temp: nothing the application role
-        creates is resolved in these superuser sessions.
+        creates is resolved in these superuser sessions; role and read-only mode are
+        the superuser's whatever the app set on its database.
         """
         cmd = (
-            f"{self.docker} exec -e PGOPTIONS='-c search_path=pg_catalog,pg_temp' "
+            f"{self.docker} exec -e {shlex.quote('PGOPTIONS=' + SUPERUSER_PGOPTIONS)} "
             f"-u postgres {shlex.quote(self.s.container_name)} psql -XAtq "
             f"-v ON_ERROR_STOP=1 -F '\t' -d {shlex.quote(db)} -c {shlex.quote(sql)}"
         )
@@ -210,6 +212,13 @@ def wait_healthy(on: Host, name: str, starting_wait: float = STARTING_WAIT) -> N
         state.get("Running") and health == "healthy",
         f"{name} is {state.get('Status')} (health: {health}); see docker logs {name}",
     )
+
+
+@pytest.fixture(name="wait_healthy", scope="session")
+def _wait_healthy() -> Callable[[Host, str], None]:
+    """:func:`wait_healthy` for the checks (a fixture: the suite's modules are also loaded
+    outside it, where ``conftest`` is another module)."""
+    return wait_healthy
 
 
 @pytest.fixture(scope="module")

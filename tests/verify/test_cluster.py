@@ -13,16 +13,18 @@ on the leader's host only, as the superuser with search_path pinned.
 from __future__ import annotations
 
 import json
+import re
 import shlex
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pgsteady.cluster import health, status
 from pgsteady.cluster.patroni import container_paths
+from pgsteady.postgres.session import SUPERUSER_PGOPTIONS, superuser_psql
 from pgsteady.settings import Settings
 from pgsteady.units import parse_size
-from pgsteady.verify import VerifyContext, check
+from pgsteady.verify import Fixes, VerifyContext, check
 
 if TYPE_CHECKING:
     from conftest import Host
@@ -43,13 +45,18 @@ def _expected(ctx: VerifyContext, cs: status.ClusterStatus) -> list[str]:
     return list(members) if members else sorted({m.name for m in cs.members} | {ctx.host})
 
 
+def fetch_argv(docker: str, container: str, url: str, ca: str) -> list[str]:
+    """GET ``url`` inside the member's container as ``postgres`` (never root)."""
+    return [docker, "exec", "-u", "postgres", container, "python3", "-c", status.FETCH_SCRIPT,
+            url, ca]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def cluster(on: Host, s: Settings, ctx: VerifyContext) -> status.ClusterStatus:
     address = getattr(s, "postgres_cluster_address", None) or ctx.data.get("ssh_hostname")
     url = f"https://{address}:{getattr(s, 'patroni_rest_port', 8008)}/cluster"
     ca = container_paths(s.postgres_version).ca_file
-    argv = [on.docker, "exec", s.container_name, "python3", "-c", status.FETCH_SCRIPT, url, ca]
-    res = on.run(shlex.join(argv))
+    res = on.run(shlex.join(fetch_argv(on.docker, s.container_name, url, ca)))
     if res.rc != 0:
         return status.ClusterStatus(error=f"GET {url} failed: {res.stderr.strip()[-300:]}")
     return status.parse_cluster(json.loads(res.stdout))
@@ -62,7 +69,7 @@ def leader_view(on: Host, s: Settings, ctx: VerifyContext, cluster: status.Clust
     port = getattr(s, "postgres_member_port", 15432)
     cmd = (
         f"{on.docker} exec -e PGPORT={int(port)} "
-        "-e PGOPTIONS='-c search_path=pg_catalog,pg_temp' -u postgres "
+        f"-e {shlex.quote('PGOPTIONS=' + SUPERUSER_PGOPTIONS)} -u postgres "
         f"{shlex.quote(s.container_name)} psql -XAtq -v ON_ERROR_STOP=1 -d postgres "
         f"-c {shlex.quote(health.LEADER_SQL)}"
     )
@@ -88,13 +95,51 @@ def test_replicas_streaming(
     check(not problems, "; ".join(problems))
 
 
-@pytest.mark.fix(
-    "on the leader: SELECT pg_drop_replication_slot('<slot>') (or remove it from "
-    "Patroni's slots in /config); docs/operations.md, PostgresReplicationSlotInactive"
-)
-def test_no_inactive_slots(leader_view: health.LeaderView) -> None:
+def _patroni_slot(member: str) -> str:
+    """The physical slot Patroni keeps on the leader for ``member``."""
+    return re.sub(r"[^a-z0-9_]", "_", member.lower())
+
+
+def slot_fixes(
+    slots: list[dict[str, Any]], members: list[str], s: Settings, fixes: Fixes
+) -> list[str]:
+    """Per inactive slot: a member's slot is Patroni's (bring the member back or remove it;
+    a dropped one comes back); any other is dropped on the leader by a superuser psql with
+    the session pinned and the function named by its schema (the app may own an overload)."""
+    ours = {_patroni_slot(m): m for m in members}
+    out = []
+    for slot in slots:
+        name = str(slot.get("name"))
+        if slot.get("active"):
+            continue
+        if name in ours:
+            out.append(
+                f"slot {name} is Patroni's for member {ours[name]}: start that member, or "
+                "remove it from the cluster (docs/operations.md, PostgresReplicationSlotInactive)"
+            )
+            continue
+        literal = "'" + name.replace("'", "''") + "'"
+        port = getattr(s, "postgres_member_port", 15432)
+        command = superuser_psql(
+            s.container_name, f"SELECT pg_catalog.pg_drop_replication_slot({literal})", port=port
+        )
+        out.append(
+            f"on the leader: {fixes.on_host(command)} (a permanent slot of Patroni's "
+            "configuration comes back: remove it from the slots of patronictl edit-config)"
+        )
+    return out
+
+
+def test_no_inactive_slots(
+    leader_view: health.LeaderView,
+    cluster: status.ClusterStatus,
+    s: Settings,
+    ctx: VerifyContext,
+    fixes: Fixes,
+) -> None:
     problems = health.slot_problems(leader_view.slots)
-    check(not problems, "; ".join(problems))
+    fix = "; ".join(slot_fixes(leader_view.slots, _expected(ctx, cluster), s, fixes))
+    check(not problems, "; ".join(problems), fix)
 
 
 @pytest.mark.fix("docs/operations.md, Archive stuck (on the leader's host)")

@@ -115,7 +115,7 @@ def test_image(on: Host, container: dict[str, Any], s: Settings) -> None:
 
 def test_data_volume(container: dict[str, Any], s: Settings) -> None:
     mounts = [m for m in container.get("Mounts", []) if m.get("Destination") == DATA_MOUNT]
-    want = f"{s.compose_project}_pgdata"
+    want = s.data_volume
     check(
         mounts and mounts[0].get("Type") == "volume" and mounts[0].get("Name") == want,
         f"{DATA_MOUNT} is not the named volume {want}: data would not survive a recreate",

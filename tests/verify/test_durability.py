@@ -7,12 +7,12 @@ with, which ALTER SYSTEM, ALTER ROLE ... SET or ALTER DATABASE ... SET can chang
 
 from __future__ import annotations
 
-import shlex
 from typing import TYPE_CHECKING
 
 import pytest
 
 from pgsteady.postgres.parameters import parse_bool
+from pgsteady.postgres.session import superuser_psql
 from pgsteady.settings import Settings
 from pgsteady.verify import Fixes, check
 
@@ -29,8 +29,7 @@ ROLE_DB_SETTINGS = (
 
 
 def _psql(s: Settings, *statements: str) -> str:
-    args = " ".join(f"-c {shlex.quote(sql)}" for sql in statements)
-    return f"docker exec -u postgres {s.container_name} psql -X {args}"
+    return superuser_psql(s.container_name, *statements)
 
 
 def _running(pg: Host, name: str) -> tuple[str, str]:
@@ -68,7 +67,7 @@ def test_fsync_and_full_page_writes_on(pg: Host, s: Settings, fixes: Fixes) -> N
         s,
         "ALTER SYSTEM RESET fsync",
         "ALTER SYSTEM RESET full_page_writes",
-        "SELECT pg_reload_conf()",
+        "SELECT pg_catalog.pg_reload_conf()",
     )
     check(
         not off,
@@ -84,7 +83,7 @@ def test_synchronous_commit(pg: Host, s: Settings, fixes: Fixes) -> None:
     value, source = _running(pg, "synchronous_commit")
     if parse_bool(value) is False:
         off.append(f"server: synchronous_commit = {value} ({source})")
-        resets += ["ALTER SYSTEM RESET synchronous_commit", "SELECT pg_reload_conf()"]
+        resets += ["ALTER SYSTEM RESET synchronous_commit", "SELECT pg_catalog.pg_reload_conf()"]
     for role, db, item in pg.psql(ROLE_DB_SETTINGS):
         name, _, setting = item.partition("=")
         if name.strip().lower() == "synchronous_commit" and parse_bool(setting) is False:

@@ -18,7 +18,6 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import wait_healthy
 
 from pgsteady.settings import Settings
 from pgsteady.stack import exporters
@@ -26,7 +25,11 @@ from pgsteady.tls import KEY_FILE
 from pgsteady.verify import check
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from conftest import Host
+
+    WaitHealthy = Callable[[Host, str], None]
 
 EXPORTERS = ("postgres-exporter", "node-exporter")
 #: Scrapes of postgres-exporter, 2 s apart, before pg_up 0 counts.
@@ -88,7 +91,7 @@ def _port(s: Settings, exporter: str) -> int:
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
 @pytest.mark.fix("{deploy} (starts the exporters with the stack)")
-def test_exporter_healthy(on: Host, s: Settings, exporter: str) -> None:
+def test_exporter_healthy(on: Host, s: Settings, exporter: str, wait_healthy: WaitHealthy) -> None:
     wait_healthy(on, exporters.container_names(s)[exporter])
 
 

@@ -16,7 +16,6 @@ import shlex
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import wait_healthy
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -26,7 +25,11 @@ from pgsteady.tls import CA_FILE, CERT_FILE, KEY_FILE
 from pgsteady.verify import check
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from conftest import Host
+
+    WaitHealthy = Callable[[Host, str], None]
 
 #: A client of the application's pool waiting longer than this means the pool is too small.
 MAX_WAIT_S = 10
@@ -70,7 +73,7 @@ def _probe(on: Host, s: Settings, mode: str) -> tuple[int, str]:
 
 
 @pytest.mark.fix("{deploy} (starts the pooler with the stack)")
-def test_healthy(on: Host, s: Settings) -> None:
+def test_healthy(on: Host, s: Settings, wait_healthy: WaitHealthy) -> None:
     wait_healthy(on, pgbouncer.container_name(s))
 
 

@@ -102,8 +102,8 @@ def test_tuned_settings(pg: Host, s: Settings) -> None:
 
 
 @pytest.mark.fix(
-    "docker exec -u postgres {s.container_name} psql -c 'ALTER SYSTEM RESET ALL' -c "
-    "'SELECT pg_reload_conf()' && {paths.bin}/pgsteady-ctl apply-config",
+    "{paths.bin}/pgsteady-ctl psql -X -d postgres -c 'ALTER SYSTEM RESET ALL' -c "
+    "'SELECT pg_catalog.pg_reload_conf()' && {paths.bin}/pgsteady-ctl apply-config",
     on_host=True,
 )
 def test_no_runtime_overrides(pg: Host) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pgsteady.monitor.performance import VIEW_OK
+from pgsteady.postgres.session import SUPERUSER_PGOPTIONS
 from pgsteady.settings import Settings
 from pgsteady.stack.compose import INIT_SQL
 from pgsteady.stack.layout import INIT_MOUNT
@@ -85,7 +86,7 @@ def reset_statements_fix(pg: Host, s: Settings, fixes: Fixes) -> str:
     args = ", ".join(f"{RESET_ARGUMENT[t]}::pg_catalog.{t}" for t in types)
     sql = f"SELECT {rows[0][0]}.pg_stat_statements_reset({args})"
     return fixes.on_host(
-        f"docker exec -e {shlex.quote('PGOPTIONS=-c search_path=pg_catalog,pg_temp')} "
+        f"docker exec -e {shlex.quote('PGOPTIONS=' + SUPERUSER_PGOPTIONS)} "
         f"-u postgres {s.container_name} psql -X -v ON_ERROR_STOP=1 -d {s.postgres_db} "
         f"-c {shlex.quote(sql)}"
     )

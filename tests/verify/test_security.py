@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pgsteady.postgres.session import superuser_psql
 from pgsteady.settings import Settings
 from pgsteady.stack.compose import SUPERUSER, secret_names
 from pgsteady.stack.hostfiles import server_readable
@@ -14,11 +15,9 @@ from pgsteady.verify import Fixes, check
 if TYPE_CHECKING:
     from conftest import Host
 
-PSQL = "docker exec -u postgres {s.container_name} psql -d {db} -c {sql}"
-
 
 def _psql_fix(fixes: Fixes, s: Settings, sql: str, db: str = "postgres") -> str:
-    return fixes.on_host(PSQL.format(s=s, db=db, sql=f'"{sql}"'))
+    return fixes.on_host(superuser_psql(s.container_name, sql, db=db))
 
 
 def test_hba_network_rules_scram(pg: Host, fixes: Fixes) -> None:
