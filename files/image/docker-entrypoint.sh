@@ -457,7 +457,7 @@ patroni_secrets_yml() {
 		    "postgresql": {"authentication": {
 		        "superuser": {"password": su},
 		        "replication": {"password": pw("replication_password")},
-		        "rewind": {"password": su},
+		        "rewind": {"password": pw("rewind_password")},
 		    }},
 		}
 		sys.stdout.write("# written by pgsteady's docker-entrypoint.sh at start; 0600\n")

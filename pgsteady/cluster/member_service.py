@@ -18,7 +18,12 @@ from pgsteady.stack.layout import CONFIG_MOUNT, TLS_MOUNT
 
 #: The cluster's shared secrets beside the single host's (app_dir/secrets/NAME, mounted at
 #: /run/secrets/NAME); the entrypoint writes them into /run/patroni/90-secrets.yml.
-CLUSTER_SECRETS = ("replication_password", "patroni_rest_password", "etcd_patroni_password")
+CLUSTER_SECRETS = (
+    "replication_password",
+    "rewind_password",
+    "patroni_rest_password",
+    "etcd_patroni_password",
+)
 PATRONI_DIR = "/run/patroni"
 PATRONI_YML = "patroni.yml"
 HAPROXY_CFG = "haproxy.cfg"

@@ -43,6 +43,11 @@ PATRONI_MANAGED = frozenset(
     }
 )
 REPLICATION_USER = "replicator"
+#: pg_rewind's role: not the superuser, which pg_hba rejects over TCP. Patroni creates it
+#: when it bootstraps a cluster (PostgreSQL >= 11), LOGIN without SUPERUSER, and grants it
+#: EXECUTE on the four pg_catalog file functions pg_rewind calls (Patroni 3.0.2 and 4.0.7:
+#: patroni/postgresql/bootstrap.py, post_bootstrap).
+REWIND_USER = "pgsteady_rewind"
 REST_USER = "patroni"
 
 
@@ -84,13 +89,40 @@ def _hostport(address: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def replication_hba(cluster: Cluster) -> list[str]:
-    """One ``hostssl replication`` line per member (SCRAM, TLS)."""
+def _member_lines(cluster: Cluster, database: str, user: str) -> list[str]:
     lines = []
     for m in cluster.members:
         bits = 32 if ipaddress.ip_address(m.address).version == 4 else 128
-        lines.append(f"hostssl replication {REPLICATION_USER} {m.address}/{bits} scram-sha-256")
+        lines.append(f"hostssl {database} {user} {m.address}/{bits} scram-sha-256")
     return lines
+
+
+def replication_hba(cluster: Cluster) -> list[str]:
+    """One ``hostssl replication`` line per member (SCRAM, TLS)."""
+    return _member_lines(cluster, "replication", REPLICATION_USER)
+
+
+def rewind_hba(cluster: Cluster) -> list[str]:
+    """One ``hostssl postgres`` line per member for pg_rewind's role (SCRAM, TLS)."""
+    return _member_lines(cluster, "postgres", REWIND_USER)
+
+
+def _catch_all_reject(line: str) -> bool:
+    fields = line.split()
+    return (
+        len(fields) >= 4
+        and fields[0] in ("local", "host")
+        and fields[1:3] == ["all", "all"]
+        and fields[-1] == "reject"
+    )
+
+
+def with_member_hba(cluster: Cluster, pg_hba: list[str]) -> list[str]:
+    """``pg_hba`` with the members' lines: pg_rewind's before the first catch-all reject
+    (it connects to the ``postgres`` database, which ``all`` matches), replication's at the
+    end (``all`` never matches ``replication``)."""
+    cut = next((i for i, line in enumerate(pg_hba) if _catch_all_reject(line)), len(pg_hba))
+    return [*pg_hba[:cut], *rewind_hba(cluster), *pg_hba[cut:], *replication_hba(cluster)]
 
 
 def dcs_document(
@@ -98,7 +130,7 @@ def dcs_document(
 ) -> dict[str, Any]:
     """The dynamic configuration: ``parameters`` are pgsteady's tuned postgresql.conf
     values (a plain dict, e.g. from pgsteady.postgres.conf_files), ``pg_hba`` its rules;
-    the members' replication lines are appended."""
+    the members' pg_rewind and replication lines are added (:func:`with_member_hba`)."""
     managed = sorted(set(parameters) & PATRONI_MANAGED)
     if managed:
         raise ClusterError(
@@ -122,7 +154,7 @@ def dcs_document(
             "use_pg_rewind": True,
             "use_slots": True,
             "parameters": params,
-            "pg_hba": [*pg_hba, *replication_hba(cluster)],
+            "pg_hba": with_member_hba(cluster, pg_hba),
         },
     }
 
@@ -137,6 +169,8 @@ def patroni_config(
     """The member's local configuration without any password."""
     if member not in cluster.members:
         raise ValueError(f"{member.name} is not a member of cluster {cluster.name}")
+    if superuser in (REWIND_USER, REPLICATION_USER):
+        raise ValueError(f"superuser {superuser!r}: the name of a role Patroni makes")
     rest = _hostport(member.address, cluster.rest_port)
     local = [] if ipaddress.ip_address(member.address).is_loopback else ["127.0.0.1"]
     tls = {"certfile": paths.cert_file, "keyfile": paths.key_file}
@@ -191,7 +225,7 @@ def patroni_config(
             "authentication": {
                 "superuser": {"username": superuser},
                 "replication": {"username": REPLICATION_USER, **verify},
-                "rewind": {"username": superuser, **verify},
+                "rewind": {"username": REWIND_USER, **verify},
             },
             "create_replica_methods": ["basebackup"],
         },
@@ -221,6 +255,7 @@ def render_patroni_yml(
 def render_secrets_yml(
     superuser_password: str,
     replication_password: str,
+    rewind_password: str,
     rest_password: str,
     etcd_password: str,
 ) -> str:
@@ -232,7 +267,7 @@ def render_secrets_yml(
             "authentication": {
                 "superuser": {"password": superuser_password},
                 "replication": {"password": replication_password},
-                "rewind": {"password": superuser_password},
+                "rewind": {"password": rewind_password},
             }
         },
     }

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgsteady.cluster import dcs
+from pgsteady.cluster import dcs, patroni
 from tests.support.cluster_binaries import require, require_file
 from tests.support.etcd_lab import running_etcd
 from tests.support.patroni_lab import (
@@ -37,6 +37,13 @@ from tests.support.patroni_lab import (
 
 ENTRYPOINT = Path(__file__).resolve().parents[2] / "files" / "image" / "docker-entrypoint.sh"
 pytestmark = pytest.mark.timeout(600)
+#: what pg_rewind calls on the source server as a non-superuser (PostgreSQL >= 11)
+REWIND_FUNCTIONS = (
+    "pg_ls_dir(text, boolean, boolean)",
+    "pg_stat_file(text, boolean)",
+    "pg_read_binary_file(text)",
+    "pg_read_binary_file(text, bigint, bigint, boolean)",
+)
 
 
 @pytest.fixture
@@ -52,6 +59,7 @@ def test_patroni_mode_bootstraps_with_secrets_in_a_private_file(tmp_path: Path, 
     passwords = {
         "postgres_password": secrets.token_urlsafe(18),
         "replication_password": secrets.token_urlsafe(18),
+        "rewind_password": secrets.token_urlsafe(18),
         "patroni_rest_password": secrets.token_urlsafe(18),
     }
     with running_etcd(tmp_path) as lab:
@@ -121,6 +129,10 @@ def test_patroni_mode_bootstraps_with_secrets_in_a_private_file(tmp_path: Path, 
                 == (passwords["postgres_password"])
             )
             assert merged["etcd3"]["password"] == passwords["etcd_patroni_password"]
+            assert (
+                merged["postgresql"]["authentication"]["rewind"]["password"]
+                == (passwords["rewind_password"])
+            )
             rendered = (run / "10-pgsteady.yml").read_text()
             assert not any(v in rendered for v in passwords.values())
             # post-bootstrap: the database, then the init scripts in it
@@ -133,6 +145,20 @@ def test_patroni_mode_bootstraps_with_secrets_in_a_private_file(tmp_path: Path, 
                 assert time.monotonic() < deadline, (out.stderr, member.tail())
                 time.sleep(1)
             assert out.stdout.strip() == "7"
+            # pg_rewind's role: made by Patroni, a login without superuser, with the file
+            # functions pg_rewind calls
+            role = member_sql(
+                d / "sock",
+                port,
+                "postgres",
+                "SELECT rolcanlogin, rolsuper, rolreplication, "
+                + ", ".join(
+                    f"pg_catalog.has_function_privilege(rolname, 'pg_catalog.{f}', 'EXECUTE')"
+                    for f in REWIND_FUNCTIONS
+                )
+                + f" FROM pg_catalog.pg_roles WHERE rolname = '{patroni.REWIND_USER}'",
+            )
+            assert role.stdout.strip() == "t|f|f|t|t|t|t", (role.stdout, role.stderr)
             assert https(f"https://{c.member('m1').address}:{c.rest_port}/health", ca)[0] == 200
             converge_dcs(member, run, port)
         finally:

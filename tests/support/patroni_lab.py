@@ -66,6 +66,7 @@ BIN_DIR = Path("/usr/lib/postgresql/15/bin")
 #: The superuser's password in the lab (scram over TCP, e.g. through HAProxy).
 SUPERUSER_PW = "su-pw"
 REPLICATION_PW = "repl-pw"
+REWIND_PW = "rewind-pw"
 
 
 def https(
@@ -207,7 +208,9 @@ def render_member(
     secret = conf / "90-secrets.yml"
     secret.touch(mode=0o600)
     secret.write_text(
-        patroni.render_secrets_yml(SUPERUSER_PW, REPLICATION_PW, rest_pw, lab.passwords["patroni"])
+        patroni.render_secrets_yml(
+            SUPERUSER_PW, REPLICATION_PW, REWIND_PW, rest_pw, lab.passwords["patroni"]
+        )
     )
     for path in [d, *d.rglob("*")]:
         os.chown(path, pw.pw_uid, pw.pw_gid)

@@ -77,12 +77,64 @@ def test_member_config_binds_the_private_address_with_tls_and_no_password() -> N
 
 
 def test_secrets_overlay_holds_every_password() -> None:
-    doc = yaml.safe_load(patroni.render_secrets_yml("s'u", "re:pl", "rest\npw", "e#tcd"))
+    doc = yaml.safe_load(patroni.render_secrets_yml("s'u", "re:pl", "re wind", "rest\npw", "e#tcd"))
     assert doc["restapi"]["authentication"] == {"username": "patroni", "password": "rest\npw"}
     assert doc["etcd3"]["password"] == "e#tcd"
     auth = doc["postgresql"]["authentication"]
-    assert auth["superuser"]["password"] == auth["rewind"]["password"] == "s'u"
+    assert auth["superuser"]["password"] == "s'u"
     assert auth["replication"]["password"] == "re:pl"
+    assert auth["rewind"]["password"] == "re wind"  # its own, never the superuser's
+
+
+def test_pg_rewind_logs_in_as_its_own_role_which_the_cluster_hba_admits() -> None:
+    """pg_hba rejects the superuser over TCP before any allow rule, so a rewind as the
+    superuser could never connect: the rewind role is its own, with one hostssl line per
+    member to the postgres database, before the catch-all rejects."""
+    from pgsteady.cluster import dcs as dcs_module
+    from pgsteady.settings import HostFacts, build_settings
+
+    doc = yaml.safe_load(patroni.render_patroni_yml(CLUSTER, CLUSTER.members[0], PATHS, dcs()))
+    auth = doc["postgresql"]["authentication"]
+    assert auth["superuser"]["username"] == "postgres"
+    assert auth["rewind"]["username"] == patroni.REWIND_USER != "postgres"
+    data = {
+        "postgres_cluster_name": "main",
+        "pgbackrest_enabled": False,
+        "pgbouncer_enabled": False,
+        "metrics_enabled": False,
+        "postgres_allowed_networks": ["10.0.0.0/24"],
+    }
+    s = build_settings(data, HostFacts(ram_mb=4096, cpus=2))
+    hba = patroni.dcs_document(CLUSTER, {}, dcs_module.hba_lines(s, CLUSTER))["postgresql"][
+        "pg_hba"
+    ]
+    rewind = [f"hostssl postgres pgsteady_rewind 10.0.0.1{i}/32 scram-sha-256" for i in range(1, 5)]
+    at = hba.index(rewind[0])
+    assert hba[at : at + 4] == rewind
+    rows = [line.replace('"', "").split() for line in hba]  # type, database, user, ...
+    su_rejects = [i for i, r in enumerate(rows) if r[0] == "host" and r[2] == "postgres"]
+    final = [i for i, r in enumerate(rows) if r[0] in ("local", "host") and r[1:3] == ["all"] * 2]
+    assert su_rejects and max(su_rejects) < at < min(final)
+    # the first line a member's rewind connection (TLS, to postgres) matches is its own
+    first = next(
+        hba[i]
+        for i, r in enumerate(rows)
+        if r[0] in ("host", "hostssl")
+        and r[1] in ("all", "postgres")
+        and patroni.REWIND_USER in (*r[2].split(","), "all")
+        and r[3] in ("10.0.0.12/32", "0.0.0.0/0")
+    )
+    assert first == rewind[1]
+    # no TCP line admits the superuser
+    assert not any(
+        r[0].startswith("host") and r[2] == "postgres" and r[-1] != "reject" for r in rows
+    )
+    assert [hba[i] for i, r in enumerate(rows) if r[1] == "replication"] == hba[-4:]
+
+
+def test_the_superuser_cannot_be_a_role_patroni_makes() -> None:
+    with pytest.raises(ValueError, match="pgsteady_rewind"):
+        patroni.patroni_config(CLUSTER, CLUSTER.members[0], PATHS, dcs(), patroni.REWIND_USER)
 
 
 def test_ipv6_members() -> None:
