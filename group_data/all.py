@@ -189,7 +189,9 @@ pgbouncer_uid = 64188  # uid/gid PgBouncer runs as (not postgres_uid nor metrics
 # hosts (etcd's smallest quorum), each with its own private address. The first 3
 # hosts in inventory order run etcd (the first 5 from 7 hosts up). Without
 # postgres_cluster_name a host is a single host and renders exactly the files it
-# always did. Cluster-wide settings must be equal on every member.
+# always did. Cluster-wide settings must be equal on every member. A cluster runs
+# postgres_version 17: its image ships Patroni 4 (15's has 3.0.2, whose etcd client
+# can hand the leader key back to a resumed old leader).
 # the Patroni cluster this host belongs to; None: a single host, as always
 postgres_cluster_name = None
 # the private IP address the other members dial (default: ssh_hostname)

@@ -517,7 +517,9 @@ class Settings(BaseModel):
         "hosts (etcd's smallest quorum), each with its own private address. The first 3\n"
         "hosts in inventory order run etcd (the first 5 from 7 hosts up). Without\n"
         "postgres_cluster_name a host is a single host and renders exactly the files it\n"
-        "always did. Cluster-wide settings must be equal on every member.",
+        "always did. Cluster-wide settings must be equal on every member. A cluster runs\n"
+        "postgres_version 17: its image ships Patroni 4 (15's has 3.0.2, whose etcd client\n"
+        "can hand the leader key back to a resumed old leader).",
         accepted="None, or a lower-case letter then up to 30 lower-case letters, digits or '-'",
     )
     postgres_cluster_address: HostAddress | None = setting(

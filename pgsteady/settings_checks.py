@@ -216,6 +216,12 @@ def _tls_checks(s: Settings) -> list[str]:
     return errors
 
 
+#: Versions a cluster may run: their image's Debian suite (pgsteady.stack.image.SUITES)
+#: ships Patroni >= 3.0.3 (trixie: 4.0.7). Bookworm's 3.0.2 (the PostgreSQL 15 image)
+#: puts the etcd3 leader key without comparing its revision (fixed upstream, PR 2689).
+CLUSTER_VERSIONS = (17,)
+
+
 def cluster_checks(s: Settings) -> list[str]:
     """One cluster member's own rules (the inventory-wide ones: pgsteady.cluster.inventory)."""
     data = {key: getattr(s, key) for key in CLUSTER_KEYS}
@@ -225,6 +231,14 @@ def cluster_checks(s: Settings) -> list[str]:
             f"postgres_image_source = {s.postgres_image_source!r}: a cluster member runs "
             "Patroni, etcd and HAProxy from pgsteady's Debian-built image (an archive's "
             "flavour cannot be checked yet); use 'debian' or 'auto'"
+        )
+    if s.postgres_version not in CLUSTER_VERSIONS:
+        accepted = ", ".join(map(str, CLUSTER_VERSIONS))
+        errors.append(
+            f"postgres_cluster_name = {s.postgres_cluster_name!r} with postgres_version = "
+            f"{s.postgres_version}: the image of that version ships Patroni 3.0.2, whose etcd3 "
+            "client lets a resumed old leader take the leader key back and rewind the new "
+            f"leader's acknowledged writes (fixed in 3.0.3); accepted: {accepted}"
         )
     if s.postgres_restore_on_empty:
         errors.append(

@@ -98,6 +98,15 @@ def test_cluster_settings_default_to_a_single_host() -> None:
             },
             ["postgres_image_source = 'archive'", "'debian' or 'auto'"],
         ),
+        (
+            {"postgres_cluster_name": "main", "postgres_version": 15},
+            [
+                "postgres_cluster_name = 'main'",
+                "postgres_version = 15",
+                "Patroni 3.0.2",
+                "accepted: 17",
+            ],
+        ),
         ({"patroni_ttl": 19}, ["patroni_ttl", "19", "greater than or equal to 20"]),
     ],
 )
