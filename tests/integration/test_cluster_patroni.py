@@ -65,7 +65,9 @@ def write_config(tmp: Path, c: Cluster, name: str) -> Path:
     (conf / "10-pgsteady.yml").write_text(patroni.render_patroni_yml(c, c.member(name), paths, dcs))
     secrets = conf / "90-secrets.yml"
     secrets.touch(mode=0o600)
-    secrets.write_text(patroni.render_secrets_yml("su-pw", "repl-pw", "rest-pw", "etcd-pw"))
+    secrets.write_text(
+        patroni.render_secrets_yml("su-pw", "repl-pw", "rewind-pw", "rest-pw", "etcd-pw")
+    )
     return conf
 
 
