@@ -43,6 +43,7 @@ PATRONI_MANAGED = frozenset(
     }
 )
 REPLICATION_USER = "replicator"
+LOOPBACK = ("127.0.0.1/32", "::1/128")
 #: pg_rewind's role: not the superuser, which pg_hba rejects over TCP. Patroni creates it
 #: when it bootstraps a cluster (PostgreSQL >= 11), LOGIN without SUPERUSER, and grants it
 #: EXECUTE on the four pg_catalog file functions pg_rewind calls (Patroni 3.0.2 and 4.0.7:
@@ -98,8 +99,11 @@ def _member_lines(cluster: Cluster, database: str, user: str) -> list[str]:
 
 
 def replication_hba(cluster: Cluster) -> list[str]:
-    """One ``hostssl replication`` line per member (SCRAM, TLS)."""
-    return _member_lines(cluster, "replication", REPLICATION_USER)
+    """One ``hostssl replication`` line per member (SCRAM, TLS), and loopback: Patroni reads
+    a replica's own timeline over a replication connection to localhost before deciding on
+    pg_rewind (it never rewinds without it)."""
+    loopback = [f"hostssl replication {REPLICATION_USER} {a} scram-sha-256" for a in LOOPBACK]
+    return [*_member_lines(cluster, "replication", REPLICATION_USER), *loopback]
 
 
 def rewind_hba(cluster: Cluster) -> list[str]:

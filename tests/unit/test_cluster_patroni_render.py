@@ -129,7 +129,14 @@ def test_pg_rewind_logs_in_as_its_own_role_which_the_cluster_hba_admits() -> Non
     assert not any(
         r[0].startswith("host") and r[2] == "postgres" and r[-1] != "reject" for r in rows
     )
-    assert [hba[i] for i, r in enumerate(rows) if r[1] == "replication"] == hba[-4:]
+    replication = [
+        f"hostssl replication replicator 10.0.0.1{i}/32 scram-sha-256" for i in (1, 2, 3, 4)
+    ]
+    # and loopback: Patroni reads a stopped leader's local timeline that way before pg_rewind
+    replication += [
+        f"hostssl replication replicator {a} scram-sha-256" for a in ("127.0.0.1/32", "::1/128")
+    ]
+    assert [hba[i] for i, r in enumerate(rows) if r[1] == "replication"] == hba[-6:] == replication
 
 
 def test_the_superuser_cannot_be_a_role_patroni_makes() -> None:
