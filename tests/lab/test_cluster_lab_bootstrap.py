@@ -2,17 +2,23 @@
 N=3 CLUSTER=1` writes gives one leader and two streaming replicas on timeline 1 (Patroni's
 GET /cluster, pg_stat_replication), writes through postgres_port on every host reach the
 leader, reads through postgres_replica_port land on a replica, a second deploy changes
-nothing and `make verify` passes. The lab's host containers are removed afterwards."""
+nothing and `make verify` passes; the image runs Patroni 4 (postgres_version 17), which
+validates each member's configuration; a leader that diverged (rows its replicas never
+received) and lost the leader key while frozen rejoins by pg_rewind, without a reinit,
+and the new leader's acknowledged rows survive. The lab's host containers are removed
+afterwards."""
 
 from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from pgsteady.cluster.patroni import REWIND_USER
 from tests.lab.conftest import LabTarget, cluster_lab, record
 
 DATA = {"compose_project": "labm", "backup_schedule": "@daily"}
@@ -47,7 +53,7 @@ def _cluster_api(target: LabTarget) -> dict:
     return json.loads(out.stdout)
 
 
-def _through(target: LabTarget, port: int, sql: str):
+def _through(target: LabTarget, port: int, sql: str, timeout: float = 60):
     """``sql`` as the app's role through the host's HAProxy on 127.0.0.1:``port`` (TLS,
     the member certificate verified: every member's lists 127.0.0.1)."""
     s = target.settings
@@ -59,7 +65,7 @@ def _through(target: LabTarget, port: int, sql: str):
         'PGPASSWORD="$(cat /run/secrets/app_password)" '
         f"psql -XAtq -v ON_ERROR_STOP=1 {shlex.quote(dsn)} -c {shlex.quote(sql)}"
     )
-    return _in_postgres(target, script)
+    return _in_postgres(target, script, timeout=timeout)
 
 
 def test_deploy_bootstraps_one_leader_and_two_streaming_replicas(lab: list[LabTarget]) -> None:
@@ -133,3 +139,143 @@ def test_verify_passes_on_every_member(lab: list[LabTarget]) -> None:
     checks = {line.split("] ", 1)[1].split(":", 1)[0] for line in fails}
     assert checks <= LAB_ENVIRONMENT, "\n".join(fails)
     assert "checks:" in result.output, result.output[-4000:]
+
+
+def test_patroni_4_validates_the_members_configuration(lab: list[LabTarget]) -> None:
+    """The image a cluster runs (postgres_version 17, built from trixie) carries Patroni 4,
+    with the etcd3 leader-key fix of 3.0.3, and it validates the configuration the member
+    runs (the ports are the member's own, hence --ignore-listen-port)."""
+    version = _in_postgres(lab[0], "patroni --version")
+    assert version.returncode == 0 and version.stdout.split()[-1].startswith("4."), version
+    for target in lab:
+        out = _in_postgres(target, "patroni --validate-config --ignore-listen-port /run/patroni")
+        assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _wait_members(target: LabTarget, ready, timeout: float = 240) -> list[dict]:
+    """GET /cluster's members once ``ready(members)`` holds (``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            members = _cluster_api(target)["members"]
+        except AssertionError:
+            members = []
+        if ready(members):
+            return members
+        assert time.monotonic() < deadline, members
+        time.sleep(2)
+
+
+def _logs(target: LabTarget, tail: int | None = None) -> str:
+    """The member's Postgres container log (Patroni's and the server's)."""
+    option = f" --tail {tail}" if tail else ""
+    return target.ssh(f"docker logs{option} {target.settings.container_name} 2>&1").stdout
+
+
+def test_a_diverged_old_leader_rejoins_by_pg_rewind(lab: list[LabTarget]) -> None:
+    """The leader commits rows its replicas never receive (its WAL senders are stopped),
+    then freezes (docker pause) until a replica takes over; writes acknowledged by the new
+    leader go on. Unfrozen, the old leader gives up the leader key and rejoins as a
+    streaming replica on the new timeline by pg_rewind (as pgsteady_rewind, no reinit):
+    its own unreplicated rows are gone, the new leader's acknowledged rows are all there."""
+    members = _wait_members(lab[1], lambda m: sum(x.get("state") == "streaming" for x in m) == 2)
+    old = next(
+        t for t in lab if t.host.name == next(m["name"] for m in members if m["role"] == "leader")
+    )
+    others = [t for t in lab if t is not old]
+    out = _through(old, 5432, "CREATE TABLE IF NOT EXISTS m3_rewind (via text, n int)")
+    assert out.returncode == 0, out.stderr
+    for target in others:  # the table itself is on both replicas
+        deadline = time.monotonic() + 60
+        while _through(target, 5433, "SELECT count(*) FROM m3_rewind").returncode != 0:
+            assert time.monotonic() < deadline
+            time.sleep(1)
+    # the rows only the old leader will have: its WAL senders stop first
+    pids = _in_postgres(old, "psql -XAtq -c 'SELECT pid FROM pg_stat_replication'")
+    senders = pids.stdout.split()
+    assert len(senders) == 2, pids.stdout + pids.stderr
+    out = _in_postgres(old, f"kill -STOP {' '.join(senders)}")
+    assert out.returncode == 0, out.stderr
+    lost = _through(
+        old, 5432, "INSERT INTO m3_rewind SELECT 'lost', g FROM generate_series(1, 100) g"
+    )
+    assert lost.returncode == 0, lost.stderr
+    unseen = _through(others[0], 5433, "SELECT count(*) FROM m3_rewind WHERE via = 'lost'")
+    assert unseen.stdout.strip() == "0", (unseen.stdout, unseen.stderr)  # diverged
+    paused = old.ssh(f"docker pause {old.settings.container_name}")
+    assert paused.returncode == 0, paused.stderr
+    started = time.monotonic()
+    acked = 0
+    try:
+        # the writer: through the surviving hosts' HAProxy until a new leader answers
+        deadline = started + 180
+        while acked < 20:
+            sql = (
+                f"INSERT INTO m3_rewind VALUES ('acked', {acked}) "
+                "RETURNING host(inet_server_addr())"
+            )
+            try:
+                out = _through(others[acked % 2], 5432, sql, timeout=20)
+            except subprocess.TimeoutExpired:  # a session to the frozen leader, cut later
+                out = None
+            if out is not None and out.returncode == 0:
+                assert out.stdout.strip() != old.host.ip
+                if acked == 0:
+                    seconds = time.monotonic() - started
+                    record("cluster lab M3: leader paused to first write on the new one", seconds)
+                acked += 1
+            else:
+                assert time.monotonic() < deadline, out and out.stderr
+                time.sleep(0.5)
+    finally:
+        unpaused = old.ssh(f"docker unpause {old.settings.container_name}")
+    assert unpaused.returncode == 0, unpaused.stderr
+    _in_postgres(old, f"kill -CONT {' '.join(senders)}")  # so they see Patroni's stop
+
+    def rejoined(ms: list[dict]) -> bool:
+        leader = [m for m in ms if m.get("role") == "leader"]
+        return (
+            len(ms) == 3
+            and len(leader) == 1
+            and leader[0]["name"] != old.host.name
+            and all(m.get("state") == "streaming" for m in ms if m["role"] != "leader")
+            and {m.get("timeline") for m in ms} == {leader[0]["timeline"]}
+            and leader[0]["timeline"] > 1
+        )
+
+    try:
+        members = _wait_members(others[0], rejoined)
+    except AssertionError as exc:
+        logs = {t.host.name: _logs(t, 120) for t in lab}
+        raise AssertionError(
+            f"{exc}\n" + "\n".join(f"--- {k}:\n{v}" for k, v in logs.items())
+        ) from None
+    record(
+        "cluster lab M3: unpaused old leader to streaming again (pg_rewind)",
+        time.monotonic() - started,
+    )
+    new = next(
+        t for t in lab if t.host.name == next(m["name"] for m in members if m["role"] == "leader")
+    )
+    log = _logs(old)
+    assert "running pg_rewind from" in log, log[-6000:]
+    assert f"user={REWIND_USER}" in log, log[-6000:]
+    assert "pg_rewind exit code=0" in log, log[-6000:]
+    assert "removing data directory" not in log.lower()  # no reinit
+    query = "SELECT application_name || ':' || state FROM pg_stat_replication ORDER BY 1"
+    streaming = _in_postgres(new, shlex.join(["psql", "-XAtq", "-c", query]))
+    assert f"{old.host.name}:streaming" in streaming.stdout.split(), streaming.stdout
+    # the new leader's acknowledged rows survived; the old leader's unreplicated ones are
+    # gone, on the new leader and on the rewound old leader alike
+    count = "SELECT via, count(*) FROM m3_rewind GROUP BY via ORDER BY via"
+    for target in (new, old):
+        deadline = time.monotonic() + 60
+        while True:
+            out = _in_postgres(
+                target,
+                shlex.join(["psql", "-XAtq", "-d", target.settings.postgres_db, "-c", count]),
+            )
+            if out.returncode == 0 and out.stdout.split() == ["acked|20"]:
+                break
+            assert time.monotonic() < deadline, (target.host.name, out.stdout, out.stderr)
+            time.sleep(1)
