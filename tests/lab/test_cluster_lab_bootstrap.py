@@ -251,7 +251,7 @@ def test_a_diverged_old_leader_rejoins_by_pg_rewind(lab: list[LabTarget]) -> Non
             f"{exc}\n" + "\n".join(f"--- {k}:\n{v}" for k, v in logs.items())
         ) from None
     record(
-        "cluster lab M3: unpaused old leader to streaming again (pg_rewind)",
+        "cluster lab M3: leader paused to it streaming again after pg_rewind",
         time.monotonic() - started,
     )
     new = next(

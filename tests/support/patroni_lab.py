@@ -192,6 +192,8 @@ def render_member(
     hba = [
         "local all all peer",
         "hostssl replication replicator 127.0.0.1/32 scram-sha-256",
+        # the members dial each other from 127.0.0.1 here (their own address on a host)
+        f"hostssl postgres {patroni.REWIND_USER} 127.0.0.1/32 scram-sha-256",
         "hostssl postgres postgres 127.0.0.1/32 scram-sha-256",  # the client via HAProxy
     ]
     dcs = patroni.dcs_document(c, params, hba)
