@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """Sizes of one run; the defaults are the documented full run (about 35 minutes)."""
+    """Sizes of one run; the defaults are the documented full run (about 2 hours)."""
 
     parts: tuple[str, ...] = PARTS
     # the data-carrying stack (tuning, backups, recovery)

@@ -190,7 +190,10 @@ def section(fo: Results) -> list[str]:
         "instance (a restarted or new primary); for quorum loss, the repair → the first "
         "write. **Lost**: acknowledged rows missing on the leader afterwards. **Split "
         "brain**: members acknowledging probe commits in interleaved turns. Each trial "
-        "waits until the cluster is whole again (pg_rewind rejoin, synchronous standby).",
+        "waits until the cluster is whole again (pg_rewind rejoin, synchronous standby). "
+        f"{fo['trials_per_kind']} trial(s) per kind and cluster in this run (the full run's "
+        f"default: {BenchConfig().failover_trials}). Findings and the open defect of the "
+        "pause trials: docs/reliability.md, Failover.",
         "",
     ]
     rows = []

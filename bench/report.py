@@ -667,7 +667,7 @@ def render(res: Results) -> str:
         "## Reproduce",
         "",
         "    make deploy            # once: venv, Docker, image",
-        "    make bench             # full run, about 35 minutes",
+        "    make bench             # full run, about 2 hours (failover: 80 min)",
         '    make bench BENCH_ARGS="--quick"                 # a few minutes',
         '    make bench BENCH_ARGS="--only recovery,tuning"  # some parts; the others '
         "keep their figures",

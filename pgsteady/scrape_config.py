@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pgsteady.ca_store import load_or_create_ca
 from pgsteady.inventory import InventoryError, InventoryHost, load_inventory
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
 from pgsteady.stack.exporters import METRICS_CA_DIR
@@ -39,7 +40,6 @@ from pgsteady.tls import (
     CLIENT_ONLY,
     TlsError,
     issue_server_cert,
-    load_or_create_ca,
     renewal_reason,
 )
 

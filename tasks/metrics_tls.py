@@ -22,6 +22,7 @@ from pyinfra.facts.files import Sha256File
 from pyinfra.facts.server import Hostname
 from pyinfra.operations import files, server
 
+from pgsteady.ca_store import load_or_create_ca
 from pgsteady.settings import Settings
 from pgsteady.stack import exporters
 from pgsteady.tls import (
@@ -30,7 +31,6 @@ from pgsteady.tls import (
     Authority,
     TlsError,
     issue_server_cert,
-    load_or_create_ca,
     server_names,
 )
 from tasks.facts import NumericStat

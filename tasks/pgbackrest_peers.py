@@ -24,6 +24,7 @@ from pyinfra.operations import files
 
 from pgsteady.backup import pgbackrest
 from pgsteady.backup.repository_host import GROUP, Client
+from pgsteady.ca_store import load_or_create_ca
 from pgsteady.setting_types import _check_name as check_stanza
 from pgsteady.setting_types import check_host_address
 from pgsteady.settings import PgBackRestRepo, Settings, defaults
@@ -32,7 +33,6 @@ from pgsteady.tls import (
     Authority,
     TlsError,
     issue_server_cert,
-    load_or_create_ca,
 )
 from tasks.tls import ca_directory, private_file, put_certificate, renewal_needed
 

@@ -21,6 +21,7 @@ from pyinfra.facts.files import File, Sha256File
 from pyinfra.facts.server import Hostname
 from pyinfra.operations import files, server
 
+from pgsteady.ca_store import load_or_create_ca
 from pgsteady.settings import Settings
 from pgsteady.stack import pgbouncer
 from pgsteady.stack.hostfiles import Owned
@@ -30,7 +31,6 @@ from pgsteady.tls import (
     SERVER_ONLY,
     TlsError,
     issue_server_cert,
-    load_or_create_ca,
     server_names,
 )
 from tasks.facts import NumericStat

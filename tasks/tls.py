@@ -25,6 +25,7 @@ from pyinfra.facts.files import FileContents, Sha256File
 from pyinfra.facts.server import Hostname
 from pyinfra.operations import files, server
 
+from pgsteady.ca_store import load_or_create_ca
 from pgsteady.settings import Settings
 from pgsteady.tls import (
     CA_FILE,
@@ -32,7 +33,6 @@ from pgsteady.tls import (
     KEY_FILE,
     TlsError,
     issue_server_cert,
-    load_or_create_ca,
     renewal_reason,
     server_names,
 )

@@ -39,7 +39,7 @@ def run(s: Settings) -> bool:
     ctl = f"{s.layout.bin}/pgsteady-ctl"
     if upgrading:
         server.shell(
-            name=f"Major upgrade: {s.postgres_upgrade_from_volume} -> {s.data_volume} "
+            name=f"Upgrade the major version: {s.postgres_upgrade_from_volume} -> {s.data_volume} "
             f"(Postgres {s.postgres_version}), verified, then served",
             commands=[
                 f"{ctl} upgrade-major {s.postgres_upgrade_from_volume}",
@@ -52,7 +52,7 @@ def run(s: Settings) -> bool:
         repos = pgbackrest.local_repos(s)
         server.shell(
             # upgrade-major ran stanza-upgrade before the new server archived anything.
-            name="Major upgrade: check pgBackRest, take a first full backup of the new major",
+            name="Check pgBackRest after a major upgrade, back up the new major in full",
             commands=[
                 f"{ctl} pgbackrest check",
                 *(f"{ctl} pgbackrest --repo={n} backup --type=full" for n in repos),

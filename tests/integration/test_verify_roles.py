@@ -9,20 +9,19 @@ pass on that server and fail, with their fix line, once each problem is introduc
 
 from __future__ import annotations
 
-import importlib.util
 import secrets
 import subprocess
-import sys
 import time
 import types
 
 import pytest
-from backup_env import DOCKER, REPO, docker
+from backup_env import DOCKER, docker
 
 from pgsteady.render import render
 from pgsteady.stack.compose import INIT_SQL
 from pgsteady.stack.layout import HostLayout
 from pgsteady.verify import CheckFailed, Fixes
+from tests.support.verify_module import load_verify_module
 
 pytestmark = pytest.mark.docker
 PASSWORDS = {"app": "app-Pw-7f3a", "app_ro": "ro-Pw-91c2", "monitor": "mon-Pw-c0de"}
@@ -36,18 +35,7 @@ def _image(version: int) -> str | None:
     return next((t for t in out if t.startswith(f"pgsteady/postgres:{version}-")), None)
 
 
-def _load_verify_module(name: str) -> types.ModuleType:
-    """A module of the verify suite (tests/verify), imported under a private name."""
-    verify_dir = REPO / "tests/verify"
-    sys.path.insert(0, str(verify_dir))  # test_roles imports conftest for type hints only
-    try:
-        spec = importlib.util.spec_from_file_location(f"pgsteady_verify_{name}",
-                                                      verify_dir / f"{name}.py")  # fmt: skip
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(verify_dir))
-    return module
+_load_verify_module = load_verify_module  # test_walarchive_gaps imports it by this name
 
 
 class _LocalHost:

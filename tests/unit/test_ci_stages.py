@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from pgsteady import ci
+from pgsteady.ca_store import load_or_create_ca
 from pgsteady.inventory import InventoryHost
-from pgsteady.tls import load_or_create_ca
 
 
 def ssh_host(tmp_path: Path, **data: object) -> InventoryHost:

@@ -9,8 +9,8 @@ TASKS = Path(__file__).resolve().parents[2] / "tasks"
 #: Verbs an operation name may start with; a noun phrase ("TLS directory") is refused.
 VERBS = {
     "Apply", "Build", "Check", "Create", "Enable", "Generate", "Install", "Issue", "Load",
-    "Pull", "Reload", "Remove", "Restart", "Set", "Start", "Stop", "Take", "Upload", "Wait",
-    "Write",
+    "Pull", "Reload", "Remove", "Restart", "Set", "Start", "Stop", "Take", "Upgrade", "Upload",
+    "Wait", "Write",
 }  # fmt: skip
 
 

@@ -150,7 +150,7 @@ UPGRADE = {
 
 
 def _upgrade_ops(p: Plan) -> list[str]:
-    return [n for n in p.names if n.startswith("Major upgrade")]
+    return [n for n in p.names if "major upgrade" in n or n.startswith("Upgrade the major")]
 
 
 @pytest.mark.parametrize("incomplete", [False, True], ids=["new-volume", "unfinished"])
@@ -158,7 +158,7 @@ def test_an_asked_for_upgrade_runs_before_the_stack_starts(incomplete: bool) -> 
     s = settings(**UPGRADE)
     p = stack_plan(HEALTHY, s, volumes={"pgsteady_pgdata": 15}, incomplete=incomplete)
     upgrade = _upgrade_ops(p)
-    assert upgrade[0].startswith("Major upgrade: pgsteady_pgdata -> pgsteady_pgdata17")
+    assert upgrade[0].startswith("Upgrade the major version: pgsteady_pgdata -> pgsteady_pgdata17")
     assert "upgrade-major pgsteady_pgdata" in p.op(upgrade[0]).commands[0]
     assert "pgBackRest" in upgrade[1]  # on by default: stanza checked, first full backups
     assert p.names.index(upgrade[-1]) < p.names.index(UP)
@@ -175,7 +175,7 @@ def test_first_pgbackrest_backups_of_a_failed_upgrade_deploy_are_taken_on_its_re
     done = {"pgsteady_pgdata": 15, "pgsteady_pgdata17": 17}
     pending = (f"{s.layout.state}/{PGBACKREST_PENDING}",)
     ops = _upgrade_ops(stack_plan(HEALTHY, s, volumes=done, pending=pending))
-    assert ops == ["Major upgrade: check pgBackRest, take a first full backup of the new major"]
+    assert ops == ["Check pgBackRest after a major upgrade, back up the new major in full"]
     commands = stack_plan(HEALTHY, s, volumes=done, pending=pending).op(ops[0]).commands
     assert commands[-1] == f"rm -f {pending[0]}"
 

@@ -13,7 +13,7 @@ STILL_EDITING = {
     # Re-runs tests/integration's client tests, which import pgserver_supervised by basename.
     "e2e/test_client_container.py",
     # Loads tests/verify modules, which import their own conftest by basename.
-    "integration/test_verify_roles.py",
+    "support/verify_module.py",
     # Writes another project's deploy file that puts a pgsteady checkout on its sys.path.
     "e2e/test_config.py",
     # Runs the host's python3 on the backup tool's zip, as the wrapper on the host does.

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from pgsteady.ca_store import load_or_create_ca
 from pgsteady.postgres.conf_files import render_pg_hba_conf, render_postgresql_conf, requires_tls
 from pgsteady.settings import HostFacts, SettingsError, build_settings
 from pgsteady.tls import (
@@ -19,7 +20,6 @@ from pgsteady.tls import (
     check_supplied,
     create_ca,
     issue_server_cert,
-    load_or_create_ca,
     renewal_reason,
     server_names,
 )

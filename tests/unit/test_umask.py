@@ -7,9 +7,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from pgsteady.ca_store import load_or_create_ca
 from pgsteady.settings import HostFacts, build_settings
 from pgsteady.stack.compose import secret_names
-from pgsteady.tls import load_or_create_ca
 from tasks import secrets
 from tests.conftest import current_umask
 from tests.support.pyinfra_plan import plan
