@@ -31,6 +31,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import server
 
+from pgsteady.ca_store import load_or_create_ca
 from pgsteady.cluster import dcs, patroni
 from pgsteady.cluster import member_service as ms
 from pgsteady.cluster.certs import issue_etcd_client_cert
@@ -41,7 +42,7 @@ from pgsteady.settings import Settings
 from pgsteady.stack.compose import INIT_SQL, SUPERUSER, secret_names
 from pgsteady.stack.hostfiles import Owned, server_readable
 from pgsteady.stack.layout import INIT_MOUNT, TLS_MOUNT
-from pgsteady.tls import TlsError, load_or_create_ca
+from pgsteady.tls import TlsError
 from tasks.cluster import load_cluster
 from tasks.etcd import cluster_secret
 from tasks.noop_guard import guarded_put

@@ -26,11 +26,12 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import files, server
 
+from pgsteady.ca_store import load_or_create_ca
 from pgsteady.cluster import etcd_service as svc
 from pgsteady.cluster.topology import Cluster
 from pgsteady.settings import Settings
 from pgsteady.stack.hostfiles import Owned, root_only
-from pgsteady.tls import TlsError, issue_server_cert, load_or_create_ca, renewal_reason
+from pgsteady.tls import TlsError, issue_server_cert, renewal_reason
 from tasks.cluster import load_cluster
 from tasks.ownership import directory_owned
 from tasks.tls import ca_directory, private_file

@@ -31,9 +31,7 @@ def member(n: int = 4) -> tuple[Settings, Cluster]:
         (f"pg{i}", {"postgres_cluster_name": "main", "ssh_hostname": f"10.0.0.{i}"})
         for i in range(1, n + 1)
     ]
-    return build_settings(MEMBER, FACTS), cluster_of(
-        "main", hosts, defaults()
-    )
+    return build_settings(MEMBER, FACTS), cluster_of("main", hosts, defaults())
 
 
 def compose(s: Settings, cluster: Cluster, name: str) -> dict[str, Any]:
