@@ -30,6 +30,7 @@ from pgsteady.lab.recipe import (
     NETWORK_LABEL,
     backup_group_data,
     check_count,
+    check_layout,
     check_name,
     check_suite,
     cluster_data,
@@ -115,16 +116,9 @@ class Lab:
         ``extra_data`` is added to every host's inventory data (tests shorten schedules).
         ``backup_host``: the last host forms the inventory's ``backup`` group, keeping
         the other hosts' off-host pgBackRest repository.
-        ``cluster``: the hosts form one Patroni/etcd cluster of that name (issue 15), with
-        the lab's timing profile (etcd heartbeat 250 ms: 2 shared cores starve 100 ms).
+        ``cluster``: one Patroni/etcd cluster of that name, lab timings (etcd heartbeat 250 ms).
         """
-        if backup_host and count < 2:
-            raise LabError("a backup host needs at least 2 hosts (one database host)")
-        if cluster is not None and (backup_host or count < 3 or image_source != "debian"):
-            raise LabError(
-                "a cluster lab needs at least 3 hosts, no backup host and image source "
-                "debian (the cluster image is built on each host)"
-            )
+        check_layout(count, backup_host, cluster, image_source)
         check_count(count)
         check_suite(suite)
         if image_source not in IMAGE_SOURCES:

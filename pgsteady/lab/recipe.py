@@ -88,6 +88,18 @@ def check_count(count: int) -> int:
     return count
 
 
+def check_layout(count: int, backup_host: bool, cluster: str | None, image_source: str) -> None:
+    """Refuse a lab layout that cannot work: a backup host without a database host, or a
+    cluster (issue 15) with fewer than 3 hosts, a backup host or a non-debian image."""
+    if backup_host and count < 2:
+        raise ValueError("a backup host needs at least 2 hosts (one database host)")
+    if cluster is not None and (backup_host or count < 3 or image_source != "debian"):
+        raise ValueError(
+            "a cluster lab needs at least 3 hosts, no backup host and image source "
+            "debian (the cluster image is built on each host)"
+        )
+
+
 def rewrite_sources(text: str, from_suite: str, to_suite: str) -> str:
     """Apt sources of this machine for a host running ``to_suite``.
 
