@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pgsteady.settings import Settings
 from pgsteady.units import format_bytes
 
 PRIMARY_ROLES = frozenset({"master", "primary", "leader"})
@@ -50,14 +51,14 @@ section cluster cluster_view
 CONTAINER_CA = "/etc/pgsteady-tls/ca.crt"
 
 
-def script_values(s: Any, address: str) -> dict[str, str]:
+def script_values(s: Settings, address: str) -> dict[str, str]:
     """The collect script's variables: empty CLUSTER_URL on a single host. ``address``
     is the host's own (postgres_cluster_address, else its ssh_hostname)."""
-    if getattr(s, "postgres_cluster_name", None) is None:
+    if s.postgres_cluster_name is None:
         return {"CLUSTER_URL": "", "CLUSTER_FETCH": "", "CLUSTER_CA": ""}
-    host = getattr(s, "postgres_cluster_address", None) or address
+    host = s.postgres_cluster_address or address
     host = f"[{host}]" if ":" in str(host) else str(host)
-    port = int(getattr(s, "patroni_rest_port", 8008))
+    port = s.patroni_rest_port
     return {
         "CLUSTER_URL": f"https://{host}:{port}/cluster",
         "CLUSTER_FETCH": FETCH_SCRIPT,

@@ -61,7 +61,7 @@ def test_no_running_leader_or_unreadable_api_is_critical() -> None:
 
 
 def test_script_values_off_and_on_a_cluster() -> None:
-    single = cluster_status.script_values(SimpleNamespace(), "10.0.0.11")
+    single = cluster_status.script_values(SimpleNamespace(postgres_cluster_name=None), "10.0.0.11")
     assert single["CLUSTER_URL"] == ""
     member = SimpleNamespace(
         postgres_cluster_name="main", postgres_cluster_address=None, patroni_rest_port=8008

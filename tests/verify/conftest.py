@@ -149,15 +149,17 @@ class Host:
         items = json.loads(res.stdout or "[]") if res.rc == 0 else []
         return items[0] if items else None
 
-    def psql(self, sql: str, db: str = "postgres") -> list[list[str]]:
-        """Rows of a query run as the superuser inside the container (tab-separated).
+    def psql(self, sql: str, db: str = "postgres", port: int | None = None) -> list[list[str]]:
+        """Rows of a query run as the superuser inside the container (tab-separated);
+        ``port``: a cluster member's Postgres port instead of the container's default.
 
         search_path is pinned to pg_catalog, pg_temp: nothing the application role
         creates is resolved in these superuser sessions; role and read-only mode are
         the superuser's whatever the app set on its database.
         """
+        env = f"-e PGPORT={int(port)} " if port is not None else ""
         cmd = (
-            f"{self.docker} exec -e {shlex.quote('PGOPTIONS=' + SUPERUSER_PGOPTIONS)} "
+            f"{self.docker} exec {env}-e {shlex.quote('PGOPTIONS=' + SUPERUSER_PGOPTIONS)} "
             f"-u postgres {shlex.quote(self.s.container_name)} psql -XAtq "
             f"-v ON_ERROR_STOP=1 -F '\t' -d {shlex.quote(db)} -c {shlex.quote(sql)}"
         )

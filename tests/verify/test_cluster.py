@@ -21,7 +21,7 @@ import pytest
 
 from pgsteady.cluster import health, status
 from pgsteady.cluster.patroni import container_paths
-from pgsteady.postgres.session import SUPERUSER_PGOPTIONS, superuser_psql
+from pgsteady.postgres.session import superuser_psql
 from pgsteady.settings import Settings
 from pgsteady.units import parse_size
 from pgsteady.verify import Fixes, VerifyContext, check
@@ -34,7 +34,7 @@ STATUS_FIX = "make status (cluster section); docs/operations.md, Cluster: no run
 
 @pytest.fixture(scope="module", autouse=True)
 def _enabled(s: Settings) -> None:
-    if getattr(s, "postgres_cluster_name", None) is None:
+    if s.postgres_cluster_name is None:
         pytest.skip("not a cluster member (no postgres_cluster_name)")
 
 
@@ -53,8 +53,8 @@ def fetch_argv(docker: str, container: str, url: str, ca: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cluster(on: Host, s: Settings, ctx: VerifyContext) -> status.ClusterStatus:
-    address = getattr(s, "postgres_cluster_address", None) or ctx.data.get("ssh_hostname")
-    url = f"https://{address}:{getattr(s, 'patroni_rest_port', 8008)}/cluster"
+    address = s.postgres_cluster_address or ctx.data.get("ssh_hostname")
+    url = f"https://{address}:{s.patroni_rest_port}/cluster"
     ca = container_paths(s.postgres_version).ca_file
     res = on.run(shlex.join(fetch_argv(on.docker, s.container_name, url, ca)))
     if res.rc != 0:
@@ -66,17 +66,8 @@ def cluster(on: Host, s: Settings, ctx: VerifyContext) -> status.ClusterStatus:
 def leader_view(on: Host, s: Settings, ctx: VerifyContext, cluster: status.ClusterStatus):  # noqa: ANN201
     if cluster.leader != ctx.host:
         pytest.skip(f"checked on the leader ({cluster.leader or 'none'}), not on a replica")
-    port = getattr(s, "postgres_member_port", 15432)
-    cmd = (
-        f"{on.docker} exec -e PGPORT={int(port)} "
-        f"-e {shlex.quote('PGOPTIONS=' + SUPERUSER_PGOPTIONS)} -u postgres "
-        f"{shlex.quote(s.container_name)} psql -XAtq -v ON_ERROR_STOP=1 -d postgres "
-        f"-c {shlex.quote(health.LEADER_SQL)}"
-    )
-    res = on.run(cmd)
-    if res.rc != 0:
-        raise RuntimeError(f"psql on the leader failed: {res.stderr.strip()}")
-    return health.parse_leader(res.stdout)
+    (row,) = on.psql(health.LEADER_SQL, port=s.postgres_member_port)
+    return health.parse_leader("\t".join(row))
 
 
 @pytest.mark.fix(STATUS_FIX)
@@ -89,7 +80,7 @@ def test_one_leader(cluster: status.ClusterStatus, ctx: VerifyContext) -> None:
 def test_replicas_streaming(
     cluster: status.ClusterStatus, leader_view: health.LeaderView, s: Settings, ctx: VerifyContext
 ) -> None:
-    max_lag = parse_size(getattr(s, "postgres_replica_max_lag", "16MB"))  # a size: "16MB"
+    max_lag = parse_size(s.postgres_replica_max_lag)
     expected = _expected(ctx, cluster)
     problems = health.replica_problems(cluster, expected, leader_view.streaming, max_lag)
     check(not problems, "; ".join(problems))
@@ -119,9 +110,10 @@ def slot_fixes(
             )
             continue
         literal = "'" + name.replace("'", "''") + "'"
-        port = getattr(s, "postgres_member_port", 15432)
         command = superuser_psql(
-            s.container_name, f"SELECT pg_catalog.pg_drop_replication_slot({literal})", port=port
+            s.container_name,
+            f"SELECT pg_catalog.pg_drop_replication_slot({literal})",
+            port=s.postgres_member_port,
         )
         out.append(
             f"on the leader: {fixes.on_host(command)} (a permanent slot of Patroni's "
