@@ -245,9 +245,9 @@ def cluster_checks(s: Settings) -> list[str]:
             "postgres_restore_on_empty = True: refused in a cluster, where Patroni decides "
             "between bootstrapping and cloning a member; use False"
         )
-    # Not yet in a cluster: each needs the leader's address or a shared repository.
+    errors.extend(_cluster_repo_errors(s))
+    # Not yet in a cluster: each needs the leader's address.
     for key, why in (
-        ("pgbackrest_enabled", "a cluster's WAL archive needs a repository every member shares"),
         ("pgbouncer_enabled", "clients reach the leader through HAProxy on postgres_port"),
         ("metrics_enabled", "the exporters do not follow the member's port yet"),
     ):
@@ -264,5 +264,27 @@ def cluster_checks(s: Settings) -> list[str]:
         errors.append(
             f"postgres_tls_cert_file = {s.postgres_tls_cert_file!r}: a cluster member's "
             "certificate must name every member; leave it unset (pgsteady issues them)"
+        )
+    return errors
+
+
+def _cluster_repo_errors(s: Settings) -> list[str]:
+    """A cluster archives into repositories every member shares: only off-host ones (a
+    posix repository on each member would hold a different part of the WAL history)."""
+    if not s.pgbackrest_enabled:
+        return []
+    errors = [
+        f"pgbackrest_repos[{n}].kind = {r.kind!r}: in a cluster every member archives into "
+        "the same repository, and a repository on each member would diverge; accepted: "
+        "'host' (a host of the inventory's backup group)"
+        for n, r in enumerate(s.pgbackrest_repos)
+        if r.kind != "host"
+    ]
+    if not any(r.kind == "host" for r in s.pgbackrest_repos):
+        errors.append(
+            f"pgbackrest_enabled = True with pgbackrest_repos = "
+            f"{[r.kind for r in s.pgbackrest_repos]!r}: a cluster's WAL archive needs a "
+            "repository every member shares; accepted: a repository of kind 'host', or "
+            "pgbackrest_enabled = False"
         )
     return errors

@@ -31,6 +31,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import server
 
+from pgsteady.backup import cluster_archive
 from pgsteady.ca_store import load_or_create_ca
 from pgsteady.cluster import dcs, patroni
 from pgsteady.cluster import member_service as ms
@@ -132,7 +133,8 @@ def prepare(s: Settings) -> list[OperationMeta]:
     ops = _etcd_client_cert(s, member)
     paths = patroni.container_paths(s.postgres_version)
     desired = dcs.desired(s, cluster)
-    yml = patroni.render_patroni_yml(cluster, member, paths, desired, SUPERUSER)
+    replica = cluster_archive.replica_method(s)
+    yml = patroni.render_patroni_yml(cluster, member, paths, desired, SUPERUSER, replica)
     ops.append(put_owned(yml, server_readable(s, f"{p.config}/{ms.PATRONI_YML}")))
     # custom_conf: an empty file, so the initdb sample postgresql.conf is never included
     custom = paths.custom_conf.rsplit("/", 1)[1]

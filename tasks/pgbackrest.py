@@ -20,7 +20,7 @@ from pyinfra.operations import files, server
 from pgsteady.backup import pgbackrest
 from pgsteady.settings import Settings
 from pgsteady.stack.hostfiles import server_readable
-from tasks import pgbackrest_peers
+from tasks import cluster_member, pgbackrest_peers
 from tasks.noop_guard import is_file
 from tasks.ownership import directory_owned, ensure_owned, owner_and_mode, put_owned
 
@@ -134,7 +134,10 @@ def ensure_stanza(s: Settings, prepared: list[OperationMeta]) -> None:
     if not s.pgbackrest_enabled:
         return
     ctl = f"{s.layout.bin}/pgsteady-ctl pgbackrest"
-    if _stanza_missing(s):
+    # A cluster's one stanza is created and checked from the member that leads (the
+    # others are standbys, which pgBackRest cannot create a stanza from).
+    leader = s.postgres_cluster_name is None or cluster_member.leads(s)
+    if leader and _stanza_missing(s):
         server.shell(
             name="Create the pgBackRest stanza, check it, take a first full backup",
             commands=[
@@ -160,8 +163,9 @@ def ensure_stanza(s: Settings, prepared: list[OperationMeta]) -> None:
             commands=[f"docker restart {side['container_name']}"],
             _if=lambda: any(op.did_change() for op in prepared),
         )
-    server.shell(
-        name="Check pgBackRest after a configuration change",
-        commands=[f"{ctl} check"],
-        _if=lambda: any(op.did_change() for op in prepared),
-    )
+    if leader:
+        server.shell(
+            name="Check pgBackRest after a configuration change",
+            commands=[f"{ctl} check"],
+            _if=lambda: any(op.did_change() for op in prepared),
+        )

@@ -130,9 +130,20 @@ def clients_of(name: str) -> list[Client]:
                     verify_schedule=str(_value(d, "pgbackrest_verify_schedule")),
                     postgres_version=int(_value(d, "postgres_version")),  # type: ignore[call-overload]
                     process_max=int(_value(d, "pgbackrest_process_max")),  # type: ignore[call-overload]
+                    **_cluster_of(d),
                 )
             )
     return out
+
+
+def _cluster_of(data: object) -> dict[str, object]:
+    """A cluster member's cluster name and Postgres port (validated by its own deploy and
+    the inventory-wide cluster rules); nothing for a single host."""
+    name = data.get("postgres_cluster_name")  # type: ignore[attr-defined]
+    if name is None:
+        return {}
+    port = _checked(str(name), "postgres_member_port", _value(data, "postgres_member_port"), _port)
+    return {"cluster": str(name), "pg_port": port}
 
 
 def _version(value: object) -> int:

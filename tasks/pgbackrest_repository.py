@@ -78,7 +78,7 @@ def prepare(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> No
         server_readable(s, pgbackrest.secrets_dir(s), directory=True),
         "Create the pgBackRest secrets directory",
     )
-    for c in clients:
+    for c in (group[0] for group in repository.stanzas(clients)):
         phrase = pgbackrest_peers.shared_passphrase(s, host.name, c.stanza)
         text = pgbackrest.passphrase_include(c.stanza, c.repo, phrase)
         dest = repository.passphrase_file(s, c.stanza)
@@ -122,12 +122,13 @@ def prepare(s: Settings, compose_cmd: str, image_ops: list[OperationMeta]) -> No
 def first_backups(s: Settings) -> None:
     """A full backup of each stanza that has none yet in this repository, then the jobs."""
     clients = pgbackrest_peers.clients_of(host.name)
-    for c in clients:
+    for c in (group[0] for group in repository.stanzas(clients)):
+        who = c.name if c.cluster is None else f"cluster {c.cluster}"
         latest = f"{repository.repo_dir(s)}/backup/{c.stanza}/latest"
         if host.get_fact(Link, path=latest):
             continue
         server.shell(
-            name=f"Take and verify the first full backup of {c.name} (stanza {c.stanza})",
+            name=f"Take and verify the first full backup of {who} (stanza {c.stanza})",
             commands=[
                 shlex.join(repository.command(s, c, "backup", "--type=full")),
                 # A verdict from the start: make verify fails while none exists.

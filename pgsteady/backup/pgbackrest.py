@@ -253,6 +253,7 @@ def retention_lines(n: int, r: PgBackRestRepo) -> list[tuple[str, str]]:
 def conf_context(s: Settings, peers: dict[str, Peer] | None = None) -> dict[str, object]:
     """Template context for pgbackrest.conf.j2; ``peers`` are the backup hosts that
     ``kind: host`` repositories name (and this host's own address, under its name)."""
+    from pgsteady.backup.cluster_archive import pg_port
     from pgsteady.stack.compose import SUPERUSER
 
     peers = peers or {}
@@ -294,7 +295,7 @@ def conf_context(s: Settings, peers: dict[str, Peer] | None = None) -> dict[str,
                 [
                     ("pg1-path", PGDATA),
                     ("pg1-socket-path", SOCKET_DIR),
-                    ("pg1-port", "5432"),
+                    ("pg1-port", str(pg_port(s))),
                     ("pg1-user", SUPERUSER),
                 ],
             )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pgsteady.backup import pgbackrest
+from pgsteady.backup import cluster_archive, pgbackrest
 from pgsteady.render import render
 from pgsteady.settings import Settings
 from pgsteady.stack.jobs import Job
@@ -42,6 +42,9 @@ class Client:
     verify_schedule: str
     postgres_version: int
     process_max: int
+    #: a cluster member's cluster (its members share one stanza), and its Postgres port
+    cluster: str | None = None
+    pg_port: int = 5432
 
 
 def repo_dir(s: Settings) -> str:
@@ -74,14 +77,16 @@ def client_errors(s: Settings, name: str, clients: list[Client]) -> list[str]:
             f"{name}: postgres_bind = {s.postgres_bind!r}: database hosts reach the backup "
             "host's pgBackRest server there; use the host's private address"
         )
-    if len(clients) > 1:
+    if len({c.cluster or f"host {c.name}" for c in clients}) > 1:
+        # One database host, or the members of one cluster (one stanza, one archive).
         # pgBackRest's TLS server checks the stanza when a client connects, then serves
         # any path of the repository: database hosts sharing one would reach each other's
         # backups and passphrases.
         errors.append(
             f"{name}: database hosts {', '.join(c.name for c in clients)} all name it in "
-            "pgbackrest_repos; a backup host keeps one database host's repository (its "
-            "server lets a client reach the whole repository): give each its own backup host"
+            "pgbackrest_repos; a backup host keeps one database host's or one cluster's "
+            "repository (its server lets a client reach the whole repository): give each its "
+            "own backup host"
         )
     stanzas: dict[str, str] = {}
     numbers = sorted({c.repo for c in clients})
@@ -92,7 +97,7 @@ def client_errors(s: Settings, name: str, clients: list[Client]) -> list[str]:
             "ends: put it at the same position on every database host"
         )
     for c in clients:
-        if c.stanza in stanzas:
+        if c.stanza in stanzas and c.cluster is None:
             errors.append(
                 f"{c.name}: pgbackrest_stanza = {c.stanza!r}: {stanzas[c.stanza]} uses it too "
                 f"in backup host {name}'s repository; give each database host its own stanza"
@@ -127,21 +132,36 @@ def conf_context(s: Settings, clients: list[Client]) -> dict[str, object]:
             ("log-level-console", "info"),
             ("log-level-file", "info"),
         ],
-        "stanzas": [
-            (
-                c.stanza,
-                [
-                    *pgbackrest.client_tls_lines("pg1", c.peer),
-                    ("pg1-path", PGDATA),
-                    ("process-max", str(c.process_max)),
-                    (f"repo{c.repo}-retention-full-type", "count"),
-                    (f"repo{c.repo}-retention-full", str(c.retention_full)),
-                    (f"repo{c.repo}-retention-diff", str(c.retention_diff)),
-                ],
-            )
-            for c in sorted(clients, key=lambda c: c.stanza)
-        ],
+        "stanzas": [_stanza(group) for group in stanzas(clients)],
     }
+
+
+def stanzas(clients: list[Client]) -> list[list[Client]]:
+    """The clients by stanza (a cluster's members share one), in stanza order."""
+    by: dict[str, list[Client]] = {}
+    for c in clients:
+        by.setdefault(c.stanza, []).append(c)
+    return [by[k] for k in sorted(by)]
+
+
+def _stanza(group: list[Client]) -> tuple[str, list[tuple[str, str]]]:
+    """One stanza's section: a single host as pg1, exactly as before; a cluster's members
+    as pg1..pgN with standby backups (pgsteady.backup.cluster_archive.stanza_members)."""
+    c = group[0]
+    if c.cluster is None:
+        pg = [*pgbackrest.client_tls_lines("pg1", c.peer), ("pg1-path", PGDATA)]
+    else:
+        pg = cluster_archive.stanza_members([m.peer for m in group], c.pg_port)
+    return (
+        c.stanza,
+        [
+            *pg,
+            ("process-max", str(c.process_max)),
+            (f"repo{c.repo}-retention-full-type", "count"),
+            (f"repo{c.repo}-retention-full", str(c.retention_full)),
+            (f"repo{c.repo}-retention-diff", str(c.retention_diff)),
+        ],
+    )
 
 
 def render_conf(s: Settings, clients: list[Client]) -> str:
@@ -230,7 +250,9 @@ def verify_command(s: Settings, c: Client) -> tuple[str, ...]:
 def jobs(s: Settings, clients: list[Client]) -> list[Job]:
     """Full and differential backups and verify of each client, on its own schedules."""
     out = []
-    for c in sorted(clients, key=lambda c: c.stanza):
+    for group in stanzas(clients):
+        c = group[0]  # a cluster's stanza: one set of jobs, from whichever member serves
+        who = c.name if c.cluster is None else f"cluster {c.cluster}"
         for kind, schedule, args in (
             ("full", c.full_schedule, ("backup", "--type=full")),
             ("diff", c.diff_schedule, ("backup", "--type=diff")),
@@ -242,7 +264,7 @@ def jobs(s: Settings, clients: list[Client]) -> list[Job]:
             out.append(
                 Job(
                     unit=unit,
-                    description=f"{what} of {c.name} (stanza {c.stanza})",
+                    description=f"{what} of {who} (stanza {c.stanza})",
                     schedule=schedule,
                     command=argv,
                     log_tag=unit,

@@ -114,10 +114,15 @@ def parameters(s: Settings) -> dict[str, str]:
 
 
 def desired(s: Settings, cluster: Cluster) -> dict[str, Any]:
-    """The DCS document pgsteady converges (and seeds ``bootstrap.dcs`` with)."""
+    """The DCS document pgsteady converges (and seeds ``bootstrap.dcs`` with); with
+    pgBackRest also the replicas' ``restore_command`` (pgsteady.backup.cluster_archive)."""
+    from pgsteady.backup.cluster_archive import recovery_conf
     from pgsteady.cluster.patroni import dcs_document
 
-    return dcs_document(cluster, parameters(s), hba_lines(s, cluster))
+    doc = dcs_document(cluster, parameters(s), hba_lines(s, cluster))
+    if recovery_conf(s):
+        doc["postgresql"]["recovery_conf"] = recovery_conf(s)
+    return doc
 
 
 def show_argv(config_dir: str) -> list[str]:

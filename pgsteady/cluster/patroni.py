@@ -169,8 +169,10 @@ def patroni_config(
     paths: PatroniPaths,
     dcs: Mapping[str, Any],
     superuser: str = "postgres",
+    replica_methods: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The member's local configuration without any password."""
+    """The member's local configuration without any password; ``replica_methods``
+    replaces ``create_replica_methods`` (pgsteady.backup.cluster_archive.replica_method)."""
     if member not in cluster.members:
         raise ValueError(f"{member.name} is not a member of cluster {cluster.name}")
     if superuser in (REWIND_USER, REPLICATION_USER):
@@ -232,6 +234,7 @@ def patroni_config(
                 "rewind": {"username": REWIND_USER, **verify},
             },
             "create_replica_methods": ["basebackup"],
+            **(replica_methods or {}),
         },
         "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
     }
@@ -248,9 +251,10 @@ def render_patroni_yml(
     paths: PatroniPaths,
     dcs: Mapping[str, Any],
     superuser: str = "postgres",
+    replica_methods: Mapping[str, Any] | None = None,
 ) -> str:
     """``10-pgsteady.yml``: the member's configuration, no secrets."""
-    doc = patroni_config(cluster, member, paths, dcs, superuser)
+    doc = patroni_config(cluster, member, paths, dcs, superuser, replica_methods)
     return _dump(
         doc, f"Patroni on {member.name} of cluster {cluster.name}; passwords: 90-secrets.yml"
     )

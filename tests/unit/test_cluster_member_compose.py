@@ -57,7 +57,6 @@ def test_haproxy_is_confined_under_its_own_uid() -> None:
 @pytest.mark.parametrize(
     ("key", "value"),
     [
-        ("pgbackrest_enabled", True),
         ("pgbouncer_enabled", True),
         ("metrics_enabled", True),
     ],
