@@ -28,16 +28,16 @@ from pgsteady.lab.recipe import (
     IP_LABEL,
     LAB_LABEL,
     NETWORK_LABEL,
-    backup_group_data,
     check_count,
     check_layout,
     check_name,
     check_suite,
-    cluster_data,
+    for_host,
     host_data,
     host_ip,
     host_names,
     known_hosts_line,
+    layout_data,
     pick_subnet,
     render_inventory,
 )
@@ -144,15 +144,15 @@ class Lab:
             # The inventory's CA lives and dies with the lab.
             "postgres_tls_ca_dir": str(self.dir / "ca"),
             **self._image_settings(hosts, image_source, postgres_version),
-            **(backup_group_data(hosts[-1].name) if backup_host else {}),
-            **(cluster_data(cluster) if cluster else {}),
+            **layout_data(hosts[-1].name if backup_host else None, cluster),
             **(extra_data or {}),
         }
         if inventory is not None:
             entries = [
-                (h.name, host_data(h.ip, subnet, str(self.key), str(self.known_hosts), settings))
+                (h.name, host_data(h.ip, subnet, str(self.key), str(self.known_hosts),
+                                   for_host(settings, backup_host and h is hosts[-1])))
                 for h in hosts
-            ]
+            ]  # fmt: skip
             groups = {"backup": [hosts[-1].name]} if backup_host else {}
             inventory.write_text(render_inventory(self.name, entries, groups))
             self._say(f"wrote {inventory}")

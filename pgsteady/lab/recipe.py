@@ -90,13 +90,14 @@ def check_count(count: int) -> int:
 
 def check_layout(count: int, backup_host: bool, cluster: str | None, image_source: str) -> None:
     """Refuse a lab layout that cannot work: a backup host without a database host, or a
-    cluster (issue 15) with fewer than 3 hosts, a backup host or a non-debian image."""
+    cluster (issue 15) with fewer than 3 members or a non-debian image."""
     if backup_host and count < 2:
         raise ValueError("a backup host needs at least 2 hosts (one database host)")
-    if cluster is not None and (backup_host or count < 3 or image_source != "debian"):
+    members = count - 1 if backup_host else count
+    if cluster is not None and (members < 3 or image_source != "debian"):
         raise ValueError(
-            "a cluster lab needs at least 3 hosts, no backup host and image source "
-            "debian (the cluster image is built on each host)"
+            "a cluster lab needs at least 3 members (4 hosts with a backup host) and image "
+            "source debian (the cluster image is built on each host)"
         )
 
 
@@ -227,15 +228,29 @@ def render_inventory(
     return "\n".join(lines)
 
 
-def backup_group_data(backup_host: str) -> dict[str, Any]:
+def backup_group_data(backup_host: str, cluster: bool = False) -> dict[str, Any]:
     """Data of every lab host when the last one is a backup host: each database host keeps
-    a local repository and one on the backup host."""
-    return {
-        "pgbackrest_repos": [
-            {"kind": "posix"},
-            {"kind": "host", "host": backup_host},
-        ]
-    }
+    a local repository and one on the backup host; a cluster's members only the one on
+    the backup host (every member archives into it)."""
+    local = [] if cluster else [{"kind": "posix"}]
+    return {"pgbackrest_repos": [*local, {"kind": "host", "host": backup_host}]}
+
+
+def layout_data(backup_host: str | None, cluster: str | None) -> dict[str, Any]:
+    """Data of every lab host for the layout (a backup host: the last host's name)."""
+    data = backup_group_data(backup_host, cluster is not None) if backup_host else {}
+    if cluster:
+        data.update(cluster_data(cluster))
+        if backup_host:
+            data["pgbackrest_enabled"] = True  # the cluster archives into the backup host
+    return data
+
+
+def for_host(data: dict[str, Any], backup_host: bool) -> dict[str, Any]:
+    """A host's share of ``data``: the backup host is no member of the cluster."""
+    if not backup_host:
+        return data
+    return {k: v for k, v in data.items() if k != "postgres_cluster_name"}
 
 
 def cluster_data(name: str) -> dict[str, Any]:
@@ -245,7 +260,8 @@ def cluster_data(name: str) -> dict[str, Any]:
         "postgres_cluster_name": name,
         "etcd_heartbeat_interval_ms": 250,
         "etcd_election_timeout_ms": 2500,
-        # not in a cluster yet (pgsteady.settings_checks.cluster_checks)
+        # pgBackRest only with a backup host (layout_data); the others: not in a cluster
+        # yet (pgsteady.settings_checks.cluster_checks)
         "pgbackrest_enabled": False,
         "pgbouncer_enabled": False,
         "metrics_enabled": False,

@@ -120,3 +120,19 @@ def test_known_hosts_line_comes_from_the_host_key_file() -> None:
     assert line == "10.77.0.10 ssh-ed25519 AAAAC3Nz"
     with pytest.raises(ValueError):
         known_hosts_line("10.77.0.10", "garbage")
+
+
+def test_a_cluster_lab_with_a_backup_host_archives_into_it_and_keeps_it_out() -> None:
+    from pgsteady.lab.recipe import check_layout, for_host, layout_data
+
+    check_layout(4, True, "lab", "debian")  # 3 members and the backup host
+    with pytest.raises(ValueError, match="at least 3 members"):
+        check_layout(3, True, "lab", "debian")
+    data = layout_data("lab-4", "lab")
+    assert data["pgbackrest_enabled"] is True
+    assert data["pgbackrest_repos"] == [{"kind": "host", "host": "lab-4"}]  # no posix
+    assert data["postgres_cluster_name"] == "lab"
+    assert "postgres_cluster_name" not in for_host(data, backup_host=True)
+    assert for_host(data, backup_host=False) is data
+    assert layout_data(None, "lab")["pgbackrest_enabled"] is False  # no repository to share
+    assert layout_data("lab-2", None)["pgbackrest_repos"][0] == {"kind": "posix"}

@@ -11,8 +11,8 @@ from pgsteady.lab.recipe import check_layout
     ("count", "backup_host", "cluster", "image_source", "says"),
     [
         (1, True, None, "debian", "a backup host needs at least 2 hosts"),
-        (2, False, "lab", "debian", "a cluster lab needs at least 3 hosts"),
-        (3, True, "lab", "debian", "no backup host"),
+        (2, False, "lab", "debian", "a cluster lab needs at least 3 members"),
+        (3, True, "lab", "debian", r"at least 3 members \(4 hosts with a backup host\)"),
         (3, False, "lab", "registry", "image source debian"),
     ],
 )
@@ -25,7 +25,12 @@ def test_unworkable_layouts_are_refused(
 
 @pytest.mark.parametrize(
     ("count", "backup_host", "cluster", "image_source"),
-    [(1, False, None, "registry"), (2, True, None, "debian"), (3, False, "lab", "debian")],
+    [
+        (1, False, None, "registry"),
+        (2, True, None, "debian"),
+        (3, False, "lab", "debian"),
+        (4, True, "lab", "debian"),  # 3 members archiving into a backup host (issue 16)
+    ],
 )
 def test_workable_layouts_pass(
     count: int, backup_host: bool, cluster: str | None, image_source: str
