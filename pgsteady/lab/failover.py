@@ -34,11 +34,24 @@ KINDS: dict[str, str] = {
     "leader's retry_timeout has passed",
     "switchover": "planned switchover through the REST API (POST /switchover)",
 }
+#: Kinds only the host-container lab can stage (pgsteady/lab/cluster_backend.py): one
+#: host per member, each with its own dockerd and network interface.
+LAB_KINDS: dict[str, str] = {
+    "container_kill": "`docker kill` of the primary's Postgres container on its host, "
+    "started again once a new primary serves",
+    "host_power_loss": "power loss of the primary's host (its container killed), powered "
+    "on again once a new primary serves",
+    "host_isolated": "the primary's host cut off the network (peers, etcd, clients), "
+    "reconnected once a new primary serves",
+}
+#: Every kind a trial knows (the process cluster stages :data:`KINDS`).
+ALL_KINDS: dict[str, str] = {**KINDS, **LAB_KINDS}
 #: Kinds after which the writer must be served by a server instance other than the one
 #: that served before the fault (a restarted or a new primary).
-NEW_INSTANCE = frozenset({"postmaster_kill", "primary_kill", "primary_pause", "switchover"})
+NEW_INSTANCE = frozenset({"postmaster_kill", "primary_kill", "primary_pause", "switchover",
+                          *LAB_KINDS})  # fmt: skip
 #: Kinds that move the leader key to another member.
-NEW_LEADER = frozenset({"primary_kill", "primary_pause", "switchover"})
+NEW_LEADER = frozenset({"primary_kill", "primary_pause", "switchover", *LAB_KINDS})
 #: Kinds whose gap is measured from the repair (writes may stop while the fault lasts).
 FROM_HEAL = frozenset({"etcd_quorum_lost"})
 #: The kinds whose p95 is the headline "primary lost → writes accepted on the new primary".
@@ -114,8 +127,8 @@ def trial_figures(
     """The writer's figures of one trial: ``seconds`` (the gap as defined for ``kind``),
     ``longest_gap_seconds`` from the fault to ``end_at``, and, for faults that stop writes
     until repaired, how long writes went on after the fault."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if kind not in ALL_KINDS:
+        raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(ALL_KINDS)}")
     start = healed_at if kind in FROM_HEAL and healed_at is not None else fault_at
     skip = instance_before if kind in NEW_INSTANCE else None
     first = first_ack_after(acks, start, skip)

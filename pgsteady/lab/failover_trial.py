@@ -47,7 +47,7 @@ class ClusterUnderTest(Protocol):
         ...
 
     def inject(self, kind: str, victim: str) -> float:
-        """Inflict fault ``kind`` (a key of :data:`failover.KINDS`) on leader ``victim``;
+        """Inflict fault ``kind`` (a key of :data:`failover.ALL_KINDS`) on leader ``victim``;
         the monotonic time just before the fault took effect."""
         ...
 
@@ -96,9 +96,9 @@ def run_trial(cluster: ClusterUnderTest, kind: str, timeout: float = 180.0) -> d
     ``timeout`` bounds each wait (the outcome, the cluster whole again); a trial whose
     writes never resume records ``seconds: None`` and still repairs the cluster.
     """
-    if kind not in failover.KINDS:
+    if kind not in failover.ALL_KINDS:
         raise ValueError(
-            f"unknown fault kind {kind!r}; expected one of {', '.join(failover.KINDS)}"
+            f"unknown fault kind {kind!r}; expected one of {', '.join(failover.ALL_KINDS)}"
         )
     cluster.wait_whole(timeout)
     prepare(cluster)

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from pgsteady.lab.cluster_backend import LabCluster, from_inventory
 from pgsteady.lab.engine import docker
 from pgsteady.lab.hosts import Lab, LabHost
 from pgsteady.settings import Settings
@@ -149,3 +150,59 @@ def cluster_lab(prefix: str, data: dict[str, Any]) -> Iterator[list[LabTarget]]:
         yield [LabTarget(lab, h, inventory, settings) for h in hosts]
     finally:
         lab.down(inventory)
+
+
+#: The shared cluster lab's inventory data (added to what `make lab N=3 CLUSTER=1` writes).
+CLUSTER_DATA = {"compose_project": "labm", "backup_schedule": "@daily"}
+
+
+@dataclass
+class ClusterLab:
+    """The session's deployed 3-host cluster lab: the hosts as LabTargets (host 1 seeded
+    the cluster), the first deploy's result and the failover backend over it."""
+
+    targets: list[LabTarget]
+    first_deploy: DeployResult
+    cluster: LabCluster
+    _verify: DeployResult | None = None
+
+    def wait_whole(self, timeout: float = 300) -> None:
+        """Until 3 healthy etcd members, one running leader and two replicas streaming
+        from it on its timeline (raises TimeoutError naming what is missing)."""
+        self.cluster.wait_whole(timeout)
+
+    def leader(self) -> LabTarget:
+        """The host whose member holds the leader key now."""
+        name = self.cluster.leader()
+        return next(t for t in self.targets if t.host.name == name)
+
+    def verify(self) -> DeployResult:
+        """``make verify`` of the lab, run once per session (its output is shared)."""
+        if self._verify is None:
+            self._verify = self.targets[0].make("verify", timeout=1800)
+        return self._verify
+
+
+@pytest.fixture(scope="session")
+def deployed_cluster_lab() -> Iterator[ClusterLab]:
+    """ONE deployed 3-host cluster lab for the whole session, shared by every tests/lab
+    module that needs a cluster (bootstrap, etcd, chaos, backups, rolling restarts):
+    `make lab N=3 CLUSTER=1` data plus CLUSTER_DATA, then one `make deploy` (its result
+    in ``first_deploy``; the fixture fails when it does).
+
+    Contract for the tests that use it: leave it WHOLE before returning, pass or fail
+    (``try/finally: deployed_cluster_lab.wait_whole()``): 3 hosts powered on and on the
+    network, 3 healthy etcd members, one running leader (any host: failover tests move
+    it) and two replicas streaming from it on its timeline, every container unpaused, the
+    inventory unchanged (a test that changes settings deploys the original back). Ask
+    :meth:`ClusterLab.leader` for the leader instead of assuming host 1. Removed at the
+    end of the session.
+    """
+    with cluster_lab("pgsclu", CLUSTER_DATA) as targets:
+        started = time.monotonic()
+        result = targets[0].make("deploy", timeout=3600)
+        seconds = time.monotonic() - started
+        if result.returncode != 0:
+            pytest.fail(f"the cluster lab's first deploy failed:\n{result.output[-8000:]}")
+        record("cluster lab: first deploy of 3 hosts (Patroni, etcd, images built)", seconds)
+        yield ClusterLab(targets, result, from_inventory(targets[0].inventory))

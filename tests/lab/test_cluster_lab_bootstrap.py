@@ -14,23 +14,21 @@ import json
 import shlex
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from pgsteady.cluster.patroni import REWIND_USER
-from tests.lab.conftest import LabTarget, cluster_lab, record
+from tests.lab.conftest import ClusterLab, LabTarget, record
 
-DATA = {"compose_project": "labm", "backup_schedule": "@daily"}
 CA = "/etc/pgsteady-tls/ca.crt"
-#: builds the cluster image on 3 hosts (8-10 min under load), then deploys twice
+#: the shared lab's first use builds the cluster image on 3 hosts (8-10 min under load)
 pytestmark = pytest.mark.timeout(3600)
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[list[LabTarget]]:
-    with cluster_lab("pgsm3", DATA) as targets:
-        yield targets
+def lab(deployed_cluster_lab: ClusterLab) -> list[LabTarget]:
+    """The session's shared cluster lab (tests/lab/conftest.py), deployed once."""
+    return deployed_cluster_lab.targets
 
 
 def _in_postgres(target: LabTarget, script: str, timeout: float = 60):
@@ -68,14 +66,11 @@ def _through(target: LabTarget, port: int, sql: str, timeout: float = 60):
     return _in_postgres(target, script, timeout=timeout)
 
 
-def test_deploy_bootstraps_one_leader_and_two_streaming_replicas(lab: list[LabTarget]) -> None:
-    started = time.monotonic()
-    result = lab[0].make("deploy", timeout=3600)
+def test_deploy_bootstraps_one_leader_and_two_streaming_replicas(
+    lab: list[LabTarget], deployed_cluster_lab: ClusterLab
+) -> None:
+    result = deployed_cluster_lab.first_deploy
     assert result.returncode == 0, result.output[-8000:]
-    record(
-        "cluster lab M3: first deploy of 3 hosts (Patroni, images built)",
-        time.monotonic() - started,
-    )
     members = _cluster_api(lab[1])["members"]
     roles = sorted(m["role"] for m in members)
     assert roles == ["leader", "replica", "replica"], members
@@ -133,8 +128,8 @@ def test_second_deploy_changes_nothing(lab: list[LabTarget]) -> None:
 LAB_ENVIRONMENT = {"host/time_synchronised"}
 
 
-def test_verify_passes_on_every_member(lab: list[LabTarget]) -> None:
-    result = lab[0].make("verify", timeout=1800)
+def test_verify_passes_on_every_member(deployed_cluster_lab: ClusterLab) -> None:
+    result = deployed_cluster_lab.verify()
     fails = [line for line in result.output.splitlines() if line.startswith("FAIL ")]
     checks = {line.split("] ", 1)[1].split(":", 1)[0] for line in fails}
     assert checks <= LAB_ENVIRONMENT, "\n".join(fails)

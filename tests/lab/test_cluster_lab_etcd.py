@@ -1,14 +1,14 @@
 """A 3-host cluster lab (issue 15, M2): `make deploy` of the inventory `make lab N=3
 CLUSTER=1` writes brings up 3 healthy etcd members with TLS and auth on, their secrets
-0600 on the hosts, and a second deploy changes nothing."""
+0600 on the hosts, and `make verify` runs every etcd check on each. These run on the
+session's shared cluster lab (tests/lab/conftest.py); test_cluster_lab_bootstrap checks
+that a second deploy changes nothing."""
 
 from __future__ import annotations
 
 import json
 import re
 import shlex
-import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,17 +17,17 @@ from pgsteady.cluster import etcd_service as svc
 from pgsteady.cluster.inventory import cluster_of
 from pgsteady.cluster.topology import Cluster
 from pgsteady.settings import defaults
-from tests.lab.conftest import LabTarget, cluster_lab, record
+from tests.lab.conftest import ClusterLab, LabTarget
 
-DATA = {"compose_project": "labc", "backup_schedule": "@daily"}
-#: builds the cluster image on 3 hosts (8-10 min under load), then deploys twice
+#: the shared lab's first use builds the cluster image on 3 hosts (8-10 min under load)
 pytestmark = pytest.mark.timeout(3600)
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[list[LabTarget]]:
-    with cluster_lab("pgsclu", DATA) as targets:
-        yield targets
+def lab(deployed_cluster_lab: ClusterLab) -> list[LabTarget]:
+    """The session's shared cluster lab (tests/lab/conftest.py), deployed once."""
+    deployed_cluster_lab.wait_whole()  # etcd healthy before its checks read it
+    return deployed_cluster_lab.targets
 
 
 def _cluster(target: LabTarget) -> Cluster:
@@ -43,10 +43,6 @@ def _ctl(target: LabTarget, cluster: Cluster, *args: str):
 
 def test_deploy_brings_up_three_etcd_members_with_auth_on(lab: list[LabTarget]) -> None:
     first = lab[0]
-    started = time.monotonic()
-    result = first.make("deploy", timeout=3600)
-    assert result.returncode == 0, result.output[-6000:]
-    record("cluster lab: first deploy of 3 hosts (etcd, images built)", time.monotonic() - started)
     cluster = _cluster(first)
     for target in lab:
         health = _ctl(target, cluster, *etcd_health.HEALTH)
@@ -74,14 +70,10 @@ def test_deploy_brings_up_three_etcd_members_with_auth_on(lab: list[LabTarget]) 
     assert lab[1].ssh(f"test -e {first.settings.layout.state}/{svc.AUTH_DONE}").returncode != 0
 
 
-def test_second_deploy_changes_nothing(lab: list[LabTarget]) -> None:
-    result = lab[0].make("deploy", timeout=1800)
-    assert result.returncode == 0, result.output[-6000:]
-    assert result.changed == 0, result.output[-6000:]
-
-
-def test_verify_runs_every_etcd_check_on_each_etcd_host(lab: list[LabTarget]) -> None:
-    result = lab[0].make("verify", timeout=1800)
+def test_verify_runs_every_etcd_check_on_each_etcd_host(
+    lab: list[LabTarget], deployed_cluster_lab: ClusterLab
+) -> None:
+    result = deployed_cluster_lab.verify()
     rows = {
         m.group(1): tuple(int(n) for n in m.groups()[1:])
         for m in re.finditer(r"(\S+)\s*│\s*etcd\s*│\s*(\d+)\s*│\s*(\d+)\s*│\s*(\d+)", result.output)
