@@ -120,7 +120,8 @@ def _stanza_missing(s: Settings) -> bool:
     remote = [n for n, _r in pgbackrest.remote_repos(s)]
     if remote:
         # 0 ok, 2 no valid backup yet (the backup host takes it): the stanza exists.
-        status = host.get_fact(StanzaStatus, ctl=f"{s.layout.bin}/pgsteady-ctl")
+        # None: no output at all (a first deploy, before pgsteady-ctl or the container)
+        status = host.get_fact(StanzaStatus, ctl=f"{s.layout.bin}/pgsteady-ctl") or {}
         return any(status.get(n) not in (0, 2) for n in remote)
     return False
 

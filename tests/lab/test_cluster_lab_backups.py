@@ -153,6 +153,19 @@ def test_check_passes_from_the_leader(lab: BackupLab) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+#: What a lab host cannot pass whatever pgsteady does: it runs no NTP client.
+LAB_ENVIRONMENT = {"host/time_synchronised"}
+
+
+def test_verify_checks_archiving_on_every_member_and_the_backup_host(lab: BackupLab) -> None:
+    result = lab.members[0].make("verify", timeout=1800)
+    fails = [line for line in result.output.splitlines() if line.startswith("FAIL ")]
+    checks = {line.split("] ", 1)[1].split(":", 1)[0] for line in fails}
+    assert checks <= LAB_ENVIRONMENT, "\n".join(fails)
+    for group in ("pgbackrest/", "repository/", "cluster/"):
+        assert group in result.output, result.output[-4000:]
+
+
 def test_a_full_backup_copies_from_a_standby(lab: BackupLab) -> None:
     leader = lab.leader()
     standbys = {t.host.ip for t in lab.members} - {leader.host.ip}
