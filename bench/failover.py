@@ -1,7 +1,7 @@
 """Failover part (issue 15 figures): fault → first write acknowledged through the proxy.
 
 Runs the failover trials (:mod:`pgsteady.lab.failover_trial`) on the process cluster of
-``tests/support/failover_lab.py``: Patroni 3.0.2 members m1 and m2 (Postgres 15) on three
+``tests/support/failover_lab.py``: Patroni 4.0.7 members m1 and m2 (Postgres 15) on three
 etcd members with TLS and RBAC, HAProxy in front, all processes on this one machine. For
 each timing profile and durability mode one cluster is started, then ``failover_trials``
 rounds run every kind once (kinds alternate, so the machine's load spreads over them).
@@ -113,6 +113,7 @@ def _version(argv: list[str]) -> str:
 def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> Results:
     """Every (profile, mode) cluster, ``cfg.failover_trials`` rounds of its kinds."""
     from pgsteady.lab.failover_trial import run_trial
+    from tests.support.cluster_binaries import PATRONI_VENV
     from tests.support.failover_lab import PROFILES, process_cluster
 
     runs: Results = {}
@@ -161,7 +162,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> Results:
         "where": "processes on this one machine: 2 Patroni members (m1, m2), 3 etcd members "
         "(TLS, RBAC), HAProxy on m1's address surviving every fault",
         "versions": {
-            "patroni": _version([shutil.which("patroni") or "patroni", "--version"]),
+            "patroni": _version([str(PATRONI_VENV / "bin" / "patroni"), "--version"]),
             "etcd": _version([shutil.which("etcd") or "etcd", "--version"]),
             "haproxy": _version([shutil.which("haproxy") or "/usr/sbin/haproxy", "-v"]),
             "postgres": _version(["/usr/lib/postgresql/15/bin/postgres", "--version"]),

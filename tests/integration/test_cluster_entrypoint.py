@@ -23,7 +23,8 @@ import pytest
 import yaml
 
 from pgsteady.cluster import dcs, patroni
-from tests.support.cluster_binaries import require, require_file
+from tests.support.cluster_binaries import patroni as patroni_bin
+from tests.support.cluster_binaries import require_file
 from tests.support.etcd_lab import running_etcd
 from tests.support.patroni_lab import (
     BIN_DIR,
@@ -54,7 +55,7 @@ def root() -> Iterator[Path]:
 
 def test_patroni_mode_bootstraps_with_secrets_in_a_private_file(tmp_path: Path, root: Path) -> None:
     require_file(str(BIN_DIR / "pg_ctl"), "postgresql-15")
-    require("patroni")
+    patroni_bin()
     pw = pwd.getpwnam("postgres")
     passwords = {
         "postgres_password": secrets.token_urlsafe(18),
@@ -86,7 +87,8 @@ def test_patroni_mode_bootstraps_with_secrets_in_a_private_file(tmp_path: Path, 
         os.chown(d, pw.pw_uid, pw.pw_gid)  # the member's files stay readable to postgres
         run = d / "run"  # a tmpfs in the container; created and owned by the root part
         env = {
-            "PATH": f"{BIN_DIR}:/usr/bin:/bin:/usr/sbin:/sbin",
+            # the entrypoint execs `patroni` from PATH, as in the image
+            "PATH": f"{BIN_DIR}:{Path(patroni_bin()).parent}:/usr/bin:/bin:/usr/sbin:/sbin",
             "LANG": "C.UTF-8",
             "PGDATA": str(d / "data"),
             "POSTGRES_USER": "postgres",

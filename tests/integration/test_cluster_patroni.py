@@ -1,8 +1,8 @@
-"""The rendered Patroni configuration checked by the REAL Patroni (Debian's 3.0.2):
+"""The rendered Patroni configuration checked by the REAL Patroni (4.0.7, .venv-patroni):
 `patroni --validate-config` on the directory Patroni will read (10-pgsteady.yml and the
 0600 90-secrets.yml, merged in name order), for every member of a 3-member cluster.
 
-Patroni 3.0.2's validator dials the etcd hosts and refuses a listen port already taken,
+Patroni's validator dials the etcd hosts and refuses a listen port already taken,
 so the test listens on the etcd addresses and checks that a taken port is refused.
 """
 
@@ -19,7 +19,8 @@ import pytest
 
 from pgsteady.cluster import patroni
 from pgsteady.cluster.topology import Cluster, cluster_from_mapping
-from tests.support.cluster_binaries import require, require_file
+from tests.support.cluster_binaries import patroni as patroni_bin
+from tests.support.cluster_binaries import require_file
 
 ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 BIN_DIR = Path("/usr/lib/postgresql/15/bin")
@@ -73,7 +74,7 @@ def write_config(tmp: Path, c: Cluster, name: str) -> Path:
 
 def validate(conf: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [require("patroni"), "--validate-config", str(conf)],
+        [patroni_bin(), "--validate-config", str(conf)],
         capture_output=True,
         text=True,
         timeout=120,

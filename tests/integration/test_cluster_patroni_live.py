@@ -1,4 +1,4 @@
-"""REAL Patroni 3.0.2 members started from the rendered files (as the postgres user, with
+"""REAL Patroni 4.0.7 members started from the rendered files (as the postgres user, with
 the host's Postgres 15) against 3 real etcd members with TLS and RBAC on.
 
 Proves: Patroni authenticates to etcd as its prefix-limited user over a CN-less client
@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster_binaries import require, require_file
+from tests.support.cluster_binaries import patroni as patroni_bin
+from tests.support.cluster_binaries import require_file
 from tests.support.etcd_lab import running_etcd
 from tests.support.patroni_lab import (
     BIN_DIR,
@@ -51,7 +52,7 @@ def root() -> Iterator[Path]:
 
 def test_patroni_leads_clones_over_tls_and_guards_its_rest_api(tmp_path: Path, root: Path) -> None:
     require_file(str(BIN_DIR / "pg_ctl"), "postgresql-15")
-    require("patroni")
+    patroni_bin()
     rest_pw = secrets.token_urlsafe(16)
     members: list[Live] = []
     with running_etcd(tmp_path) as lab:

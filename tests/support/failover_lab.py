@@ -3,7 +3,7 @@
 
 ``with process_cluster(tmp, profile="default", synchronous=False) as cluster:`` starts
 the live cluster of :mod:`tests.support.patroni_lab` (3 etcd members with TLS and RBAC,
-Patroni members m1 and m2, Postgres 15) with the profile's timings and HAProxy in front,
+Patroni 4.0.7 members m1 and m2, Postgres 15) with the profile's timings and HAProxy in front,
 and yields a :class:`ProcessCluster`.
 
 The faults are signals to the member's processes, all on this one host:

@@ -1,5 +1,6 @@
-"""A live Patroni 3.0.2 cluster for integration tests: members started from pgsteady's
-rendered files (as the postgres user, with the host's Postgres 15) against the 3 real etcd
+"""A live Patroni cluster for integration tests: members started from pgsteady's rendered
+files (as the postgres user, with the host's Postgres 15; Patroni 4.0.7 from the hash-pinned
+.venv-patroni, tests/support/cluster_binaries.py) against the 3 real etcd
 members of :mod:`tests.support.etcd_lab` (TLS and RBAC on). Every process is started here
 and stopped by its PID.
 
@@ -59,6 +60,7 @@ from pgsteady.cluster import patroni
 from pgsteady.cluster.certs import issue_etcd_client_cert
 from pgsteady.cluster.haproxy import render_haproxy_cfg
 from pgsteady.cluster.topology import Cluster
+from tests.support.cluster_binaries import patroni as patroni_bin
 from tests.support.cluster_binaries import require, require_file
 from tests.support.etcd_lab import ADDRESSES, EtcdLab, running_etcd
 
@@ -226,7 +228,7 @@ def launch(d: Path, name: str) -> Live:
     conf = d / "conf"
     log = d.parent / f"{name}.log"
     proc = subprocess.Popen(
-        [require("patroni"), str(conf)],
+        [patroni_bin(), str(conf)],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -352,7 +354,7 @@ def running_patroni(
     ``cluster_changes`` replace fields of the lab's topology.Cluster before any member
     starts (e.g. ``{"ttl": 20, "synchronous_mode": True}``: the bootstrap DCS document)."""
     require_file(str(BIN_DIR / "pg_ctl"), "postgresql-15")
-    require("patroni")
+    patroni_bin()
     with running_etcd(tmp) as etcd_lab, postgres_root() as root:
         if cluster_changes:
             etcd_lab.cluster = dataclasses.replace(etcd_lab.cluster, **cluster_changes)
