@@ -21,10 +21,12 @@ import argparse
 import os
 import stat
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from pgsteady.cluster.operations import (
     DEFAULT_TIMEOUT_S,
+    Endpoint,
     OperationError,
     RestAccess,
     RestApi,
@@ -123,7 +125,9 @@ def add_reinit_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("host", help="the replica to rebuild (never the leader)")
 
 
-def _operate(args: argparse.Namespace, action: str, urls: dict[str, str], access: str) -> str:
+def _operate(
+    args: argparse.Namespace, action: str, urls: Mapping[str, str | Endpoint], access: str
+) -> str:
     api = RestApi(urls, access_from_dir(access, args.source))
     if action == "switchover":
         return switchover(api, args.max_lag, args.to, args.timeout)

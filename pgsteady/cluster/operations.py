@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import socket
 import ssl
 import time
 import urllib.parse
@@ -58,11 +59,42 @@ class RestAccess:
         return text[:-1] if text.endswith("\n") else text
 
 
-class RestApi:
-    """Calls to each member's REST API (``urls``: member name -> https base URL)."""
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one member's REST API answers: ``url`` (https://<name>:<port>; its host is
+    the name the member's certificate must carry), reached over ``unix_socket`` (an ssh
+    forward in a private directory) when set, else over TCP to that host and port."""
 
-    def __init__(self, urls: Mapping[str, str], access: RestAccess, timeout: float = 5.0):
-        self.urls = dict(urls)
+    url: str
+    unix_socket: str | None = None
+
+
+class _UnixHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS over a Unix socket, the certificate checked against the connection's host."""
+
+    def __init__(self, path: str, host: str, port: int | None, **kwargs: Any):
+        super().__init__(host, port, **kwargs)
+        self._unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._unix_path)
+            self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+        except BaseException:
+            sock.close()
+            raise
+
+
+class RestApi:
+    """Calls to each member's REST API (``urls``: member name -> https base URL or
+    :class:`Endpoint`)."""
+
+    def __init__(
+        self, urls: Mapping[str, str | Endpoint], access: RestAccess, timeout: float = 5.0
+    ):
+        self.urls = {k: v if isinstance(v, Endpoint) else Endpoint(v) for k, v in urls.items()}
         self.access = access
         self.timeout = timeout
 
@@ -85,15 +117,26 @@ class RestApi:
         if member not in self.urls:
             raise OperationError(f"{member}: no REST API address known for this member")
         gated = method != "GET"
-        url = urllib.parse.urlsplit(self.urls[member])
-        source = (self.access.source_address, 0) if self.access.source_address else None
-        conn = http.client.HTTPSConnection(
-            str(url.hostname),
-            url.port,
-            context=self._context(gated),
-            timeout=self.timeout,
-            source_address=source,
-        )
+        end = self.urls[member]
+        url = urllib.parse.urlsplit(end.url)
+        conn: http.client.HTTPSConnection
+        if end.unix_socket:
+            conn = _UnixHTTPSConnection(
+                end.unix_socket,
+                str(url.hostname),
+                url.port,
+                context=self._context(gated),
+                timeout=self.timeout,
+            )
+        else:
+            source = (self.access.source_address, 0) if self.access.source_address else None
+            conn = http.client.HTTPSConnection(
+                str(url.hostname),
+                url.port,
+                context=self._context(gated),
+                timeout=self.timeout,
+                source_address=source,
+            )
         headers = {"Content-Type": "application/json"}
         if gated:
             try:

@@ -2,11 +2,13 @@
 
 Patroni's REST API listens on each member's private address and admits state changes
 only from the members (127.0.0.1 too on real hosts). :func:`forwarded` opens one
-``ssh -N -L 127.0.0.1:<free port>:<member address>:<rest port>`` per member with the
-inventory's ssh options: sshd on the member dials its own address, which the allowlist
-admits, and the member certificate names 127.0.0.1, so verification holds. A member
+``ssh -N -L <socket>:<member address>:<rest port>`` per member with the inventory's ssh
+options: sshd on the member dials its own address, which the allowlist admits. The
+forward's local end is a Unix socket in a fresh 0700 directory, not a loopback TCP port
+that any local user could use while it is open, and the client checks the member's
+certificate against the member's address (its SAN), not whatever answers. A member
 reached as ``@local`` is dialled directly. Every ssh process is started here and ended by
-its PID when the block exits.
+its PID when the block exits, and the directory is removed.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgsteady.cluster.operations import OperationError
+from pgsteady.cluster.operations import Endpoint, OperationError
 from pgsteady.inventory import InventoryHost
 
 DEFAULT_REST_PORT = 8008
@@ -73,30 +76,34 @@ def default_access_dir(inventory: str | Path, hosts: Sequence[InventoryHost]) ->
     return base / "cluster-access"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def member_url(member: ClusterMember) -> str:
+    """``https://<member address>:<rest port>``: the host is the name its certificate names."""
+    dest = f"[{member.address}]" if ":" in member.address else member.address
+    return f"https://{dest}:{member.rest_port}"
 
 
-def forward_argv(member: ClusterMember, local_port: int) -> list[str]:
-    """The ssh command that forwards ``127.0.0.1:local_port`` to the member's REST API."""
+def forward_argv(member: ClusterMember, local_socket: str) -> list[str]:
+    """The ssh command that forwards the Unix socket ``local_socket`` to the member's REST
+    API (the socket made 0600 by ssh's StreamLocalBindMask, in a 0700 directory)."""
     prefix = member.host.command_prefix()
     if prefix[-2:] == ["sudo", "-n"]:
         prefix = prefix[:-2]
     target = prefix[-1]
     dest = f"[{member.address}]" if ":" in member.address else member.address
-    spec = f"127.0.0.1:{local_port}:{dest}:{member.rest_port}"
-    return [*prefix[:-2], "-N", "-o", "ExitOnForwardFailure=yes", "-L", spec, "--", target]
+    spec = f"{local_socket}:{dest}:{member.rest_port}"
+    options = ["-o", "ExitOnForwardFailure=yes", "-o", "StreamLocalBindMask=0177"]
+    return [*prefix[:-2], "-N", *options, "-L", spec, "--", target]
 
 
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], name: str) -> None:
+def _wait_listening(path: str, proc: subprocess.Popen[bytes], name: str) -> None:
     deadline = time.monotonic() + FORWARD_WAIT_S
     while True:
         if proc.poll() is not None:
             err = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace").strip()
             raise OperationError(f"{name}: the ssh port forward ended: {err or proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(1)
+            sock.connect(path)
             return
         if time.monotonic() > deadline:
             raise OperationError(
@@ -106,26 +113,27 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], name: str) -> None
 
 
 @contextlib.contextmanager
-def forwarded(members: Sequence[ClusterMember]) -> Iterator[dict[str, str]]:
-    """Member name -> a REST API base URL reachable from here, for the block's duration."""
+def forwarded(members: Sequence[ClusterMember]) -> Iterator[dict[str, Endpoint]]:
+    """Member name -> where its REST API answers from here, for the block's duration."""
     procs: list[subprocess.Popen[bytes]] = []
-    urls: dict[str, str] = {}
+    urls: dict[str, Endpoint] = {}
+    # mkdtemp: mode 0700, owned by this user; socket names short (sun_path is 108 bytes)
+    sockets = tempfile.TemporaryDirectory(prefix="pgsteady-rest-")
     try:
-        for m in members:
+        for i, m in enumerate(members):
             if m.host.is_local:
-                host = f"[{m.address}]" if ":" in m.address else m.address
-                urls[m.name] = f"https://{host}:{m.rest_port}"
+                urls[m.name] = Endpoint(member_url(m))
                 continue
-            port = _free_port()
+            path = f"{sockets.name}/{i}.sock"
             proc = subprocess.Popen(
-                forward_argv(m, port),
+                forward_argv(m, path),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
             procs.append(proc)
-            _wait_listening(port, proc, m.name)
-            urls[m.name] = f"https://127.0.0.1:{port}"
+            _wait_listening(path, proc, m.name)
+            urls[m.name] = Endpoint(member_url(m), path)
         yield urls
     finally:
         for proc in procs:
@@ -138,3 +146,4 @@ def forwarded(members: Sequence[ClusterMember]) -> Iterator[dict[str, str]]:
                     proc.wait(timeout=10)
             if proc.stderr:
                 proc.stderr.close()
+        sockets.cleanup()

@@ -1,4 +1,4 @@
-"""Cluster operations against a REAL 2-member Patroni 3.0.2 cluster on 3 real etcd members
+"""Cluster operations against a REAL 2-member Patroni 4.0.7 cluster on 3 real etcd members
 (tests/support/patroni_lab.py): `make status`'s cluster view, verify's cluster checks
 (each shown failing on a real fault), switchover and reinit through the gated REST API.
 
@@ -12,6 +12,7 @@ import json
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -23,7 +24,10 @@ import pytest
 from pgsteady.client import Pool, dsn
 from pgsteady.client.health import HealthChecks
 from pgsteady.cluster import health, operations, status
-from pgsteady.cluster.operations import OperationError, RestAccess, RestApi
+from pgsteady.cluster.cli import access_from_dir
+from pgsteady.cluster.operations import Endpoint, OperationError, RestAccess, RestApi
+from pgsteady.cluster.tunnels import cluster_members, forwarded
+from pgsteady.inventory import load_inventory
 from tests.support.etcd_lab import ADDRESSES
 from tests.support.patroni_lab import SUPERUSER_PW, PatroniLab, postgres_root, running_patroni
 from tests.support.sshd import SSHD, Sshd
@@ -95,7 +99,9 @@ def test_status_reads_each_member_and_the_leader(lab: PatroniLab) -> None:
     assert cs.error is None and cs.leader == "m1"
     m1, m2 = cs.member("m1"), cs.member("m2")
     assert m1 and m1.role == "primary" and m1.state == "running" and m1.timeline == 1
-    assert m2 and m2.role == "replica" and m2.state == "running" and m2.timeline == 1
+    # Patroni 4 says "streaming" once the WAL receiver is up ("running" a moment before)
+    assert m2 and m2.role == "replica" and m2.state in health.REPLICATING_STATES
+    assert m2.timeline == 1
     assert m2.lag_bytes is not None and m2.lag_bytes <= lab.cluster.replica_max_lag
     assert (m1.host, m2.host) == (ADDRESSES[0], ADDRESSES[1])
     doc = cs.to_dict()
@@ -304,7 +310,12 @@ def test_inventory_mode_reaches_the_members_through_ssh_forwards(lab: PatroniLab
     (an unfit target is refused by name); the POST is refused by Patroni's allowlist,
     because this lab's sshd dials the loopback members from 127.0.0.1, which the lab
     cluster does not allow (on real hosts sshd dials from the member's own private
-    address, which it does). No forward outlives the command."""
+    address, which it does). No forward outlives the command.
+
+    Each forward's local end is a Unix socket in a 0700 directory of this user (no TCP
+    port any local user could use), and the client checks the member's certificate
+    against the member's address: the same socket under a name the certificate does not
+    carry is refused (L4)."""
     sshd = Sshd().start()
     try:
         rest = lab.cluster.rest_port
@@ -327,16 +338,53 @@ def test_inventory_mode_reaches_the_members_through_ssh_forwards(lab: PatroniLab
                 check=False,
             )
 
+        _forwards_are_private_sockets_checked_by_name(lab, inventory, sshd.port)
         out = cli("switchover", "--to", "m3")
         assert out.returncode == 1 and "m3 is not a member of the cluster" in out.stderr, out
         out = cli("switchover", "--to", "m2")
         assert out.returncode == 1, out
         assert "Patroni refused the switchover (403): Access is denied" in out.stderr
         assert lab.leader() == "m1"
-        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
-        assert not [a for a in ps.stdout.splitlines() if f"-p {sshd.port}" in a and " -L " in a]
+        assert _forward_pids(sshd.port) == []
     finally:
         sshd.stop()
+
+
+def _forward_pids(ssh_port: int) -> list[str]:
+    """PIDs of ssh port forwards to this sshd (full argv from /proc: ps truncates it)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0].endswith(b"ssh") and b"-L" in argv and str(ssh_port).encode() in argv:
+            pids.append(cmdline.parent.name)
+    return pids
+
+
+def _forwards_are_private_sockets_checked_by_name(
+    lab: PatroniLab, inventory: Path, ssh_port: int
+) -> None:
+    members = cluster_members(load_inventory(str(inventory)), None)
+    access = access_from_dir(access_dir(lab))
+    with forwarded(members) as ends:
+        assert sorted(ends) == sorted(EXPECTED)
+        for name, end in ends.items():
+            assert end.url == lab.api(name) and end.unix_socket, end
+            sock = Path(end.unix_socket)
+            assert stat.S_ISSOCK(os.stat(sock).st_mode), end
+            st = os.stat(sock.parent)
+            assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o700, os.getuid()), end
+        assert RestApi(ends, access).cluster().error is None
+        pids = _forward_pids(ssh_port)
+        assert len(pids) == len(EXPECTED), pids
+        ss = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True)
+        assert not [x for x in ss.stdout.splitlines() for p in pids if f"pid={p}," in x]
+        impostor = Endpoint(f"https://impostor.invalid:{lab.cluster.rest_port}", end.unix_socket)
+        code, text = RestApi({"m1": impostor}, access).call("m1", "/cluster")
+        assert code == 0 and "hostname mismatch" in text.lower(), (code, text)
+    assert not sock.parent.exists()
 
 
 def test_reinit_rebuilds_a_replica_and_refuses_the_leader(lab: PatroniLab, api: RestApi) -> None:

@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from pgsteady.cluster.operations import OperationError
-from pgsteady.cluster.tunnels import cluster_members, default_access_dir, forward_argv
+from pgsteady.cluster.tunnels import (
+    cluster_members,
+    default_access_dir,
+    forward_argv,
+    member_url,
+)
 from pgsteady.inventory import InventoryHost
 
 
@@ -45,11 +50,20 @@ def test_forward_uses_the_inventory_ssh_options_without_sudo() -> None:
               ssh_user="ops", ssh_port=2222, _sudo=True)],
         None,
     )  # fmt: skip
-    argv = forward_argv(m, 18008)
+    argv = forward_argv(m, "/tmp/pgsteady-rest-x/0.sock")
     assert argv[0] == "ssh" and "sudo" not in argv
     assert argv[argv.index("-p") + 1] == "2222"
-    assert argv[-4:] == ["-L", "127.0.0.1:18008:[fd00::11]:8008", "--", "ops@pg1.example"]
+    # a Unix socket, not a loopback TCP port any local user could use (L4)
+    assert argv[-4:] == [
+        "-L",
+        "/tmp/pgsteady-rest-x/0.sock:[fd00::11]:8008",
+        "--",
+        "ops@pg1.example",
+    ]
     assert "ExitOnForwardFailure=yes" in argv and "-N" in argv
+    assert "StreamLocalBindMask=0177" in argv
+    # the client checks the certificate against the member's address
+    assert member_url(m) == "https://[fd00::11]:8008"
 
 
 def test_access_dir_sits_beside_the_inventorys_ca(tmp_path: Path) -> None:
