@@ -133,3 +133,31 @@ def test_backup_tool_backs_up_and_restores_as_the_superuser(tmp_path, pg):
     for args in (["backup"], ["restore", "--target-db", "app_copy"]):
         proc = tool.run(*args)
         assert proc.returncode == 0, f"{args}: {proc.stdout}\n{proc.stderr}"
+
+
+def test_pgbackrest_sessions_run_as_the_superuser(tmp_path, pg):
+    """``pgsteady-ctl pgbackrest`` (and upgrade-major's stanza-upgrade, sourced by it) gives
+    pgBackRest's own libpq session the options: here its database is the app's, whose
+    ``role = 'app'`` would make pgBackRest's catalog reads (data_directory, superuser-only)
+    come back empty and the stanza fail."""
+    data_dir = _su(pg, "SHOW data_directory", db="postgres")
+    conf = _put(
+        pg,
+        "/tmp/pgbr-probe.conf",
+        "[global]\nrepo1-path=/tmp/pgbr-repo\nlog-path=/tmp\nlock-path=/tmp\n"
+        f"[probe]\npg1-path={data_dir}\npg1-user=postgres\npg1-database=app\n",
+    )
+    docker("exec", "-u", "postgres", pg.name, "mkdir", "-p", "/tmp/pgbr-repo")
+    env = _ctl_env(tmp_path, pg.name)
+    control = docker(
+        "exec", "-u", "postgres", pg.name,
+        "pgbackrest", f"--config={conf}", "--stanza=probe", "stanza-create", check=False,
+    )  # fmt: skip
+    assert control.returncode != 0, control.stdout  # the control: the app's role took over
+    proc = subprocess.run(
+        ["sh", str(CTL), "-e", str(env), "pgbackrest", f"--config={conf}", "--stanza=probe",
+         "stanza-create"],
+        capture_output=True, text=True, timeout=120,
+        env={"PATH": f"{Path(DOCKER).parent}:/usr/bin:/bin"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -42,16 +42,30 @@ def test_every_upgrade_major_session_sends_the_options() -> None:
     """pgsteady-upgrade-major (sourced by pgsteady-ctl) opens its superuser sessions into
     the restored databases (row counts, the pg_stat_statements reset, vacuumdb), where the
     app's ALTER DATABASE ... SET role came along: each sends pgsteady-ctl's $pg_options,
-    and the script sets no options of its own."""
+    and the script sets no options of its own. pgBackRest's stanza-upgrade opens its own
+    libpq session as the superuser, which reads PGOPTIONS: it gets them too."""
     text = (REPO / "files/bin/pgsteady-upgrade-major").read_text()
     code = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     # One docker exec command per entry: its continuation lines joined.
     commands = re.split(r"(?=docker exec)", "\n".join(code).replace("\\\n", " "))
-    sessions = [c.split("\n")[0] for c in commands if re.search(r"\b(psql|vacuumdb)\b", c)]
-    clients = [re.search(r"\b(psql|vacuumdb)\b", s).group(1) for s in sessions]  # type: ignore[union-attr]
-    assert clients == ["psql", "psql", "vacuumdb"]  # reset, counts, analyze
+    client = r"\b(psql|vacuumdb|pgbackrest)\b"
+    firsts = [c.split("\n")[0] for c in commands if c.startswith("docker exec")]
+    sessions = [s for s in firsts if re.search(client, s)]
+    clients = [re.search(client, s).group(1) for s in sessions]  # type: ignore[union-attr]
+    assert clients == ["psql", "psql", "vacuumdb", "pgbackrest"]  # reset, counts, analyze, stanza
     for session in sessions:
         assert session.startswith(
             'docker exec -i -e "PGOPTIONS=$pg_options" '
         ) or session.startswith('docker exec -e "PGOPTIONS=$pg_options" '), session
     assert text.count("PGOPTIONS=") == len(sessions)
+
+
+def test_pgsteady_ctl_gives_pgbackrest_the_options() -> None:
+    """pgBackRest connects as the superuser with libpq, which reads PGOPTIONS: every
+    pgbackrest that pgsteady-ctl runs in the container gets $pg_options (what the options
+    do to a pgBackRest session on a real server: test_superuser_session_settings.py)."""
+    text = CTL.read_text().replace("\\\n", " ")
+    runs = [line for line in text.splitlines() if re.search(r"docker exec .*\bpgbackrest\b", line)]
+    assert len(runs) == 2, runs  # `pgsteady-ctl pgbackrest ARGS`, pgbackrest-verify
+    for line in runs:
+        assert 'docker exec -u postgres -e "PGOPTIONS=$pg_options" ' in line, line
