@@ -49,6 +49,6 @@ def run(rows: int) -> dict[str, Any]:
         }
     finally:  # a retry starts from nothing
         stack.stop_watchdog()
-        docker("rm", "-f", stack.container, check=False)
+        docker("rm", "-f", "-v", stack.container, check=False)
         docker("volume", "rm", "-f", f"{stack.name}_pgdata17", check=False)
         stack.destroy()

@@ -147,7 +147,7 @@ def test_restore_on_empty_brings_the_data_back(stack: Stack) -> None:
     backup = make("backup", stack)
     assert backup.returncode == 0, backup.stdout[-2000:] + backup.stderr[-2000:]
     (stack.app_dir / ".stopped").touch()  # keep the watchdog out of the way meanwhile
-    docker("rm", "-f", stack.container)
+    docker("rm", "-f", "-v", stack.container)
     docker("volume", "rm", f"{stack.name}_pgdata")
     result = stack.deploy()
     assert result.returncode == 0, result.output[-4000:]

@@ -160,5 +160,5 @@ def test_major_upgrade_fails_half_way_rolls_back_then_succeeds(new_stack: Stack)
         print(json.dumps(figures))
     finally:
         stack.stop_watchdog()  # before the container goes: the watchdog would start it again
-        docker("rm", "-f", stack.container, check=False)
+        docker("rm", "-f", "-v", stack.container, check=False)
         docker("volume", "rm", "-f", new_volume, check=False)

@@ -64,7 +64,7 @@ def box() -> Iterator[str]:
         sh(name, f"{BIN}/initdb -D {PGDATA} -A trust -U postgres >/dev/null")
         yield name
     finally:
-        subprocess.run([DOCKER_CLI, "rm", "-f", name], capture_output=True)
+        subprocess.run([DOCKER_CLI, "rm", "-f", "-v", name], capture_output=True)
 
 
 def start_serving(name: str) -> None:

@@ -257,7 +257,7 @@ def test_restore_on_empty_replays_the_pgbackrest_archive(make_cluster) -> None:
     c.pgbackrest("backup", "--type=full")
     c.psql("CREATE TABLE after_backup AS SELECT 42 AS answer")  # only in the archive
     c.pgbackrest("check")  # switches and archives the WAL holding it
-    docker("rm", "-f", c.name)  # the host loses the data volume (a new, empty one)
+    docker("rm", "-f", "-v", c.name)  # the host loses the data volume (a new, empty one)
     c.start(volume=f"{c.name}-empty", PGSTEADY_RESTORE_ON_EMPTY="1")
     assert c.psql("SELECT answer FROM after_backup") == "42"
     assert c.psql("SELECT pg_is_in_recovery()") == "f"

@@ -1,0 +1,47 @@
+"""Anonymous Docker volumes a test session leaves behind.
+
+A container started without a named volume for a path its image declares (``VOLUME``,
+e.g. the Postgres image's data directory), or with ``-v /path``, gets an anonymous volume,
+which ``docker rm`` without ``-v`` (and ``compose down`` without ``-v``) leaves dangling.
+The engine is shared with other sessions, so the check compares sets: only a volume
+absent when the session started and dangling at its end counts, named in the report.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+#: Docker names an anonymous volume with 64 hex digits.
+ANONYMOUS = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _volumes(*filters: str) -> set[str] | None:
+    docker = shutil.which("docker")
+    if docker is None:
+        return None
+    try:
+        proc = subprocess.run(
+            [docker, "volume", "ls", "-q", *filters],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return set(proc.stdout.split()) if proc.returncode == 0 else None
+
+
+def snapshot() -> set[str] | None:
+    """Every volume the engine has now (None: no reachable engine)."""
+    return _volumes()
+
+
+def leaked(before: set[str] | None) -> list[str]:
+    """Anonymous volumes dangling now that were not there at ``before``, sorted."""
+    if before is None:
+        return []
+    dangling = _volumes("--filter", "dangling=true") or set()
+    return sorted(v for v in dangling - before if ANONYMOUS.match(v))
