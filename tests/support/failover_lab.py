@@ -140,7 +140,10 @@ class ProcessCluster:
         elif kind == "switchover":
             other = next(m for m in self.members() if m != victim)
             body = json.dumps({"leader": victim, "candidate": other})
-            status, text = self.lab.request(victim, "/switchover", "POST", body, gated=True)
+            # Patroni answers once the new leader runs (seconds, more on a loaded machine)
+            status, text = self.lab.request(
+                victim, "/switchover", "POST", body, gated=True, timeout=120
+            )
             if status != 200:
                 raise RuntimeError(f"switchover refused: {status} {text}")
         else:

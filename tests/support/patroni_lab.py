@@ -79,15 +79,17 @@ def https(
     auth: tuple[str, str] | None = None,
     data: str = "{}",
     source: str = ADDRESSES[1],
+    timeout: float = 5,
 ) -> tuple[int, str]:
     """(status, body) of one HTTPS request verified with ``ca``, sent from ``source``
-    (default: member m2's address, as a peer or its HAProxy would); (0, "") when refused."""
+    (default: member m2's address, as a peer or its HAProxy would); (0, "") when refused
+    or when no answer came within ``timeout`` seconds."""
     ctx = ssl.create_default_context(cafile=str(ca))
     if cert:
         ctx.load_cert_chain(str(cert[0]), str(cert[1]))
     parsed = urllib.parse.urlsplit(url)
     conn = http.client.HTTPSConnection(
-        str(parsed.hostname), parsed.port, context=ctx, timeout=5, source_address=(source, 0)
+        str(parsed.hostname), parsed.port, context=ctx, timeout=timeout, source_address=(source, 0)
     )
     headers = {"Content-Type": "application/json"}
     if auth:
@@ -297,12 +299,22 @@ class PatroniLab:
         return f"https://{self.cluster.member(name).address}:{self.cluster.rest_port}"
 
     def request(
-        self, name: str, path: str, method: str = "GET", data: str = "{}", gated: bool = False
+        self,
+        name: str,
+        path: str,
+        method: str = "GET",
+        data: str = "{}",
+        gated: bool = False,
+        timeout: float = 5,
     ) -> tuple[int, str]:
-        """One call to member ``name``'s REST API; ``gated`` adds certificate and password."""
+        """One call to member ``name``'s REST API; ``gated`` adds certificate and password.
+        (POST /switchover answers only once the switchover is done: give it time.)"""
         if gated:
-            return https(self.api(name) + path, self.ca, method, self.client, self.auth, data)
-        return https(self.api(name) + path, self.ca, method, data=data)
+            return https(
+                self.api(name) + path, self.ca, method, self.client, self.auth, data,
+                timeout=timeout,
+            )  # fmt: skip
+        return https(self.api(name) + path, self.ca, method, data=data, timeout=timeout)
 
     def start(self, name: str) -> Live:
         live = start_member(self.etcd, self.root, name, self.rest_pw, self.parameters)
