@@ -99,7 +99,17 @@ def _stop(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench import backups, converge, failover, pitr, pooler, recovery, tuning, upgrade
+    from bench import (
+        backups,
+        converge,
+        failover,
+        failover_lab,
+        pitr,
+        pooler,
+        recovery,
+        tuning,
+        upgrade,
+    )
 
     # Cleanup runs on SIGTERM too, and on SIGINT even when started in the background
     # (a non-interactive shell starts background jobs with SIGINT ignored).
@@ -148,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             _part("pooler", results, lambda: pooler.run(cfg.pooler_rounds, cfg.pooler_seconds))
         if "failover" in cfg.parts:
             _part("failover", results, lambda: failover.run(cfg, log))
+        if "failover_lab" in cfg.parts:
+            _part("failover_lab", results, lambda: failover_lab.run(cfg, log))
         if "upgrade" in cfg.parts:
             _part("upgrade", results, lambda: upgrade.run(cfg.upgrade_rows))
     finally:

@@ -6,7 +6,17 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-PARTS = ("recovery", "tuning", "backups", "converge", "pitr", "pooler", "failover", "upgrade")
+PARTS = (
+    "recovery",
+    "tuning",
+    "backups",
+    "converge",
+    "pitr",
+    "pooler",
+    "failover",
+    "failover_lab",
+    "upgrade",
+)
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -58,6 +68,16 @@ class BenchConfig:
     failover_profiles: str = "default,tight"
     failover_modes: str = "async,sync"
     failover_timeout: float = 150.0
+    # failover_lab (issue 15: the host-container lab, `make lab-cluster-chaos`)
+    failover_lab_trials: int = 10
+    failover_lab_kinds: str = "all"
+    failover_lab_profile: str = "default"
+    failover_lab_mode: str = "async"
+    failover_lab_timeout: float = 240.0
+    failover_lab_minutes: float = 0.0  # start no new round after this long (0: no limit)
+    failover_lab_inventory: str = ""  # an already deployed lab cluster; else one is built
+    failover_lab_name: str = ""
+    failover_lab_out: str = "/tmp/pgsteady-lab/cluster-chaos.jsonl"
     # upgrade (major 15 -> 17 under a writer): rows of ~100 bytes, 5M ~ pgbench -s 50
     upgrade_rows: int = 5_000_000
     # output
@@ -92,6 +112,7 @@ QUICK = {
     "pooler_seconds": 4,
     "failover_trials": 1,
     "failover_profiles": "default",
+    "failover_lab_trials": 1,
     "upgrade_rows": 200_000,
 }
 

@@ -112,6 +112,17 @@ def _wait_listening(path: str, proc: subprocess.Popen[bytes], name: str) -> None
         time.sleep(0.2)
 
 
+def end(proc: subprocess.Popen[bytes]) -> None:
+    """End an ssh forward this process started: SIGTERM, SIGKILL after 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 @contextlib.contextmanager
 def forwarded(members: Sequence[ClusterMember]) -> Iterator[dict[str, Endpoint]]:
     """Member name -> where its REST API answers from here, for the block's duration."""
@@ -137,13 +148,7 @@ def forwarded(members: Sequence[ClusterMember]) -> Iterator[dict[str, Endpoint]]
         yield urls
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+            end(proc)
             if proc.stderr:
                 proc.stderr.close()
         sockets.cleanup()

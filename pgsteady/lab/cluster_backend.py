@@ -39,6 +39,7 @@ from pgsteady.cluster.status import ClusterStatus, fetch_cluster
 from pgsteady.lab import faults
 from pgsteady.lab.engine import LabError, docker
 from pgsteady.lab.hosts import LabHost
+from pgsteady.lab.member_tunnels import MemberTunnels
 from pgsteady.settings import Settings
 
 #: The CA file of a lab's inventory (``postgres_tls_ca_dir`` is ``<lab dir>/ca``).
@@ -71,9 +72,13 @@ class LabCluster:
     hosts: list[LabHost]
     settings: Settings
     ca_dir: Path
+    tunnels: MemberTunnels | None = None  # the probe's way to each member's own port
     down: list[str] = field(default_factory=list)  # etcd containers killed
     cut: list[str] = field(default_factory=list)  # hosts powered off or isolated
     paused: list[str] = field(default_factory=list)
+    #: What the last trial's repair saw besides the writers (merged into its record).
+    observed: dict[str, Any] = field(default_factory=dict)
+    _fault_at: float = 0.0
     _password: str = field(default="", repr=False)
     _last_leader: str = ""
 
@@ -115,7 +120,12 @@ class LabCluster:
         return self._dsn(host.ip, self.settings.postgres_port)
 
     def member_dsn(self, name: str) -> str:
-        return self._dsn(self._ip(name), self.settings.postgres_member_port)
+        """Member ``name``'s own port through its SSH forward (:mod:`member_tunnels`), the
+        certificate verified against the member's address."""
+        ip = self._ip(name)
+        if self.tunnels is None:
+            return self._dsn(ip, self.settings.postgres_member_port)
+        return self._dsn(ip, self.tunnels.port(ip)) + " hostaddr=127.0.0.1"
 
     def hold_seconds(self, kind: str) -> float:
         s = self.settings
@@ -126,8 +136,8 @@ class LabCluster:
     def inject(self, kind: str, victim: str) -> float:
         pg = self.settings.container_name
         if kind == "postmaster_kill":
-            sql = "SELECT pg_postmaster_pid()"
-            pid = _host(victim, "docker", "exec", "-u", "postgres", pg, "psql", "-XAtqc", sql)
+            script = 'head -n 1 "$(psql -XAtqc "SHOW data_directory")/postmaster.pid"'
+            pid = _host(victim, "docker", "exec", "-u", "postgres", pg, "sh", "-c", script).strip()
             at = time.monotonic()
             _host(victim, "docker", "exec", pg, "kill", "-9", pid)
         elif kind == "container_kill":
@@ -152,6 +162,7 @@ class LabCluster:
                 self.down.append(name)
         else:
             raise ValueError(f"the lab cannot stage fault kind {kind!r}")
+        self.observed, self._fault_at = {}, at
         return at
 
     def repair(self, kind: str, victim: str) -> None:
@@ -161,6 +172,7 @@ class LabCluster:
         self.paused = []
         for name in self.cut:
             if kind == "host_isolated":
+                self.observed = self._read_only_after(name)
                 faults.heal(name)
             else:
                 faults.power_on(name)
@@ -170,6 +182,13 @@ class LabCluster:
         self.down = []
         if kind == "container_kill":
             _host(victim, "docker", "start", self.settings.container_name)
+        if self.tunnels is not None:  # its forward may hang on a session the fault cut
+            self.tunnels.restart(self._ip(victim))
+
+    def close(self) -> None:
+        """End the probe's SSH forwards."""
+        if self.tunnels is not None:
+            self.tunnels.close()
 
     def wait_whole(self, timeout: float) -> None:
         """Until etcd is healthy on every host, one leader runs and every other member
@@ -222,6 +241,29 @@ class LabCluster:
         self._last_leader = lead.name
         return ""
 
+    def _read_only_after(self, name: str, timeout: float = 90) -> dict[str, Any]:
+        """While ``name`` is still cut off (once writes resumed on the new leader): by when,
+        after the fault, its Postgres took no more writes (``pg_is_in_recovery()`` or no
+        answer; an upper bound when it already took none at the first look), read inside
+        its container (docker exec needs no network). Writable when the new leader already serves is
+        two primaries at once; the probe cannot see it, as this machine cannot reach
+        the isolated host."""
+        sql = "SELECT pg_is_in_recovery()"
+        argv = ["docker", "exec", "-u", "postgres", self.settings.container_name,
+                "psql", "-XAtq", "-c", sql]  # fmt: skip
+        first = None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            answer = _host(name, *argv, timeout=20, check=False).strip()
+            first = answer if first is None else first
+            if answer != "f":
+                return {
+                    "old_leader_read_only_by_seconds": round(time.monotonic() - self._fault_at, 3),
+                    "old_leader_writable_at_repair": first == "f",
+                }
+            time.sleep(0.5)
+        return {"old_leader_read_only_by_seconds": None, "old_leader_writable_at_repair": True}
+
     # --- helpers --------------------------------------------------------------------------
 
     def _ip(self, name: str) -> str:
@@ -261,4 +303,7 @@ def from_inventory(path: Path) -> LabCluster:
     if not settings.postgres_cluster_name:
         raise LabError(f"{path}: its hosts form no cluster (postgres_cluster_name unset)")
     hosts = [LabHost(name, d["ssh_hostname"]) for name, d in entries]
-    return LabCluster(hosts, settings, Path(data["postgres_tls_ca_dir"]))
+    tunnels = MemberTunnels(
+        str(data["ssh_key"]), str(data["ssh_known_hosts_file"]), settings.postgres_member_port
+    )
+    return LabCluster(hosts, settings, Path(data["postgres_tls_ca_dir"]), tunnels)

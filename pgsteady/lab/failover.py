@@ -37,8 +37,8 @@ KINDS: dict[str, str] = {
 #: Kinds only the host-container lab can stage (pgsteady/lab/cluster_backend.py): one
 #: host per member, each with its own dockerd and network interface.
 LAB_KINDS: dict[str, str] = {
-    "container_kill": "`docker kill` of the primary's Postgres container on its host, "
-    "started again once a new primary serves",
+    "container_kill": "`docker kill` of the primary's Postgres container on its host (its "
+    "restart policy starts it again; `docker start` as the repair otherwise)",
     "host_power_loss": "power loss of the primary's host (its container killed), powered "
     "on again once a new primary serves",
     "host_isolated": "the primary's host cut off the network (peers, etcd, clients), "
@@ -50,8 +50,10 @@ ALL_KINDS: dict[str, str] = {**KINDS, **LAB_KINDS}
 #: that served before the fault (a restarted or a new primary).
 NEW_INSTANCE = frozenset({"postmaster_kill", "primary_kill", "primary_pause", "switchover",
                           *LAB_KINDS})  # fmt: skip
-#: Kinds that move the leader key to another member.
-NEW_LEADER = frozenset({"primary_kill", "primary_pause", "switchover", *LAB_KINDS})
+#: Kinds that move the leader key to another member (a killed container comes back on
+#: its host within the lease: its member keeps the key).
+NEW_LEADER = frozenset({"primary_kill", "primary_pause", "switchover", "host_power_loss",
+                        "host_isolated"})  # fmt: skip
 #: Kinds whose gap is measured from the repair (writes may stop while the fault lasts).
 FROM_HEAL = frozenset({"etcd_quorum_lost"})
 #: The kinds whose p95 is the headline "primary lost → writes accepted on the new primary".

@@ -205,4 +205,8 @@ def deployed_cluster_lab() -> Iterator[ClusterLab]:
         if result.returncode != 0:
             pytest.fail(f"the cluster lab's first deploy failed:\n{result.output[-8000:]}")
         record("cluster lab: first deploy of 3 hosts (Patroni, etcd, images built)", seconds)
-        yield ClusterLab(targets, result, from_inventory(targets[0].inventory))
+        cluster = from_inventory(targets[0].inventory)
+        try:
+            yield ClusterLab(targets, result, cluster)
+        finally:
+            cluster.close()  # the probe's ssh forwards

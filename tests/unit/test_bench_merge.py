@@ -27,6 +27,7 @@ FULL = doc(
     pitr={"p": 1},
     pooler={"q": 1},
     failover={"f": 1},
+    failover_lab={"l": 1},
     upgrade={"u": 1},
     data_stack={"scale": 70},
     versions={"pyinfra": "3.10.0", "postgres": "17.1"},
@@ -44,10 +45,11 @@ def test_a_run_of_one_part_replaces_it_and_keeps_the_others():
     ]  # fmt: skip
     assert out["part_seconds"] == {"pitr": 5.0, "recovery": 10.0, "tuning": 10.0,
                                    "backups": 10.0, "converge": 10.0,
-                                   "pooler": 10.0, "upgrade": 10.0, "failover": 10.0}  # fmt: skip
+                                   "pooler": 10.0, "upgrade": 10.0, "failover": 10.0,
+                                   "failover_lab": 10.0}  # fmt: skip
     assert out["retried"] == {"tuning": "docker restarted"}
     assert set(out["carried"]) == {"recovery", "tuning", "backups", "converge", "pooler",
-                                   "upgrade", "failover"}  # fmt: skip
+                                   "upgrade", "failover", "failover_lab"}  # fmt: skip
     assert out["carried"]["tuning"]["started"] == "day 1"
     assert out["carried"]["tuning"]["machine"] == {"kernel": "day 1"}
     assert out["data_stack"] == {"scale": 70}  # the carried data parts' stack
@@ -77,7 +79,7 @@ def test_an_interrupted_run_keeps_the_parts_it_never_reached():
     out = merge(FULL, doc("day 2", config.PARTS, recovery={"r": 2}))
     assert out["recovery"] == {"r": 2} and out["pitr"] == {"p": 1}
     assert set(out["carried"]) == {"tuning", "backups", "converge", "pitr", "pooler",
-                                   "upgrade", "failover"}  # fmt: skip
+                                   "upgrade", "failover", "failover_lab"}  # fmt: skip
 
 
 def test_a_full_run_or_no_previous_document_carries_nothing():
