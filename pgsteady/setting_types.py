@@ -70,13 +70,27 @@ def _check_identifier(value: Any) -> Any:
     return value
 
 
+#: The roles Patroni makes and manages in a cluster (pgsteady.cluster.patroni's
+#: REPLICATION_USER and REWIND_USER; a unit test keeps them equal): an app, read-only or
+#: monitor role of that name would get the replication or pg_rewind role's password and
+#: rights (pg_read_binary_file, which reads every SCRAM verifier).
+PATRONI_ROLES = ("replicator", "pgsteady_rewind")
+
+
 def _check_role(value: Any) -> Any:
-    """a lower-case SQL identifier, not pg_*, public, none, postgres or pgsteady_restore"""
+    """an SQL identifier; not pg_*, public, none, postgres, replicator, pgsteady_restore/_rewind
+
+    (pgsteady_restore is pgsteady's restore role; replicator and pgsteady_rewind Patroni's)"""
     _check_identifier(value)
     if value in ("public", "none"):
         raise ValueError(f"{value!r} is a role name Postgres reserves")
     if value == "pgsteady_restore":
         raise ValueError(f"{value!r} is the role pgsteady reserves for restores (any other name)")
+    if value in PATRONI_ROLES:
+        raise ValueError(
+            f"{value!r} is a role Patroni makes and manages in a cluster (reserved on every "
+            f"host); use any name but {' or '.join(PATRONI_ROLES)}"
+        )
     return value
 
 

@@ -552,16 +552,29 @@ class Settings(BaseModel):
         10, "seconds Patroni retries etcd and Postgres before demoting", ge=3, le=3600
     )
     postgres_maximum_lag_on_failover: Size = setting(
-        "1MB", "a replica further behind than this is never promoted"
+        "1MB",
+        "a replica further behind than this is never promoted",
+        accepted="a size above zero, at most 16MB (B, kB, MB; e.g. \"1MB\")",
+        doc="An asynchronous failover may drop this much acknowledged WAL: at most one\n"
+        "WAL segment (16MB).",
     )
     postgres_replica_max_lag: Size = setting(
         "16MB", "a replica further behind leaves postgres_replica_port's pool"
     )
     postgres_synchronous_mode: StrictBool = setting(
-        False, "synchronous replication: no acknowledged write is lost on failover"
+        True,
+        "synchronous replication: no acknowledged write is lost on failover",
+        doc="False needs postgres_accept_failover_commit_loss = True. Issue 15 asked for\n"
+        "asynchronous by default; pgsteady refuses settings that lose acknowledged data.",
     )
     postgres_synchronous_mode_strict: StrictBool = setting(
         False, "with synchronous mode: refuse writes while no replica confirms them"
+    )
+    postgres_accept_failover_commit_loss: StrictBool = setting(
+        False,
+        "allow postgres_synchronous_mode = False",
+        doc="A failover then loses the commits no replica received (up to\n"
+        "postgres_maximum_lag_on_failover plus one loop_wait of writes).",
     )
     etcd_heartbeat_interval_ms: StrictInt = setting(
         100, "etcd's heartbeat interval (milliseconds)", ge=10, le=10000

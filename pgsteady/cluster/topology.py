@@ -24,6 +24,11 @@ MIN_TTL, MIN_LOOP_WAIT, MIN_RETRY_TIMEOUT = 20, 1, 3
 #: name, and a member's certificate has the member's name as CN: a member named like a
 #: user would be that user without its password.
 ETCD_USERS = ("root", "patroni")
+#: The most WAL an asynchronous failover may drop (``postgres_maximum_lag_on_failover``):
+#: one WAL segment. Beyond it a failover may silently discard more than the archive's own
+#: loss window (a segment not yet archived), and Patroni compares lag only once per
+#: loop_wait, so the bound must stay small next to a loop_wait of writes.
+MAX_FAILOVER_LAG = 16 * 1024**2
 
 DEFAULTS: dict[str, Any] = {
     "patroni_ttl": 24,
@@ -31,8 +36,9 @@ DEFAULTS: dict[str, Any] = {
     "patroni_retry_timeout": 10,
     "postgres_maximum_lag_on_failover": "1MB",
     "postgres_replica_max_lag": "16MB",
-    "postgres_synchronous_mode": False,
+    "postgres_synchronous_mode": True,
     "postgres_synchronous_mode_strict": False,
+    "postgres_accept_failover_commit_loss": False,
     "postgres_port": 5432,
     "postgres_replica_port": 5433,
     "postgres_member_port": 15432,
@@ -134,6 +140,30 @@ def _size(data: Mapping[str, Any], key: str, errors: list[str]) -> int:
     except ValueError:
         errors.append(f"{key} = {value!r}: expected {SIZE_ACCEPTED}")
         return 0
+
+
+def _failover_lag(data: Mapping[str, Any], errors: list[str]) -> int:
+    key = "postgres_maximum_lag_on_failover"
+    lag = _size(data, key, errors)
+    if lag > MAX_FAILOVER_LAG:
+        errors.append(
+            f"{key} = {data[key]!r}: a failover may drop this much acknowledged WAL; "
+            "expected at most 16MB (one WAL segment)"
+        )
+    return lag
+
+
+def _commit_loss_errors(data: Mapping[str, Any], errors: list[str]) -> None:
+    """Asynchronous replication loses acknowledged commits on failover: only by opt-in."""
+    raw = data.get("postgres_synchronous_mode", DEFAULTS["postgres_synchronous_mode"])
+    accept = _bool(data, "postgres_accept_failover_commit_loss", errors)
+    if raw is False and not accept:
+        errors.append(
+            "postgres_synchronous_mode = False: a failover then loses the commits the old "
+            "leader acknowledged but no replica received (up to "
+            "postgres_maximum_lag_on_failover plus one loop_wait of writes). Accepted: True, "
+            "or False with postgres_accept_failover_commit_loss = True to accept that loss"
+        )
 
 
 def _bool(data: Mapping[str, Any], key: str, errors: list[str]) -> bool:
@@ -240,6 +270,7 @@ def cluster_from_mapping(data: Mapping[str, Any], with_members: bool = True) -> 
         errors.append(
             "postgres_synchronous_mode_strict = True: needs postgres_synchronous_mode = True"
         )
+    _commit_loss_errors(data, errors)
     heartbeat = _int(data, "etcd_heartbeat_interval_ms", 10, 10000, errors)
     election = _int(data, "etcd_election_timeout_ms", 50, 50000, errors)
     if election < 5 * heartbeat:
@@ -253,7 +284,7 @@ def cluster_from_mapping(data: Mapping[str, Any], with_members: bool = True) -> 
         ttl=ttl,
         loop_wait=loop_wait,
         retry_timeout=retry,
-        maximum_lag_on_failover=_size(data, "postgres_maximum_lag_on_failover", errors),
+        maximum_lag_on_failover=_failover_lag(data, errors),
         replica_max_lag=_size(data, "postgres_replica_max_lag", errors),
         synchronous_mode=sync,
         synchronous_mode_strict=strict,

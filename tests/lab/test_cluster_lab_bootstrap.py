@@ -191,8 +191,13 @@ def test_a_diverged_old_leader_rejoins_by_pg_rewind(lab: list[LabTarget]) -> Non
     assert len(senders) == 2, pids.stdout + pids.stderr
     out = _in_postgres(old, f"kill -STOP {' '.join(senders)}")
     assert out.returncode == 0, out.stderr
+    # synchronous_commit = local: committed on the old leader without waiting for a
+    # replica (the cluster runs synchronous mode by default, which would wait forever)
     lost = _through(
-        old, 5432, "INSERT INTO m3_rewind SELECT 'lost', g FROM generate_series(1, 100) g"
+        old,
+        5432,
+        "SET synchronous_commit = local; "
+        "INSERT INTO m3_rewind SELECT 'lost', g FROM generate_series(1, 100) g",
     )
     assert lost.returncode == 0, lost.stderr
     unseen = _through(others[0], 5433, "SELECT count(*) FROM m3_rewind WHERE via = 'lost'")

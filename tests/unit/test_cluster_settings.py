@@ -68,8 +68,21 @@ def test_cluster_settings_default_to_a_single_host() -> None:
             ["etcd_client_port = 2379", "every cluster port must differ"],
         ),
         (
-            {"postgres_cluster_name": "main", "postgres_synchronous_mode_strict": True},
+            {
+                "postgres_cluster_name": "main",
+                "postgres_synchronous_mode": False,
+                "postgres_accept_failover_commit_loss": True,
+                "postgres_synchronous_mode_strict": True,
+            },
             ["postgres_synchronous_mode_strict = True", "postgres_synchronous_mode = True"],
+        ),
+        (
+            {"postgres_cluster_name": "main", "postgres_synchronous_mode": False},
+            ["postgres_synchronous_mode = False", "postgres_accept_failover_commit_loss = True"],
+        ),
+        (
+            {"postgres_cluster_name": "main", "postgres_maximum_lag_on_failover": "1GB"},
+            ["postgres_maximum_lag_on_failover = '1GB'", "at most 16MB"],
         ),
         (
             {"postgres_cluster_name": "main", "etcd_election_timeout_ms": 400},
@@ -192,3 +205,9 @@ def test_the_lab_inventory_of_a_cluster_lab_is_one_valid_cluster() -> None:
         (f"pgsteady-lab-{i}", f"10.77.5.{10 + i}") for i in (1, 2, 3)
     ]
     assert (c.etcd_heartbeat_ms, c.etcd_election_ms) == (250, 2500)
+
+
+def test_a_single_host_needs_no_failover_commit_loss_opt_in() -> None:
+    """R8 M2 touches clusters only: a single host has no failover to lose commits in."""
+    s = build_settings({"postgres_synchronous_mode": False}, FACTS)
+    assert s.postgres_cluster_name is None and s.postgres_synchronous_mode is False

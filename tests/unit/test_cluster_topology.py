@@ -28,7 +28,7 @@ def test_defaults() -> None:
     assert c.maximum_lag_on_failover == 1024**2 and c.replica_max_lag == 16 * 1024**2
     assert (c.etcd_client_port, c.etcd_peer_port, c.rest_port) == (2379, 2380, 8008)
     assert (c.postgres_port, c.replica_port, c.member_port) == (5432, 5433, 15432)
-    assert c.synchronous_mode is False
+    assert c.synchronous_mode is True
     assert c.prefix == "/service/main/"
 
 
@@ -119,3 +119,25 @@ def test_a_member_named_like_an_etcd_user_is_refused(name: str) -> None:
     with pytest.raises(ClusterError) as exc:
         cluster_from_mapping(d)
     assert exc.value.errors[0].startswith(f"members[0].name = {name!r}: the name of an etcd user")
+
+
+def test_asynchronous_replication_needs_the_commit_loss_opt_in() -> None:
+    """R8 M2: an asynchronous failover drops acknowledged commits; refused unless accepted."""
+    [msg] = errors(postgres_synchronous_mode=False)
+    assert msg.startswith("postgres_synchronous_mode = False: a failover then loses")
+    assert "postgres_accept_failover_commit_loss = True" in msg
+    c = cluster_from_mapping(
+        data(postgres_synchronous_mode=False, postgres_accept_failover_commit_loss=True)
+    )
+    assert c.synchronous_mode is False
+    [msg] = errors(postgres_accept_failover_commit_loss="yes")
+    assert msg == "postgres_accept_failover_commit_loss = 'yes': expected true or false"
+
+
+def test_failover_lag_is_bounded_by_one_wal_segment() -> None:
+    """R8 M2: maximum_lag_on_failover is what an async failover may drop; 1TB was accepted."""
+    [msg] = errors(postgres_maximum_lag_on_failover="1TB")
+    assert msg.startswith("postgres_maximum_lag_on_failover = '1TB': a failover may drop")
+    assert "at most 16MB" in msg
+    c = cluster_from_mapping(data(postgres_maximum_lag_on_failover="16MB"))
+    assert c.maximum_lag_on_failover == 16 * 1024**2

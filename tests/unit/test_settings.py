@@ -65,6 +65,12 @@ def test_every_error_is_reported_together_with_key_value_and_accepted():
         ({"postgres_user": "postgres"}, "the superuser"),
         ({"postgres_user": "pg_app"}, "reserves"),
         ({"postgres_user": "pgsteady_restore"}, "reserves for restores"),
+        ({"postgres_user": "replicator"}, "a role Patroni makes"),
+        ({"postgres_user": "pgsteady_rewind"}, "a role Patroni makes"),
+        ({"postgres_readonly_user": "replicator"}, "a role Patroni makes"),
+        ({"postgres_readonly_user": "pgsteady_rewind"}, "a role Patroni makes"),
+        ({"postgres_monitor_user": "replicator"}, "a role Patroni makes"),
+        ({"postgres_monitor_user": "pgsteady_rewind"}, "a role Patroni makes"),
         ({"postgres_db": "my-app"}, "lower-case SQL identifier"),
         ({"app_dir": "relative/path"}, "absolute path"),
         ({"app_dir": "/etc"}, "system directory"),
@@ -287,3 +293,11 @@ def test_a_trailing_newline_or_an_unnormalised_path_is_refused(key: str, value: 
     values reach shell commands, compose files and ini files."""
     errors = errors_for(**{key: value})
     assert any(key in e for e in errors), errors
+
+
+def test_reserved_patroni_roles_are_the_ones_patroni_makes():
+    """R8 M4: the names _check_role refuses are exactly Patroni's replication/rewind roles."""
+    from pgsteady.cluster.patroni import REPLICATION_USER, REWIND_USER
+    from pgsteady.setting_types import PATRONI_ROLES
+
+    assert set(PATRONI_ROLES) == {REPLICATION_USER, REWIND_USER}
