@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import ssl
+import threading
 from pathlib import Path
 
 import pytest
 
-from pgsteady.cluster.operations import OperationError
+from pgsteady import tls
+from pgsteady.cluster.operations import Endpoint, OperationError, RestAccess, RestApi
 from pgsteady.cluster.tunnels import (
     cluster_members,
     default_access_dir,
@@ -71,3 +76,42 @@ def test_access_dir_sits_beside_the_inventorys_ca(tmp_path: Path) -> None:
     assert default_access_dir(inv, [host("a")]) == tmp_path / ".pgsteady/prod/cluster-access"
     custom = [host("a", postgres_tls_ca_dir="/srv/ca")]
     assert default_access_dir(inv, custom) == Path("/srv/ca/cluster-access")
+
+
+def test_rest_api_over_a_unix_socket_checks_the_members_name(tmp_path: Path) -> None:
+    """An :class:`Endpoint` with a socket: TLS over it, the certificate checked against
+    the URL's host (a real TLS server on a Unix socket, no Patroni)."""
+    ca = tls.create_ca("t")
+    cert, key = tls.issue_server_cert(ca, ["pg1", "10.0.0.11"])
+    for name, data in (("ca.crt", ca.cert_pem), ("s.crt", cert), ("s.key", key)):
+        (tmp_path / name).write_bytes(data)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(tmp_path / "s.crt", tmp_path / "s.key")
+    path = str(tmp_path / "0.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen()
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _addr = listener.accept()
+            with (
+                contextlib.suppress(ssl.SSLError, OSError),
+                server_ctx.wrap_socket(conn, server_side=True) as s,
+            ):
+                s.recv(4096)
+                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    access = RestAccess(str(tmp_path / "ca.crt"), "", "", "")
+    try:
+        good = RestApi({"pg1": Endpoint("https://10.0.0.11:8008", path)}, access)
+        assert good.call("pg1", "/cluster") == (200, "ok")
+        wrong = RestApi({"pg1": Endpoint("https://10.0.0.99:8008", path)}, access)
+        code, text = wrong.call("pg1", "/cluster")
+        assert code == 0 and "mismatch" in text.lower(), text
+    finally:
+        thread.join(timeout=10)
+        listener.close()
