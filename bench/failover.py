@@ -193,8 +193,8 @@ def section(fo: Results) -> list[str]:
         "brain**: members acknowledging probe commits in interleaved turns. Each trial "
         "waits until the cluster is whole again (pg_rewind rejoin, synchronous standby). "
         f"{fo['trials_per_kind']} trial(s) per kind and cluster in this run (the full run's "
-        f"default: {BenchConfig().failover_trials}). Findings and the open defect of the "
-        "pause trials: docs/reliability.md, Failover.",
+        f"default: {BenchConfig().failover_trials}). Findings (and Debian bookworm's "
+        "Patroni 3.0.2 split-brain defect): docs/reliability.md, Failover.",
         "",
     ]
     rows = []
