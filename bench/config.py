@@ -72,7 +72,7 @@ class BenchConfig:
     failover_lab_trials: int = 10
     failover_lab_kinds: str = "all"
     failover_lab_profile: str = "default"
-    failover_lab_mode: str = "async"
+    failover_lab_mode: str = "sync"  # the cluster default; async accepts commit loss
     failover_lab_timeout: float = 240.0
     failover_lab_minutes: float = 0.0  # start no new round after this long (0: no limit)
     failover_lab_inventory: str = ""  # an already deployed lab cluster; else one is built

@@ -103,3 +103,6 @@ def test_the_section_lists_each_kind_with_its_figures() -> None:
         "| `host_isolated` | 3/3 | 20.0 / 25.0 / 26.0 | 21.0 / 26.0 / 27.0 | 0, 2, 0 | 0 |" in text
     )
     assert "asynchronous" in text and "24/4/10" in text
+    assert "worst p95 25.0 s (`host_isolated`), goal ≤ 30 s: met" in text
+    kind["seconds"]["p95"] = 31.5
+    assert "goal ≤ 30 s: missed by 1.5 s" in "\n".join(section(fo))
