@@ -182,12 +182,13 @@ def issue_cert(
     usages: tuple[x509.ObjectIdentifier, ...],
     now: dt.datetime | None = None,
     days: int = SERVER_DAYS,
-    common_name: bool = True,
+    common_name: bool | str = True,
 ) -> tuple[bytes, bytes]:
     """(certificate PEM, key PEM): a new P-256 key's end-entity certificate for ``names``
     (subjectAltName), signed by ``ca``, with extended key usages ``usages``; valid ``days``
-    but never past the CA. The subject is CN = the first name, or empty when
-    ``common_name`` is false (then the SAN is critical, as RFC 5280 requires)."""
+    but never past the CA. The subject is CN = the first name (``common_name`` a string:
+    that string), or empty when ``common_name`` is false (then the SAN is critical, as
+    RFC 5280 requires)."""
     if not names:
         raise TlsError("a certificate needs at least one name")
     bad = [n for n in names if not valid_name(n)]
@@ -197,7 +198,8 @@ def issue_cert(
     key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = ca.cert
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    subject = [x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])] if common_name else []
+    cn = common_name if isinstance(common_name, str) else names[0]
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, cn[:64])] if common_name else []
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name(subject))

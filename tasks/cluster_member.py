@@ -26,13 +26,11 @@ from typing import Any
 import yaml
 from pyinfra import host
 from pyinfra.api import FactBase
-from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operation import OperationMeta
-from pyinfra.facts.files import File, FileContents
+from pyinfra.facts.files import FileContents
 from pyinfra.operations import server
 
 from pgsteady.backup import cluster_archive
-from pgsteady.ca_store import load_or_create_ca
 from pgsteady.cluster import dcs, patroni
 from pgsteady.cluster import member_service as ms
 from pgsteady.cluster.certs import issue_etcd_client_cert
@@ -43,12 +41,11 @@ from pgsteady.settings import Settings
 from pgsteady.stack.compose import INIT_SQL, SUPERUSER, secret_names
 from pgsteady.stack.hostfiles import Owned, server_readable
 from pgsteady.stack.layout import INIT_MOUNT, TLS_MOUNT
-from pgsteady.tls import TlsError
 from tasks.cluster import load_cluster
-from tasks.etcd import cluster_secret
+from tasks.etcd import cluster_secret, etcd_ca
 from tasks.noop_guard import guarded_put
 from tasks.ownership import put_owned
-from tasks.tls import ca_directory, private_file
+from tasks.tls import private_file, renewal_needed
 
 #: The etcd password Patroni logs in with is etcd's own "patroni" user's (tasks/etcd.py).
 SECRET_SOURCES = {"etcd_patroni_password": "etcd-patroni.password"}
@@ -130,7 +127,7 @@ def prepare(s: Settings) -> list[OperationMeta]:
         return []
     cluster, member = ctx
     p = s.layout
-    ops = _etcd_client_cert(s, member)
+    ops = _etcd_client_cert(s, cluster, member)
     paths = patroni.container_paths(s.postgres_version)
     desired = dcs.desired(s, cluster)
     replica = cluster_archive.replica_method(s)
@@ -155,37 +152,53 @@ def prepare(s: Settings) -> list[OperationMeta]:
     return ops
 
 
-def _etcd_client_cert(s: Settings, member: Member) -> list[OperationMeta]:
-    """Patroni's etcd client certificate (no Common Name: pgsteady/cluster/certs.py),
-    issued once; its key 0640 root:postgres like the server's."""
+def _etcd_client_cert(s: Settings, cluster: Cluster, member: Member) -> list[OperationMeta]:
+    """Patroni's etcd trust anchor (app_dir/tls/etcd-ca.crt, the cluster's etcd CA) and
+    client certificate (no Common Name: pgsteady/cluster/certs.py), issued anew when
+    tasks/tls.renewal_needed says so; its key 0640 root:postgres like the server's.
+    Patroni's etcd client (urllib3) loads the certificate and key at each new connection,
+    so a renewal needs no restart; a new CA file does: every running member's Patroni
+    restarts at once, after etcd restarted with that CA (tasks/etcd.py)."""
     tls = f"{s.app_dir}/tls"
     crt, key = f"{tls}/{ms.ETCD_CLIENT_CERT}", f"{tls}/{ms.ETCD_CLIENT_KEY}"
-    if host.get_fact(File, path=crt) and host.get_fact(File, path=key):
-        return []
-    directory, label = ca_directory(s)
-    try:
-        ca = load_or_create_ca(directory, label)
-    except TlsError as exc:
-        raise DeployError(f"TLS: {exc}") from None
-    cert_pem, key_pem = issue_etcd_client_cert(ca, member.name)
-    return [
-        private_file(
-            name=f"Issue Patroni's etcd client certificate {crt}",
-            src=cert_pem,
-            dest=crt,
-            uid=0,
-            gid=0,
-            mode="644",
-        ),
-        private_file(
-            name=f"Upload its key {key} (0640 root:{s.postgres_uid}, not shown)",
-            src=key_pem,
-            dest=key,
-            uid=0,
-            gid=s.postgres_uid,
-            mode="640",
-        ),
-    ]
+    ca = etcd_ca(s, cluster)
+    ca_op = guarded_put(
+        name=f"Upload the cluster's etcd CA {tls}/{ms.ETCD_CA_CERT}",
+        src=StringIO(ca.cert_pem.decode()),
+        dest=f"{tls}/{ms.ETCD_CA_CERT}",
+        user="root",
+        group="root",
+        mode="644",
+    )
+    ops = [ca_op]
+    reason = renewal_needed(crt, key, ca.cert_pem, [member.name])
+    if reason is not None:
+        cert_pem, key_pem = issue_etcd_client_cert(ca, member.name)
+        ops += [
+            private_file(
+                name=f"Issue Patroni's etcd client certificate {crt} ({reason})",
+                src=cert_pem,
+                dest=crt,
+                uid=0,
+                gid=0,
+                mode="644",
+            ),
+            private_file(
+                name=f"Upload its key {key} (0640 root:{s.postgres_uid}, not shown)",
+                src=key_pem,
+                dest=key,
+                uid=0,
+                gid=s.postgres_uid,
+                mode="640",
+            ),
+        ]
+    running = f"docker inspect -f '{{{{.State.Running}}}}' {s.container_name} 2>/dev/null"
+    server.shell(
+        name="Restart Patroni for the cluster's new etcd CA (a member that runs)",
+        commands=[f"if {running} | grep -qx true; then docker restart {s.container_name}; fi"],
+        _if=lambda: ca_op.did_change(),
+    )
+    return ops
 
 
 @dataclass

@@ -1,9 +1,12 @@
 """etcd on a cluster's etcd hosts: its files before the stack starts, its RBAC once after.
 
 The cluster's shared values (the etcd root and patroni passwords, the ES256 key etcd signs
-its tokens with, the initial cluster token) are made once on the deploy machine, beside
-the inventory's CA (0600 in 0700 directories), and reach the hosts over the deploy's own
-channel, compared by hash and never shown: the tasks/pgbackrest_peers.py pattern.
+its tokens with, the initial cluster token, and the cluster's own etcd CA) are made once on
+the deploy machine, beside the inventory's CA (0600 in 0700 directories), and reach the
+hosts over the deploy's own channel, compared by hash and never shown: the
+tasks/pgbackrest_peers.py pattern. etcd trusts only the etcd CA (pgsteady/cluster/certs.py);
+a running etcd whose CA file changed (a cluster deployed before it had one) is restarted
+on every etcd host in the same operation, so the cluster never runs split between CAs.
 """
 
 from __future__ import annotations
@@ -23,18 +26,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pyinfra import host
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operation import OperationMeta
-from pyinfra.facts.files import File, FileContents
+from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
 from pgsteady.ca_store import load_or_create_ca
+from pgsteady.cluster import certs
 from pgsteady.cluster import etcd_service as svc
 from pgsteady.cluster.topology import Cluster
 from pgsteady.settings import Settings
 from pgsteady.stack.hostfiles import Owned, root_only
-from pgsteady.tls import TlsError, issue_server_cert, renewal_reason
+from pgsteady.tls import Authority, TlsError
 from tasks.cluster import load_cluster
 from tasks.ownership import directory_owned
-from tasks.tls import ca_directory, private_file
+from tasks.tls import ca_directory, private_file, renewal_needed
 
 
 def _private_dir(path: Path) -> None:
@@ -44,17 +48,24 @@ def _private_dir(path: Path) -> None:
         raise DeployError(f"{path}: must be your own private directory (0700): it holds secrets")
 
 
-def cluster_secret(s: Settings, cluster: Cluster, name: str, make: Callable[[], bytes]) -> bytes:
-    """The cluster's shared value ``name``: made once by ``make`` on the deploy machine,
-    kept at <CA dir>/clusters/<cluster>/<name> (0600); every member's deploy reads it."""
+def _cluster_folder(s: Settings, cluster: Cluster) -> Path:
+    """<CA dir>/clusters/<cluster>, 0700, after the inventory CA (which is made only in a
+    new directory)."""
     directory, label = ca_directory(s)
     try:
-        load_or_create_ca(directory, label)  # the CA first: it is made only in a new directory
+        load_or_create_ca(directory, label)
     except TlsError as exc:
         raise DeployError(f"TLS: {exc}") from None
     folder = directory / "clusters" / cluster.name
     _private_dir(directory / "clusters")
     _private_dir(folder)
+    return folder
+
+
+def cluster_secret(s: Settings, cluster: Cluster, name: str, make: Callable[[], bytes]) -> bytes:
+    """The cluster's shared value ``name``: made once by ``make`` on the deploy machine,
+    kept at <CA dir>/clusters/<cluster>/<name> (0600); every member's deploy reads it."""
+    folder = _cluster_folder(s, cluster)
     path = folder / name
     if not path.exists():
         # Written whole under a temporary name, then linked: the first deploy's value wins.
@@ -72,6 +83,17 @@ def cluster_secret(s: Settings, cluster: Cluster, name: str, make: Callable[[], 
     if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
         raise DeployError(f"{path}: must be your own regular file, 0600: it is a cluster secret")
     return path.read_bytes()
+
+
+def etcd_ca(s: Settings, cluster: Cluster) -> Authority:
+    """The cluster's etcd CA: <CA dir>/clusters/<cluster>/etcd-ca/{ca.crt,ca.key}, made
+    once (0600 in 0700, checked like the inventory CA by pgsteady.ca_store)."""
+    folder = _cluster_folder(s, cluster)
+    label = ca_directory(s)[1]
+    try:
+        return load_or_create_ca(folder / "etcd-ca", certs.ca_label(label, cluster.name))
+    except TlsError as exc:
+        raise DeployError(f"TLS: {exc}") from None
 
 
 def _password() -> bytes:
@@ -122,12 +144,20 @@ def prepare(s: Settings) -> list[OperationMeta]:
         directory_owned(Owned(path, 0, uid, "750", True), f"Create {path} (root:etcd)")
     directory_owned(Owned(svc.data_dir(s), uid, uid, "700", True), "Create etcd's data directory")
     ops: list[OperationMeta] = []
+    # Only the first etcd host runs the RBAC bootstrap, the passwords' only reader here
+    # (Patroni's copy of its own is a member secret): no other etcd host holds them.
+    bootstraps = member == cluster.etcd_members[0]
     for name in svc.PASSWORDS:
+        dest = f"{svc.secrets_dir(s)}/{name}_password"
+        if not bootstraps:
+            what = f"Remove the etcd {name} password (the bootstrap host's only)"
+            files.file(name=what, path=dest, present=False)
+            continue
         ops.append(
             private_file(
                 name=f"Upload the etcd {name} password (0600 root, not shown)",
                 src=cluster_secret(s, cluster, f"etcd-{name}.password", _password),
-                dest=f"{svc.secrets_dir(s)}/{name}_password",
+                dest=dest,
                 uid=0,
                 gid=0,
                 mode="600",
@@ -154,7 +184,7 @@ def prepare(s: Settings) -> list[OperationMeta]:
             mode="440",
         )
     )
-    ops.extend(_tls(s, member.name, member.address))
+    ops.extend(_tls(s, cluster, member.name, member.address))
     env = f"{s.layout.state}/{svc.INITIAL_ENV}"
     if not host.get_fact(File, path=env):  # read by etcd's first start only: written once
         token = cluster_secret(
@@ -173,17 +203,16 @@ def prepare(s: Settings) -> list[OperationMeta]:
     return ops
 
 
-def _tls(s: Settings, name: str, address: str) -> list[OperationMeta]:
-    directory, label = ca_directory(s)
-    try:
-        ca = load_or_create_ca(directory, label)
-    except TlsError as exc:
-        raise DeployError(f"TLS: {exc}") from None
+def _tls(s: Settings, cluster: Cluster, name: str, address: str) -> list[OperationMeta]:
+    """etcd's CA file and member certificate (root:etcd 0440), issued anew when missing,
+    not from the etcd CA, near expiry or naming other names (tasks/tls.renewal_needed).
+    etcd reads its certificate and key at every handshake: a renewal needs no restart; a
+    new CA file does (below)."""
+    ca = etcd_ca(s, cluster)
     tls, uid = svc.tls_dir(s), svc.ETCD_UID
-    names = [name, address, "127.0.0.1"]
     ops = [
         private_file(
-            name=f"Upload the inventory CA {tls}/ca.crt",
+            name=f"Upload the cluster's etcd CA {tls}/ca.crt",
             src=ca.cert_pem,
             dest=f"{tls}/ca.crt",
             uid=0,
@@ -191,24 +220,31 @@ def _tls(s: Settings, name: str, address: str) -> list[OperationMeta]:
             mode="440",
         )
     ]
-    current = host.get_fact(FileContents, path=f"{tls}/server.crt")
-    reason = renewal_reason("\n".join(current) + "\n" if current else None, ca.cert_pem, names)
-    if reason is None and not host.get_fact(File, path=f"{tls}/server.key"):
-        reason = "the key is missing"
-    if reason is None:
-        return ops
-    cert, key = issue_server_cert(ca, names)
-    for fname, data in (("server.crt", cert), ("server.key", key)):
-        ops.append(
-            private_file(
-                name=f"Issue etcd's {tls}/{fname} ({reason}; not shown)",
-                src=data,
-                dest=f"{tls}/{fname}",
-                uid=0,
-                gid=uid,
-                mode="440",
+    crt, key = f"{tls}/server.crt", f"{tls}/server.key"
+    reason = renewal_needed(crt, key, ca.cert_pem, certs.member_names(name, address))
+    if reason is not None:
+        cert, key_pem = certs.issue_etcd_member_cert(ca, name, address)
+        for fname, data in (("server.crt", cert), ("server.key", key_pem)):
+            ops.append(
+                private_file(
+                    name=f"Issue etcd's {tls}/{fname} ({reason}; not shown)",
+                    src=data,
+                    dest=f"{tls}/{fname}",
+                    uid=0,
+                    gid=uid,
+                    mode="440",
+                )
             )
-        )
+    ca_op = ops[0]
+    restart = (
+        f"if docker inspect -f '{{{{.State.Running}}}}' {svc.container_name(s)} 2>/dev/null "
+        f"| grep -qx true; then docker restart {svc.container_name(s)} >/dev/null; fi"
+    )
+    server.shell(
+        name="Restart etcd for its new CA (every etcd host at once: no split between CAs)",
+        commands=[restart],
+        _if=lambda: ca_op.did_change(),
+    )
     return ops
 
 

@@ -1,9 +1,11 @@
 """etcd for a cluster: one member's command line and the RBAC bootstrap as etcdctl argv.
 
 Client and peer traffic are TLS with client-certificate authentication against the
-inventory CA; the member listens on its private address (and on 127.0.0.1 for local
-clients when that address is not itself a loopback one). Auth tokens are JWTs signed with
-an ES256 key made once per cluster (etcd's "simple" tokens are not meant for production).
+cluster's own etcd CA (pgsteady/cluster/certs.py), never the inventory's; the peer port
+takes only certificates with the members' Common Name. The member listens on its private
+address (and on 127.0.0.1 for local clients when that address is not itself a loopback
+one). Auth tokens are JWTs signed with an ES256 key made once per cluster (etcd's
+"simple" tokens are not meant for production).
 Passwords never appear in an argv: :class:`Step` says which secret goes to etcdctl's stdin.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from pgsteady.cluster.certs import MEMBER_CN
 from pgsteady.cluster.topology import ETCD_USERS, Cluster, Member
 
 #: Periodic compaction keeps one hour of history; the backend is capped at 512 MiB
@@ -40,6 +43,10 @@ class Step:
 
     args: tuple[str, ...]
     stdin_secret: str | None = None
+    #: an ``add`` whose user or role, if it exists already, is deleted first: whatever
+    #: someone made before the bootstrap (another password, more roles or permissions)
+    #: is gone, and the user or role is exactly what the following steps grant
+    replace: bool = False
 
 
 def _url(address: str, port: int) -> str:
@@ -103,6 +110,7 @@ def member_args(
         f"--peer-trusted-ca-file={paths.ca_file}",
         f"--peer-cert-file={paths.cert_file}",
         f"--peer-key-file={paths.key_file}",
+        f"--peer-cert-allowed-cn={MEMBER_CN}",
         f"--heartbeat-interval={cluster.etcd_heartbeat_ms}",
         f"--election-timeout={cluster.etcd_election_ms}",
         "--auto-compaction-mode=periodic",
@@ -128,14 +136,16 @@ def etcdctl_base(endpoints: list[str], ca_file: str, cert_file: str, key_file: s
 def auth_bootstrap(cluster: Cluster) -> list[Step]:
     """The RBAC bootstrap, run once before auth is on: root (with the root role), a role
     limited to the cluster's key prefix, Patroni's user holding only that role, then
-    ``auth enable``. The ``--interactive=false`` calls read the password from stdin."""
+    ``auth enable``. The ``--interactive=false`` calls read the password from stdin; each
+    user and the role are made anew (``replace``), so a user or role someone created
+    before auth was on keeps neither its password nor its extra grants (review R8, L3)."""
     role = patroni_role(cluster)
     return [
-        Step(("user", "add", ROOT_USER, "--interactive=false"), stdin_secret=ROOT_USER),
+        Step(("user", "add", ROOT_USER, "--interactive=false"), ROOT_USER, replace=True),
         Step(("user", "grant-role", ROOT_USER, "root")),
-        Step(("role", "add", role)),
+        Step(("role", "add", role), replace=True),
         Step(("role", "grant-permission", role, "--prefix=true", "readwrite", cluster.prefix)),
-        Step(("user", "add", PATRONI_USER, "--interactive=false"), stdin_secret=PATRONI_USER),
+        Step(("user", "add", PATRONI_USER, "--interactive=false"), PATRONI_USER, replace=True),
         Step(("user", "grant-role", PATRONI_USER, role)),
         Step(("auth", "enable")),
     ]

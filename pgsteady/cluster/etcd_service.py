@@ -126,7 +126,9 @@ def service(s: Settings, cluster: Cluster, member: Member) -> dict[str, Any] | N
 
 def bootstrap_commands(s: Settings, cluster: Cluster, ctl: list[str] | None = None) -> list[str]:
     """Host shell commands of the RBAC bootstrap, run once on the first etcd host: each
-    password reaches etcdctl's stdin from its 0600 file, the last step writes the guard.
+    password reaches etcdctl's stdin from its 0600 file, a user or role that exists already
+    is deleted before it is made again (etcd.Step.replace: a run cut short before
+    ``auth enable`` simply runs again), the last step writes the guard.
     ``ctl`` replaces ``docker exec -i <etcd> etcdctl ...`` (tests run etcd as processes)."""
     ctl = ctl or ["docker", "exec", "-i", container_name(s), *local_ctl(cluster.etcd_client_port)]
     out = []
@@ -137,9 +139,11 @@ def bootstrap_commands(s: Settings, cluster: Cluster, ctl: list[str] | None = No
         else:
             line += " < /dev/null"
         line += " >/dev/null"
-        if step.args[1] == "add":  # a run cut short before "auth enable" made it already
+        if step.replace:
             kind, name = step.args[0], step.args[2]
-            line = f"{shlex.join([*ctl, kind, 'get', name])} </dev/null >/dev/null 2>&1 || {line}"
+            get = f"{shlex.join([*ctl, kind, 'get', name])} </dev/null >/dev/null 2>&1"
+            delete = f"{shlex.join([*ctl, kind, 'delete', name])} </dev/null >/dev/null"
+            line = f"{{ ! {get} || {delete}; }} && {line}"
         out.append(line)
     out.append(f"touch {shlex.quote(f'{s.layout.state}/{AUTH_DONE}')}")
     return out

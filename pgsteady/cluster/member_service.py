@@ -32,6 +32,8 @@ HAPROXY_UID = EXPORTER_UID + 3
 HAPROXY_RUN = "/run/haproxy"
 STATS_SOCKET = f"{HAPROXY_RUN}/stats.sock"
 ETCD_CLIENT_CERT = "etcd-client.crt"
+#: app_dir/tls/etcd-ca.crt: the cluster's etcd CA, Patroni's trust anchor for etcd only
+ETCD_CA_CERT = "etcd-ca.crt"
 ETCD_CLIENT_KEY = "private/etcd-client.key"
 ETCD_CLIENT_KEY_MOUNT = "/etc/pgsteady-tls-key/etcd-client.key"
 

@@ -67,6 +67,9 @@ class PatroniPaths:
     custom_conf: str
     #: run by Patroni on the member that ran initdb (the database, the init scripts)
     post_bootstrap: str | None = None
+    #: the cluster's etcd CA (pgsteady/cluster/certs.py); None: ``ca_file`` (test harnesses
+    #: whose one CA signs everything)
+    etcd_ca_file: str | None = None
 
 
 def container_paths(postgres_version: int) -> PatroniPaths:
@@ -82,6 +85,7 @@ def container_paths(postgres_version: int) -> PatroniPaths:
         pgpass="/run/patroni/pgpass",
         custom_conf="/etc/pgsteady/patroni-custom.conf",
         post_bootstrap="/usr/local/bin/docker-entrypoint.sh post-bootstrap",
+        etcd_ca_file="/etc/pgsteady-tls/etcd-ca.crt",
     )
 
 
@@ -198,7 +202,7 @@ def patroni_config(
         "etcd3": {
             "hosts": [_hostport(m.address, cluster.etcd_client_port) for m in cluster.etcd_members],
             "protocol": "https",
-            "cacert": paths.ca_file,
+            "cacert": paths.etcd_ca_file or paths.ca_file,
             # a certificate without a Common Name (pgsteady/cluster/certs.py): etcd refuses
             # gateway requests over one that has a CN once RBAC is on
             "cert": paths.etcd_cert_file,

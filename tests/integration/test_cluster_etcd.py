@@ -1,20 +1,25 @@
 """Three REAL etcd members started from pgsteady's rendered arguments, bootstrapped with
-the rendered RBAC steps, on 127.0.0.2-4 with TLS certificates from pgsteady.tls.
+the rendered RBAC steps, on 127.0.0.2-4 with the cluster's etcd CA (pgsteady.cluster.certs).
 
 Proves: the members form one cluster; Patroni's user may write under its cluster prefix
 and nowhere else; a client without credentials or without a certificate is refused; after
-2 of 3 members die a write fails (quorum lost) and after one restarts writes work again.
+2 of 3 members die a write fails (quorum lost) and after one restarts writes work again;
+a certificate of the inventory CA is refused, and only members' certificates reach the
+peer port.
 Every process is started here and stopped by its PID.
 """
 
 from __future__ import annotations
 
+import socket
+import ssl
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from pgsteady.cluster import etcd
+from pgsteady.cluster import certs, etcd
 from tests.support.etcd_lab import EtcdLab, running_etcd
 
 
@@ -84,3 +89,49 @@ def test_writes_stop_without_quorum_and_resume_with_it(lab: EtcdLab) -> None:
         time.sleep(0.5)
     got = lab.ctl("get", key, "--print-value-only", user="patroni", endpoints=survivor)
     assert got.stdout.strip() == "back"
+
+
+def _handshake(lab: EtcdLab, port: int, crt: Path, key: Path) -> str:
+    """'ok' or the TLS error of a handshake with m1 on ``port`` presenting ``crt``."""
+    ctx = ssl.create_default_context(cafile=str(lab.tmp / "ca.crt"))
+    ctx.load_cert_chain(str(crt), str(key))
+    address = lab.cluster.member("m1").address
+    try:
+        with (
+            socket.create_connection((address, port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname=address) as tls_sock,
+        ):
+            tls_sock.sendall(b"GET /version HTTP/1.0\r\n\r\n")
+            return "ok" if tls_sock.recv(64).startswith(b"HTTP/") else "no answer"
+    except (ssl.SSLError, OSError) as exc:
+        return f"refused: {exc}"
+
+
+def test_a_certificate_of_the_inventory_ca_is_refused(lab: EtcdLab) -> None:
+    """R8 M1: a host's Postgres certificate (inventory CA, clientAuth, CN ``root``) is no
+    etcd client nor peer: the handshake fails, so no lease keep-alive, no member list, no
+    root. Before, etcd trusted the inventory CA and this certificate was etcd's root."""
+    inventory = lab.tmp / "inventory"
+    crt, key = inventory / "server.crt", inventory / "server.key"
+    client, peer = lab.cluster.etcd_client_port, lab.cluster.etcd_peer_port
+    assert _handshake(lab, client, crt, key).startswith("refused"), "client port"
+    assert _handshake(lab, peer, crt, key).startswith("refused"), "peer port"
+    logs = "".join((lab.tmp / f"{n}.log").read_text() for n in lab.procs)
+    assert "certificate signed by unknown authority" in logs
+    # the control: the etcd CA's own client certificate is through
+    assert _handshake(lab, client, lab.tmp / "client.crt", lab.tmp / "client.key") == "ok"
+
+
+def test_the_peer_port_takes_member_certificates_only(lab: EtcdLab) -> None:
+    """Patroni's kind of certificate (the etcd CA's, clientAuth, no CN), even naming the
+    address it dials from, is no peer (--peer-cert-allowed-cn); a member's is."""
+    port = lab.cluster.etcd_peer_port
+    cert, key = certs.issue_etcd_client_cert(lab.ca, "127.0.0.1")
+    (lab.tmp / "patroni-kind.crt").write_bytes(cert)
+    (lab.tmp / "patroni-kind.key").write_bytes(key)
+    patroni_kind = (lab.tmp / "patroni-kind.crt", lab.tmp / "patroni-kind.key")
+    assert _handshake(lab, port, *patroni_kind).startswith("refused")
+    # the same certificate is a client (the control: only the peer port refuses it)
+    assert _handshake(lab, lab.cluster.etcd_client_port, *patroni_kind) == "ok"
+    member = lab.tmp / "m2"
+    assert _handshake(lab, port, member / "server.crt", member / "server.key") == "ok"

@@ -74,9 +74,24 @@ def _settings(app_dir: Path) -> Settings:
     secrets_dir = app_dir / "secrets" / "etcd"
     secrets_dir.mkdir(parents=True, mode=0o700)
     (app_dir / "state").mkdir()
-    return build_settings(
-        {"postgres_cluster_name": "svc", "app_dir": str(app_dir)}, HostFacts(4096, 2)
-    )
+    data = {
+        "postgres_cluster_name": "svc",
+        "app_dir": str(app_dir),
+        # what a cluster refuses today (pgsteady.settings_checks); etcd needs none of it
+        "pgbackrest_enabled": False,
+        "pgbouncer_enabled": False,
+        "metrics_enabled": False,
+        "postgres_allowed_networks": ["10.0.0.0/24"],
+    }
+    return build_settings(data, HostFacts(4096, 2))
+
+
+def _password_files(lab: EtcdLab, s: Settings) -> None:
+    """The etcd passwords as the deploy leaves them on the bootstrap host (0600)."""
+    for name, password in lab.passwords.items():
+        path = Path(svc.secrets_dir(s)) / f"{name}_password"
+        path.write_text(password + "\n")
+        os.chmod(path, 0o600)
 
 
 def _run(lines: list[str]) -> subprocess.CompletedProcess[str]:
@@ -89,10 +104,7 @@ def test_bootstrap_as_the_deploy_runs_it_then_auth_gates_every_key(
 ) -> None:
     app = tmp_path / "app"
     s = _settings(app)
-    for name, password in lab.passwords.items():
-        path = Path(svc.secrets_dir(s)) / f"{name}_password"
-        path.write_text(password + "\n")
-        os.chmod(path, 0o600)
+    _password_files(lab, s)
     ctl = etcd.etcdctl_base(
         etcd.client_urls(lab.cluster),
         str(tmp_path / "ca.crt"),
@@ -121,6 +133,51 @@ def test_bootstrap_as_the_deploy_runs_it_then_auth_gates_every_key(
     # the password is the one from the file (a wrong one is refused)
     lab.passwords["patroni"] = "wrong"
     assert lab.ctl("get", "/service/svc/x", user="patroni").returncode != 0
+
+
+def test_bootstrap_replaces_a_user_and_role_made_before_it(lab: EtcdLab, tmp_path: Path) -> None:
+    """R8 L3: a ``patroni`` user made before the bootstrap (another password, an extra
+    role granting everything) and Patroni's role with an extra permission end with
+    pgsteady's password, the one role, and only the prefix grant. Before, "get, otherwise
+    add" kept both."""
+    app = tmp_path / "app"
+    s = _settings(app)
+    _password_files(lab, s)
+    role = etcd.patroni_role(lab.cluster)
+    planted = [
+        ("user", "add", "patroni", "--interactive=false"),
+        ("role", "add", "everything"),
+        ("role", "grant-permission", "everything", "--prefix=true", "readwrite", "/"),
+        ("user", "grant-role", "patroni", "everything"),
+        ("role", "add", role),
+        ("role", "grant-permission", role, "--prefix=true", "readwrite", "/service/other/"),
+    ]
+    for args in planted:
+        proc = lab.ctl(*args, stdin="planted-password\n")
+        assert proc.returncode == 0, (args, proc.stderr)
+    ctl = etcd.etcdctl_base(
+        etcd.client_urls(lab.cluster),
+        str(tmp_path / "ca.crt"),
+        str(tmp_path / "client.crt"),
+        str(tmp_path / "client.key"),
+    )
+    done = _run(svc.bootstrap_commands(s, lab.cluster, [lab.etcdctl_bin, *ctl[1:]]))
+    assert done.returncode == 0, done.stderr
+
+    user = lab.ctl("user", "get", "patroni", user="root")
+    assert user.returncode == 0, user.stderr
+    assert user.stdout.split("Roles:")[1].split() == [role], user.stdout
+    perms = lab.ctl("role", "get", role, user="root")
+    assert perms.returncode == 0, perms.stderr
+    grants = [line.strip() for line in perms.stdout.splitlines() if line.startswith("\t")]
+    prefix = lab.cluster.prefix
+    assert grants == [f"[{prefix}, /service/svc0) (prefix {prefix})"] * 2, perms.stdout
+    # the password is pgsteady's (the planted one is refused); the grant is the prefix's
+    assert lab.ctl("put", lab.cluster.prefix + "x", "1", user="patroni").returncode == 0
+    outside = lab.ctl("put", "/service/other/x", "1", user="patroni")
+    assert "permission denied" in outside.stderr, outside.stderr
+    lab.passwords["patroni"] = "planted-password"
+    assert lab.ctl("get", lab.cluster.prefix + "x", user="patroni").returncode != 0
 
 
 def test_verify_sees_health_quorum_and_the_inventory_member_list(lab: EtcdLab) -> None:

@@ -1,6 +1,8 @@
-"""Real etcd members for the cluster integration tests: a CA and member certificates from
-pgsteady.tls, members started from pgsteady's rendered argv on 127.0.0.2-4 and bootstrapped
-with the rendered RBAC steps. Every process is started here and stopped by its PID."""
+"""Real etcd members for the cluster integration tests: the cluster's etcd CA and member
+certificates from pgsteady.cluster.certs (and, apart, an inventory CA that etcd must not
+trust: inventory/, with a Postgres-style server certificate), members started from
+pgsteady's rendered argv on 127.0.0.2-4 and bootstrapped with the rendered RBAC steps.
+Every process is started here and stopped by its PID."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pgsteady import tls
-from pgsteady.cluster import etcd
+from pgsteady.cluster import certs, etcd
 from pgsteady.cluster.topology import Cluster, cluster_from_mapping
 from tests.support.cluster_binaries import require
 
@@ -77,14 +79,17 @@ class EtcdLab:
         user: str | None = None,
         stdin: str | None = None,
         endpoints: list[str] | None = None,
+        pair: tuple[Path, Path] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """etcdctl as the admin client certificate (or none); ``user``'s password goes
-        through etcdctl's environment here, as a test client only."""
+        """etcdctl as the admin client certificate (``pair``: that certificate and key
+        instead; ``cert=False``: none); ``user``'s password goes through etcdctl's
+        environment here, as a test client only."""
+        crt, key = pair or (self.tmp / "client.crt", self.tmp / "client.key")
         base = etcd.etcdctl_base(
             endpoints or etcd.client_urls(self.cluster),
             str(self.tmp / "ca.crt"),
-            str(self.tmp / "client.crt"),
-            str(self.tmp / "client.key"),
+            str(crt),
+            str(key),
         )
         if not cert:
             base = [a for a in base if not a.startswith(("--cert=", "--key="))]
@@ -116,19 +121,27 @@ class EtcdLab:
 
 
 def write_pki(tmp: Path, cluster: Cluster) -> tls.Authority:
-    ca = tls.create_ca("cluster-test")
+    """The etcd CA (returned; ``ca.crt``), each member's certificate as the deploy issues
+    it, an admin client certificate of that CA, and the inventory CA's Postgres-style
+    certificate (``inventory/``: serverAuth and clientAuth, CN = a host name)."""
+    ca = certs.create_etcd_ca("test", cluster.name)
     (tmp / "ca.crt").write_bytes(ca.cert_pem)
     for m in cluster.members:
         (tmp / m.name).mkdir(mode=0o700)
-        # The names the design gives a member: name, private address, loopback (a peer
-        # dialling from this host shows 127.0.0.1 as its source; etcd checks it).
-        cert, key = tls.issue_server_cert(ca, [m.name, m.address, "127.0.0.1"])
+        cert, key = certs.issue_etcd_member_cert(ca, m.name, m.address)
         (tmp / m.name / "server.crt").write_bytes(cert)
         (tmp / m.name / "server.key").write_bytes(key)
         os.chmod(tmp / m.name / "server.key", 0o600)
     cert, key = tls.issue_server_cert(ca, ["pgsteady-admin"], usages=tls.CLIENT_ONLY)
     (tmp / "client.crt").write_bytes(cert)
     (tmp / "client.key").write_bytes(key)
+    inventory = tls.create_ca("test")
+    (tmp / "inventory").mkdir(mode=0o700)
+    (tmp / "inventory" / "ca.crt").write_bytes(inventory.cert_pem)
+    cert, key = tls.issue_server_cert(inventory, ["root", cluster.members[0].address])
+    (tmp / "inventory" / "server.crt").write_bytes(cert)
+    (tmp / "inventory" / "server.key").write_bytes(key)
+    os.chmod(tmp / "inventory" / "server.key", 0o600)
     jwt = ec.generate_private_key(ec.SECP256R1())
     (tmp / "jwt.key").write_bytes(
         jwt.private_bytes(
@@ -159,6 +172,10 @@ def running_etcd(tmp: Path) -> Iterator[EtcdLab]:
             "postgres_member_port": free_port(),
             "etcd_heartbeat_interval_ms": 250,
             "etcd_election_timeout_ms": 2500,
+            # the harness's tests pick the durability mode per test (failover_lab.py's
+            # trials run both); asynchronous as before unless a test asks for synchronous
+            "postgres_synchronous_mode": False,
+            "postgres_accept_failover_commit_loss": True,
         }
     )
     ca = write_pki(tmp, cluster)

@@ -90,10 +90,13 @@ def test_bootstrap_feeds_passwords_from_root_files_and_writes_its_guard_last() -
     s, cluster = member()
     lines = svc.bootstrap_commands(s, cluster)
     ctl = f"docker exec -i {svc.container_name(s)} etcdctl"
-    assert all(line.startswith(ctl) for line in lines[:-1])
+    assert all(line.startswith((ctl, "{ ! " + ctl)) for line in lines[:-1])
     assert (
         "user add root --interactive=false < /opt/pgsteady/secrets/etcd/root_password" in (lines[0])
     )
-    assert lines[0].startswith(f"{ctl} ") and " user get root " in lines[0]
+    # a root user that exists already is deleted first, then made with this password
+    first = lines[0].split(" || ")
+    assert first[0].startswith("{ ! " + ctl) and first[0].endswith(" user get root </dev/null >/dev/null 2>&1")
+    assert " user delete root </dev/null >/dev/null; } && " in first[1], first
     assert "auth enable" in lines[-2]
     assert lines[-1] == f"touch {s.app_dir}/state/{svc.AUTH_DONE}"

@@ -192,6 +192,19 @@ class Host:
         res = self.run(f"cat {shlex.quote(path)}")
         return res.stdout if res.rc == 0 else None
 
+    def certificate(self, path: str) -> Any:
+        """The PEM certificate at ``path`` (an x509.Certificate); a failed check when it
+        is missing or not one."""
+        from cryptography import x509
+
+        text = self.read(path)
+        check(text, f"{path} is missing")
+        try:
+            return x509.load_pem_x509_certificate(text.encode())
+        except ValueError:
+            check(False, f"{path} is not a PEM certificate")
+            raise
+
 
 #: How long a just (re)started service container may stay "starting": its first health
 #: check is due within seconds (first check after 10 s).

@@ -38,14 +38,7 @@ def _renew_fix(s: Settings, fixes: Fixes) -> str:
 
 
 def _cert(on: Host, s: Settings, name: str) -> x509.Certificate:
-    path = f"{_tls_dir(s)}/{name}"
-    text = on.read(path)
-    check(text, f"{path} is missing")
-    try:
-        return x509.load_pem_x509_certificate(text.encode())
-    except ValueError:
-        check(False, f"{path} is not a PEM certificate")
-        raise
+    return on.certificate(f"{_tls_dir(s)}/{name}")
 
 
 @pytest.mark.fix("{deploy} (sets ssl = on and reloads)")
