@@ -23,7 +23,8 @@ Run = Callable[[str], str]
 
 def stanzas_served(backup: str, hosts: Iterable[InventoryHost]) -> list[tuple[str, str, str]]:
     """(database host, stanza, verify schedule) of every host whose pgbackrest_repos name
-    ``backup`` (settings a host does not give take the validator's default)."""
+    ``backup`` (settings a host does not give take the validator's default); the members
+    of a cluster share one stanza and count once, as ``cluster <name>``."""
     base = defaults()
     out = []
     for h in hosts:
@@ -35,9 +36,11 @@ def stanzas_served(backup: str, hosts: Iterable[InventoryHost]) -> list[tuple[st
                 repo = PgBackRestRepo.model_validate(raw)
             except ValueError:
                 continue
-            if repo.kind == "host" and repo.host == backup:
-                out.append((h.name, str(data["pgbackrest_stanza"]),
-                            str(data["pgbackrest_verify_schedule"])))  # fmt: skip
+            cluster = data.get("postgres_cluster_name")
+            entry = (f"cluster {cluster}" if cluster else h.name, str(data["pgbackrest_stanza"]),
+                     str(data["pgbackrest_verify_schedule"]))  # fmt: skip
+            if repo.kind == "host" and repo.host == backup and entry not in out:
+                out.append(entry)
     return out
 
 

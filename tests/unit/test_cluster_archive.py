@@ -191,3 +191,23 @@ def test_a_single_host_backup_conf_is_unchanged() -> None:
     one = parse(repository.render_conf(s, [client(MEMBERS[0], None, pg_port=5432)]))["main"]
     assert one["pg1-host"] == "10.0.0.1" and "pg1-port" not in one
     assert "backup-standby" not in one and "pg2-host" not in one
+
+
+def test_verify_on_the_backup_host_counts_a_clusters_members_as_one_database() -> None:
+    from pgsteady.backup.repository_checks import check, stanzas_served
+    from pgsteady.inventory import InventoryHost
+
+    member = {"pgbackrest_repos": [REPO], "postgres_cluster_name": "main"}
+    hosts = [InventoryHost(f"pg{i}", dict(member)) for i in (1, 2, 3)]
+    hosts.append(InventoryHost("backup1", {}, ("backup",)))
+    weekly = "30 4 * * 0"
+    assert stanzas_served("backup1", hosts) == [("cluster main", "main", weekly)]
+    s = build_settings(BACKUP_HOST, FACTS)
+
+    def names(hs: list[InventoryHost]) -> set[str]:
+        return {n for n, *_ in check(hs[-1], s, hs, lambda _cmd: "")}
+
+    assert "one_database_host" not in names(hosts)
+    # a single host beside the cluster on the same backup host is still refused
+    single = InventoryHost("db9", {"pgbackrest_repos": [REPO], "pgbackrest_stanza": "shop"})
+    assert "one_database_host" in names([single, *hosts])
