@@ -133,6 +133,7 @@ def prepare(s: Settings) -> list[OperationMeta]:
     replica = cluster_archive.replica_method(s)
     yml = patroni.render_patroni_yml(cluster, member, paths, desired, SUPERUSER, replica)
     ops.append(put_owned(yml, server_readable(s, f"{p.config}/{ms.PATRONI_YML}")))
+    _restart_for_new_etcd_ca(s, ops[0])  # after patroni.yml: Patroni starts with the new one
     # custom_conf: an empty file, so the initdb sample postgresql.conf is never included
     custom = paths.custom_conf.rsplit("/", 1)[1]
     ops.append(
@@ -157,8 +158,8 @@ def _etcd_client_cert(s: Settings, cluster: Cluster, member: Member) -> list[Ope
     client certificate (no Common Name: pgsteady/cluster/certs.py), issued anew when
     tasks/tls.renewal_needed says so; its key 0640 root:postgres like the server's.
     Patroni's etcd client (urllib3) loads the certificate and key at each new connection,
-    so a renewal needs no restart; a new CA file does: every running member's Patroni
-    restarts at once, after etcd restarted with that CA (tasks/etcd.py)."""
+    so a renewal needs no restart; a new CA file does (:func:`_restart_for_new_etcd_ca`).
+    The first operation is the CA file's."""
     tls = f"{s.app_dir}/tls"
     crt, key = f"{tls}/{ms.ETCD_CLIENT_CERT}", f"{tls}/{ms.ETCD_CLIENT_KEY}"
     ca = etcd_ca(s, cluster)
@@ -192,13 +193,20 @@ def _etcd_client_cert(s: Settings, cluster: Cluster, member: Member) -> list[Ope
                 mode="640",
             ),
         ]
+    return ops
+
+
+def _restart_for_new_etcd_ca(s: Settings, ca_op: OperationMeta) -> None:
+    """A running member whose etcd CA file changed (a cluster from before the etcd CA):
+    restart its container, so Patroni's entrypoint copies the new patroni.yml (the etcd
+    ``cacert`` path changed) and Patroni builds its etcd client anew; a reload does not
+    re-read TLS paths. Every member at once, after etcd restarted with that CA."""
     running = f"docker inspect -f '{{{{.State.Running}}}}' {s.container_name} 2>/dev/null"
     server.shell(
         name="Restart Patroni for the cluster's new etcd CA (a member that runs)",
         commands=[f"if {running} | grep -qx true; then docker restart {s.container_name}; fi"],
         _if=lambda: ca_op.did_change(),
     )
-    return ops
 
 
 @dataclass
