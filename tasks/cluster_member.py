@@ -41,6 +41,7 @@ from pgsteady.settings import Settings
 from pgsteady.stack.compose import INIT_SQL, SUPERUSER, secret_names
 from pgsteady.stack.hostfiles import Owned, server_readable
 from pgsteady.stack.layout import INIT_MOUNT, TLS_MOUNT
+from tasks import haproxy_client_cert
 from tasks.cluster import load_cluster
 from tasks.etcd import cluster_secret, etcd_ca
 from tasks.noop_guard import guarded_put
@@ -142,12 +143,14 @@ def prepare(s: Settings) -> list[OperationMeta]:
             server_readable(s, f"{p.config}/{custom}"),
         )
     )
+    ops += haproxy_client_cert.ensure(s, member)
     cfg = render_haproxy_cfg(
         cluster,
         member,
         f"{TLS_MOUNT}/ca.crt",
         ms.STATS_SOCKET,
         ms.client_sources(s),
+        ms.HAPROXY_CLIENT_MOUNT,
     )
     ops.append(put_owned(cfg, Owned(f"{p.config}/{ms.HAPROXY_CFG}", 0, ms.HAPROXY_UID, "640")))
     return ops

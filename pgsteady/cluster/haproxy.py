@@ -47,9 +47,12 @@ def render_haproxy_cfg(
     ca_file: str,
     stats_socket: str,
     allowed_sources: list[str] | tuple[str, ...] = (),
+    client_cert: str | None = None,
 ) -> str:
     """The haproxy.cfg of ``member``: binds on its private address (and 127.0.0.1 when
-    that address is not loopback); ``allowed_sources``: client CIDRs (empty = any)."""
+    that address is not loopback); ``allowed_sources``: client CIDRs (empty = any);
+    ``client_cert``: the certificate (key in ``<it>.key``) the checks present to Patroni's
+    REST API, which requires one (review R8 L1)."""
     if member not in cluster.members:
         raise ValueError(f"{member.name} is not a member of cluster {cluster.name}")
     sources = [str(ipaddress.ip_network(s, strict=False)) for s in allowed_sources]
@@ -69,6 +72,7 @@ def render_haproxy_cfg(
         inter_ms=inter,
         fastinter_ms=max(inter // 4, 100),
         ca_file=ca_file,
+        client_cert=client_cert,
         servers=[{"name": m.name, "address": _host(m.address)} for m in cluster.members],
         member_port=cluster.member_port,
         rest_port=cluster.rest_port,

@@ -36,6 +36,11 @@ ETCD_CLIENT_CERT = "etcd-client.crt"
 ETCD_CA_CERT = "etcd-ca.crt"
 ETCD_CLIENT_KEY = "private/etcd-client.key"
 ETCD_CLIENT_KEY_MOUNT = "/etc/pgsteady-tls-key/etcd-client.key"
+#: HAProxy's client certificate for its checks of Patroni's REST API (verify_client:
+#: required; review R8 L1): app_dir/tls/NAME and its key app_dir/tls/private/NAME.key,
+#: mounted side by side (HAProxy loads ``<crt>.key`` beside a ``crt`` without a key).
+HAPROXY_CLIENT_CERT = "haproxy-client.crt"
+HAPROXY_CLIENT_MOUNT = f"{TLS_MOUNT}/{HAPROXY_CLIENT_CERT}"
 
 
 def postgres_overrides(s: Settings) -> dict[str, Any]:
@@ -81,6 +86,8 @@ def haproxy_service(s: Settings) -> dict[str, Any]:
         "volumes": [
             f"{s.layout.config}/{HAPROXY_CFG}:{CONFIG_MOUNT}/{HAPROXY_CFG}:ro",
             f"{s.app_dir}/tls/ca.crt:{TLS_MOUNT}/ca.crt:ro",
+            f"{s.app_dir}/tls/{HAPROXY_CLIENT_CERT}:{HAPROXY_CLIENT_MOUNT}:ro",
+            f"{s.app_dir}/tls/private/{HAPROXY_CLIENT_CERT}.key:{HAPROXY_CLIENT_MOUNT}.key:ro",
         ],
         "tmpfs": [f"{HAPROXY_RUN}:mode=0700,uid={HAPROXY_UID},gid={HAPROXY_UID}"],
         "security_opt": ["no-new-privileges:true"],

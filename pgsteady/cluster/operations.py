@@ -98,21 +98,23 @@ class RestApi:
         self.access = access
         self.timeout = timeout
 
-    def _context(self, gated: bool) -> ssl.SSLContext:
+    def _context(self) -> ssl.SSLContext:
+        """The CA and the client certificate: Patroni requires one on every endpoint
+        (``verify_client: required``, review R8 L1), GETs included."""
         a = self.access
         try:
             ctx = ssl.create_default_context(cafile=a.ca_file)
-            if gated:
-                ctx.load_cert_chain(a.cert_file, a.key_file)
+            ctx.load_cert_chain(a.cert_file, a.key_file)
         except (ssl.SSLError, OSError) as exc:
-            files = f"{a.ca_file}" + (f", {a.cert_file}, {a.key_file}" if gated else "")
+            files = f"{a.ca_file}, {a.cert_file}, {a.key_file}"
             raise OperationError(f"the access files do not load ({files}): {exc}") from None
         return ctx
 
     def call(
         self, member: str, path: str, method: str = "GET", body: Any = None
     ) -> tuple[int, str]:
-        """(status, body) of one request; a POST carries the certificate and password.
+        """(status, body) of one request (with the client certificate); a POST also
+        carries the password.
         (0, reason) when the member cannot be reached."""
         if member not in self.urls:
             raise OperationError(f"{member}: no REST API address known for this member")
@@ -125,7 +127,7 @@ class RestApi:
                 end.unix_socket,
                 str(url.hostname),
                 url.port,
-                context=self._context(gated),
+                context=self._context(),
                 timeout=self.timeout,
             )
         else:
@@ -133,7 +135,7 @@ class RestApi:
             conn = http.client.HTTPSConnection(
                 str(url.hostname),
                 url.port,
-                context=self._context(gated),
+                context=self._context(),
                 timeout=self.timeout,
                 source_address=source,
             )

@@ -94,24 +94,32 @@ def _hostport(address: str, port: int) -> str:
     return f"{host}:{port}"
 
 
+def member_hba_line(database: str, user: str, cidr: str) -> str:
+    """A members-only line: SCRAM over TLS, and a client certificate from the CA
+    (``clientcert=verify-ca``; review R8 L2): HAProxy relays any client it admits with a
+    member's source address, so the address alone does not tell a member; the password
+    and the member's certificate (Patroni's ``sslcert``/``sslkey``) together do."""
+    return f"hostssl {database} {user} {cidr} scram-sha-256 clientcert=verify-ca"
+
+
 def _member_lines(cluster: Cluster, database: str, user: str) -> list[str]:
     lines = []
     for m in cluster.members:
         bits = 32 if ipaddress.ip_address(m.address).version == 4 else 128
-        lines.append(f"hostssl {database} {user} {m.address}/{bits} scram-sha-256")
+        lines.append(member_hba_line(database, user, f"{m.address}/{bits}"))
     return lines
 
 
 def replication_hba(cluster: Cluster) -> list[str]:
-    """One ``hostssl replication`` line per member (SCRAM, TLS), and loopback: Patroni reads
-    a replica's own timeline over a replication connection to localhost before deciding on
-    pg_rewind (it never rewinds without it)."""
-    loopback = [f"hostssl replication {REPLICATION_USER} {a} scram-sha-256" for a in LOOPBACK]
+    """One ``hostssl replication`` line per member (SCRAM, TLS, client certificate), and
+    loopback: Patroni reads a replica's own timeline over a replication connection to
+    localhost before deciding on pg_rewind (it never rewinds without it)."""
+    loopback = [member_hba_line("replication", REPLICATION_USER, a) for a in LOOPBACK]
     return [*_member_lines(cluster, "replication", REPLICATION_USER), *loopback]
 
 
 def rewind_hba(cluster: Cluster) -> list[str]:
-    """One ``hostssl postgres`` line per member for pg_rewind's role (SCRAM, TLS)."""
+    """One ``hostssl postgres`` line per member for pg_rewind's role (as replication's)."""
     return _member_lines(cluster, "postgres", REWIND_USER)
 
 
@@ -184,7 +192,13 @@ def patroni_config(
     rest = _hostport(member.address, cluster.rest_port)
     local = [] if ipaddress.ip_address(member.address).is_loopback else ["127.0.0.1"]
     tls = {"certfile": paths.cert_file, "keyfile": paths.key_file}
-    verify = {"sslmode": "verify-full", "sslrootcert": paths.ca_file}
+    # the member's certificate is also its client certificate (clientcert=verify-ca)
+    verify = {
+        "sslmode": "verify-full",
+        "sslrootcert": paths.ca_file,
+        "sslcert": paths.cert_file,
+        "sslkey": paths.key_file,
+    }
     return {
         "scope": cluster.name,
         "namespace": cluster.namespace,
@@ -194,8 +208,10 @@ def patroni_config(
             "connect_address": rest,
             **tls,
             "cafile": paths.ca_file,
-            # a client certificate from the CA is required on unsafe endpoints
-            "verify_client": "optional",
+            # a client certificate from the CA on every endpoint (review R8 L1: GET /config
+            # shows the whole pg_hba and parameters); the members present ``ctl``'s below
+            # when they call each other, HAProxy its own on its checks
+            "verify_client": "required",
             "allowlist": sorted({m.address for m in cluster.members} | set(local)),
         },
         "ctl": {**tls, "cacert": paths.ca_file},
@@ -230,8 +246,8 @@ def patroni_config(
             "pgpass": paths.pgpass,
             "custom_conf": paths.custom_conf,
             "use_unix_socket": True,
-            # replicas and pg_rewind dial the leader over TLS and check its name (the
-            # member certificates list every member's address)
+            # replicas and pg_rewind dial the leader over TLS, check its name (the member
+            # certificates list every member's address) and present their own
             "authentication": {
                 "superuser": {"username": superuser},
                 "replication": {"username": REPLICATION_USER, **verify},

@@ -6,9 +6,10 @@ pending restart, plus the leader, a paused cluster and a scheduled switchover. P
 says ``master`` where Patroni 4 says ``primary``, and ``leader`` in ``/cluster``: all three
 read as ``primary``; ``sync_standby`` reads as a ``replica`` with ``sync`` set.
 
-:func:`fetch_cluster` reads the document over verified HTTPS (``GET /cluster`` is a safe
-endpoint: the CA only, no client certificate or password). :data:`FETCH_SCRIPT` is the
-same read as a stand-alone ``python3`` program the monitor runs on a member.
+:func:`fetch_cluster` reads the document over verified HTTPS (``GET /cluster`` needs no
+password, but a client certificate: Patroni requires one on every endpoint).
+:data:`FETCH_SCRIPT` is the same read as a stand-alone ``python3`` program the monitor runs
+on a member.
 Pure otherwise: document in, status, text lines and JSON out.
 """
 
@@ -28,10 +29,15 @@ PRIMARY_ROLES = frozenset({"master", "primary", "leader"})
 REPLICA_ROLES = frozenset({"replica", "sync_standby", "quorum_standby"})
 TIMEOUT_S = 5.0
 
-#: ``python3 - URL CAFILE``: prints GET URL's body (verified with CAFILE) or fails.
-FETCH_SCRIPT = """
+#: The member's certificate and key in its Postgres container (patroni.container_paths).
+CONTAINER_CLIENT = ("/etc/pgsteady-tls/server.crt", "/etc/pgsteady-tls-key/server.key")
+#: ``python3 - URL CAFILE [CERT KEY]``: prints GET URL's body (verified with CAFILE) or
+#: fails. Patroni's REST API requires a client certificate on every endpoint (review R8
+#: L1): CERT and KEY, by default the member's own (:data:`CONTAINER_CLIENT`).
+FETCH_SCRIPT = f"""
 import ssl, sys, urllib.request
 ctx = ssl.create_default_context(cafile=sys.argv[2])
+ctx.load_cert_chain(*(sys.argv[3:5] or {list(CONTAINER_CLIENT)!r}))
 with urllib.request.urlopen(sys.argv[1], context=ctx, timeout=5) as r:
     sys.stdout.write(r.read().decode())
 """
@@ -176,9 +182,14 @@ def parse_cluster(doc: Mapping[str, Any]) -> ClusterStatus:
     )
 
 
-def fetch_cluster(api_urls: list[str], ca_file: str) -> ClusterStatus:
-    """``GET /cluster`` from the first member that answers (verified with ``ca_file``)."""
+def fetch_cluster(
+    api_urls: list[str], ca_file: str, client: tuple[str, str] | None = None
+) -> ClusterStatus:
+    """``GET /cluster`` from the first member that answers (verified with ``ca_file``),
+    presenting ``client`` (certificate, key): the REST API requires one (review R8 L1)."""
     ctx = ssl.create_default_context(cafile=ca_file)
+    if client:
+        ctx.load_cert_chain(*client)
     errors = []
     for base in api_urls:
         try:

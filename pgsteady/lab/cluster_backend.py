@@ -40,6 +40,7 @@ from pgsteady.lab import faults
 from pgsteady.lab.engine import LabError, docker
 from pgsteady.lab.hosts import LabHost
 from pgsteady.lab.member_tunnels import MemberTunnels
+from pgsteady.lab.rest_client import client_pair
 from pgsteady.settings import Settings
 
 #: The CA file of a lab's inventory (``postgres_tls_ca_dir`` is ``<lab dir>/ca``).
@@ -91,7 +92,7 @@ class LabCluster:
         """``GET /cluster`` from the first reachable member, hosts cut off asked last."""
         order = sorted(self.hosts, key=lambda h: h.name in self.cut or h.name in self.paused)
         urls = [f"https://{h.ip}:{self.settings.patroni_rest_port}" for h in order]
-        return fetch_cluster(urls, str(self.ca_dir / CA_FILE))
+        return fetch_cluster(urls, str(self.ca_dir / CA_FILE), client_pair(self.ca_dir))
 
     def leader(self) -> str:
         """The one running primary ('' when none, or when the members cannot be read);

@@ -29,6 +29,7 @@ from tests.support.etcd_lab import running_etcd
 from tests.support.patroni_lab import (
     BIN_DIR,
     Live,
+    as_postgres,
     https,
     postgres_root,
     render_member,
@@ -170,36 +171,14 @@ def test_patroni_mode_bootstraps_with_secrets_in_a_private_file(tmp_path: Path, 
 
 
 def member_sql(sock: Path, port: str, db: str, query: str) -> subprocess.CompletedProcess[str]:
-    pw = pwd.getpwnam("postgres")
-    return subprocess.run(
+    return as_postgres(
         [str(BIN_DIR / "psql"), "-h", str(sock), "-p", port, "-U", "postgres", "-d", db]
-        + ["-XAtq", "-c", query],
-        capture_output=True,
-        text=True,
-        user=pw.pw_uid,
-        group=pw.pw_gid,
-        extra_groups=[],
-        cwd="/",
-        timeout=30,
-        check=False,
+        + ["-XAtq", "-c", query]
     )
 
 
 def patronictl(run: Path, argv: list[str], stdin: str | None = None) -> str:
-    pw = pwd.getpwnam("postgres")
-    out = subprocess.run(
-        argv,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        user=pw.pw_uid,
-        group=pw.pw_gid,
-        extra_groups=[],
-        cwd="/",
-        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-        timeout=60,
-        check=False,
-    )
+    out = as_postgres(argv, {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, 60, stdin)
     assert out.returncode == 0, out.stderr
     return out.stdout
 

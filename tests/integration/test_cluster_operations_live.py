@@ -95,7 +95,11 @@ def until(what: str, probe: object, timeout: float = 90) -> None:
 
 def test_status_reads_each_member_and_the_leader(lab: PatroniLab) -> None:
     urls = [lab.api("m2"), lab.api("m1")]
-    cs = status.fetch_cluster(urls, str(lab.ca))
+    # R8 L1: no client certificate, no answer, on GET /cluster too
+    anonymous = status.fetch_cluster(urls, str(lab.ca))
+    assert anonymous.error and not anonymous.members  # the handshake fails (alert or EOF)
+    client = (str(lab.client[0]), str(lab.client[1]))
+    cs = status.fetch_cluster(urls, str(lab.ca), client)
     assert cs.error is None and cs.leader == "m1"
     m1, m2 = cs.member("m1"), cs.member("m2")
     assert m1 and m1.role == "primary" and m1.state == "running" and m1.timeline == 1
@@ -109,9 +113,11 @@ def test_status_reads_each_member_and_the_leader(lab: PatroniLab) -> None:
     assert doc["leader"] == "m1" and doc["paused"] is False and doc["pending_restart"] == []
     text = "\n".join(status.render_lines(cs))
     assert "leader: m1" in text and "m2           replica" in text
-    # the monitor's stand-alone fetch program reads the same document
+    # the monitor's stand-alone fetch program reads the same document (with the client
+    # certificate given; in a member's container it defaults to the member's own)
+    script = [sys.executable, "-c", status.FETCH_SCRIPT, f"{lab.api('m1')}/cluster"]
     out = subprocess.run(
-        [sys.executable, "-c", status.FETCH_SCRIPT, f"{lab.api('m1')}/cluster", str(lab.ca)],
+        [*script, str(lab.ca), *client],
         capture_output=True,
         text=True,
         timeout=30,
@@ -120,7 +126,7 @@ def test_status_reads_each_member_and_the_leader(lab: PatroniLab) -> None:
     assert status.parse_cluster(json.loads(out.stdout)).leader == "m1"
     # an unreachable member is skipped; none reachable is an error, not an empty cluster
     dead = f"https://{ADDRESSES[2]}:{lab.cluster.rest_port}"
-    assert status.fetch_cluster([dead, lab.api("m1")], str(lab.ca)).leader == "m1"
+    assert status.fetch_cluster([dead, lab.api("m1")], str(lab.ca), client).leader == "m1"
     assert "no member answered" in (status.fetch_cluster([dead], str(lab.ca)).error or "")
 
 

@@ -2,10 +2,12 @@
 the host's Postgres 15) against 3 real etcd members with TLS and RBAC on.
 
 Proves: Patroni authenticates to etcd as its prefix-limited user over a CN-less client
-certificate and takes the leader key; its REST API answers over verified HTTPS and gates
-state-changing calls by source, client certificate and password; a second member clones
-the leader with pg_basebackup and streams over TLS as the replication role, checking the
-leader's certificate (sslmode=verify-full), and /replica?lag= says 200 for it; the rendered
+certificate and takes the leader key; its REST API answers over verified HTTPS only to a
+client certificate, on every endpoint (review R8 L1), and gates state-changing calls by
+source, client certificate and password; a second member clones the leader with
+pg_basebackup and streams over TLS as the replication role, checking the leader's
+certificate (sslmode=verify-full) and presenting its own, without which the members-only
+line refuses the right password (R8 L2), and /replica?lag= says 200 for it; the rendered
 haproxy.cfg, run by the real HAProxy, sends postgres_port to the leader and
 postgres_replica_port to the replica, and follows a switchover made through the REST API.
 
@@ -25,12 +27,16 @@ from pathlib import Path
 
 import pytest
 
+from pgsteady.cluster import patroni
+from pgsteady.cluster.topology import Cluster
 from tests.support.cluster_binaries import patroni as patroni_bin
 from tests.support.cluster_binaries import require_file
 from tests.support.etcd_lab import running_etcd
 from tests.support.patroni_lab import (
     BIN_DIR,
+    REPLICATION_PW,
     Live,
+    as_postgres,
     haproxy_in_front,
     https,
     postgres_root,
@@ -71,7 +77,13 @@ def test_patroni_leads_clones_over_tls_and_guards_its_rest_api(tmp_path: Path, r
             reload = f"{base}/reload"
             outsider = https(reload, ca, "POST", cert=client, auth=auth, source="127.0.0.9")
             assert outsider == (403, "Access is denied")
-            assert https(reload, ca, "POST", auth=auth) == (403, "client certificate required")
+            # verify_client: required (R8 L1): no endpoint answers without a client
+            # certificate, the read-only ones (the whole pg_hba in /config) included
+            for path in ("/config", "/patroni", "/cluster", "/history", "/metrics"):
+                assert https(f"{base}{path}", ca, anonymous=True) == (0, ""), path
+            assert https(reload, ca, "POST", auth=auth, anonymous=True) == (0, "")
+            config = https(f"{base}/config", ca, cert=client)  # the control
+            assert config[0] == 200 and "pg_hba" in config[1], config
             assert https(reload, ca, "POST", cert=client)[0] == 401
             assert https(reload, ca, "POST", cert=client, auth=wrong)[0] == 401
             # the control: certificate, password and an allowed source together pass
@@ -101,7 +113,10 @@ def test_patroni_leads_clones_over_tls_and_guards_its_rest_api(tmp_path: Path, r
             assert rows == "replicator|m2|t"
             conninfo = m2.sql(c.member_port, "SHOW primary_conninfo")
             assert "sslmode=verify-full" in conninfo and "sslrootcert=" in conninfo
+            assert "sslcert=" in conninfo and "sslkey=" in conninfo  # R8 L2
             assert "password" not in conninfo  # it comes from the 0600 pgpass file
+            # R8 L2: the replication line wants a client certificate with the password
+            assert_replication_needs_a_client_certificate(c, m2)
             deadline = time.monotonic() + 60
             while m2.sql(c.member_port, "SELECT coalesce(max(x), 0) FROM probe") != "42":
                 assert time.monotonic() < deadline, "the row never reached the replica"
@@ -120,3 +135,27 @@ def test_patroni_leads_clones_over_tls_and_guards_its_rest_api(tmp_path: Path, r
         finally:
             for member in reversed(members):
                 stop(member)
+
+
+def assert_replication_needs_a_client_certificate(c: Cluster, m2: Live) -> None:
+    """A replication connection with the right password but no client certificate is
+    refused by the members-only line (clientcert=verify-ca); the control with m2's own
+    certificate (as Patroni presents it) passes. As the postgres user, from 127.0.0.1."""
+    base = [
+        f"host=127.0.0.2 port={c.member_port} user={patroni.REPLICATION_USER}",
+        "replication=true dbname=replication sslmode=verify-ca",
+        f"sslrootcert={m2.dir / 'ca.crt'}",
+    ]
+    with_cert = [*base, f"sslcert={m2.dir / 'server.crt'} sslkey={m2.dir / 'server.key'}"]
+    # no certificate at all: libpq must not pick up ~/.postgresql/postgresql.crt either
+    without = [*base, "sslcert=/nonexistent sslkey=/nonexistent"]
+    env = {"PGPASSWORD": REPLICATION_PW, "PATH": "/usr/bin:/bin"}
+    out = {
+        name: as_postgres(
+            [str(BIN_DIR / "psql"), " ".join(dsn), "-XAtq", "-c", "IDENTIFY_SYSTEM"], env
+        )
+        for name, dsn in (("with", with_cert), ("without", without))
+    }
+    assert out["with"].returncode == 0, out["with"].stderr
+    assert out["without"].returncode != 0
+    assert "certificate" in out["without"].stderr, out["without"].stderr

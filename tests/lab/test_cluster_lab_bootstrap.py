@@ -18,6 +18,7 @@ import time
 import pytest
 
 from pgsteady.cluster.patroni import REWIND_USER
+from pgsteady.cluster.status import FETCH_SCRIPT
 from tests.lab.conftest import ClusterLab, LabTarget, record
 
 CA = "/etc/pgsteady-tls/ca.crt"
@@ -38,15 +39,10 @@ def _in_postgres(target: LabTarget, script: str, timeout: float = 60):
 
 
 def _cluster_api(target: LabTarget) -> dict:
-    """Patroni's GET /cluster on the member's REST API, verified with the inventory CA."""
-    address = target.host.ip
-    code = (
-        "import json, ssl, urllib.request; "
-        f"ctx = ssl.create_default_context(cafile={CA!r}); "
-        f"print(urllib.request.urlopen('https://{address}:8008/cluster', context=ctx, "
-        "timeout=5).read().decode())"
-    )
-    out = _in_postgres(target, shlex.join(["python3", "-c", code]))
+    """Patroni's GET /cluster on the member's REST API, verified with the inventory CA,
+    presenting the member's certificate (the API requires a client certificate)."""
+    url = f"https://{target.host.ip}:8008/cluster"
+    out = _in_postgres(target, shlex.join(["python3", "-c", FETCH_SCRIPT, url, CA]))
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 

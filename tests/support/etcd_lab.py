@@ -170,6 +170,10 @@ def running_etcd(tmp: Path) -> Iterator[EtcdLab]:
             "etcd_peer_port": free_port(),
             "patroni_rest_port": free_port(),
             "postgres_member_port": free_port(),
+            # HAProxy's ports too: another harness (a bench, another worktree) may hold
+            # 5432/5433 on the same loopback aliases
+            "postgres_port": free_port(),
+            "postgres_replica_port": free_port(),
             "etcd_heartbeat_interval_ms": 250,
             "etcd_election_timeout_ms": 2500,
             # the harness's tests pick the durability mode per test (failover_lab.py's

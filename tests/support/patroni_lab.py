@@ -80,12 +80,17 @@ def https(
     data: str = "{}",
     source: str = ADDRESSES[1],
     timeout: float = 5,
+    anonymous: bool = False,
 ) -> tuple[int, str]:
     """(status, body) of one HTTPS request verified with ``ca``, sent from ``source``
     (default: member m2's address, as a peer or its HAProxy would); (0, "") when refused
-    or when no answer came within ``timeout`` seconds."""
+    or when no answer came within ``timeout`` seconds. Patroni requires a client
+    certificate on every endpoint: ``cert``, by default the lab's client certificate
+    beside ``ca``; ``anonymous`` sends none."""
     ctx = ssl.create_default_context(cafile=str(ca))
-    if cert:
+    if cert is None and not anonymous:
+        cert = (ca.parent / "client.crt", ca.parent / "client.key")
+    if cert and not anonymous:
         ctx.load_cert_chain(str(cert[0]), str(cert[1]))
     parsed = urllib.parse.urlsplit(url)
     conn = http.client.HTTPSConnection(
@@ -135,6 +140,29 @@ class Live:
         )
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.strip()
+
+
+def as_postgres(
+    argv: list[str],
+    env: Mapping[str, str] | None = None,
+    timeout: float = 30,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``argv`` as the postgres user (no extra groups, cwd /), its output captured."""
+    pw = pwd.getpwnam("postgres")
+    return subprocess.run(
+        argv,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        user=pw.pw_uid,
+        group=pw.pw_gid,
+        extra_groups=[],
+        cwd="/",
+        env=dict(env) if env is not None else None,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @contextlib.contextmanager
@@ -195,9 +223,10 @@ def render_member(
     params.update(parameters or {})
     hba = [
         "local all all peer",
-        "hostssl replication replicator 127.0.0.1/32 scram-sha-256",
-        # the members dial each other from 127.0.0.1 here (their own address on a host)
-        f"hostssl postgres {patroni.REWIND_USER} 127.0.0.1/32 scram-sha-256",
+        # the members dial each other from 127.0.0.1 here (their own address on a host),
+        # with the product's members-only rule (password and a client certificate)
+        patroni.member_hba_line("replication", patroni.REPLICATION_USER, "127.0.0.1/32"),
+        patroni.member_hba_line("postgres", patroni.REWIND_USER, "127.0.0.1/32"),
         "hostssl postgres postgres 127.0.0.1/32 scram-sha-256",  # the client via HAProxy
     ]
     dcs = patroni.dcs_document(c, params, hba)
@@ -391,9 +420,12 @@ def haproxy_in_front(lab: EtcdLab, root: Path) -> Iterator[None]:
     """The rendered haproxy.cfg of m1, run by the real HAProxy, stopped by its PID."""
     c = lab.cluster
     cfg = root / "haproxy.cfg"
-    cfg.write_text(
-        render_haproxy_cfg(c, c.member("m1"), str(lab.tmp / "ca.crt"), str(root / "h.sock"))
-    )
+    # the checks' client certificate, its key beside it as <crt>.key (as on a member)
+    client = root / "haproxy-client.crt"
+    shutil.copy(lab.tmp / "client.crt", client)
+    shutil.copy(lab.tmp / "client.key", f"{client}.key")
+    ca, sock = str(lab.tmp / "ca.crt"), str(root / "h.sock")
+    cfg.write_text(render_haproxy_cfg(c, c.member("m1"), ca, sock, client_cert=str(client)))
     shutil.copy(lab.tmp / "ca.crt", root / "ca")
     log = (root / "haproxy.log").open("ab")
     proc = subprocess.Popen([require("haproxy"), "-db", "-f", str(cfg)], stdout=log, stderr=log)

@@ -59,7 +59,14 @@ def test_unloadable_files_and_unreachable_members_fail_with_one_sentence(
         err.startswith("pgsteady switchover: the access files do not load (")
         and err.count("\n") == 1
     )
-    (d / "ca.crt").write_bytes(tls.create_ca("unit").cert_pem)
+    ca = tls.create_ca("unit")
+    (d / "ca.crt").write_bytes(ca.cert_pem)
+    assert main(argv) == 1  # every call, GET /cluster too, presents the client certificate
+    err = capsys.readouterr().err
+    assert err.startswith("pgsteady switchover: the access files do not load (")
+    cert, key = tls.issue_server_cert(ca, ["ops"], usages=tls.CLIENT_ONLY)
+    (d / "client.crt").write_bytes(cert)
+    (d / "client.key").write_bytes(key)
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("pgsteady switchover: no member answered GET /cluster (pg1:")

@@ -56,3 +56,16 @@ def test_only_members_get_a_config() -> None:
 
     with pytest.raises(ValueError, match="not a member"):
         render_haproxy_cfg(CLUSTER, Member("pg9", "10.0.0.99"), "/ca", "/s")
+
+
+def test_checks_present_a_client_certificate_when_given() -> None:
+    """R8 L1: Patroni's REST API requires a client certificate, HAProxy's checks too."""
+    crt = "/etc/pgsteady-tls/haproxy-client.crt"
+    cfg = render_haproxy_cfg(CLUSTER, CLUSTER.members[0], "/tls/ca.crt", "/run/h.sock", (), crt)
+    for name in ("primary", "replicas"):
+        default = next(
+            x for x in section(cfg, name).splitlines() if x.strip().startswith("default-server")
+        )
+        assert default.endswith(f"ca-file /tls/ca.crt crt {crt}")
+    without = render_haproxy_cfg(CLUSTER, CLUSTER.members[0], "/tls/ca.crt", "/run/h.sock")
+    assert " crt " not in without

@@ -38,7 +38,10 @@ def test_dcs_document_carries_timings_durability_parameters_and_hba() -> None:
     }
     assert pg["use_pg_rewind"] is True
     assert pg["pg_hba"][0] == HBA[0]
-    assert "hostssl replication replicator 10.0.0.14/32 scram-sha-256" in pg["pg_hba"]
+    assert (
+        "hostssl replication replicator 10.0.0.14/32 scram-sha-256 clientcert=verify-ca"
+        in pg["pg_hba"]
+    )
 
 
 def test_parameters_patroni_manages_are_refused_by_name() -> None:
@@ -57,7 +60,7 @@ def test_member_config_binds_the_private_address_with_tls_and_no_password() -> N
     assert doc["scope"] == "main" and doc["name"] == "pg4" and doc["namespace"] == "/service/"
     rest = doc["restapi"]
     assert rest["listen"] == rest["connect_address"] == "10.0.0.14:8008"
-    assert rest["verify_client"] == "optional" and rest["cafile"] == PATHS.ca_file
+    assert rest["verify_client"] == "required" and rest["cafile"] == PATHS.ca_file
     assert rest["allowlist"] == ["10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.14", "127.0.0.1"]
     etcd3 = doc["etcd3"]
     assert etcd3["hosts"] == ["10.0.0.11:2379", "10.0.0.12:2379", "10.0.0.13:2379"]
@@ -108,7 +111,10 @@ def test_pg_rewind_logs_in_as_its_own_role_which_the_cluster_hba_admits() -> Non
     hba = patroni.dcs_document(CLUSTER, {}, dcs_module.hba_lines(s, CLUSTER))["postgresql"][
         "pg_hba"
     ]
-    rewind = [f"hostssl postgres pgsteady_rewind 10.0.0.1{i}/32 scram-sha-256" for i in range(1, 5)]
+    rewind = [
+        f"hostssl postgres pgsteady_rewind 10.0.0.1{i}/32 scram-sha-256 clientcert=verify-ca"
+        for i in range(1, 5)
+    ]
     at = hba.index(rewind[0])
     assert hba[at : at + 4] == rewind
     rows = [line.replace('"', "").split() for line in hba]  # type, database, user, ...
@@ -130,11 +136,13 @@ def test_pg_rewind_logs_in_as_its_own_role_which_the_cluster_hba_admits() -> Non
         r[0].startswith("host") and r[2] == "postgres" and r[-1] != "reject" for r in rows
     )
     replication = [
-        f"hostssl replication replicator 10.0.0.1{i}/32 scram-sha-256" for i in (1, 2, 3, 4)
+        f"hostssl replication replicator 10.0.0.1{i}/32 scram-sha-256 clientcert=verify-ca"
+        for i in (1, 2, 3, 4)
     ]
     # and loopback: Patroni reads a stopped leader's local timeline that way before pg_rewind
     replication += [
-        f"hostssl replication replicator {a} scram-sha-256" for a in ("127.0.0.1/32", "::1/128")
+        f"hostssl replication replicator {a} scram-sha-256 clientcert=verify-ca"
+        for a in ("127.0.0.1/32", "::1/128")
     ]
     assert [hba[i] for i, r in enumerate(rows) if r[1] == "replication"] == hba[-6:] == replication
 
@@ -155,5 +163,23 @@ def test_ipv6_members() -> None:
     assert doc["restapi"]["listen"] == "[fd00::1]:8008"
     assert doc["postgresql"]["listen"] == "fd00::1,127.0.0.1:15432"
     assert (
-        "hostssl replication replicator fd00::2/128 scram-sha-256" in (doc["bootstrap"]["pg_hba"])
+        "hostssl replication replicator fd00::2/128 scram-sha-256 clientcert=verify-ca"
+        in (doc["bootstrap"]["pg_hba"])
     )
+
+
+def test_members_only_lines_want_a_client_certificate_which_patroni_presents() -> None:
+    """R8 L2: HAProxy relays clients with a member's source address, so every replication
+    and pg_rewind line also needs a client certificate from the CA, and Patroni's
+    replication and rewind connections present the member's own (ctl's for the REST API)."""
+    hba = dcs()["postgresql"]["pg_hba"]
+    members = [line for line in hba if f" {patroni.REPLICATION_USER} " in line]
+    members += [line for line in hba if f" {patroni.REWIND_USER} " in line]
+    assert len(members) == 4 + 2 + 4  # replication per member and loopback, rewind
+    assert all(line.endswith(" scram-sha-256 clientcert=verify-ca") for line in members)
+    doc = yaml.safe_load(patroni.render_patroni_yml(CLUSTER, CLUSTER.members[0], PATHS, dcs()))
+    auth = doc["postgresql"]["authentication"]
+    for role in ("replication", "rewind"):
+        assert (auth[role]["sslcert"], auth[role]["sslkey"]) == (PATHS.cert_file, PATHS.key_file)
+        assert auth[role]["sslmode"] == "verify-full"
+    assert (doc["ctl"]["certfile"], doc["ctl"]["keyfile"]) == (PATHS.cert_file, PATHS.key_file)

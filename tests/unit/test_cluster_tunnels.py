@@ -105,7 +105,8 @@ def test_rest_api_over_a_unix_socket_checks_the_members_name(tmp_path: Path) -> 
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    access = RestAccess(str(tmp_path / "ca.crt"), "", "", "")
+    client = (str(tmp_path / "s.crt"), str(tmp_path / "s.key"))  # any pair: it is sent
+    access = RestAccess(str(tmp_path / "ca.crt"), *client, "")
     try:
         good = RestApi({"pg1": Endpoint("https://10.0.0.11:8008", path)}, access)
         assert good.call("pg1", "/cluster") == (200, "ok")
