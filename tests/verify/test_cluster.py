@@ -6,8 +6,8 @@ Skipped on a single host (no postgres_cluster_name: the cluster settings land wi
 milestone M2/M3). The verdicts are pgsteady.cluster.health's, proven failing on real
 faults against a live cluster in tests/integration/test_cluster_operations_live.py.
 ``GET /cluster`` is read inside the member's container (Patroni's python3, the
-container's CA; a safe endpoint: no certificate or password); the leader-side checks run
-on the leader's host only, as the superuser with search_path pinned.
+container's CA, the member's certificate: the REST API requires one; no password); the
+leader-side checks run on the leader's host only, as the superuser with search_path pinned.
 """
 
 from __future__ import annotations
