@@ -266,6 +266,8 @@ def start_member(s: Settings, p: Pending | None, seed_turn: bool) -> OperationMe
     ctx = context(s)
     if p is None or ctx is None or is_seed(s) != seed_turn:
         return None
+    if p.running:  # a running member's new image or compose file: one at a time, by
+        return None  # the seed's rolling step (tasks/cluster_roll.py, recreate_changed)
     cluster, member = ctx
     commands = [f"{s.layout.bin}/pgsteady-ctl up"]
     if seed_turn:

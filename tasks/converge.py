@@ -15,6 +15,7 @@ from pyinfra.api import deploy
 from tasks import (
     backup,
     cluster_member,
+    cluster_roll,
     docker,
     etcd,
     image,
@@ -40,6 +41,7 @@ def converge() -> None:
     """Converge the current host: a Postgres host, or a backup host of the inventory."""
     settings = load_settings()
     load_cluster(settings)  # the inventory-wide cluster rules, before any operation
+    cluster_roll.refuse_while_rolling(settings)  # a rolling change elsewhere: stop now
     pgbackrest_repository.check_topology(settings)
     preflight.run(settings)
     compose_cmd = docker.compose_command(settings)
@@ -49,6 +51,7 @@ def converge() -> None:
     docker.install(settings)
     image_ops = image.ensure(settings)
     pending = None  # a cluster member's stack, started in the cluster's order below
+    member_ops: list = []
     if is_backup_host():
         pgbackrest_repository.prepare(settings, compose_cmd, image_ops)
     else:
@@ -69,8 +72,14 @@ def converge() -> None:
     cluster_member.start_member(settings, pending, seed_turn=True)
     barrier("the cluster's seed leads")
     cluster_member.start_member(settings, pending, seed_turn=False)  # they clone it
+    cluster_roll.reload_patroni(settings, pending)  # a changed patroni.yml, no restart
     cluster_member.converge_dcs(settings)  # from the seed only
     cluster_member.apply_sql(settings, pending)  # on the leader only
+    barrier("every member's files, the DCS and init_db.sql are converged")
+    # one operation on the seed each, driving every member one at a time (switchover)
+    cluster_roll.recreate_changed(settings, pending, member_ops)
+    cluster_roll.restart_pending(settings)
+    barrier("the cluster's rolling changes are done")
     barrier("the pgBackRest repository servers of the backup hosts run")
     if not is_backup_host():
         pgbackrest.ensure_stanza(settings, pgbackrest_ops)

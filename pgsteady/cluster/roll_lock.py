@@ -20,23 +20,27 @@ import json
 import shlex
 from dataclasses import dataclass
 
-from pgsteady.cluster.etcd import PATRONI_USER
-from pgsteady.cluster.patroni import container_paths
-from pgsteady.cluster.topology import Cluster
+from pgsteady.cluster.member_service import PATRONI_DIR
 
 KEY = "pgsteady-roll"
+RUNNING_CONFIG = f"{PATRONI_DIR}/10-pgsteady.yml"
 TTL_S = 900
 PASSWORD_FILE = "/run/secrets/etcd_patroni_password"
 
-#: ``python3 -c LOCK_SCRIPT ACTION URLS KEY CA CERT KEYFILE USER PWFILE [VALUE TTL | LEASE]``
-#: ACTION: show (prints the value or nothing), acquire (prints ``ok LEASE`` or
-#: ``held VALUE``), renew LEASE, release LEASE. URLS: comma-separated etcd client URLs.
+#: ``python3 -c LOCK_SCRIPT ACTION [VALUE TTL | LEASE]``, as the postgres user in a member's
+#: container. Where etcd is, its CA, the client certificate and the user are Patroni's own
+#: (its running configuration, PATRONI_DIR/10-pgsteady.yml); the password is read from
+#: its secret file. ACTION: show (prints the value, empty when free), acquire (prints
+#: ``ok LEASE`` or ``held VALUE``), renew LEASE, release LEASE.
 LOCK_SCRIPT = r"""
-import base64, json, ssl, sys, urllib.request
-action, urls, key, ca, cert, keyfile, user, pwfile = sys.argv[1:9]
-rest = sys.argv[9:]
-ctx = ssl.create_default_context(cafile=ca)
-ctx.load_cert_chain(cert, keyfile)
+import base64, json, ssl, sys, urllib.request, yaml
+action, rest = sys.argv[1], sys.argv[2:]
+with open("%(config)s") as f:
+    cfg = yaml.safe_load(f)
+etcd = cfg["etcd3"]
+key = cfg["namespace"].rstrip("/") + "/" + cfg["scope"] + "/%(key)s"
+ctx = ssl.create_default_context(cafile=etcd["cacert"])
+ctx.load_cert_chain(etcd["cert"], etcd["key"])
 b64 = lambda s: base64.b64encode(s.encode()).decode()
 def post(url, path, body, token=None):
     req = urllib.request.Request(url + path, json.dumps(body).encode(),
@@ -46,11 +50,13 @@ def post(url, path, body, token=None):
     with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
         return json.loads(r.read() or b"{}")
 errors = []
-for url in urls.split(","):
+for hostport in etcd["hosts"]:
+    url = "https://" + hostport
     try:
-        with open(pwfile) as f:
+        with open("%(password)s") as f:
             pw = f.read().strip()
-        token = post(url, "/v3/auth/authenticate", {"name": user, "password": pw})["token"]
+        auth = {"name": etcd["username"], "password": pw}
+        token = post(url, "/v3/auth/authenticate", auth)["token"]
         call = lambda path, body: post(url, path, body, token)
         if action == "show":
             kvs = call("/v3/kv/range", {"key": b64(key)}).get("kvs") or []
@@ -108,22 +114,12 @@ class Holder:
         return f"{self.operation} by {self.by} since {self.since}"
 
 
-def lock_key(cluster: Cluster) -> str:
-    return f"{cluster.prefix}{KEY}"
+def script_argv(action: str, *rest: str) -> list[str]:
+    """``python3 -c LOCK_SCRIPT ACTION ...`` for ``docker exec -u postgres`` in a member."""
+    script = LOCK_SCRIPT % {"config": RUNNING_CONFIG, "key": KEY, "password": PASSWORD_FILE}
+    return ["python3", "-c", script, action, *rest]
 
 
-def script_argv(cluster: Cluster, postgres_version: int, action: str, *rest: str) -> list[str]:
-    """``python3 -c LOCK_SCRIPT ...`` for ``docker exec -u postgres`` in a member."""
-    paths = container_paths(postgres_version)
-    hosts = [f"[{m.address}]" if ":" in m.address else m.address for m in cluster.etcd_members]
-    urls = ",".join(f"https://{h}:{cluster.etcd_client_port}" for h in hosts)
-    return [
-        "python3", "-c", LOCK_SCRIPT, action, urls, lock_key(cluster), paths.ca_file,
-        paths.etcd_cert_file, paths.etcd_key_file, PATRONI_USER, PASSWORD_FILE, *rest,
-    ]  # fmt: skip
-
-
-def show_command(container: str, cluster: Cluster, postgres_version: int) -> str:
-    """A shell command printing the lock's value (empty: free), for facts and status."""
-    argv = ["docker", "exec", "-u", "postgres", container]
-    return shlex.join([*argv, *script_argv(cluster, postgres_version, "show")])
+def show_command(docker: str, container: str) -> str:
+    """A shell command printing the lock's value (empty: free), for facts and verify."""
+    return shlex.join([docker, "exec", "-u", "postgres", container, *script_argv("show")])

@@ -67,6 +67,8 @@ class RollState:
 
     needs: set[str]
     primary_first: bool = False
+    #: what cycling a member is, for the steps' lines (restart, recreate)
+    verb: str = "restart"
     cycled: list[str] = field(default_factory=list)
     switched_from: str | None = None
 
@@ -134,7 +136,8 @@ def next_step(cs: ClusterStatus, st: RollState, max_lag: int) -> Step | None:
             f"rolling change refused: no replica to switch over to from {leader} "
             "(a cluster of one member cannot roll without downtime)"
         )
-    candidate = min(fit, key=lambda m: (m.lag_bytes or 0, m.name))
+    # in synchronous mode Patroni takes only a synchronous standby as the candidate
+    candidate = min(fit, key=lambda m: (not m.sync, m.lag_bytes or 0, m.name))
     return Step("switchover", leader, candidate.name)
 
 

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pgsteady.cluster import roll_lock
 from pgsteady.settings import Settings
 from pgsteady.units import format_bytes
 
@@ -52,6 +53,11 @@ cluster_view() {
     d exec -u postgres "$C" python3 -c "$CLUSTER_FETCH" "$CLUSTER_URL" "$CLUSTER_CA"
 }
 section cluster cluster_view
+roll_view() {
+    [ -n "$CLUSTER_URL" ] || return 0
+    d exec -u postgres "$C" python3 -c "$ROLL_LOCK" show
+}
+section cluster_roll roll_view
 """
 #: Where the cluster container keeps the CA (pgsteady.cluster.patroni.container_paths).
 CONTAINER_CA = "/etc/pgsteady-tls/ca.crt"
@@ -61,7 +67,7 @@ def script_values(s: Settings, address: str) -> dict[str, str]:
     """The collect script's variables: empty CLUSTER_URL on a single host. ``address``
     is the host's own (postgres_cluster_address, else its ssh_hostname)."""
     if s.postgres_cluster_name is None:
-        return {"CLUSTER_URL": "", "CLUSTER_FETCH": "", "CLUSTER_CA": ""}
+        return {"CLUSTER_URL": "", "CLUSTER_FETCH": "", "CLUSTER_CA": "", "ROLL_LOCK": ""}
     host = s.postgres_cluster_address or address
     host = f"[{host}]" if ":" in str(host) else str(host)
     port = s.patroni_rest_port
@@ -69,6 +75,8 @@ def script_values(s: Settings, address: str) -> dict[str, str]:
         "CLUSTER_URL": f"https://{host}:{port}/cluster",
         "CLUSTER_FETCH": FETCH_SCRIPT,
         "CLUSTER_CA": CONTAINER_CA,
+        # the rolling-change lock in etcd, read with the member's own access (roll_lock.py)
+        "ROLL_LOCK": roll_lock.script_argv("show")[2],
     }
 
 
@@ -125,6 +133,8 @@ class ClusterStatus:
     paused: bool = False
     scheduled_switchover: dict[str, Any] | None = None
     error: str | None = None
+    #: A rolling change holding the lock (pgsteady.cluster.roll_lock), as one line.
+    rolling: str | None = None
 
     @property
     def leaders(self) -> list[str]:
@@ -146,6 +156,7 @@ class ClusterStatus:
             "scheduled_switchover": self.scheduled_switchover,
             "pending_restart": sorted(m.name for m in self.members if m.pending_restart),
             "members": [asdict(m) for m in self.members],
+            "rolling": self.rolling,
             "error": self.error,
         }
 
@@ -239,4 +250,15 @@ def render_lines(cs: ClusterStatus) -> list[str]:
         lines.append("maintenance mode: paused (Patroni does not fail over)")
     if cs.scheduled_switchover:
         lines.append(f"scheduled switchover: {json.dumps(cs.scheduled_switchover)}")
+    if cs.rolling:
+        lines.append(f"rolling change in progress: {cs.rolling}")
     return lines
+
+
+def parse_rolling(section: Mapping[str, Any]) -> str | None:
+    """The ``cluster_roll`` section -> who holds the rolling-change lock (None: free or
+    unreadable; an unreadable lock is no verdict for status, verify reads it itself)."""
+    if section.get("rc") != 0:
+        return None
+    holder = roll_lock.Holder.parse(str(section.get("out") or ""))
+    return holder.describe() if holder else None

@@ -464,6 +464,9 @@ def derive(
     st.log_errors = [line for line in _section(raw, "logs")["out"].splitlines() if line.strip()]
     st.cluster = cluster_status.parse_section(_section(raw, "cluster"))
     if st.cluster is not None:
+        st.cluster.rolling = cluster_status.parse_rolling(_section(raw, "cluster_roll"))
+        if st.cluster.rolling:
+            st.flag(WARNING, f"cluster: rolling change in progress: {st.cluster.rolling}")
         names = [m.name for m in st.cluster.members]
         for problem in cluster_health.leader_problems(st.cluster, names or [st.host]):
             st.flag(CRITICAL, f"cluster: {problem}")

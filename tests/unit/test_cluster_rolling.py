@@ -145,3 +145,49 @@ def test_lock_holder_round_trips_and_reads_foreign_values() -> None:
     assert h.describe() == "rolling restart by deploy-box pid 42 since 2026-11-30T08:00:00Z"
     assert Holder.parse("") is None
     assert Holder.parse("someone") == Holder("unknown", "someone", "?")
+
+
+def test_status_and_the_monitor_report_a_roll_in_progress() -> None:
+    import json
+
+    from pgsteady.cluster import status
+    from pgsteady.monitor import model
+    from tests.unit.test_monitor_model import sample_raw
+
+    h = Holder("deploy-box pid 42", "rolling restart", "2026-11-30T08:00:00Z")
+    members = {"members": PATRONI4["members"]}
+    st = model.derive(sample_raw(cluster=json.dumps(members), cluster_roll=h.to_json()), None)
+    assert st.cluster is not None and st.cluster.rolling == h.describe()
+    assert any("rolling change in progress: rolling restart by" in p for p in st.problems)
+    assert model.report([st])["cluster"]["rolling"] == h.describe()
+    assert f"rolling change in progress: {h.describe()}" in status.render_lines(st.cluster)
+    free = model.derive(sample_raw(cluster=json.dumps(members), cluster_roll=""), None)
+    assert free.cluster is not None and free.cluster.rolling is None
+    assert not any("rolling" in p for p in free.problems)
+    assert status.parse_rolling({"rc": 1, "out": "", "err": "etcd: down"}) is None
+
+
+def test_the_lock_script_takes_no_secret_in_argv() -> None:
+    from pgsteady.cluster import roll_lock
+
+    argv = roll_lock.script_argv("acquire", "value", "900")
+    assert argv[:2] == ["python3", "-c"] and argv[3:] == ["acquire", "value", "900"]
+    script = argv[2]
+    # the password comes from the member's secret file, the rest from Patroni's config
+    assert f'open("{roll_lock.PASSWORD_FILE}")' in script
+    assert f'open("{roll_lock.RUNNING_CONFIG}")' in script
+    assert "password" not in " ".join(argv[3:]) and "environ" not in script
+    assert '"create_revision": "0"' in script  # created only when absent: one holder
+    command = roll_lock.show_command("docker", "labm-postgres")
+    assert command.startswith("docker exec -u postgres labm-postgres python3 -c ")
+
+
+def test_synchronous_mode_switches_over_to_the_synchronous_standby() -> None:
+    doc = copy.deepcopy(PATRONI4)
+    doc["members"][2]["role"] = "sync_standby"  # lab3: Patroni refuses any other candidate
+    assert _roll(doc) == [
+        "restart lab2",
+        "restart lab3",
+        "switchover from lab1 to lab3",
+        "restart lab1",
+    ]

@@ -75,9 +75,10 @@ def test_script_runs_for_real_and_yields_every_section(tmp_path, monkeypatch):
     assert set(raw["sections"]) == {
         "host", "fact_memory", "fact_cpus", "fact_systemd", "inspect", "sql", "data_df",
         "backup_df", "backup_status", "logs", "archiver", "pgbackrest_info", "repo_df",
-        "wal_archive_1", "performance", "pooler", "cluster",
+        "wal_archive_1", "performance", "pooler", "cluster", "cluster_roll",
     }  # fmt: skip
     assert raw["sections"]["cluster"]["out"] == "single"  # no REST API call off clusters
+    assert raw["sections"]["cluster_roll"]["out"] == ""  # nor an etcd read
     st = derive(raw, target.settings)
     assert st.cluster is None
     assert st.container.restart_count == 4 and st.container.health == "healthy"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pgsteady.cluster import health, status
+from pgsteady.cluster import health, roll_lock, status
 from pgsteady.cluster.patroni import container_paths
 from pgsteady.postgres.session import superuser_psql
 from pgsteady.settings import Settings
@@ -138,3 +138,15 @@ def test_no_inactive_slots(
 def test_archiving_on_the_primary(leader_view: health.LeaderView, s: Settings) -> None:
     problems = health.archiver_problems(leader_view, expected=s.pgbackrest_enabled)
     check(not problems, "; ".join(problems))
+
+
+@pytest.mark.fix(
+    "wait until it ends (make status shows it); if its deploy died, the lock's lease ends "
+    "within 15 minutes (docs/operations.md, Rolling changes)"
+)
+def test_no_rolling_change_in_progress(on: Host, s: Settings) -> None:
+    res = on.run(roll_lock.show_command(on.docker, s.container_name))
+    why = res.stderr.strip()[-300:]
+    check(res.rc == 0, f"the rolling-change lock in etcd does not read: {why}")
+    holder = roll_lock.Holder.parse(res.stdout)
+    check(holder is None, f"a rolling change is in progress: {holder and holder.describe()}")

@@ -1,0 +1,224 @@
+"""Changing a running cluster without taking it down (issue 16, items 1, 2 and 6).
+
+- :func:`refuse_while_rolling`: every member reads the roll lock in etcd before any
+  operation; a deploy that finds it held stops, naming the holder, with nothing changed.
+- :func:`reload_patroni`: a changed patroni.yml reaches the running Patroni. The
+  entrypoint copies it into the container's private tmpfs only at start, and the stack's
+  ``up`` recreates nothing when just a bind-mounted file changed, so before this a
+  changed patroni.yml did nothing until the container was recreated by hand. Now the new
+  file is copied over the running copy and Patroni reloads it (``patronictl reload``).
+- :func:`recreate_changed`: a running member whose image (a rebuilt image of the same
+  major: security or minor updates) or compose file changed is no longer recreated by
+  every host at once; ONE operation on the seed runs the stack's ``up`` on each such
+  member's host in turn (through that host's own pyinfra connection), replicas first,
+  then a switchover, then the old leader, each streaming again before the next. The
+  data volume is kept; Patroni rejoins.
+- :func:`restart_pending`: after the seed's DCS patch changed Postgres parameters (or a
+  member still pends a restart from a roll that stopped), ONE operation on the seed rolls
+  the restarts through Patroni, replicas first, one switchover, the old leader last
+  (pgsteady/cluster/roll_driver.py says why one operation on one host).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import FactBase, StringCommand
+from pyinfra.api.exceptions import DeployError
+from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.files import FileContents
+from pyinfra.operations import python, server
+
+from pgsteady.cluster import dcs, rolling
+from pgsteady.cluster import member_service as ms
+from pgsteady.cluster.roll_driver import Run, Seed, recreate_roll, restart_roll
+from pgsteady.cluster.roll_lock import Holder, show_command
+from pgsteady.settings import Settings
+from tasks.cluster_member import (
+    DCS_MANAGED,
+    PatroniDcsConfig,
+    PatroniMembers,
+    Pending,
+    context,
+    is_seed,
+)
+
+RUNNING_COPY = f"{ms.PATRONI_DIR}/10-pgsteady.yml"
+#: Each member's stack operations of this run (prepared host by host, read by the seed's
+#: rolling step when it runs, after every host's image and compose operations).
+_STACKS: dict[str, tuple[Pending, list[OperationMeta], bool]] = {}
+
+
+class RollLock(FactBase[Any]):
+    """The roll lock's holder (None: free, or no running member to ask)."""
+
+    def command(self, show: str) -> str:
+        return f"{show} 2>/dev/null || true"
+
+    def process(self, output: Iterable[str]) -> Any:
+        return Holder.parse("\n".join(output))
+
+
+class StaleContainer(FactBase[bool]):
+    """The running container's image is not the one the alias names now (a roll that
+    stopped half way, or an image moved outside a deploy)."""
+
+    def command(self, container: str, alias: str) -> str:
+        running = shlex.join(["docker", "inspect", "-f", "{{.Image}}", container])
+        wanted = shlex.join(["docker", "image", "inspect", "-f", "{{.Id}}", alias])
+        return (
+            f"a=$({running} 2>/dev/null); b=$({wanted} 2>/dev/null); "
+            '[ -n "$a" ] && [ -n "$b" ] && [ "$a" != "$b" ] && echo stale || true'
+        )
+
+    def process(self, output: Iterable[str]) -> bool:
+        return "stale" in "\n".join(output)
+
+
+def refuse_while_rolling(s: Settings) -> None:
+    """Stop the deploy before any change while a rolling operation holds the lock."""
+    ctx = context(s)
+    if ctx is None:
+        return
+    show = show_command("docker", s.container_name)
+    holder = host.get_fact(RollLock, show=show)
+    if holder is not None:
+        raise DeployError(
+            f"{host.name}: a rolling operation is in progress in cluster {ctx[0].name} "
+            f"({holder.describe()}); nothing was changed. Deploy again after it ends "
+            "(make status shows it; docs/operations.md, 'Rolling changes')"
+        )
+
+
+def reload_patroni(s: Settings, p: Pending | None) -> None:
+    """Copy a changed patroni.yml over the running one and have Patroni reload it."""
+    ctx = context(s)
+    if p is None or ctx is None or not p.running:
+        return
+    cluster, member = ctx
+    copy = (
+        f'umask 077; cmp -s "$PGSTEADY_PATRONI_CONFIG" {RUNNING_COPY} || '
+        f'{{ cp "$PGSTEADY_PATRONI_CONFIG" {RUNNING_COPY}.new && '
+        f"mv {RUNNING_COPY}.new {RUNNING_COPY} && "
+        + shlex.join(["patronictl", "-c", ms.PATRONI_DIR, "reload", cluster.name, member.name])
+        + " --force; }"
+    )
+    argv = ["docker", "exec", "-u", "postgres", s.container_name, "sh", "-c", copy]
+    triggers = p.triggers
+    server.shell(
+        name="Reload Patroni when its patroni.yml changed (no restart)",
+        commands=[shlex.join(argv)],
+        _if=lambda: any(o.did_change() for o in triggers),
+    )
+
+
+def _holder(operation: str) -> Holder:
+    since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Holder(f"{socket.gethostname()} pid {os.getpid()}", operation, since)
+
+
+def _stack_changed(name: str) -> bool:
+    """Member ``name`` was running and its image or compose file changed in this run, or
+    it runs an image other than the alias's."""
+    p, member_ops, stale = _STACKS.get(name, (None, [], False))
+    if p is None or not p.running:
+        return False
+    return stale or any(o.did_change() for o in p.triggers if o not in member_ops)
+
+
+def recreate_changed(s: Settings, p: Pending | None, member_ops: list[OperationMeta]) -> None:
+    """On the seed: recreate the running members whose stack changed, one at a time."""
+    ctx = context(s)
+    if p is None or ctx is None:
+        return
+    stale = host.get_fact(StaleContainer, container=s.container_name, alias=s.image_alias)
+    _STACKS[host.name] = (p, member_ops, bool(stale))
+    if not is_seed(s):
+        return
+    cluster, member = ctx
+    names = [m.name for m in cluster.members]
+    ctl = f"{s.layout.bin}/pgsteady-ctl up"
+
+    def roll(state: Any, host: Any) -> None:  # pyinfra passes both (FunctionCommand)
+        needs = {n for n in names if _stack_changed(n)}
+        if not needs:
+            return
+
+        def recreate(name: str) -> None:
+            target = state.inventory.get_host(name)
+            ok, out = target.run_shell_command(StringCommand(ctl))
+            if not ok:
+                raise DeployError(f"{name}: {ctl} failed: {out.stderr.strip()[-500:]}")
+
+        run = _runner(host)
+        seed = Seed(run, s.container_name, cluster, member.name)
+        try:
+            done = recreate_roll(
+                seed, _holder("rolling recreate"), s.postgres_replica_max_lag, needs, recreate
+            )
+        except rolling.OperationError as exc:
+            raise DeployError(f"{host.name}: {exc}") from None
+        print(f"    [{host.name}] rolling recreate: {'; '.join(done)}")
+
+    python.call(
+        name="Restart changed members in new containers, one at a time (replicas first)",
+        function=roll,
+        _if=lambda: any(_stack_changed(n) for n in names),
+    )
+
+
+def _runner(target: Any) -> Run:
+    def run(command: str) -> tuple[bool, str, str]:
+        ok, output = target.run_shell_command(StringCommand(command))
+        return ok, output.stdout, output.stderr
+
+    return run
+
+
+def _parameters(doc: Any) -> dict[str, Any]:
+    return dict(((doc or {}).get("postgresql") or {}).get("parameters") or {})
+
+
+def restart_pending(s: Settings) -> None:
+    """On the seed: roll the restarts a parameter change (or a stopped roll) left."""
+    ctx = context(s)
+    if ctx is None or not is_seed(s):
+        return
+    cluster, member = ctx
+    current = host.get_fact(PatroniDcsConfig, container=s.container_name)
+    members = host.get_fact(PatroniMembers, container=s.container_name)
+    if current is None or members is None:  # a new cluster: nothing runs old settings
+        return
+    desired = dcs.desired(s, cluster)
+    lines = host.get_fact(FileContents, path=f"{s.layout.state}/{DCS_MANAGED}")
+    before = json.loads("\n".join(lines)) if lines else []
+    change = dcs.patch(current, desired, before)
+    changed_params = bool(_parameters(change))
+    pending = any(m.get("Pending restart") for m in members)
+    if not (changed_params or pending):
+        return
+    lowered = rolling.lowered(_parameters(current), _parameters(desired))
+    holder = _holder("rolling restart")
+    seed = Seed(_runner(host), s.container_name, cluster, member.name)
+    # Patroni applies a DCS change on its next loop (within loop_wait) and flags members
+    settle = float(cluster.loop_wait * 2 + 5) if changed_params else 0.0
+
+    def roll() -> None:
+        try:
+            done = restart_roll(seed, holder, s.postgres_replica_max_lag, lowered, settle)
+        except rolling.OperationError as exc:
+            raise DeployError(f"{host.name}: {exc}") from None
+        print(f"    [{host.name}] rolling restart: {'; '.join(done) or 'nothing pending'}")
+
+    what = "lowering " + ", ".join(lowered) + ": leader first" if lowered else "replicas first"
+    python.call(
+        name=f"Restart the members pending a restart, one at a time ({what}, one switchover)",
+        function=roll,
+    )
