@@ -69,12 +69,13 @@ def test_deploy_bootstraps_one_leader_and_two_streaming_replicas(
     assert result.returncode == 0, result.output[-8000:]
     members = _cluster_api(lab[1])["members"]
     roles = sorted(m["role"] for m in members)
-    assert roles == ["leader", "replica", "replica"], members
+    # synchronous mode, a cluster's default: one of the replicas is the synchronous standby
+    assert roles == ["leader", "replica", "sync_standby"], members
     assert {m["timeline"] for m in members} == {1}, members
     leader = next(m for m in members if m["role"] == "leader")
     assert leader["state"] == "running", members
     # Patroni 4 (the PG 17 image) names a replica's state by its WAL receiver
-    assert {m["state"] for m in members if m["role"] == "replica"} == {"streaming"}, members
+    assert {m["state"] for m in members if m["role"] != "leader"} == {"streaming"}, members
     assert leader["name"] == lab[0].host.name  # the seed, which started alone
     query = (
         "SELECT application_name || ':' || state || ':' || coalesce(ssl::text, '?') "
