@@ -41,6 +41,7 @@ from pgsteady.cluster import member_service as ms
 from pgsteady.cluster.roll_driver import Run, Seed, recreate_roll, restart_roll
 from pgsteady.cluster.roll_lock import Holder, show_command
 from pgsteady.settings import Settings
+from pgsteady.units import parse_size
 from tasks.cluster_member import (
     DCS_MANAGED,
     PatroniDcsConfig,
@@ -144,6 +145,7 @@ def recreate_changed(s: Settings, p: Pending | None, member_ops: list[OperationM
         return
     cluster, member = ctx
     names = [m.name for m in cluster.members]
+    max_lag = parse_size(s.postgres_replica_max_lag)  # "16MB" in the inventory
     ctl = f"{s.layout.bin}/pgsteady-ctl up"
 
     def roll(state: Any, host: Any) -> None:  # pyinfra passes both (FunctionCommand)
@@ -160,9 +162,7 @@ def recreate_changed(s: Settings, p: Pending | None, member_ops: list[OperationM
         run = _runner(host)
         seed = Seed(run, s.container_name, cluster, member.name)
         try:
-            done = recreate_roll(
-                seed, _holder("rolling recreate"), s.postgres_replica_max_lag, needs, recreate
-            )
+            done = recreate_roll(seed, _holder("rolling recreate"), max_lag, needs, recreate)
         except rolling.OperationError as exc:
             raise DeployError(f"{host.name}: {exc}") from None
         print(f"    [{host.name}] rolling recreate: {'; '.join(done)}")
@@ -205,6 +205,7 @@ def restart_pending(s: Settings) -> None:
     if not (changed_params or pending):
         return
     lowered = rolling.lowered(_parameters(current), _parameters(desired))
+    max_lag = parse_size(s.postgres_replica_max_lag)  # "16MB" in the inventory
     holder = _holder("rolling restart")
     seed = Seed(_runner(host), s.container_name, cluster, member.name)
     # Patroni applies a DCS change on its next loop (within loop_wait) and flags members
@@ -212,7 +213,7 @@ def restart_pending(s: Settings) -> None:
 
     def roll() -> None:
         try:
-            done = restart_roll(seed, holder, s.postgres_replica_max_lag, lowered, settle)
+            done = restart_roll(seed, holder, max_lag, lowered, settle)
         except rolling.OperationError as exc:
             raise DeployError(f"{host.name}: {exc}") from None
         print(f"    [{host.name}] rolling restart: {'; '.join(done) or 'nothing pending'}")
