@@ -119,6 +119,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> Results:
             log(f"failover lab: built and deployed in {build_seconds:.0f} s")
         cluster = from_inventory(inventory)
         cluster.wait_whole(300)
+        patroni = _patroni_version(cluster)  # while the lab still exists
         trials, error = _trials(cluster, cfg, kinds, out, log)
     finally:
         if cluster is not None:
@@ -133,7 +134,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> Results:
         "where": "the host-container lab: 3 hosts (systemd, own dockerd and address), each "
         "with its Postgres 17 container (Patroni inside), etcd and HAProxy; writers on the "
         "machine running the lab, through HAProxy on a host other than the old leader",
-        "versions": {"patroni": _patroni_version(cluster)},
+        "versions": {"patroni": patroni},
         "timings": {
             "ttl": s.patroni_ttl,
             "loop_wait": s.patroni_loop_wait,
@@ -164,6 +165,15 @@ def _patroni_version(cluster: Any) -> str:
     return proc.stdout.strip() or "unknown"
 
 
+#: How the lab stages the kinds it shares with the process cluster.
+LAB_WORDING = {
+    "primary_pause": "`docker pause` of the primary's Postgres container (Patroni inside), "
+    "unpaused once a new primary serves",
+    "etcd_member_lost": "`docker kill` of the etcd container on the primary's host, "
+    "started again by the repair",
+    "etcd_quorum_lost": "`docker kill` of the etcd containers on the primary's host and one "
+    "more, started again after ttl + retry_timeout",
+}
 #: The lab's kinds in which the primary is lost and the leader key must expire.
 LEASE_KINDS = ("primary_pause", "host_power_loss", "host_isolated")
 
@@ -212,7 +222,7 @@ def section(fo: Mapping[str, Any]) -> list[str]:
         lines += [f"- The run stopped early: {fo['error'].splitlines()[0][:300]}", ""]
     lines.append(
         "Faults: "
-        + "; ".join(f"`{k}`: {figures.ALL_KINDS[k]}" for k in fo["kinds"])
+        + "; ".join(f"`{k}`: {LAB_WORDING.get(k, figures.ALL_KINDS[k])}" for k in fo["kinds"])
         + ". The process cluster's `primary_kill` is staged here as `container_kill`."
     )
     return lines + [""]
