@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench import failover as failover_part
+from bench import failover_lab as failover_lab_part
 from bench import headlines as figures
 from bench.config import BenchConfig
 from bench.merge import part_config
@@ -652,6 +653,7 @@ def render(res: Results) -> str:
         ("pitr", lambda r: _pitr(r, part_config(res, "pitr"))),
         ("pooler", _pooler),
         ("failover", failover_part.section),
+        ("failover_lab", failover_lab_part.section),
         ("upgrade", _upgrade),
     ):
         if key in res:
