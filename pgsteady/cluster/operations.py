@@ -92,11 +92,18 @@ class RestApi:
     :class:`Endpoint`)."""
 
     def __init__(
-        self, urls: Mapping[str, str | Endpoint], access: RestAccess, timeout: float = 5.0
+        self,
+        urls: Mapping[str, str | Endpoint],
+        access: RestAccess,
+        timeout: float = 5.0,
+        change_timeout: float = 120.0,
     ):
         self.urls = {k: v if isinstance(v, Endpoint) else Endpoint(v) for k, v in urls.items()}
         self.access = access
         self.timeout = timeout
+        # Patroni answers POST /switchover only once the new leader runs: seconds when
+        # idle, past 5 s on a loaded host (the request then times out mid-switchover).
+        self.change_timeout = change_timeout
 
     def _context(self) -> ssl.SSLContext:
         """The CA and the client certificate: Patroni requires one on every endpoint
@@ -119,6 +126,7 @@ class RestApi:
         if member not in self.urls:
             raise OperationError(f"{member}: no REST API address known for this member")
         gated = method != "GET"
+        limit = self.change_timeout if gated else self.timeout
         end = self.urls[member]
         url = urllib.parse.urlsplit(end.url)
         conn: http.client.HTTPSConnection
@@ -128,7 +136,7 @@ class RestApi:
                 str(url.hostname),
                 url.port,
                 context=self._context(),
-                timeout=self.timeout,
+                timeout=limit,
             )
         else:
             source = (self.access.source_address, 0) if self.access.source_address else None
@@ -136,7 +144,7 @@ class RestApi:
                 str(url.hostname),
                 url.port,
                 context=self._context(),
-                timeout=self.timeout,
+                timeout=limit,
                 source_address=source,
             )
         headers = {"Content-Type": "application/json"}

@@ -116,3 +116,48 @@ def test_rest_api_over_a_unix_socket_checks_the_members_name(tmp_path: Path) -> 
     finally:
         thread.join(timeout=10)
         listener.close()
+
+
+def test_a_state_change_waits_longer_than_a_read(tmp_path: Path) -> None:
+    """Patroni answers POST /switchover once the new leader runs, past a read's timeout
+    on a loaded host: the POST gets ``change_timeout`` while a GET stays short."""
+    ca = tls.create_ca("t")
+    cert, key = tls.issue_server_cert(ca, ["pg1", "10.0.0.11"])
+    for name, data in (("ca.crt", ca.cert_pem), ("s.crt", cert), ("s.key", key)):
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "pw").write_text("secret\n")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(tmp_path / "s.crt", tmp_path / "s.key")
+    path = str(tmp_path / "0.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen()
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _addr = listener.accept()
+            with (
+                contextlib.suppress(ssl.SSLError, OSError),
+                server_ctx.wrap_socket(conn, server_side=True) as s,
+            ):
+                s.recv(4096)
+                threading.Event().wait(0.8)  # the switchover takes a while
+                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    access = RestAccess(
+        str(tmp_path / "ca.crt"), str(tmp_path / "s.crt"), str(tmp_path / "s.key"),
+        str(tmp_path / "pw"),
+    )  # fmt: skip
+    api = RestApi(
+        {"pg1": Endpoint("https://10.0.0.11:8008", path)}, access, timeout=0.3, change_timeout=10
+    )
+    try:
+        code, text = api.call("pg1", "/cluster")
+        assert code == 0 and "timed out" in text.lower(), text
+        assert api.call("pg1", "/switchover", "POST", {"leader": "pg1"}) == (200, "ok")
+    finally:
+        thread.join(timeout=10)
+        listener.close()
