@@ -96,7 +96,9 @@ def test_bootstrap_feeds_passwords_from_root_files_and_writes_its_guard_last() -
     )
     # a root user that exists already is deleted first, then made with this password
     first = lines[0].split(" || ")
-    assert first[0].startswith("{ ! " + ctl) and first[0].endswith(" user get root </dev/null >/dev/null 2>&1")
+    assert first[0].startswith("{ ! " + ctl) and first[0].endswith(
+        " user get root </dev/null >/dev/null 2>&1"
+    )
     assert " user delete root </dev/null >/dev/null; } && " in first[1], first
     assert "auth enable" in lines[-2]
     assert lines[-1] == f"touch {s.app_dir}/state/{svc.AUTH_DONE}"
