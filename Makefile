@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help deploy dry-run down test test-unit test-integration test-e2e lint verify \
 	status monitor chaos bench backup restore restore-pitr restore-pitr-clean restore-drill clean-venv host-deps update-image upgrade-major lock \
-	lab lab-down lab-chaos settings-docs ci scrape-config switchover reinit
+	lab lab-down lab-chaos lab-cluster-chaos lab-cluster-backups lab-cluster-image-roll settings-docs ci scrape-config switchover reinit
 
 help:
 	@echo "make deploy   [INVENTORY=inventory/local.py]  converge the inventory's hosts"
@@ -38,6 +38,7 @@ help:
 	@echo "make lab [N=3] [OS=bookworm|trixie] [BACKUP_HOST=1] [CLUSTER=1]  hosts with systemd+sshd ->"
 	@echo "                                              inventory/lab.py (last host: backup)"
 	@echo "make lab-down | lab-chaos                     remove the lab | measure host reboots"
+	@echo "make lab-cluster-chaos [KIND=all] [TRIALS=10] [TIMING=default] [MODE=sync]  failover matrix"
 
 # The virtualenv, rebuilt when the locked dependencies change. Every file pip installs is
 # checked against the sha256 hashes in requirements/ (pip and setuptools first, then the
@@ -48,6 +49,20 @@ $(STAMP): pyproject.toml requirements/bootstrap.txt requirements/lock.txt
 	$(BIN)/pip install -q --require-hashes -r requirements/bootstrap.txt
 	$(BIN)/pip install -q --require-hashes -r requirements/lock.txt
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+# The Patroni the integration tests' process harness runs (tests/support/patroni_lab.py),
+# in a test-only virtualenv of its own, hash-checked like the one above: 4.0.7, as the
+# product's trixie image (bookworm's Debian 3.0.2 has the etcd3 split-brain defect,
+# docs/reliability.md). Built on the system Python, which the postgres user can run.
+PATRONI_VENV := .venv-patroni
+PATRONI_STAMP := $(PATRONI_VENV)/.installed
+PATRONI_PYTHON ?= /usr/bin/python3
+$(PATRONI_STAMP): requirements/bootstrap.txt requirements/patroni.txt | host-deps
+	test -x $(PATRONI_VENV)/bin/python || $(PATRONI_PYTHON) -m venv $(PATRONI_VENV)
+	$(PATRONI_VENV)/bin/pip install -q --require-hashes -r requirements/bootstrap.txt
+	$(PATRONI_VENV)/bin/pip install -q --require-hashes --no-build-isolation \
+		-r requirements/patroni.txt
 	touch $@
 
 # Re-pin requirements/*.txt with hashes (pip-tools in a throw-away virtualenv; pins
@@ -62,6 +77,9 @@ lock:
 	$(PIP_TOOLS_VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
 		--no-emit-index-url --no-emit-find-links --extra test \
 		-o requirements/lock.txt pyproject.toml
+	$(PIP_TOOLS_VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links \
+		-o requirements/patroni.txt requirements/patroni.in
 
 deploy: $(STAMP)
 	$(PYINFRA) $(INVENTORY) deploy.py
@@ -94,7 +112,7 @@ settings-docs: $(STAMP)
 host-deps:
 	sh scripts/ensure-test-host
 
-test: $(STAMP) host-deps lint
+test: $(STAMP) host-deps $(PATRONI_STAMP) lint
 	$(PYTEST) -q --durations=30 tests/unit tests/integration tests/e2e tests/chaos tests/lab $(PYTEST_ARGS)
 
 # The production-readiness suite (testinfra) against every host of INVENTORY.
@@ -159,10 +177,10 @@ restore-drill: $(STAMP)
 	$(PYINFRA) $(SHOW_OUTPUT) $(if $(HOST),--limit $(HOST)) $(INVENTORY) deploys/restore_drill.py
 
 # Long fault-injection runs; a CI-sized subset runs inside `make test`.
-chaos: $(STAMP) host-deps
+chaos: $(STAMP) host-deps $(PATRONI_STAMP)
 	PGSTEADY_CHAOS=full $(PYTEST) -q -s tests/chaos $(PYTEST_ARGS)
 
-bench: $(STAMP) host-deps
+bench: $(STAMP) host-deps $(PATRONI_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # A lab of host containers (systemd, sshd, own IP and disk) reached over SSH; see docs/lab.md.
@@ -182,14 +200,37 @@ lab-down: $(STAMP)
 lab-chaos: $(STAMP) host-deps
 	PGSTEADY_CHAOS=full $(PYTEST) -q -s tests/lab $(PYTEST_ARGS)
 
+# A cluster's backups on a lab of its own (3 members + 1 backup host, ~25 min): stanza,
+# standby backup, archiving across a switchover, PITR after it, reinit from pgBackRest.
+lab-cluster-backups: $(STAMP) host-deps
+	PGSTEADY_LAB_BACKUPS=1 $(PYTEST) -q -s tests/lab/test_cluster_lab_backups.py $(PYTEST_ARGS)
+
+# Issue 15's fault matrix on a 3-host lab cluster of its own (bench part failover_lab):
+# KIND=all or a comma list, TRIALS rounds, TIMING=default|tight, MODE=sync|async;
+# LAB_INVENTORY_IN=<an already deployed lab inventory> skips building one.
+KIND ?= all
+TRIALS ?= 10
+TIMING ?= default
+MODE ?= sync
+lab-cluster-chaos: $(STAMP) host-deps
+	$(BIN)/python -m bench --only failover_lab --failover-lab-kinds $(KIND) \
+		--failover-lab-trials $(TRIALS) --failover-lab-profile $(TIMING) \
+		--failover-lab-mode $(MODE) $(if $(LAB_INVENTORY_IN),--failover-lab-inventory \
+		$(LAB_INVENTORY_IN)) $(if $(CHAOS_LAB),--failover-lab-name $(CHAOS_LAB)) $(BENCH_ARGS)
+
+# A minor image roll on the shared test lab cluster (two rolls, ~10 min): every member's
+# container recreated replicas first, one switchover, the write gap recorded.
+lab-cluster-image-roll: $(STAMP) host-deps
+	PGSTEADY_LAB_IMAGE_ROLL=1 $(PYTEST) -q -s tests/lab/test_cluster_lab_image_roll.py $(PYTEST_ARGS)
+
 test-unit: $(STAMP)
 	$(PYTEST) -q tests/unit $(PYTEST_ARGS)
 
-test-integration: $(STAMP) host-deps
+test-integration: $(STAMP) host-deps $(PATRONI_STAMP)
 	$(PYTEST) -q tests/integration $(PYTEST_ARGS)
 
 test-e2e: $(STAMP) host-deps
 	$(PYTEST) -q tests/e2e $(PYTEST_ARGS)
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(PATRONI_VENV)
