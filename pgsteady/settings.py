@@ -554,7 +554,7 @@ class Settings(BaseModel):
     postgres_maximum_lag_on_failover: Size = setting(
         "1MB",
         "a replica further behind than this is never promoted",
-        accepted="a size above zero, at most 16MB (B, kB, MB; e.g. \"1MB\")",
+        accepted='a size above zero, at most 16MB (B, kB, MB; e.g. "1MB")',
         doc="An asynchronous failover may drop this much acknowledged WAL: at most one\n"
         "WAL segment (16MB).",
     )
