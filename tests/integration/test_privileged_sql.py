@@ -332,6 +332,7 @@ def test_monitor_collect_never_runs_app_code(tmp_path, pg):
         pgbouncer_enabled=True,
         pgbouncer_uid=64188,
         compose_project=f"{pg.name}-nopooler",
+        postgres_cluster_name=None,  # a single host: no cluster section
     )
     script = collect_script(s)
     # the pooler section only asks PgBouncer's own admin console (database "pgbouncer" on

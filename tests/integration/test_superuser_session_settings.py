@@ -114,7 +114,7 @@ def test_monitor_collect_sessions_run_as_the_superuser(tmp_path, pg):
     s = types.SimpleNamespace(
         container_name=pg.name, app_dir=str(tmp_path), backup_path=str(tmp_path),
         pgbackrest_enabled=False, postgres_db="app", pgbouncer_enabled=False,
-        compose_project=pg.name,
+        compose_project=pg.name, postgres_cluster_name=None,  # a single host
     )  # fmt: skip
     script = collect_script(s)
     proc = subprocess.run(
