@@ -351,7 +351,6 @@ BASE_ID=$(
         --change "ENV PG_VERSION=$PG_FULL_VERSION" \
         --change 'ENV LANG=C.UTF-8' \
         --change "ENV PGDATA=$PGDATA_DIR" \
-        --change "VOLUME $PGDATA_DIR" \
         --change 'ENTRYPOINT ["docker-entrypoint.sh"]' \
         --change 'CMD ["postgres"]' \
         --change 'EXPOSE 5432' \

@@ -97,6 +97,7 @@ class CtlStack:
         backoff: int = 60,
         backoff_max: int = 3600,
         on_failure: str = "",
+        extra: dict | None = None,
     ) -> None:
         service = {
             "image": self.image,
@@ -111,7 +112,8 @@ class CtlStack:
                 "retries": 1,
             },
         }
-        self.compose_file.write_text(yaml.safe_dump({"services": {"postgres": service}}))
+        services = {"postgres": service, **(extra or {})}
+        self.compose_file.write_text(yaml.safe_dump({"services": services}))
         self.compose_file.chmod(0o640)
         values = {
             "PGSTEADY_PROJECT": self.project,
@@ -174,6 +176,7 @@ class CtlStack:
     def destroy(self) -> None:
         docker("unpause", self.container, check=False)
         docker("rm", "-f", "-v", self.container, check=False)
+        docker("rm", "-f", "-v", f"{self.project}-sidecar", check=False)
         docker("network", "rm", f"{self.project}_default", check=False)
 
 
@@ -447,6 +450,37 @@ def test_watching_watchdog_does_not_watch_under_restart_policy_no(stack: CtlStac
     docker("kill", stack.container)
     assert stack.ctl("watchdog", "--watch", "2", timeout=60).returncode == 0
     assert stack.status() == "exited"
+
+
+# --- a service switched off -------------------------------------------------------------
+
+
+def test_up_removes_a_dropped_service_with_its_anonymous_volume(stack: CtlStack) -> None:
+    """A sidecar (a pooler or exporter switched off) that the compose file no longer has
+    goes with its anonymous volume; compose's own --remove-orphans would leave it dangling.
+    The Postgres container stays as it was."""
+    sidecar = {
+        "image": stack.image,
+        "container_name": f"{stack.project}-sidecar",
+        "command": ["sleep", "600"],
+        "volumes": ["/scratch"],
+    }
+    stack.write(["sleep", "600"], extra={"sidecar": sidecar})
+    up = stack.ctl("up")
+    assert up.returncode == 0, up.stderr
+    mounts = json.loads(
+        docker("inspect", "-f", "{{json .Mounts}}", sidecar["container_name"]).stdout
+    )
+    (volume,) = [m["Name"] for m in mounts if m["Destination"] == "/scratch"]
+    postgres_started = stack.started_at()
+
+    stack.write(["sleep", "600"])
+    up = stack.ctl("up")
+    assert up.returncode == 0, up.stderr
+    assert "service sidecar is no longer in the compose file" in up.stderr, up.stderr
+    assert docker("inspect", sidecar["container_name"], check=False).returncode != 0
+    assert docker("volume", "inspect", volume, check=False).returncode != 0, "volume left"
+    assert stack.status() == "running" and stack.started_at() == postgres_started
 
 
 # --- trust checks (item 2) ------------------------------------------------------------
