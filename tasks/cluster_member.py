@@ -46,7 +46,7 @@ from tasks.cluster import load_cluster
 from tasks.etcd import cluster_secret, etcd_ca
 from tasks.noop_guard import guarded_put
 from tasks.ownership import put_owned
-from tasks.tls import private_file, renewal_needed
+from tasks.tls import private_file, put_certificate, renewal_needed
 
 #: The etcd password Patroni logs in with is etcd's own "patroni" user's (tasks/etcd.py).
 SECRET_SOURCES = {"etcd_patroni_password": "etcd-patroni.password"}
@@ -178,24 +178,8 @@ def _etcd_client_cert(s: Settings, cluster: Cluster, member: Member) -> list[Ope
     reason = renewal_needed(crt, key, ca.cert_pem, [member.name])
     if reason is not None:
         cert_pem, key_pem = issue_etcd_client_cert(ca, member.name)
-        ops += [
-            private_file(
-                name=f"Issue Patroni's etcd client certificate {crt} ({reason})",
-                src=cert_pem,
-                dest=crt,
-                uid=0,
-                gid=0,
-                mode="644",
-            ),
-            private_file(
-                name=f"Upload its key {key} (0640 root:{s.postgres_uid}, not shown)",
-                src=key_pem,
-                dest=key,
-                uid=0,
-                gid=s.postgres_uid,
-                mode="640",
-            ),
-        ]
+        why, uid = f" ({reason})", s.postgres_uid
+        ops += put_certificate("Patroni etcd client", crt, cert_pem, key, key_pem, uid, "640", why)
     return ops
 
 
