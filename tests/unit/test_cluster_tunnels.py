@@ -6,6 +6,8 @@ import contextlib
 import socket
 import ssl
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -78,9 +80,18 @@ def test_access_dir_sits_beside_the_inventorys_ca(tmp_path: Path) -> None:
     assert default_access_dir(inv, custom) == Path("/srv/ca/cluster-access")
 
 
-def test_rest_api_over_a_unix_socket_checks_the_members_name(tmp_path: Path) -> None:
-    """An :class:`Endpoint` with a socket: TLS over it, the certificate checked against
-    the URL's host (a real TLS server on a Unix socket, no Patroni)."""
+@dataclass
+class SocketServer:
+    """A TLS server (certificate for pg1 / 10.0.0.11) on a Unix socket answering two
+    requests with 200 "ok", each after ``delay`` seconds; its files lie in ``dir``."""
+
+    dir: Path
+    path: str
+
+
+@pytest.fixture
+def tls_socket_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SocketServer]:
+    delay = getattr(request, "param", 0.0)
     ca = tls.create_ca("t")
     cert, key = tls.issue_server_cert(ca, ["pg1", "10.0.0.11"])
     for name, data in (("ca.crt", ca.cert_pem), ("s.crt", cert), ("s.key", key)):
@@ -100,64 +111,44 @@ def test_rest_api_over_a_unix_socket_checks_the_members_name(tmp_path: Path) -> 
                 server_ctx.wrap_socket(conn, server_side=True) as s,
             ):
                 s.recv(4096)
+                threading.Event().wait(delay)
                 s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             conn.close()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    client = (str(tmp_path / "s.crt"), str(tmp_path / "s.key"))  # any pair: it is sent
-    access = RestAccess(str(tmp_path / "ca.crt"), *client, "")
     try:
-        good = RestApi({"pg1": Endpoint("https://10.0.0.11:8008", path)}, access)
-        assert good.call("pg1", "/cluster") == (200, "ok")
-        wrong = RestApi({"pg1": Endpoint("https://10.0.0.99:8008", path)}, access)
-        code, text = wrong.call("pg1", "/cluster")
-        assert code == 0 and "mismatch" in text.lower(), text
+        yield SocketServer(tmp_path, path)
     finally:
         thread.join(timeout=10)
         listener.close()
 
 
-def test_a_state_change_waits_longer_than_a_read(tmp_path: Path) -> None:
+def test_rest_api_over_a_unix_socket_checks_the_members_name(
+    tls_socket_server: SocketServer,
+) -> None:
+    """An :class:`Endpoint` with a socket: TLS over it, the certificate checked against
+    the URL's host (a real TLS server on a Unix socket, no Patroni)."""
+    d, path = tls_socket_server.dir, tls_socket_server.path
+    client = (str(d / "s.crt"), str(d / "s.key"))  # any pair: it is sent
+    access = RestAccess(str(d / "ca.crt"), *client, "")
+    good = RestApi({"pg1": Endpoint("https://10.0.0.11:8008", path)}, access)
+    assert good.call("pg1", "/cluster") == (200, "ok")
+    wrong = RestApi({"pg1": Endpoint("https://10.0.0.99:8008", path)}, access)
+    code, text = wrong.call("pg1", "/cluster")
+    assert code == 0 and "mismatch" in text.lower(), text
+
+
+@pytest.mark.parametrize("tls_socket_server", [0.8], indirect=True)  # the switchover's time
+def test_a_state_change_waits_longer_than_a_read(tls_socket_server: SocketServer) -> None:
     """Patroni answers POST /switchover once the new leader runs, past a read's timeout
     on a loaded host: the POST gets ``change_timeout`` while a GET stays short."""
-    ca = tls.create_ca("t")
-    cert, key = tls.issue_server_cert(ca, ["pg1", "10.0.0.11"])
-    for name, data in (("ca.crt", ca.cert_pem), ("s.crt", cert), ("s.key", key)):
-        (tmp_path / name).write_bytes(data)
-    (tmp_path / "pw").write_text("secret\n")
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(tmp_path / "s.crt", tmp_path / "s.key")
-    path = str(tmp_path / "0.sock")
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(path)
-    listener.listen()
-
-    def serve() -> None:
-        for _ in range(2):
-            conn, _addr = listener.accept()
-            with (
-                contextlib.suppress(ssl.SSLError, OSError),
-                server_ctx.wrap_socket(conn, server_side=True) as s,
-            ):
-                s.recv(4096)
-                threading.Event().wait(0.8)  # the switchover takes a while
-                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    access = RestAccess(
-        str(tmp_path / "ca.crt"), str(tmp_path / "s.crt"), str(tmp_path / "s.key"),
-        str(tmp_path / "pw"),
-    )  # fmt: skip
+    d, path = tls_socket_server.dir, tls_socket_server.path
+    (d / "pw").write_text("secret\n")
+    access = RestAccess(str(d / "ca.crt"), str(d / "s.crt"), str(d / "s.key"), str(d / "pw"))
     api = RestApi(
         {"pg1": Endpoint("https://10.0.0.11:8008", path)}, access, timeout=0.3, change_timeout=10
     )
-    try:
-        code, text = api.call("pg1", "/cluster")
-        assert code == 0 and "timed out" in text.lower(), text
-        assert api.call("pg1", "/switchover", "POST", {"leader": "pg1"}) == (200, "ok")
-    finally:
-        thread.join(timeout=10)
-        listener.close()
+    code, text = api.call("pg1", "/cluster")
+    assert code == 0 and "timed out" in text.lower(), text
+    assert api.call("pg1", "/switchover", "POST", {"leader": "pg1"}) == (200, "ok")
