@@ -7,7 +7,6 @@ and is removed with its volume on the way out.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 import uuid
@@ -19,6 +18,8 @@ import psycopg2
 import pytest
 from debian_images import DOCKER_CLI, docker_client, ensure_debian_image
 
+from tests.support.ports import free_port
+
 PASSWORD = "memory-test-superuser"
 
 
@@ -28,12 +29,6 @@ def image_or_skip(version: int = 15) -> str:
         return ensure_debian_image(docker_client(), version)
     except (RuntimeError, docker.errors.DockerException) as exc:
         pytest.skip(str(exc))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

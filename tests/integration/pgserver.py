@@ -11,7 +11,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pgsteady.postgres.parameters import hba_rules
 from pgsteady.postgres.tuning import TuningResult
 from pgsteady.render import render
 from pgsteady.tls import CA_FILE, CERT_FILE, KEY_FILE, Authority, create_ca, issue_server_cert
+from tests.support.ports import free_port
 
 PG_BIN = Path(os.environ.get("PGSTEADY_PG_BIN", "/usr/lib/postgresql/15/bin"))
 OS_USER = "postgres"
@@ -34,12 +34,6 @@ def available() -> bool:
     except KeyError:
         return False
     return (PG_BIN / "postgres").is_file() and (PG_BIN / "initdb").is_file()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:

@@ -20,7 +20,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Protocol
 
 import psycopg2
+
+from tests.support.ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,6 @@ def available(bindir: Path = DEFAULT_BINDIR, user: str = "postgres") -> str | No
     if os.geteuid() != 0:
         return "needs root to run postgres as another user"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class SupervisedPostgres:

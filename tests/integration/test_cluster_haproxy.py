@@ -31,14 +31,9 @@ from pgsteady import tls
 from pgsteady.cluster.haproxy import render_haproxy_cfg
 from pgsteady.cluster.topology import Cluster, cluster_from_mapping
 from tests.support.cluster_binaries import require
+from tests.support.ports import free_port
 
 ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_cluster() -> Cluster:

@@ -21,15 +21,10 @@ from pgsteady.cluster import patroni
 from pgsteady.cluster.topology import Cluster, cluster_from_mapping
 from tests.support.cluster_binaries import patroni as patroni_bin
 from tests.support.cluster_binaries import require_file
+from tests.support.ports import free_port
 
 ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 BIN_DIR = Path("/usr/lib/postgresql/15/bin")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,14 +23,9 @@ from pgsteady import tls
 from pgsteady.cluster import certs, etcd
 from pgsteady.cluster.topology import Cluster, cluster_from_mapping
 from tests.support.cluster_binaries import require
+from tests.support.ports import free_port
 
 ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

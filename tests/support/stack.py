@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -21,16 +20,12 @@ from typing import Any
 
 import psycopg2
 
+from tests.support.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 PYINFRA = REPO / ".venv" / "bin" / "pyinfra"
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 ROOT = Path(os.environ.get("PGSTEADY_E2E_ROOT", "/tmp/pgsteady-e2e"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
