@@ -9,6 +9,10 @@ REST API through an ssh port forward opened for the command and closed after it
 changes only from the members; sshd on the member dials from the member's own address).
 ``--member NAME=URL`` (repeated) names the APIs yourself instead.
 
+With ``--inventory``, both refuse to start while a rolling change holds the cluster's
+roll lock (:mod:`pgsteady.cluster.roll_lock`, read over ssh in a member's container),
+naming the holder and changing nothing; ``--member`` has no ssh to read it with.
+
 ``--access DIR`` holds the files for the REST API's gates: ``ca.crt`` (the inventory's CA),
 ``client.crt`` + ``client.key`` (a client certificate that CA issued) and ``rest-password``
 (Patroni's REST password). The key and the password must be 0600 (or stricter) and owned
@@ -20,8 +24,9 @@ from __future__ import annotations
 import argparse
 import os
 import stat
+import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from pgsteady.cluster.operations import (
@@ -33,13 +38,23 @@ from pgsteady.cluster.operations import (
     reinit,
     switchover,
 )
-from pgsteady.cluster.tunnels import cluster_members, default_access_dir, forwarded
+from pgsteady.cluster.roll_lock import Holder, show_command
+from pgsteady.cluster.tunnels import (
+    ClusterMember,
+    cluster_members,
+    default_access_dir,
+    forwarded,
+)
 from pgsteady.inventory import InventoryError, load_inventory
+from pgsteady.settings import defaults
 from pgsteady.units import parse_size
 
 ACCESS_FILES = ("ca.crt", "client.crt", "client.key", "rest-password")
 SECRET_FILES = ("client.key", "rest-password")
 DEFAULT_MAX_LAG = "16MB"  # postgres_replica_max_lag's default
+#: ``run(argv) -> (exit status, stdout, stderr)``: a command on a member's host.
+RunArgv = Callable[[list[str]], tuple[int, str, str]]
+LOCK_READ_TIMEOUT_S = 60.0
 
 
 def access_from_dir(directory: str | Path, source: str | None = None) -> RestAccess:
@@ -125,6 +140,49 @@ def add_reinit_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("host", help="the replica to rebuild (never the leader)")
 
 
+def _run_argv(argv: list[str]) -> tuple[int, str, str]:
+    try:
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=LOCK_READ_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return 124, "", f"no answer in {LOCK_READ_TIMEOUT_S:g} s"
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def roll_holder(members: Sequence[ClusterMember], run: RunArgv = _run_argv) -> Holder | None:
+    """Who holds the rolling-change lock (:mod:`pgsteady.cluster.roll_lock`), None when
+    free: read on the first member that answers, inside its Postgres container with the
+    member's own etcd access (as ``make status`` reads it). OperationError when no member
+    answers: the operation cannot know that no roll runs."""
+    errors = []
+    for m in members:
+        project = str(m.host.data.get("compose_project") or defaults()["compose_project"])
+        command = show_command("docker", f"{project}-postgres")
+        argv = ["sh", "-c", command] if m.host.is_local else [*m.host.command_prefix(), command]
+        code, out, err = run(argv)
+        if code == 0:
+            return Holder.parse(out)
+        last = (err.strip().splitlines() or [f"exit status {code}"])[-1]
+        errors.append(f"{m.name}: {last[-200:]}")
+    raise OperationError(
+        f"the rolling-change lock could not be read on any member ({'; '.join(errors)}); "
+        "nothing was changed"
+    )
+
+
+def refuse_while_rolling(members: Sequence[ClusterMember], run: RunArgv = _run_argv) -> None:
+    """OperationError naming the holder while a rolling change holds the lock: a
+    switchover or a reinit in the middle of a roll would break the roll's order."""
+    holder = roll_holder(members, run)
+    if holder is not None:
+        cluster = members[0].host.data.get("postgres_cluster_name")
+        raise OperationError(
+            f"a rolling operation is in progress in cluster {cluster} ({holder.describe()}); "
+            "nothing was changed. Try again after it ends (make status shows it)"
+        )
+
+
 def _operate(
     args: argparse.Namespace, action: str, urls: Mapping[str, str | Endpoint], access: str
 ) -> str:
@@ -146,6 +204,7 @@ def _run(args: argparse.Namespace, action: str) -> int:
             except InventoryError as exc:
                 raise OperationError(str(exc)) from None
             members = cluster_members(hosts, args.cluster)
+            refuse_while_rolling(members)
             access = args.access or str(default_access_dir(args.inventory, hosts))
             with forwarded(members) as urls:
                 result = _operate(args, action, urls, access)
