@@ -458,29 +458,46 @@ def test_watching_watchdog_does_not_watch_under_restart_policy_no(stack: CtlStac
 def test_up_removes_a_dropped_service_with_its_anonymous_volume(stack: CtlStack) -> None:
     """A sidecar (a pooler or exporter switched off) that the compose file no longer has
     goes with its anonymous volume; compose's own --remove-orphans would leave it dangling.
-    The Postgres container stays as it was."""
+    The Postgres container stays as it was, and a container of the same compose project
+    name that is not pgsteady's (no io.pgsteady.project label) keeps its volume."""
     sidecar = {
         "image": stack.image,
         "container_name": f"{stack.project}-sidecar",
         "command": ["sleep", "600"],
         "volumes": ["/scratch"],
+        "labels": {"io.pgsteady.project": stack.project},
     }
     stack.write(["sleep", "600"], extra={"sidecar": sidecar})
     up = stack.ctl("up")
     assert up.returncode == 0, up.stderr
-    mounts = json.loads(
-        docker("inspect", "-f", "{{json .Mounts}}", sidecar["container_name"]).stdout
-    )
-    (volume,) = [m["Name"] for m in mounts if m["Destination"] == "/scratch"]
+    volume = _anonymous_volume(sidecar["container_name"], "/scratch")
     postgres_started = stack.started_at()
+    foreign = f"{stack.project}-foreign"
+    docker(
+        "run", "-d", "--name", foreign, "-v", "/keep",
+        "--label", f"com.docker.compose.project={stack.project}",
+        "--label", "com.docker.compose.service=foreign", stack.image, "sleep", "600",
+    )  # fmt: skip
+    foreign_volume = _anonymous_volume(foreign, "/keep")
+    try:
+        stack.write(["sleep", "600"])
+        up = stack.ctl("up")
+        assert up.returncode == 0, up.stderr
+        assert "service sidecar is no longer in the compose file" in up.stderr, up.stderr
+        assert docker("inspect", sidecar["container_name"], check=False).returncode != 0
+        assert docker("volume", "inspect", volume, check=False).returncode != 0, "volume left"
+        assert stack.status() == "running" and stack.started_at() == postgres_started
+        assert "service foreign" not in up.stderr, up.stderr
+        assert docker("volume", "inspect", foreign_volume, check=False).returncode == 0
+    finally:
+        docker("rm", "-f", "-v", foreign, check=False)
+        docker("volume", "rm", "-f", foreign_volume, volume, check=False)
 
-    stack.write(["sleep", "600"])
-    up = stack.ctl("up")
-    assert up.returncode == 0, up.stderr
-    assert "service sidecar is no longer in the compose file" in up.stderr, up.stderr
-    assert docker("inspect", sidecar["container_name"], check=False).returncode != 0
-    assert docker("volume", "inspect", volume, check=False).returncode != 0, "volume left"
-    assert stack.status() == "running" and stack.started_at() == postgres_started
+
+def _anonymous_volume(container: str, destination: str) -> str:
+    mounts = json.loads(docker("inspect", "-f", "{{json .Mounts}}", container).stdout)
+    (name,) = [m["Name"] for m in mounts if m["Destination"] == destination]
+    return name
 
 
 # --- trust checks (item 2) ------------------------------------------------------------
