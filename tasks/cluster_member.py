@@ -41,7 +41,7 @@ from pgsteady.settings import Settings
 from pgsteady.stack.compose import INIT_SQL, SUPERUSER, secret_names
 from pgsteady.stack.hostfiles import Owned, server_readable
 from pgsteady.stack.layout import INIT_MOUNT, TLS_MOUNT
-from tasks import haproxy_client_cert
+from tasks import haproxy_client_cert, haproxy_reload
 from tasks.cluster import load_cluster
 from tasks.etcd import cluster_secret, etcd_ca
 from tasks.noop_guard import guarded_put
@@ -152,7 +152,9 @@ def prepare(s: Settings) -> list[OperationMeta]:
         ms.client_sources(s),
         ms.HAPROXY_CLIENT_MOUNT,
     )
-    ops.append(put_owned(cfg, Owned(f"{p.config}/{ms.HAPROXY_CFG}", 0, ms.HAPROXY_UID, "640")))
+    cfg_op = put_owned(cfg, Owned(f"{p.config}/{ms.HAPROXY_CFG}", 0, ms.HAPROXY_UID, "640"))
+    ops.append(cfg_op)
+    haproxy_reload.on_change(s, [cfg_op], "its changed haproxy.cfg")  # 'up' recreates nothing
     return ops
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import server
 
 from pgsteady.ca_store import load_or_create_ca
 from pgsteady.cluster import member_service as ms
 from pgsteady.cluster.topology import Member
 from pgsteady.settings import Settings
 from pgsteady.tls import CLIENT_ONLY, TlsError, issue_server_cert
+from tasks import haproxy_reload
 from tasks.tls import ca_directory, put_certificate, renewal_needed
 
 
@@ -40,11 +40,5 @@ def ensure(s: Settings, member: Member) -> list[OperationMeta]:
     ops = put_certificate(
         "HAProxy client", cert, cert_pem, key, key_pem, ms.HAPROXY_UID, "440", f" ({reason})"
     )
-    name = ms.haproxy_container(s)
-    running = f"docker inspect -f '{{{{.State.Running}}}}' {name} 2>/dev/null"
-    server.shell(
-        name="Reload HAProxy for its new client certificate (a running one)",
-        commands=[f"if {running} | grep -qx true; then docker kill -s USR2 {name}; fi"],
-        _if=lambda: any(o.did_change() for o in ops),
-    )
+    haproxy_reload.on_change(s, ops, "its new client certificate")
     return ops

@@ -1,0 +1,91 @@
+"""A changed haproxy.cfg reaches a RUNNING HAProxy by its master-worker reload, with open
+sessions kept (tasks/haproxy_reload.py), checked with the real HAProxy (Debian's 2.6).
+
+HAProxy runs as the product runs it (``haproxy -W -db -f FILE``: master-worker, in the
+foreground) in front of the stand-in members of tests/integration/test_cluster_haproxy.py.
+The deploy rewrites the bind-mounted file in place (pyinfra uploads into the existing
+file: same inode), so the container sees the new text; here it is rewritten in place the
+same way, with ``postgres_port`` moved, and the master gets SIGUSR2 (what ``docker kill -s
+USR2`` sends to the container's PID 1). Proven: the new port serves and the old one stops
+listening, while a session opened before the reload stays open and usable; a file HAProxy
+rejects fails its check (``haproxy -c``, which the product runs before the signal).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from pgsteady.cluster.haproxy import render_haproxy_cfg
+from tests.integration.test_cluster_haproxy import (  # noqa: F401 - pki is a fixture
+    Member,
+    free_port,
+    make_cluster,
+    pki,
+    wait_for,
+)
+from tests.support.cluster_binaries import require
+
+
+def _refused(address: str, port: int) -> bool:
+    try:
+        socket.create_connection((address, port), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+def test_sigusr2_loads_the_rewritten_file_and_keeps_open_sessions(pki: Path) -> None:  # noqa: F811
+    haproxy = require("haproxy")
+    cluster = make_cluster()
+    me = cluster.members[0]
+    members = [
+        Member(m.name, m.address, cluster, pki / f"{m.name}.crt", pki / f"{m.name}.key")
+        for m in cluster.members
+    ]
+    cfg = pki / "reload.cfg"
+    cfg.write_text(render_haproxy_cfg(cluster, me, str(pki / "ca.crt"), str(pki / "r.sock")))
+    inode = os.stat(cfg).st_ino
+    log = (pki / "reload.log").open("ab")
+    master = subprocess.Popen([haproxy, "-W", "-db", "-f", str(cfg)], stdout=log, stderr=log)
+    try:
+        members[0].codes["/primary"] = 200
+        old = wait_for(me.address, cluster.postgres_port, "m1")
+        moved = dataclasses.replace(cluster, postgres_port=free_port())
+        with cfg.open("r+") as f:  # in place, as the deploy's upload writes it
+            f.truncate(0)
+            f.write(render_haproxy_cfg(moved, me, str(pki / "ca.crt"), str(pki / "r.sock")))
+        assert os.stat(cfg).st_ino == inode
+        check = subprocess.run([haproxy, "-c", "-q", "-f", str(cfg)], capture_output=True)
+        assert check.returncode == 0, check.stderr
+        master.send_signal(signal.SIGUSR2)
+        wait_for(me.address, moved.postgres_port, "m1").close()  # the new file serves
+        deadline = time.monotonic() + 20
+        while not _refused(me.address, cluster.postgres_port):  # the old port is gone
+            assert time.monotonic() < deadline, "the old postgres_port still listens"
+            time.sleep(0.2)
+        assert master.poll() is None, "the master exited on the reload"
+        old.settimeout(2)
+        try:
+            data = old.recv(64)
+        except TimeoutError:
+            data = None  # nothing to read, not closed: the session is open
+        assert data is None, f"the session opened before the reload ended ({data!r})"
+        old.sendall(b"x")  # still carried to the member, which then closes it
+        old.settimeout(10)
+        assert old.recv(64) == b""
+        old.close()
+        # a file HAProxy rejects fails the check the product runs before the signal
+        cfg.write_text(cfg.read_text().replace("defaults", "defaultz", 1))
+        bad = subprocess.run([haproxy, "-c", "-q", "-f", str(cfg)], capture_output=True)
+        assert bad.returncode != 0
+    finally:
+        master.send_signal(signal.SIGTERM)
+        master.wait(timeout=20)
+        for m in members:
+            m.close()
