@@ -34,6 +34,7 @@ from pgsteady.backup import cluster_archive
 from pgsteady.cluster import dcs, patroni
 from pgsteady.cluster import member_service as ms
 from pgsteady.cluster.certs import issue_etcd_client_cert
+from pgsteady.cluster.etcd_service import container_name as etcd_container
 from pgsteady.cluster.haproxy import render_haproxy_cfg
 from pgsteady.cluster.topology import Cluster, Member
 from pgsteady.postgres.conf_files import APP_PASSWORD_FILE, SCHEMA_PSQL
@@ -44,6 +45,7 @@ from pgsteady.stack.layout import INIT_MOUNT, TLS_MOUNT
 from tasks import haproxy_client_cert, haproxy_reload
 from tasks.cluster import load_cluster
 from tasks.etcd import cluster_secret, etcd_ca
+from tasks.facts import DockerInspect
 from tasks.noop_guard import guarded_put
 from tasks.ownership import put_owned
 from tasks.tls import private_file, put_certificate, renewal_needed
@@ -219,13 +221,19 @@ def _changed(p: Pending) -> Any:
 
 
 def start_etcd(s: Settings, p: Pending | None, etcd_here: bool) -> None:
-    """etcd alone, on the etcd hosts (Patroni needs its quorum and RBAC first)."""
+    """etcd alone, on the etcd hosts whose etcd does not run (Patroni needs its quorum and
+    RBAC first): a first start runs on every etcd host at once, the members need each
+    other for a quorum. A RUNNING etcd whose image or compose service changed is left to
+    the seed's rolling step, which recreates one host at a time and waits until every
+    etcd member is healthy before the next (R9 H1: never every member at once)."""
     if p is None or not etcd_here:
+        return
+    etcd_state = host.get_fact(DockerInspect, kind="container", object_id=etcd_container(s))
+    if ((etcd_state or {}).get("State") or {}).get("Running"):
         return
     server.shell(
         name="Start etcd (its quorum before any Patroni)",
         commands=[_compose(s, p, "up", "-d", "etcd")],
-        _if=_changed(p),
     )
 
 

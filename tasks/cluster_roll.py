@@ -37,9 +37,10 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import python, server
 
 from pgsteady.cluster import dcs, rolling
+from pgsteady.cluster import etcd_service as etcd_svc
 from pgsteady.cluster import member_service as ms
-from pgsteady.cluster.roll_driver import Run, Seed, recreate_roll, restart_roll
-from pgsteady.cluster.roll_lock import Holder, show_command
+from pgsteady.cluster.roll_driver import Run, Seed, recreate_commands, recreate_roll, restart_roll
+from pgsteady.cluster.roll_lock import Holder, LockUnreadable, fact_command, parse_fact
 from pgsteady.settings import Settings
 from pgsteady.units import parse_size
 from tasks.cluster_member import (
@@ -58,13 +59,13 @@ _STACKS: dict[str, tuple[Pending, list[OperationMeta], bool]] = {}
 
 
 class RollLock(FactBase[Any]):
-    """The roll lock's holder (None: free, or no running member to ask)."""
+    """roll_lock.fact_command's answer (roll_lock.parse_fact reads it)."""
 
-    def command(self, show: str) -> str:
-        return f"{show} 2>/dev/null || true"
+    def command(self, read: str) -> str:
+        return read
 
     def process(self, output: Iterable[str]) -> Any:
-        return Holder.parse("\n".join(output))
+        return "\n".join(output)
 
 
 class StaleContainer(FactBase[bool]):
@@ -88,8 +89,13 @@ def refuse_while_rolling(s: Settings) -> None:
     ctx = context(s)
     if ctx is None:
         return
-    show = show_command("docker", s.container_name)
-    holder = host.get_fact(RollLock, show=show)
+    answer = host.get_fact(RollLock, read=fact_command("docker", s.container_name))
+    try:
+        holder = parse_fact(answer or "")
+    except LockUnreadable as exc:  # never read as "free" (R9 L1)
+        raise DeployError(
+            f"{host.name}: {exc}; nothing was changed (is etcd up? make status)"
+        ) from None
     if holder is not None:
         raise DeployError(
             f"{host.name}: a rolling operation is in progress in cluster {ctx[0].name} "
@@ -147,17 +153,20 @@ def recreate_changed(s: Settings, p: Pending | None, member_ops: list[OperationM
     names = [m.name for m in cluster.members]
     max_lag = parse_size(s.postgres_replica_max_lag)  # "16MB" in the inventory
     ctl = f"{s.layout.bin}/pgsteady-ctl up"
+    etcd_ctl = etcd_svc.container_ctl(s, cluster)
 
     def roll(state: Any, host: Any) -> None:  # pyinfra passes both (FunctionCommand)
         needs = {n for n in names if _stack_changed(n)}
         if not needs:
             return
 
-        def recreate(name: str) -> None:
+        def recreate(name: str) -> None:  # etcd too, one host at a time (R9 H1)
             target = state.inventory.get_host(name)
-            ok, out = target.run_shell_command(StringCommand(ctl))
-            if not ok:
-                raise DeployError(f"{name}: {ctl} failed: {out.stderr.strip()[-500:]}")
+            for command in recreate_commands(cluster, name, ctl, etcd_ctl):
+                ok, out = target.run_shell_command(StringCommand(command))
+                if not ok:
+                    why = out.stderr.strip()[-500:]
+                    raise DeployError(f"{name}: {command[:120]} failed: {why}")
 
         run = _runner(host)
         seed = Seed(run, s.container_name, cluster, member.name)

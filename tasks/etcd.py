@@ -258,12 +258,7 @@ def bootstrap_auth(s: Settings) -> None:
     done = f"{s.layout.state}/{svc.AUTH_DONE}"
     if host.get_fact(File, path=done):
         return
-    ctl = ["docker", "exec", svc.container_name(s), *svc.local_ctl(cluster.etcd_client_port)]
-    wait = (
-        f"i=0; until {' '.join(ctl)} endpoint health --cluster >/dev/null 2>&1; do "
-        "i=$((i+1)); [ $i -lt 90 ] || { echo 'etcd: no quorum after 90 s' >&2; exit 1; }; "
-        "sleep 1; done"
-    )
+    wait = svc.wait_all_healthy(svc.container_ctl(s, cluster), 90)
     server.shell(
         name=f"Create etcd's users and roles, then enable auth (cluster {cluster.name})",
         commands=[wait, *svc.bootstrap_commands(s, cluster)],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shlex
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -40,15 +41,15 @@ PITR = CTL.parent / "pgsteady-pitr"
 UPGRADE = CTL.parent / "pgsteady-upgrade-major"  # sourced by pgsteady-ctl upgrade-major
 
 
+def _state(name: str) -> dict[str, Any]:
+    """A container's docker inspect State ({} when there is no such container)."""
+    return (host.get_fact(DockerInspect, kind="container", object_id=name) or {}).get("State") or {}
+
+
 def _container_ok(s: Settings) -> bool:
     """The server runs healthy, and so does every other service of the stack (running)."""
-    state = (host.get_fact(DockerInspect, kind="container", object_id=s.container_name) or {}).get(
-        "State"
-    ) or {}
-    others = [
-        (host.get_fact(DockerInspect, kind="container", object_id=name) or {}).get("State") or {}
-        for name in exporters.container_names(s).values()
-    ]
+    state = _state(s.container_name)
+    others = [_state(name) for name in exporters.container_names(s).values()]
     healthy = (state.get("Health") or {}).get("Status") == "healthy"
     return bool(state.get("Running")) and healthy and all(o.get("Running") for o in others)
 
@@ -120,7 +121,11 @@ def ensure(
     if s.postgres_cluster_name is not None:
         # Patroni reads its files at start; the DCS carries postgresql.conf and pg_hba.
         triggers = [*up_triggers, *(cluster_ops or [])]
-        return cluster_member.Pending(compose_cmd, triggers, was_ok, init_sql, schema_ops)
+        # A member whose Postgres container runs exists: any 'up' of it is the roll's (one
+        # at a time, a switchover for the leader), never a busy or unhealthy moment's (R9 M3).
+        # (A cluster runs no exporters yet: settings_checks refuses metrics_enabled.)
+        running = bool(_state(s.container_name).get("Running"))
+        return cluster_member.Pending(compose_cmd, triggers, running, init_sql, schema_ops)
     up = server.shell(
         name="Start or update the stack, wait until healthy",
         commands=[f"{ctl_cmd} up"],

@@ -147,3 +147,20 @@ def bootstrap_commands(s: Settings, cluster: Cluster, ctl: list[str] | None = No
         out.append(line)
     out.append(f"touch {shlex.quote(f'{s.layout.state}/{AUTH_DONE}')}")
     return out
+
+
+def container_ctl(s: Settings, cluster: Cluster) -> list[str]:
+    """etcdctl in the host's etcd container (:func:`local_ctl`), for host shell lines."""
+    return ["docker", "exec", container_name(s), *local_ctl(cluster.etcd_client_port)]
+
+
+def wait_all_healthy(ctl: list[str], seconds: int) -> str:
+    """A host shell loop until ``ctl endpoint health --cluster`` says every member of the
+    etcd cluster is healthy (etcdctl exits non-zero when any is not), failing after
+    ``seconds``. ``ctl``: :func:`container_ctl`."""
+    probe = shlex.join([*ctl, "endpoint", "health", "--cluster"])
+    return (
+        f"i=0; until {probe} >/dev/null 2>&1; do i=$((i+1)); [ $i -lt {seconds} ] || "
+        f"{{ echo 'etcd: not every member healthy after {seconds} s' >&2; exit 1; }}; "
+        "sleep 1; done"
+    )

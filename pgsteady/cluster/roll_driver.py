@@ -10,11 +10,16 @@ or printed here) restarts members and switches over; ``GET /cluster`` on the see
 REST API tells when each step is done. The order is :mod:`pgsteady.cluster.rolling`'s.
 
 The roll holds the etcd lock of :mod:`pgsteady.cluster.roll_lock` from its first step to
-its last; a second one is refused naming the holder.
+its last; a second one is refused naming the holder. The lock must fence (R9 M1): before
+each step the driver renews the lease and checks that the key still carries it (a lapsed
+lease or a key another deploy took stops the roll before it touches a member), renews
+again at least every :data:`KEEPALIVE_S` while it waits, and a member's ``up`` is bounded
+by :data:`UP_TIMEOUT_S`, below the lease's TTL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import time
@@ -22,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pgsteady.cluster import rolling
+from pgsteady.cluster.etcd_service import wait_all_healthy
 from pgsteady.cluster.member_service import PATRONI_DIR
 from pgsteady.cluster.operations import OperationError, replica_fitness
 from pgsteady.cluster.roll_lock import TTL_S, Holder, script_argv
@@ -35,6 +41,12 @@ Cycle = Callable[[str, bool], None]
 STEP_TIMEOUT_S = 300.0
 POLL_S = 2.0
 SETTLE_S = 3.0
+#: the longest a member's ``up`` may take (it runs with no renewal): well below TTL_S
+UP_TIMEOUT_S = 600
+#: renewal period while the driver waits for a step to finish
+KEEPALIVE_S = 60.0
+#: how long a recreated etcd member has to rejoin before the roll stops
+ETCD_HEALTHY_S = 120
 
 
 @dataclass
@@ -47,6 +59,9 @@ class Seed:
     member_name: str
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    #: the lock's lease while the roll holds it (renewed by :meth:`keepalive`)
+    lease: str | None = None
+    renewed_at: float = 0.0
 
     def exec(self, argv: list[str]) -> tuple[bool, str, str]:
         cmd = ["docker", "exec", "-u", "postgres", self.container, *argv]
@@ -77,11 +92,26 @@ class Seed:
             raise OperationError(f"the roll lock in etcd ({action}): {err.strip()[-300:]}")
         return out.strip()
 
+    def keepalive(self, force: bool = False) -> None:
+        """Renew the lock's lease and check the key still carries it (every
+        :data:`KEEPALIVE_S`, or now with ``force``); a lost lock stops the roll."""
+        if self.lease is None or not (force or self.clock() - self.renewed_at >= KEEPALIVE_S):
+            return
+        try:
+            self.lock("renew", self.lease)
+        except OperationError as exc:
+            raise rolling.RollRefused(
+                f"rolling change stopped: the roll lock is no longer ours ({exc}); "
+                "no further member is touched"
+            ) from None
+        self.renewed_at = self.clock()
+
     def wait(self, until: Callable[[], str | None], what: str) -> None:
         deadline = self.clock() + STEP_TIMEOUT_S
         while (waiting := until()) is not None:
             if self.clock() > deadline:
                 raise OperationError(f"{what}: not done after {STEP_TIMEOUT_S:g} s ({waiting})")
+            self.keepalive()
             self.sleep(POLL_S)
 
 
@@ -90,10 +120,31 @@ def acquire(seed: Seed, holder: Holder) -> str:
     out = seed.lock("acquire", holder.to_json(), str(TTL_S))
     kind, _, rest = out.partition(" ")
     if kind == "ok":
+        seed.lease, seed.renewed_at = rest, seed.clock()
         return rest
     other = Holder.parse(rest)
     who = other.describe() if other else "another operation"
     raise rolling.RollRefused(f"a rolling operation is in progress ({who}); try again after it")
+
+
+def recreate_commands(cluster: Cluster, name: str, up: str, etcd_ctl: list[str]) -> list[str]:
+    """What the roll runs on member ``name``'s host, in order: the stack's ``up`` bounded
+    by :data:`UP_TIMEOUT_S`; on an etcd host, then a wait until every etcd member reports
+    healthy (that ``up`` recreates the host's etcd too when its image or compose service
+    changed, R9 H1), so no two etcd members restart at once. ``etcd_ctl``: etcdctl in
+    the host's etcd container."""
+    commands = [f"timeout {UP_TIMEOUT_S} {up}"]
+    if cluster.member(name) in cluster.etcd_members:
+        commands.append(wait_all_healthy(etcd_ctl, ETCD_HEALTHY_S))
+    return commands
+
+
+def release(seed: Seed, lease: str) -> None:
+    """Give the lock back; a release that fails (a lease already lapsed, etcd gone) does
+    not hide why the roll ended: the lease lapses on its own within TTL_S."""
+    seed.lease = None
+    with contextlib.suppress(OperationError):
+        seed.lock("release", lease)
 
 
 def _restart(seed: Seed, name: str, max_lag: int, leader: bool) -> None:
@@ -155,11 +206,13 @@ def wait_pending(seed: Seed, settle_s: float) -> ClusterStatus:
         seed.sleep(POLL_S)
 
 
-def _steps(seed: Seed, lease: str, st: rolling.RollState, max_lag: int, cycle: Cycle) -> list[str]:
-    """Every step of the roll, each waited for, the lock renewed after each."""
+def _steps(seed: Seed, st: rolling.RollState, max_lag: int, cycle: Cycle) -> list[str]:
+    """Every step of the roll, each waited for; before each, the lock is renewed and
+    checked still ours (and renewed while waiting: :meth:`Seed.keepalive`)."""
     done: list[str] = []
     cs = seed.cluster_status()
     while (step := rolling.next_step(cs, st, max_lag)) is not None:
+        seed.keepalive(force=True)
         started = seed.clock()
         if step.action == "switchover":
             assert step.candidate is not None
@@ -169,7 +222,7 @@ def _steps(seed: Seed, lease: str, st: rolling.RollState, max_lag: int, cycle: C
         rolling.record(st, step)
         _settled(seed, max_lag)
         done.append(f"{step.describe(st.verb)} ({seed.clock() - started:.1f} s)")
-        seed.lock("renew", lease)
+        seed.keepalive(force=True)
         cs = seed.cluster_status()
     return done
 
@@ -188,7 +241,7 @@ def restart_roll(
         def restart(name: str, leader: bool) -> None:
             _restart(seed, name, max_lag, leader)
 
-        done = _steps(seed, lease, st, max_lag, restart)
+        done = _steps(seed, st, max_lag, restart)
         left = rolling.pending_members(seed.cluster_status())
         if left:
             raise rolling.RollRefused(
@@ -197,7 +250,7 @@ def restart_roll(
             )
         return done
     finally:
-        seed.lock("release", lease)
+        release(seed, lease)
 
 
 def recreate_roll(
@@ -219,6 +272,6 @@ def recreate_roll(
 
             seed.wait(back, f"{name} streaming again after its new container")
 
-        return _steps(seed, lease, st, max_lag, cycle)
+        return _steps(seed, st, max_lag, cycle)
     finally:
-        seed.lock("release", lease)
+        release(seed, lease)

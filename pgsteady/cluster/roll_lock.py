@@ -31,7 +31,11 @@ PASSWORD_FILE = "/run/secrets/etcd_patroni_password"
 #: container. Where etcd is, its CA, the client certificate and the user are Patroni's own
 #: (its running configuration, PATRONI_DIR/10-pgsteady.yml); the password is read from
 #: its secret file. ACTION: show (prints the value, empty when free), acquire (prints
-#: ``ok LEASE`` or ``held VALUE``), renew LEASE, release LEASE.
+#: ``ok LEASE`` or ``held VALUE``), renew LEASE (prints ``ok TTL``; exits non-zero
+#: with ``lost: ...`` when the lease has lapsed, etcd answering TTL 0, or the key no
+#: longer carries that lease), release LEASE. Acquire grants ONE lease however many
+#: etcd hosts it tries: when a transaction committed but its answer was lost, the next
+#: host finds the key holding our own value and takes it as ours (R9 L2).
 LOCK_SCRIPT = r"""
 import base64, json, ssl, sys, urllib.request, yaml
 action, rest = sys.argv[1], sys.argv[2:]
@@ -49,7 +53,7 @@ def post(url, path, body, token=None):
         req.add_header("Authorization", token)
     with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
         return json.loads(r.read() or b"{}")
-errors = []
+errors, lease = [], None
 for hostport in etcd["hosts"]:
     url = "https://" + hostport
     try:
@@ -63,7 +67,8 @@ for hostport in etcd["hosts"]:
             print(base64.b64decode(kvs[0]["value"]).decode() if kvs else "")
         elif action == "acquire":
             value, ttl = rest
-            lease = call("/v3/lease/grant", {"TTL": int(ttl)})["ID"]
+            if lease is None:
+                lease = call("/v3/lease/grant", {"TTL": int(ttl)})["ID"]
             r = call("/v3/kv/txn", {
                 "compare": [{"key": b64(key), "result": "EQUAL", "target": "CREATE",
                              "create_revision": "0"}],
@@ -73,11 +78,24 @@ for hostport in etcd["hosts"]:
             if r.get("succeeded"):
                 print("ok", lease)
             else:
-                call("/v3/lease/revoke", {"ID": lease})
                 kvs = r["responses"][0]["response_range"].get("kvs") or []
-                print("held", base64.b64decode(kvs[0]["value"]).decode() if kvs else "?")
+                held = base64.b64decode(kvs[0].get("value", "")).decode() if kvs else ""
+                theirs = str(kvs[0].get("lease", "0")) if kvs else "0"
+                if theirs != str(lease):
+                    call("/v3/lease/revoke", {"ID": lease})
+                if held == value and theirs != "0":
+                    print("ok", theirs)
+                else:
+                    print("held", held or "?")
         elif action == "renew":
-            call("/v3/lease/keepalive", {"ID": rest[0]})
+            answer = call("/v3/lease/keepalive", {"ID": rest[0]}).get("result") or {}
+            if int(answer.get("TTL", 0)) <= 0:
+                sys.exit("lost: the lock's lease " + rest[0] + " has lapsed (TTL 0)")
+            r = call("/v3/kv/txn", {"compare": [{"key": b64(key), "result": "EQUAL",
+                                                 "target": "LEASE", "lease": rest[0]}]})
+            if not r.get("succeeded"):
+                sys.exit("lost: the lock key no longer carries lease " + rest[0])
+            print("ok", answer["TTL"])
         elif action == "release":
             call("/v3/lease/revoke", {"ID": rest[0]})
         sys.exit(0)
@@ -106,12 +124,24 @@ class Holder:
             return None
         try:
             doc = json.loads(text)
-            return cls(str(doc["by"]), str(doc["operation"]), str(doc["since"]))
+            fields = (doc["by"], doc["operation"], doc["since"])
         except (ValueError, KeyError, TypeError):
-            return cls("unknown", text[:80], "?")
+            return cls("unknown", printable(text), "?")
+        return cls(*(printable(str(f)) for f in fields))
 
     def describe(self) -> str:
         return f"{self.operation} by {self.by} since {self.since}"
+
+
+def printable(text: str, limit: int = 80) -> str:
+    """``text`` without control or other non-printable characters (a lock value is
+    written by whoever can write the key: no terminal escapes reach the operator's
+    screen), at most ``limit`` characters."""
+    return "".join(c if c.isprintable() else "?" for c in text)[:limit]
+
+
+class LockUnreadable(ValueError):
+    """The lock could not be read on a member whose container runs."""
 
 
 def script_argv(action: str, *rest: str) -> list[str]:
@@ -123,3 +153,28 @@ def script_argv(action: str, *rest: str) -> list[str]:
 def show_command(docker: str, container: str) -> str:
     """A shell command printing the lock's value (empty: free), for facts and verify."""
     return shlex.join([docker, "exec", "-u", "postgres", container, *script_argv("show")])
+
+
+def fact_command(docker: str, container: str) -> str:
+    """The deploy's read of the lock (R9 L1): ``read`` then the value when the member's
+    container runs and answered; ``read`` alone when it does not run (nothing to ask: a
+    new member); ``unreadable`` then the error when it runs but the read failed."""
+    running = shlex.join([docker, "inspect", "-f", "{{.State.Running}}", container])
+    show = show_command(docker, container)
+    return (
+        f"if {running} 2>/dev/null | grep -qx true; then "
+        f"if out=$({show} 2>/dev/null); then printf 'read\\n%s\\n' \"$out\"; "
+        f"else echo unreadable; {show} 2>&1 >/dev/null | tail -n 3; fi; else echo read; fi"
+    )
+
+
+def parse_fact(text: str) -> Holder | None:
+    """The holder from :func:`fact_command`'s output (None: free), or
+    :class:`LockUnreadable` when the read failed or answered nothing recognisable
+    (a failed read never counts as free)."""
+    status, _, rest = text.strip().partition("\n")
+    if status == "read":
+        return Holder.parse(rest)
+    lines = [line for line in rest.strip().splitlines() if line.strip()]
+    why = printable(lines[-1], 300) if lines else "no answer"
+    raise LockUnreadable(f"the roll lock in etcd could not be read: {why}")

@@ -129,15 +129,22 @@ def next_step(cs: ClusterStatus, st: RollState, max_lag: int) -> Step | None:
             f"rolling change stopped: {leader} leads after the switchover from "
             f"{st.switched_from} and still needs it; see docs/operations.md"
         )
-    done = [m for m in cs.members if m.name != leader and m.name in st.cycled]
-    fit = done or [m for m in cs.members if m.name != leader and m.name not in st.needs]
+    # a replica already cycled, or one that never needed it (both run the new settings)
+    fit = [
+        m
+        for m in cs.members
+        if m.name != leader and (m.name in st.cycled or m.name not in st.needs)
+    ]
     if not fit:
         raise RollRefused(
             f"rolling change refused: no replica to switch over to from {leader} "
             "(a cluster of one member cannot roll without downtime)"
         )
-    # in synchronous mode Patroni takes only a synchronous standby as the candidate
-    candidate = min(fit, key=lambda m: (not m.sync, m.lag_bytes or 0, m.name))
+    # in synchronous mode Patroni takes only a synchronous standby as the candidate: one
+    # comes first, cycled or not (R9 L3); then a cycled replica, then the least lag
+    candidate = min(
+        fit, key=lambda m: (not m.sync, m.name not in st.cycled, m.lag_bytes or 0, m.name)
+    )
     return Step("switchover", leader, candidate.name)
 
 
