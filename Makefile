@@ -10,7 +10,8 @@ PYTEST_ARGS ?=
 
 .PHONY: help deploy dry-run down test test-unit test-integration test-e2e lint verify \
 	status monitor chaos bench backup restore restore-pitr restore-pitr-clean restore-drill clean-venv host-deps update-image upgrade-major lock \
-	lab lab-down lab-chaos lab-cluster-chaos lab-cluster-backups lab-cluster-image-roll settings-docs ci scrape-config switchover reinit
+	lab lab-down lab-chaos lab-cluster-chaos lab-cluster-backups lab-cluster-image-roll lab-cluster-remove settings-docs ci scrape-config switchover reinit \
+	remove-member
 
 help:
 	@echo "make deploy   [INVENTORY=inventory/local.py]  converge the inventory's hosts"
@@ -26,6 +27,8 @@ help:
 	@echo "make status   [INVENTORY=...] [JSON=1] [PERF=1] dashboard (PERF: top statements); make monitor = live"
 	@echo "make switchover [TO=host] | reinit HOST=...   cluster: move the leader | rebuild a"
 	@echo "                                              replica (INVENTORY=, ACCESS=: docs/operations.md)"
+	@echo "make remove-member HOST=... [GONE=1]          cluster: stop a member for good before deleting"
+	@echo "                                              it from the inventory (docs/operations.md)"
 	@echo "make scrape-config [INVENTORY=...] [OUT=dir]  Prometheus targets, client cert,"
 	@echo "                                              scrape_configs (docs/monitoring.md)"
 	@echo "make backup | restore-drill                   back up now | prove the newest restores"
@@ -152,6 +155,11 @@ reinit: $(STAMP)
 	$(if $(HOST),,$(error make reinit needs HOST=<the replica to rebuild>))
 	$(call CLUSTER_OP,reinit) $(HOST)
 
+# Take a member out of its cluster for good (then delete it from the inventory, make deploy).
+remove-member: $(STAMP)
+	$(if $(HOST),,$(error make remove-member needs HOST=<the member to remove>))
+	$(call CLUSTER_OP,remove-member) $(HOST) $(if $(GONE),--gone)
+
 # Backups on the inventory's hosts (HOST= limits to one host). The tool's output is shown.
 SHOW_OUTPUT := -vvv
 backup: $(STAMP)
@@ -222,6 +230,11 @@ lab-cluster-chaos: $(STAMP) host-deps
 # container recreated replicas first, one switchover, the write gap recorded.
 lab-cluster-image-roll: $(STAMP) host-deps
 	PGSTEADY_LAB_IMAGE_ROLL=1 $(PYTEST) -q -s tests/lab/test_cluster_lab_image_roll.py $(PYTEST_ARGS)
+
+# A 4-member cluster on a lab of its own (~35 min): bootstrap, then one member removed
+# under a writer (make remove-member, inventory, deploy), the write gap recorded.
+lab-cluster-remove: $(STAMP) host-deps
+	PGSTEADY_LAB_REMOVE=1 $(PYTEST) -q -s tests/lab/test_cluster_lab_remove_member.py $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(PYTEST) -q tests/unit $(PYTEST_ARGS)

@@ -17,6 +17,7 @@ from dataclasses import asdict
 from typing import NoReturn
 
 from pgsteady.cluster.cli import add_reinit_parser, add_switchover_parser
+from pgsteady.cluster.removal_cli import add_remove_member_parser
 from pgsteady.postgres.parameters import conf_value
 from pgsteady.postgres.tuning import (
     DB_TYPES,
@@ -184,6 +185,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_tune_parser,
     add_switchover_parser,
     add_reinit_parser,
+    add_remove_member_parser,
 ]
 
 

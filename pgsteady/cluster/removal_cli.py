@@ -1,0 +1,138 @@
+"""``python -m pgsteady remove-member HOST [--gone]`` (``make remove-member HOST= [GONE=1]``):
+:mod:`pgsteady.cluster.removal` from the control machine.
+
+It needs ``--inventory`` (the host must still be listed): the cluster is validated from it,
+the remaining members' REST APIs are reached through ssh forwards
+(:mod:`pgsteady.cluster.tunnels`), the leaving host's stack is stopped over ssh, and each
+remaining member's Postgres is asked over ssh (inside its container, as ``postgres``)
+whether it still has the leaving member's replication slot. ``--gone`` contacts the host
+not at all. Like ``make switchover``, it refuses while a rolling change holds the roll
+lock. ``--access`` as for ``make switchover`` (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+
+from pgsteady.cluster.cli import access_from_dir, refuse_while_rolling
+from pgsteady.cluster.inventory import cluster_of
+from pgsteady.cluster.operations import DEFAULT_TIMEOUT_S, OperationError, RestApi
+from pgsteady.cluster.removal import Removal, plan, remove
+from pgsteady.cluster.topology import ClusterError
+from pgsteady.cluster.tunnels import (
+    ClusterMember,
+    cluster_members,
+    default_access_dir,
+    forwarded,
+)
+from pgsteady.inventory import InventoryError, load_inventory
+from pgsteady.settings import Settings, defaults
+
+STOP_TIMEOUT_S = 900.0
+
+
+def add_remove_member_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Declare ``pgsteady remove-member``."""
+    p = subparsers.add_parser(
+        "remove-member",
+        help="take a member out of its cluster for good (then delete it from the inventory)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(func=cmd_remove_member)
+    p.add_argument("host", help="the member to remove (still listed in the inventory)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--inventory", help="the inventory that still lists the host")
+    where.add_argument("--member", action="append", help=argparse.SUPPRESS)
+    p.add_argument("--cluster", help="which cluster (default: the only one)")
+    p.add_argument("--access", help="directory with ca.crt, client.crt/.key, rest-password")
+    p.add_argument("--max-lag", help=argparse.SUPPRESS)  # make's CLUSTER_OP passes it
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait")
+    p.add_argument("--source", help="bind to this (allowlisted) address; default: any")
+    p.add_argument("--gone", action="store_true", help="the host is dead: do not contact it")
+
+
+def _settings(m: ClusterMember) -> Settings:
+    data = {k: v for k, v in m.host.data.items() if k in Settings.model_fields}
+    try:
+        return Settings(**data)
+    except ValueError as exc:
+        raise OperationError(f"{m.name}: its settings do not validate: {exc}") from None
+
+
+def _ssh(m: ClusterMember, command: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    argv = ["sh", "-c", command] if m.host.is_local else [*m.host.command_prefix(), command]
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise OperationError(f"{m.name}: no answer over ssh in {timeout:g} s") from None
+
+
+def stop_for_good(m: ClusterMember) -> None:
+    """``pgsteady-ctl down`` (the watchdog leaves a stack stopped on purpose alone), then
+    restart policy ``no`` on the stack's containers: a reboot or a Docker restart does not
+    bring the member back with its stale data. Volumes are kept."""
+    s = _settings(m)
+    project = shlex.quote(f"label=com.docker.compose.project={s.compose_project}")
+    command = (
+        f"{shlex.quote(s.layout.bin + '/pgsteady-ctl')} down && "
+        f"docker ps -aq --filter {project} | xargs -r docker update --restart=no >/dev/null"
+    )
+    out = _ssh(m, command, STOP_TIMEOUT_S)
+    if out.returncode != 0:
+        raise OperationError(
+            f"{m.name}: stopping its stack failed ({out.stderr.strip()[-300:]}); if the host "
+            "is dead, run again with GONE=1"
+        )
+
+
+def holders(members: list[ClusterMember], r: Removal) -> list[str]:
+    """The members whose Postgres still has ``r``'s replication slot (or cannot say)."""
+    sql = f"SELECT count(*) FROM pg_catalog.pg_replication_slots WHERE slot_name = '{r.slot}'"
+    out: list[str] = []
+    for m in members:
+        s = _settings(m)
+        argv = ["docker", "exec", "-u", "postgres", s.container_name,
+                "psql", "-XAtq", "-d", "postgres", "-c", sql]  # fmt: skip
+        proc = _ssh(m, shlex.join(argv), 60)
+        if proc.returncode != 0 or proc.stdout.strip() != "0":
+            out.append(m.name if proc.returncode == 0 else f"{m.name} (unreadable)")
+    return out
+
+
+def run(args: argparse.Namespace) -> str:
+    if args.member:
+        raise OperationError("remove-member needs --inventory (INVENTORY=), not --member")
+    try:
+        hosts = load_inventory(args.inventory)
+    except InventoryError as exc:
+        raise OperationError(str(exc)) from None
+    members = cluster_members(hosts, args.cluster)
+    name = str(members[0].host.data["postgres_cluster_name"])
+    try:
+        cluster = cluster_of(name, [(h.name, h.data) for h in hosts], defaults())
+    except ClusterError as exc:
+        raise OperationError(str(exc)) from None
+    removal = plan(cluster, args.host)
+    leaving = next(m for m in members if m.name == removal.host)
+    staying = [m for m in members if m.name != removal.host]
+    access = access_from_dir(args.access or default_access_dir(args.inventory, hosts), args.source)
+    refuse_while_rolling(staying)  # a removal inside a roll would break the roll's order
+    stop = None if args.gone else (lambda: stop_for_good(leaving))
+    with forwarded(staying) as urls:
+        api = RestApi(urls, access)
+        return remove(api, removal, stop, lambda: holders(staying, removal), args.timeout)
+
+
+def cmd_remove_member(args: argparse.Namespace) -> int:
+    """Run ``pgsteady remove-member``."""
+    try:
+        result = run(args)
+    except OperationError as exc:
+        print(f"pgsteady remove-member: {exc}", file=sys.stderr)
+        return 1
+    print(result)
+    return 0

@@ -1,0 +1,168 @@
+"""make remove-member's decisions (pgsteady/cluster/removal.py): who may leave, the etcd
+arithmetic, the refusals against the running cluster, and the order of the steps."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from pgsteady.cluster.operations import OperationError
+from pgsteady.cluster.removal import Removal, etcd_after, plan, remove, slot_name
+from pgsteady.cluster.status import ClusterStatus, MemberStatus
+from pgsteady.cluster.topology import Cluster, cluster_from_mapping
+
+
+def _cluster(n: int) -> Cluster:
+    members = [{"name": f"pg-{i}", "address": f"10.0.0.{i}"} for i in range(1, n + 1)]
+    return cluster_from_mapping({"postgres_cluster_name": "main", "members": members})
+
+
+def test_the_fourth_of_four_may_leave_and_etcd_stays_on_the_first_three() -> None:
+    r = plan(_cluster(4), "pg-4")
+    assert r.remaining == ("pg-1", "pg-2", "pg-3")
+    assert r.etcd_members == ("pg-1", "pg-2", "pg-3")
+    assert r.slot == "pg_4"
+
+
+@pytest.mark.parametrize("host", ["pg-1", "pg-2", "pg-3"])
+def test_an_etcd_member_is_refused_naming_who_would_join_and_who_may_leave(host: str) -> None:
+    with pytest.raises(OperationError) as exc:
+        plan(_cluster(4), host)
+    text = str(exc.value)
+    assert f"HOST = {host!r}" in text
+    assert "etcd members of cluster 'main' (pg-1, pg-2, pg-3)" in text
+    assert "pg-4 would have to join etcd" in text
+    assert text.endswith("accepted: pg-4")
+
+
+def test_three_members_is_the_floor() -> None:
+    with pytest.raises(OperationError, match="would keep 2 members; 3 is the smallest") as exc:
+        plan(_cluster(3), "pg-3")
+    assert "accepted: none while the cluster has this size" in str(exc.value)
+
+
+def test_a_host_outside_the_cluster_is_refused_listing_the_members() -> None:
+    with pytest.raises(OperationError, match=r"HOST = 'pg-9': not a member .* pg-1, pg-2"):
+        plan(_cluster(4), "pg-9")
+
+
+def test_seven_to_six_would_shrink_etcd_and_is_refused() -> None:
+    assert etcd_after([f"h{i}" for i in range(7)], "h6") == (
+        ["h0", "h1", "h2", "h3", "h4"],
+        ["h0", "h1", "h2"],
+    )
+    with pytest.raises(OperationError, match="etcd would shrink from 5 to 3 members") as exc:
+        plan(_cluster(7), "pg-7")
+    assert "dropping pg-4, pg-5" in str(exc.value)
+    assert plan(_cluster(8), "pg-8").etcd_members == tuple(f"pg-{i}" for i in range(1, 6))
+
+
+def test_slot_names_follow_patroni() -> None:
+    assert slot_name("db-a.example") == "db_a_example"
+
+
+def _member(name: str, role: str, state: str = "streaming", sync: bool = False) -> MemberStatus:
+    return MemberStatus(name, role, state, name, 5432, 1, 0, sync=sync)
+
+
+class FakePatroni:
+    """A stand-in for the remaining members' REST API: GET /cluster and /config, PATCH."""
+
+    def __init__(self, members: list[MemberStatus], slot_on: list[str]) -> None:
+        self.members = members
+        self.config: dict[str, Any] = {"ttl": 24}
+        self.patches: list[dict[str, Any]] = []
+        self.slot_on = slot_on
+        self.log: list[str] = []
+
+    def cluster(self) -> ClusterStatus:
+        return ClusterStatus(members=list(self.members))
+
+    def call(self, member: str, path: str, method: str = "GET", body: Any = None):
+        assert path == "/config"
+        if method == "PATCH":
+            self.patches.append(body)
+            for k, v in body.items():
+                if v is None:
+                    self.config.pop(k, None)
+                else:
+                    self.config[k] = v
+            self.log.append(f"patch {body}")
+        return 200, json.dumps(self.config)
+
+    def holders(self) -> list[str]:
+        if self.config.get("member_slots_ttl") == 0:
+            self.slot_on.clear()  # Patroni drops the retained slot once the ttl is 0
+        return list(self.slot_on)
+
+
+R = Removal("main", "pg-4", ("pg-1", "pg-2", "pg-3"), ("pg-1", "pg-2", "pg-3"))
+
+
+def _members(leader: str = "pg-1", pg4: str = "streaming") -> list[MemberStatus]:
+    out = [
+        _member(n, "primary", "running") if n == leader else _member(n, "replica", sync=n == "pg-2")
+        for n in ("pg-1", "pg-2", "pg-3")
+    ]
+    if leader == "pg-4":
+        out[0] = _member("pg-1", "replica")
+    return out + [_member("pg-4", "primary" if leader == "pg-4" else "replica", pg4)]
+
+
+def test_removal_stops_waits_for_the_key_drops_the_slot_and_restores_the_ttl() -> None:
+    api = FakePatroni(_members(), ["pg-1", "pg-2"])
+
+    def stop() -> None:
+        api.log.append("stop")
+        api.members = [m for m in api.members if m.name != "pg-4"]
+
+    message = remove(api, R, stop, api.holders, 5)  # type: ignore[arg-type]
+    assert api.log == ["stop", "patch {'member_slots_ttl': 0}", "patch {'member_slots_ttl': None}"]
+    assert "member_slots_ttl" not in api.config and api.config["ttl"] == 24
+    assert "pg-4 left cluster main" in message and "delete pg-4 from the inventory" in message
+
+
+def test_the_leader_is_refused_naming_the_synchronous_standby() -> None:
+    api = FakePatroni(_members(leader="pg-4"), [])
+    api.members[1] = _member("pg-2", "replica", sync=True)
+    with pytest.raises(OperationError, match=r"pg-4 leads .* \(make switchover TO=pg-2\)"):
+        remove(api, R, lambda: pytest.fail("stopped a leader"), api.holders, 5)  # type: ignore[arg-type]
+
+
+def test_a_remaining_member_down_is_refused_before_any_change() -> None:
+    api = FakePatroni(_members(), [])
+    api.members[2] = _member("pg-3", "replica", "stopped")
+    with pytest.raises(OperationError, match="pg-3 not running"):
+        remove(api, R, lambda: pytest.fail("stopped"), api.holders, 5)  # type: ignore[arg-type]
+    assert api.patches == []
+
+
+def test_gone_is_refused_while_the_member_still_runs() -> None:
+    api = FakePatroni(_members(), [])
+    with pytest.raises(OperationError, match="GONE=1 is for a host that is down"):
+        remove(api, R, None, api.holders, 5)  # type: ignore[arg-type]
+
+
+def test_a_member_key_that_never_goes_times_out_naming_it() -> None:
+    api = FakePatroni(_members(pg4="stopped"), [])
+    with pytest.raises(OperationError, match="pg-4 leaving the DCS: not done after 1 s"):
+        remove(api, R, None, api.holders, 1)  # type: ignore[arg-type]
+
+
+def test_the_cli_refuses_an_etcd_host_from_a_real_inventory_before_any_ssh(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pgsteady.cli import main
+
+    hosts = [
+        (f"pg-{i}", {"ssh_hostname": f"10.9.9.{i}", "postgres_cluster_name": "main"})
+        for i in range(1, 5)
+    ]
+    inventory = tmp_path / "inv.py"
+    inventory.write_text(f"hosts = ({hosts!r}, {{}})\n")
+    assert main(["remove-member", "pg-2", "--inventory", str(inventory)]) == 1
+    err = capsys.readouterr().err
+    assert "HOST = 'pg-2': it runs one of the 3 etcd members" in err, err
+    assert err.strip().endswith("accepted: pg-4"), err
