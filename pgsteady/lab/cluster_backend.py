@@ -36,6 +36,7 @@ from typing import Any
 from pgsteady.cluster import etcd_health
 from pgsteady.cluster import etcd_service as svc
 from pgsteady.cluster.status import ClusterStatus, fetch_cluster
+from pgsteady.cluster.topology import etcd_count
 from pgsteady.lab import faults
 from pgsteady.lab.engine import LabError, docker
 from pgsteady.lab.hosts import LabHost
@@ -216,7 +217,9 @@ class LabCluster:
             except (LabError, ValueError) as exc:
                 errors.append(f"etcd health from {host.name}: {exc}")
                 continue
-            return "; ".join(etcd_health.health_problems(health, len(self.hosts)))
+            # the etcd members: the first 3 hosts (5 from 7 up), not every host
+            voters = etcd_count(len(self.hosts))
+            return "; ".join(etcd_health.health_problems(health, voters))
         return "; ".join(errors)
 
     def members_problem(self) -> str:

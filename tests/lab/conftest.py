@@ -134,9 +134,9 @@ def lab_target() -> Iterator[LabTarget]:
 
 
 @contextmanager
-def cluster_lab(prefix: str, data: dict[str, Any]) -> Iterator[list[LabTarget]]:
-    """Three hosts forming cluster "lab" (the data `make lab N=3 CLUSTER=1` writes, with
-    ``data``), each a LabTarget; the lab is removed afterwards."""
+def cluster_lab(prefix: str, data: dict[str, Any], count: int = 3) -> Iterator[list[LabTarget]]:
+    """``count`` hosts forming cluster "lab" (the data `make lab N=<count> CLUSTER=1`
+    writes, with ``data``), each a LabTarget; the lab is removed afterwards."""
     from pgsteady.lab.recipe import cluster_data
 
     reason = _prerequisites()
@@ -145,7 +145,7 @@ def cluster_lab(prefix: str, data: dict[str, Any]) -> Iterator[list[LabTarget]]:
     lab = Lab(f"{prefix}{secrets.token_hex(3)}")
     inventory = lab.dir / "inventory.py"
     try:
-        hosts = lab.up(3, "bookworm", inventory=inventory, extra_data=data, cluster="lab")
+        hosts = lab.up(count, "bookworm", inventory=inventory, extra_data=data, cluster="lab")
         settings = Settings(**{**data, **cluster_data("lab")})
         yield [LabTarget(lab, h, inventory, settings) for h in hosts]
     finally:
