@@ -8,7 +8,8 @@ from pgsteady.settings import Settings
 
 
 def backup_config(s: Settings) -> dict[str, object]:
-    return {
+    """The tool's config; a cluster member's says so (it dumps on a streaming standby)."""
+    config: dict[str, object] = {
         "container": s.container_name,
         "databases": [s.postgres_db],
         "backup_dir": s.backup_path,
@@ -19,6 +20,9 @@ def backup_config(s: Settings) -> dict[str, object]:
         "docker": "docker",
         "compose_project": s.compose_project,
     }
+    if s.postgres_cluster_name is not None:
+        config["cluster"] = True
+    return config
 
 
 def tool_argv(s: Settings, subcommand: str, *args: str) -> list[str]:

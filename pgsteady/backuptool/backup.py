@@ -29,6 +29,7 @@ from .layout import (
 from .log import Log, now_utc
 from .manifest import check_file
 from .runs import Lock, run_hook, update_status, with_failure_handling
+from .source import STANDBY_ATTEMPTS, Plan, plan, read_role, recovery_conflict
 
 
 def link_tiers(
@@ -81,11 +82,26 @@ def apply_retention(
     return removed
 
 
-def backup(config: Config, log: Log, now: datetime | None = None) -> dict:
+def _dump(config: Config, docker: Docker, db: str, last: str, when: datetime, log: Log) -> Made:
+    """One database's dump; on a standby, a dump cancelled by WAL replay is tried again."""
+    for attempt in range(1, STANDBY_ATTEMPTS + 1):
+        try:
+            return dump_database(config, docker, db, last, when)
+        except BackupError as exc:
+            if attempt == STANDBY_ATTEMPTS or not recovery_conflict(str(exc)):
+                raise
+            log.warning(f"dump of {db} cancelled by replay on the standby; attempt {attempt + 1}")
+    raise AssertionError("unreachable")
+
+
+def backup(
+    config: Config, log: Log, now: datetime | None = None, source: Plan | None = None
+) -> dict:
     """Back up every configured database and the globals, then apply retention.
 
     Returns the ``last_success`` status section; raises BackupError on any failure
     (the caller records it). Retention runs only when everything succeeded.
+    ``source``: the run's plan (:func:`pgsteady.backuptool.source.plan`), when known.
     """
     when = now or now_utc()
     started = time.monotonic()
@@ -93,9 +109,10 @@ def backup(config: Config, log: Log, now: datetime | None = None) -> dict:
     last = os.path.join(config.backup_dir, "last")
     docker.check_running()
     made: list[tuple[Made, str, str]] = []
+    where = f" ({source.source})" if source else ""
     for db in config.databases:
-        log.info(f"backing up database {db} from {config.container}")
-        item = dump_database(config, docker, db, last, when)
+        log.info(f"backing up database {db} from {config.container}{where}")
+        item = _dump(config, docker, db, last, when, log)
         link_tiers(config.backup_dir, item, db, DUMP_SUFFIX, when, config.policy)
         made.append((item, db, DUMP_SUFFIX))
         log.info(
@@ -110,7 +127,7 @@ def backup(config: Config, log: Log, now: datetime | None = None) -> dict:
     end = now_utc() if now is None else when
     for _, db, suffix in made:
         apply_retention(config.backup_dir, db, suffix, end, config.policy, log)
-    return {
+    section = {
         "time": when.isoformat(),
         "duration_seconds": round(time.monotonic() - started, 3),
         "size_bytes": sum(item.manifest["size"] for item, _, _ in made),
@@ -125,6 +142,9 @@ def backup(config: Config, log: Log, now: datetime | None = None) -> dict:
             for item, db, _ in made
         },
     }
+    if source:
+        section["source"] = source.source
+    return section
 
 
 def verify(config: Config, log: Log, db: str | None, path: str | None, every: bool) -> list[str]:
@@ -171,13 +191,28 @@ def verify(config: Config, log: Log, db: str | None, path: str | None, every: bo
     return problems
 
 
+def _skipped(config: Config, log: Log, started: datetime, source: Plan) -> None:
+    """A cluster member that leaves this run's dump to another records why."""
+    log.info(f"backup skipped: {source.note}", to_syslog=True)
+    update_status(config, log, last_run={"time": started.isoformat(), "ok": True,
+                                         "skipped": source.note})  # fmt: skip
+
+
 def cmd_backup(config: Config, log: Log) -> int:
     def run() -> None:
         started = now_utc()
         try:
+            source = None
+            if config.cluster:
+                Docker(config).check_running()
+                source = plan(read_role(Docker(config)), cluster=True)
+                if not source.dump:
+                    return _skipped(config, log, started, source)
+                if source.source != "standby":
+                    log.warning(f"dumping on the {source.source}: it competes with the application")
             with Lock(config.backup_dir, config.lock_timeout):
                 clean_stale(config.backup_dir, log)
-                success = backup(config, log)
+                success = backup(config, log, source=source)
         except BaseException as exc:
             message = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
             update_status(
@@ -199,7 +234,8 @@ def cmd_backup(config: Config, log: Log) -> int:
         )
         log.info(
             f"backup of {', '.join(config.databases)} + globals succeeded: "
-            f"{success['size_bytes']} bytes in {success['duration_seconds']} s",
+            f"{success['size_bytes']} bytes in {success['duration_seconds']} s"
+            + (f", dumped on the {success['source']}" if "source" in success else ""),
             to_syslog=True,
         )
 

@@ -20,7 +20,9 @@ class Config:
     with PGSTEADY_* variables describing the failure), ``docker`` (client path),
     ``compose_project`` (for messages), ``verify`` ("full": pg_restore reads the whole
     archive, or "list": only its table of contents), ``lock_timeout`` (seconds to wait
-    for a concurrent run). Unknown keys are errors.
+    for a concurrent run), ``cluster`` (true on a cluster member: dump on a streaming
+    standby, the primary only when none streams; pgsteady.backuptool.source). Unknown keys
+    are errors.
     """
 
     container: str
@@ -35,6 +37,7 @@ class Config:
     compose_project: str = "pgsteady"
     verify: str = "full"
     lock_timeout: int = 1800
+    cluster: bool = False
     policy: retention.Policy = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -72,6 +75,8 @@ def config_from_dict(data: dict) -> Config:
     timeout = data.get("lock_timeout", 0)
     if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
         errors.append(f"lock_timeout: {timeout!r}; expected an integer >= 0 (seconds)")
+    if not isinstance(data.get("cluster", False), bool):
+        errors.append(f"cluster: {data['cluster']!r}; expected true or false")
     command = data.get("on_failure_command")
     if command is not None and not isinstance(command, str):
         errors.append(f"on_failure_command: {command!r}; expected a string or null")

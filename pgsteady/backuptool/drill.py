@@ -19,6 +19,7 @@ from .log import Log, now_utc
 from .manifest import check_file
 from .restore import drop_leftovers
 from .runs import Lock, update_status, with_failure_handling
+from .source import require_primary
 
 
 def table_counts(docker: Docker, db: str) -> dict:
@@ -66,6 +67,7 @@ def drill(config: Config, log: Log, db: str | None, jobs: int) -> dict:
     started = time.monotonic()
     docker = Docker(config)
     docker.check_running()
+    require_primary(docker, "the drill")
     drop_leftovers(docker, log)
     results = {}
     errors = []

@@ -24,6 +24,12 @@ class Log:
         if to_syslog:
             syslog.syslog(syslog.LOG_INFO, message)
 
+    def warning(self, message: str) -> None:
+        print(
+            f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} WARNING {message}", file=sys.stderr, flush=True
+        )
+        syslog.syslog(syslog.LOG_WARNING, message)
+
     def error(self, message: str) -> None:
         print(
             f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} ERROR {message}", file=sys.stderr, flush=True

@@ -57,6 +57,7 @@ from .load import RESTORE_ROLE, pause_point, pg_restore, restore_role_reset_sql
 from .log import Log, now_utc
 from .manifest import check_file
 from .runs import Lock, read_status, update_status, with_failure_handling
+from .source import require_primary
 from .sql import literal, swap_sql
 
 KEEP_RESTORES = 20
@@ -137,6 +138,7 @@ def restore(
     ):
         raise BackupError(f"--target-db {target!r}: not a usable database name")
     docker.check_running()
+    require_primary(docker, "restore")
     safety = None
     with Lock(config.backup_dir, config.lock_timeout):
         drop_leftovers(docker, log)

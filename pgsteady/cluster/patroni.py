@@ -158,6 +158,10 @@ def dcs_document(
         )
     params = {k: parameters[k] for k in sorted(parameters)}
     params["wal_log_hints"] = "on"  # pg_rewind after a failover needs it (or checksums)
+    # a dump on a standby (pgsteady-backup dumps there) keeps its snapshot: vacuum on the
+    # primary keeps the rows it still reads, as for a dump on the primary; postgres_settings
+    # may turn it off (docs/operations.md, logical backups in a cluster)
+    params.setdefault("hot_standby_feedback", "on")
     return {
         "ttl": cluster.ttl,
         "loop_wait": cluster.loop_wait,

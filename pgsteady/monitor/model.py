@@ -111,6 +111,9 @@ class Backup:
     last_success_size_bytes: int | None = None
     last_run_time: str | None = None
     last_run_ok: bool | None = None
+    #: A cluster member's run that left the dump to a streaming standby: why, and when.
+    last_run_skipped: str | None = None
+    last_run_age_seconds: float | None = None
     last_error: str | None = None
     drill_time: str | None = None
     drill_ok: bool | None = None
@@ -320,6 +323,9 @@ def _backup(st: HostStatus, raw: dict[str, Any], s: Settings | None, now: dateti
     run = data.get("last_run") or {}
     b.last_run_time = run.get("time")
     b.last_run_ok = run.get("ok")
+    if run.get("skipped"):
+        b.last_run_skipped = str(run["skipped"])
+        b.last_run_age_seconds = _age(now, parse_time(run.get("time")))
     if run.get("ok") is False:
         b.last_error = run.get("error") or (data.get("last_error") or {}).get("message")
     drill = data.get("drill") or {}
@@ -395,6 +401,9 @@ def _judge_backup(st: HostStatus, t: Thresholds) -> None:
         st.flag(CRITICAL, f"last backup failed: {b.last_error}")
     age = b.last_success_age_seconds
     interval = b.expected_interval_seconds or DAY
+    skipped_age = b.last_run_age_seconds
+    if b.last_run_skipped and skipped_age is not None and skipped_age <= interval + t.backup_grace:
+        return  # a cluster member whose last run left the dump to a streaming standby
     if age is None:
         st.flag(WARNING, "no successful backup recorded yet")
     elif age > 2 * interval + t.backup_grace:

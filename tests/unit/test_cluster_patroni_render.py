@@ -32,6 +32,7 @@ def test_dcs_document_carries_timings_durability_parameters_and_hba() -> None:
     assert doc["synchronous_mode"] is True and doc["failsafe_mode"] is False
     pg = doc["postgresql"]
     assert pg["parameters"] == {
+        "hot_standby_feedback": "on",
         "max_connections": "200",
         "shared_buffers": "1GB",
         "wal_log_hints": "on",
@@ -42,6 +43,13 @@ def test_dcs_document_carries_timings_durability_parameters_and_hba() -> None:
         "hostssl replication replicator 10.0.0.14/32 scram-sha-256 clientcert=verify-ca"
         in pg["pg_hba"]
     )
+
+
+def test_standby_feedback_is_on_unless_the_settings_say_otherwise() -> None:
+    """A dump on a standby keeps its snapshot; an operator's explicit value wins."""
+    assert dcs()["postgresql"]["parameters"]["hot_standby_feedback"] == "on"
+    doc = patroni.dcs_document(CLUSTER, {"hot_standby_feedback": "off"}, HBA)
+    assert doc["postgresql"]["parameters"]["hot_standby_feedback"] == "off"
 
 
 def test_parameters_patroni_manages_are_refused_by_name() -> None:

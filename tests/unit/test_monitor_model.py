@@ -304,8 +304,9 @@ def test_report_schema_and_exit_code():
     }  # fmt: skip
     assert set(host["backup"]) == {
         "enabled", "status_found", "last_success_time", "last_success_age_seconds",
-        "last_success_size_bytes", "last_run_time", "last_run_ok", "last_error",
-        "drill_time", "drill_ok", "expected_interval_seconds",
+        "last_success_size_bytes", "last_run_time", "last_run_ok", "last_run_skipped",
+        "last_run_age_seconds", "last_error", "drill_time", "drill_ok",
+        "expected_interval_seconds",
     }  # fmt: skip
     assert doc["hosts"][1]["status"] == "unreachable"
     assert exit_code(hosts) == 1 and exit_code(hosts[:1]) == 0
