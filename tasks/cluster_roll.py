@@ -41,6 +41,7 @@ from pgsteady.cluster import etcd_service as etcd_svc
 from pgsteady.cluster import member_service as ms
 from pgsteady.cluster.roll_driver import Run, Seed, recreate_commands, recreate_roll, restart_roll
 from pgsteady.cluster.roll_lock import Holder, LockUnreadable, fact_command, parse_fact
+from pgsteady.cluster.stack_drift import drift_command, drifted
 from pgsteady.settings import Settings
 from pgsteady.units import parse_size
 from tasks.cluster_member import (
@@ -84,6 +85,31 @@ class StaleContainer(FactBase[bool]):
         return "stale" in "\n".join(output)
 
 
+class ComposeDrift(FactBase[list[str]]):
+    """The services whose running container was made from another compose configuration
+    than the file on disk (pgsteady/cluster/stack_drift.py: a run that wrote the file
+    and stopped before its roll)."""
+
+    def command(self, command: str) -> str:
+        return command
+
+    def process(self, output: Iterable[str]) -> list[str]:
+        return drifted("\n".join(output))
+
+
+class PatroniConfigStale(FactBase[bool]):
+    """The member's running Patroni copy differs from its patroni.yml on disk (a run that
+    wrote the file and stopped before the reload)."""
+
+    def command(self, container: str) -> str:
+        check = f'cmp -s "$PGSTEADY_PATRONI_CONFIG" {RUNNING_COPY} || echo stale'
+        argv = ["docker", "exec", "-u", "postgres", container, "sh", "-c", check]
+        return f"{shlex.join(argv)} 2>/dev/null || true"
+
+    def process(self, output: Iterable[str]) -> bool:
+        return "stale" in "\n".join(output)
+
+
 def refuse_while_rolling(s: Settings) -> None:
     """Stop the deploy before any change while a rolling operation holds the lock."""
     ctx = context(s)
@@ -119,10 +145,12 @@ def reload_patroni(s: Settings, p: Pending | None) -> None:
     )
     argv = ["docker", "exec", "-u", "postgres", s.container_name, "sh", "-c", copy]
     triggers = p.triggers
+    # also when an earlier run wrote the file and stopped before this reload (R9 M2)
+    stale = bool(host.get_fact(PatroniConfigStale, container=s.container_name))
     server.shell(
         name="Reload Patroni when its patroni.yml changed (no restart)",
         commands=[shlex.join(argv)],
-        _if=lambda: any(o.did_change() for o in triggers),
+        _if=lambda: stale or any(o.did_change() for o in triggers),
     )
 
 
@@ -133,7 +161,8 @@ def _holder(operation: str) -> Holder:
 
 def _stack_changed(name: str) -> bool:
     """Member ``name`` was running and its image or compose file changed in this run, or
-    it runs an image other than the alias's."""
+    it runs an image other than the alias's, or containers its compose file no longer
+    describes."""
     p, member_ops, stale = _STACKS.get(name, (None, [], False))
     if p is None or not p.running:
         return False
@@ -146,7 +175,10 @@ def recreate_changed(s: Settings, p: Pending | None, member_ops: list[OperationM
     if p is None or ctx is None:
         return
     stale = host.get_fact(StaleContainer, container=s.container_name, alias=s.image_alias)
-    _STACKS[host.name] = (p, member_ops, bool(stale))
+    # a compose file an earlier run wrote but never rolled out (R9 M2)
+    compose = f"{p.compose_cmd} {shlex.join(['-p', s.compose_project, '-f', s.layout.compose])}"
+    drift = host.get_fact(ComposeDrift, command=drift_command(compose, s.compose_project))
+    _STACKS[host.name] = (p, member_ops, bool(stale) or bool(drift))
     if not is_seed(s):
         return
     cluster, member = ctx

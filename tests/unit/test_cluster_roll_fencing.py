@@ -278,3 +278,30 @@ def test_a_member_whose_postgres_runs_is_left_to_the_roll(
     }
     pending, _ = plan(task, facts=facts)
     assert pending.running is running
+
+
+# --- M2 ---------------------------------------------------------------------------------
+
+
+def test_a_running_container_older_than_its_compose_file_is_drift() -> None:
+    """R9 M2: the hashes compose prints for the file on disk against the running
+    containers' labels (the real compose CLI: tests/integration/test_cluster_stack_drift.py)."""
+    from pgsteady.cluster import stack_drift
+
+    out = "\n".join(
+        [
+            "#pgsteady-wanted",
+            "postgres 1111",
+            "etcd 2222",
+            "haproxy 3333",
+            "#pgsteady-running",
+            "postgres 1111",
+            "etcd 2000",
+            "haproxy ",  # a container without the label (not made by compose): no verdict
+            "other 9",  # not in the file (an orphan): pgsteady-ctl up removes it
+        ]
+    )
+    assert stack_drift.drifted(out) == ["etcd"]
+    assert stack_drift.drifted("#pgsteady-wanted\n#pgsteady-running\npostgres 1\n") == []
+    command = stack_drift.drift_command("docker-compose -p labm -f /srv/pg/c.yml", "labm")
+    assert "config --hash='*'" in command and "label=com.docker.compose.project=labm" in command
