@@ -236,7 +236,9 @@ def restart_roll(
     try:
         cs = wait_pending(seed, settle_s)
         rolling.check_whole(cs, max_lag)
-        st = rolling.RollState(rolling.pending_members(cs), primary_first=bool(lowered))
+        # this run's lowering, or one an earlier run patched into the DCS (R9 M4)
+        first = bool(lowered or rolling.leader_lowered(cs))
+        st = rolling.RollState(rolling.pending_members(cs), primary_first=first)
 
         def restart(name: str, leader: bool) -> None:
             _restart(seed, name, max_lag, leader)

@@ -87,6 +87,18 @@ def lowered(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def leader_lowered(cs: ClusterStatus) -> list[str]:
+    """The :data:`AT_LEAST_PRIMARY` parameters the leader runs above the DCS value
+    (Patroni 4's ``pending_restart_reason``): a lowering still to apply, whichever run
+    patched the DCS (R9 M4: a lowering whose first roll was refused)."""
+    leader = cs.member(cs.leader) if cs.leader else None
+    if leader is None:
+        return []
+    running = {name: old for name, old, _ in leader.pending_changes}
+    dcs = {name: new for name, _, new in leader.pending_changes}
+    return lowered(running, dcs)
+
+
 def pending_members(cs: ClusterStatus) -> set[str]:
     """The members Patroni flags ``pending_restart``."""
     return {m.name for m in cs.members if m.pending_restart}

@@ -119,6 +119,8 @@ class MemberStatus:
     sync: bool = False
     pending_restart: bool = False
     scheduled_restart: bool = False
+    #: Patroni 4's pending_restart_reason: (parameter, running value, DCS value)
+    pending_changes: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def is_primary(self) -> bool:
@@ -179,6 +181,17 @@ def parse_member(raw: Mapping[str, Any]) -> MemberStatus:
         sync=role == "sync_standby",
         pending_restart=bool(raw.get("pending_restart")),
         scheduled_restart=bool(raw.get("scheduled_restart")),
+        pending_changes=_pending_changes(raw.get("pending_restart_reason")),
+    )
+
+
+def _pending_changes(reason: Any) -> tuple[tuple[str, str, str], ...]:
+    if not isinstance(reason, Mapping):
+        return ()
+    return tuple(
+        (str(name), str(v.get("old_value")), str(v.get("new_value")))
+        for name, v in sorted(reason.items())
+        if isinstance(v, Mapping)
     )
 
 

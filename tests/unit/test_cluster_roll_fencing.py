@@ -127,6 +127,13 @@ class FakeSeed:
                 if self.now < self.back_at.get(m["name"], 0):
                     m["state"] = "starting"
             return True, json.dumps(doc), ""
+        if argv[0] == "patronictl":  # restart CLUSTER MEMBER --force: back at once
+            self.calls.append(f"{argv[3]} {argv[5]}")
+            for m in self.doc["members"]:
+                if m["name"] == argv[5]:
+                    m.pop("pending_restart", None)
+                    m.pop("pending_restart_reason", None)
+            return True, "", ""
         action = argv[3]
         self.calls.append(f"{action}@{self.now:g}")
         if action == "acquire":
@@ -305,3 +312,33 @@ def test_a_running_container_older_than_its_compose_file_is_drift() -> None:
     assert stack_drift.drifted("#pgsteady-wanted\n#pgsteady-running\npostgres 1\n") == []
     command = stack_drift.drift_command("docker-compose -p labm -f /srv/pg/c.yml", "labm")
     assert "config --hash='*'" in command and "label=com.docker.compose.project=labm" in command
+
+
+# --- M4 ---------------------------------------------------------------------------------
+
+
+def test_a_lowering_an_earlier_run_patched_still_restarts_the_leader_first() -> None:
+    """R9 M4: the first roll of a max_connections lowering was refused after the DCS patch;
+    the next run sees no delta in the DCS, but the leader still runs 200 where the DCS
+    says 100 (Patroni 4's pending_restart_reason), so the leader goes first, in place."""
+    fake = FakeSeed()
+    reason = {"max_connections": {"old_value": "200", "new_value": "100"}}
+    for m in fake.doc["members"]:
+        m.update(pending_restart=True, pending_restart_reason=reason)
+    assert rolling.leader_lowered(parse_cluster(fake.doc)) == ["max_connections"]
+    holder = Holder("deploy-box pid 42", "rolling restart", "now")
+    done = roll_driver.restart_roll(fake.seed(), holder, MAX_LAG, [], 0.0)
+    assert [line.split(" (")[0] for line in done] == [
+        "restart lab1",
+        "restart lab2",
+        "restart lab3",
+    ]
+    assert [c for c in fake.calls if c.startswith("restart")] == [
+        "restart lab1",
+        "restart lab2",
+        "restart lab3",
+    ]
+    # raising (the leader runs less than the DCS value): replicas first, as before
+    raised = {"max_connections": {"old_value": "100", "new_value": "200"}}
+    fake.doc["members"][0].update(pending_restart=True, pending_restart_reason=raised)
+    assert rolling.leader_lowered(parse_cluster(fake.doc)) == []
