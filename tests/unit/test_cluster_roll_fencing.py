@@ -342,3 +342,27 @@ def test_a_lowering_an_earlier_run_patched_still_restarts_the_leader_first() -> 
     raised = {"max_connections": {"old_value": "100", "new_value": "200"}}
     fake.doc["members"][0].update(pending_restart=True, pending_restart_reason=raised)
     assert rolling.leader_lowered(parse_cluster(fake.doc)) == []
+
+
+@pytest.mark.parametrize(("stale", "reloads"), [(True, True), (False, False)])
+def test_a_patroni_yml_an_earlier_run_wrote_is_still_reloaded(
+    monkeypatch: pytest.MonkeyPatch, stale: bool, reloads: bool
+) -> None:
+    """R9 M2: nothing changed in THIS run, but the running copy differs from the file on
+    disk (the run that wrote it stopped before its reload): the reload runs."""
+    from pyinfra.operations import files
+
+    from pgsteady.settings import Settings
+    from tasks import cluster_member, cluster_roll
+    from tests.support.pyinfra_plan import plan
+
+    monkeypatch.setattr(cluster_roll, "context", lambda s: (CLUSTER, CLUSTER.members[0]))
+    s = Settings(compose_project="labm")
+
+    def task() -> None:
+        written = files.file(name="patroni.yml stand-in", path="/nonexistent/patroni.yml")
+        cluster_roll.reload_patroni(s, cluster_member.Pending("docker compose", [written], True))
+
+    _, p = plan(task, facts={"PatroniConfigStale": lambda container: stale})
+    ran = p.execute(changed=[])
+    assert ("Reload Patroni when its patroni.yml changed (no restart)" in ran) is reloads
