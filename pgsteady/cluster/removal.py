@@ -18,9 +18,9 @@ inventory, so they stop naming it.
 - refuses while ``x`` leads (switch over first, to the synchronous standby) or while any
   remaining member is not running: the slot clean-up below is cluster-wide;
 - stops ``x``'s stack for good (its containers stopped with restart policy ``no``), or
-  with ``gone`` checks that its Patroni is not running;
-- waits until its member key is gone from the DCS (at once on a clean stop, after the
-  ttl for a dead host);
+  with ``gone`` contacts it not at all;
+- waits until its member key is gone from the DCS (at once on a clean stop, within the
+  ttl for a dead host; a host that still runs keeps it, and the wait fails naming it);
 - drops its replication slot: Patroni 4 keeps the slot of a member that left for
   ``member_slots_ttl`` (30 min by default) in case it comes back, on the leader and as a
   copy on every replica, and recreates it if dropped by hand. ``member_slots_ttl`` is set
@@ -175,15 +175,7 @@ def remove(
     """Take ``r.host`` out of the running cluster (see the module docstring). ``stop``
     stops its stack for good; None: the host is gone (dead). ``slot_holders`` names the
     remaining members whose Postgres still has the member's slot."""
-    cs = api.cluster()
-    _check_cluster(cs, r)
-    member = cs.member(r.host)
-    if stop is None and member is not None and member.state in RUNNING:
-        raise OperationError(
-            f"{r.host} still runs in cluster {r.cluster} ({member.role}, {member.state}): "
-            "GONE=1 is for a host that is down; leave it out to stop the member; "
-            "nothing was changed"
-        )
+    _check_cluster(api.cluster(), r)
     started = time.monotonic()
     if stop is not None:
         stop()
@@ -195,7 +187,10 @@ def remove(
         m = now.member(r.host)
         return f"{r.host} is still {m.role}/{m.state} in the DCS" if m else None
 
-    _wait(left, timeout, f"{r.host} leaving the DCS", time.monotonic)
+    what = f"{r.host} leaving the DCS"
+    if stop is None:  # a dead member's key expires within patroni_ttl; a live one's never
+        what += " (GONE=1 is for a host that is down: a running member keeps its key)"
+    _wait(left, timeout, what, time.monotonic)
     drop_slot(api, r, slot_holders, timeout)
     return (
         f"{r.host} left cluster {r.cluster} after {time.monotonic() - started:.1f} s: "

@@ -139,16 +139,31 @@ def test_a_remaining_member_down_is_refused_before_any_change() -> None:
     assert api.patches == []
 
 
-def test_gone_is_refused_while_the_member_still_runs() -> None:
+def test_gone_fails_naming_why_while_the_member_still_runs() -> None:
     api = FakePatroni(_members(), [])
-    with pytest.raises(OperationError, match="GONE=1 is for a host that is down"):
-        remove(api, R, None, api.holders, 5)  # type: ignore[arg-type]
+    with pytest.raises(OperationError, match="GONE=1 is for a host that is down") as exc:
+        remove(api, R, None, api.holders, 1)  # type: ignore[arg-type]
+    assert "pg-4 is still replica/streaming" in str(exc.value)
+    assert api.patches == []
+
+
+def test_gone_waits_for_a_dead_members_key_to_expire() -> None:
+    api = FakePatroni(_members(), ["pg-1"])
+    looks = iter([True, True, False])
+
+    def cluster() -> ClusterStatus:
+        keep = next(looks, False)
+        return ClusterStatus(members=[m for m in api.members if keep or m.name != "pg-4"])
+
+    api.cluster = cluster  # type: ignore[method-assign]
+    assert "pg-4 left cluster main" in remove(api, R, None, api.holders, 10)  # type: ignore[arg-type]
+    assert api.patches == [{"member_slots_ttl": 0}, {"member_slots_ttl": None}]
 
 
 def test_a_member_key_that_never_goes_times_out_naming_it() -> None:
     api = FakePatroni(_members(pg4="stopped"), [])
     with pytest.raises(OperationError, match="pg-4 leaving the DCS: not done after 1 s"):
-        remove(api, R, None, api.holders, 1)  # type: ignore[arg-type]
+        remove(api, R, lambda: None, api.holders, 1)  # type: ignore[arg-type]
 
 
 def test_the_cli_refuses_an_etcd_host_from_a_real_inventory_before_any_ssh(
