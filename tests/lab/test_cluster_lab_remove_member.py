@@ -1,15 +1,16 @@
-"""Growing to four members and removing one (issue 15's N=4, issue 16 item 5), on a lab of
-its own (`make lab N=4 CLUSTER=1`): one deploy bootstraps a leader and three streaming
-replicas with etcd on the first three hosts only; then, under a writer committing through
-HAProxy every 100 ms, the fourth host leaves the way docs/operations.md says (a
-switchover first if it leads, `make remove-member HOST=`, the host deleted from the
-inventory, `make deploy`). Afterwards the member is gone from Patroni's cluster, its slot
-from the leader, its address from every remaining member's HAProxy, Patroni allowlist and
-pg_hba; etcd still has exactly the inventory's three members; its containers are stopped
-and will not restart; verify passes on the remaining members and a second deploy changes
-nothing. The longest write gap and the load are recorded.
+"""Growing to five members and removing two (issue 15's N=4+, issue 16 item 5), on a lab
+of its own (`make lab N=5 CLUSTER=1`): one deploy bootstraps a leader and four streaming
+replicas with etcd on the first three hosts only. Then, each under a writer committing
+through HAProxy every 100 ms, host 5 loses power and leaves with `make remove-member
+HOST= GONE=1` (the dead-host path), and host 4 leaves the live way (a switchover first if
+it leads, `make remove-member HOST=`); each time the host is deleted from the inventory
+and `make deploy` runs. Afterwards the member is gone from Patroni's cluster, its slot
+from the leader, its address from every remaining member's HAProxy, Patroni file and
+pg_hba; etcd still has exactly the inventory's three members; a live host's containers
+are stopped and will not restart; verify passes on the remaining members and a second
+deploy changes nothing. The longest write gaps and the load are recorded.
 
-Opt-in (its own make target, ``make lab-cluster-remove``): a 4-host lab of its own.
+Opt-in (its own make target, ``make lab-cluster-remove``): a 5-host lab of its own.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pytest
 from pgsteady.cluster import etcd_health
 from pgsteady.cluster import etcd_service as svc
 from pgsteady.cluster import member_service as ms
+from pgsteady.lab import faults
 from pgsteady.lab.cluster_backend import LabCluster, from_inventory, read_inventory
 from pgsteady.lab.failover import longest_gap, lost
 from pgsteady.lab.recipe import render_inventory
@@ -42,7 +44,7 @@ pytestmark = [
     pytest.mark.timeout(5400),
     pytest.mark.skipif(
         os.environ.get("PGSTEADY_LAB_REMOVE") != "1",
-        reason="opt-in (a 4-host lab of its own): make lab-cluster-remove",
+        reason="opt-in (a 5-host lab of its own): make lab-cluster-remove",
     ),
 ]
 
@@ -59,7 +61,7 @@ class RemoveLab:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[RemoveLab]:
-    with cluster_lab("pgsrm", DATA, count=4) as targets:
+    with cluster_lab("pgsrm", DATA, count=5) as targets:
         yield RemoveLab(targets, targets[0].inventory)
 
 
@@ -98,24 +100,23 @@ def _etcd_members(t: LabTarget) -> set[str]:
     return set(etcd_health.members(out.stdout))
 
 
-def test_four_hosts_bootstrap_three_etcd_members_and_three_replicas(lab: RemoveLab) -> None:
+def test_five_hosts_bootstrap_three_etcd_members_and_four_replicas(lab: RemoveLab) -> None:
     started = time.monotonic()
     result = lab.targets[0].make("deploy", timeout=3600)
     assert result.returncode == 0, result.output[-8000:]
     load = Path("/proc/loadavg").read_text().split()[0]
-    record(f"cluster lab RM: first deploy of 4 members, load {load}", time.monotonic() - started)
+    record(f"cluster lab RM: first deploy of 5 members, load {load}", time.monotonic() - started)
     cluster = lab.cluster()
     try:
-        cluster.wait_whole(600)  # one leader, 3 streaming, etcd 3/3 healthy
-        assert len(cluster.status().members) == 4
+        cluster.wait_whole(600)  # one leader, 4 streaming, etcd 3/3 healthy
+        assert len(cluster.status().members) == 5
     finally:
         cluster.close()
     names = [t.host.name for t in lab.targets]
     assert _etcd_members(lab.targets[0]) == set(names[:3])
-    fourth = lab.targets[3].ssh(
-        f"docker ps -q --filter name=^{svc.container_name(lab.targets[3].settings)}$"
-    )
-    assert fourth.returncode == 0 and not fourth.stdout.strip(), "host 4 runs etcd"
+    for t in lab.targets[3:]:
+        etcd = t.ssh(f"docker ps -q --filter name=^{svc.container_name(t.settings)}$")
+        assert etcd.returncode == 0 and not etcd.stdout.strip(), f"{t.host.name} runs etcd"
 
 
 def _without(inventory: Path, name: str) -> None:
@@ -127,8 +128,9 @@ def _sync_standby(cluster: LabCluster) -> str:
     return next(m.name for m in cluster.status().members if m.sync)
 
 
-def test_removing_a_member_under_a_writer(lab: RemoveLab) -> None:
-    victim = lab.targets[3]
+def _remove(lab: RemoveLab, victim: LabTarget, gone: bool) -> None:
+    """``victim`` leaves under a writer (powered off first and GONE=1 when ``gone``);
+    then everything the module docstring lists is checked."""
     name, ip = victim.host.name, victim.host.ip
     cluster = lab.cluster()
     try:
@@ -138,6 +140,8 @@ def test_removing_a_member_under_a_writer(lab: RemoveLab) -> None:
             out = lab.targets[0].make("switchover", f"TO={_sync_standby(cluster)}", timeout=600)
             assert out.returncode == 0, out.output[-4000:]
             cluster.wait_whole(300)
+        before = cluster.status().member(name)
+        role = f"{before.role}{' (sync)' if before.sync else ''}" if before else "?"
         refused = lab.targets[0].make("remove-member", f"HOST={lab.targets[0].host.name}")
         assert refused.returncode != 0 and "etcd" in refused.output, refused.output[-2000:]
         dsn = cluster.proxy_dsn()  # HAProxy on a host that stays (host 1 or 2)
@@ -151,7 +155,11 @@ def test_removing_a_member_under_a_writer(lab: RemoveLab) -> None:
         start = time.monotonic()
         try:
             time.sleep(3)
-            removed = lab.targets[0].make("remove-member", f"HOST={name}", timeout=900)
+            args = [f"HOST={name}"]
+            if gone:
+                faults.power_off(name)  # pulled plug: no shutdown, its key expires
+                args.append("GONE=1")
+            removed = lab.targets[0].make("remove-member", *args, timeout=900)
             assert removed.returncode == 0, removed.output[-4000:]
             print(removed.output.strip()[-1000:])
             left_at = time.monotonic() - start
@@ -166,13 +174,16 @@ def test_removing_a_member_under_a_writer(lab: RemoveLab) -> None:
         cluster.close()
     gap = longest_gap([a.at for a in writer.acks], start, end)
     load = Path("/proc/loadavg").read_text().split()[0]
-    print(f"remove {name}: left the cluster at {left_at:.1f} s, deploy done at "
+    kind = "dead (GONE=1)" if gone else "live"
+    print(f"remove {name}, {kind} {role}: left the cluster at {left_at:.1f} s, deploy done at "
           f"{end - start:.1f} s, longest write gap {gap:.2f} s, load {load}, "
           f"{len(writer.acks)} acks, {len(writer.unknown)} unknown")  # fmt: skip
-    record(f"cluster lab: remove a member, longest write gap, load {load}", gap)
-    record(f"cluster lab: remove a member, remove-member + deploy, load {load}", end - start)
+    what = f"cluster lab: remove a {kind} {role}"
+    record(f"{what}, longest write gap, load {load}", gap)
+    record(f"{what}, remove-member, load {load}", left_at)
+    record(f"{what}, remove-member + deploy, load {load}", end - start)
     assert writer.acks, writer.errors[:5]
-    remaining = lab.targets[:3]
+    remaining = [t for t in lab.targets[: lab.targets.index(victim)]]
     cluster = lab.cluster()
     try:
         cluster.wait_whole(300)
@@ -185,7 +196,7 @@ def test_removing_a_member_under_a_writer(lab: RemoveLab) -> None:
     rows = _psql(leader, f"SELECT n FROM public.{WRITES}", leader.settings.postgres_db)
     present = {int(x) for x in rows.split()}
     assert not lost((a.n for a in writer.acks), present)  # synchronous mode: nothing lost
-    assert _etcd_members(remaining[0]) == {t.host.name for t in remaining}
+    assert _etcd_members(remaining[0]) == {t.host.name for t in remaining[:3]}
     slots = _psql(leader, "SELECT slot_name || ':' || active FROM pg_replication_slots").split()
     assert not [s for s in slots if s.startswith(name.replace("-", "_") + ":")], slots
     assert not [s for s in slots if s.endswith(":f")], slots  # no inactive slot
@@ -198,6 +209,8 @@ def test_removing_a_member_under_a_writer(lab: RemoveLab) -> None:
             t, t.settings.container_name, f"cat {ms.PATRONI_DIR}/10-pgsteady.yml"
         )
         assert ip not in running, t.host.name
+    if gone:
+        return
     project = victim.settings.compose_project
     ps = victim.ssh(
         f"docker ps -a --filter label=com.docker.compose.project={project} "
@@ -207,6 +220,14 @@ def test_removing_a_member_under_a_writer(lab: RemoveLab) -> None:
     assert ps.returncode == 0, ps.stderr
     assert "running" not in ps.stdout and "always" not in ps.stdout, ps.stdout
     assert "unless-stopped" not in ps.stdout, ps.stdout
+
+
+def test_removing_a_dead_member(lab: RemoveLab) -> None:
+    _remove(lab, lab.targets[4], gone=True)
+
+
+def test_removing_a_live_member(lab: RemoveLab) -> None:
+    _remove(lab, lab.targets[3], gone=False)
 
 
 def test_verify_passes_and_a_second_deploy_changes_nothing(lab: RemoveLab) -> None:
