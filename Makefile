@@ -226,13 +226,14 @@ lab-cluster-chaos: $(STAMP) host-deps
 		--failover-lab-mode $(MODE) $(if $(LAB_INVENTORY_IN),--failover-lab-inventory \
 		$(LAB_INVENTORY_IN)) $(if $(CHAOS_LAB),--failover-lab-name $(CHAOS_LAB)) $(BENCH_ARGS)
 
-# A minor image roll on the shared test lab cluster (two rolls, ~10 min): every member's
-# container recreated replicas first, one switchover, the write gap recorded.
+# A minor image roll on a lab cluster of its own (two rolls, ~24 min with the lab's build):
+# every member's container recreated replicas first, one switchover, the write gap
+# recorded; then a zero-change deploy, make verify, a HAProxy reload, the switchover refusal.
 lab-cluster-image-roll: $(STAMP) host-deps
 	PGSTEADY_LAB_IMAGE_ROLL=1 $(PYTEST) -q -s tests/lab/test_cluster_lab_image_roll.py $(PYTEST_ARGS)
 
-# A 4-member cluster on a lab of its own (~35 min): bootstrap, then one member removed
-# under a writer (make remove-member, inventory, deploy), the write gap recorded.
+# A 5-member cluster on a lab of its own (~20 min): bootstrap, then a dead and a live
+# member removed under a writer (make remove-member, inventory, deploy), gaps recorded.
 lab-cluster-remove: $(STAMP) host-deps
 	PGSTEADY_LAB_REMOVE=1 $(PYTEST) -q -s tests/lab/test_cluster_lab_remove_member.py $(PYTEST_ARGS)
 
