@@ -99,7 +99,15 @@ def test_status_reads_each_member_and_the_leader(lab: PatroniLab) -> None:
     anonymous = status.fetch_cluster(urls, str(lab.ca))
     assert anonymous.error and not anonymous.members  # the handshake fails (alert or EOF)
     client = (str(lab.client[0]), str(lab.client[1]))
-    cs = status.fetch_cluster(urls, str(lab.ca), client)
+    # m2's WAL receiver streams (the fixture waited for it) but Patroni writes the state
+    # it shows on /cluster on its next loop: "creating replica" until then on a loaded host
+    deadline = time.monotonic() + 60
+    while True:
+        cs = status.fetch_cluster(urls, str(lab.ca), client)
+        m2 = cs.member("m2")
+        if (m2 and m2.state in health.REPLICATING_STATES) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert cs.error is None and cs.leader == "m1"
     m1, m2 = cs.member("m1"), cs.member("m2")
     assert m1 and m1.role == "primary" and m1.state == "running" and m1.timeline == 1
