@@ -329,8 +329,28 @@ def test_inventory_mode_reaches_the_members_through_ssh_forwards(lab: PatroniLab
     Each forward's local end is a Unix socket in a 0700 directory of this user (no TCP
     port any local user could use), and the client checks the member's certificate
     against the member's address: the same socket under a name the certificate does not
-    carry is refused (L4)."""
-    sshd = Sshd().start()
+    carry is refused (L4).
+
+    Before any REST call the command reads the rolling-change lock over the same ssh, in
+    the member's Postgres container (``docker exec -u postgres <project>-postgres``). These
+    members are processes, not containers: a stand-in ``docker`` first on the sessions'
+    PATH answers that read with an empty value (no roll), and records that it was asked
+    (the real read is proven against etcd in the lab and in test_cluster_roll_lock_etcd)."""
+    stand_in = lab.root / "stand-in-bin"
+    stand_in.mkdir(exist_ok=True)
+    asked = lab.root / "lock-reads.log"
+    docker = stand_in / "docker"
+    docker.write_text(
+        "#!/bin/sh\n"
+        f'echo "$1 $2 $3 $4" >> {asked}\n'
+        '[ "$1" = exec ] && exit 0  # the lock read: an empty value, no roll holds it\n'
+        'exec /usr/bin/docker "$@"\n'
+    )
+    docker.chmod(0o755)
+    sshd = Sshd(
+        env={"PATH": f"{stand_in}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    )
+    sshd.start()
     try:
         rest = lab.cluster.rest_port
         hosts = [
@@ -355,6 +375,8 @@ def test_inventory_mode_reaches_the_members_through_ssh_forwards(lab: PatroniLab
         _forwards_are_private_sockets_checked_by_name(lab, inventory, sshd.port)
         out = cli("switchover", "--to", "m3")
         assert out.returncode == 1 and "m3 is not a member of the cluster" in out.stderr, out
+        reads = asked.read_text().splitlines()
+        assert reads and set(reads) == {"exec -u postgres pgsteady-postgres"}, reads
         out = cli("switchover", "--to", "m2")
         assert out.returncode == 1, out
         assert "Patroni refused the switchover (403): Access is denied" in out.stderr

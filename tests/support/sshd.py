@@ -32,6 +32,8 @@ class Sshd:
     """``Sshd().start()`` → a root-login-by-key server on ``port``; ``stop()`` ends it."""
 
     port: int = field(default_factory=_free_port)
+    #: Extra environment of every session (``SetEnv``; e.g. a PATH with stand-ins first).
+    env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="pgsteady-sshd-"))
@@ -66,7 +68,8 @@ class Sshd:
                     # Debian's bash sources ~/.bashrc for every command sshd runs unless
                     # SHLVL says it is nested; this machine's root .bashrc runs `pyenv
                     # init` (0.2-0.4 s), which would be measured as pgsteady's round trip.
-                    "SetEnv SHLVL=1",
+                    # one SetEnv line: sshd takes the first of each keyword
+                    " ".join(["SetEnv SHLVL=1", *(f"{k}={v}" for k, v in self.env.items())]),
                     "",
                 ]
             )
