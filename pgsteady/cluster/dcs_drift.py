@@ -17,6 +17,7 @@ from typing import Any
 
 from pgsteady.cluster import dcs
 from pgsteady.cluster.member_service import PATRONI_DIR
+from pgsteady.postgres.session import postgres_exec
 
 Path = tuple[str, ...]
 
@@ -58,6 +59,5 @@ def name(path: Path) -> str:
 def fix_command(container: str, patch: Mapping[str, Any]) -> str:
     """The command (on any member's host, as root) that applies ``patch`` to the DCS."""
     body = json.dumps(patch, sort_keys=True, separators=(",", ":"))
-    docker = ["docker", "exec", "-i", "-u", "postgres", container]
-    apply = shlex.join([*docker, *dcs.apply_argv(PATRONI_DIR)])
+    apply = shlex.join(postgres_exec(container, *dcs.apply_argv(PATRONI_DIR), stdin=True))
     return f"printf '%s\\n' {shlex.quote(body)} | {apply}"

@@ -29,6 +29,7 @@ from pgsteady.cluster.tunnels import (
     forwarded,
 )
 from pgsteady.inventory import InventoryError, load_inventory
+from pgsteady.postgres.session import superuser_psql
 from pgsteady.settings import Settings, defaults
 
 STOP_TIMEOUT_S = 900.0
@@ -91,13 +92,14 @@ def stop_for_good(m: ClusterMember) -> None:
 
 def holders(members: list[ClusterMember], r: Removal) -> list[str]:
     """The members whose Postgres still has ``r``'s replication slot (or cannot say)."""
-    sql = f"SELECT count(*) FROM pg_catalog.pg_replication_slots WHERE slot_name = '{r.slot}'"
+    sql = (
+        "SELECT pg_catalog.count(*) FROM pg_catalog.pg_replication_slots "
+        f"WHERE slot_name = '{r.slot}'"
+    )
     out: list[str] = []
     for m in members:
-        s = _settings(m)
-        argv = ["docker", "exec", "-u", "postgres", s.container_name,
-                "psql", "-XAtq", "-d", "postgres", "-c", sql]  # fmt: skip
-        proc = _ssh(m, shlex.join(argv), 60)
+        command = superuser_psql(_settings(m).container_name, sql, tuples_only=True)
+        proc = _ssh(m, command, 60)
         if proc.returncode != 0 or proc.stdout.strip() != "0":
             out.append(m.name if proc.returncode == 0 else f"{m.name} (unreadable)")
     return out

@@ -33,6 +33,7 @@ from pgsteady.cluster.operations import OperationError, replica_fitness
 from pgsteady.cluster.roll_lock import TTL_S, Holder, script_argv
 from pgsteady.cluster.status import CONTAINER_CA, FETCH_SCRIPT, ClusterStatus, parse_cluster
 from pgsteady.cluster.topology import Cluster
+from pgsteady.postgres.session import postgres_exec
 
 #: ``run(shell command) -> (ok, stdout, stderr)`` on the seed's host.
 Run = Callable[[str], tuple[bool, str, str]]
@@ -64,8 +65,7 @@ class Seed:
     renewed_at: float = 0.0
 
     def exec(self, argv: list[str]) -> tuple[bool, str, str]:
-        cmd = ["docker", "exec", "-u", "postgres", self.container, *argv]
-        return self.run(shlex.join(cmd))
+        return self.run(shlex.join(postgres_exec(self.container, *argv)))
 
     def cluster_status(self) -> ClusterStatus:
         m = self.cluster.member(self.member_name)

@@ -44,21 +44,33 @@ def unqualified_calls(sql: str) -> list[str]:
     return [m for m in _CALL.findall(text) if m.lower() not in _GRAMMAR]
 
 
+def postgres_exec(
+    container: str, *argv: str, env: tuple[str, ...] = (), stdin: bool = False
+) -> list[str]:
+    """``docker exec`` of ``argv`` as the ``postgres`` user in ``container`` (never root:
+    the files it reads there belong to uid 999); ``env`` items are ``NAME=value``."""
+    flags = [f for item in env for f in ("-e", item)] + (["-i"] if stdin else [])
+    return ["docker", "exec", *flags, "-u", "postgres", container, *argv]
+
+
 def superuser_psql(
-    container: str, *statements: str, db: str = "postgres", port: int | None = None
+    container: str,
+    *statements: str,
+    db: str = "postgres",
+    port: int | None = None,
+    tuples_only: bool = False,
 ) -> str:
     """A fix line: ``statements`` run by psql as the superuser in ``container``, with
-    :data:`SUPERUSER_PGOPTIONS`; every function call must name its schema."""
+    :data:`SUPERUSER_PGOPTIONS`; every function call must name its schema.
+    ``tuples_only`` prints bare unaligned rows (``-Atq``), for a caller that parses them."""
     for sql in statements:
         if bad := unqualified_calls(sql):
             raise ValueError(f"unqualified function call(s) {bad} in a superuser fix: {sql}")
-    env = ["-e", f"PGOPTIONS={SUPERUSER_PGOPTIONS}"]
+    env = (f"PGOPTIONS={SUPERUSER_PGOPTIONS}",)
     if port is not None:
-        env += ["-e", f"PGPORT={int(port)}"]
-    command = shlex.join(
-        ["docker", "exec", *env, "-u", "postgres", container, "psql", "-X", "-v",
-         "ON_ERROR_STOP=1", "-d", db]
-    )  # fmt: skip
+        env += (f"PGPORT={int(port)}",)
+    psql = ["psql", "-X", *(["-Atq"] if tuples_only else []), "-v", "ON_ERROR_STOP=1", "-d", db]
+    command = shlex.join(postgres_exec(container, *psql, env=env))
     return command + "".join(f" -c {_quote(sql)}" for sql in statements)
 
 

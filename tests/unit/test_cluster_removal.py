@@ -181,3 +181,41 @@ def test_the_cli_refuses_an_etcd_host_from_a_real_inventory_before_any_ssh(
     err = capsys.readouterr().err
     assert "HOST = 'pg-2': it runs one of the 3 etcd members" in err, err
     assert err.strip().endswith("accepted: pg-4"), err
+
+
+def test_the_slot_read_is_a_pinned_superuser_session(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The members' slot read runs as the superuser, so it pins its session
+    (SUPERUSER_PGOPTIONS) and names every function's schema: the app may own an
+    overload of ``count`` in a schema a default search_path reaches."""
+    import subprocess
+
+    from pgsteady.cluster import removal_cli
+    from pgsteady.cluster.tunnels import cluster_members
+    from pgsteady.inventory import load_inventory
+    from pgsteady.postgres.session import SUPERUSER_PGOPTIONS, unqualified_calls
+
+    hosts = [
+        (f"pg-{i}", {"ssh_hostname": f"10.9.9.{i}", "postgres_cluster_name": "main"})
+        for i in range(1, 4)
+    ]
+    inventory = tmp_path / "inv.py"
+    inventory.write_text(f"hosts = ({hosts!r}, {{}})\n")
+    members = cluster_members(load_inventory(str(inventory)), None)
+    answers = {"pg-1": (0, "0\n"), "pg-2": (0, "1\n"), "pg-3": (2, "")}
+    commands: list[str] = []
+
+    def ssh(m: Any, command: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        commands.append(command)
+        code, out = answers[m.name]
+        return subprocess.CompletedProcess([], code, out, "")
+
+    monkeypatch.setattr(removal_cli, "_ssh", ssh)
+    assert removal_cli.holders(members, R) == ["pg-2", "pg-3 (unreadable)"]
+    assert len(commands) == 3
+    for command in commands:
+        assert f"PGOPTIONS={SUPERUSER_PGOPTIONS}" in command, command
+        assert " -u postgres pgsteady-postgres psql -X -Atq -v ON_ERROR_STOP=1 " in command
+        sql = command.split(" -c ", 1)[1]
+        assert "pg_catalog.count(*)" in sql and unqualified_calls(sql) == [], sql
