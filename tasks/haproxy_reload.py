@@ -12,8 +12,11 @@ step recreates members only for a new image or compose file. HAProxy kept routin
 the old file until its container was recreated by hand.
 
 The new file is checked first by the running container's own binary (``haproxy -c``): a
-file it rejects fails the deploy, naming it, and the running HAProxy keeps its old one.
-A container that is not running is left alone (the stack's start reads the new file).
+file it rejects fails the deploy, naming it. The running HAProxy still routes with the
+configuration it loaded, but the rejected file is already in place, so a restart of that
+container would fail on it: the message says so, and the next deploy with corrected
+settings rewrites it. A container that is not running is left alone (the stack's start
+reads the new file).
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ def reload_command(container: str, cfg: str) -> str:
     usr2 = shlex.join(["docker", "kill", "-s", "USR2", container])
     return (
         f"if {running} 2>/dev/null | grep -qx true; then "
-        f"{check} || {{ echo 'HAProxy rejects the new {cfg}; it keeps the old one' >&2; "
-        f"exit 1; }}; {usr2} >/dev/null; fi"
+        f"{check} || {{ echo 'HAProxy rejects the new {cfg}: the running HAProxy still "
+        "routes with the configuration it loaded, but a restart of its container would "
+        f"fail on this file; correct the settings and deploy again' >&2; exit 1; }}; "
+        f"{usr2} >/dev/null; fi"
     )
 
 
