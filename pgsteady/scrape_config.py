@@ -6,7 +6,9 @@ DIR keeps its mode and is refused when group or others may write it):
 
 * ``targets.json``       file_sd: one entry per database host and exporter, labelled
                          ``instance`` (inventory name), ``pgsteady_project`` (compose
-                         project) and ``pgsteady_exporter`` (postgres | node)
+                         project) and ``pgsteady_exporter`` (postgres | node); a
+                         cluster member's also ``pgsteady_cluster`` (postgres_cluster_name)
+                         and ``pgsteady_member`` (its Patroni name, the inventory name)
 * ``scrape-configs.yml`` the two jobs (``pgsteady-postgres``, ``pgsteady-node``): https,
                          the CA and the client certificate below, targets.json
 * ``ca.crt``             the inventory's metrics CA (``<CA dir>/metrics-ca``): it issued
@@ -85,6 +87,11 @@ def targets(hosts: list[tuple[InventoryHost, Settings]]) -> list[dict[str, Any]]
     out = []
     for h, s in hosts:
         address = target_address(h, s)
+        cluster = (
+            {"pgsteady_cluster": s.postgres_cluster_name, "pgsteady_member": h.name}
+            if s.postgres_cluster_name is not None
+            else {}
+        )
         for exporter, port in (
             ("postgres", s.postgres_exporter_port),
             ("node", s.node_exporter_port),
@@ -96,6 +103,7 @@ def targets(hosts: list[tuple[InventoryHost, Settings]]) -> list[dict[str, Any]]
                         "instance": h.name,
                         "pgsteady_project": s.compose_project,
                         "pgsteady_exporter": exporter,
+                        **cluster,
                     },
                 }
             )

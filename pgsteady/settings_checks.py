@@ -246,10 +246,9 @@ def cluster_checks(s: Settings) -> list[str]:
             "between bootstrapping and cloning a member; use False"
         )
     errors.extend(_cluster_repo_errors(s))
-    # Not yet in a cluster: each needs the leader's address.
+    # Not yet in a cluster: it needs the leader's address.
     for key, why in (
         ("pgbouncer_enabled", "clients reach the leader through HAProxy on postgres_port"),
-        ("metrics_enabled", "the exporters do not follow the member's port yet"),
     ):
         if getattr(s, key):
             errors.append(f"{key} = True: not supported in a cluster yet ({why}); use False")

@@ -123,7 +123,6 @@ def ensure(
         triggers = [*up_triggers, *(cluster_ops or [])]
         # A member whose Postgres container runs exists: any 'up' of it is the roll's (one
         # at a time, a switchover for the leader), never a busy or unhealthy moment's (R9 M3).
-        # (A cluster runs no exporters yet: settings_checks refuses metrics_enabled.)
         running = bool(_state(s.container_name).get("Running"))
         return cluster_member.Pending(compose_cmd, triggers, running, init_sql, schema_ops)
     up = server.shell(

@@ -102,7 +102,7 @@ def settings_errors(s: Settings) -> list[str]:
             "need a uid of their own (peer login as the superuser, the server's files); use "
             "one no user of the host or the image has (default 64187)"
         )
-    taken = {"postgres_port": s.postgres_port}
+    taken = {"postgres_port": s.postgres_port, **_cluster_ports(s)}
     if s.pgbackrest_enabled:
         taken["pgbackrest_tls_port"] = s.pgbackrest_tls_port
     for key in ("postgres_exporter_port", "node_exporter_port"):
@@ -111,11 +111,36 @@ def settings_errors(s: Settings) -> list[str]:
         if clash:
             errors.append(
                 f"{key} = {port}: also {clash[0]}'s port; use a port of its own "
-                "(1024-65535, distinct from postgres_port, pgbackrest_tls_port and the "
-                "other exporter's)"
+                "(1024-65535, distinct from postgres_port, pgbackrest_tls_port, a "
+                "cluster's ports and the other exporter's)"
             )
         taken[key] = port
     return errors
+
+
+def _cluster_ports(s: Settings) -> dict[str, int]:
+    """A cluster member's own ports (host network): none on a single host."""
+    if s.postgres_cluster_name is None:
+        return {}
+    keys = (
+        "postgres_replica_port",
+        "postgres_member_port",
+        "patroni_rest_port",
+        "etcd_client_port",
+        "etcd_peer_port",
+    )
+    return {key: getattr(s, key) for key in keys}
+
+
+def data_source_uri(s: Settings) -> str:
+    """postgres-exporter's DSN: the server's socket directory as host (no password
+    crosses a network); a cluster member's own port there, the one Patroni runs Postgres
+    on (postgres_port is HAProxy's, which leads to the leader: a replica's exporter would
+    report the leader)."""
+    from pgsteady.backup.pgbackrest import SOCKET_DIR
+
+    port = "" if s.postgres_cluster_name is None else f"&port={s.postgres_member_port}"
+    return f"/postgres?host={SOCKET_DIR}{port}&sslmode=disable"
 
 
 def container_names(s: Settings) -> dict[str, str]:
@@ -217,8 +242,7 @@ def services(s: Settings) -> list[dict[str, Any]]:
             "user": f"{s.metrics_exporter_uid}:{s.metrics_exporter_uid}",
             "command": pg_command,
             "environment": {
-                # The socket directory as host: no password crosses a network.
-                "DATA_SOURCE_URI": f"/postgres?host={SOCKET_DIR}&sslmode=disable",
+                "DATA_SOURCE_URI": data_source_uri(s),
                 "DATA_SOURCE_USER": s.postgres_monitor_user,
                 "DATA_SOURCE_PASS_FILE": secret_mount(EXPORTER_SECRET),
             },
@@ -311,7 +335,18 @@ def writer_config(s: Settings) -> dict[str, Any]:
         "backup_status": f"{s.backup_path}/status.json",
         "backups": backup_max_ages(s),
         "certificates": certificates(s),
+        "cluster": cluster_thresholds(s),
     }
+
+
+def cluster_thresholds(s: Settings) -> dict[str, int]:
+    """A cluster member's thresholds the alert rules compare with (textfile metrics
+    ``pgsteady_cluster_<key>``): the rules file is the same for every inventory."""
+    if s.postgres_cluster_name is None:
+        return {}
+    from pgsteady.units import parse_size
+
+    return {"replica_max_lag_bytes": parse_size(s.postgres_replica_max_lag)}
 
 
 def render_writer_config(s: Settings) -> str:

@@ -244,6 +244,11 @@ def test_replication_slot_and_replay_metrics(server: PgServer, exporter: Exporte
         )
         assert value(m, "pgsteady_replication_replay_lag_seconds",
                      application_name="pg_receivewal") >= 0  # fmt: skip
+        # the walsender streams: what the cluster's not-streaming rule looks for (a
+        # pg_receivewal reports no replay position, so its replay lag counts as 0)
+        assert value(m, "pgsteady_replication_streaming", application_name="pg_receivewal") == 1
+        lag = value(m, "pgsteady_replication_replay_lag_bytes", application_name="pg_receivewal")
+        assert lag >= 0
     finally:
         end(receiver)
 
@@ -350,7 +355,8 @@ CUSTOM = (
     "pgsteady_transaction_oldest_age_seconds", "pgsteady_archiver_failing",
     "pgsteady_archiver_ready_segments", "pgsteady_archiver_oldest_ready_age_seconds",
     "pgsteady_database_xid_age", "pgsteady_replication_slot_active",
-    "pgsteady_replication_slot_retained_bytes",
+    "pgsteady_replication_slot_retained_bytes", "pgsteady_replication_replay_lag_bytes",
+    "pgsteady_replication_streaming",
 )  # fmt: skip
 
 

@@ -58,7 +58,6 @@ def test_haproxy_is_confined_under_its_own_uid() -> None:
     ("key", "value"),
     [
         ("pgbouncer_enabled", True),
-        ("metrics_enabled", True),
     ],
 )
 def test_a_cluster_refuses_what_it_does_not_support_yet(key: str, value: Any) -> None:
