@@ -147,10 +147,14 @@ def prometheus(stack: Stack) -> Iterator[Prometheus]:
     prom.stop()
 
 
-#: Metrics of replication, which a single host does not have (no slot, no standby).
+#: Metrics of replication, which a single host does not have (no slot, no standby), and
+#: the cluster's thresholds (tests/lab/test_cluster_lab_metrics.py sees them on a cluster).
 CLUSTER_ONLY = {
     "pgsteady_replication_replay_lag_seconds",
+    "pgsteady_replication_replay_lag_bytes",
+    "pgsteady_replication_streaming",
     "pgsteady_replication_slot_active",
+    "pgsteady_cluster_replica_max_lag_bytes",
 }
 
 
