@@ -31,7 +31,7 @@ from tasks import (
     tls,
 )
 from tasks.barrier import barrier
-from tasks.cluster import load_cluster
+from tasks.cluster import load_cluster, refuse_foreign_data
 from tasks.pgbackrest_peers import is_backup_host
 from tasks.settings import load_settings
 
@@ -41,6 +41,7 @@ def converge() -> None:
     """Converge the current host: a Postgres host, or a backup host of the inventory."""
     settings = load_settings()
     load_cluster(settings)  # the inventory-wide cluster rules, before any operation
+    refuse_foreign_data(settings)  # a member holding a single host's data: stop now
     cluster_roll.refuse_while_rolling(settings)  # a rolling change elsewhere: stop now
     pgbackrest_repository.check_topology(settings)
     preflight.run(settings)

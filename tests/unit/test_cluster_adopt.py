@@ -1,0 +1,68 @@
+"""Members with data: which inventories converge, which are refused and what each refusal
+names (pgsteady.cluster.adopt; the lab proves the refusal on a real single host)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pgsteady.cluster.adopt import MemberData, data_volume, refusals
+from pgsteady.cluster.topology import cluster_from_mapping
+from pgsteady.settings import defaults
+
+CLUSTER = cluster_from_mapping(
+    {
+        "postgres_cluster_name": "main",
+        "members": [{"name": f"pg{i}", "address": f"10.0.0.{10 + i}"} for i in (1, 2, 3)],
+    }
+)
+
+
+def hosts(*data: tuple[int | None, bool]) -> list[MemberData]:
+    return [MemberData(f"pg{i}", v, was) for i, (v, was) in enumerate(data, 1)]
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        hosts((None, False), (None, False), (None, False)),  # a new cluster
+        hosts((17, True), (17, True), (17, True)),  # a converged cluster
+        hosts((17, True), (None, True), (None, False)),  # a replica to clone, a new host
+    ],
+)
+def test_members_without_a_single_hosts_data_converge(members: list[MemberData]) -> None:
+    assert refusals(CLUSTER, 17, members) == []
+
+
+def test_the_seed_with_a_single_hosts_data_is_refused_until_adoption_is_automated() -> None:
+    (msg,) = refusals(CLUSTER, 17, hosts((17, False), (None, False), (None, False)))
+    assert msg.startswith("pg1: ") and "not automated" in msg
+    assert "Single host to cluster" in msg and "keep pg1 a single host" in msg
+
+
+def test_data_on_a_member_that_is_not_the_seed_names_it_and_the_seed() -> None:
+    (msg,) = refusals(CLUSTER, 17, hosts((None, False), (17, False), (None, False)))
+    assert msg.startswith("pg2: ") and "is pg1" in msg and "pg2 first in the group" in msg
+
+
+def test_two_members_with_data_are_named_together() -> None:
+    (msg,) = refusals(CLUSTER, 17, hosts((17, False), (None, False), (17, False)))
+    assert msg.startswith("pg1, pg3: ") and "at most one host with data" in msg
+
+
+def test_an_older_major_points_at_the_single_host_upgrade_first() -> None:
+    (msg,) = refusals(CLUSTER, 17, hosts((15, False), (None, False), (None, False)))
+    assert "Postgres 15 data and postgres_version is 17" in msg
+    assert "postgres_upgrade_from_volume" in msg and "'Major version upgrade'" in msg
+
+
+def test_a_single_hosts_data_beside_a_running_cluster_is_not_cloned_over() -> None:
+    (msg,) = refusals(CLUSTER, 17, hosts((17, True), (17, True), (17, False)))
+    assert msg.startswith("pg3: ") and "already runs on pg1, pg2" in msg
+    assert "an empty data volume" in msg
+
+
+def test_data_volume_follows_the_settings_rule() -> None:
+    base = defaults()
+    assert data_volume({}, base) == f"{base['compose_project']}_pgdata"
+    assert data_volume({"compose_project": "shop"}, base) == "shop_pgdata"
+    assert data_volume({"postgres_data_volume": "v17"}, base) == "v17"
