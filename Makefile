@@ -115,8 +115,9 @@ settings-docs: $(STAMP)
 host-deps:
 	sh scripts/ensure-test-host
 
+# tests/lab (host containers, mostly waiting on their own deploys) runs beside the rest.
 test: $(STAMP) host-deps $(PATRONI_STAMP) lint
-	$(PYTEST) -q --durations=30 tests/unit tests/integration tests/e2e tests/chaos tests/lab $(PYTEST_ARGS)
+	sh scripts/run-tests $(PYTEST) $(PYTEST_ARGS)
 
 # The production-readiness suite (testinfra) against every host of INVENTORY.
 verify: $(STAMP)
