@@ -36,7 +36,7 @@ def test_a_container_removed_without_v_is_named_and_with_v_is_not() -> None:
     name, volumes = _create(image)
     try:
         docker("rm", name)  # no -v: the anonymous volumes stay, dangling
-        assert volumes <= set(volume_leaks.leaked(before))
+        assert volumes <= set(volume_leaks.leaked(before, settle_s=1))
     finally:
         docker("rm", "-f", "-v", name, check=False)
         docker("volume", "rm", "-f", *volumes, check=False)

@@ -5,6 +5,8 @@ e.g. the Postgres image's data directory), or with ``-v /path``, gets an anonymo
 which ``docker rm`` without ``-v`` (and ``compose down`` without ``-v``) leaves dangling.
 The engine is shared with other sessions, so the check compares sets: only a volume
 absent when the session started and dangling at its end counts, named in the report.
+`make test` runs two sessions at once (scripts/run-tests), so a volume found dangling is
+read again after a pause: one the other session is removing right then is not a leak.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 
 #: Docker names an anonymous volume with 64 hex digits.
 ANONYMOUS = re.compile(r"^[0-9a-f]{64}$")
@@ -39,9 +42,18 @@ def snapshot() -> set[str] | None:
     return _volumes()
 
 
-def leaked(before: set[str] | None) -> list[str]:
-    """Anonymous volumes dangling now that were not there at ``before``, sorted."""
+def leaked(before: set[str] | None, settle_s: float = 15.0) -> list[str]:
+    """Anonymous volumes dangling now, and still ``settle_s`` later, that were not there
+    at ``before``, sorted."""
     if before is None:
         return []
+    found = _dangling_since(before)
+    if found and settle_s > 0:
+        time.sleep(settle_s)
+        found &= _dangling_since(before)
+    return sorted(found)
+
+
+def _dangling_since(before: set[str]) -> set[str]:
     dangling = _volumes("--filter", "dangling=true") or set()
-    return sorted(v for v in dangling - before if ANONYMOUS.match(v))
+    return {v for v in dangling - before if ANONYMOUS.match(v)}
