@@ -14,6 +14,7 @@ from pyinfra.api import deploy
 
 from tasks import (
     backup,
+    cluster_growth,
     cluster_member,
     cluster_roll,
     docker,
@@ -42,6 +43,7 @@ def converge() -> None:
     settings = load_settings()
     load_cluster(settings)  # the inventory-wide cluster rules, before any operation
     refuse_foreign_data(settings)  # a member holding a single host's data: stop now
+    cluster_growth.refuse_etcd_change(settings)  # growth that would move etcd: stop now
     cluster_roll.refuse_while_rolling(settings)  # a rolling change elsewhere: stop now
     pgbackrest_repository.check_topology(settings)
     preflight.run(settings)
