@@ -4,7 +4,8 @@ Two services of the compose stack, run from pgsteady's Debian-built Postgres ima
 holds the Debian packages prometheus-postgres-exporter and prometheus-node-exporter):
 
 * ``postgres-exporter`` logs in as the monitoring role (pg_monitor) over the server's
-  Unix socket (the socket volume it shares with Postgres), its password read from its own
+  Unix socket (the socket volume it shares with Postgres; a cluster member's own port
+  there, so a replica reports itself), its password read from its own
   copy of the secret (``secrets/monitor_password_exporter``, root:the exporters' gid 0440;
   DATA_SOURCE_PASS_FILE): never in env, argv or the compose file. It runs as
   ``metrics_exporter_uid``, never the server's uid: peer authentication (the superuser's
