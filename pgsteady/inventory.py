@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -128,6 +129,17 @@ class InventoryHost:
         target = f"{user}@{self.ssh_hostname}" if user else self.ssh_hostname
         prefix = ["ssh", *self.ssh_options(), "--", target]  # a target is never an option
         return [*prefix, "sudo", "-n"] if self.data.get("_sudo") else prefix
+
+    def shell_argv(self, command: str) -> list[str]:
+        """argv that runs the shell ``command`` on this host, ALL of it with the
+        inventory's privileges. ssh joins its arguments into one line for the remote
+        shell, so after ``sudo -n`` a bare ``a | b`` or ``a && b`` would run only ``a`` as
+        root: under ``_sudo`` the command goes as one quoted ``sh -c`` word."""
+        if self.is_local:
+            return ["sh", "-c", command]
+        if self.data.get("_sudo"):
+            return [*self.command_prefix(), shlex.join(["sh", "-c", command])]
+        return [*self.command_prefix(), command]
 
 
 class InventoryError(Exception):

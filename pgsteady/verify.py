@@ -245,7 +245,7 @@ def runner_for(h: InventoryHost) -> Callable[[str], str]:
     """``run(command) -> stdout`` on the host: sh here for @local, ssh otherwise."""
 
     def run(command: str) -> str:
-        argv = [*h.command_prefix(), command] if not h.is_local else ["sh", "-c", command]
+        argv = h.shell_argv(command)
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         if proc.returncode == 255 and not h.is_local:
             raise ConnectionError(f"cannot reach {h.name}: {proc.stderr.strip()}")

@@ -159,7 +159,7 @@ def roll_holder(members: Sequence[ClusterMember], run: RunArgv = _run_argv) -> H
     for m in members:
         project = str(m.host.data.get("compose_project") or defaults()["compose_project"])
         command = show_command("docker", f"{project}-postgres")
-        argv = ["sh", "-c", command] if m.host.is_local else [*m.host.command_prefix(), command]
+        argv = m.host.shell_argv(command)
         code, out, err = run(argv)
         if code == 0:
             return Holder.parse(out)

@@ -65,7 +65,7 @@ def _settings(m: ClusterMember) -> Settings:
 
 
 def _ssh(m: ClusterMember, command: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    argv = ["sh", "-c", command] if m.host.is_local else [*m.host.command_prefix(), command]
+    argv = m.host.shell_argv(command)
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -74,14 +74,20 @@ def _ssh(m: ClusterMember, command: str, timeout: float) -> subprocess.Completed
 
 def stop_for_good(m: ClusterMember) -> None:
     """``pgsteady-ctl down`` (the watchdog leaves a stack stopped on purpose alone), then
-    restart policy ``no`` on the stack's containers: a reboot or a Docker restart does not
-    bring the member back with its stale data. Volumes are kept."""
+    restart policy ``no`` on the stack's containers, read back: a reboot or a Docker
+    restart does not bring the member back with its stale data. Volumes are kept."""
     s = _settings(m)
     project = shlex.quote(f"label=com.docker.compose.project={s.compose_project}")
-    command = (
-        f"{shlex.quote(s.layout.bin + '/pgsteady-ctl')} down && "
-        f"docker ps -aq --filter {project} | xargs -r docker update --restart=no >/dev/null"
-    )
+    command = "\n".join([
+        f"{shlex.quote(s.layout.bin + '/pgsteady-ctl')} down || exit 1",
+        f"ids=$(docker ps -aq --filter {project}) || exit 1",
+        '[ -n "$ids" ] || exit 0',
+        "docker update --restart=no $ids >/dev/null || exit 1",
+        "out=$(docker inspect -f '{{.Name}}={{.HostConfig.RestartPolicy.Name}}' $ids) || exit 1",
+        "set -- $out",
+        'for c in "$@"; do case $c in *=no) ;; *) echo "restart policy is not no: $c" >&2; '
+        "exit 1 ;; esac; done",
+    ])  # fmt: skip
     out = _ssh(m, command, STOP_TIMEOUT_S)
     if out.returncode != 0:
         raise OperationError(

@@ -4,6 +4,7 @@ before any call."""
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,9 @@ def test_the_roll_lock_is_read_on_the_first_member_that_answers() -> None:
     assert "vm pid 4242 since 2026-11-30T11:00:00Z" in msg and "nothing was changed" in msg
     assert [c[c.index("--") + 1] for c in calls] == ["pg1.example", "pg2.example"]
     assert calls[1][-3:-1] == ["sudo", "-n"]
-    assert calls[1][-1].startswith("docker exec -u postgres labm-postgres python3 -c ")
+    shell, flag, command = shlex.split(calls[1][-1])  # one word for root's shell
+    assert (shell, flag) == ("sh", "-c")
+    assert command.startswith("docker exec -u postgres labm-postgres python3 -c ")
 
 
 def test_a_free_lock_lets_the_operation_go_and_an_unreadable_one_stops_it() -> None:

@@ -4,6 +4,7 @@ arithmetic, the refusals against the running cluster, and the order of the steps
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -219,3 +220,45 @@ def test_the_slot_read_is_a_pinned_superuser_session(
         assert " -u postgres pgsteady-postgres psql -X -Atq -v ON_ERROR_STOP=1 " in command
         sql = command.split(" -c ", 1)[1]
         assert "pg_catalog.count(*)" in sql and unqualified_calls(sql) == [], sql
+
+
+_DOCKER = """#!/bin/sh
+case $1 in
+ps) echo c1; echo c2 ;;
+update) echo "$@" >> "$LOG" ;;
+inspect) shift 3; for c in "$@"; do
+  if grep -q "update --restart=no.*$c" "$LOG" && [ "$c" != "$STUCK" ]; then echo "/$c=no";
+  else echo "/$c=always"; fi; done ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("stuck", ["", "c2"])
+def test_the_stop_reads_the_restart_policy_back(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, stuck: str
+) -> None:
+    """A container whose restart policy is still set after the update (an update that
+    did not run as root, a container that appeared meanwhile) fails the removal: at the
+    next boot dockerd would start it again with stale data."""
+    from pgsteady.cluster import removal_cli
+    from pgsteady.cluster.tunnels import ClusterMember
+    from pgsteady.inventory import InventoryHost
+
+    app_dir = tmp_path / "app"
+    (app_dir / "bin").mkdir(parents=True)
+    for name, text in (("bin/docker", _DOCKER), ("app/bin/pgsteady-ctl", "#!/bin/sh\nexit 0\n")):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("LOG", str(tmp_path / "log"))
+    monkeypatch.setenv("STUCK", stuck)
+    host = InventoryHost("@local", {"app_dir": str(app_dir), "postgres_cluster_name": "main"})
+    member = ClusterMember(host, "10.9.9.4", 8008)
+    if stuck:
+        with pytest.raises(OperationError, match="restart policy is not no: /c2=always"):
+            removal_cli.stop_for_good(member)
+    else:
+        removal_cli.stop_for_good(member)
+    assert (tmp_path / "log").read_text().split() == ["update", "--restart=no", "c1", "c2"]

@@ -7,6 +7,7 @@ inventory is loaded, and the ssh target always follows ``--``.
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -100,3 +101,15 @@ def test_ssh_reads_a_dash_target_as_a_host_not_an_option(tmp_path: Path) -> None
     )
     assert proc.returncode == 255  # no such host: the name was not taken as an option
     assert not marker.exists()
+
+
+def test_under_sudo_a_compound_command_goes_whole_to_a_root_shell() -> None:
+    """ssh joins its arguments into one line for the remote login shell: after ``sudo -n``
+    the command must be one quoted ``sh -c`` word, or ``a | b`` runs ``b`` unprivileged."""
+    command = "docker ps -aq | xargs -r docker update --restart=no && echo 'done here'"
+    argv = InventoryHost("db1", {**GOOD, "_sudo": True}).shell_argv(command)
+    remote_line = " ".join(argv[argv.index("--") + 2 :])  # what ssh sends
+    assert shlex.split(remote_line) == ["sudo", "-n", "sh", "-c", command]
+    plain = InventoryHost("db1", GOOD).shell_argv(command)
+    assert plain[-1] == command and "sudo" not in plain
+    assert InventoryHost("@local", {}).shell_argv(command) == ["sh", "-c", command]
