@@ -117,7 +117,7 @@ host-deps:
 
 # tests/lab (host containers, mostly waiting on their own deploys) runs beside the rest.
 test: $(STAMP) host-deps $(PATRONI_STAMP) lint
-	sh scripts/run-tests $(PYTEST) $(PYTEST_ARGS)
+	$(BIN)/python scripts/run_tests.py $(PYTEST) $(PYTEST_ARGS)
 
 # The production-readiness suite (testinfra) against every host of INVENTORY.
 verify: $(STAMP)

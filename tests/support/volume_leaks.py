@@ -47,13 +47,17 @@ def leaked(before: set[str] | None, settle_s: float = 15.0) -> list[str]:
     at ``before``, sorted."""
     if before is None:
         return []
-    found = _dangling_since(before)
+    found = _dangling_since(before) or set()
     if found and settle_s > 0:
         time.sleep(settle_s)
-        found &= _dangling_since(before)
+        again = _dangling_since(before)
+        if again is not None:  # a failed re-read keeps what the first read found
+            found &= again
     return sorted(found)
 
 
-def _dangling_since(before: set[str]) -> set[str]:
-    dangling = _volumes("--filter", "dangling=true") or set()
+def _dangling_since(before: set[str]) -> set[str] | None:
+    dangling = _volumes("--filter", "dangling=true")
+    if dangling is None:
+        return None
     return {v for v in dangling - before if ANONYMOUS.match(v)}

@@ -1,0 +1,90 @@
+"""scripts/run_tests.py (make test): both halves' statuses count, and an interrupt reaches
+both pytest sessions once, as SIGINT, and is waited for (their clean-up runs)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "run_tests.py"
+
+#: A stand-in pytest: records its arguments, exits with $REST_RC / $LAB_RC, or with
+#: $HANG sleeps until SIGINT and then records its clean-up (what pytest's fixtures do).
+FAKE = """#!{python}
+import os, sys, time
+half = "lab" if "tests/lab" in sys.argv else "rest"
+out = os.environ["OUT"]
+with open(os.path.join(out, half + ".args"), "w") as f:
+    f.write(" ".join(sys.argv[1:]))
+if os.environ.get("HANG"):
+    try:
+        time.sleep(60)
+    except KeyboardInterrupt:
+        with open(os.path.join(out, half + ".interrupts"), "a") as f:
+            f.write("x")
+        time.sleep(1)  # a second SIGINT here would abort the clean-up
+        sys.exit(2)
+sys.exit(int(os.environ[half.upper() + "_RC"]))
+"""
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Path:
+    path = tmp_path / "pytest"
+    path.write_text(FAKE.format(python=sys.executable))
+    path.chmod(0o755)
+    return path
+
+
+def _run(fake: Path, out: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), str(fake), *args],
+        env={**os.environ, "OUT": str(out), **env},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rest", "lab", "args", "want"),
+    [("0", "0", (), 0), ("1", "0", (), 1), ("0", "1", (), 1), ("0", "5", (), 1),
+     ("0", "5", ("-k", "verify"), 0)],
+)  # fmt: skip
+def test_both_halves_must_pass(
+    fake: Path, tmp_path: Path, rest: str, lab: str, args: tuple[str, ...], want: int
+) -> None:
+    proc = _run(fake, tmp_path, *args, REST_RC=rest, LAB_RC=lab)
+    assert proc.returncode == want, proc.stdout + proc.stderr
+    assert f"exit status {lab}" in proc.stdout
+    assert (tmp_path / "lab.args").read_text().split()[-1 - len(args)] == "tests/lab"
+    rest_args = (tmp_path / "rest.args").read_text()
+    assert "tests/unit tests/integration tests/e2e tests/chaos" in rest_args
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_reaches_both_sessions_once_and_is_waited_for(
+    fake: Path, tmp_path: Path, signum: int
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(fake)],
+        env={**os.environ, "OUT": str(tmp_path), "HANG": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not ((tmp_path / "lab.args").exists() and (tmp_path / "rest.args").exists()):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    if signum == signal.SIGINT:  # Ctrl-C: the terminal signals the whole foreground group
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+    output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1, output
+    for half in ("rest", "lab"):  # each cleaned up, after exactly one SIGINT
+        assert (tmp_path / f"{half}.interrupts").read_text() == "x"
+    assert "exit status 2" in output
