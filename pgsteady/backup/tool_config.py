@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from pgsteady.settings import Settings
+from pgsteady.units import parse_size
 
 
 def backup_config(s: Settings) -> dict[str, object]:
@@ -22,6 +23,7 @@ def backup_config(s: Settings) -> dict[str, object]:
     }
     if s.postgres_cluster_name is not None:
         config["cluster"] = True
+        config["max_replay_gap"] = parse_size(s.postgres_replica_max_lag)
     return config
 
 

@@ -205,7 +205,7 @@ def cmd_backup(config: Config, log: Log) -> int:
             source = None
             if config.cluster:
                 Docker(config).check_running()
-                source = plan(read_role(Docker(config)), cluster=True)
+                source = plan(read_role(Docker(config)), True, config.max_replay_gap)
                 if not source.dump:
                     return _skipped(config, log, started, source)
                 if source.source != "standby":

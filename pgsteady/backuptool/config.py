@@ -21,8 +21,9 @@ class Config:
     ``compose_project`` (for messages), ``verify`` ("full": pg_restore reads the whole
     archive, or "list": only its table of contents), ``lock_timeout`` (seconds to wait
     for a concurrent run), ``cluster`` (true on a cluster member: dump on a streaming
-    standby, the primary only when none streams; pgsteady.backuptool.source). Unknown keys
-    are errors.
+    standby, the primary only when none streams; pgsteady.backuptool.source),
+    ``max_replay_gap`` (bytes of WAL a dumping standby may have received but not replayed;
+    null: no limit). Unknown keys are errors.
     """
 
     container: str
@@ -38,6 +39,7 @@ class Config:
     verify: str = "full"
     lock_timeout: int = 1800
     cluster: bool = False
+    max_replay_gap: int | None = None
     policy: retention.Policy = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -77,6 +79,9 @@ def config_from_dict(data: dict) -> Config:
         errors.append(f"lock_timeout: {timeout!r}; expected an integer >= 0 (seconds)")
     if not isinstance(data.get("cluster", False), bool):
         errors.append(f"cluster: {data['cluster']!r}; expected true or false")
+    gap = data.get("max_replay_gap")
+    if gap is not None and (isinstance(gap, bool) or not isinstance(gap, int) or gap < 0):
+        errors.append(f"max_replay_gap: {gap!r}; expected an integer >= 0 (bytes) or null")
     command = data.get("on_failure_command")
     if command is not None and not isinstance(command, str):
         errors.append(f"on_failure_command: {command!r}; expected a string or null")

@@ -1,8 +1,10 @@
 """Where a run dumps in a cluster: on a streaming standby, the primary only as a fallback.
 
 Every member runs the tool on the same schedule; each decides from its own Postgres
-(no other host is asked): a standby whose WAL receiver streams dumps; a standby that
-does not stream leaves it; the primary leaves it when a standby streams from it, and
+(no other host is asked): a standby whose WAL receiver streams dumps, unless it has more
+WAL received than replayed than ``max_replay_gap`` bytes (catching up after an outage:
+its dump would hold hours-old data under tonight's date); a standby that does not stream
+or lags so leaves it; the primary leaves it when a standby streams from it, and
 dumps (and says so) when none does. Off a cluster the tool dumps where it runs.
 Restore and drill write, so they need the primary: on a standby they stop at once.
 """
@@ -20,6 +22,8 @@ ROLE_SQL = """
 SELECT pg_catalog.json_build_object(
   'in_recovery', pg_catalog.pg_is_in_recovery(),
   'receiver', (SELECT status FROM pg_catalog.pg_stat_wal_receiver LIMIT 1),
+  'replay_gap', pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_receive_lsn(),
+                                           pg_catalog.pg_last_wal_replay_lsn()),
   'streaming', (SELECT coalesce(pg_catalog.json_agg(application_name ORDER BY application_name),
                                 '[]'::json)
                 FROM pg_catalog.pg_stat_replication WHERE state = 'streaming'
@@ -40,13 +44,23 @@ class Plan:
     note: str = ""
 
 
-def plan(role: dict, cluster: bool) -> Plan:
-    """The run's plan from :data:`ROLE_SQL`'s answer (pure)."""
+def plan(role: dict, cluster: bool, max_replay_gap: int | None = None) -> Plan:
+    """The run's plan from :data:`ROLE_SQL`'s answer (pure); ``max_replay_gap`` in bytes
+    (None: no limit)."""
     standby = bool(role.get("in_recovery"))
     if not cluster:
         return Plan(True, "standby" if standby else "primary")
     if standby:
         receiver = role.get("receiver")
+        gap = role.get("replay_gap")
+        limited = receiver == "streaming" and max_replay_gap is not None and gap is not None
+        if limited and float(gap) > max_replay_gap:
+            note = (
+                f"this standby has {int(float(gap))} bytes of WAL received but not yet "
+                f"replayed (limit {max_replay_gap}): its dump would hold old data; a "
+                "standby within the limit dumps, or the primary"
+            )
+            return Plan(False, "standby", note)
         if receiver == "streaming":
             return Plan(True, "standby")
         why = f"WAL receiver {receiver}" if receiver else "no WAL receiver"

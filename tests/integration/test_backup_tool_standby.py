@@ -117,6 +117,37 @@ def test_the_standby_dumps_and_the_primary_leaves_it_to_it(tmp_path, pair) -> No
     primary.sql('DROP DATABASE "from_standby"', "postgres")
 
 
+GAP_SQL = (
+    "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_receive_lsn(), "
+    "pg_catalog.pg_last_wal_replay_lsn())"
+)
+
+
+def test_a_standby_behind_in_replay_leaves_the_dump(tmp_path, pair) -> None:
+    """Replay paused while the primary writes: the standby has received more WAL than it
+    replayed than max_replay_gap allows, so its dump would hold old data: it leaves it."""
+    primary, standby = pair
+    limit = 1024 * 1024
+    on_standby = Tool.install(
+        tmp_path / "s", standby.name, ["app"], cluster=True, max_replay_gap=limit
+    )
+    standby.value("SELECT pg_catalog.pg_wal_replay_pause()")
+    try:
+        primary.sql(
+            "CREATE TABLE gap AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 50000) g"
+        )
+        standby.wait(lambda: float(standby.value(GAP_SQL) or 0) > limit)
+        proc = _ok(on_standby.run("backup"))
+        assert f"bytes of WAL received but not yet replayed (limit {limit})" in proc.stderr
+        assert "last_success" not in on_standby.status()
+        assert not list((on_standby.backup_dir / "last").glob("*.dump"))
+    finally:
+        standby.value("SELECT pg_catalog.pg_wal_replay_resume()")
+        primary.sql("DROP TABLE IF EXISTS gap")
+    standby.wait(lambda: float(standby.value(GAP_SQL) or 0) == 0)
+    assert "dumped on the standby" in _ok(on_standby.run("backup")).stderr
+
+
 def test_the_primary_dumps_as_the_fallback_when_no_standby_streams(tmp_path, pair) -> None:
     primary, standby = pair
     on_primary = Tool.install(tmp_path / "p", primary.name, ["app"], cluster=True)

@@ -80,3 +80,27 @@ def test_the_monitor_does_not_call_a_member_late_that_left_the_dump_to_a_standby
     # a skipped run long ago does not hide a stale backup
     st = derive(sample_raw(backup_status=_status(26, 26)), SETTINGS)
     assert st.status == WARNING and "1d 2h old" in st.problems[0]
+
+
+def test_a_standby_far_behind_in_replay_leaves_the_dump() -> None:
+    """A standby catching up (WAL received faster than replayed) would dump old data under
+    tonight's date: beyond max_replay_gap it leaves the dump, within it it dumps."""
+    role = {"in_recovery": True, "receiver": "streaming", "streaming": [], "replay_gap": 2e9}
+    p = plan(role, cluster=True, max_replay_gap=16 * 1024 * 1024)
+    assert not p.dump
+    assert p.note.startswith("this standby has 2000000000 bytes of WAL received but not yet")
+    assert plan({**role, "replay_gap": 4096}, True, 16 * 1024 * 1024).dump
+    assert plan(role, cluster=True).dump  # no limit configured: as before
+
+
+def test_a_members_config_carries_the_replay_limit_from_the_lag_setting() -> None:
+    single = build_settings({}, HostFacts(ram_mb=0, cpus=0))
+    assert "max_replay_gap" not in backup_config(single)
+    member = single.model_copy(
+        update={"postgres_cluster_name": "main", "postgres_replica_max_lag": "16MB"}
+    )
+    config = config_from_dict(backup_config(member))
+    assert config.max_replay_gap == 16 * 1024 * 1024
+    base = {"container": "c", "databases": ["app"], "backup_dir": "/b"}
+    with pytest.raises(BackupError, match="max_replay_gap: -1; expected an integer >= 0"):
+        config_from_dict({**base, "max_replay_gap": -1})
