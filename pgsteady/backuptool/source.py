@@ -17,17 +17,21 @@ from dataclasses import dataclass
 from .docker import Docker
 from .errors import BackupError
 
-#: The local server's role, its WAL receiver and the standbys streaming from it.
+#: The local server's role, its WAL receiver and the standbys streaming from it: physical
+#: walsenders only (no database), so a logical subscriber or CDC tool is not taken for a
+#: standby that dumps.
 ROLE_SQL = """
 SELECT pg_catalog.json_build_object(
   'in_recovery', pg_catalog.pg_is_in_recovery(),
   'receiver', (SELECT status FROM pg_catalog.pg_stat_wal_receiver LIMIT 1),
   'replay_gap', pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_receive_lsn(),
                                            pg_catalog.pg_last_wal_replay_lsn()),
-  'streaming', (SELECT coalesce(pg_catalog.json_agg(application_name ORDER BY application_name),
-                                '[]'::json)
-                FROM pg_catalog.pg_stat_replication WHERE state = 'streaming'
-                  AND application_name NOT IN ('pg_basebackup', 'pg_receivewal')))
+  'streaming', (SELECT coalesce(pg_catalog.json_agg(r.application_name
+                                                   ORDER BY r.application_name), '[]'::json)
+                FROM pg_catalog.pg_stat_replication r
+                JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) r.pid
+                WHERE r.state = 'streaming' AND a.datname IS NULL
+                  AND r.application_name NOT IN ('pg_basebackup', 'pg_receivewal')))
 """
 
 #: Dump attempts on a standby: replay may cancel the dump's snapshot or locks ("conflict

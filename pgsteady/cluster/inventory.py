@@ -15,13 +15,17 @@ from typing import Any
 from pgsteady.cluster.topology import CLUSTER_KEYS, Cluster, ClusterError, cluster_from_mapping
 
 #: Settings that must be equal on every member besides the cluster keys: one engine set
-#: (version and image), one superuser and database, one pgBackRest stanza, one TLS CA.
+#: (version and image), one superuser and database, one pgBackRest stanza, one TLS CA,
+#: one logical-backup plan (the primary leaves the dump to its streaming standbys, so a
+#: standby with backups off would leave the cluster with none: R10 M2).
 SHARED_KEYS = (
     *CLUSTER_KEYS,
     "postgres_version",
     "postgres_image_source",
     "postgres_user",
     "postgres_db",
+    "backup_enabled",
+    "backup_schedule",
     "pgbackrest_enabled",
     "pgbackrest_stanza",
     "pgbackrest_repos",

@@ -104,3 +104,25 @@ def test_a_members_config_carries_the_replay_limit_from_the_lag_setting() -> Non
     base = {"container": "c", "databases": ["app"], "backup_dir": "/b"}
     with pytest.raises(BackupError, match="max_replay_gap: -1; expected an integer >= 0"):
         config_from_dict({**base, "max_replay_gap": -1})
+
+
+def test_the_logical_backup_plan_is_one_for_the_whole_cluster() -> None:
+    """The primary leaves the dump to its streaming standbys: a standby with backups off
+    (or on another schedule) would leave the cluster with no dump and nothing red."""
+    from pgsteady.cluster.inventory import cluster_of
+    from pgsteady.cluster.topology import ClusterError
+    from pgsteady.settings import defaults
+
+    hosts = [
+        (f"pg{i}", {"postgres_cluster_name": "main", "ssh_hostname": f"10.0.0.{i}"})
+        for i in (1, 2, 3)
+    ]
+    cluster_of("main", hosts, defaults())
+    hosts[1][1]["backup_enabled"] = False
+    hosts[2][1]["backup_schedule"] = "@weekly"
+    with pytest.raises(ClusterError) as exc:
+        cluster_of("main", hosts, defaults())
+    text = str(exc.value)
+    assert "backup_enabled: differs between the members of cluster 'main'" in text
+    assert "False on pg2" in text
+    assert "backup_schedule: differs between the members of cluster 'main'" in text
