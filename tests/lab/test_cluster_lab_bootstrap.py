@@ -17,8 +17,10 @@ import time
 
 import pytest
 
+from pgsteady.cluster.member_service import HAPROXY_CFG, haproxy_container
 from pgsteady.cluster.patroni import REWIND_USER
 from pgsteady.cluster.status import FETCH_SCRIPT
+from pgsteady.stack.layout import CONFIG_MOUNT
 from tests.lab.conftest import ClusterLab, LabTarget, record
 
 CA = "/etc/pgsteady-tls/ca.crt"
@@ -276,3 +278,34 @@ def test_a_diverged_old_leader_rejoins_by_pg_rewind(lab: list[LabTarget]) -> Non
                 break
             assert time.monotonic() < deadline, (target.host.name, out.stdout, out.stderr)
             time.sleep(1)
+
+
+def test_verify_fails_a_haproxy_file_that_a_restart_would_not_start(
+    deployed_cluster_lab: ClusterLab,
+) -> None:
+    """A haproxy.cfg that HAProxy rejects (left in place by a failed reload) fails the
+    cluster group's HAProxy check on that host only; the running HAProxy still routes."""
+    target = next(t for t in deployed_cluster_lab.targets if t is not deployed_cluster_lab.leader())
+    cfg = f"{target.settings.layout.config}/{HAPROXY_CFG}"
+    original = target.ssh(f"cat {shlex.quote(cfg)}")
+    assert original.returncode == 0 and "server " in original.stdout, original.stderr
+    broken = target.ssh(f"printf 'bogus_keyword here\\n' >> {shlex.quote(cfg)}")
+    assert broken.returncode == 0, broken.stderr
+    try:
+        result = target.make("verify", timeout=1800)
+    finally:  # in place, as the deploy writes it (the container's bind mount follows)
+        restore = subprocess.run(
+            target.lab.ssh_argv(target.host, f"cat > {shlex.quote(cfg)}"),
+            input=original.stdout, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert restore.returncode == 0, restore.stderr
+    fails = [line for line in result.output.splitlines() if line.startswith("FAIL ")]
+    ours = [line for line in fails if "cluster/haproxy_runs_with_a_valid_file" in line]
+    assert [line.split("]", 1)[0] for line in ours] == [f"FAIL [{target.host.name}"], fails
+    assert "a restart would not start" in ours[0] and "bogus_keyword" in ours[0], ours
+    others = {line.split("] ", 1)[1].split(":", 1)[0] for line in fails if line not in ours}
+    assert others <= LAB_ENVIRONMENT, "\n".join(fails)
+    check = ["docker", "exec", haproxy_container(target.settings), "haproxy", "-c", "-q", "-f",
+             f"{CONFIG_MOUNT}/{HAPROXY_CFG}"]  # fmt: skip
+    ok = target.ssh(shlex.join(check))
+    assert ok.returncode == 0, ok.stdout + ok.stderr

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pgsteady.cluster import health, roll_lock, status
+from pgsteady.cluster import health, member_service, roll_lock, status
 from pgsteady.cluster.patroni import container_paths
 from pgsteady.postgres.session import superuser_psql
 from pgsteady.settings import Settings
+from pgsteady.stack.layout import CONFIG_MOUNT
 from pgsteady.units import parse_size
 from pgsteady.verify import Fixes, VerifyContext, check
 
@@ -150,3 +151,26 @@ def test_no_rolling_change_in_progress(on: Host, s: Settings) -> None:
     check(res.rc == 0, f"the rolling-change lock in etcd does not read: {why}")
     holder = roll_lock.Holder.parse(res.stdout)
     check(holder is None, f"a rolling change is in progress: {holder and holder.describe()}")
+
+
+@pytest.mark.fix(
+    "docker logs <project>-haproxy; correct the settings and make deploy "
+    "(docs/operations.md, Rolling changes: a changed haproxy.cfg)"
+)
+def test_haproxy_runs_with_a_valid_file(on: Host, s: Settings) -> None:
+    """This host's HAProxy (postgres_port and postgres_replica_port) runs, and the
+    haproxy.cfg on disk passes the container's own ``haproxy -c``: a rejected file is
+    already in place after a failed reload, and the next restart would not start."""
+    name = member_service.haproxy_container(s)
+    info = on.inspect("container", name)
+    running = bool(info and info["State"].get("Running"))
+    check(running, f"{name} is not running: postgres_port on this host reaches no member")
+    cfg = f"{CONFIG_MOUNT}/{member_service.HAPROXY_CFG}"
+    res = on.run(shlex.join([on.docker, "exec", name, "haproxy", "-c", "-f", cfg]))
+    alerts = [x for x in (res.stderr + res.stdout).splitlines() if "ALERT" in x]
+    why = " ".join(alerts or (res.stderr + res.stdout).split())[-300:]
+    check(
+        res.rc == 0,
+        f"haproxy -c rejects {s.layout.config}/{member_service.HAPROXY_CFG} ({why}): the "
+        "running HAProxy routes with what it loaded, but a restart would not start",
+    )
