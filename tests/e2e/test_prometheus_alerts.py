@@ -155,6 +155,7 @@ CLUSTER_ONLY = {
     "pgsteady_replication_streaming",
     "pgsteady_replication_slot_active",
     "pgsteady_cluster_replica_max_lag_bytes",
+    "pgsteady_backup_delegated_timestamp_seconds",
 }
 
 

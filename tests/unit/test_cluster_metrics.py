@@ -117,6 +117,28 @@ def test_the_textfile_reports_the_clusters_thresholds(
     assert "# TYPE pgsteady_cluster_replica_max_lag_bytes gauge" in text
 
 
+def test_a_member_that_left_the_dump_to_a_standby_says_when(
+    writer: ModuleType,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The primary's normal case in a cluster (pgsteady-backup's last run skipped, the dump
+    left to a streaming standby): PostgresBackupTooOld must not read it as no backup."""
+    config = _write_config(tmp_path, json.dumps(INFO))
+    config["cluster"] = {"replica_max_lag_bytes": 16777216}
+    status = {"last_run": {"time": "2030-01-03T00:00:00+00:00", "ok": True, "skipped": "m2"}}
+    (tmp_path / "status.json").write_text(json.dumps(status))
+    _, text = _run(writer, config, tmp_path)
+    delegated = 'pgsteady_backup_delegated_timestamp_seconds{tool="pg_dump"}'
+    assert f"\n{delegated} 1893628800\n" in text
+    assert 'pgsteady_backup_last_success_timestamp_seconds{tool="pg_dump"} 0\n' in text
+    # a run that dumped itself is no delegation; a single host never has the metric
+    status["last_run"].pop("skipped")
+    (tmp_path / "status.json").write_text(json.dumps(status))
+    assert f"\n{delegated} 0\n" in _run(writer, config, tmp_path)[1]
+    config.pop("cluster")
+    assert "pgsteady_backup_delegated" not in _run(writer, config, tmp_path)[1]
+
+
 def test_scrape_config_lists_every_member_with_its_cluster_and_name(tmp_path: Path) -> None:
     inv = tmp_path / "prod.py"
     inv.write_text(
