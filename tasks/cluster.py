@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pyinfra import host, inventory
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.files import File
@@ -26,13 +28,9 @@ def load_cluster(s: Settings) -> Cluster | None:
         raise DeployError(f"{host.name}: {exc}") from None
 
 
-def refuse_foreign_data(s: Settings) -> None:
-    """Stop the run before any operation when a member's data volume holds data Patroni
-    never managed (a single host's): pgsteady.cluster.adopt says why and what to do.
-    Every member reads every member's facts, so each host's deploy names the same hosts."""
-    cluster = load_cluster(s)
-    if cluster is None:
-        return
+def member_data(cluster: Cluster) -> list[adopt.MemberData]:
+    """Every member's data volume version and whether it was converged as a member (its
+    patroni.yml), read from each member's own host."""
     base = defaults()
     found = []
     for member in cluster.members:
@@ -47,6 +45,40 @@ def refuse_foreign_data(s: Settings) -> None:
                 bool(other.get_fact(File, path=f"{app_dir}/config/{PATRONI_YML}")),
             )
         )
-    problems = adopt.refusals(cluster, s.postgres_version, found)
+    return found
+
+
+def adopt_marker(s: Settings, cluster: Cluster) -> Path:
+    """The deploy machine's record that make cluster-adopt copied the seed's passwords."""
+    from tasks.etcd import _cluster_folder  # tasks.etcd imports this module
+
+    return _cluster_folder(s, cluster) / adopt.MARKER
+
+
+def _marked(s: Settings, cluster: Cluster) -> str:
+    path = adopt_marker(s, cluster)
+    return path.read_text().strip() if path.is_file() else ""
+
+
+def refuse_foreign_data(s: Settings) -> None:
+    """Stop the run before any operation when a member's data volume holds data Patroni
+    never managed (a single host's), unless the seed's is to be adopted:
+    pgsteady.cluster.adopt says why and what to do. Every member reads every member's
+    facts, so each host's deploy names the same hosts."""
+    cluster = load_cluster(s)
+    if cluster is None:
+        return
+    problems = adopt.refusals(
+        cluster, s.postgres_version, member_data(cluster), _marked(s, cluster)
+    )
     if problems:
         raise DeployError(f"{host.name}: " + "\n  ".join(problems))
+
+
+def adopting(s: Settings) -> bool:
+    """This run adopts the seed's single-host data (make cluster-adopt ran)."""
+    cluster = load_cluster(s)
+    if cluster is None:
+        return False
+    found = member_data(cluster)
+    return adopt.adopting(cluster, s.postgres_version, found, _marked(s, cluster))

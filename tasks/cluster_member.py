@@ -31,7 +31,7 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import server
 
 from pgsteady.backup import cluster_archive
-from pgsteady.cluster import dcs, patroni
+from pgsteady.cluster import adopt, dcs, patroni
 from pgsteady.cluster import member_service as ms
 from pgsteady.cluster.certs import issue_etcd_client_cert
 from pgsteady.cluster.etcd_service import container_name as etcd_container
@@ -43,7 +43,7 @@ from pgsteady.stack.compose import INIT_SQL, SUPERUSER, secret_names
 from pgsteady.stack.hostfiles import Owned, server_readable
 from pgsteady.stack.layout import INIT_MOUNT, TLS_MOUNT
 from tasks import haproxy_client_cert, haproxy_reload
-from tasks.cluster import load_cluster
+from tasks.cluster import adopting, load_cluster
 from tasks.etcd import cluster_secret, etcd_ca
 from tasks.facts import DockerInspect
 from tasks.noop_guard import guarded_put
@@ -84,7 +84,9 @@ class PatroniDcsConfig(FactBase[Any]):
 
     def command(self, container: str) -> str:
         argv = ["docker", "exec", "-u", "postgres", container, *dcs.show_argv(ms.PATRONI_DIR)]
-        return f"{shlex.join(argv)} 2>/dev/null || true"
+        # only a successful answer: a failed exec prints its error on stdout (a container
+        # without patronictl: the single host a cluster adopts)
+        return f'if out=$({shlex.join(argv)} 2>/dev/null); then printf "%s\\n" "$out"; fi'
 
     def process(self, output: Iterable[str]) -> Any:
         text = "\n".join(output).strip()
@@ -192,6 +194,8 @@ def _restart_for_new_etcd_ca(s: Settings, ca_op: OperationMeta) -> None:
     restart its container, so Patroni's entrypoint copies the new patroni.yml (the etcd
     ``cacert`` path changed) and Patroni builds its etcd client anew; a reload does not
     re-read TLS paths. Every member at once, after etcd restarted with that CA."""
+    if adopting(s):  # the running server is the single host's, restarted by _adopt
+        return
     running = f"docker inspect -f '{{{{.State.Running}}}}' {s.container_name} 2>/dev/null"
     server.shell(
         name="Restart Patroni for the cluster's new etcd CA (a member that runs)",
@@ -260,6 +264,8 @@ def start_member(s: Settings, p: Pending | None, seed_turn: bool) -> OperationMe
     ctx = context(s)
     if p is None or ctx is None or is_seed(s) != seed_turn:
         return None
+    if seed_turn and adopting(s):
+        return _adopt(s, p, ctx[1])
     if p.running:  # a running member's new image or compose file: one at a time, by
         return None  # the seed's rolling step (tasks/cluster_roll.py, recreate_changed)
     cluster, member = ctx
@@ -269,6 +275,33 @@ def start_member(s: Settings, p: Pending | None, seed_turn: bool) -> OperationMe
     what = "the seed, until it leads" if seed_turn else "a member (clones the leader)"
     return server.shell(
         name=f"Start Patroni and HAProxy on {what}", commands=commands, _if=_changed(p)
+    )
+
+
+def _adopt(s: Settings, p: Pending, member: Member) -> OperationMeta:
+    """The seed's single-host stack restarted under Patroni on the same data volume (Patroni
+    adopts a data directory when the DCS has no initialize key), then the replication and
+    pg_rewind roles Patroni makes only after an initdb, before any other member clones.
+    The rolling step leaves this member alone: it runs the new stack already."""
+    p.running = False
+    sql = adopt.roles_sql(
+        (patroni.REPLICATION_USER, "/run/secrets/replication_password"),
+        (patroni.REWIND_USER, "/run/secrets/rewind_password"),
+    )
+    psql = _exec(
+        s, ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-f", "-"], True
+    )
+    return server.shell(
+        name="Restart the single host under Patroni (adopting its data), create the roles",
+        commands=[
+            # frees postgres_port for HAProxy (the services have no start order)
+            shlex.join(["docker", "stop", "--time", "120", s.container_name]),
+            f"{s.layout.bin}/pgsteady-ctl up",
+            _wait_leader(s, member.name),
+            # until it accepts writes (the leader key may come just before the promotion)
+            f"i=0; until printf '%s' {shlex.quote(sql)} | {psql}; do i=$((i+1)); "
+            "[ $i -lt 30 ] || exit 1; sleep 2; done",
+        ],
     )
 
 

@@ -44,6 +44,7 @@ from pgsteady.cluster.roll_lock import Holder, LockUnreadable, fact_command, par
 from pgsteady.cluster.stack_drift import drift_command, drifted
 from pgsteady.settings import Settings
 from pgsteady.units import parse_size
+from tasks.cluster import adopting
 from tasks.cluster_member import (
     DCS_MANAGED,
     PatroniDcsConfig,
@@ -113,7 +114,7 @@ class PatroniConfigStale(FactBase[bool]):
 def refuse_while_rolling(s: Settings) -> None:
     """Stop the deploy before any change while a rolling operation holds the lock."""
     ctx = context(s)
-    if ctx is None:
+    if ctx is None or adopting(s):  # the seed runs its single-host server: no cluster yet
         return
     answer = host.get_fact(RollLock, read=fact_command("docker", s.container_name))
     try:

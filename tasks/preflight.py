@@ -8,7 +8,8 @@ from pyinfra.facts.server import LinuxDistribution, Port
 
 from pgsteady.cluster.member_service import haproxy_container
 from pgsteady.settings import Settings
-from pgsteady.stack.preflight import PreflightInput, check
+from pgsteady.stack.preflight import PreflightInput, check, port_is_ours
+from tasks.cluster import adopting
 from tasks.facts import DockerInspect, FreeDiskBytes
 from tasks.upgrade_major import volume_state
 
@@ -20,6 +21,11 @@ def run(s: Settings) -> None:
     name = s.container_name if s.postgres_cluster_name is None else haproxy_container(s)
     container = host.get_fact(DockerInspect, kind="container", object_id=name)
     owner, _pid = host.get_fact(Port, port=s.postgres_port) or (None, None)
+    if owner and s.postgres_cluster_name is not None and adopting(s):
+        # the seed's single-host server publishes the port until its restart under Patroni
+        single = host.get_fact(DockerInspect, kind="container", object_id=s.container_name)
+        if port_is_ours(s.model_copy(update={"postgres_cluster_name": None}), single):
+            owner = None
     failures = check(
         s,
         PreflightInput(

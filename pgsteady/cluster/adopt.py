@@ -4,9 +4,13 @@ A cluster's seed (its first member in inventory order) starts Patroni alone; the
 members clone it. A member whose data volume already holds a Postgres cluster that Patroni
 never managed (a single host's data) changes that: its data must never be initialised
 over, its passwords must stay valid, and an empty member must never win the leader race.
-Converging such a host into a cluster (adoption) is not automated yet, so every such
-inventory is refused before any operation, with the reason and the way forward;
-:func:`refusals` decides it from each member's facts.
+Such an inventory is refused before any operation, with the reason and the way forward
+(:func:`refusals`, from each member's facts), except one case: the seed holds the data,
+at the cluster's major version, and ``make cluster-adopt HOST=<seed>`` has copied its
+password files into the cluster's secrets on the deploy machine (:data:`MARKER` names the
+seed). Then the seed's deploy restarts its stack under Patroni on the same volume, which
+adopts the data as leader, and creates the replication and pg_rewind roles Patroni makes
+only when it initialises (:func:`roles_sql`); only then do the other members clone it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Any
 from pgsteady.cluster.topology import Cluster
 
 RUNBOOK = "docs/operations.md, 'Single host to cluster'"
+#: In the cluster's folder of the deploy machine: the seed whose passwords were copied.
+MARKER = "adopt-seed"
 
 
 @dataclass(frozen=True)
@@ -37,10 +43,22 @@ def data_volume(data: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
     return named or f"{project}_pgdata"
 
 
-def refusals(cluster: Cluster, version: int, members: Sequence[MemberData]) -> list[str]:
+def _foreign(members: Sequence[MemberData]) -> list[MemberData]:
+    return [m for m in members if m.data_version is not None and not m.was_member]
+
+
+def adopting(cluster: Cluster, version: int, members: Sequence[MemberData], marked: str) -> bool:
+    """The seed's data is adopted in this run (``marked``: the MARKER file's seed name)."""
+    return not refusals(cluster, version, members, marked) and bool(_foreign(members))
+
+
+def refusals(
+    cluster: Cluster, version: int, members: Sequence[MemberData], marked: str = ""
+) -> list[str]:
     """One message per reason the inventory cannot converge without risking a member's
-    data; empty when every member with data is one Patroni manages already."""
-    foreign = [m for m in members if m.data_version is not None and not m.was_member]
+    data; empty when every member with data is one Patroni manages already, or when the
+    seed's data is to be adopted (``marked`` names it: make cluster-adopt ran)."""
+    foreign = _foreign(members)
     if not foreign:
         return []
     seed = cluster.members[0].name
@@ -73,9 +91,44 @@ def refusals(cluster: Cluster, version: int, members: Sequence[MemberData]) -> l
             f"the single host first (postgres_upgrade_from_volume, docs/operations.md "
             "'Major version upgrade'), then see " + RUNBOOK
         ]
+    if marked == m.name:
+        return []
     return [
-        f"{m.name}: its data volume holds a single host's Postgres {version} data; "
-        "converging a running single host into a cluster in place is not automated yet "
-        f"(its passwords and system identifier would not carry over safely). Accepted: "
-        f"keep {m.name} a single host, or move the data into a new cluster: {RUNBOOK}"
+        f"{m.name}: its data volume holds a single host's Postgres {version} data; run "
+        f"`make cluster-adopt HOST={m.name}` first, which copies its passwords into the "
+        "cluster's secrets so that clients keep them, then deploy (the seed adopts its data, "
+        f"the others clone it): {RUNBOOK}"
     ]
+
+
+#: The file functions pg_rewind calls, granted to its role as Patroni does at bootstrap.
+REWIND_FUNCTIONS = (
+    "pg_ls_dir(text, boolean, boolean)",
+    "pg_stat_file(text, boolean)",
+    "pg_read_binary_file(text)",
+    "pg_read_binary_file(text, bigint, bigint, boolean)",
+)
+
+
+def roles_sql(replication: tuple[str, str], rewind: tuple[str, str]) -> str:
+    """psql script creating (or updating) the replication and pg_rewind roles, each
+    ``(role, password file in the container)``: the roles Patroni creates only after an
+    initdb. The passwords are read by psql in the container and kept out of the logs."""
+    lines = [
+        "\\set ON_ERROR_STOP on",
+        "SET search_path = pg_catalog, pg_temp;",
+        "SET log_statement = 'none';",
+        "SET log_min_duration_statement = -1;",
+        "SET log_min_error_statement = 'panic';",
+        "SET pg_stat_statements.track = 'none';",
+        "SET pg_stat_statements.track_utility = off;",
+    ]
+    for (role, path), options in ((replication, "REPLICATION"), (rewind, "NOREPLICATION")):
+        lines += [
+            f"\\set pgsteady_pw `cat {path}`",
+            f"SELECT 'CREATE ROLE {role}' WHERE NOT EXISTS "
+            f"(SELECT FROM pg_catalog.pg_roles WHERE rolname = '{role}') \\gexec",
+            f"ALTER ROLE {role} WITH LOGIN NOSUPERUSER {options} PASSWORD :'pgsteady_pw';",
+        ]
+    lines += [f"GRANT EXECUTE ON FUNCTION pg_catalog.{f} TO {rewind[0]};" for f in REWIND_FUNCTIONS]
+    return "\n".join(lines) + "\n"

@@ -1,15 +1,16 @@
-"""A running single-host pgsteady put into a cluster group (issue 15 item 3, design §7).
+"""A running single-host pgsteady converged into a cluster (issue 15 item 3, design §7).
 
-Adoption in place is not automated yet, so the deploy must refuse such an inventory
-before any operation: without this check the cluster deploy uploads the cluster's new
-password files over the single host's, skips the seed's start (its container runs) and
-starts Patroni on the two empty hosts, one of which would initialise a new, empty
-cluster instead of the seed adopting its data. On a lab of three hosts: host 1 is converged as a
-single host (Postgres 17, the cluster's version) and gets rows; then the 3-host cluster
-inventory is deployed, with host 1 first (the seed) and with host 1 second. Each run must
-fail naming host 1 and the reason, and change nothing: the same container still serves
-the same system identifier and rows, its password files are byte-for-byte the same, and
-the other hosts run no container and hold no Patroni file.
+On a lab of three hosts, host 1 is converged as a single host (Postgres 17, the cluster's
+version) and gets rows. First, the 3-host cluster inventory is deployed before
+`make cluster-adopt`, once with host 1 as the seed and once with host 1 second. Each
+run must fail naming host 1 and change nothing: the same container serves the same
+system identifier and rows, its password files are byte-for-byte the same, and the other
+hosts run no container and hold no Patroni file. Without the check, the deploy would
+upload the cluster's new passwords over the single host's and let an empty member
+initialise a new cluster. Then `make cluster-adopt HOST=<host 1>` and `make deploy` run
+under a writer that uses the single host's password. Host 1 must lead two streaming
+replicas with its system identifier and rows, and no acknowledged write may be lost.
+Verify must pass and a second deploy must change nothing. The write gap is recorded.
 
 Opt-in (its own make target, ``make lab-cluster-adopt``): a 3-host lab of its own.
 """
@@ -20,15 +21,21 @@ import dataclasses
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from pgsteady.cluster import member_service as ms
-from pgsteady.lab.cluster_backend import read_inventory
+from pgsteady.lab.cluster_backend import CA_FILE, from_inventory, read_inventory
+from pgsteady.lab.engine import docker
+from pgsteady.lab.failover import longest_gap, lost
 from pgsteady.lab.recipe import render_inventory
+from pgsteady.lab.writers import SCHEMA, WRITES, Writer, connect, execute
 from tests.lab.conftest import LabTarget, cluster_lab, record
 
 DATA = {"compose_project": "labad", "backup_schedule": "@daily"}
+#: What a lab host cannot pass whatever pgsteady does: it runs no NTP client.
+LAB_ENVIRONMENT = {"host/time_synchronised"}
 ROWS = 500
 pytestmark = [
     pytest.mark.timeout(3600),
@@ -79,7 +86,8 @@ def _state(one: LabTarget) -> dict[str, str]:
     rows = one.sql("SELECT count(*) FROM public.kept")
     fmt = "'{{.Id}} {{.State.Running}}'"
     container = one.ssh(f"docker inspect -f {fmt} {s.container_name}")
-    sums = one.ssh(f"cd {s.layout.secrets} && sha256sum -- *")  # hashes only, never values
+    # hashes only, never values; the files (a cluster member also has an etcd directory)
+    sums = one.ssh(f"cd {s.layout.secrets} && find . -maxdepth 1 -type f | sort | xargs sha256sum")
     for proc in (sysid, rows, container, sums):
         assert proc.returncode == 0, proc.stderr
     return {
@@ -107,7 +115,7 @@ def test_a_single_hosts_data_in_a_cluster_group_is_refused_before_any_change(
     assert result.returncode != 0, result.output[-4000:]
     if seed_first:
         expected = f"{names[0]}: its data volume holds a single host's Postgres 17 data"
-        assert expected in result.output and "not automated yet" in result.output
+        assert expected in result.output and f"make cluster-adopt HOST={names[0]}" in result.output
     else:
         expected = f"{names[0]}: its data volume holds Postgres data, but the seed"
         assert expected in result.output and f"is {names[1]}" in result.output
@@ -119,3 +127,79 @@ def test_a_single_hosts_data_in_a_cluster_group_is_refused_before_any_change(
     for t in targets[1:]:
         ps = t.ssh("docker ps -aq 2>/dev/null || true")
         assert ps.stdout.strip() == "", f"{t.host.name} runs containers: {ps.stdout}"
+
+
+def _dsn(one: LabTarget) -> str:
+    """The application's connection string to host 1's postgres_port (the single host's
+    server, then the cluster's HAProxy on the same address), with the single host's
+    password, the certificate verified against the inventory CA."""
+    s = one.settings
+    password = docker("exec", one.host.name, "cat", f"{s.layout.secrets}/app_password").stdout
+    quoted = "'" + password.strip().replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return (
+        f"host={one.host.ip} port={s.postgres_port} dbname={s.postgres_db} "
+        f"user={s.postgres_user} password={quoted} sslmode=verify-full "
+        f"sslrootcert={one.lab.dir / 'ca' / CA_FILE} connect_timeout=2 application_name=adopt"
+    )
+
+
+def test_cluster_adopt_then_deploy_keeps_the_data_passwords_and_identity(
+    single: tuple[list[LabTarget], LabTarget],
+) -> None:
+    """make cluster-adopt, then make deploy under a writer with the single host's password:
+    same system identifier, every row, the seed leads two streaming replicas, no acked
+    write lost, verify green, a second deploy changes nothing; the write gap recorded."""
+    targets, one = single
+    names = [t.host.name for t in targets]
+    before = _state(one)
+    cluster = _inventory(targets[0], names, True, "cluster.py")
+    adopted = cluster.make("cluster-adopt", f"HOST={names[0]}", timeout=600)
+    assert adopted.returncode == 0, adopted.output[-4000:]
+    dsn = _dsn(one)
+    conn = connect(dsn, 10)
+    try:
+        execute(conn, f"{SCHEMA}; TRUNCATE public.{WRITES}", (), 30)
+    finally:
+        conn.close()
+    writer = Writer(dsn)
+    writer.start()
+    start = time.monotonic()
+    try:
+        deploy = cluster.make("deploy", timeout=3600)
+        end = time.monotonic()
+        time.sleep(5)
+    finally:
+        writer.stop()
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    gap = longest_gap([a.at for a in writer.acks], start, end)
+    acks, unknown = len(writer.acks), len(writer.unknown)
+    print(f"adopt: deploy {deploy.seconds:.0f} s, longest write gap {gap:.2f} s, load {load}, "
+          f"{acks} acks, {unknown} unknown, {writer.errors[:3]}")  # fmt: skip
+    assert deploy.returncode == 0, deploy.output[-8000:]
+    record(f"adopt lab: first cluster deploy of the adopted host, load {load}", deploy.seconds)
+    record(f"adopt lab: longest write gap during adoption, load {load}", gap)
+    lab = from_inventory(cluster.inventory)
+    try:
+        lab.wait_whole(600)
+        assert lab.leader() == names[0]  # the seed leads
+    finally:
+        lab.close()
+    after = _state(one)
+    assert after["sysid"] == before["sysid"] and after["rows"] == before["rows"]
+    for line in before["secrets"].splitlines():  # clients keep their passwords
+        assert line in after["secrets"].splitlines(), f"changed: {line.split()[-1]}"
+    acked = [a.n for a in writer.acks]
+    present = one.sql(f"SELECT n FROM public.{WRITES}").stdout.split()
+    assert acked and not lost(acked, [int(n) for n in present])
+    for t in targets[1:]:  # the replicas hold the seed's data: same identifier, same rows
+        ident = t.sql("SELECT system_identifier FROM pg_control_system()")
+        rows = t.sql("SELECT count(*) FROM public.kept")
+        assert (ident.stdout.strip(), rows.stdout.strip()) == (before["sysid"], str(ROWS))
+    result = cluster.make("verify", timeout=1800)
+    fails = [line for line in result.output.splitlines() if line.startswith("FAIL ")]
+    checks = {line.split("] ", 1)[1].split(":", 1)[0] for line in fails}
+    assert checks <= LAB_ENVIRONMENT, "\n".join(fails)
+    assert "checks:" in result.output, result.output[-4000:]
+    again = cluster.make("deploy", timeout=1800)
+    assert again.returncode == 0, again.output[-8000:]
+    assert again.changed == 0, again.output[-8000:]

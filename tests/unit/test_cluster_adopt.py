@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgsteady.cluster.adopt import MemberData, data_volume, refusals
+from pgsteady.cluster.adopt import MemberData, adopting, data_volume, refusals, roles_sql
 from pgsteady.cluster.topology import cluster_from_mapping
 from pgsteady.settings import defaults
 
@@ -33,10 +33,32 @@ def test_members_without_a_single_hosts_data_converge(members: list[MemberData])
     assert refusals(CLUSTER, 17, members) == []
 
 
-def test_the_seed_with_a_single_hosts_data_is_refused_until_adoption_is_automated() -> None:
-    (msg,) = refusals(CLUSTER, 17, hosts((17, False), (None, False), (None, False)))
-    assert msg.startswith("pg1: ") and "not automated" in msg
-    assert "Single host to cluster" in msg and "keep pg1 a single host" in msg
+def test_the_seed_with_a_single_hosts_data_waits_for_make_cluster_adopt() -> None:
+    members = hosts((17, False), (None, False), (None, False))
+    (msg,) = refusals(CLUSTER, 17, members)
+    assert msg.startswith("pg1: ") and "make cluster-adopt HOST=pg1" in msg
+    assert not adopting(CLUSTER, 17, members, "")
+    assert refusals(CLUSTER, 17, members, "pg1") == []  # its passwords were copied
+    assert adopting(CLUSTER, 17, members, "pg1")
+    assert refusals(CLUSTER, 17, members, "pg2") == [msg]  # copied from another host
+
+
+def test_no_adoption_once_the_seed_is_a_member_or_without_data() -> None:
+    assert not adopting(CLUSTER, 17, hosts((17, True), (17, True), (None, False)), "pg1")
+    assert not adopting(CLUSTER, 17, hosts((None, False), (None, False), (None, False)), "pg1")
+    # the marker never lets data on another member, or an older major, through
+    assert refusals(CLUSTER, 17, hosts((None, False), (17, False), (None, False)), "pg2")
+    assert refusals(CLUSTER, 17, hosts((15, False), (None, False), (None, False)), "pg1")
+
+
+def test_roles_sql_reads_passwords_in_the_container_and_grants_rewind_functions() -> None:
+    sql = roles_sql(("replicator", "/run/secrets/r"), ("pgsteady_rewind", "/run/secrets/w"))
+    assert "\\set pgsteady_pw `cat /run/secrets/r`" in sql
+    assert (
+        "ALTER ROLE replicator WITH LOGIN NOSUPERUSER REPLICATION PASSWORD :'pgsteady_pw';" in sql
+    )
+    assert "SET log_statement = 'none';" in sql.split("\\set pgsteady_pw")[0]  # before any password
+    assert sql.count("TO pgsteady_rewind;") == 4
 
 
 def test_data_on_a_member_that_is_not_the_seed_names_it_and_the_seed() -> None:
