@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help deploy dry-run down test test-unit test-integration test-e2e lint verify \
 	status monitor chaos bench backup restore restore-pitr restore-pitr-clean restore-drill clean-venv host-deps update-image upgrade-major lock \
-	lab lab-down lab-chaos lab-cluster-chaos lab-cluster-backups lab-cluster-image-roll lab-cluster-remove settings-docs ci scrape-config switchover reinit \
+	lab lab-down lab-chaos lab-cluster-chaos lab-cluster-backups lab-cluster-image-roll lab-cluster-remove lab-cluster-grow settings-docs ci scrape-config switchover reinit \
 	remove-member
 
 help:
@@ -244,6 +244,24 @@ lab-cluster-remove: $(STAMP) host-deps
 .PHONY: lab-cluster-metrics
 lab-cluster-metrics: $(STAMP) host-deps
 	PGSTEADY_LAB_METRICS=1 $(PYTEST) -q -s tests/lab/test_cluster_lab_metrics.py $(PYTEST_ARGS)
+
+# Before the first cluster deploy of a running single host (its first member): copy its
+# passwords into the cluster's secrets on this machine (never printed; docs/operations.md).
+.PHONY: cluster-adopt
+cluster-adopt: $(STAMP)
+	$(if $(HOST),,$(error make cluster-adopt needs HOST=<the single host, first of its cluster group>))
+	$(PYINFRA) --limit $(HOST) $(INVENTORY) deploys/cluster_adopt.py
+
+# A running single host put into a 3-host cluster group on a lab of its own (~20 min):
+# refused before cluster-adopt with nothing changed, then adopted under a writer (issue 15).
+.PHONY: lab-cluster-adopt
+lab-cluster-adopt: $(STAMP) host-deps
+	PGSTEADY_LAB_ADOPT=1 $(PYTEST) -q -s tests/lab/test_cluster_lab_adopt.py $(PYTEST_ARGS)
+
+# A 4th host added to a RUNNING 3-member cluster on a lab of its own (4 members + backup
+# host, ~30 min): one deploy under a writer, the clone from pgBackRest, the gap recorded.
+lab-cluster-grow: $(STAMP) host-deps
+	PGSTEADY_LAB_GROW=1 $(PYTEST) -q -s tests/lab/test_cluster_lab_grow.py $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(PYTEST) -q tests/unit $(PYTEST_ARGS)
