@@ -6,7 +6,8 @@ from collections import Counter
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
-#: The directories `make test` runs together (Makefile's test target).
+#: The directories `make test` runs (Makefile's test target: scripts/run_tests.py, the lab
+#: in a session of its own beside the others).
 RUN_TOGETHER = ("unit", "integration", "e2e", "chaos", "lab")
 
 
@@ -18,7 +19,17 @@ def test_test_modules_have_unique_names_across_one_run() -> None:
 
 
 def test_make_test_runs_these_directories() -> None:
+    """make test runs scripts/run_tests.py: tests/lab in one session, the rest in another."""
+    import importlib.util
+
     makefile = (TESTS.parent / "Makefile").read_text()
     recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
     line = next(x for x in recipe.splitlines() if "$(PYTEST)" in x)
-    assert all(f"tests/{d}" in line for d in RUN_TOGETHER), line
+    assert "scripts/run_tests.py $(PYTEST)" in line, line
+    script = TESTS.parent / "scripts" / "run_tests.py"
+    spec = importlib.util.spec_from_file_location("run_tests", script)
+    assert spec is not None and spec.loader is not None
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    sessions = [*runner.REST, *runner.LAB]
+    assert sorted(sessions) == sorted(f"tests/{d}" for d in RUN_TOGETHER), sessions
