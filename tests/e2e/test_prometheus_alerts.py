@@ -164,6 +164,7 @@ def rule_metrics() -> set[str]:
     rules = yaml.safe_load(RULES.read_text())
     exprs = " ".join(r["expr"] for g in rules["groups"] for r in g["rules"])
     exprs = re.sub(r"\b(?:by|on|ignoring|without)\s*\([^)]*\)", " ", exprs)  # label lists
+    exprs = re.sub(r"\{[^}]*\}|\"[^\"]*\"", " ", exprs)  # label matchers, label_replace's strings
     return set(re.findall(r"\b(?:pg|pgsteady|node)_\w+|\bup\b", exprs))
 
 
