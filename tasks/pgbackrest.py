@@ -146,7 +146,9 @@ def ensure_stanza(s: Settings, prepared: list[OperationMeta]) -> None:
                 # at a time (it retries the WAL that waits for the stanza): try again.
                 f"n=0; until {ctl} stanza-create; do n=$((n + 1)); "
                 '[ "$n" -lt 12 ] || exit 1; sleep 5; done',
-                f"{ctl} check",
+                # WAL that failed before the stanza existed may hold the archiver in its
+                # retry back-off past check's 60 s wait (seen once in CI): up to 3 tries.
+                f'n=0; until {ctl} check; do n=$((n + 1)); [ "$n" -lt 3 ] || exit 1; done',
                 *(f"{ctl} --repo={n} backup --type=full" for n in pgbackrest.local_repos(s)),
                 # A verdict from the start (make verify reads it; the job renews it weekly).
                 *(
