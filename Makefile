@@ -115,7 +115,7 @@ settings-docs: $(STAMP)
 host-deps:
 	sh scripts/ensure-test-host
 
-# tests/lab (host containers, mostly waiting on their own deploys) runs beside the rest.
+# Three pytest sessions side by side (scripts/run_tests.py): unit+integration, e2e+chaos, lab.
 test: $(STAMP) host-deps $(PATRONI_STAMP) lint
 	$(BIN)/python scripts/run_tests.py $(PYTEST) $(PYTEST_ARGS)
 

@@ -1,28 +1,50 @@
-"""`make test`: tests/lab runs BESIDE the rest of the suite, in its own pytest session.
+"""`make test`: three pytest sessions run side by side, each over its own directories.
 
-The lab's time is mostly spent waiting on its host containers (their own dockerd, systemd
-and deploys over SSH), so running it alongside unit, integration, e2e and the chaos subset
-shortens the whole run instead of adding to it. No test in either half restarts the shared
-dockerd (only `make chaos`'s full mode does). Both halves must pass; the lab's output
-follows the rest's, with its own exit status.
+Most of the suite's time is spent waiting: on containers starting, Postgres recovering,
+deploys over SSH, the lab's host containers (their own dockerd and systemd). One session
+running it all in a row took ~41 min on this 2-core machine; split in three it keeps both
+CPUs busy. The split is by directory, so a test file never runs beside itself, and every
+test already keeps to its own names, ports and directories on the shared Docker engine
+(the suite's rule). No test restarts the shared dockerd (only `make chaos`'s full mode
+does). Every session must pass.
 
-An interrupt (Ctrl-C, or SIGINT/SIGTERM to this process) reaches both sessions as ONE
-SIGINT (each runs in its own process group, so a terminal's Ctrl-C is not delivered twice),
-so each runs its fixtures' clean-up (the lab removes its host containers), and this waits
-for both before it exits. Usage: run_tests.py PYTEST [pytest args for both halves...]
+- ``unit+integration``: pure logic, then real engines (Postgres, etcd, Patroni, HAProxy,
+  PgBouncer, Prometheus) as processes and containers;
+- ``e2e+chaos``: the real pyinfra CLI against @local stacks, make verify, the chaos subset;
+- ``lab``: systemd host containers over SSH (tests/lab).
+
+The first session's output streams live; the others' follows it, each with its exit
+status. An interrupt (Ctrl-C, or SIGINT/SIGTERM to this process) reaches every session
+as ONE SIGINT (each runs in its own process group, so a terminal's Ctrl-C is not
+delivered twice), so each runs its fixtures' clean-up (the lab removes its host
+containers), and this waits for all before it exits.
+Usage: run_tests.py PYTEST [pytest args for every session...]
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 import tempfile
 from types import FrameType
+from typing import IO
 
-REST = ["tests/unit", "tests/integration", "tests/e2e", "tests/chaos"]
-LAB = ["tests/lab"]
-#: pytest's exit status when it collected nothing (a -k that matches no lab test).
+#: Session name -> the directories it runs, in order. The first streams live.
+SESSIONS: dict[str, list[str]] = {
+    "unit+integration": ["tests/unit", "tests/integration"],
+    "e2e+chaos": ["tests/e2e", "tests/chaos"],
+    "lab": ["tests/lab"],
+}
+#: Per-session pytest options: how many slowest tests each reports, no shared cache
+#: writes from the sessions that do not stream.
+OPTIONS: dict[str, list[str]] = {
+    "unit+integration": ["--durations=20"],
+    "e2e+chaos": ["-p", "no:cacheprovider", "--durations=20"],
+    "lab": ["-p", "no:cacheprovider", "--durations=15"],
+}
+#: pytest's exit status when it collected nothing (a -k that matches no test of a session).
 NO_TESTS = 5
 
 
@@ -41,29 +63,40 @@ def _wait_all(procs: list[subprocess.Popen[bytes]]) -> list[int]:
 
 
 def passed(status: int, extra_args: list[str]) -> bool:
-    """A half passed: status 0, or nothing collected because the caller's own arguments
+    """A session passed: status 0, or nothing collected because the caller's own arguments
     (PYTEST_ARGS, e.g. ``-k``) selected no test in it."""
     return status == 0 or (status == NO_TESTS and bool(extra_args))
 
 
 def main(argv: list[str]) -> int:
     pytest, *args = argv
-    with tempfile.TemporaryFile() as log:
-        lab = subprocess.Popen(
-            [pytest, "-q", "-p", "no:cacheprovider", "--durations=15", *LAB, *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            process_group=0,
-        )
-        rest = subprocess.Popen([pytest, "-q", "--durations=30", *REST, *args], process_group=0)
-        rest_status, lab_status = _wait_all([rest, lab])
-        sys.stdout.flush()
-        print(f"\n=== tests/lab (its own session, run beside the above): exit status {lab_status}")
-        sys.stdout.flush()
-        log.seek(0)
-        sys.stdout.buffer.write(log.read())
-        sys.stdout.flush()
-    return 0 if passed(rest_status, args) and passed(lab_status, args) else 1
+    names = list(SESSIONS)
+    with contextlib.ExitStack() as stack:
+        logs: dict[str, IO[bytes]] = {
+            n: stack.enter_context(tempfile.TemporaryFile()) for n in names[1:]
+        }
+        procs = []
+        for name in reversed(names):  # the live one last: the others are already going
+            out = logs.get(name)
+            procs.append(
+                subprocess.Popen(
+                    [pytest, "-q", *OPTIONS[name], *SESSIONS[name], *args],
+                    stdout=out,
+                    stderr=subprocess.STDOUT if out is not None else None,
+                    process_group=0,
+                )
+            )
+        statuses = dict(zip(reversed(names), _wait_all(procs), strict=True))
+        for name in names[1:]:
+            sys.stdout.flush()
+            print(f"\n=== {name} (its own session, run beside the above): exit status "
+                  f"{statuses[name]}")  # fmt: skip
+            sys.stdout.flush()
+            logs[name].seek(0)
+            sys.stdout.buffer.write(logs[name].read())
+            sys.stdout.flush()
+    print(f"\n=== {names[0]}: exit status {statuses[names[0]]}")
+    return 0 if all(passed(s, args) for s in statuses.values()) else 1
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ e.g. the Postgres image's data directory), or with ``-v /path``, gets an anonymo
 which ``docker rm`` without ``-v`` (and ``compose down`` without ``-v``) leaves dangling.
 The engine is shared with other sessions, so the check compares sets: only a volume
 absent when the session started and dangling at its end counts, named in the report.
-`make test` runs two sessions at once (scripts/run-tests), so a volume found dangling is
+`make test` runs three sessions at once (scripts/run_tests.py), so a volume found dangling is
 read again after a pause: one the other session is removing right then is not a leak.
 """
 

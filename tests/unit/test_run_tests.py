@@ -1,5 +1,5 @@
-"""scripts/run_tests.py (make test): both halves' statuses count, and an interrupt reaches
-both pytest sessions once, as SIGINT, and is waited for (their clean-up runs)."""
+"""scripts/run_tests.py (make test): every session's status counts, and an interrupt
+reaches each pytest session once, as SIGINT, and is waited for (their clean-up runs)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "run_tests.py"
 
-#: A stand-in pytest: records its arguments, exits with $REST_RC / $LAB_RC, or with
-#: $HANG sleeps until SIGINT and then records its clean-up (what pytest's fixtures do).
+#: A stand-in pytest: records its arguments, exits with $UNIT_RC / $E2E_RC / $LAB_RC, or
+#: with $HANG sleeps until SIGINT and then records its clean-up (what pytest's fixtures do).
 FAKE = """#!{python}
 import os, sys, time
-half = "lab" if "tests/lab" in sys.argv else "rest"
+half = next(h for h in ("lab", "e2e", "unit") if "tests/" + h in sys.argv)
 out = os.environ["OUT"]
 with open(os.path.join(out, half + ".args"), "w") as f:
     f.write(" ".join(sys.argv[1:]))
@@ -50,20 +50,30 @@ def _run(fake: Path, out: Path, *args: str, **env: str) -> subprocess.CompletedP
     )  # fmt: skip
 
 
+HALVES = ("unit", "e2e", "lab")
+
+
 @pytest.mark.parametrize(
-    ("rest", "lab", "args", "want"),
-    [("0", "0", (), 0), ("1", "0", (), 1), ("0", "1", (), 1), ("0", "5", (), 1),
-     ("0", "5", ("-k", "verify"), 0)],
+    ("unit", "e2e", "lab", "args", "want"),
+    [("0", "0", "0", (), 0), ("1", "0", "0", (), 1), ("0", "1", "0", (), 1),
+     ("0", "0", "1", (), 1), ("0", "0", "5", (), 1), ("0", "5", "5", ("-k", "verify"), 0)],
 )  # fmt: skip
-def test_both_halves_must_pass(
-    fake: Path, tmp_path: Path, rest: str, lab: str, args: tuple[str, ...], want: int
+def test_every_session_must_pass(
+    fake: Path, tmp_path: Path, unit: str, e2e: str, lab: str, args: tuple[str, ...], want: int
 ) -> None:
-    proc = _run(fake, tmp_path, *args, REST_RC=rest, LAB_RC=lab)
+    proc = _run(fake, tmp_path, *args, UNIT_RC=unit, E2E_RC=e2e, LAB_RC=lab)
     assert proc.returncode == want, proc.stdout + proc.stderr
-    assert f"exit status {lab}" in proc.stdout
-    assert (tmp_path / "lab.args").read_text().split()[-1 - len(args)] == "tests/lab"
-    rest_args = (tmp_path / "rest.args").read_text()
-    assert "tests/unit tests/integration tests/e2e tests/chaos" in rest_args
+    assert f"=== lab (its own session, run beside the above): exit status {lab}" in proc.stdout
+    assert f"=== e2e+chaos (its own session, run beside the above): exit status {e2e}" in (
+        proc.stdout
+    )
+    assert f"=== unit+integration: exit status {unit}" in proc.stdout
+    ran = {h: (tmp_path / f"{h}.args").read_text() for h in HALVES}
+    assert ran["lab"].split()[-1 - len(args)] == "tests/lab"
+    assert "tests/unit tests/integration" in ran["unit"]
+    assert "tests/e2e tests/chaos" in ran["e2e"]
+    for h in HALVES:  # the caller's arguments reach every session, last
+        assert ran[h].split()[len(ran[h].split()) - len(args) :] == list(args), ran[h]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -76,7 +86,7 @@ def test_an_interrupt_reaches_both_sessions_once_and_is_waited_for(
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 30
-    while not ((tmp_path / "lab.args").exists() and (tmp_path / "rest.args").exists()):
+    while not all((tmp_path / f"{h}.args").exists() for h in HALVES):
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
         time.sleep(0.1)
     if signum == signal.SIGINT:  # Ctrl-C: the terminal signals the whole foreground group
@@ -85,6 +95,6 @@ def test_an_interrupt_reaches_both_sessions_once_and_is_waited_for(
         proc.send_signal(signum)
     output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 1, output
-    for half in ("rest", "lab"):  # each cleaned up, after exactly one SIGINT
+    for half in HALVES:  # each cleaned up, after exactly one SIGINT
         assert (tmp_path / f"{half}.interrupts").read_text() == "x"
     assert "exit status 2" in output
