@@ -27,6 +27,9 @@ CLUSTER_SECRETS = (
 PATRONI_DIR = "/run/patroni"
 PATRONI_YML = "patroni.yml"
 HAPROXY_CFG = "haproxy.cfg"
+#: app_dir/config/NAME (root 0644): the SHA-256 of the haproxy.cfg the running HAProxy
+#: loaded, written only after its check and reload succeeded (tasks/haproxy_reload.py).
+HAPROXY_LOADED = "haproxy.cfg.loaded"
 #: HAProxy's uid/gid: after etcd's (64189); it owns nothing but its stats socket.
 HAPROXY_UID = EXPORTER_UID + 3
 HAPROXY_RUN = "/run/haproxy"
