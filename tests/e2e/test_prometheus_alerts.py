@@ -153,6 +153,7 @@ CLUSTER_ONLY = {
     "pgsteady_replication_replay_lag_seconds",
     "pgsteady_replication_replay_lag_bytes",
     "pgsteady_replication_streaming",
+    "pgsteady_wal_receiver_streaming",
     "pgsteady_replication_slot_active",
     "pgsteady_cluster_replica_max_lag_bytes",
     "pgsteady_backup_delegated_timestamp_seconds",

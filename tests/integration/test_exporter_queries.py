@@ -253,6 +253,48 @@ def test_replication_slot_and_replay_metrics(server: PgServer, exporter: Exporte
         end(receiver)
 
 
+def test_a_standby_reports_its_wal_receiver_until_its_primary_stops(
+    server: PgServer, exporter: Exporter
+) -> None:
+    """What PostgresClusterNoPrimary takes as a replica's evidence of a primary (review R10
+    L6): a real standby (pg_basebackup -R) reports pgsteady_wal_receiver_streaming 1 to
+    the monitoring role while it streams, and no such series once its primary is gone; a
+    primary never has one."""
+    standby = PgServer()
+    shutil.rmtree(standby.data)
+    standby_exporter = None
+    try:
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "pg_basebackup"), "-D", str(standby.data), "-R",
+                          "-X", "stream", "-c", "fast", "--no-sync", "-h",
+                          str(server.sockdir), "-p", str(server.port), "-U", OS_USER]),
+            check=True, capture_output=True, cwd="/",
+        )  # fmt: skip
+        hba = f"local all postgres peer\nlocal all {MONITOR} scram-sha-256\n"
+        standby.configure(tune(TuningInput(15, "web", 1 * GIB, 1)), hba=hba)
+        standby.start()
+        standby_exporter = Exporter(standby)
+        m = until(
+            lambda: (s := standby_exporter.scrape())
+            and "pgsteady_wal_receiver_streaming" in s and s
+        )  # fmt: skip
+        assert value(m, "pgsteady_wal_receiver_streaming") == 1
+        assert value(m, "pgsteady_postmaster_in_recovery") == 1
+        assert "pgsteady_wal_receiver_streaming" not in exporter.scrape()  # the primary
+        server.stop()
+        until(
+            lambda: (
+                "pgsteady_wal_receiver_streaming" not in (s := standby_exporter.scrape())
+                and value(s, "pg_up") == 1
+            ),
+            timeout=60,
+        )
+    finally:
+        if standby_exporter is not None:
+            standby_exporter.stop()
+        standby.cleanup()
+
+
 def test_oldest_transaction_leaves_only_the_superusers_pg_dump_out(
     server: PgServer, exporter: Exporter
 ) -> None:
