@@ -26,11 +26,9 @@ from typing import Any
 import yaml
 from pyinfra import host
 from pyinfra.api import FactBase
-from pyinfra.api.command import StringCommand
-from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import FileContents
-from pyinfra.operations import python, server
+from pyinfra.operations import server
 
 from pgsteady.backup import cluster_archive
 from pgsteady.cluster import adopt, dcs, patroni
@@ -45,7 +43,7 @@ from pgsteady.stack.compose import INIT_SQL, SUPERUSER, secret_names
 from pgsteady.stack.hostfiles import Owned, server_readable
 from pgsteady.stack.layout import INIT_MOUNT, TLS_MOUNT
 from tasks import haproxy_client_cert, haproxy_reload
-from tasks.cluster import adopting, load_cluster, member_settings
+from tasks.cluster import adopting, load_cluster
 from tasks.etcd import cluster_secret, etcd_ca
 from tasks.facts import DockerInspect
 from tasks.noop_guard import guarded_put
@@ -266,11 +264,8 @@ def start_member(s: Settings, p: Pending | None, seed_turn: bool) -> OperationMe
     ctx = context(s)
     if p is None or ctx is None or is_seed(s) != seed_turn:
         return None
-    if adopting(s):
-        if seed_turn:
-            return _adopt(s, p, ctx[1])
-        if not p.running:
-            _require_leader(ctx[0])
+    if seed_turn and adopting(s):
+        return _adopt(s, p, ctx[1])
     if p.running:  # a running member's new image or compose file: one at a time, by
         return None  # the seed's rolling step (tasks/cluster_roll.py, recreate_changed)
     cluster, member = ctx
@@ -286,11 +281,8 @@ def start_member(s: Settings, p: Pending | None, seed_turn: bool) -> OperationMe
 def _adopt(s: Settings, p: Pending, member: Member) -> OperationMeta:
     """The seed's single-host stack restarted under Patroni on the same data volume (Patroni
     adopts a data directory when the DCS has no initialize key), then the replication and
-    pg_rewind roles Patroni makes only after an initdb, before any other member clones,
-    and last the seed's record adopt.ADOPTED. Idempotent, to finish an adoption a failed
-    deploy left: a container that runs Patroni already is not stopped, the roles are
-    created or updated. The rolling step leaves this member alone: it runs the new stack
-    already."""
+    pg_rewind roles Patroni makes only after an initdb, before any other member clones.
+    The rolling step leaves this member alone: it runs the new stack already."""
     p.running = False
     sql = adopt.roles_sql(
         (patroni.REPLICATION_USER, "/run/secrets/replication_password"),
@@ -299,64 +291,17 @@ def _adopt(s: Settings, p: Pending, member: Member) -> OperationMeta:
     psql = _exec(
         s, ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-f", "-"], True
     )
-    patroni_runs = _exec(s, [*PATRONICTL, "list"])
-    record = f"{s.layout.state}/{adopt.ADOPTED}"
-    tmp = f"{s.layout.state}/.{adopt.ADOPTED}.new"
     return server.shell(
         name="Restart the single host under Patroni (adopting its data), create the roles",
         commands=[
-            # frees postgres_port for HAProxy (the services have no start order); the
-            # single host's container has no Patroni
-            f"{patroni_runs} >/dev/null 2>&1 || "
-            + shlex.join(["docker", "stop", "--time", "120", s.container_name]),
+            # frees postgres_port for HAProxy (the services have no start order)
+            shlex.join(["docker", "stop", "--time", "120", s.container_name]),
             f"{s.layout.bin}/pgsteady-ctl up",
             _wait_leader(s, member.name),
             # until it accepts writes (the leader key may come just before the promotion)
             f"i=0; until printf '%s' {shlex.quote(sql)} | {psql}; do i=$((i+1)); "
             "[ $i -lt 30 ] || exit 1; sleep 2; done",
-            # only now: the next deploy converges this host as an ordinary member
-            f"umask 022; printf '%s\\n' {shlex.quote(member.name)} > {tmp} && mv -f {tmp} {record}",
         ],
-    )
-
-
-def has_leader(listing: str) -> bool:
-    """``patronictl list -f json``'s output names a leader (Patroni's view of the DCS)."""
-    text = listing.strip()
-    try:
-        members = json.loads(text) if text.startswith("[") else []
-    except ValueError:
-        return False
-    return any(isinstance(m, dict) and m.get("Role") == "Leader" for m in members)
-
-
-def _require_leader(cluster: Cluster) -> None:
-    """While the seed's adoption is pending, a member that does not run yet starts only
-    once the seed's Patroni reports a leader (the DCS's leader key): else its Patroni,
-    on an empty data directory, would race for the initialize key and initialise a new
-    cluster without the seed's data. Asked of the seed at this point of the run (after
-    its adoption step, or its failure); a run that did not reach the seed stops here."""
-    seed = cluster.members[0].name
-    listing = shlex.join(
-        ["docker", "exec", "-u", "postgres", member_settings(seed).container_name]
-        + [*PATRONICTL, "list", "-f", "json"]
-    )
-
-    def check(state: Any, host: Any) -> None:  # pyinfra passes both (FunctionCommand)
-        target = state.inventory.get_host(seed)
-        sudo = bool(target.data.get("_sudo"))  # as the deploy's own operations run
-        ok, out = target.run_shell_command(StringCommand(listing), _sudo=sudo)
-        if not (ok and has_leader(out.stdout)):
-            raise DeployError(
-                f"{host.name}: the seed {seed} is adopting its single host's data and its "
-                "Patroni reports no leader: not starting Patroni here (on an empty data "
-                "directory it would initialise a new cluster). Deploy again: the seed "
-                f"finishes its adoption first ({adopt.RUNBOOK})"
-            )
-
-    python.call(
-        name=f"Check that the adopting seed {seed} leads before this member starts",
-        function=check,
     )
 
 
