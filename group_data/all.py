@@ -170,14 +170,19 @@ metrics_exporter_uid = 64187
 # postgres_port stays direct to the server for admins, backups and migrations. It
 # serves postgres_db in pgbouncer_pool_mode and <postgres_db>_session in session mode
 # (migrations), TLS required, SCRAM through auth_query (docs/operations.md).
+# In a cluster every member runs one, pooling toward the current leader through its
+# own HAProxy (on every member or none).
 # Registry/archive images must set pgbouncer_enabled=False (Debian-built image only).
 # run PgBouncer beside the server (pgbouncer_port; postgres_port stays direct)
 pgbouncer_enabled = True
-pgbouncer_port = 6432  # PgBouncer's port, published on postgres_bind
+# PgBouncer's port, published on postgres_bind (cluster: the member's address)
+pgbouncer_port = 6432
 # pool mode of postgres_db through the pooler (<db>_session: session): transaction | session
 pgbouncer_pool_mode = "transaction"
 # Default: (max_connections - superuser_reserved_connections - 10 direct - 5
 # session-pool) / 2. The pools plus the reserved slots must stay below max_connections.
+# In a cluster the members' poolers share the leader: ((max_connections -
+# superuser_reserved_connections - 10) / members - 5) / 2 each.
 # server connections of postgres_db's pool; default: half of max_connections' spare
 pgbouncer_default_pool_size = None
 # client connections the pooler accepts; default: 10 x max_connections, at least 1000

@@ -480,10 +480,15 @@ class Settings(BaseModel):
         "postgres_port stays direct to the server for admins, backups and migrations. It\n"
         "serves postgres_db in pgbouncer_pool_mode and <postgres_db>_session in session mode\n"
         "(migrations), TLS required, SCRAM through auth_query (docs/operations.md).\n"
+        "In a cluster every member runs one, pooling toward the current leader through its\n"
+        "own HAProxy (on every member or none).\n"
         "Registry/archive images must set pgbouncer_enabled=False (Debian-built image only).",
     )
     pgbouncer_port: StrictInt = setting(
-        6432, "PgBouncer's port, published on postgres_bind", ge=1024, le=65535
+        6432,
+        "PgBouncer's port, published on postgres_bind (cluster: the member's address)",
+        ge=1024,
+        le=65535,
     )
     pgbouncer_pool_mode: Literal["transaction", "session"] = setting(
         "transaction", "pool mode of postgres_db through the pooler (<db>_session: session)"
@@ -492,7 +497,9 @@ class Settings(BaseModel):
         None,
         "server connections of postgres_db's pool; default: half of max_connections' spare",
         doc="Default: (max_connections - superuser_reserved_connections - 10 direct - 5\n"
-        "session-pool) / 2. The pools plus the reserved slots must stay below max_connections.",
+        "session-pool) / 2. The pools plus the reserved slots must stay below max_connections.\n"
+        "In a cluster the members' poolers share the leader: ((max_connections -\n"
+        "superuser_reserved_connections - 10) / members - 5) / 2 each.",
         ge=1,
         le=10000,
     )

@@ -246,12 +246,9 @@ def cluster_checks(s: Settings) -> list[str]:
             "between bootstrapping and cloning a member; use False"
         )
     errors.extend(_cluster_repo_errors(s))
-    # Not yet in a cluster: it needs the leader's address.
-    for key, why in (
-        ("pgbouncer_enabled", "clients reach the leader through HAProxy on postgres_port"),
-    ):
-        if getattr(s, key):
-            errors.append(f"{key} = True: not supported in a cluster yet ({why}); use False")
+    from pgsteady.cluster.pooler import port_errors
+
+    errors.extend(port_errors(s))  # the pool sizes need the members: tasks/pgbouncer.py
     keywords = [n for n in s.postgres_allowed_networks if n in ("samenet", "samehost", "all")]
     if keywords:
         errors.append(

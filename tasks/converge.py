@@ -45,6 +45,7 @@ def converge() -> None:
     refuse_foreign_data(settings)  # a member holding a single host's data: stop now
     cluster_growth.refuse_etcd_change(settings)  # growth that would move etcd: stop now
     cluster_roll.refuse_while_rolling(settings)  # a rolling change elsewhere: stop now
+    pgbouncer.refuse_pool_overflow(settings)  # the members' pools on one leader: stop now
     pgbackrest_repository.check_topology(settings)
     preflight.run(settings)
     compose_cmd = docker.compose_command(settings)

@@ -22,9 +22,11 @@ from pyinfra.facts.server import Hostname
 from pyinfra.operations import files, server
 
 from pgsteady.ca_store import load_or_create_ca
+from pgsteady.cluster import pooler
 from pgsteady.settings import Settings
 from pgsteady.stack import pgbouncer
 from pgsteady.stack.hostfiles import Owned
+from pgsteady.stack.pooler_route import Route
 from pgsteady.tls import (
     CERT_FILE,
     KEY_FILE,
@@ -33,6 +35,7 @@ from pgsteady.tls import (
     issue_server_cert,
     server_names,
 )
+from tasks.cluster import load_cluster
 from tasks.facts import NumericStat
 from tasks.ownership import owner_and_mode, put_owned
 from tasks.tls import Fqdn, ca_directory, put_certificate, renewal_needed
@@ -61,7 +64,7 @@ def prepare(s: Settings, tls_ops: list[OperationMeta]) -> dict[str, list[Operati
         return {"reload": [], "restart": []}
     uid = s.pgbouncer_uid
     ops = [
-        put_owned(pgbouncer.render_config(s), Owned(paths["config"], 0, uid, "640")),
+        put_owned(pgbouncer.render_config(s, _route(s)), Owned(paths["config"], 0, uid, "640")),
         put_owned(pgbouncer.render_hba(s), Owned(paths["hba"], 0, uid, "640")),
     ]
 
@@ -86,6 +89,32 @@ def prepare(s: Settings, tls_ops: list[OperationMeta]) -> dict[str, list[Operati
             )
         )
     return {"reload": ops, "restart": restart}
+
+
+def refuse_pool_overflow(s: Settings) -> None:
+    """Stop the run before any operation when the cluster's members' pools would not fit
+    in the leader's max_connections together (pgsteady.cluster.pooler.pool_errors)."""
+    cluster = load_cluster(s)
+    problems = pooler.pool_errors(s, len(cluster.members)) if cluster is not None else []
+    if problems:
+        raise DeployError(f"{host.name}: " + "\n  ".join(problems))
+
+
+def _route(s: Settings) -> Route | None:
+    """A cluster member's route to the leader (None: the single host's socket)."""
+    cluster = load_cluster(s)
+    if cluster is None:
+        return None
+    return pooler.route(s, cluster, cluster.member(host.name))
+
+
+def _member_names(s: Settings) -> list[str]:
+    """A cluster member's name and private address: the names its clients dial."""
+    cluster = load_cluster(s)
+    if cluster is None:
+        return []
+    member = cluster.member(host.name)
+    return [member.name, member.address]
 
 
 def restart_on_change(s: Settings, ops: dict[str, list[OperationMeta]]) -> None:
@@ -121,7 +150,11 @@ def _own_pair(s: Settings, paths: dict[str, str]) -> list[OperationMeta]:
         fqdn=host.get_fact(Fqdn) or "",
         bind=s.postgres_bind,
         inventory_name=host.name,
-        extra=[*s.postgres_tls_extra_names, str(host.data.get("ssh_hostname") or "")],
+        extra=[
+            *s.postgres_tls_extra_names,
+            str(host.data.get("ssh_hostname") or ""),
+            *_member_names(s),
+        ],
     )
     uid, cert, key = s.pgbouncer_uid, paths["cert"], paths["key"]
     reason = renewal_needed(cert, key, ca.cert_pem, names)

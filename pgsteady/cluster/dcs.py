@@ -84,7 +84,8 @@ def describe(p: Mapping[str, Any]) -> str:
 def hba_lines(s: Settings, cluster: Cluster) -> list[str]:
     """The cluster's pg_hba: the single host's rules, with the members' addresses as the
     only client networks (clients come through a member's HAProxy, which filters them by
-    postgres_allowed_networks) and TLS always required."""
+    postgres_allowed_networks) and TLS always required; PgBouncer's auth_query role, on
+    the socket and from the members (their poolers reach the leader through HAProxy)."""
     from pgsteady.postgres.parameters import hba_rules
     from pgsteady.stack import pgbouncer
     from pgsteady.stack.compose import SUPERUSER
@@ -98,6 +99,7 @@ def hba_lines(s: Settings, cluster: Cluster) -> list[str]:
         monitor_role=s.postgres_monitor_user,
         require_ssl=True,
         pooler_role=pgbouncer.AUTH_USER if s.pgbouncer_enabled else None,
+        pooler_networks=networks,  # every member's pooler dials the leader via HAProxy
     )
     return [
         " ".join(x for x in (r.type, r.database, r.user, r.address, r.method) if x) for r in rules

@@ -16,8 +16,9 @@ from pgsteady.cluster.topology import CLUSTER_KEYS, Cluster, ClusterError, clust
 
 #: Settings that must be equal on every member besides the cluster keys: one engine set
 #: (version and image), one superuser and database, one pgBackRest stanza, one TLS CA,
-#: one logical-backup plan (the primary leaves the dump to its streaming standbys, so a
-#: standby with backups off would leave the cluster with none: R10 M2).
+#: PgBouncer on every member or none, one logical-backup plan (the primary leaves the
+#: dump to its streaming standbys, so a standby with backups off would leave the cluster
+#: with none: R10 M2).
 SHARED_KEYS = (
     *CLUSTER_KEYS,
     "postgres_version",
@@ -30,6 +31,7 @@ SHARED_KEYS = (
     "pgbackrest_stanza",
     "pgbackrest_repos",
     "postgres_tls_ca_file",
+    "pgbouncer_enabled",  # the auth role, its secret and pg_hba rule are the cluster's
 )
 
 

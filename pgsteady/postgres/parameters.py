@@ -426,6 +426,7 @@ def hba_rules(
     monitor_role: str | None = None,
     require_ssl: bool = False,
     pooler_role: str | None = None,
+    pooler_networks: list[str] | tuple[str, ...] = (),
 ) -> list[HbaRule]:
     """The pg_hba.conf rules pgsteady writes; the first matching rule wins.
 
@@ -442,7 +443,9 @@ def hba_rules(
        reach ``postgres``. There is never a ``trust`` rule.
 
     With ``pooler_role`` (PgBouncer's auth_query role): ``local <database> <pooler_role>
-    scram-sha-256`` only, before the final rejects: it never logs in over TCP.
+    scram-sha-256``, before the final rejects; over TCP only from ``pooler_networks`` (a
+    cluster's members, whose poolers reach the leader through HAProxy; ``hostssl`` with
+    ``require_ssl``), never on a single host.
     """
     if superuser == "all":
         raise ValueError(f"superuser {superuser!r}: expected a plain role name (not 'all')")
@@ -472,9 +475,10 @@ def hba_rules(
     for kind, addr in places:
         rules += [HbaRule(kind, d, u, addr, "scram-sha-256") for d, u in wanted]
     if pooler_role:
-        rules.append(
-            HbaRule("local", db, _hba_name(pooler_role, "pooler role"), "", "scram-sha-256")
-        )
+        pooler = _hba_name(pooler_role, "pooler role")
+        rules.append(HbaRule("local", db, pooler, "", "scram-sha-256"))
+        nets = dict.fromkeys(normalize_network(n) for n in pooler_networks)
+        rules += [HbaRule(host_type, db, pooler, n, "scram-sha-256") for n in nets]
     rules.append(HbaRule("local", "all", "all", "", "reject"))
     rules += [HbaRule("host", "all", "all", net, "reject") for net in (ANY_IPV4, ANY_IPV6)]
     return rules

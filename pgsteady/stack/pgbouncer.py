@@ -8,9 +8,10 @@ One service of the compose stack, ``pgbouncer``, run from pgsteady's Debian-buil
   for the server's names, never the server's key; with operator-supplied certificates a
   copy of the server's, readable by the pooler's gid only) and SCRAM-SHA-256.
   ``postgres_port`` stays direct.
-* it reaches the server over the shared Unix socket volume (like postgres-exporter), as
-  each client's own role: SCRAM pass-through with the client's proof, so no password of
-  an application role is ever stored by the pooler.
+* it reaches the server over the shared Unix socket volume, as each client's own role
+  (SCRAM pass-through: no application password is stored by the pooler). On a cluster
+  member it reaches the leader through the member's HAProxy instead, over verified TLS
+  (pgsteady.cluster.pooler).
 * the SCRAM verifiers come from ``auth_query``: a SECURITY DEFINER function
   (``pgsteady_pooler.user_secret``, init_db.sql) owned by a NOLOGIN role, EXECUTE only
   for the ``pgbouncer_auth`` login role, returning nothing for superusers, replication
@@ -21,10 +22,7 @@ One service of the compose stack, ``pgbouncer``, run from pgsteady's Debian-buil
   session mode (migrations: advisory locks, SET), both the same server database.
 
 Pool sizes are bounded by the server's max_connections: the pools, the superuser's
-reserved slots and ``DIRECT_RESERVE`` direct connections (exporter, backups, verify,
-migrations over postgres_port) must fit.
-
-Pure: Settings in, text and dicts out.
+reserved slots and ``DIRECT_RESERVE`` direct connections must fit. Pure.
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ from typing import Any
 
 from pgsteady.settings import Settings
 from pgsteady.stack.layout import secret_mount
+from pgsteady.stack.pooler_route import Route
 
 #: Port inside the container (published on postgres_bind:pgbouncer_port).
 PORT = 6432
@@ -88,17 +87,18 @@ def server_max_connections(s: Settings) -> tuple[int, int]:
     return conns, reserved
 
 
-def spare_connections(s: Settings) -> int:
-    """Server connections the pools may take: max_connections less the reserved ones."""
+def spare_connections(s: Settings, poolers: int = 1) -> int:
+    """Server connections the pool of each of ``poolers`` poolers may take (a cluster's
+    members share the leader): max_connections less the reserved ones, shared."""
     conns, reserved = server_max_connections(s)
-    return conns - reserved - DIRECT_RESERVE - SESSION_POOL_SIZE
+    return (conns - reserved - DIRECT_RESERVE) // poolers - SESSION_POOL_SIZE
 
 
-def default_pool_size(s: Settings) -> int:
+def default_pool_size(s: Settings, poolers: int = 1) -> int:
     """pgbouncer_default_pool_size, or half of the spare connections (at least 1)."""
     if s.pgbouncer_default_pool_size is not None:
         return s.pgbouncer_default_pool_size
-    return max(1, spare_connections(s) // 2)
+    return max(1, spare_connections(s, poolers) // 2)
 
 
 def max_client_conn(s: Settings) -> int:
@@ -185,12 +185,17 @@ def secret_names(s: Settings) -> list[str]:
     return [USERLIST] if s.pgbouncer_enabled else []
 
 
-def render_config(s: Settings) -> str:
-    """pgbouncer.ini: the two databases, SCRAM with auth_query, TLS required."""
+def local_route(s: Settings) -> Route:
+    """A single host's pooler: every address of its container, the server's socket."""
     from pgsteady.backup.pgbackrest import SOCKET_DIR
 
-    server = f"host={SOCKET_DIR} port=5432 dbname={s.postgres_db}"
-    pool = default_pool_size(s)
+    return Route("0.0.0.0", PORT, f"host={SOCKET_DIR} port=5432", default_pool_size(s))
+
+
+def render_config(s: Settings, route: Route | None = None) -> str:
+    """pgbouncer.ini: the two databases, SCRAM with auth_query, TLS required."""
+    r = route or local_route(s)
+    server, pool = f"{r.server} dbname={s.postgres_db}", r.pool_size
     lines = [
         "; Managed by pgsteady (pgsteady/stack/pgbouncer.py): change settings in the inventory.",
         "[databases]",
@@ -200,8 +205,8 @@ def render_config(s: Settings) -> str:
         f"max_db_connections={SESSION_POOL_SIZE}",
         "",
         "[pgbouncer]",
-        "listen_addr = 0.0.0.0",
-        f"listen_port = {PORT}",
+        f"listen_addr = {r.listen}",
+        f"listen_port = {r.port}",
         f"unix_socket_dir = {RUN_DIR}",
         "unix_socket_mode = 0700",
         "pidfile =",
@@ -225,7 +230,7 @@ def render_config(s: Settings) -> str:
         f"client_tls_key_file = {KEY_MOUNT}",
         f"client_tls_ca_file = {CA_MOUNT}",
         "client_tls_protocols = tlsv1.2,tlsv1.3",
-        "server_tls_sslmode = disable",
+        *r.upstream,
         "log_connections = 0",
         "log_disconnections = 0",
         "",
@@ -352,11 +357,10 @@ def service(s: Settings) -> dict[str, Any] | None:
     if not s.pgbouncer_enabled:
         return None
     from pgsteady.backup.pgbackrest import SOCKET_DIR, SOCKET_VOLUME
-
-    tls = s.layout.tls
     from pgsteady.tls import CA_FILE
 
-    return {
+    tls = s.layout.tls
+    svc = {
         "name": "pgbouncer",
         "container_name": container_name(s),
         "user": f"{s.pgbouncer_uid}:{s.pgbouncer_uid}",
@@ -384,3 +388,8 @@ def service(s: Settings) -> dict[str, Any] | None:
         "cap_drop": ["ALL"],
         "mem_limit": mem_limit(s),
     }
+    if s.postgres_cluster_name is None:
+        return svc
+    from pgsteady.cluster.pooler import member_service
+
+    return member_service(s, svc)

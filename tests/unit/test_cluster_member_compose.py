@@ -54,21 +54,6 @@ def test_haproxy_is_confined_under_its_own_uid() -> None:
     assert "etcd" not in all_services  # pg4 is beyond the 3 etcd hosts
 
 
-@pytest.mark.parametrize(
-    ("key", "value"),
-    [
-        ("pgbouncer_enabled", True),
-    ],
-)
-def test_a_cluster_refuses_what_it_does_not_support_yet(key: str, value: Any) -> None:
-    with pytest.raises(SettingsError) as exc:
-        build_settings({**MEMBER, key: value}, FACTS)
-    assert any(
-        e.startswith(f"{key} = True: not supported in a cluster yet") for e in exc.value.errors
-    )
-    build_settings({**MEMBER, "postgres_cluster_name": None, key: value}, FACTS)  # single: fine
-
-
 def test_a_cluster_refuses_a_supplied_certificate() -> None:
     files = {f"postgres_tls_{k}_file": f"/nonexistent/{k}.pem" for k in ("cert", "key", "ca")}
     with pytest.raises(SettingsError) as exc:

@@ -38,12 +38,11 @@ def services(**data: Any) -> dict[str, Any]:
     ]
 
 
-def test_a_cluster_member_accepts_metrics_and_still_refuses_the_pooler() -> None:
+def test_a_cluster_member_accepts_metrics_and_the_pooler_beside_them() -> None:
     s = build_settings(METRICS, FACTS)
     assert s.metrics_enabled and s.postgres_cluster_name == "main"
-    with pytest.raises(SettingsError) as exc:
-        build_settings({**METRICS, "pgbouncer_enabled": True}, FACTS)
-    assert any(e.startswith("pgbouncer_enabled = True: not supported") for e in exc.value.errors)
+    both = build_settings({**METRICS, "pgbouncer_enabled": True}, FACTS)
+    assert both.metrics_enabled and both.pgbouncer_enabled
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ startup, and its application pool has no client waiting long (SHOW POOLS).
 
 Skipped when ``pgbouncer_enabled`` is False, or while the stack is stopped (container/running
 fails then). The connections go from the host to the published port (postgres_bind;
-127.0.0.1 for a wildcard bind) through the host's python3; SHOW POOLS runs on the pooler's
-admin console inside its container (its password never leaves the container).
+127.0.0.1 for a wildcard bind or a cluster member) through the host's python3; SHOW POOLS
+runs on the pooler's admin console inside its container (its password never leaves it).
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ def _enabled(on: Host, s: Settings) -> None:
 
 def _probe(on: Host, s: Settings, mode: str) -> tuple[int, str]:
     bind = ipaddress.ip_address(s.postgres_bind)
-    address = "127.0.0.1" if bind.is_unspecified else str(bind)
+    # a cluster member's pooler listens on its member address and loopback
+    loopback = bind.is_unspecified or s.postgres_cluster_name is not None
+    address = "127.0.0.1" if loopback else str(bind)
     args = [mode, address, str(s.pgbouncer_port), f"{s.layout.tls}/{CA_FILE}"]
     res = on.run(f"python3 -c {shlex.quote(PROBE)} {' '.join(map(shlex.quote, args))}")
     return res.rc, (res.stdout + res.stderr).strip()
