@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from pyinfra import host, inventory
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.files import File
 
+from pgsteady.ca_store import load_or_create_ca
 from pgsteady.cluster import adopt
 from pgsteady.cluster.inventory import cluster_of
 from pgsteady.cluster.member_service import PATRONI_YML
 from pgsteady.cluster.topology import Cluster, ClusterError
-from pgsteady.settings import Settings, defaults
+from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings, defaults
+from pgsteady.tls import TlsError
 from tasks.facts import VolumePgVersion
+from tasks.tls import ca_directory
 
 
 def load_cluster(s: Settings) -> Cluster | None:
@@ -28,31 +33,57 @@ def load_cluster(s: Settings) -> Cluster | None:
         raise DeployError(f"{host.name}: {exc}") from None
 
 
+def member_settings(name: str) -> Settings:
+    """Another host's Settings, from its inventory data alone (its paths and names; no
+    host facts: the values sized from RAM and CPUs are not for use)."""
+    try:
+        return build_settings(inventory.get_host(name).data.dict(), HostFacts(0, 0), host=name)
+    except SettingsError as exc:
+        raise DeployError(f"{host.name}: member {name}: {exc}") from None
+
+
 def member_data(cluster: Cluster) -> list[adopt.MemberData]:
     """Every member's data volume version and whether it was converged as a member (its
     patroni.yml), read from each member's own host."""
-    base = defaults()
     found = []
     for member in cluster.members:
         other = inventory.get_host(member.name)
-        data = other.data.dict()
-        app_dir = data.get("app_dir", base.get("app_dir"))
-        volume = adopt.data_volume(data, base)
+        m = member_settings(member.name)
         found.append(
             adopt.MemberData(
                 member.name,
-                other.get_fact(VolumePgVersion, volume=volume),
-                bool(other.get_fact(File, path=f"{app_dir}/config/{PATRONI_YML}")),
+                other.get_fact(VolumePgVersion, volume=m.data_volume),
+                bool(other.get_fact(File, path=f"{m.layout.config}/{PATRONI_YML}")),
             )
         )
     return found
 
 
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise DeployError(f"{path}: must be your own private directory (0700): it holds secrets")
+
+
+def cluster_folder(s: Settings, cluster: Cluster) -> Path:
+    """The cluster's folder on the deploy machine, <CA dir>/clusters/<cluster>, 0700 (its
+    shared secrets, its etcd CA, the adoption marker), after the inventory CA (which is
+    made only in a new directory)."""
+    directory, label = ca_directory(s)
+    try:
+        load_or_create_ca(directory, label)
+    except TlsError as exc:
+        raise DeployError(f"TLS: {exc}") from None
+    folder = directory / "clusters" / cluster.name
+    _private_dir(directory / "clusters")
+    _private_dir(folder)
+    return folder
+
+
 def adopt_marker(s: Settings, cluster: Cluster) -> Path:
     """The deploy machine's record that make cluster-adopt copied the seed's passwords."""
-    from tasks.etcd import _cluster_folder  # tasks.etcd imports this module
-
-    return _cluster_folder(s, cluster) / adopt.MARKER
+    return cluster_folder(s, cluster) / adopt.MARKER
 
 
 def _marked(s: Settings, cluster: Cluster) -> str:

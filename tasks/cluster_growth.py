@@ -9,8 +9,8 @@ from pyinfra.facts.files import FileContents
 
 from pgsteady.cluster import etcd_service as svc
 from pgsteady.cluster.growth import etcd_change
-from pgsteady.settings import Settings, defaults
-from tasks.cluster import load_cluster
+from pgsteady.settings import Settings
+from tasks.cluster import load_cluster, member_settings
 
 
 def refuse_etcd_change(s: Settings) -> None:
@@ -20,12 +20,12 @@ def refuse_etcd_change(s: Settings) -> None:
     cluster = load_cluster(s)
     if cluster is None:
         return
-    base = defaults()
     found: dict[str, str] = {}
     for member in cluster.members:
-        other = inventory.get_host(member.name)
-        app_dir = other.data.dict().get("app_dir", base.get("app_dir"))
-        lines = other.get_fact(FileContents, path=f"{app_dir}/state/{svc.INITIAL_ENV}")
+        state = member_settings(member.name).layout.state
+        lines = inventory.get_host(member.name).get_fact(
+            FileContents, path=f"{state}/{svc.INITIAL_ENV}"
+        )
         if lines:
             found[member.name] = "\n".join(lines)
     problem = etcd_change(cluster, found)

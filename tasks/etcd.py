@@ -18,7 +18,6 @@ import stat
 import tempfile
 from collections.abc import Callable
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -36,36 +35,15 @@ from pgsteady.cluster.topology import Cluster
 from pgsteady.settings import Settings
 from pgsteady.stack.hostfiles import Owned, root_only
 from pgsteady.tls import Authority, TlsError
-from tasks.cluster import load_cluster
+from tasks.cluster import cluster_folder, load_cluster
 from tasks.ownership import directory_owned
 from tasks.tls import ca_directory, private_file, renewal_needed
-
-
-def _private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        raise DeployError(f"{path}: must be your own private directory (0700): it holds secrets")
-
-
-def _cluster_folder(s: Settings, cluster: Cluster) -> Path:
-    """<CA dir>/clusters/<cluster>, 0700, after the inventory CA (which is made only in a
-    new directory)."""
-    directory, label = ca_directory(s)
-    try:
-        load_or_create_ca(directory, label)
-    except TlsError as exc:
-        raise DeployError(f"TLS: {exc}") from None
-    folder = directory / "clusters" / cluster.name
-    _private_dir(directory / "clusters")
-    _private_dir(folder)
-    return folder
 
 
 def cluster_secret(s: Settings, cluster: Cluster, name: str, make: Callable[[], bytes]) -> bytes:
     """The cluster's shared value ``name``: made once by ``make`` on the deploy machine,
     kept at <CA dir>/clusters/<cluster>/<name> (0600); every member's deploy reads it."""
-    folder = _cluster_folder(s, cluster)
+    folder = cluster_folder(s, cluster)
     path = folder / name
     if not path.exists():
         # Written whole under a temporary name, then linked: the first deploy's value wins.
@@ -88,7 +66,7 @@ def cluster_secret(s: Settings, cluster: Cluster, name: str, make: Callable[[], 
 def etcd_ca(s: Settings, cluster: Cluster) -> Authority:
     """The cluster's etcd CA: <CA dir>/clusters/<cluster>/etcd-ca/{ca.crt,ca.key}, made
     once (0600 in 0700, checked like the inventory CA by pgsteady.ca_store)."""
-    folder = _cluster_folder(s, cluster)
+    folder = cluster_folder(s, cluster)
     label = ca_directory(s)[1]
     try:
         return load_or_create_ca(folder / "etcd-ca", certs.ca_label(label, cluster.name))

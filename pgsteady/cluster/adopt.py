@@ -15,9 +15,8 @@ only when it initialises (:func:`roles_sql`); only then do the other members clo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from pgsteady.cluster.topology import Cluster
 
@@ -34,13 +33,6 @@ class MemberData:
     name: str
     data_version: int | None
     was_member: bool
-
-
-def data_volume(data: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
-    """A host's data volume from its inventory data (Settings.data_volume's rule)."""
-    named = data.get("postgres_data_volume", defaults.get("postgres_data_volume"))
-    project = data.get("compose_project", defaults.get("compose_project"))
-    return named or f"{project}_pgdata"
 
 
 def _foreign(members: Sequence[MemberData]) -> list[MemberData]:

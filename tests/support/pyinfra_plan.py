@@ -20,7 +20,7 @@ from pyinfra.api import Config, Inventory, State
 from pyinfra.api.operation import OperationMeta
 from pyinfra.api.state import StateStage
 from pyinfra.connectors.util import CommandOutput
-from pyinfra.context import ctx_host, ctx_state
+from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 
 HOST = "db1.test"
 
@@ -124,7 +124,7 @@ def plan(
         return value(*fact_args, **kwargs) if callable(value) else value
 
     host.get_fact = get_fact  # type: ignore[method-assign]
-    with ctx_state.use(state), ctx_host.use(host):
+    with ctx_state.use(state), ctx_inventory.use(inventory), ctx_host.use(host):
         result = task(*args)
     ops = []
     for op_hash in host.op_hash_order:

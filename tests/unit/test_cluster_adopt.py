@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pgsteady.cluster.adopt import MemberData, adopting, data_volume, refusals, roles_sql
+from pgsteady.cluster.adopt import MemberData, adopting, refusals, roles_sql
 from pgsteady.cluster.topology import cluster_from_mapping
-from pgsteady.settings import defaults
 
 CLUSTER = cluster_from_mapping(
     {
@@ -81,10 +80,3 @@ def test_a_single_hosts_data_beside_a_running_cluster_is_not_cloned_over() -> No
     (msg,) = refusals(CLUSTER, 17, hosts((17, True), (17, True), (17, False)))
     assert msg.startswith("pg3: ") and "already runs on pg1, pg2" in msg
     assert "an empty data volume" in msg
-
-
-def test_data_volume_follows_the_settings_rule() -> None:
-    base = defaults()
-    assert data_volume({}, base) == f"{base['compose_project']}_pgdata"
-    assert data_volume({"compose_project": "shop"}, base) == "shop_pgdata"
-    assert data_volume({"postgres_data_volume": "v17"}, base) == "v17"
