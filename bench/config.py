@@ -60,6 +60,7 @@ class BenchConfig:
     pitr_seconds: int = 20
     pitr_rounds: int = 3
     pitr_targets: int = 5
+    pitr_loss_trials: int = 3  # host losses restored from the repository (pitr_rpo_s)
     # pooler (PgBouncer: added latency, connection cost, 1,000 clients)
     pooler_rounds: int = 3
     pooler_seconds: int = 10
@@ -108,6 +109,7 @@ QUICK = {
     "pitr_scale": 5,
     "pitr_seconds": 5,
     "pitr_rounds": 1,
+    "pitr_loss_trials": 1,
     "pooler_rounds": 1,
     "pooler_seconds": 4,
     "failover_trials": 1,

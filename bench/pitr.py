@@ -9,10 +9,12 @@ its restores do, on the real Debian image with pgsteady's rendered pgbackrest.co
   restored server answers with every pgbench row;
 * PITR correctness: marker rows committed one per transaction while pgbench writes beside
   them; restores to random times between two markers must hold exactly the markers
-  committed at or before the target.
+  committed at or before the target;
+* host loss: the archiving server lost with its volume under a writer, the replacement
+  restored from the repository; seconds of acknowledged writes lost (bench.pitr_loss).
 
-``python -m bench.pitr [--scale N] [--seconds S] [--rounds R] [--targets T]`` runs only this
-and prints its JSON. Everything it creates has a unique name and is removed.
+``python -m bench.pitr [--scale N] [--seconds S] [--rounds R] [--targets T] [--loss-trials L]``
+runs only this and prints its JSON. Everything it creates has a unique name and is removed.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import stats
+from bench import pitr_loss, stats
 from bench.config import BenchConfig
 from pgsteady.backup import pgbackrest
 from pgsteady.settings import HostFacts, Settings, build_settings
@@ -302,6 +304,11 @@ def run(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
         log(f"pitr restore: {result['restore_mb_per_s']} MB/s, ready in "
             f"{result['restore_to_ready_seconds']} s")  # fmt: skip
         result["pitr"] = pitr_targets(ws, arch, cfg.pitr_targets, log)
+        if cfg.pitr_loss_trials:  # last: it destroys the archiving server
+            timeout = s.seconds("pgbackrest_archive_timeout")
+            result["host_loss"] = pitr_loss.measure(
+                ws, arch, cfg.pitr_loss_trials, timeout, psql, log
+            )
     return result
 
 
@@ -388,9 +395,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=int, default=defaults.pitr_seconds)
     p.add_argument("--rounds", type=int, default=defaults.pitr_rounds)
     p.add_argument("--targets", type=int, default=defaults.pitr_targets)
+    p.add_argument("--loss-trials", type=int, default=defaults.pitr_loss_trials)
     args = p.parse_args(argv)
     cfg = replace(defaults, pitr_scale=args.scale, pitr_seconds=args.seconds,
-                  pitr_rounds=args.rounds, pitr_targets=args.targets)  # fmt: skip
+                  pitr_rounds=args.rounds, pitr_targets=args.targets,
+                  pitr_loss_trials=args.loss_trials)  # fmt: skip
     result = run(cfg, lambda message: print(message, file=sys.stderr, flush=True))
     print(json.dumps(result, indent=1))
 

@@ -173,7 +173,13 @@ def pitr_headlines(pit: Results) -> list[str]:
         f"started and answering in {fmt_s(pit['restore_to_ready_seconds'])}",
         f"PITR to {p['n']} random times: {p['exact']}/{p['n']} exact (every row committed "
         "at or before the target present, none after)",
-    ]
+        *(
+            [f"Host lost, restored from the repository: at most "
+             f"{fmt_s(loss['max_lost_seconds'])} of acknowledged writes lost over {loss['n']} "
+             f"trial(s) (archive_timeout {loss['archive_timeout_seconds']:.0f} s)"]
+            if (loss := pit.get("host_loss")) else []
+        ),
+    ]  # fmt: skip
 
 
 def _recovery(rec: Results) -> list[str]:
@@ -569,6 +575,35 @@ def _pitr(pit: Results, config: Results) -> list[str]:
           "yes" if t["exact"] else "NO", fmt_s(t["seconds"])] for t in p["targets"]],
     )  # fmt: skip
     lines.append(f"{p['exact']}/{p['n']} targets exact.")
+    return lines + [""] + _host_loss(pit.get("host_loss"))
+
+
+def _host_loss(loss: Results | None) -> list[str]:
+    """The host-loss trials of the pitr part (bench.pitr_loss), when it ran them."""
+    if not loss:
+        return []
+    lines = [
+        f"Host loss: a writer commits a numbered row every {loss['writer_gap_seconds']} s; "
+        "after a random time the server's container is killed and removed with its volume "
+        "(data and archive-push spool gone, the repository kept), the newest backup and the "
+        "archived WAL restored into an empty volume and started (replay to the end of the "
+        "archive, promotion). Lost = from the newest restored row to the last row the "
+        "writer saw acknowledged; every row up to the newest restored one was present. "
+        "The restored server is the next trial's source. `archive_timeout` = "
+        f"{loss['archive_timeout_seconds']:.0f} s bounds the loss, plus the push's latency.",
+        "",
+    ]
+    lines += _table(
+        ["trial", "written for", "rows acknowledged", "rows restored", "lost",
+         "restore + replay + start"],
+        [[str(k), fmt_s(t["written_seconds"]), str(t["acknowledged"]), str(t["restored"]),
+          fmt_s(t["lost_seconds"]), fmt_s(t["restore_to_ready_seconds"])]
+         for k, t in enumerate(loss["trials"], 1)],
+    )  # fmt: skip
+    lines.append(
+        f"Worst loss over {loss['n']} trial(s): {fmt_s(loss['max_lost_seconds'])} "
+        f"(median {fmt_s(loss['lost_seconds']['p50'])})."
+    )
     return lines + [""]
 
 
@@ -701,7 +736,7 @@ def render(res: Results) -> str:
         '    make bench BENCH_ARGS="--quick"                 # a few minutes',
         '    make bench BENCH_ARGS="--only recovery,tuning"  # some parts; the others '
         "keep their figures",
-        '    make bench BENCH_ARGS="--only pitr"             # pgBackRest only, about 4 minutes',
+        '    make bench BENCH_ARGS="--only pitr"             # pgBackRest only, about 9 minutes',
         '    make bench BENCH_ARGS="--only failover"         # the process cluster\'s failover '
         "trials, about 75 minutes",
         "",

@@ -73,7 +73,7 @@ def test_nulls_where_a_capability_has_not_landed_or_a_part_did_not_run():
 def test_figures_of_capabilities_as_they_land():
     res = full_run()
     res["recovery"] = {**RECOVERY, "docker_kill": {"seconds": stats.summary([3.0, 4.0, 9.0])}}
-    res["pitr"] = {"rpo": {"seconds": 0.8}}
+    res["pitr"] = {"host_loss": {"max_lost_seconds": 0.8}}
     res["pooler"] = {"pooler_clients_served": 1000}
     res["failover"] = {"failover_p95_seconds": 22.5, "switchover_write_gap_seconds": 4.2}
     h = headlines.compute(res)

@@ -103,3 +103,70 @@ def test_pitr_is_a_part_run_by_default_and_small_with_quick():
     assert full.pitr_targets == quick.pitr_targets == 5
     assert quick.pitr_scale < full.pitr_scale and quick.pitr_rounds < full.pitr_rounds
     assert config.from_args(["--pitr-scale", "7"]).pitr_scale == 7
+
+
+# --- the host-loss trials (bench.pitr_loss) ----------------------------------------------
+
+
+def test_loss_runs_from_the_newest_restored_row_to_the_last_acknowledged_one():
+    from bench.pitr_loss import loss_seconds
+
+    acked = {i: T0 + i * 0.1 for i in range(1, 101)}
+    assert loss_seconds(acked, list(range(1, 41)), T0) == pytest.approx(6.0)
+    # every acknowledged row came back, or more (a commit whose reply was lost): nothing lost
+    assert loss_seconds(acked, list(range(1, 101)), T0) == 0.0
+    assert loss_seconds(acked, list(range(1, 103)), T0) == 0.0
+    # none came back: everything since the archived start is lost
+    assert loss_seconds(acked, [], T0 - 2.0) == pytest.approx(12.0)
+
+
+def test_loss_refuses_a_hole_and_a_writer_that_saw_nothing():
+    from bench.pitr_loss import loss_seconds
+
+    acked = {i: T0 + i for i in range(1, 6)}
+    with pytest.raises(ValueError, match="hole"):
+        loss_seconds(acked, [1, 2, 4], T0)
+    with pytest.raises(ValueError, match="no commit acknowledged"):
+        loss_seconds({}, [], T0)
+
+
+def test_writer_script_commits_then_prints_each_row_then_pauses():
+    from bench.pitr_loss import writer_script
+
+    lines = writer_script("t", 3, gap=0.1).splitlines()
+    assert lines[:3] == [
+        "INSERT INTO t VALUES (1, clock_timestamp());",
+        "SELECT 1, extract(epoch FROM clock_timestamp());",
+        "SELECT pg_sleep(0.1);",
+    ]
+    assert len(lines) == 9 and lines[-2] == "SELECT 3, extract(epoch FROM clock_timestamp());"
+
+
+def test_the_host_is_lost_at_a_random_point_of_one_archive_timeout_period():
+    from bench.pitr_loss import kill_after
+
+    waits = [kill_after(60.0, random.Random(seed)) for seed in range(200)]
+    assert all(10.0 <= w <= 70.0 for w in waits)
+    assert max(waits) - min(waits) > 40  # spread over the period, not one phase
+
+
+def test_the_page_reports_each_host_loss_and_the_worst():
+    from bench import report
+    from bench.pitr_loss import summarise
+
+    trials = [{"written_seconds": 31.0, "acknowledged": 290, "restored": 201,
+               "lost_seconds": 8.9, "restore_to_ready_seconds": 4.2},
+              {"written_seconds": 55.5, "acknowledged": 530, "restored": 530,
+               "lost_seconds": 0.0, "restore_to_ready_seconds": 3.9}]  # fmt: skip
+    loss = summarise(trials, 60.0)
+    assert loss["max_lost_seconds"] == 8.9 and loss["n"] == 2
+    text = "\n".join(report._host_loss(loss))
+    assert "| 1 | 31.0 s | 290 | 201 | 8.90 s | 4.20 s |" in text
+    assert "| 2 | 55.5 s | 530 | 530 | 0.00 s | 3.90 s |" in text
+    assert "Worst loss over 2 trial(s)" in text and "archive_timeout` = 60 s" in text
+    assert report._host_loss(None) == []
+
+
+def test_quick_runs_one_host_loss():
+    assert config.BenchConfig().pitr_loss_trials == 3
+    assert config.QUICK["pitr_loss_trials"] == 1
