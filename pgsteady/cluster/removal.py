@@ -144,19 +144,29 @@ def _patch(api: RestApi, leader: str, body: dict[str, Any]) -> None:
         raise OperationError(f"PATCH /config on {leader} failed ({status}): {text[:200]}")
 
 
+def _no_keepalive() -> None:
+    """No lock to renew (the default of :func:`remove`)."""
+
+
 def drop_slot(
-    api: RestApi, r: Removal, slot_holders: Callable[[], list[str]], timeout: float
+    api: RestApi,
+    r: Removal,
+    slot_holders: Callable[[], list[str]],
+    timeout: float,
+    keepalive: Callable[[], None] = _no_keepalive,
 ) -> None:
     """Have Patroni drop the removed member's slot everywhere (``member_slots_ttl`` 0
     meanwhile), then set ``member_slots_ttl`` back as it was (absent: removed again)."""
     if not slot_holders():
         return
+    keepalive()
     leader = api.cluster().leader or r.remaining[0]
     before = _config(api, leader).get("member_slots_ttl")
     _patch(api, leader, {"member_slots_ttl": 0})
     try:
 
         def dropped() -> str | None:
+            keepalive()
             held = slot_holders()
             return f"slot {r.slot} still on {', '.join(held)}" if held else None
 
@@ -171,16 +181,21 @@ def remove(
     stop: Callable[[], None] | None,
     slot_holders: Callable[[], list[str]],
     timeout: float,
+    keepalive: Callable[[], None] = _no_keepalive,
 ) -> str:
     """Take ``r.host`` out of the running cluster (see the module docstring). ``stop``
     stops its stack for good; None: the host is gone (dead). ``slot_holders`` names the
-    remaining members whose Postgres still has the member's slot."""
+    remaining members whose Postgres still has the member's slot. ``keepalive`` renews
+    the roll lock the caller holds (before each change and while waiting); it raises
+    when the lock is no longer ours, which ends the removal."""
     _check_cluster(api.cluster(), r)
     started = time.monotonic()
     if stop is not None:
+        keepalive()
         stop()
 
     def left() -> str | None:
+        keepalive()
         now = api.cluster()
         if now.error:
             return now.error
@@ -191,7 +206,7 @@ def remove(
     if stop is None:  # a dead member's key expires within patroni_ttl; a live one's never
         what += " (GONE=1 is for a host that is down: a running member keeps its key)"
     _wait(left, timeout, what, time.monotonic)
-    drop_slot(api, r, slot_holders, timeout)
+    drop_slot(api, r, slot_holders, timeout, keepalive)
     return (
         f"{r.host} left cluster {r.cluster} after {time.monotonic() - started:.1f} s: "
         f"{'its containers are stopped and stay stopped, ' if stop else ''}its member key "

@@ -6,22 +6,35 @@ the remaining members' REST APIs are reached through ssh forwards
 (:mod:`pgsteady.cluster.tunnels`), the leaving host's stack is stopped over ssh, and each
 remaining member's Postgres is asked over ssh (inside its container, as ``postgres``)
 whether it still has the leaving member's replication slot. ``--gone`` contacts the host
-not at all. Like ``make switchover``, it refuses while a rolling change holds the roll
-lock. ``--access`` as for ``make switchover`` (docs/operations.md).
+not at all. ``--access`` as for ``make switchover`` (docs/operations.md).
+
+The removal holds the cluster's roll lock (:mod:`pgsteady.cluster.roll_lock`, review R10
+L2) from before its first change to its end: a rolling restart or upgrade cannot start
+meanwhile, and a removal started during one is refused naming its holder. The lock is
+taken through the first remaining member that answers (inside its Postgres container,
+with the member's own etcd access, as a roll takes it), renewed while the removal waits,
+and released at the end; a removal that dies leaves it for at most one lease.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shlex
+import socket
 import subprocess
 import sys
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 
-from pgsteady.cluster.cli import access_from_dir, refuse_while_rolling
+from pgsteady.cluster import roll_driver, rolling
+from pgsteady.cluster.cli import access_from_dir
 from pgsteady.cluster.inventory import cluster_of
 from pgsteady.cluster.operations import DEFAULT_TIMEOUT_S, OperationError, RestApi
 from pgsteady.cluster.removal import Removal, plan, remove
-from pgsteady.cluster.topology import ClusterError
+from pgsteady.cluster.roll_lock import Holder
+from pgsteady.cluster.topology import Cluster, ClusterError
 from pgsteady.cluster.tunnels import (
     ClusterMember,
     cluster_members,
@@ -33,6 +46,11 @@ from pgsteady.postgres.session import superuser_psql
 from pgsteady.settings import Settings, defaults
 
 STOP_TIMEOUT_S = 900.0
+#: one lock call over ssh (the script itself tries each etcd host with 5 s timeouts)
+LOCK_CALL_TIMEOUT_S = 60.0
+
+#: ``run(member, shell command) -> (ok, stdout, stderr)`` on that member's host.
+RunOn = Callable[[ClusterMember, str], tuple[bool, str, str]]
 
 
 def add_remove_member_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -96,6 +114,46 @@ def stop_for_good(m: ClusterMember) -> None:
         )
 
 
+def _run_on(m: ClusterMember, command: str) -> tuple[bool, str, str]:
+    try:
+        out = _ssh(m, command, LOCK_CALL_TIMEOUT_S)
+    except OperationError as exc:
+        return False, "", str(exc)
+    return out.returncode == 0, out.stdout, out.stderr
+
+
+@contextlib.contextmanager
+def roll_lock_held(
+    members: Sequence[ClusterMember], cluster: Cluster, operation: str, run: RunOn = _run_on
+) -> Iterator[Callable[[], None]]:
+    """Hold the roll lock for ``operation``, taken through the first of ``members`` that
+    answers; yields the keepalive (renews the lease every roll_driver.KEEPALIVE_S, and
+    stops the operation when the lock is no longer ours). OperationError naming the
+    holder when another operation holds it, or when no member can take it."""
+    since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    holder = Holder(f"{socket.gethostname()} pid {os.getpid()}", operation, since)
+    errors = []
+    for m in members:
+        seed = roll_driver.Seed(
+            lambda command, m=m: run(m, command), _settings(m).container_name, cluster, m.name
+        )
+        try:
+            lease = roll_driver.acquire(seed, holder)
+        except rolling.RollRefused as exc:
+            raise OperationError(f"{exc}; nothing was changed (make status shows it)") from None
+        except OperationError as exc:
+            errors.append(f"{m.name}: {exc}")
+            continue
+        try:
+            yield seed.keepalive
+        finally:
+            roll_driver.release(seed, lease)
+        return
+    raise OperationError(
+        f"the roll lock could not be taken on any member ({'; '.join(errors)}); nothing was changed"
+    )
+
+
 def holders(members: list[ClusterMember], r: Removal) -> list[str]:
     """The members whose Postgres still has ``r``'s replication slot (or cannot say)."""
     sql = (
@@ -128,11 +186,19 @@ def run(args: argparse.Namespace) -> str:
     leaving = next(m for m in members if m.name == removal.host)
     staying = [m for m in members if m.name != removal.host]
     access = access_from_dir(args.access or default_access_dir(args.inventory, hosts), args.source)
-    refuse_while_rolling(staying)  # a removal inside a roll would break the roll's order
     stop = None if args.gone else (lambda: stop_for_good(leaving))
-    with forwarded(staying) as urls:
+    # a removal inside a roll would break the roll's order, and a roll inside a removal
+    # would restart members its slot clean-up and checks rely on
+    with (
+        roll_lock_held(staying, cluster, f"remove-member {removal.host}") as keepalive,
+        forwarded(staying) as urls,
+    ):
         api = RestApi(urls, access)
-        return remove(api, removal, stop, lambda: holders(staying, removal), args.timeout)
+
+        def slots() -> list[str]:
+            return holders(staying, removal)
+
+        return remove(api, removal, stop, slots, args.timeout, keepalive)
 
 
 def cmd_remove_member(args: argparse.Namespace) -> int:

@@ -1,20 +1,26 @@
 """The roll lock's script (pgsteady/cluster/roll_lock.py) against 3 real etcd members with
 auth on, as Patroni's etcd user with its client certificate (R9 M1(a), L2): renew fails
 once the lease lapsed or the key lost it, an acquire that finds our own value takes it
-as ours (the retry of a transaction whose answer was lost), and the deploy's health
-wait (etcd_service.wait_all_healthy, R9 H1) holds while one member is down."""
+as ours (the retry of a transaction whose answer was lost), the deploy's health wait
+(etcd_service.wait_all_healthy, R9 H1) holds while one member is down, and make
+remove-member holds the lock (R10 L2)."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
-from pgsteady.cluster import certs, etcd, roll_lock
+from pgsteady.cluster import certs, etcd, removal_cli, roll_lock
 from pgsteady.cluster import etcd_service as svc
+from pgsteady.cluster.operations import OperationError
+from pgsteady.cluster.tunnels import ClusterMember, cluster_members
+from pgsteady.inventory import load_inventory
 from tests.support.etcd_lab import EtcdLab, running_etcd
 
 
@@ -109,3 +115,58 @@ def test_the_health_wait_holds_while_a_member_is_down(tmp_path: Path) -> None:
         down = subprocess.run(["sh", "-c", wait], capture_output=True, text=True, timeout=120)
         assert down.returncode == 1, down
         assert "not every member healthy after 3 s" in down.stderr
+
+
+def test_remove_member_holds_the_roll_lock_and_is_refused_while_a_roll_holds_it(
+    tmp_path: Path,
+) -> None:
+    """make remove-member takes the roll lock through the first remaining member that
+    answers (review R10 L2): refused naming a roll that holds it; while the removal holds
+    it, a roll's acquire is refused naming the removal; released at the end. The lock
+    commands the CLI sends to a member's container run here, with this lab's etcd."""
+    hosts = [(f"pg-{i}", {"ssh_hostname": f"10.9.9.{i}", "postgres_cluster_name": "main"})
+             for i in range(1, 5)]  # fmt: skip
+    inventory = tmp_path / "inv.py"
+    inventory.write_text(f"hosts = ({hosts!r}, {{}})\n")
+    staying = cluster_members(load_inventory(str(inventory)), None)[:3]
+    (tmp_path / "etcd").mkdir()
+    with running_etcd(tmp_path / "etcd") as lab:
+        _lock(lab, "show")  # writes the member's Patroni configuration and password file
+        calls: list[str] = []
+
+        def run(m: ClusterMember, command: str) -> tuple[bool, str, str]:
+            """``docker exec -u postgres C python3 -c SCRIPT ...`` run on this machine."""
+            argv = shlex.split(command)
+            assert argv[:4] == ["docker", "exec", "-u", "postgres"], argv
+            calls.append(f"{m.name} {argv[8]}")
+            if m.name == "pg-1":
+                return False, "", "ssh: connect to host 10.9.9.1 port 22: No route to host"
+            assert argv[5:7] == ["python3", "-c"], argv
+            script = argv[7].replace(roll_lock.RUNNING_CONFIG, str(lab.tmp / "patroni.yml"))
+            script = script.replace(roll_lock.PASSWORD_FILE, str(lab.tmp / "patroni.password"))
+            proc = subprocess.run([sys.executable, "-c", script, *argv[8:]],
+                                  capture_output=True, text=True, timeout=60)  # fmt: skip
+            return proc.returncode == 0, proc.stdout, proc.stderr
+
+        roll = roll_lock.Holder("deploy-a pid 1", "rolling restart", "now").to_json()
+        got = _lock(lab, "acquire", roll, "60")
+        with (
+            pytest.raises(OperationError) as refused,
+            removal_cli.roll_lock_held(staying, lab.cluster, "remove-member pg-4", run),
+        ):
+            pytest.fail("the removal ran under a roll's lock")
+        assert "rolling restart by deploy-a pid 1 since now" in str(refused.value)
+        assert "nothing was changed" in str(refused.value)
+        assert _lock(lab, "release", got.stdout.split()[1]).returncode == 0
+
+        calls.clear()
+        with removal_cli.roll_lock_held(staying, lab.cluster, "remove-member pg-4", run) as keep:
+            assert calls == ["pg-1 acquire", "pg-2 acquire"]  # pg-1 did not answer
+            held = json.loads(_lock(lab, "show").stdout)
+            assert held["operation"] == "remove-member pg-4", held
+            other = _lock(lab, "acquire", roll, "60")
+            assert other.stdout.startswith("held ") and "remove-member pg-4" in other.stdout
+            keep()  # within KEEPALIVE_S of the acquire: nothing to renew yet
+            assert calls == ["pg-1 acquire", "pg-2 acquire"]
+        assert calls[-1] == "pg-2 release"
+        assert _lock(lab, "show").stdout.strip() == ""  # free again

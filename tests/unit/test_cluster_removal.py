@@ -125,6 +125,32 @@ def test_removal_stops_waits_for_the_key_drops_the_slot_and_restores_the_ttl() -
     assert "pg-4 left cluster main" in message and "delete pg-4 from the inventory" in message
 
 
+def test_the_roll_lock_is_renewed_before_each_change_and_while_waiting() -> None:
+    """remove-member holds the roll lock (R10 L2): ``keepalive`` runs before the stop and
+    in every wait; a lock that is no longer ours (keepalive raises) stops the removal
+    before it changes anything."""
+    api = FakePatroni(_members(), ["pg-1"])
+
+    def stop() -> None:
+        api.log.append("stop")
+        api.members = [m for m in api.members if m.name != "pg-4"]
+
+    def keepalive() -> None:
+        api.log.append("keepalive")
+
+    remove(api, R, stop, api.holders, 5, keepalive)  # type: ignore[arg-type]
+    assert api.log[:3] == ["keepalive", "stop", "keepalive"], api.log
+    assert api.log.index("patch {'member_slots_ttl': 0}") > api.log.index("keepalive", 3)
+
+    def lost() -> None:
+        raise OperationError("rolling change stopped: the roll lock is no longer ours")
+
+    api = FakePatroni(_members(), ["pg-1"])
+    with pytest.raises(OperationError, match="no longer ours"):
+        remove(api, R, lambda: pytest.fail("stopped"), api.holders, 5, lost)  # type: ignore[arg-type]
+    assert api.patches == []
+
+
 def test_the_leader_is_refused_naming_the_synchronous_standby() -> None:
     api = FakePatroni(_members(leader="pg-4"), [])
     api.members[1] = _member("pg-2", "replica", sync=True)
