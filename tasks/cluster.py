@@ -43,17 +43,22 @@ def member_settings(name: str) -> Settings:
 
 
 def member_data(cluster: Cluster) -> list[adopt.MemberData]:
-    """Every member's data volume version and whether it was converged as a member (its
-    patroni.yml), read from each member's own host."""
+    """Every member's data volume version, whether it was converged as a member (its
+    patroni.yml) and, for the seed, whether its adoption completed (its state file
+    adopt.ADOPTED), read from each member's own host."""
     found = []
     for member in cluster.members:
         other = inventory.get_host(member.name)
         m = member_settings(member.name)
+        adopted = member == cluster.members[0] and bool(
+            other.get_fact(File, path=f"{m.layout.state}/{adopt.ADOPTED}")
+        )
         found.append(
             adopt.MemberData(
                 member.name,
                 other.get_fact(VolumePgVersion, volume=m.data_volume),
                 bool(other.get_fact(File, path=f"{m.layout.config}/{PATRONI_YML}")),
+                adopted,
             )
         )
     return found
@@ -106,10 +111,17 @@ def refuse_foreign_data(s: Settings) -> None:
         raise DeployError(f"{host.name}: " + "\n  ".join(problems))
 
 
-def adopting(s: Settings) -> bool:
-    """This run adopts the seed's single-host data (make cluster-adopt ran)."""
+def adoption(s: Settings) -> str:
+    """What this run does with the seed's data: adopt.START, adopt.FINISH (an interrupted
+    adoption) or adopt.NONE (a single host, an ordinary cluster converge)."""
     cluster = load_cluster(s)
     if cluster is None:
-        return False
+        return adopt.NONE
     found = member_data(cluster)
-    return adopt.adopting(cluster, s.postgres_version, found, _marked(s, cluster))
+    return adopt.adoption(cluster, s.postgres_version, found, _marked(s, cluster))
+
+
+def adopting(s: Settings) -> bool:
+    """This run adopts the seed's single-host data (make cluster-adopt ran), or finishes
+    an adoption a failed deploy left."""
+    return adoption(s) != adopt.NONE

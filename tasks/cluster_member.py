@@ -31,7 +31,7 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import server
 
 from pgsteady.backup import cluster_archive
-from pgsteady.cluster import adopt, dcs, patroni
+from pgsteady.cluster import dcs, patroni
 from pgsteady.cluster import member_service as ms
 from pgsteady.cluster.certs import issue_etcd_client_cert
 from pgsteady.cluster.etcd_service import container_name as etcd_container
@@ -42,18 +42,18 @@ from pgsteady.settings import Settings
 from pgsteady.stack.compose import INIT_SQL, SUPERUSER, secret_names
 from pgsteady.stack.hostfiles import Owned, server_readable
 from pgsteady.stack.layout import INIT_MOUNT, TLS_MOUNT
-from tasks import haproxy_client_cert, haproxy_reload
+from tasks import cluster_adopt, haproxy_client_cert, haproxy_reload
 from tasks.cluster import adopting, load_cluster
 from tasks.etcd import cluster_secret, etcd_ca
 from tasks.facts import DockerInspect
 from tasks.noop_guard import guarded_put
 from tasks.ownership import put_owned
+from tasks.patroni_exec import PATRONICTL, exec_in, wait_leader
 from tasks.tls import private_file, put_certificate, renewal_needed
 
 #: The etcd password Patroni logs in with is etcd's own "patroni" user's (tasks/etcd.py).
 SECRET_SOURCES = {"etcd_patroni_password": "etcd-patroni.password"}
 DCS_MANAGED = "dcs-managed.json"
-PATRONICTL = ["patronictl", "-c", ms.PATRONI_DIR]
 
 
 def _alnum() -> bytes:
@@ -71,11 +71,6 @@ def context(s: Settings) -> tuple[Cluster, Member] | None:
 def is_seed(s: Settings) -> bool:
     ctx = context(s)
     return ctx is not None and ctx[1] == ctx[0].members[0]
-
-
-def _exec(s: Settings, argv: list[str], stdin: bool = False) -> str:
-    flags = ["-i"] if stdin else []
-    return shlex.join(["docker", "exec", *flags, "-u", "postgres", s.container_name, *argv])
 
 
 class PatroniDcsConfig(FactBase[Any]):
@@ -241,22 +236,6 @@ def start_etcd(s: Settings, p: Pending | None, etcd_here: bool) -> None:
     )
 
 
-def _wait_leader(s: Settings, name: str) -> str:
-    check = (
-        "import json, sys; m = json.load(sys.stdin); "
-        "sys.exit(0 if any(x.get('Role') == 'Leader' for x in m) else 1)"
-    )
-    listing = shlex.join([*PATRONICTL, "list", "-f", "json"])
-    inner = f"{listing} | {shlex.join(['python3', '-c', check])}"
-    probe = _exec(s, ["sh", "-c", inner])
-    return (
-        f"i=0; until {probe} 2>/dev/null; do i=$((i+1)); "
-        f"[ $i -lt 300 ] || {{ echo 'Patroni on {name}: no leader after 300 s' >&2; "
-        "exit 1; }; "
-        "sleep 1; done"
-    )
-
-
 def start_member(s: Settings, p: Pending | None, seed_turn: bool) -> OperationMeta | None:
     """Patroni, HAProxy and the rest of the stack: on the seed when ``seed_turn`` (then
     wait until the cluster has a leader: the seed itself when it starts alone), on the
@@ -264,44 +243,21 @@ def start_member(s: Settings, p: Pending | None, seed_turn: bool) -> OperationMe
     ctx = context(s)
     if p is None or ctx is None or is_seed(s) != seed_turn:
         return None
-    if seed_turn and adopting(s):
-        return _adopt(s, p, ctx[1])
+    if adopting(s):
+        if seed_turn:
+            p.running = False  # the rolling step leaves it alone: it runs the new stack
+            return cluster_adopt.seed_step(s, ctx[1])
+        if not p.running:
+            cluster_adopt.require_leader(ctx[0])
     if p.running:  # a running member's new image or compose file: one at a time, by
         return None  # the seed's rolling step (tasks/cluster_roll.py, recreate_changed)
     cluster, member = ctx
     commands = [f"{s.layout.bin}/pgsteady-ctl up"]
     if seed_turn:
-        commands.append(_wait_leader(s, member.name))
+        commands.append(wait_leader(s, member.name))
     what = "the seed, until it leads" if seed_turn else "a member (clones the leader)"
     return server.shell(
         name=f"Start Patroni and HAProxy on {what}", commands=commands, _if=_changed(p)
-    )
-
-
-def _adopt(s: Settings, p: Pending, member: Member) -> OperationMeta:
-    """The seed's single-host stack restarted under Patroni on the same data volume (Patroni
-    adopts a data directory when the DCS has no initialize key), then the replication and
-    pg_rewind roles Patroni makes only after an initdb, before any other member clones.
-    The rolling step leaves this member alone: it runs the new stack already."""
-    p.running = False
-    sql = adopt.roles_sql(
-        (patroni.REPLICATION_USER, "/run/secrets/replication_password"),
-        (patroni.REWIND_USER, "/run/secrets/rewind_password"),
-    )
-    psql = _exec(
-        s, ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-f", "-"], True
-    )
-    return server.shell(
-        name="Restart the single host under Patroni (adopting its data), create the roles",
-        commands=[
-            # frees postgres_port for HAProxy (the services have no start order)
-            shlex.join(["docker", "stop", "--time", "120", s.container_name]),
-            f"{s.layout.bin}/pgsteady-ctl up",
-            _wait_leader(s, member.name),
-            # until it accepts writes (the leader key may come just before the promotion)
-            f"i=0; until printf '%s' {shlex.quote(sql)} | {psql}; do i=$((i+1)); "
-            "[ $i -lt 30 ] || exit 1; sleep 2; done",
-        ],
     )
 
 
@@ -323,7 +279,7 @@ def converge_dcs(s: Settings) -> None:
                 name=f"Apply a patch to Patroni's dynamic configuration ({dcs.describe(change)})",
                 commands=[
                     f"printf '%s' {shlex.quote(json.dumps(change))} | "
-                    + _exec(s, dcs.apply_argv(ms.PATRONI_DIR), stdin=True)
+                    + exec_in(s, dcs.apply_argv(ms.PATRONI_DIR), stdin=True)
                 ],
             )
     guarded_put(

@@ -11,6 +11,12 @@ password files into the cluster's secrets on the deploy machine (:data:`MARKER` 
 seed). Then the seed's deploy restarts its stack under Patroni on the same volume, which
 adopts the data as leader, and creates the replication and pg_rewind roles Patroni makes
 only when it initialises (:func:`roles_sql`); only then do the other members clone it.
+
+The seed records a completed adoption in its state directory (:data:`ADOPTED`). A deploy
+that died between writing patroni.yml and that record (the single host stopped, Patroni
+not yet leading, the roles missing) leaves the seed a member without it: the next deploy
+finishes the adoption (:func:`adoption` says :data:`FINISH`) instead of converging it as
+an ordinary member, and no other member starts until the seed leads.
 """
 
 from __future__ import annotations
@@ -23,25 +29,56 @@ from pgsteady.cluster.topology import Cluster
 RUNBOOK = "docs/operations.md, 'Single host to cluster'"
 #: In the cluster's folder of the deploy machine: the seed whose passwords were copied.
 MARKER = "adopt-seed"
+#: In the seed's state directory (root, 0644): written when its adoption completed.
+ADOPTED = "adopted"
+#: :func:`adoption`'s answers: no adoption, a first one, the end of an interrupted one.
+NONE, START, FINISH = "", "start", "finish"
 
 
 @dataclass(frozen=True)
 class MemberData:
-    """What a member's host holds: its data volume's major version (None: no data) and
-    whether pgsteady converged it as a cluster member before (its patroni.yml exists)."""
+    """What a member's host holds: its data volume's major version (None: no data),
+    whether pgsteady converged it as a cluster member before (its patroni.yml exists) and
+    whether it completed an adoption (its state file :data:`ADOPTED`)."""
 
     name: str
     data_version: int | None
     was_member: bool
+    adopted: bool = False
 
 
 def _foreign(members: Sequence[MemberData]) -> list[MemberData]:
     return [m for m in members if m.data_version is not None and not m.was_member]
 
 
+def adoption(cluster: Cluster, version: int, members: Sequence[MemberData], marked: str) -> str:
+    """What this run does with the seed's data (``marked``: the MARKER file's seed name):
+    :data:`START` when the seed holds a single host's data the inventory may adopt;
+    :data:`FINISH` when an adoption began (make cluster-adopt named the seed, its data is
+    at the cluster's version, its patroni.yml is written) but never recorded
+    :data:`ADOPTED` while no other member holds data (none cloned it yet); else
+    :data:`NONE`. Members that cloned the seed mean its adoption completed (before the
+    record existed)."""
+    if refusals(cluster, version, members, marked):
+        return NONE
+    if _foreign(members):
+        return START
+    name = cluster.members[0].name
+    seed = next((m for m in members if m.name == name), None)
+    interrupted = (
+        seed is not None
+        and marked == name
+        and seed.data_version == version
+        and seed.was_member
+        and not seed.adopted
+        and all(m.data_version is None for m in members if m.name != name)
+    )
+    return FINISH if interrupted else NONE
+
+
 def adopting(cluster: Cluster, version: int, members: Sequence[MemberData], marked: str) -> bool:
-    """The seed's data is adopted in this run (``marked``: the MARKER file's seed name)."""
-    return not refusals(cluster, version, members, marked) and bool(_foreign(members))
+    """The seed's data is adopted in this run, first or to finish an interrupted one."""
+    return adoption(cluster, version, members, marked) != NONE
 
 
 def refusals(

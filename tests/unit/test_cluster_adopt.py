@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from pgsteady.cluster.adopt import MemberData, adopting, refusals, roles_sql
+from pgsteady.cluster.adopt import (
+    FINISH,
+    NONE,
+    START,
+    MemberData,
+    adopting,
+    adoption,
+    refusals,
+    roles_sql,
+)
 from pgsteady.cluster.topology import cluster_from_mapping
 
 CLUSTER = cluster_from_mapping(
@@ -80,3 +89,46 @@ def test_a_single_hosts_data_beside_a_running_cluster_is_not_cloned_over() -> No
     (msg,) = refusals(CLUSTER, 17, hosts((17, True), (17, True), (17, False)))
     assert msg.startswith("pg3: ") and "already runs on pg1, pg2" in msg
     assert "an empty data volume" in msg
+
+
+def member(name: str, version: int | None, was: bool, adopted: bool = False) -> MemberData:
+    return MemberData(name, version, was, adopted)
+
+
+def test_a_seed_whose_adoption_was_interrupted_finishes_it() -> None:
+    """M6: the deploy died after patroni.yml was written on every member, before the
+    seed's record: the seed's data looks like a member's, yet its adoption is unfinished."""
+    members = [member("pg1", 17, True), member("pg2", None, True), member("pg3", None, True)]
+    assert refusals(CLUSTER, 17, members, "pg1") == []
+    assert adoption(CLUSTER, 17, members, "pg1") == FINISH
+    assert adopting(CLUSTER, 17, members, "pg1")
+    # the order of the facts is not the decision's: the seed is the inventory's first
+    assert adoption(CLUSTER, 17, members[::-1], "pg1") == FINISH
+
+
+def test_a_first_adoption_starts_and_a_recorded_one_is_an_ordinary_member() -> None:
+    fresh = [member("pg1", 17, False), member("pg2", None, False), member("pg3", None, False)]
+    assert adoption(CLUSTER, 17, fresh, "pg1") == START
+    done = [member("pg1", 17, True, adopted=True), member("pg2", None, True)]
+    done.append(member("pg3", None, False))
+    assert adoption(CLUSTER, 17, done, "pg1") == NONE
+    assert not adopting(CLUSTER, 17, done, "pg1")
+
+
+@pytest.mark.parametrize(
+    ("members", "marked"),
+    [
+        # no make cluster-adopt: a new cluster's seed that bootstrapped
+        ([member("pg1", 17, True), member("pg2", None, True), member("pg3", None, True)], ""),
+        # the marker names another host
+        ([member("pg1", 17, True), member("pg2", None, True), member("pg3", None, True)], "pg2"),
+        # another member cloned the seed: its adoption completed before the record existed
+        ([member("pg1", 17, True), member("pg2", 17, True), member("pg3", None, True)], "pg1"),
+        # the seed lost its data (an emptied volume): nothing to adopt
+        ([member("pg1", None, True), member("pg2", None, True), member("pg3", None, True)], "pg1"),
+        # another major than the cluster's: never finished under this version
+        ([member("pg1", 15, True), member("pg2", None, True), member("pg3", None, True)], "pg1"),
+    ],
+)
+def test_no_adoption_to_finish(members: list[MemberData], marked: str) -> None:
+    assert adoption(CLUSTER, 17, members, marked) == NONE

@@ -1,0 +1,91 @@
+"""The operations of an adoption's run (M6): the seed's step finishes an interrupted
+adoption idempotently and records it last; a member that does not run yet starts only
+after a check that the seed leads. The decision itself: tests/unit/test_cluster_adopt.py."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from pgsteady.cluster import adopt
+from pgsteady.cluster.topology import cluster_from_mapping
+from tasks import cluster_adopt, cluster_member
+from tasks.cluster_member import Pending, start_member
+from tasks.patroni_exec import has_leader
+from tests.support.pyinfra_plan import plan
+from tests.unit.test_tasks_postgres import settings
+
+CLUSTER = cluster_from_mapping(
+    {
+        "postgres_cluster_name": "lab",
+        "members": [{"name": f"lab{i}", "address": f"10.1.0.{i + 1}"} for i in (1, 2, 3)],
+    }
+)
+S = settings(
+    postgres_cluster_name="lab",
+    postgres_version=17,
+    app_dir="/srv/pg",
+    pgbackrest_enabled=False,
+    postgres_allowed_networks=["10.1.0.0/24"],
+)
+STATE = "/srv/pg/state"
+
+
+def _start(monkeypatch: pytest.MonkeyPatch, name: str, adopting: bool, seed_turn: bool) -> Any:
+    member = CLUSTER.member(name)
+    monkeypatch.setattr(cluster_member, "context", lambda s: (CLUSTER, member))
+    monkeypatch.setattr(cluster_member, "adopting", lambda s: adopting)
+    monkeypatch.setattr(cluster_adopt, "member_settings", lambda n: S)
+    pending = Pending("docker compose", [], running=False)
+    _, p = plan(lambda: start_member(S, pending, seed_turn), facts={})
+    return p
+
+
+def test_the_seeds_step_stops_only_a_server_without_patroni_and_records_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    p = _start(monkeypatch, "lab1", adopting=True, seed_turn=True)
+    (op,) = p.ops
+    stop, up, wait, roles, record = op.commands
+    # a rerun finds Patroni in the container: no stop of the server it runs
+    assert "patronictl -c /run/patroni list >/dev/null 2>&1 || docker stop" in stop
+    assert up == "/srv/pg/bin/pgsteady-ctl up"
+    assert "no leader after 300 s" in wait
+    assert "CREATE ROLE replicator" in roles
+    assert record.endswith(
+        f"mv -f /srv/pg/state/.{adopt.ADOPTED}.new /srv/pg/state/{adopt.ADOPTED}"
+    )
+    assert record.startswith("umask 022; ")
+
+
+def test_a_member_checks_that_the_adopting_seed_leads_before_it_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    p = _start(monkeypatch, "lab2", adopting=True, seed_turn=False)
+    assert [op.operation for op in p.ops] == ["python.call", "server.shell"]
+    assert p.names[0] == "Check that the adopting seed lab1 leads before this member starts"
+    assert p.ops[1].commands == ["/srv/pg/bin/pgsteady-ctl up"]
+
+
+def test_no_check_once_the_cluster_is_adopted(monkeypatch: pytest.MonkeyPatch) -> None:
+    p = _start(monkeypatch, "lab2", adopting=False, seed_turn=False)
+    assert [op.operation for op in p.ops] == ["server.shell"]
+
+
+@pytest.mark.parametrize(
+    ("listing", "leads"),
+    [
+        ([{"Member": "lab1", "Role": "Leader", "State": "running"}], True),
+        ([{"Member": "lab1", "Role": "Replica", "State": "running"}], False),
+        ([], False),
+    ],
+)
+def test_has_leader_reads_patronictl_json(listing: list[dict[str, str]], leads: bool) -> None:
+    assert has_leader(json.dumps(listing)) is leads
+
+
+@pytest.mark.parametrize("text", ["", "Error: no such container", "[{", "{}"])
+def test_no_answer_is_no_leader(text: str) -> None:
+    assert not has_leader(text)
