@@ -27,11 +27,13 @@ SELECT pg_catalog.json_build_object(
   'replay_gap', pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_receive_lsn(),
                                            pg_catalog.pg_last_wal_replay_lsn()),
   'streaming', (SELECT coalesce(pg_catalog.json_agg(r.application_name
-                                                   ORDER BY r.application_name), '[]'::json)
+                                                   ORDER BY r.application_name),
+                                '[]'::pg_catalog.json)
                 FROM pg_catalog.pg_stat_replication r
                 JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) r.pid
-                WHERE r.state = 'streaming' AND a.datname IS NULL
-                  AND r.application_name NOT IN ('pg_basebackup', 'pg_receivewal')))
+                WHERE r.state OPERATOR(pg_catalog.=) 'streaming' AND a.datname IS NULL
+                  AND NOT r.application_name OPERATOR(pg_catalog.=) ANY
+                      ('{pg_basebackup,pg_receivewal}'::pg_catalog.text[])))
 """
 
 #: Dump attempts on a standby: replay may cancel the dump's snapshot or locks ("conflict

@@ -4,13 +4,14 @@ how verify and the monitor read a member that left the dump to a standby (pure p
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from pgsteady.backup.tool_config import backup_config
 from pgsteady.backuptool.config import config_from_dict
 from pgsteady.backuptool.errors import BackupError
-from pgsteady.backuptool.source import plan, recovery_conflict
+from pgsteady.backuptool.source import ROLE_SQL, plan, recovery_conflict
 from pgsteady.monitor.model import OK, WARNING, derive
 from pgsteady.settings import HostFacts, build_settings
 from tests.unit.test_monitor_model import SETTINGS, iso, sample_raw
@@ -126,3 +127,11 @@ def test_the_logical_backup_plan_is_one_for_the_whole_cluster() -> None:
     assert "backup_enabled: differs between the members of cluster 'main'" in text
     assert "False on pg2" in text
     assert "backup_schedule: differs between the members of cluster 'main'" in text
+
+
+def test_the_role_query_resolves_no_operator_or_type_through_search_path() -> None:
+    """Its session pins search_path, and the query qualifies what it names all the same:
+    every comparison is OPERATOR(pg_catalog.=) and every cast names pg_catalog."""
+    sql = ROLE_SQL.replace("OPERATOR(pg_catalog.=)", "")
+    assert not re.search(r"[=<>]|\bIN\s*\(", sql), sql
+    assert re.findall(r"::\s*(\w+)", ROLE_SQL) == ["pg_catalog"] * ROLE_SQL.count("::")
