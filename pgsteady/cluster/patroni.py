@@ -50,6 +50,10 @@ LOOPBACK = ("127.0.0.1/32", "::1/128")
 #: patroni/postgresql/bootstrap.py, post_bootstrap).
 REWIND_USER = "pgsteady_rewind"
 REST_USER = "patroni"
+#: How long Patroni 4 keeps a departed member's replication slot (its default, 30 min).
+#: pgsteady manages the key so that a ``make remove-member`` killed while it held it at 0
+#: (pgsteady.cluster.removal) is set back by the next deploy or removal (review R10 L1).
+MEMBER_SLOTS_TTL_S = 1800
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,7 @@ def dcs_document(
         "synchronous_mode": cluster.synchronous_mode,
         "synchronous_mode_strict": cluster.synchronous_mode_strict,
         "failsafe_mode": False,
+        "member_slots_ttl": MEMBER_SLOTS_TTL_S,
         "postgresql": {
             "use_pg_rewind": True,
             "use_slots": True,

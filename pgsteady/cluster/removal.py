@@ -24,7 +24,10 @@ inventory, so they stop naming it.
 - drops its replication slot: Patroni 4 keeps the slot of a member that left for
   ``member_slots_ttl`` (30 min by default) in case it comes back, on the leader and as a
   copy on every replica, and recreates it if dropped by hand. ``member_slots_ttl`` is set
-  to 0 in the DCS until no remaining member has the slot, then set back.
+  to 0 in the DCS until no remaining member has the slot, then to the value pgsteady
+  converges (:data:`~pgsteady.cluster.patroni.MEMBER_SLOTS_TTL_S`), not to the value it
+  found: a removal killed while it held 0 left 0 there, and the next removal or deploy
+  sets it back (review R10 L1).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgsteady.cluster.operations import OperationError, RestApi, _wait
+from pgsteady.cluster.patroni import MEMBER_SLOTS_TTL_S
 from pgsteady.cluster.status import ClusterStatus
 from pgsteady.cluster.topology import Cluster, etcd_count
 
@@ -156,12 +160,15 @@ def drop_slot(
     keepalive: Callable[[], None] = _no_keepalive,
 ) -> None:
     """Have Patroni drop the removed member's slot everywhere (``member_slots_ttl`` 0
-    meanwhile), then set ``member_slots_ttl`` back as it was (absent: removed again)."""
-    if not slot_holders():
-        return
+    meanwhile), then set ``member_slots_ttl`` to the value the deploy converges; with no
+    slot left, only set that value back if a killed removal left another there."""
     keepalive()
     leader = api.cluster().leader or r.remaining[0]
-    before = _config(api, leader).get("member_slots_ttl")
+    if not slot_holders():
+        left = _config(api, leader).get("member_slots_ttl")
+        if str(left) != str(MEMBER_SLOTS_TTL_S):
+            _patch(api, leader, {"member_slots_ttl": MEMBER_SLOTS_TTL_S})
+        return
     _patch(api, leader, {"member_slots_ttl": 0})
     try:
 
@@ -172,7 +179,7 @@ def drop_slot(
 
         _wait(dropped, timeout, f"dropping {r.host}'s replication slot", time.monotonic)
     finally:
-        _patch(api, leader, {"member_slots_ttl": before})
+        _patch(api, leader, {"member_slots_ttl": MEMBER_SLOTS_TTL_S})
 
 
 def remove(

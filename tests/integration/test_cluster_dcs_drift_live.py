@@ -4,7 +4,9 @@ A freshly bootstrapped member's ``GET /config`` holds exactly the DCS document i
 seeded with (no key Patroni adds by itself, so the check raises no false alarm); a key
 planted through ``PATCH /config`` (a postgresql.conf parameter, a permanent slot) is named
 by pgsteady.cluster.dcs_drift, and its removal patch, applied the way the fix line's
-``patronictl edit-config --apply`` merges, leaves nothing unmanaged.
+``patronictl edit-config --apply`` merges, leaves nothing unmanaged. A
+``member_slots_ttl`` a killed ``make remove-member`` left at 0 is set back by the
+deploy's patch (review R10 L1).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pgsteady.cluster import dcs_drift
+from pgsteady.cluster import dcs, dcs_drift
+from pgsteady.cluster.patroni import MEMBER_SLOTS_TTL_S
 from tests.support.patroni_lab import PatroniLab, running_patroni
 
 pytestmark = pytest.mark.timeout(600)
@@ -71,3 +74,31 @@ def test_planted_dcs_keys_are_named_and_removed(tmp_path: Path) -> None:
         status, body = lab.request("m1", "/config", "PATCH", json.dumps(fix), gated=True)
         assert status == 200, body
         wait_converged(lab, desired)
+
+
+def _wait_ttl(lab: PatroniLab, value: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while (current := _config(lab)).get("member_slots_ttl") != value:
+        assert time.monotonic() < deadline, current
+        time.sleep(0.5)
+    return current
+
+
+def test_a_member_slots_ttl_left_at_0_is_converged_back(tmp_path: Path) -> None:
+    """make remove-member holds member_slots_ttl at 0 while it drops a slot; killed
+    midway, it left 0 for good (review R10 L1). pgsteady manages the key: Patroni takes
+    it from the seeded document, and the deploy's DCS patch sets a 0 back."""
+    with running_patroni(tmp_path, members=("m1",)) as lab:
+        rendered = yaml.safe_load((lab.root / "m1" / "conf" / "10-pgsteady.yml").read_text())
+        desired = rendered["bootstrap"]["dcs"]
+        managed = dcs.managed_paths(desired)
+        assert desired["member_slots_ttl"] == MEMBER_SLOTS_TTL_S == 1800
+        assert _config(lab)["member_slots_ttl"] == 1800
+        killed = json.dumps({"member_slots_ttl": 0})  # what the removal had sent
+        status, body = lab.request("m1", "/config", "PATCH", killed, gated=True)
+        assert status == 200, body
+        change = dcs.patch(_wait_ttl(lab, 0), desired, managed)
+        assert change == {"member_slots_ttl": 1800}  # the next deploy's patch
+        status, body = lab.request("m1", "/config", "PATCH", json.dumps(change), gated=True)
+        assert status == 200, body
+        assert dcs.patch(_wait_ttl(lab, 1800), desired, managed) == {}  # converged

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from pgsteady.cluster.operations import OperationError
+from pgsteady.cluster.patroni import MEMBER_SLOTS_TTL_S
 from pgsteady.cluster.removal import Removal, etcd_after, plan, remove, slot_name
 from pgsteady.cluster.status import ClusterStatus, MemberStatus
 from pgsteady.cluster.topology import Cluster, cluster_from_mapping
@@ -120,9 +121,23 @@ def test_removal_stops_waits_for_the_key_drops_the_slot_and_restores_the_ttl() -
         api.members = [m for m in api.members if m.name != "pg-4"]
 
     message = remove(api, R, stop, api.holders, 5)  # type: ignore[arg-type]
-    assert api.log == ["stop", "patch {'member_slots_ttl': 0}", "patch {'member_slots_ttl': None}"]
-    assert "member_slots_ttl" not in api.config and api.config["ttl"] == 24
+    assert api.log == ["stop", "patch {'member_slots_ttl': 0}", "patch {'member_slots_ttl': 1800}"]
+    assert api.config["member_slots_ttl"] == MEMBER_SLOTS_TTL_S and api.config["ttl"] == 24
     assert "pg-4 left cluster main" in message and "delete pg-4 from the inventory" in message
+
+
+def test_a_ttl_left_at_0_by_a_killed_removal_is_set_back_by_the_next() -> None:
+    """A removal killed while it held member_slots_ttl at 0 left 0 in the DCS (R10 L1):
+    the next removal sets the value the deploy converges, not the 0 it found. (The
+    deploy's side: tests/integration/test_cluster_dcs_drift_live.py.)"""
+    api = FakePatroni(_members(), ["pg-1"])
+    api.config["member_slots_ttl"] = 0
+
+    def stop() -> None:
+        api.members = [m for m in api.members if m.name != "pg-4"]
+
+    remove(api, R, stop, api.holders, 5)  # type: ignore[arg-type]
+    assert api.config["member_slots_ttl"] == MEMBER_SLOTS_TTL_S == 1800
 
 
 def test_the_roll_lock_is_renewed_before_each_change_and_while_waiting() -> None:
@@ -184,7 +199,7 @@ def test_gone_waits_for_a_dead_members_key_to_expire() -> None:
 
     api.cluster = cluster  # type: ignore[method-assign]
     assert "pg-4 left cluster main" in remove(api, R, None, api.holders, 10)  # type: ignore[arg-type]
-    assert api.patches == [{"member_slots_ttl": 0}, {"member_slots_ttl": None}]
+    assert api.patches == [{"member_slots_ttl": 0}, {"member_slots_ttl": MEMBER_SLOTS_TTL_S}]
 
 
 def test_a_member_key_that_never_goes_times_out_naming_it() -> None:
