@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 from pyinfra import host, inventory
@@ -42,25 +43,31 @@ def member_settings(name: str) -> Settings:
         raise DeployError(f"{host.name}: member {name}: {exc}") from None
 
 
-def member_data(cluster: Cluster) -> list[adopt.MemberData]:
+def member_data(cluster: Cluster, marked: str) -> list[adopt.MemberData]:
     """Every member's data volume version, whether it was converged as a member (its
-    patroni.yml) and, for the seed, whether its adoption completed (its state file
-    adopt.ADOPTED), read from each member's own host."""
-    found = []
+    patroni.yml) and whether the seed recorded its adoption (adopt.ADOPTED), read from each
+    member's own host. Only what the decision can use (``marked``: the seed make
+    cluster-adopt named): the record only while the marker names the seed, and a former
+    member's data volume only while a member holds a single host's data or the seed's
+    adoption is unrecorded, so a converged cluster's deploy skips those round trips."""
+    seed = cluster.members[0].name
+    rows = []
     for member in cluster.members:
-        other = inventory.get_host(member.name)
-        m = member_settings(member.name)
-        adopted = member == cluster.members[0] and bool(
+        other, m = inventory.get_host(member.name), member_settings(member.name)
+        was = bool(other.get_fact(File, path=f"{m.layout.config}/{PATRONI_YML}"))
+        adopted = member.name == seed == marked and bool(
             other.get_fact(File, path=f"{m.layout.state}/{adopt.ADOPTED}")
         )
-        found.append(
-            adopt.MemberData(
-                member.name,
-                other.get_fact(VolumePgVersion, volume=m.data_volume),
-                bool(other.get_fact(File, path=f"{m.layout.config}/{PATRONI_YML}")),
-                adopted,
-            )
-        )
+        version = None if was else other.get_fact(VolumePgVersion, volume=m.data_volume)
+        rows.append((other, m, adopt.MemberData(member.name, version, was, adopted)))
+    found = [row[2] for row in rows]
+    if adopt.foreign(found) or (marked == seed and not found[0].adopted):
+        found = [
+            replace(d, data_version=o.get_fact(VolumePgVersion, volume=m.data_volume))
+            if d.was_member
+            else d
+            for o, m, d in rows
+        ]
     return found
 
 
@@ -96,6 +103,11 @@ def _marked(s: Settings, cluster: Cluster) -> str:
     return path.read_text().strip() if path.is_file() else ""
 
 
+def _data_and_marker(s: Settings, cluster: Cluster) -> tuple[list[adopt.MemberData], str]:
+    marked = _marked(s, cluster)
+    return member_data(cluster, marked), marked
+
+
 def refuse_foreign_data(s: Settings) -> None:
     """Stop the run before any operation when a member's data volume holds data Patroni
     never managed (a single host's), unless the seed's is to be adopted:
@@ -104,9 +116,7 @@ def refuse_foreign_data(s: Settings) -> None:
     cluster = load_cluster(s)
     if cluster is None:
         return
-    problems = adopt.refusals(
-        cluster, s.postgres_version, member_data(cluster), _marked(s, cluster)
-    )
+    problems = adopt.refusals(cluster, s.postgres_version, *_data_and_marker(s, cluster))
     if problems:
         raise DeployError(f"{host.name}: " + "\n  ".join(problems))
 
@@ -117,8 +127,7 @@ def adoption(s: Settings) -> str:
     cluster = load_cluster(s)
     if cluster is None:
         return adopt.NONE
-    found = member_data(cluster)
-    return adopt.adoption(cluster, s.postgres_version, found, _marked(s, cluster))
+    return adopt.adoption(cluster, s.postgres_version, *_data_and_marker(s, cluster))
 
 
 def adopting(s: Settings) -> bool:

@@ -47,7 +47,8 @@ class MemberData:
     adopted: bool = False
 
 
-def _foreign(members: Sequence[MemberData]) -> list[MemberData]:
+def foreign(members: Sequence[MemberData]) -> list[MemberData]:
+    """The members whose data volume holds data Patroni never managed (a single host's)."""
     return [m for m in members if m.data_version is not None and not m.was_member]
 
 
@@ -61,7 +62,7 @@ def adoption(cluster: Cluster, version: int, members: Sequence[MemberData], mark
     record existed)."""
     if refusals(cluster, version, members, marked):
         return NONE
-    if _foreign(members):
+    if foreign(members):
         return START
     name = cluster.members[0].name
     seed = next((m for m in members if m.name == name), None)
@@ -87,11 +88,11 @@ def refusals(
     """One message per reason the inventory cannot converge without risking a member's
     data; empty when every member with data is one Patroni manages already, or when the
     seed's data is to be adopted (``marked`` names it: make cluster-adopt ran)."""
-    foreign = _foreign(members)
-    if not foreign:
+    found = foreign(members)
+    if not found:
         return []
     seed = cluster.members[0].name
-    names = ", ".join(m.name for m in foreign)
+    names = ", ".join(m.name for m in found)
     old = [m for m in members if m.data_version is not None and m.was_member]
     if old:
         return [
@@ -100,13 +101,13 @@ def refusals(
             "would replace that data by a clone. Accepted: an empty data volume (take a "
             "backup, then remove the volume) to add the host as a replica"
         ]
-    if len(foreign) > 1:
+    if len(found) > 1:
         return [
             f"{names}: more than one member's data volume holds Postgres data; accepted: "
             "at most one host with data, the seed (the first member of the group). Keep the "
             "data you need on one host, empty the others' data volumes"
         ]
-    m = foreign[0]
+    m = found[0]
     if m.name != seed:
         return [
             f"{m.name}: its data volume holds Postgres data, but the seed of cluster "
