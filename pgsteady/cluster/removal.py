@@ -20,7 +20,10 @@ inventory, so they stop naming it.
 - stops ``x``'s stack for good (its containers stopped with restart policy ``no``), or
   with ``gone`` contacts it not at all;
 - waits until its member key is gone from the DCS (at once on a clean stop, within the
-  ttl for a dead host; a host that still runs keeps it, and the wait fails naming it);
+  ttl for a dead host; a host that still runs keeps it, and the wait fails naming it).
+  For a dead host the wait is :func:`gone_wait`: Patroni's ttl as the DCS holds it, plus
+  ``loop_wait`` and :data:`GONE_MARGIN_S`, bounded (review R10 L3; it was the fixed
+  ``--timeout``, 120 s, while ``patroni_ttl`` may be up to 3600 s);
 - drops its replication slot: Patroni 4 keeps the slot of a member that left for
   ``member_slots_ttl`` (30 min by default) in case it comes back, on the leader and as a
   copy on every replica, and recreates it if dropped by hand. ``member_slots_ttl`` is set
@@ -148,6 +151,35 @@ def _patch(api: RestApi, leader: str, body: dict[str, Any]) -> None:
         raise OperationError(f"PATCH /config on {leader} failed ({status}): {text[:200]}")
 
 
+#: seconds past ``ttl + loop_wait`` for a dead member's key to go (etcd may extend a
+#: lease's remaining time when its own leader changes)
+GONE_MARGIN_S = 30
+#: the longest GONE=1 waits: the largest ttl pgsteady accepts (3600 s), a loop, the margin
+GONE_MAX_WAIT_S = 3600 + 60 + GONE_MARGIN_S
+
+
+def gone_wait(config: dict[str, Any], timeout: float) -> tuple[float, str]:
+    """How long GONE=1 waits for a dead member's key, from the DCS ``config`` (Patroni's
+    ``ttl`` and ``loop_wait``; its defaults 30 and 10 when absent), at least ``timeout``
+    and at most :data:`GONE_MAX_WAIT_S`; and the sentence that says so."""
+    ttl, loop = _seconds(config.get("ttl"), 30), _seconds(config.get("loop_wait"), 10)
+    derived = ttl + loop + GONE_MARGIN_S
+    wait = min(max(timeout, derived), GONE_MAX_WAIT_S)
+    why = f"Patroni's ttl {ttl:g} s + loop_wait {loop:g} s + {GONE_MARGIN_S} s"
+    if derived > GONE_MAX_WAIT_S:
+        why += f", bounded at {GONE_MAX_WAIT_S} s"
+    elif timeout > derived:
+        why = f"--timeout, more than {why}"
+    return wait, f"waiting up to {wait:g} s for the dead member's key to expire ({why})"
+
+
+def _seconds(value: Any, default: float) -> float:
+    try:
+        return max(float(value), 0.0) if value is not None else default
+    except (TypeError, ValueError):
+        return default
+
+
 def _no_keepalive() -> None:
     """No lock to renew (the default of :func:`remove`)."""
 
@@ -189,14 +221,20 @@ def remove(
     slot_holders: Callable[[], list[str]],
     timeout: float,
     keepalive: Callable[[], None] = _no_keepalive,
+    say: Callable[[str], None] = lambda _: None,
 ) -> str:
     """Take ``r.host`` out of the running cluster (see the module docstring). ``stop``
     stops its stack for good; None: the host is gone (dead). ``slot_holders`` names the
     remaining members whose Postgres still has the member's slot. ``keepalive`` renews
     the roll lock the caller holds (before each change and while waiting); it raises
-    when the lock is no longer ours, which ends the removal."""
-    _check_cluster(api.cluster(), r)
+    when the lock is no longer ours, which ends the removal. ``say`` gets progress."""
+    cs = api.cluster()
+    _check_cluster(cs, r)
     started = time.monotonic()
+    wait = timeout
+    if stop is None:  # a dead member's key expires within Patroni's ttl
+        wait, message = gone_wait(_config(api, cs.leader or r.remaining[0]), timeout)
+        say(f"{r.host}: {message}")
     if stop is not None:
         keepalive()
         stop()
@@ -212,7 +250,7 @@ def remove(
     what = f"{r.host} leaving the DCS"
     if stop is None:  # a dead member's key expires within patroni_ttl; a live one's never
         what += " (GONE=1 is for a host that is down: a running member keeps its key)"
-    _wait(left, timeout, what, time.monotonic)
+    _wait(left, wait, what, time.monotonic)
     drop_slot(api, r, slot_holders, timeout, keepalive)
     return (
         f"{r.host} left cluster {r.cluster} after {time.monotonic() - started:.1f} s: "

@@ -198,7 +198,10 @@ def run(args: argparse.Namespace) -> str:
         def slots() -> list[str]:
             return holders(staying, removal)
 
-        return remove(api, removal, stop, slots, args.timeout, keepalive)
+        def say(text: str) -> None:
+            print(f"pgsteady remove-member: {text}", file=sys.stderr, flush=True)
+
+        return remove(api, removal, stop, slots, args.timeout, keepalive, say)
 
 
 def cmd_remove_member(args: argparse.Namespace) -> int:

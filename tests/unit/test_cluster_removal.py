@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from pgsteady.cluster.operations import OperationError
+from pgsteady.cluster import removal
+from pgsteady.cluster.operations import POLL_S, OperationError
 from pgsteady.cluster.patroni import MEMBER_SLOTS_TTL_S
 from pgsteady.cluster.removal import Removal, etcd_after, plan, remove, slot_name
 from pgsteady.cluster.status import ClusterStatus, MemberStatus
@@ -181,8 +182,12 @@ def test_a_remaining_member_down_is_refused_before_any_change() -> None:
     assert api.patches == []
 
 
-def test_gone_fails_naming_why_while_the_member_still_runs() -> None:
+def test_gone_fails_naming_why_while_the_member_still_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(removal, "GONE_MARGIN_S", 0)
     api = FakePatroni(_members(), [])
+    api.config.update(ttl=1, loop_wait=0)
     with pytest.raises(OperationError, match="GONE=1 is for a host that is down") as exc:
         remove(api, R, None, api.holders, 1)  # type: ignore[arg-type]
     assert "pg-4 is still replica/streaming" in str(exc.value)
@@ -200,6 +205,44 @@ def test_gone_waits_for_a_dead_members_key_to_expire() -> None:
     api.cluster = cluster  # type: ignore[method-assign]
     assert "pg-4 left cluster main" in remove(api, R, None, api.holders, 10)  # type: ignore[arg-type]
     assert api.patches == [{"member_slots_ttl": 0}, {"member_slots_ttl": MEMBER_SLOTS_TTL_S}]
+
+
+def test_gone_waits_as_long_as_the_configured_ttl_says_bounded() -> None:
+    """R10 L3: GONE=1 waited --timeout (120 s) although patroni_ttl may be up to 3600 s:
+    the wait is the DCS's ttl + loop_wait + a margin, at least --timeout, bounded."""
+    wait, said = removal.gone_wait({"ttl": 3600, "loop_wait": 60}, 120)
+    assert wait == 3690 and said == (
+        "waiting up to 3690 s for the dead member's key to expire "
+        "(Patroni's ttl 3600 s + loop_wait 60 s + 30 s)"
+    )
+    assert removal.gone_wait({"ttl": 600, "loop_wait": 10}, 120)[0] == 640
+    wait, said = removal.gone_wait({"ttl": 24, "loop_wait": 8}, 120)
+    assert wait == 120 and "(--timeout, more than Patroni's ttl 24 s" in said
+    wait, said = removal.gone_wait({"ttl": 86400, "loop_wait": 10}, 120)  # edited by hand
+    assert wait == removal.GONE_MAX_WAIT_S == 3690 and said.endswith("bounded at 3690 s)")
+    assert removal.gone_wait({}, 0)[0] == 30 + 10 + 30  # Patroni's own defaults
+    assert removal.gone_wait({"ttl": "bad", "loop_wait": None}, 0)[0] == 70
+
+
+def test_gone_uses_the_derived_wait_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key goes after 2 polls, longer than --timeout: the ttl-derived wait holds."""
+    monkeypatch.setattr(removal, "GONE_MARGIN_S", 0)
+    api = FakePatroni(_members(), [])
+    api.config.update(ttl=3 * POLL_S, loop_wait=0)
+    looks = iter([True, True, True])
+
+    def cluster() -> ClusterStatus:
+        keep = next(looks, False)
+        return ClusterStatus(members=[m for m in api.members if keep or m.name != "pg-4"])
+
+    api.cluster = cluster  # type: ignore[method-assign]
+    said: list[str] = []
+    message = remove(api, R, None, api.holders, 0.1, say=said.append)  # type: ignore[arg-type]
+    assert "pg-4 left cluster main" in message
+    assert said == [
+        f"pg-4: waiting up to {3 * POLL_S:g} s for the dead member's key to expire "
+        f"(Patroni's ttl {3 * POLL_S:g} s + loop_wait 0 s + 0 s)"
+    ]
 
 
 def test_a_member_key_that_never_goes_times_out_naming_it() -> None:
