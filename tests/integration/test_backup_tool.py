@@ -132,6 +132,14 @@ def test_backup_produces_verified_files_manifest_and_status(tool, pg):
     assert (dump.parent / (dump.name + ".sha256")).read_text().split()[0] == sha256(dump)
     assert manifest["sha256"] == sha256(dump) and manifest["size"] == dump.stat().st_size
     assert manifest["database"] == "app" and manifest["server_version"]
+    # zstd where the build writes it (16+), pg_dump's gzip before: the archive says which
+    method = "zstd" if manifest["server_version_num"] >= 160000 else "gzip"
+    listing = subprocess.run(
+        [DOCKER, "exec", "-i", "-u", "postgres", pg.name, "pg_restore", "--list"],
+        input=dump.read_bytes(), capture_output=True, check=True,
+    )  # fmt: skip
+    assert manifest["compression"] == method
+    assert f"Compression: {method}".encode() in listing.stdout
     counts = {t: int(d.split(":")[0]) for t, d in pg.table_digests("app").items()}
     assert manifest["tables"] == counts
     assert counts["public.big"] == 120000 and counts['other."Mixed Case"'] == 5000
