@@ -10,6 +10,19 @@ from pathlib import Path
 
 from pgsteady.tls import Authority, TlsError, create_ca
 
+#: Beside the inventory file: per inventory, its CA and its clusters' shared secrets.
+STATE_DIR = ".pgsteady"
+
+
+def ca_dir(configured: str | None, inventory: Path | None) -> tuple[Path, str]:
+    """Where an inventory's CA lives on the deploy machine (``postgres_tls_ca_dir``, else
+    ``.pgsteady/<inventory name>`` beside the inventory file), and the inventory's name."""
+    label = inventory.stem if inventory else "adhoc"
+    if configured:
+        return Path(configured), label
+    base = inventory.parent if inventory else Path.cwd()
+    return base / STATE_DIR / label, label
+
 
 def _private_parent(parent: Path) -> None:
     """Create ``parent`` (and missing ancestors) 0700 whatever the umask, or check it;

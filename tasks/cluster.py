@@ -87,7 +87,7 @@ def cluster_folder(s: Settings, cluster: Cluster) -> Path:
         load_or_create_ca(directory, label)
     except TlsError as exc:
         raise DeployError(f"TLS: {exc}") from None
-    folder = directory / "clusters" / cluster.name
+    folder = adopt.cluster_dir(directory, cluster.name)
     _private_dir(directory / "clusters")
     _private_dir(folder)
     return folder
@@ -99,8 +99,8 @@ def adopt_marker(s: Settings, cluster: Cluster) -> Path:
 
 
 def _marked(s: Settings, cluster: Cluster) -> str:
-    path = adopt_marker(s, cluster)
-    return path.read_text().strip() if path.is_file() else ""
+    cluster_folder(s, cluster)  # checked (0700, the deploy user's) before its marker is read
+    return adopt.marked_seed(ca_directory(s)[0], cluster.name)
 
 
 def _data_and_marker(s: Settings, cluster: Cluster) -> tuple[list[adopt.MemberData], str]:

@@ -25,7 +25,7 @@ from pyinfra.facts.files import FileContents, Sha256File
 from pyinfra.facts.server import Hostname
 from pyinfra.operations import files, server
 
-from pgsteady.ca_store import load_or_create_ca
+from pgsteady.ca_store import ca_dir, load_or_create_ca
 from pgsteady.settings import Settings
 from pgsteady.tls import (
     CA_FILE,
@@ -39,8 +39,6 @@ from pgsteady.tls import (
 from tasks.facts import NumericStat
 from tasks.noop_guard import guarded_put, is_file
 from tasks.ownership import owner_and_mode
-
-STATE_DIR = ".pgsteady"
 
 
 class Fqdn(FactBase[str]):
@@ -66,12 +64,7 @@ def inventory_file() -> Path | None:
 
 def ca_directory(s: Settings) -> tuple[Path, str]:
     """Where this inventory's CA lives on the deploy machine, and the inventory's name."""
-    inventory = inventory_file()
-    label = inventory.stem if inventory else "adhoc"
-    if s.postgres_tls_ca_dir:
-        return Path(s.postgres_tls_ca_dir), label
-    base = inventory.parent if inventory else Path.cwd()
-    return base / STATE_DIR / label, label
+    return ca_dir(s.postgres_tls_ca_dir, inventory_file())
 
 
 @operation()

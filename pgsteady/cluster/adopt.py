@@ -23,12 +23,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from pgsteady.cluster.topology import Cluster
 
 RUNBOOK = "docs/operations.md, 'Single host to cluster'"
 #: In the cluster's folder of the deploy machine: the seed whose passwords were copied.
 MARKER = "adopt-seed"
+
+
+def cluster_dir(ca_dir: Path, cluster: str) -> Path:
+    """The cluster's folder on the deploy machine, under the inventory's CA directory."""
+    return ca_dir / "clusters" / cluster
+
+
+def marked_seed(ca_dir: Path, cluster: str) -> str:
+    """The seed make cluster-adopt named for ``cluster`` ("" without its marker)."""
+    try:
+        return (cluster_dir(ca_dir, cluster) / MARKER).read_text().strip()
+    except OSError:  # none (or unreadable: then make cluster-adopt's refusal says so)
+        return ""
+
+
 #: In the seed's state directory (root, 0644): written when its adoption completed.
 ADOPTED = "adopted"
 #: :func:`adoption`'s answers: no adoption, a first one, the end of an interrupted one.

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pgsteady.cluster import roll_lock
+from pgsteady.cluster import adopt, roll_lock
 from pgsteady.settings import Settings
 from pgsteady.units import format_bytes
 
@@ -58,6 +58,11 @@ roll_view() {
     d exec -u postgres "$C" python3 -c "$ROLL_LOCK" show
 }
 section cluster_roll roll_view
+adopted_view() {
+    [ -n "$CLUSTER_URL" ] || return 0
+    if [ -f "$APP_DIR/state/$ADOPTED" ]; then echo yes; else echo no; fi
+}
+section cluster_adopted adopted_view
 """
 #: Where the cluster container keeps the CA (pgsteady.cluster.patroni.container_paths).
 CONTAINER_CA = "/etc/pgsteady-tls/ca.crt"
@@ -67,7 +72,13 @@ def script_values(s: Settings, address: str) -> dict[str, str]:
     """The collect script's variables: empty CLUSTER_URL on a single host. ``address``
     is the host's own (postgres_cluster_address, else its ssh_hostname)."""
     if s.postgres_cluster_name is None:
-        return {"CLUSTER_URL": "", "CLUSTER_FETCH": "", "CLUSTER_CA": "", "ROLL_LOCK": ""}
+        return {
+            "CLUSTER_URL": "",
+            "CLUSTER_FETCH": "",
+            "CLUSTER_CA": "",
+            "ROLL_LOCK": "",
+            "ADOPTED": "",
+        }
     host = s.postgres_cluster_address or address
     host = f"[{host}]" if ":" in str(host) else str(host)
     port = s.patroni_rest_port
@@ -77,6 +88,7 @@ def script_values(s: Settings, address: str) -> dict[str, str]:
         "CLUSTER_CA": CONTAINER_CA,
         # the rolling-change lock in etcd, read with the member's own access (roll_lock.py)
         "ROLL_LOCK": roll_lock.script_argv("show")[2],
+        "ADOPTED": adopt.ADOPTED,  # the seed's record of a completed adoption
     }
 
 
@@ -137,6 +149,8 @@ class ClusterStatus:
     error: str | None = None
     #: A rolling change holding the lock (pgsteady.cluster.roll_lock), as one line.
     rolling: str | None = None
+    #: An adoption in progress (:func:`parse_adoption`), as one line.
+    adoption: str | None = None
 
     @property
     def leaders(self) -> list[str]:
@@ -159,6 +173,7 @@ class ClusterStatus:
             "pending_restart": sorted(m.name for m in self.members if m.pending_restart),
             "members": [asdict(m) for m in self.members],
             "rolling": self.rolling,
+            "adoption": self.adoption,
             "error": self.error,
         }
 
@@ -235,8 +250,9 @@ def _lag(m: MemberStatus) -> str:
 def render_lines(cs: ClusterStatus) -> list[str]:
     """``make status``'s cluster block: one line per member, then the leader and any
     operation in progress."""
+    adoption = [f"adoption in progress: {cs.adoption}"] if cs.adoption else []
     if cs.error:
-        return [f"cluster: {cs.error}"]
+        return [f"cluster: {cs.error}", *adoption]
     lines = [f"{'member':<12} {'role':<10} {'state':<12} {'TL':>3} {'lag':>9}  host"]
     for m in cs.members:
         flags = " ".join(
@@ -265,7 +281,7 @@ def render_lines(cs: ClusterStatus) -> list[str]:
         lines.append(f"scheduled switchover: {json.dumps(cs.scheduled_switchover)}")
     if cs.rolling:
         lines.append(f"rolling change in progress: {cs.rolling}")
-    return lines
+    return lines + adoption
 
 
 def parse_rolling(section: Mapping[str, Any]) -> str | None:
@@ -275,3 +291,18 @@ def parse_rolling(section: Mapping[str, Any]) -> str | None:
         return None
     holder = roll_lock.Holder.parse(str(section.get("out") or ""))
     return holder.describe() if holder else None
+
+
+def parse_adoption(section: Mapping[str, Any], host: str, marked: str) -> str | None:
+    """The ``cluster_adopted`` section of ``host`` -> one line while ``host`` is the seed
+    make cluster-adopt marked (``marked``, read on the deploy machine) and its record of
+    a completed adoption is missing; None otherwise, or when the section did not run."""
+    if host != marked or section.get("rc") != 0:
+        return None
+    if str(section.get("out") or "").strip() != "no":
+        return None
+    return (
+        f"make cluster-adopt marked {host} as the seed; its adoption is not recorded "
+        f"(app_dir/state/{adopt.ADOPTED}): the next make deploy adopts its data or "
+        "finishes the adoption"
+    )

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pgsteady.ca_store import ca_dir
+from pgsteady.cluster import adopt
 from pgsteady.cluster import status as cluster_status
 from pgsteady.inventory import InventoryHost, load_inventory
 from pgsteady.monitor import archiving, performance
@@ -169,6 +171,8 @@ class Target:
     host: InventoryHost
     settings: Settings | None
     error: str | None = None
+    #: The seed make cluster-adopt marked for this host's cluster (deploy machine), or "".
+    adopt_seed: str = ""
 
     @property
     def name(self) -> str:
@@ -182,12 +186,17 @@ def read_inventory(inventory: str | Path) -> list[InventoryHost]:
 
 
 def load_targets(inventory: str | Path) -> list[Target]:
-    """Every host of ``inventory`` with Settings built from its data (the single truth)."""
+    """Every host of ``inventory`` with Settings built from its data (the single truth),
+    and a cluster member's adoption marker from the inventory's CA directory."""
     targets = []
+    path = Path(inventory).resolve()
     for host in read_inventory(inventory):
         try:
             settings = build_settings(host.data, UNKNOWN_FACTS, host=host.name)
-            targets.append(Target(host, settings))
+            name = settings.postgres_cluster_name
+            ca = ca_dir(settings.postgres_tls_ca_dir, path)[0]
+            seed = adopt.marked_seed(ca, name) if name else ""
+            targets.append(Target(host, settings, adopt_seed=seed))
         except SettingsError as exc:
             targets.append(Target(host, None, str(exc)))
     return targets
@@ -298,6 +307,7 @@ def collect(target: Target, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
     """Raw facts of one host: ``{host, error, seconds, sections}`` (error = unreachable)."""
     started = time.monotonic()
     raw: dict[str, Any] = {"host": target.name, "error": None, "seconds": 0.0, "sections": {}}
+    raw["adopt_seed"] = target.adopt_seed
     if target.settings is None:
         raw["settings_error"] = target.error
         return raw

@@ -476,6 +476,11 @@ def derive(
         st.cluster.rolling = cluster_status.parse_rolling(_section(raw, "cluster_roll"))
         if st.cluster.rolling:
             st.flag(WARNING, f"cluster: rolling change in progress: {st.cluster.rolling}")
+        marked = str(raw.get("adopt_seed") or "")
+        adoption = cluster_status.parse_adoption(_section(raw, "cluster_adopted"), st.host, marked)
+        if adoption:
+            st.cluster.adoption = adoption
+            st.flag(WARNING, f"cluster: adoption in progress: {adoption}")
         names = [m.name for m in st.cluster.members]
         for problem in cluster_health.leader_problems(st.cluster, names or [st.host]):
             st.flag(CRITICAL, f"cluster: {problem}")
@@ -503,7 +508,10 @@ def report(hosts: list[HostStatus], when: datetime | None = None) -> dict[str, A
 def cluster_of(hosts: list[HostStatus]) -> cluster_status.ClusterStatus | None:
     """The cluster as the first member that read it sees it; None without cluster hosts."""
     views = [h.cluster for h in hosts if h.cluster is not None]
-    return next((v for v in views if v.error is None), views[0] if views else None)
+    view = next((v for v in views if v.error is None), views[0] if views else None)
+    if view is not None:  # only the seed's host knows of its adoption
+        view.adoption = next((v.adoption for v in views if v.adoption), None)
+    return view
 
 
 def exit_code(hosts: list[HostStatus]) -> int:

@@ -3,6 +3,10 @@ the verdicts the live tests cannot stage (two primaries, a lagging replica), ren
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from pgsteady.cluster import health, status
 from pgsteady.cluster.operations import replica_fitness
 
@@ -96,3 +100,25 @@ def test_unreachable_cluster_is_one_problem_everywhere() -> None:
     assert health.leader_problems(cs, ["a"]) == [cs.error]
     assert health.replica_problems(cs, ["a"], [], 1) == [cs.error]
     assert status.render_lines(cs) == [f"cluster: {cs.error}"]
+
+
+@pytest.mark.parametrize(
+    ("section", "host", "marked"),
+    [
+        ({"rc": 0, "out": "yes"}, "pg1", "pg1"),  # recorded: adopted
+        ({"rc": 0, "out": "no"}, "pg2", "pg1"),  # another host than the marked seed
+        ({"rc": 0, "out": "no"}, "pg1", ""),  # no marker: make cluster-adopt never ran
+        ({"rc": 1, "out": ""}, "pg1", "pg1"),  # the section failed: no verdict
+        ({}, "pg1", "pg1"),  # a collection without the section
+    ],
+)
+def test_no_adoption_line_without_a_marked_seed_missing_its_record(
+    section: dict[str, Any], host: str, marked: str
+) -> None:
+    assert status.parse_adoption(section, host, marked) is None
+
+
+def test_the_adoption_line_names_the_seed_the_record_and_the_next_step() -> None:
+    line = status.parse_adoption({"rc": 0, "out": "no\n"}, "pg1", "pg1")
+    assert line is not None and line.startswith("make cluster-adopt marked pg1 as the seed")
+    assert "app_dir/state/adopted" in line and "next make deploy" in line

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pgsteady.cluster.status import render_lines
 from pgsteady.inventory import InventoryHost
 from pgsteady.monitor.collect import (
     END,
@@ -22,7 +23,7 @@ from pgsteady.monitor.collect import (
     parse_sections,
     run_on_host,
 )
-from pgsteady.monitor.model import OK, UNREACHABLE, derive
+from pgsteady.monitor.model import OK, UNREACHABLE, derive, report
 from pgsteady.settings import HostFacts, build_settings
 
 LOCAL = InventoryHost("@local", {})
@@ -75,7 +76,7 @@ def test_script_runs_for_real_and_yields_every_section(tmp_path, monkeypatch):
     assert set(raw["sections"]) == {
         "host", "fact_memory", "fact_cpus", "fact_systemd", "inspect", "sql", "data_df",
         "backup_df", "backup_status", "logs", "archiver", "pgbackrest_info", "repo_df",
-        "wal_archive_1", "performance", "pooler", "cluster", "cluster_roll",
+        "wal_archive_1", "performance", "pooler", "cluster", "cluster_roll", "cluster_adopted",
     }  # fmt: skip
     assert raw["sections"]["cluster"]["out"] == "single"  # no REST API call off clusters
     assert raw["sections"]["cluster_roll"]["out"] == ""  # nor an etcd read
@@ -163,3 +164,40 @@ def test_load_targets_builds_settings_and_reports_invalid_ones(tmp_path):
     assert bad.settings is None and "postgres_port" in bad.error
     raw = collect(bad)
     assert derive(raw, None).error == bad.error and derive(raw, None).status != OK
+
+
+def test_an_adoption_in_progress_reaches_status_from_the_marker_and_the_seeds_record(
+    tmp_path, monkeypatch
+):
+    """make cluster-adopt's marker (deploy machine) names the seed; the seed's collect
+    script says whether its record exists: status shows the adoption until it does."""
+    fake_host(tmp_path, monkeypatch)
+    app = tmp_path / "app"
+    data = {
+        "app_dir": str(app),
+        "compose_project": "fake",
+        "postgres_cluster_name": "main",
+        "pgbackrest_enabled": False,
+        "postgres_allowed_networks": ["10.0.0.0/24"],
+    }
+    inventory = tmp_path / "inv.py"
+    inventory.write_text(f"hosts = [('@local', {data!r})]\n")
+    (target,) = load_targets(inventory)
+    assert target.error is None and target.adopt_seed == ""
+    marker = tmp_path / ".pgsteady" / "inv" / "clusters" / "main" / "adopt-seed"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("@local\n")
+    (target,) = load_targets(inventory)
+    assert target.adopt_seed == "@local"
+    (app / "state").mkdir()
+    raw = collect(target, timeout=20)
+    assert raw["sections"]["cluster_adopted"]["out"] == "no"
+    st = derive(raw, target.settings)
+    assert st.cluster is not None and "its adoption is not recorded" in str(st.cluster.adoption)
+    assert any("adoption in progress: make cluster-adopt marked @local" in p for p in st.problems)
+    assert report([st])["cluster"]["adoption"] == st.cluster.adoption
+    assert f"adoption in progress: {st.cluster.adoption}" in render_lines(st.cluster)
+    (app / "state" / "adopted").write_text("@local\n")
+    done = derive(collect(target, timeout=20), target.settings)
+    assert done.cluster is not None and done.cluster.adoption is None
+    assert not any("adoption" in p for p in done.problems)
