@@ -24,8 +24,8 @@ def seed_step(s: Settings, member: Member) -> OperationMeta:
     adopts a data directory when the DCS has no initialize key), then the replication and
     pg_rewind roles Patroni makes only after an initdb, before any other member clones,
     and last the seed's record adopt.ADOPTED. Idempotent, to finish an adoption a failed
-    deploy left: a container that runs Patroni already is not stopped, the roles are
-    created or updated."""
+    deploy left: a container that runs Patroni already (or none at all) is not stopped,
+    the roles are created or updated."""
     sql = adopt.roles_sql(
         (patroni.REPLICATION_USER, "/run/secrets/replication_password"),
         (patroni.REWIND_USER, "/run/secrets/rewind_password"),
@@ -34,14 +34,15 @@ def seed_step(s: Settings, member: Member) -> OperationMeta:
         s, ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-f", "-"], True
     )
     patroni_runs = exec_in(s, [*PATRONICTL, "list"])
+    inspect = shlex.join(["docker", "inspect", "-f", ".", s.container_name])
     record = f"{s.layout.state}/{adopt.ADOPTED}"
     tmp = f"{s.layout.state}/.{adopt.ADOPTED}.new"
     return server.shell(
         name="Restart the single host under Patroni (adopting its data), create the roles",
         commands=[
-            # frees postgres_port for HAProxy (the services have no start order); the
-            # single host's container has no Patroni
-            f"{patroni_runs} >/dev/null 2>&1 || "
+            # frees postgres_port for HAProxy (the services have no start order): the
+            # single host's container (no Patroni), unless a killed run left none
+            f"{patroni_runs} >/dev/null 2>&1 || ! {inspect} >/dev/null 2>&1 || "
             + shlex.join(["docker", "stop", "--time", "120", s.container_name]),
             f"{s.layout.bin}/pgsteady-ctl up",
             wait_leader(s, member.name),

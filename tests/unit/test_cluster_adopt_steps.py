@@ -5,6 +5,8 @@ after a check that the seed leads. The decision itself: tests/unit/test_cluster_
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,8 +51,7 @@ def test_the_seeds_step_stops_only_a_server_without_patroni_and_records_last(
     p = _start(monkeypatch, "lab1", adopting=True, seed_turn=True)
     (op,) = p.ops
     stop, up, wait, roles, record = op.commands
-    # a rerun finds Patroni in the container: no stop of the server it runs
-    assert "patronictl -c /run/patroni list >/dev/null 2>&1 || docker stop" in stop
+    assert stop.endswith(f"docker stop --time 120 {S.container_name}")
     assert up == "/srv/pg/bin/pgsteady-ctl up"
     assert "no leader after 300 s" in wait
     assert "CREATE ROLE replicator" in roles
@@ -89,3 +90,41 @@ def test_has_leader_reads_patronictl_json(listing: list[dict[str, str]], leads: 
 @pytest.mark.parametrize("text", ["", "Error: no such container", "[{", "{}"])
 def test_no_answer_is_no_leader(text: str) -> None:
     assert not has_leader(text)
+
+
+#: The docker client as the seed's first command meets it: FAKE_STATE says whether its
+#: container runs Patroni, runs the single host's server, or is gone; each call is logged.
+FAKE_DOCKER = """#!/bin/sh
+echo "$*" >> "$FAKE_LOG"
+case "$1:$FAKE_STATE" in
+exec:patroni) exit 0 ;;
+exec:*) echo "exec: patronictl: not found" >&2; exit 126 ;;
+inspect:gone) echo "Error: No such object" >&2; exit 1 ;;
+inspect:*) echo .; exit 0 ;;
+stop:gone) echo "Error: No such container" >&2; exit 1 ;;
+stop:*) exit 0 ;;
+esac
+exit 2
+"""
+
+
+@pytest.mark.parametrize(
+    ("state", "stopped"),
+    [
+        ("single", True),  # the single host's server: stopped, freeing postgres_port
+        ("patroni", False),  # a rerun: Patroni runs on the data already
+        ("gone", False),  # a run killed while compose replaced the container
+    ],
+)
+def test_the_seeds_first_command_stops_only_the_single_hosts_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, state: str, stopped: bool
+) -> None:
+    first = _start(monkeypatch, "lab1", adopting=True, seed_turn=True).ops[0].commands[0]
+    (tmp_path / "docker").write_text(FAKE_DOCKER)
+    (tmp_path / "docker").chmod(0o755)
+    log = tmp_path / "calls"
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE_STATE": state, "FAKE_LOG": str(log)}
+    proc = subprocess.run(["sh", "-c", first], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    calls = log.read_text().splitlines()
+    assert any(c.startswith("stop ") for c in calls) is stopped, calls
