@@ -124,6 +124,22 @@ def test_backups_section_says_whether_the_goal_is_met_and_by_how_much_it_is_miss
     assert "goal ≤ 1.15× (issue 19): met." in report.render(results(backups=fast))
 
 
+def test_backups_section_names_the_tool_s_compression_and_the_same_compression_ratio():
+    zstd = {
+        **BACKUPS,
+        "compression": {"tool": "zstd", "bare": "gzip"},
+        "dump_bytes": {"tool": 6 * 1024**2, "bare": 19 * 1024**2, "bare_same": 6 * 1024**2},
+        "backup_seconds": {**BACKUPS["backup_seconds"], "bare_same": stats.summary([7.0, 7.6])},
+        "tool_vs_bare_same": stats.ratio_summary([9.0, 9.5], [7.0, 7.6]),
+    }
+    page = report.render(results(backups=zstd))
+    assert "dump: 6 MiB (zstd; the bare pg_dump -Fc's, gzip: 19 MiB)" in page
+    assert "| bare pg_dump -Fc --compress=zstd via docker exec | 7.30 s |" in page
+    assert "Tool / bare dump with the same compression (zstd): 1.27× (1.25–1.29)" in page
+    plain = report.render(results(backups=BACKUPS))  # figures from before zstd: no such lines
+    assert "| bare pg_dump -Fc --compress" not in plain and "same compression" not in plain
+
+
 def test_fmt_ratio_single_round():
     assert report.fmt_ratio(stats.ratio_summary([2.0], [1.0])) == "2.00× (one round)"
 
