@@ -124,14 +124,17 @@ def restart_on_change(s: Settings, ops: dict[str, list[OperationMeta]]) -> None:
     if not s.pgbouncer_enabled:
         return
     name = shlex.quote(pgbouncer.container_name(s))
+    # A cluster member's stack starts later in the run (tasks/cluster_member.py): a
+    # pooler that does not exist yet starts with the new files and needs neither.
+    running = f"[ \"$(docker inspect -f '{{{{.State.Running}}}}' {name} 2>/dev/null)\" != true ] ||"
     restarted = server.shell(
         name="Restart PgBouncer (its TLS key changed)",
-        commands=[f"docker restart -t 10 {name}"],
+        commands=[f"{running} docker restart -t 10 {name}"],
         _if=lambda: any(o.did_change() for o in ops["restart"]),
     )
     server.shell(
         name="Reload PgBouncer's config, rules and auth file (SIGHUP; clients stay)",
-        commands=[f"docker kill -s HUP {name} >/dev/null"],
+        commands=[f"{running} docker kill -s HUP {name} >/dev/null"],
         _if=lambda: any(o.did_change() for o in ops["reload"]) and not restarted.did_change(),
     )
 

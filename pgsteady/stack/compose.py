@@ -162,10 +162,10 @@ def render_ctl_env(s: Settings, compose_cmd: str) -> str:
 
 def _pooler_env(s: Settings) -> dict[str, str]:
     """What pgsteady-ctl needs to PAUSE the pooler's pool around a server restart (empty
-    container name: no pooler)."""
+    container name: no pooler; a cluster member's pooler does not use its own server)."""
     from pgsteady.stack import pgbouncer
 
-    if not s.pgbouncer_enabled:
+    if not s.pgbouncer_enabled or s.postgres_cluster_name is not None:
         return {"pooler": "", "pooler_uid": "", "pooler_db": "", "pooler_admin": ""}
     return {
         "pooler": pgbouncer.container_name(s),

@@ -19,7 +19,7 @@ from pgsteady.cluster.topology import Cluster, ClusterError
 from pgsteady.postgres.parameters import hba_rules
 from pgsteady.settings import Settings, SettingsError, build_settings, defaults
 from pgsteady.stack import pgbouncer
-from pgsteady.stack.compose import render_compose
+from pgsteady.stack.compose import render_compose, render_ctl_env
 from tests.unit.test_cluster_etcd_compose import FACTS, MEMBER
 
 POOLED = {**MEMBER, "pgbouncer_enabled": True}
@@ -158,3 +158,15 @@ def test_a_single_hosts_auth_role_never_logs_in_over_tcp() -> None:
         ["10.0.0.0/24"], "postgres", database="app", app_roles=["app"], pooler_role="pb"
     )
     assert [(r.type, r.address) for r in rules if r.user == '"pb"'] == [("local", "")]
+
+
+def test_pgsteady_ctl_pauses_no_pooler_around_a_members_restart() -> None:
+    """A member's pooler serves the leader, not its own server: a restart of the member's
+    Postgres (the roll) must not hold its clients."""
+    s, _ = cluster()
+    assert "PGSTEADY_POOLER=''" in render_ctl_env(s, "docker compose").splitlines()
+    single = build_settings({**POOLED, "postgres_cluster_name": None}, FACTS)
+    assert (
+        f"PGSTEADY_POOLER={pgbouncer.container_name(single)}"
+        in render_ctl_env(single, "docker compose").splitlines()
+    )
