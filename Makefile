@@ -245,6 +245,12 @@ lab-cluster-remove: $(STAMP) host-deps
 lab-cluster-metrics: $(STAMP) host-deps
 	PGSTEADY_LAB_METRICS=1 $(PYTEST) -q -s tests/lab/test_cluster_lab_metrics.py $(PYTEST_ARGS)
 
+# PgBouncer on every member of a lab cluster of its own: writes through one member's pooler
+# across a switchover, make verify's pooler checks (docs/operations.md, about 20 min).
+.PHONY: lab-cluster-pooler
+lab-cluster-pooler: $(STAMP) host-deps
+	PGSTEADY_LAB_POOLER=1 $(PYTEST) -q -s tests/lab/test_cluster_lab_pooler.py $(PYTEST_ARGS)
+
 # Before the first cluster deploy of a running single host (its first member): copy its
 # passwords into the cluster's secrets on this machine (never printed; docs/operations.md).
 .PHONY: cluster-adopt

@@ -260,8 +260,8 @@ def cluster_data(name: str) -> dict[str, Any]:
         "postgres_cluster_name": name,
         "etcd_heartbeat_interval_ms": 250,
         "etcd_election_timeout_ms": 2500,
-        # pgBackRest only with a backup host (layout_data); the others: not in a cluster
-        # yet (pgsteady.settings_checks.cluster_checks)
+        # pgBackRest only with a backup host (layout_data); the pooler and the exporters
+        # only where a lab module turns them on (shorter deploys)
         "pgbackrest_enabled": False,
         "pgbouncer_enabled": False,
         "metrics_enabled": False,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -150,6 +151,51 @@ def cluster_lab(prefix: str, data: dict[str, Any], count: int = 3) -> Iterator[l
         yield [LabTarget(lab, h, inventory, settings) for h in hosts]
     finally:
         lab.down(inventory)
+
+
+@contextmanager
+def deployed_cluster(
+    prefix: str, data: dict[str, Any], what: str
+) -> Iterator[tuple[list[LabTarget], LabCluster]]:
+    """A cluster lab of its own (:func:`cluster_lab`) after one `make deploy` (its time
+    recorded as "cluster lab with ``what``"; the test fails when it fails), whole."""
+    with cluster_lab(prefix, data) as targets:
+        started = time.monotonic()
+        result = targets[0].make("deploy", timeout=3600)
+        seconds = time.monotonic() - started
+        if result.returncode != 0:
+            pytest.fail(f"the {what} lab's first deploy failed:\n{result.output[-8000:]}")
+        record(f"cluster lab with {what}: first deploy of 3 hosts", seconds)
+        print(f"first deploy {seconds:.0f} s, load {Path('/proc/loadavg').read_text().strip()}")
+        cluster = from_inventory(targets[0].inventory)
+        try:
+            cluster.wait_whole(300)
+            yield targets, cluster
+        finally:
+            cluster.close()
+
+
+#: make verify's checks that fail in the lab for the lab's own reasons (its clock).
+LAB_ENVIRONMENT = {"host/time_synchronised"}
+
+
+def verify_group_then_no_change(targets: list[LabTarget], group: str) -> None:
+    """`make verify` passes on every member (LAB_ENVIRONMENT aside) with ``group``'s
+    checks run on each, none skipped; then a second deploy changes nothing."""
+    verify = targets[0].make("verify", timeout=1800)
+    fails = [line for line in verify.output.splitlines() if line.startswith("FAIL ")]
+    checks = {line.split("] ", 1)[1].split(":", 1)[0] for line in fails}
+    assert checks <= LAB_ENVIRONMENT, "\n".join(fails)
+    assert "checks:" in verify.output, verify.output[-4000:]
+    for t in targets:
+        assert f"verify {t.host.name} " in verify.output, t.host.name
+        assert f"SKIP [{t.host.name}] {group}/" not in verify.output, verify.output[-4000:]
+    rows = re.findall(rf"\b{group}\s*│\s*([1-9]\d*)\s*│\s*0\s*│\s*0\b", verify.output)
+    assert len(rows) == len(targets), verify.output[-4000:]  # a row per member: all passed
+    result = targets[0].make("deploy", timeout=3600)
+    assert result.returncode == 0, result.output[-8000:]
+    assert (result.changed, result.errors) == (0, 0), result.changed_operations()
+    assert result.no_change > 0
 
 
 #: The shared cluster lab's inventory data (added to what `make lab N=3 CLUSTER=1` writes).

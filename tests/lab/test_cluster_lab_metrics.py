@@ -23,7 +23,6 @@ Outside make test (a lab of its own: 11 min at load 14-17, first deploy 429 s): 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -33,9 +32,15 @@ from typing import Any
 import pytest
 import yaml
 
-from pgsteady.lab.cluster_backend import LabCluster, from_inventory
+from pgsteady.lab.cluster_backend import LabCluster
 from tests.e2e.test_prometheus_alerts import RULES, Prometheus, wait_for
-from tests.lab.conftest import REPO, LabTarget, cluster_lab, record
+from tests.lab.conftest import (
+    REPO,
+    LabTarget,
+    deployed_cluster,
+    record,
+    verify_group_then_no_change,
+)
 
 pytestmark = [
     pytest.mark.timeout(3600),
@@ -51,8 +56,6 @@ DATA = {
     "metrics_enabled": True,
     "metrics_bind": "0.0.0.0",  # Prometheus on this machine reaches each host's address
 }
-#: make verify's checks that fail in the lab for the lab's own reasons (its clock).
-LAB_ENVIRONMENT = {"host/time_synchronised"}
 CLUSTER_ALERTS = (
     "PostgresClusterNoPrimary",
     "PostgresClusterMultiplePrimaries",
@@ -74,20 +77,8 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    with cluster_lab("pgsmet", DATA) as targets:
-        started = time.monotonic()
-        result = targets[0].make("deploy", timeout=3600)
-        seconds = time.monotonic() - started
-        if result.returncode != 0:
-            pytest.fail(f"the metrics lab's first deploy failed:\n{result.output[-8000:]}")
-        record("cluster lab with metrics: first deploy of 3 hosts", seconds)
-        print(f"first deploy {seconds:.0f} s, load {Path('/proc/loadavg').read_text().strip()}")
-        cluster = from_inventory(targets[0].inventory)
-        try:
-            cluster.wait_whole(300)
-            yield Lab(targets, cluster)
-        finally:
-            cluster.close()
+    with deployed_cluster("pgsmet", DATA, "metrics") as (targets, cluster):
+        yield Lab(targets, cluster)
 
 
 @pytest.fixture(scope="module")
@@ -240,17 +231,4 @@ def test_a_stopped_replica_fires_not_streaming_and_clears(lab: Lab, prometheus: 
 def test_verify_passes_with_the_metrics_checks_and_a_second_deploy_changes_nothing(
     lab: Lab,
 ) -> None:
-    verify = lab.targets[0].make("verify", timeout=1800)
-    fails = [line for line in verify.output.splitlines() if line.startswith("FAIL ")]
-    checks = {line.split("] ", 1)[1].split(":", 1)[0] for line in fails}
-    assert checks <= LAB_ENVIRONMENT, "\n".join(fails)
-    assert "checks:" in verify.output, verify.output[-4000:]
-    for t in lab.targets:  # the metrics group ran on every member, none skipped
-        assert f"verify {t.host.name} " in verify.output, t.host.name
-        assert f"SKIP [{t.host.name}] metrics/" not in verify.output, verify.output[-4000:]
-    rows = re.findall(r"\bmetrics\s*│\s*([1-9]\d*)\s*│\s*0\s*│\s*0\b", verify.output)
-    assert len(rows) == 3, verify.output[-4000:]  # one summary row per member: all passed
-    result = lab.targets[0].make("deploy", timeout=3600)
-    assert result.returncode == 0, result.output[-8000:]
-    assert (result.changed, result.errors) == (0, 0), result.changed_operations()
-    assert result.no_change > 0
+    verify_group_then_no_change(lab.targets, "metrics")
