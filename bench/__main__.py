@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         converge,
         failover,
         failover_lab,
+        host_reboot,
         pitr,
         pooler,
         recovery,
@@ -154,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             _part("converge", results, lambda: converge.run_converge(cfg, log))
         if "pitr" in cfg.parts:
             _part("pitr", results, lambda: pitr.run(cfg, log))
+        if "host_reboot" in cfg.parts:
+            _part("host_reboot", results, lambda: host_reboot.run(cfg, log))
         if "pooler" in cfg.parts:
             _part("pooler", results, lambda: pooler.run(cfg.pooler_rounds, cfg.pooler_seconds))
         if "failover" in cfg.parts:

@@ -12,6 +12,7 @@ PARTS = (
     "backups",
     "converge",
     "pitr",
+    "host_reboot",
     "pooler",
     "failover",
     "failover_lab",
@@ -61,6 +62,9 @@ class BenchConfig:
     pitr_rounds: int = 3
     pitr_targets: int = 5
     pitr_loss_trials: int = 3  # host losses restored from the repository (pitr_rpo_s)
+    # host_reboot (one lab host: reboots and power cycles -> first query)
+    host_reboot_trials: int = 3
+    host_reboot_timeout: float = 300.0
     # pooler (PgBouncer: added latency, connection cost, 1,000 clients)
     pooler_rounds: int = 3
     pooler_seconds: int = 10
@@ -110,6 +114,7 @@ QUICK = {
     "pitr_seconds": 5,
     "pitr_rounds": 1,
     "pitr_loss_trials": 1,
+    "host_reboot_trials": 1,
     "pooler_rounds": 1,
     "pooler_seconds": 4,
     "failover_trials": 1,

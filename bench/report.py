@@ -7,6 +7,7 @@ from typing import Any
 from bench import failover as failover_part
 from bench import failover_lab as failover_lab_part
 from bench import headlines as figures
+from bench import host_reboot as host_reboot_part
 from bench.config import BenchConfig
 from bench.merge import part_config
 
@@ -731,6 +732,7 @@ def render(res: Results) -> str:
         ("backups", _backups),
         ("converge", _converge),
         ("pitr", lambda r: _pitr(r, part_config(res, "pitr"))),
+        ("host_reboot", host_reboot_part.section),
         ("pooler", _pooler),
         ("failover", failover_part.section),
         ("failover_lab", failover_lab_part.section),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 #: The engine's own client; another ``docker`` earlier on PATH may be a different one.
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
@@ -39,3 +42,17 @@ def docker(*args: str, check: bool = True, timeout: float = 600, input: str | No
 def exists(kind: str, name: str) -> bool:
     """True when the docker object ``kind`` (container, volume, network, image) exists."""
     return docker(kind, "inspect", name, check=False).returncode == 0
+
+
+def networks(attempts: int = 5) -> list[dict[str, Any]]:
+    """Every Docker network's inspect record. The engine is shared: a network another lab
+    or test removes between the listing and the inspect fails the inspect, so list again."""
+    for _ in range(attempts):
+        ids = docker("network", "ls", "-q").stdout.split()
+        if not ids:
+            return []
+        proc = docker("network", "inspect", *ids, check=False)
+        if proc.returncode == 0:
+            return list(json.loads(proc.stdout))
+        time.sleep(0.5)
+    raise LabError(f"docker network inspect kept failing: {proc.stderr.strip()[-500:]}")

@@ -14,7 +14,6 @@ host's alone and survives reboots).
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import shutil
 import time
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgsteady.lab import pgimage
-from pgsteady.lab.engine import LabError, docker, exists, run
+from pgsteady.lab.engine import LabError, docker, exists, networks, run
 from pgsteady.lab.hostimage import ensure_host_image
 from pgsteady.lab.recipe import (
     IP_LABEL,
@@ -383,12 +382,9 @@ class Lab:
 def _used_networks() -> list[str]:
     """Subnets of every Docker network and every route of this machine."""
     used: list[str] = []
-    ids = docker("network", "ls", "-q").stdout.split()
-    if ids:
-        out = docker("network", "inspect", *ids).stdout
-        for net in json.loads(out):
-            used += [c["Subnet"] for c in (net.get("IPAM") or {}).get("Config") or []
-                     if c.get("Subnet")]  # fmt: skip
+    for net in networks():
+        used += [c["Subnet"] for c in (net.get("IPAM") or {}).get("Config") or []
+                 if c.get("Subnet")]  # fmt: skip
     routes = run(["ip", "-4", "route", "show"]).stdout
     for line in routes.splitlines():
         dest = line.split()[0]

@@ -28,6 +28,7 @@ FULL = doc(
     pooler={"q": 1},
     failover={"f": 1},
     failover_lab={"l": 1},
+    host_reboot={"h": 1},
     upgrade={"u": 1},
     data_stack={"scale": 70},
     versions={"pyinfra": "3.10.0", "postgres": "17.1"},
@@ -46,10 +47,11 @@ def test_a_run_of_one_part_replaces_it_and_keeps_the_others():
     assert out["part_seconds"] == {"pitr": 5.0, "recovery": 10.0, "tuning": 10.0,
                                    "backups": 10.0, "converge": 10.0,
                                    "pooler": 10.0, "upgrade": 10.0, "failover": 10.0,
-                                   "failover_lab": 10.0}  # fmt: skip
+                                   "failover_lab": 10.0, "host_reboot": 10.0}  # fmt: skip
     assert out["retried"] == {"tuning": "docker restarted"}
     assert set(out["carried"]) == {"recovery", "tuning", "backups", "converge", "pooler",
-                                   "upgrade", "failover", "failover_lab"}  # fmt: skip
+                                   "upgrade", "failover", "failover_lab",
+                                   "host_reboot"}  # fmt: skip
     assert out["carried"]["tuning"]["started"] == "day 1"
     assert out["carried"]["tuning"]["machine"] == {"kernel": "day 1"}
     assert out["data_stack"] == {"scale": 70}  # the carried data parts' stack
@@ -79,7 +81,8 @@ def test_an_interrupted_run_keeps_the_parts_it_never_reached():
     out = merge(FULL, doc("day 2", config.PARTS, recovery={"r": 2}))
     assert out["recovery"] == {"r": 2} and out["pitr"] == {"p": 1}
     assert set(out["carried"]) == {"tuning", "backups", "converge", "pitr", "pooler",
-                                   "upgrade", "failover", "failover_lab"}  # fmt: skip
+                                   "upgrade", "failover", "failover_lab",
+                                   "host_reboot"}  # fmt: skip
 
 
 def test_a_full_run_or_no_previous_document_carries_nothing():
