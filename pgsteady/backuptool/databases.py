@@ -49,18 +49,18 @@ SELECT pg_catalog.json_build_object(
   'connlimit', d.datconnlimit,
   'acl', CASE WHEN d.datacl IS NULL THEN NULL ELSE (
     SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
-             'grantee', CASE WHEN a.grantee = 0 THEN NULL
+             'grantee', CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0 THEN NULL
                              ELSE pg_catalog.pg_get_userbyid(a.grantee) END,
              'privilege', a.privilege_type, 'grantable', a.is_grantable)
-             ORDER BY a.grantee, a.privilege_type), '[]'::json)
+             ORDER BY a.grantee, a.privilege_type), '[]'::pg_catalog.json)
     FROM pg_catalog.aclexplode(d.datacl) a) END,
   'settings', (
     SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
-             'role', CASE WHEN s.setrole = 0 THEN NULL
+             'role', CASE WHEN s.setrole OPERATOR(pg_catalog.=) 0 THEN NULL
                           ELSE pg_catalog.pg_get_userbyid(s.setrole) END,
-             'config', s.setconfig) ORDER BY s.setrole), '[]'::json)
-    FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid))
-FROM pg_catalog.pg_database d WHERE d.datname = %s
+             'config', s.setconfig) ORDER BY s.setrole), '[]'::pg_catalog.json)
+    FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase OPERATOR(pg_catalog.=) d.oid))
+FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) %s
 """
 
 

@@ -27,28 +27,38 @@ from .errors import BackupError
 from .layout import DUMP_SUFFIX, GLOBALS, GLOBALS_SUFFIX, TMP_PREFIX
 from .manifest import discard_unpublished, make_manifest, publish
 
+#: Row counts and database properties for the manifest. A superuser session runs it:
+#: every comparison and cast names pg_catalog (OPERATOR(pg_catalog.=), pg_catalog types),
+#: so nothing the app creates can stand in for them, whatever search_path says.
 META_SQL = """
 SELECT pg_catalog.json_build_object(
   'server_version', pg_catalog.current_setting('server_version'),
-  'server_version_num', pg_catalog.current_setting('server_version_num')::int,
+  'server_version_num',
+    pg_catalog.current_setting('server_version_num')::pg_catalog.int4,
   'owner', pg_catalog.pg_get_userbyid(d.datdba),
   'encoding', pg_catalog.pg_encoding_to_char(d.encoding),
   'lc_collate', d.datcollate,
   'lc_ctype', d.datctype,
   'tables', (
-    SELECT coalesce(pg_catalog.json_object_agg(t.name, t.rows ORDER BY t.name), '{}'::json)
+    SELECT coalesce(pg_catalog.json_object_agg(t.name, t.rows ORDER BY t.name),
+                    '{}'::pg_catalog.json)
     FROM (
       SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS name,
              (pg_catalog.xpath('/row/c/text()', pg_catalog.query_to_xml(
                 pg_catalog.format('SELECT pg_catalog.count(*) AS c FROM %I.%I',
                                   n.nspname, c.relname),
-                false, true, '')))[1]::text::bigint AS rows
-      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-      WHERE c.relkind = 'r' AND c.relpersistence <> 't'
-        AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-        AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+                false, true, '')))[1]::pg_catalog.text::pg_catalog.int8 AS rows
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+      WHERE c.relkind OPERATOR(pg_catalog.=) 'r'
+        AND c.relpersistence OPERATOR(pg_catalog.<>) 't'
+        AND NOT n.nspname OPERATOR(pg_catalog.=) ANY
+            ('{pg_catalog,information_schema}'::pg_catalog.name[])
+        AND NOT pg_catalog.starts_with(n.nspname, 'pg_toast')
+        AND NOT pg_catalog.starts_with(n.nspname, 'pg_temp')
     ) t))
-FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()
+FROM pg_catalog.pg_database d
+WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
 """
 
 
@@ -56,9 +66,10 @@ FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()
 #: --compress=zstd came in 16, and the server's wal_compression accepts zstd exactly when
 #: the build (server and client programs of one package) was made with it.
 COMPRESSION_SQL = """
-SELECT pg_catalog.current_setting('server_version_num')::int >= 160000
-       AND 'zstd' = ANY(s.enumvals)
-FROM pg_catalog.pg_settings s WHERE s.name = 'wal_compression'
+SELECT pg_catalog.current_setting('server_version_num')::pg_catalog.int4
+         OPERATOR(pg_catalog.>=) 160000
+       AND 'zstd' OPERATOR(pg_catalog.=) ANY (s.enumvals)
+FROM pg_catalog.pg_settings s WHERE s.name OPERATOR(pg_catalog.=) 'wal_compression'
 """
 
 
@@ -97,7 +108,7 @@ class Snapshot:
             # the row counts run beside pg_dump: one process each, no parallel workers
             # taking CPU from the dump
             self.query("SET LOCAL max_parallel_workers_per_gather = 0")
-            self.snapshot_id = self.query("SELECT pg_export_snapshot()")[0]
+            self.snapshot_id = self.query("SELECT pg_catalog.pg_export_snapshot()")[0]
         except BaseException:
             self.close()
             raise

@@ -10,6 +10,8 @@ import pytest
 
 from pgsteady.backup.tool_config import backup_config
 from pgsteady.backuptool.config import config_from_dict
+from pgsteady.backuptool.databases import PROPERTIES_SQL
+from pgsteady.backuptool.dump import COMPRESSION_SQL, META_SQL
 from pgsteady.backuptool.errors import BackupError
 from pgsteady.backuptool.source import ROLE_SQL, plan, recovery_conflict
 from pgsteady.monitor.model import OK, WARNING, derive
@@ -129,9 +131,17 @@ def test_the_logical_backup_plan_is_one_for_the_whole_cluster() -> None:
     assert "backup_schedule: differs between the members of cluster 'main'" in text
 
 
-def test_the_role_query_resolves_no_operator_or_type_through_search_path() -> None:
-    """Its session pins search_path, and the query qualifies what it names all the same:
-    every comparison is OPERATOR(pg_catalog.=) and every cast names pg_catalog."""
-    sql = ROLE_SQL.replace("OPERATOR(pg_catalog.=)", "")
-    assert not re.search(r"[=<>]|\bIN\s*\(", sql), sql
-    assert re.findall(r"::\s*(\w+)", ROLE_SQL) == ["pg_catalog"] * ROLE_SQL.count("::")
+@pytest.mark.parametrize(
+    "query",
+    [ROLE_SQL, META_SQL, COMPRESSION_SQL, PROPERTIES_SQL],
+    ids=["ROLE_SQL", "META_SQL", "COMPRESSION_SQL", "PROPERTIES_SQL"],
+)
+def test_superuser_queries_resolve_no_operator_or_type_through_search_path(
+    query: str,
+) -> None:
+    """Their sessions pin search_path, and each query qualifies what it names all the
+    same: every comparison is OPERATOR(pg_catalog.op) (LIKE is an operator too) and
+    every cast names pg_catalog."""
+    sql = re.sub(r"OPERATOR\(pg_catalog\.[=<>!~]+\)", "", query)
+    assert not re.search(r"[=<>~]|\bIN\s*\(|\b(I?LIKE|SIMILAR)\b", sql, re.I), sql
+    assert re.findall(r"::\s*(\w+)", query) == ["pg_catalog"] * query.count("::")
