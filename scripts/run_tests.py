@@ -6,7 +6,7 @@ running it all in a row took ~41 min on this 2-core machine; split in three it k
 CPUs busy. The split is by directory, so a test file never runs beside itself, and every
 test already keeps to its own names, ports and directories on the shared Docker engine
 (the suite's rule). No test restarts the shared dockerd (only `make chaos`'s full mode
-does). Every session must pass.
+does). Every session must pass, and at least one must run a test.
 
 - ``unit+integration``: pure logic, then real engines (Postgres, etcd, Patroni, HAProxy,
   PgBouncer, Prometheus) as processes and containers;
@@ -96,7 +96,17 @@ def main(argv: list[str]) -> int:
             sys.stdout.buffer.write(logs[name].read())
             sys.stdout.flush()
     print(f"\n=== {names[0]}: exit status {statuses[names[0]]}")
-    return 0 if all(passed(s, args) for s in statuses.values()) else 1
+    return verdict(list(statuses.values()), args)
+
+
+def verdict(statuses: list[int], extra_args: list[str]) -> int:
+    """0 when every session passed and at least one ran a test (a mistyped ``-k`` that
+    selects nothing anywhere is a failure, not a green run), else 1."""
+    if not any(s == 0 for s in statuses):
+        if all(s == NO_TESTS for s in statuses):
+            print("=== no session ran a test: PYTEST_ARGS selected nothing")
+        return 1
+    return 0 if all(passed(s, extra_args) for s in statuses) else 1
 
 
 if __name__ == "__main__":

@@ -56,7 +56,9 @@ HALVES = ("unit", "e2e", "lab")
 @pytest.mark.parametrize(
     ("unit", "e2e", "lab", "args", "want"),
     [("0", "0", "0", (), 0), ("1", "0", "0", (), 1), ("0", "1", "0", (), 1),
-     ("0", "0", "1", (), 1), ("0", "0", "5", (), 1), ("0", "5", "5", ("-k", "verify"), 0)],
+     ("0", "0", "1", (), 1), ("0", "0", "5", (), 1), ("0", "5", "5", ("-k", "verify"), 0),
+     ("5", "0", "5", ("-k", "verify"), 0), ("5", "5", "5", ("-k", "verfy"), 1),
+     ("5", "5", "5", (), 1)],
 )  # fmt: skip
 def test_every_session_must_pass(
     fake: Path, tmp_path: Path, unit: str, e2e: str, lab: str, args: tuple[str, ...], want: int
@@ -74,6 +76,15 @@ def test_every_session_must_pass(
     assert "tests/e2e tests/chaos" in ran["e2e"]
     for h in HALVES:  # the caller's arguments reach every session, last
         assert ran[h].split()[len(ran[h].split()) - len(args) :] == list(args), ran[h]
+
+
+def test_a_selection_that_matches_nothing_anywhere_fails_and_says_so(
+    fake: Path, tmp_path: Path
+) -> None:
+    """A mistyped -k in PYTEST_ARGS: every session collects nothing (status 5)."""
+    proc = _run(fake, tmp_path, "-k", "verfy", UNIT_RC="5", E2E_RC="5", LAB_RC="5")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "no session ran a test: PYTEST_ARGS selected nothing" in proc.stdout
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
