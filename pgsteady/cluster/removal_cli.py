@@ -33,7 +33,7 @@ from pgsteady.cluster.cli import access_from_dir
 from pgsteady.cluster.inventory import cluster_of
 from pgsteady.cluster.operations import DEFAULT_TIMEOUT_S, OperationError, RestApi
 from pgsteady.cluster.removal import Removal, plan, remove
-from pgsteady.cluster.roll_lock import Holder
+from pgsteady.cluster.roll_lock import TTL_S, Holder
 from pgsteady.cluster.topology import Cluster, ClusterError
 from pgsteady.cluster.tunnels import (
     ClusterMember,
@@ -45,9 +45,13 @@ from pgsteady.inventory import InventoryError, load_inventory
 from pgsteady.postgres.session import superuser_psql
 from pgsteady.settings import Settings, defaults
 
-STOP_TIMEOUT_S = 900.0
 #: one lock call over ssh (the script itself tries each etcd host with 5 s timeouts)
 LOCK_CALL_TIMEOUT_S = 60.0
+#: The stack's stop is one ssh call during which the roll lock is not renewed (R11 L4).
+#: It may start up to roll_driver.KEEPALIVE_S after the last renewal, which reached etcd
+#: up to one lock call before it returned, and the renewal after it needs one lock call
+#: again: all of that stays inside the lease's TTL_S, with a minute to spare (660 s).
+STOP_TIMEOUT_S = TTL_S - roll_driver.KEEPALIVE_S - 2 * LOCK_CALL_TIMEOUT_S - 60.0
 
 #: ``run(member, shell command) -> (ok, stdout, stderr)`` on that member's host.
 RunOn = Callable[[ClusterMember, str], tuple[bool, str, str]]

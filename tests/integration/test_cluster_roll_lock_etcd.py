@@ -133,19 +133,22 @@ def test_remove_member_holds_the_roll_lock_and_is_refused_while_a_roll_holds_it(
     with running_etcd(tmp_path / "etcd") as lab:
         _lock(lab, "show")  # writes the member's Patroni configuration and password file
         calls: list[str] = []
+        pg1 = {"answer lost": False}  # else pg-1 is unreachable
 
         def run(m: ClusterMember, command: str) -> tuple[bool, str, str]:
             """``docker exec -u postgres C python3 -c SCRIPT ...`` run on this machine."""
             argv = shlex.split(command)
             assert argv[:4] == ["docker", "exec", "-u", "postgres"], argv
             calls.append(f"{m.name} {argv[8]}")
-            if m.name == "pg-1":
+            if m.name == "pg-1" and not pg1["answer lost"]:
                 return False, "", "ssh: connect to host 10.9.9.1 port 22: No route to host"
             assert argv[5:7] == ["python3", "-c"], argv
             script = argv[7].replace(roll_lock.RUNNING_CONFIG, str(lab.tmp / "patroni.yml"))
             script = script.replace(roll_lock.PASSWORD_FILE, str(lab.tmp / "patroni.password"))
             proc = subprocess.run([sys.executable, "-c", script, *argv[8:]],
                                   capture_output=True, text=True, timeout=60)  # fmt: skip
+            if m.name == "pg-1":  # it ran in etcd, but ssh gave up before its answer came
+                return False, "", "pg-1: no answer over ssh in 60 s"
             return proc.returncode == 0, proc.stdout, proc.stderr
 
         roll = roll_lock.Holder("deploy-a pid 1", "rolling restart", "now").to_json()
@@ -170,3 +173,16 @@ def test_remove_member_holds_the_roll_lock_and_is_refused_while_a_roll_holds_it(
             assert calls == ["pg-1 acquire", "pg-2 acquire"]
         assert calls[-1] == "pg-2 release"
         assert _lock(lab, "show").stdout.strip() == ""  # free again
+
+        # R11 L4: pg-1's acquire took the lock in etcd but its answer was lost to an ssh
+        # timeout; the retry through pg-2 finds our own holder there and takes it as ours
+        # (one lease, pg-1's), instead of being refused by our own name
+        pg1["answer lost"] = True
+        calls.clear()
+        with removal_cli.roll_lock_held(staying, lab.cluster, "remove-member pg-4", run):
+            assert calls == ["pg-1 acquire", "pg-2 acquire"]
+            assert json.loads(_lock(lab, "show").stdout)["operation"] == "remove-member pg-4"
+            leases = lab.ctl("lease", "list", user="root").stdout
+            assert "found 1 leases" in leases, leases
+        assert calls[-1] == "pg-2 release"
+        assert _lock(lab, "show").stdout.strip() == ""

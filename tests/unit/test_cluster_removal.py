@@ -346,3 +346,30 @@ def test_the_stop_reads_the_restart_policy_back(
     else:
         removal_cli.stop_for_good(member)
     assert (tmp_path / "log").read_text().split() == ["update", "--restart=no", "c1", "c2"]
+
+
+def test_the_stop_ends_before_the_roll_locks_lease_can_lapse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stop renews nothing (R11 L4): the worst case is a renewal that reached etcd
+    one lock call before it returned, the stop starting a keep-alive period later and
+    running its whole timeout, then the next renewal taking a lock call; the lease must
+    outlive all of it."""
+    import subprocess
+
+    from pgsteady.cluster import removal_cli, roll_driver, roll_lock
+    from pgsteady.cluster.tunnels import ClusterMember
+    from pgsteady.inventory import InventoryHost
+
+    timeouts: list[float] = []
+
+    def ssh(m: Any, command: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        timeouts.append(timeout)
+        return subprocess.CompletedProcess([], 0, "", "")
+
+    monkeypatch.setattr(removal_cli, "_ssh", ssh)
+    host = InventoryHost("@local", {"postgres_cluster_name": "main"})
+    removal_cli.stop_for_good(ClusterMember(host, "10.9.9.4", 8008))
+    (stop,) = timeouts
+    call = removal_cli.LOCK_CALL_TIMEOUT_S
+    assert call + roll_driver.KEEPALIVE_S + stop + call < roll_lock.TTL_S
