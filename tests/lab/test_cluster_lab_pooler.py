@@ -30,6 +30,7 @@ import pytest
 from pgsteady.lab.cluster_backend import LabCluster
 from pgsteady.lab.writers import SCHEMA, Writer
 from pgsteady.settings import defaults
+from tests.lab.backup_lab import access
 from tests.lab.conftest import LabTarget, deployed_cluster, record, verify_group_then_no_change
 
 pytestmark = [
@@ -94,6 +95,7 @@ def test_writes_through_a_members_pooler_resume_on_the_new_leader(lab: Lab) -> N
             time.sleep(0.5)
         assert len(writer.acks) >= 30, writer.errors[-10:]
         assert {a.instance.split("|")[0] for a in writer.acks} == {ips[old]}
+        access(lab.targets[0])  # the REST gate's files make switchover reads
         started = time.monotonic()
         result = lab.targets[0].make("switchover", timeout=600)
         assert result.returncode == 0, result.output[-4000:]
