@@ -28,9 +28,9 @@ import psycopg2
 import pytest
 
 from pgsteady.lab.cluster_backend import LabCluster
+from pgsteady.lab.rest_client import ACCESS_DIR, client_pair
 from pgsteady.lab.writers import SCHEMA, Writer
 from pgsteady.settings import defaults
-from tests.lab.backup_lab import access
 from tests.lab.conftest import LabTarget, deployed_cluster, record, verify_group_then_no_change
 
 pytestmark = [
@@ -66,6 +66,19 @@ def lab() -> Iterator[Lab]:
         yield Lab(targets, cluster)
 
 
+def _rest_gate(lab: Lab) -> None:
+    """The files `make switchover` reads (docs/operations.md): the lab probe's client pair
+    (pgsteady.lab.rest_client.client_pair, made when missing), the CA and the REST password."""
+    ca_dir = lab.cluster.ca_dir
+    client_pair(ca_dir)
+    gate = ca_dir / ACCESS_DIR
+    (gate / "ca.crt").write_bytes((ca_dir / "ca.crt").read_bytes())
+    if not (gate / "rest-password").exists():
+        fd = os.open(gate / "rest-password", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write((ca_dir / "clusters" / "lab" / "patroni_rest_password").read_bytes())
+
+
 def _primary_through(lab: Lab, target: LabTarget) -> tuple[bool, str]:
     """(in recovery, server address) of a NEW login through ``target``'s pooler."""
     conn = psycopg2.connect(lab.pooler_dsn(target, timeout=10))
@@ -95,7 +108,7 @@ def test_writes_through_a_members_pooler_resume_on_the_new_leader(lab: Lab) -> N
             time.sleep(0.5)
         assert len(writer.acks) >= 30, writer.errors[-10:]
         assert {a.instance.split("|")[0] for a in writer.acks} == {ips[old]}
-        access(lab.targets[0])  # the REST gate's files make switchover reads
+        _rest_gate(lab)
         started = time.monotonic()
         result = lab.targets[0].make("switchover", timeout=600)
         assert result.returncode == 0, result.output[-4000:]
