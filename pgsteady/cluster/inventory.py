@@ -32,6 +32,13 @@ SHARED_KEYS = (
     "pgbackrest_repos",
     "postgres_tls_ca_file",
     "pgbouncer_enabled",  # the auth role, its secret and pg_hba rule are the cluster's
+    # The leader runs the seed's max_connections (Patroni's dynamic configuration is the
+    # seed's): every member's pool is sized against these, so a member with other values
+    # would size its pool for a server that does not exist.
+    "postgres_db_type",
+    "postgres_max_connections",
+    "postgres_settings",
+    "pgbouncer_default_pool_size",
 )
 
 

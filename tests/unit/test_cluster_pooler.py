@@ -170,3 +170,29 @@ def test_pgsteady_ctl_pauses_no_pooler_around_a_members_restart() -> None:
         f"PGSTEADY_POOLER={pgbouncer.container_name(single)}"
         in render_ctl_env(single, "docker compose").splitlines()
     )
+
+
+def test_the_settings_that_size_every_members_pool_are_the_clusters() -> None:
+    """The leader runs the seed's max_connections (the DCS configuration is the seed's):
+    a member whose own values differ would size its pool for another server (R11 M1)."""
+    from pgsteady.cluster.inventory import cluster_of
+    from pgsteady.cluster.topology import ClusterError
+    from pgsteady.settings import defaults
+
+    def hosts() -> list[tuple[str, dict]]:
+        return [(f"pg{i}", {"postgres_cluster_name": "main", "ssh_hostname": f"10.0.0.{i}",
+                            "pgbouncer_enabled": True}) for i in (1, 2, 3)]  # fmt: skip
+
+    cluster_of("main", hosts(), defaults())
+    for key, value in (
+        ("postgres_max_connections", 400),
+        ("postgres_db_type", "dw"),
+        ("postgres_settings", {"max_connections": "400"}),
+        ("pgbouncer_default_pool_size", 60),
+    ):
+        members = hosts()
+        members[2][1][key] = value
+        with pytest.raises(ClusterError) as exc:
+            cluster_of("main", members, defaults())
+        assert f"{key}: differs between the members of cluster 'main'" in str(exc.value)
+        assert "on pg3" in str(exc.value)
