@@ -33,7 +33,12 @@ def seed_step(s: Settings, member: Member) -> OperationMeta:
     psql = exec_in(
         s, ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-f", "-"], True
     )
-    patroni_runs = exec_in(s, [*PATRONICTL, "list"])
+    # the member's container is created with command [patroni] (member_service); asking
+    # its configuration, not patronictl, keeps a Patroni whose DCS is unreachable running
+    runs_patroni = (
+        shlex.join(["docker", "inspect", "-f", "{{json .Config.Cmd}}", s.container_name])
+        + " 2>/dev/null | grep -qxF '[\"patroni\"]'"
+    )
     inspect = shlex.join(["docker", "inspect", "-f", ".", s.container_name])
     record = f"{s.layout.state}/{adopt.ADOPTED}"
     tmp = f"{s.layout.state}/.{adopt.ADOPTED}.new"
@@ -42,7 +47,7 @@ def seed_step(s: Settings, member: Member) -> OperationMeta:
         commands=[
             # frees postgres_port for HAProxy (the services have no start order): the
             # single host's container (no Patroni), unless a killed run left none
-            f"{patroni_runs} >/dev/null 2>&1 || ! {inspect} >/dev/null 2>&1 || "
+            f"{runs_patroni} || ! {inspect} >/dev/null 2>&1 || "
             + shlex.join(["docker", "stop", "--time", "120", s.container_name]),
             f"{s.layout.bin}/pgsteady-ctl up",
             wait_leader(s, member.name),

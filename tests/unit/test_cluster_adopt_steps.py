@@ -93,14 +93,17 @@ def test_no_answer_is_no_leader(text: str) -> None:
 
 
 #: The docker client as the seed's first command meets it: FAKE_STATE says whether its
-#: container runs Patroni, runs the single host's server, or is gone; each call is logged.
+#: container runs Patroni (its DCS reachable or not), runs the single host's server, or is
+#: gone; each call is logged.
 FAKE_DOCKER = """#!/bin/sh
 echo "$*" >> "$FAKE_LOG"
+case "$*" in *Config.Cmd*) cmd=1 ;; *) cmd= ;; esac
 case "$1:$FAKE_STATE" in
 exec:patroni) exit 0 ;;
-exec:*) echo "exec: patronictl: not found" >&2; exit 126 ;;
+exec:*) echo "exec: patronictl list failed" >&2; exit 1 ;;
 inspect:gone) echo "Error: No such object" >&2; exit 1 ;;
-inspect:*) echo .; exit 0 ;;
+inspect:patroni*) [ -n "$cmd" ] && echo '["patroni"]' || echo .; exit 0 ;;
+inspect:*) [ -n "$cmd" ] && echo '["postgres","-c","config_file=/etc/pg.conf"]' || echo .; exit 0 ;;
 stop:gone) echo "Error: No such container" >&2; exit 1 ;;
 stop:*) exit 0 ;;
 esac
@@ -113,6 +116,7 @@ exit 2
     [
         ("single", True),  # the single host's server: stopped, freeing postgres_port
         ("patroni", False),  # a rerun: Patroni runs on the data already
+        ("patroni-dcs-down", False),  # patronictl fails (etcd flaky): Patroni still runs
         ("gone", False),  # a run killed while compose replaced the container
     ],
 )
