@@ -130,6 +130,14 @@ def adoption(s: Settings) -> str:
     return adopt.adoption(cluster, s.postgres_version, *_data_and_marker(s, cluster))
 
 
+def adoption_unrecorded(s: Settings) -> bool:
+    """The seed completed its adoption before the record existed and lacks it."""
+    cluster = load_cluster(s)
+    if cluster is None:
+        return False
+    return adopt.unrecorded(cluster, s.postgres_version, *_data_and_marker(s, cluster))
+
+
 def adopting(s: Settings) -> bool:
     """This run adopts the seed's single-host data (make cluster-adopt ran), or finishes
     an adoption a failed deploy left."""

@@ -40,8 +40,6 @@ def seed_step(s: Settings, member: Member) -> OperationMeta:
         + " 2>/dev/null | grep -qxF '[\"patroni\"]'"
     )
     inspect = shlex.join(["docker", "inspect", "-f", ".", s.container_name])
-    record = f"{s.layout.state}/{adopt.ADOPTED}"
-    tmp = f"{s.layout.state}/.{adopt.ADOPTED}.new"
     return server.shell(
         name="Restart the single host under Patroni (adopting its data), create the roles",
         commands=[
@@ -55,8 +53,23 @@ def seed_step(s: Settings, member: Member) -> OperationMeta:
             f"i=0; until printf '%s' {shlex.quote(sql)} | {psql}; do i=$((i+1)); "
             "[ $i -lt 30 ] || exit 1; sleep 2; done",
             # only now: the next deploy converges this host as an ordinary member
-            f"umask 022; printf '%s\\n' {shlex.quote(member.name)} > {tmp} && mv -f {tmp} {record}",
+            record_command(s, member),
         ],
+    )
+
+
+def record_command(s: Settings, member: Member) -> str:
+    """Shell: write the seed's record adopt.ADOPTED (root 0644, renamed into place)."""
+    record = f"{s.layout.state}/{adopt.ADOPTED}"
+    tmp = f"{s.layout.state}/.{adopt.ADOPTED}.new"
+    return f"umask 022; printf '%s\\n' {shlex.quote(member.name)} > {tmp} && mv -f {tmp} {record}"
+
+
+def record_completed(s: Settings, member: Member) -> OperationMeta:
+    """The record of an adoption that completed before records existed (adopt.unrecorded)."""
+    return server.shell(
+        name="Write the seed's adoption record (its adoption predates records)",
+        commands=[record_command(s, member)],
     )
 
 

@@ -43,7 +43,7 @@ from pgsteady.stack.compose import INIT_SQL, SUPERUSER, secret_names
 from pgsteady.stack.hostfiles import Owned, server_readable
 from pgsteady.stack.layout import INIT_MOUNT, TLS_MOUNT
 from tasks import cluster_adopt, haproxy_client_cert, haproxy_reload
-from tasks.cluster import adopting, load_cluster
+from tasks.cluster import adopting, adoption_unrecorded, load_cluster
 from tasks.etcd import cluster_secret, etcd_ca
 from tasks.facts import DockerInspect
 from tasks.noop_guard import guarded_put
@@ -266,7 +266,9 @@ def converge_dcs(s: Settings) -> None:
     ctx = context(s)
     if ctx is None or not is_seed(s):
         return
-    cluster, _ = ctx
+    cluster, member = ctx
+    if adoption_unrecorded(s):
+        cluster_adopt.record_completed(s, member)
     desired = dcs.desired(s, cluster)
     managed_path = f"{s.layout.state}/{DCS_MANAGED}"
     lines = host.get_fact(FileContents, path=managed_path)

@@ -93,6 +93,23 @@ def adoption(cluster: Cluster, version: int, members: Sequence[MemberData], mark
     return FINISH if interrupted else NONE
 
 
+def unrecorded(cluster: Cluster, version: int, members: Sequence[MemberData], marked: str) -> bool:
+    """The seed's adoption completed before the record existed (another member cloned it)
+    but :data:`ADOPTED` is missing: write it, so make status stops showing an adoption in
+    progress and later deploys skip the adoption facts."""
+    if adoption(cluster, version, members, marked) != NONE:
+        return False
+    name = cluster.members[0].name
+    seed = next((m for m in members if m.name == name), None)
+    return (
+        seed is not None
+        and marked == name
+        and seed.was_member
+        and not seed.adopted
+        and any(m.data_version is not None for m in members if m.name != name)
+    )
+
+
 def adopting(cluster: Cluster, version: int, members: Sequence[MemberData], marked: str) -> bool:
     """The seed's data is adopted in this run, first or to finish an interrupted one."""
     return adoption(cluster, version, members, marked) != NONE

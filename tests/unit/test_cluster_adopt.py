@@ -132,3 +132,24 @@ def test_a_first_adoption_starts_and_a_recorded_one_is_an_ordinary_member() -> N
 )
 def test_no_adoption_to_finish(members: list[MemberData], marked: str) -> None:
     assert adoption(CLUSTER, 17, members, marked) == NONE
+
+
+def test_an_adoption_completed_before_records_existed_gets_its_record() -> None:
+    """R11 L2: a seed adopted before the record existed (a member cloned it) has the
+    marker and no record: without one, make status showed an adoption in progress forever
+    and every deploy read every member's volume."""
+    from pgsteady.cluster.adopt import unrecorded
+
+    cloned = [member("pg1", 17, True), member("pg2", 17, True), member("pg3", None, True)]
+    assert adoption(CLUSTER, 17, cloned, "pg1") == NONE
+    assert unrecorded(CLUSTER, 17, cloned, "pg1")
+    recorded = [member("pg1", 17, True, adopted=True), *cloned[1:]]
+    assert not unrecorded(CLUSTER, 17, recorded, "pg1")
+    assert not unrecorded(CLUSTER, 17, cloned, "")  # no make cluster-adopt: nothing to record
+    assert not unrecorded(CLUSTER, 17, cloned, "pg2")  # the marker names another host
+    # an interrupted adoption is finished by the seed's step, not merely recorded
+    interrupted = [member("pg1", 17, True), member("pg2", None, True), member("pg3", None, True)]
+    assert not unrecorded(CLUSTER, 17, interrupted, "pg1")
+    # a first adoption neither
+    fresh = [member("pg1", 17, False), member("pg2", None, False), member("pg3", None, False)]
+    assert not unrecorded(CLUSTER, 17, fresh, "pg1")

@@ -132,3 +132,22 @@ def test_the_seeds_first_command_stops_only_the_single_hosts_server(
     assert proc.returncode == 0, proc.stderr
     calls = log.read_text().splitlines()
     assert any(c.startswith("stop ") for c in calls) is stopped, calls
+
+
+@pytest.mark.parametrize("unrecorded", [True, False])
+def test_the_seed_records_an_adoption_that_predates_the_record(
+    monkeypatch: pytest.MonkeyPatch, unrecorded: bool
+) -> None:
+    """R11 L2: the seed of a cluster adopted before records existed writes its record
+    once (then make status no longer shows an adoption in progress)."""
+    member = CLUSTER.member("lab1")
+    monkeypatch.setattr(cluster_member, "context", lambda s: (CLUSTER, member))
+    monkeypatch.setattr(cluster_member, "is_seed", lambda s: True)
+    monkeypatch.setattr(cluster_member, "adoption_unrecorded", lambda s: unrecorded)
+    facts = {"FileContents": None, "PatroniDcsConfig": None, "FileState": None, "File": None}
+    _, p = plan(lambda: cluster_member.converge_dcs(S), facts=facts)
+    name = "Write the seed's adoption record (its adoption predates records)"
+    assert (name in p.names) is unrecorded
+    if unrecorded:
+        (command,) = p.op(name).commands
+        assert command.endswith(f"mv -f {STATE}/.{adopt.ADOPTED}.new {STATE}/{adopt.ADOPTED}")
