@@ -178,7 +178,12 @@ def member_sql(sock: Path, port: str, db: str, query: str) -> subprocess.Complet
 
 
 def patronictl(run: Path, argv: list[str], stdin: str | None = None) -> str:
-    out = as_postgres(argv, {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, 60, stdin)
+    """``argv`` (the deploy's patronictl command) with the pinned Patroni's patronictl: the
+    image has it on PATH, this machine only in the test virtualenv."""
+    ctl = Path(patroni_bin()).parent / argv[0]
+    out = as_postgres(
+        [str(ctl), *argv[1:]], {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, 60, stdin
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
