@@ -7,10 +7,12 @@ This probe reads what the postmaster itself publishes instead:
 
 - ``postmaster.pid`` line 8 (the postmaster's status) is ``ready`` or ``standby``:
   not ``starting`` (start-up or crash recovery) and not ``stopping`` (shutdown);
-- the PID on line 1 is a live, runnable process named ``postgres`` that started no
-  later than line 3's time (2 s slack): a stale file left by a killed server names a
-  dead PID or one a later process reuses, and does not pass. (The process may have
-  started earlier: the entrypoint initialises the cluster, then execs postgres.)
+- the PID on line 1 is a live, runnable process named ``postgres`` that created the
+  shared memory segment line 7 names (``/proc/sysvipc/shm``: shmid and creator PID): a
+  stale file left by a killed server names a dead PID, or one a later process reuses in
+  a new container, whose fresh IPC namespace does not hold the old segment. The check
+  reads no clock: a wall-clock step (NTP, a resumed VM) must not turn a serving
+  postmaster unhealthy, as comparing line 3's start time with the kernel's did.
 - a TCP socket listens on line 4's port: the entrypoint's init-time server (socket
   only) does not pass, as it did not with ``pg_isready -h 127.0.0.1``.
 
@@ -26,7 +28,7 @@ SCRIPT = f"""\
 no() {{ echo "not accepting connections: $*" >&2; exit 1; }}
 f={PGDATA}/postmaster.pid
 [ -r "$f" ] || no no postmaster.pid
-pid=$(sed -n 1p "$f"); started=$(sed -n 3p "$f"); port=$(sed -n 4p "$f")
+pid=$(sed -n 1p "$f"); port=$(sed -n 4p "$f")
 status=$(sed -n 8p "$f")
 case $status in ready*|standby*) ;; *) no "postmaster status '$status'" ;; esac
 case $pid in ''|*[!0-9]*) no "bad PID '$pid'" ;; esac
@@ -35,11 +37,14 @@ comm=${{stat#*\\(}}; comm=${{comm%\\)*}}
 [ "$comm" = postgres ] || no "PID $pid is $comm, not postgres"
 set -- ${{stat##*\\) }}
 case $1 in R|S|D) ;; *) no "postmaster PID $pid is in state $1" ;; esac
-shift 19
-hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
-boot=$(sed -n 's/^btime //p' /proc/stat)
-drift=$((boot + $1 / hz - started))
-[ "$drift" -le 2 ] || no "PID $pid started ${{drift}} s after the file's server (stale file)"
+set -- $(sed -n 7p "$f")
+shmid=${{2:-}}
+case $shmid in ''|*[!0-9]*) no "no shared memory segment in postmaster.pid" ;; esac
+owner=
+while read -r _key id _perms _size cpid _rest; do
+  [ "$id" = "$shmid" ] && owner=$cpid && break
+done < /proc/sysvipc/shm
+[ "$owner" = "$pid" ] || no "PID $pid did not create shared memory segment $shmid (stale file)"
 hex=$(printf '%04X' "$port")
 grep -q "^ *[0-9]*: [0-9A-F]*:$hex [0-9A-F]*:[0-9A-F]* 0A " /proc/net/tcp /proc/net/tcp6 ||
   no "nothing listens on TCP port $port"

@@ -19,13 +19,13 @@ FACTS = HostFacts(ram_mb=4096, cpus=2)
 #: re-taken from main at each merge (its own single-host changes); a cluster change that
 #: leaks into a single host changes them.
 GOLDEN_COMPOSE = {
-    "default": ("e699a3d76e7b860130c734704d8bcc7f1fc36c8a2e83595f426a9f21accbeab0", {}),
+    "default": ("79a8c88ddbb7382787a776bb9dd44e6f36d05438491d8378cede2ee395a0e8ec", {}),
     "pg15": (
-        "e80fecece6514b1259e2caf95b49f4ccd60c330d238a482b93fa1f8e073a8754",
+        "221913aee6fb069024cf7cc3648ca233d7bc5f9ba17edb8ae21225480e3ef14f",
         {"postgres_version": 15},
     ),
     "bare": (
-        "84502582588a694cf08914bf25573498be3709ebbf08ce6c856fedc79148d03e",
+        "53c81865fba96aef8b3a5326dcb41c75cd80e43e9ea008d2b9e9f29b73ef2568",
         {"pgbouncer_enabled": False, "metrics_enabled": False},
     ),
 }
