@@ -115,7 +115,7 @@ settings-docs: $(STAMP)
 host-deps:
 	sh scripts/ensure-test-host
 
-# Three pytest sessions side by side (scripts/run_tests.py): unit+integration, e2e, lab+chaos.
+# Three pytest sessions side by side (scripts/run_tests.py): unit+integration, e2e, chaos+lab.
 test: $(STAMP) host-deps $(PATRONI_STAMP) lint
 	$(BIN)/python scripts/run_tests.py $(PYTEST) $(PYTEST_ARGS)
 

@@ -67,7 +67,7 @@ def shared_stack(
     their faults are undone or re-converged; a module whose kills leave restarts that
     `make status` warns about, test_client_container, keeps a stack of its own). It is destroyed
     after the last module of the run that uses it, not at the end of the session, so it
-    does not run beside the chaos and lab tests.
+    does not hold the CPUs while the session's other modules run.
     """
     stack = _shared_stacks.get("default")
     if stack is None:

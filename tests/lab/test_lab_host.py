@@ -14,13 +14,13 @@ import time
 from datetime import datetime
 
 import pytest
-from conftest import FULL, IMAGE_SOURCE, LAB_DATA, REPO, LabTarget, record
 from hostloss import Writer, lose_pgsteady_data
 from report import section, write_section
 
 from pgsteady.lab import faults
 from pgsteady.lab.engine import docker
 from pgsteady.lab.recipe import LAB_LABEL
+from tests.lab.conftest import FULL, IMAGE_SOURCE, LAB_DATA, REPO, LabTarget, record
 
 pytestmark = pytest.mark.timeout(1800)
 ARCHIVE_TIMEOUT_S = int(LAB_DATA["pgbackrest_archive_timeout"].removesuffix("s"))

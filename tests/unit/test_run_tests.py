@@ -65,13 +65,14 @@ def test_every_session_must_pass(
 ) -> None:
     proc = _run(fake, tmp_path, *args, UNIT_RC=unit, E2E_RC=e2e, LAB_RC=lab)
     assert proc.returncode == want, proc.stdout + proc.stderr
-    assert f"=== lab+chaos (its own session, run beside the above): exit status {lab}" in (
+    assert f"=== chaos+lab (its own session, run beside the above): exit status {lab}" in (
         proc.stdout
     )
     assert f"=== e2e (its own session, run beside the above): exit status {e2e}" in proc.stdout
     assert f"=== unit+integration: exit status {unit}" in proc.stdout
     ran = {h: (tmp_path / f"{h}.args").read_text() for h in HALVES}
-    assert "tests/lab tests/chaos" in ran["lab"]
+    assert ran["lab"].split()[-1 - len(args)] == "tests/lab"
+    assert "tests/chaos tests/lab" in ran["lab"]
     assert "tests/unit tests/integration" in ran["unit"]
     assert ran["e2e"].split()[-1 - len(args)] == "tests/e2e"
     for h in HALVES:  # the caller's arguments reach every session, last

@@ -33,3 +33,18 @@ def test_make_test_runs_these_directories() -> None:
     spec.loader.exec_module(runner)
     sessions = [d for dirs in runner.SESSIONS.values() for d in dirs]
     assert sorted(sessions) == sorted(f"tests/{d}" for d in RUN_TOGETHER), sessions
+
+
+def test_no_test_imports_a_conftest_by_its_bare_name() -> None:
+    """Directories without ``__init__.py`` each load their conftest.py as the module
+    ``conftest``: in a session over two of them, ``from conftest import`` gets whichever
+    was loaded last (tests/chaos's beside tests/lab stopped that session's collection).
+    Tests import a conftest by its package path (``tests.lab.conftest``)."""
+    offenders = [
+        f"{p.relative_to(TESTS)}:{n}"
+        for d in RUN_TOGETHER
+        for p in (TESTS / d).rglob("*.py")
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if line.startswith(("from conftest import", "import conftest"))
+    ]
+    assert offenders == []
