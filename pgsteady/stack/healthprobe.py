@@ -6,7 +6,11 @@ to 17 log it before authentication, for every role, so no per-role setting hides
 This probe reads what the postmaster itself publishes instead:
 
 - ``postmaster.pid`` line 8 (the postmaster's status) is ``ready`` or ``standby``:
-  not ``starting`` (start-up or crash recovery) and not ``stopping`` (shutdown);
+  not ``starting`` (start-up, with the crash recovery of a killed server) and not
+  ``stopping`` (shutdown). A backend crash recovered in place does not set ``starting``
+  again, so the probe may pass during that (sub-second) recovery;
+- the file is a regular file, not a symlink (the postgres uid owns PGDATA; root reads
+  it): defence in depth only, as that uid could fake every signal read here anyway;
 - the PID on line 1 is a live, runnable process named ``postgres`` that created the
   shared memory segment line 7 names (``/proc/sysvipc/shm``: shmid and creator PID): a
   stale file left by a killed server names a dead PID, or one a later process reuses in
@@ -27,7 +31,10 @@ from pgsteady.stack.layout import PGDATA
 SCRIPT = f"""\
 no() {{ echo "not accepting connections: $*" >&2; exit 1; }}
 f={PGDATA}/postmaster.pid
-[ -r "$f" ] || no no postmaster.pid
+[ -L "$f" ] && no "postmaster.pid is not a regular file"
+[ -e "$f" ] || no no postmaster.pid
+[ -f "$f" ] || no "postmaster.pid is not a regular file"
+[ -r /proc/sysvipc/shm ] || no "no /proc/sysvipc/shm to check the file's segment"
 pid=$(sed -n 1p "$f"); port=$(sed -n 4p "$f")
 status=$(sed -n 8p "$f")
 case $status in ready*|standby*) ;; *) no "postmaster status '$status'" ;; esac

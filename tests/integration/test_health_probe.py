@@ -152,6 +152,11 @@ def test_stale_postmaster_pid_is_unhealthy(box: str) -> None:
     rc, why = probe(box)
     assert rc == 1 and "(stale file)" in why
     sh(box, f"kill {other}", check=False)
+    # A symlink in the file's place is not followed (the postgres uid owns PGDATA).
+    sh(box, f"mv {PGDATA}/postmaster.pid /tmp/pid && ln -s /tmp/pid {PGDATA}/postmaster.pid")
+    rc, why = probe(box)
+    assert rc == 1 and "postmaster.pid is not a regular file" in why
+    sh(box, f"rm {PGDATA}/postmaster.pid")
     # A real start rewrites the file and turns healthy again.
     sh(box, f"rm -f {PGDATA}/postmaster.pid")
     start_serving(box)
@@ -170,6 +175,23 @@ def test_a_wall_clock_step_does_not_make_a_serving_postmaster_unhealthy(box: str
     try:
         started = int(sh(box, f"sed -n 3p {PGDATA}/postmaster.pid"))
         sh(box, f"sed -i 3s/.*/{started - 3600}/ {PGDATA}/postmaster.pid")
+        assert probe(box) == (0, "")
+    finally:
+        pg_ctl(box, "-w -m fast stop")
+
+
+def test_a_live_postmaster_whose_file_names_another_segment_is_unhealthy(box: str) -> None:
+    """The file's PID is live, named postgres and listening, but line 7 names a segment it
+    did not create (a copied or stale file): not healthy, and healthy again once the
+    server's own line is back."""
+    start_serving(box)
+    try:
+        line = sh(box, f"sed -n 7p {PGDATA}/postmaster.pid").rstrip("\n")
+        key, shmid = line.split()
+        sh(box, f"sed -i '7s/.*/{key} {int(shmid) + 1000}/' {PGDATA}/postmaster.pid")
+        rc, why = probe(box)
+        assert rc == 1 and f"segment {int(shmid) + 1000} (stale file)" in why, why
+        sh(box, f"sed -i '7s/.*/{line}/' {PGDATA}/postmaster.pid")
         assert probe(box) == (0, "")
     finally:
         pg_ctl(box, "-w -m fast stop")

@@ -19,13 +19,13 @@ FACTS = HostFacts(ram_mb=4096, cpus=2)
 #: re-taken from main at each merge (its own single-host changes); a cluster change that
 #: leaks into a single host changes them.
 GOLDEN_COMPOSE = {
-    "default": ("79a8c88ddbb7382787a776bb9dd44e6f36d05438491d8378cede2ee395a0e8ec", {}),
+    "default": ("7889707b6b0222032d2de7e2569c82f193f7d5c8c7b05194727c887c504221eb", {}),
     "pg15": (
-        "221913aee6fb069024cf7cc3648ca233d7bc5f9ba17edb8ae21225480e3ef14f",
+        "ab617d4a252bcd4e9ab7ff4f9bc255bdf6b72c289c79ff249a224e9a76aa753e",
         {"postgres_version": 15},
     ),
     "bare": (
-        "53c81865fba96aef8b3a5326dcb41c75cd80e43e9ea008d2b9e9f29b73ef2568",
+        "8873cec9cd8519ccdf4e27c8570ba908b6f384d970afe05194043cec7ac5de71",
         {"pgbouncer_enabled": False, "metrics_enabled": False},
     ),
 }
