@@ -39,24 +39,14 @@ from typing import Any
 
 from bench import pitr_loss, stats
 from bench.config import BenchConfig
+from bench.container_exec import DOCKER, pg, psql, sh
 from pgsteady.backup import pgbackrest
 from pgsteady.settings import HostFacts, Settings, build_settings
 
-DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 DATA = "/var/lib/postgresql/data"
 CLIENTS, THREADS = 4, 2
 MARKS, MARK_GAP = 12, 0.3  # marker rows and the pause after each one's commit
 READY_TIMEOUT = 180.0
-
-
-def sh(*args: str, timeout: float = 3600, stdin: str | None = None) -> str:
-    """Run a command, return its stdout; raise with its output when it fails."""
-    proc = subprocess.run(
-        args, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[:6])}: {proc.stdout[-1500:]} {proc.stderr[-1500:]}")
-    return proc.stdout
 
 
 # --- pure: markers and targets --------------------------------------------------------
@@ -115,14 +105,8 @@ def exact(target: Target, found: Sequence[int]) -> bool:
 
 def marker_script(marks: int, gap: float) -> str:
     """psql input: one marker per transaction, the clock after each commit, a pause."""
-    lines = ["CREATE TABLE bench_marks (id int PRIMARY KEY, inserted timestamptz NOT NULL);"]
-    for i in range(1, marks + 1):
-        lines += [
-            f"INSERT INTO bench_marks VALUES ({i}, clock_timestamp());",
-            f"SELECT {i}, extract(epoch FROM clock_timestamp());",
-            f"SELECT pg_sleep({gap});",
-        ]
-    return "\n".join(lines) + "\n"
+    create = "CREATE TABLE bench_marks (id int PRIMARY KEY, inserted timestamptz NOT NULL);\n"
+    return create + pitr_loss.writer_script("bench_marks", marks, gap)
 
 
 # --- the servers --------------------------------------------------------------------------
@@ -220,15 +204,6 @@ class Workspace:
             time.sleep(0.1)
 
 
-def pg(name: str, *args: str, timeout: float = 3600, stdin: str | None = None) -> str:
-    flags = ["-i"] if stdin is not None else []
-    return sh(DOCKER, "exec", *flags, "-u", "postgres", name, *args, timeout=timeout, stdin=stdin)
-
-
-def psql(name: str, sql: str) -> str:
-    return pg(name, "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql).strip()
-
-
 def tps(name: str, seconds: int) -> float:
     out = pg(name, "pgbench", "-n", "-c", str(CLIENTS), "-j", str(THREADS), "-T", str(seconds),
              "postgres")  # fmt: skip
@@ -306,9 +281,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
         result["pitr"] = pitr_targets(ws, arch, cfg.pitr_targets, log)
         if cfg.pitr_loss_trials:  # last: it destroys the archiving server
             timeout = s.seconds("pgbackrest_archive_timeout")
-            result["host_loss"] = pitr_loss.measure(
-                ws, arch, cfg.pitr_loss_trials, timeout, psql, log
-            )
+            result["host_loss"] = pitr_loss.measure(ws, arch, cfg.pitr_loss_trials, timeout, log)
     return result
 
 

@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bench import stats
+from bench.container_exec import DOCKER, pg, psql
+from pgsteady.backup import pgbackrest
 
 GAP = 0.1  # seconds between the writer's commits
 MAX_ROWS = 100_000
@@ -131,15 +133,11 @@ def measure(
     source: str,
     trials: int,
     archive_timeout: float,
-    psql: Callable[[str, str], str],
     log: Callable[[str], None],
     rng: random.Random | None = None,
 ) -> dict[str, Any]:
     """``trials`` host losses, each restored from the repository of ``ws`` (bench.pitr's
     Workspace); ``source`` is the archiving server to lose first."""
-    from bench.pitr import DOCKER, pg
-    from pgsteady.backup import pgbackrest
-
     rng = rng or random.Random(random.SystemRandom().randrange(2**32))
     done: list[dict[str, Any]] = []
     for k in range(1, trials + 1):
