@@ -30,7 +30,6 @@ round trip).
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 from collections.abc import Callable
 
@@ -62,11 +61,6 @@ def reload_command(container: str, cfg: str, host_cfg: str, marker: str) -> str:
     )
 
 
-def marker_text(cfg_text: str) -> str:
-    """What the marker holds once a HAProxy loaded ``cfg_text``."""
-    return hashlib.sha256(cfg_text.encode()).hexdigest() + "\n"
-
-
 def _reload(s: Settings, why: str, needed: Callable[[], bool]) -> OperationMeta:
     p = s.layout
     return server.shell(
@@ -92,7 +86,7 @@ def on_cfg(s: Settings, cfg_op: OperationMeta, cfg_text: str) -> OperationMeta:
     """Reload the running HAProxy when ``cfg_op`` (the upload of ``cfg_text``) changed the
     file, or when the marker does not record ``cfg_text`` as loaded (a reload that failed
     or never ran): read at prepare time, so a converged member asks nothing more."""
-    want = State("file", 0, 0, "644", sha1(marker_text(cfg_text)))
+    want = State("file", 0, 0, "644", sha1(ms.haproxy_marker(cfg_text)))
     stale = file_state(f"{s.layout.config}/{ms.HAPROXY_LOADED}") != want
     if stale:
         why = "haproxy.cfg (not recorded as loaded: a first deploy, or a failed reload)"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pgsteady.cluster.member_service import HAPROXY_LOADED, haproxy_marker
 from pgsteady.cluster.status import ClusterStatus
 from pgsteady.units import format_bytes
 
@@ -141,5 +142,21 @@ def archiver_problems(view: LeaderView, expected: bool) -> list[str]:
             f"archiving fails on the primary: {a.get('failed_count')} failures, last "
             f"{a.get('last_failed_wal')} at {a.get('last_failed_time')} (last success: "
             f"{a.get('last_archived_wal') or 'none'})"
+        ]
+    return []
+
+
+def haproxy_marker_problems(cfg: str | None, marker: str | None, cfg_path: str) -> list[str]:
+    """HAProxy was last reloaded (or started) with the haproxy.cfg on disk: the deploy's
+    marker (member_service.HAPROXY_LOADED) holds that file's hash. A reload that failed
+    or never ran leaves it behind the file; the next deploy retries it."""
+    if cfg is None:
+        return [f"{cfg_path} is missing"]
+    if marker is None:
+        return [f"no deploy recorded a reload of {cfg_path} (no {HAPROXY_LOADED} beside it)"]
+    if marker != haproxy_marker(cfg):
+        return [
+            f"{cfg_path} changed after the last reload the deploy recorded: the running "
+            "HAProxy may route with an older file"
         ]
     return []

@@ -11,6 +11,7 @@ secrets. HAProxy runs under a uid of its own, read-only, with no capabilities, a
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from pgsteady.settings import EXPORTER_UID, Settings
@@ -28,7 +29,8 @@ PATRONI_DIR = "/run/patroni"
 PATRONI_YML = "patroni.yml"
 HAPROXY_CFG = "haproxy.cfg"
 #: app_dir/config/NAME (root 0644): the SHA-256 of the haproxy.cfg the running HAProxy
-#: loaded, written only after its check and reload succeeded (tasks/haproxy_reload.py).
+#: was told to load, written only after ``haproxy -c`` passed and SIGUSR2 was delivered
+#: (tasks/haproxy_reload.py); HAProxy's own verdict on the reload is not read (R11 L1).
 HAPROXY_LOADED = "haproxy.cfg.loaded"
 #: HAProxy's uid/gid: after etcd's (64189); it owns nothing but its stats socket.
 HAPROXY_UID = EXPORTER_UID + 3
@@ -105,3 +107,8 @@ def haproxy_service(s: Settings) -> dict[str, Any]:
             f"s.connect({STATS_SOCKET!r}); s.sendall(b'show info\\n'); assert s.recv(64)",
         ],
     }
+
+
+def haproxy_marker(cfg_text: str) -> str:
+    """What HAPROXY_LOADED holds once HAProxy was reloaded with ``cfg_text``."""
+    return hashlib.sha256(cfg_text.encode()).hexdigest() + "\n"

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from pgsteady.cluster.haproxy import render_haproxy_cfg
+from pgsteady.cluster.member_service import haproxy_marker
 from pgsteady.cluster.topology import Cluster
 from tasks import haproxy_reload
 from tests.integration.test_cluster_haproxy import (  # noqa: F401 - pki is a fixture
@@ -140,7 +141,7 @@ def test_the_marker_records_only_a_file_the_running_haproxy_loaded(pki: Path) ->
         return subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True)
 
     def recorded(text: str) -> bool:
-        return marker.exists() and marker.read_text() == haproxy_reload.marker_text(text)
+        return marker.exists() and marker.read_text() == haproxy_marker(text)
 
     try:
         members[0].codes["/primary"] = 200

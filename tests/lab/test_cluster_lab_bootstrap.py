@@ -305,6 +305,9 @@ def test_verify_fails_a_haproxy_file_that_a_restart_would_not_start(
     # leader) may leave a container's health check catching up meanwhile
     assert [line.split("]", 1)[0] for line in ours] == [f"FAIL [{target.host.name}"], fails
     assert "a restart would not start" in ours[0] and "bogus_keyword" in ours[0], ours
+    # The file no longer matches the deploy's record of the last reload, on that host only.
+    recorded = [x for x in fails if "cluster/haproxy_reload_recorded_for_the_file_on_disk" in x]
+    assert [line.split("]", 1)[0] for line in recorded] == [f"FAIL [{target.host.name}"], fails
     assert "checks:" in result.output, result.output[-4000:]
     check = ["docker", "exec", haproxy_container(target.settings), "haproxy", "-c", "-q", "-f",
              f"{CONFIG_MOUNT}/{HAPROXY_CFG}"]  # fmt: skip

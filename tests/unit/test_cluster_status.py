@@ -3,11 +3,12 @@ the verdicts the live tests cannot stage (two primaries, a lagging replica), ren
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
 
-from pgsteady.cluster import health, status
+from pgsteady.cluster import health, member_service, status
 from pgsteady.cluster.operations import replica_fitness
 
 PATRONI3 = {
@@ -122,3 +123,17 @@ def test_the_adoption_line_names_the_seed_the_record_and_the_next_step() -> None
     line = status.parse_adoption({"rc": 0, "out": "no\n"}, "pg1", "pg1")
     assert line is not None and line.startswith("make cluster-adopt marked pg1 as the seed")
     assert "app_dir/state/adopted" in line and "next make deploy" in line
+
+
+def test_a_haproxy_file_is_reloaded_only_when_the_marker_holds_its_hash() -> None:
+    cfg = "global\n    maxconn 2000\n"
+    marker = member_service.haproxy_marker(cfg)
+    assert marker == hashlib.sha256(cfg.encode()).hexdigest() + "\n"
+    assert health.haproxy_marker_problems(cfg, marker, "/srv/c/haproxy.cfg") == []
+    changed = health.haproxy_marker_problems(cfg + "# more\n", marker, "/srv/c/haproxy.cfg")
+    assert changed and "changed after the last reload" in changed[0]
+    none = health.haproxy_marker_problems(cfg, None, "/srv/c/haproxy.cfg")
+    assert none and "no deploy recorded a reload" in none[0]
+    assert health.haproxy_marker_problems(None, marker, "/srv/c/haproxy.cfg") == [
+        "/srv/c/haproxy.cfg is missing"
+    ]

@@ -9,6 +9,7 @@ import hashlib
 import subprocess
 from pathlib import Path
 
+from pgsteady.cluster.member_service import haproxy_marker
 from pgsteady.settings import Settings
 from tasks import haproxy_reload
 from tasks.noop_guard import State, sha1
@@ -24,7 +25,7 @@ RETRY = (
     "Reload HAProxy for haproxy.cfg (not recorded as loaded: a first deploy, or a failed"
     " reload) (a running one; open sessions are kept)"
 )
-LOADED = State("file", 0, 0, "644", sha1(haproxy_reload.marker_text(TEXT)))
+LOADED = State("file", 0, 0, "644", sha1(haproxy_marker(TEXT)))
 
 
 def _plan(marker: State | None) -> Plan:
@@ -50,7 +51,7 @@ def test_a_loaded_file_reloads_only_when_this_deploy_changed_it() -> None:
 def test_a_file_not_recorded_as_loaded_reloads_although_unchanged() -> None:
     """The file is in place but its reload failed (or the deploy died before it): the
     marker is absent, holds another file's hash, or is not root 0644."""
-    other = State("file", 0, 0, "644", sha1(haproxy_reload.marker_text("old\n")))
+    other = State("file", 0, 0, "644", sha1(haproxy_marker("old\n")))
     for marker in (None, other, LOADED._replace(mode="666"), LOADED._replace(uid=4242)):
         p = _plan(marker)
         assert p.names[-1] == RETRY, p.names
@@ -104,7 +105,7 @@ def test_the_command_checks_signals_then_records_the_loaded_hash(tmp_path: Path)
         "exec labm-haproxy haproxy -c -q -f /etc/pgsteady/haproxy.cfg",
         "kill -s USR2 labm-haproxy",
     ]
-    assert marker.read_text() == haproxy_reload.marker_text(cfg.read_text())
+    assert marker.read_text() == haproxy_marker(cfg.read_text())
     assert marker.read_text() == f"{digest}\n" and oct(marker.stat().st_mode)[-3:] == "644"
     assert not (tmp_path / "haproxy.cfg.loaded.tmp").exists()
     rc, calls, err = run("true", 1)

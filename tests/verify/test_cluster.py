@@ -174,3 +174,21 @@ def test_haproxy_runs_with_a_valid_file(on: Host, s: Settings) -> None:
         f"haproxy -c rejects {s.layout.config}/{member_service.HAPROXY_CFG} ({why}): the "
         "running HAProxy routes with what it loaded, but a restart would not start",
     )
+
+
+@pytest.mark.fix(
+    "make deploy reloads HAProxy with the file on disk (a reload it recorded as missing is "
+    "retried); if it keeps failing: docker logs <project>-haproxy (docs/operations.md, "
+    "Rolling changes: a changed haproxy.cfg)"
+)
+def test_haproxy_reload_recorded_for_the_file_on_disk(on: Host, s: Settings) -> None:
+    """The deploy's record of the last HAProxy reload (app_dir/config/haproxy.cfg.loaded)
+    holds the hash of the haproxy.cfg on disk: a reload that failed, or a deploy that died
+    between the upload and the signal, leaves HAProxy routing with an older file. The
+    record is written after ``haproxy -c`` and the signal, not after HAProxy confirmed
+    the reload (review R11 L1), so a reload that fails at run time is not caught here."""
+    cfg_path = f"{s.layout.config}/{member_service.HAPROXY_CFG}"
+    cfg = on.read(cfg_path)
+    marker = on.read(f"{s.layout.config}/{member_service.HAPROXY_LOADED}")
+    problems = health.haproxy_marker_problems(cfg, marker, cfg_path)
+    check(not problems, "; ".join(problems))
