@@ -111,14 +111,23 @@ def no_op(result: DeployResult, what: str) -> DeployResult:
 
 
 def run_converge(config: BenchConfig, log: Any = print) -> dict[str, Any]:
-    """The converge part; every stack uses one CA of the run's, whichever inventory
-    (@local or over ssh) converges it: a CA lives beside its inventory by default
-    (pgsteady.ca_store), so each inventory would otherwise re-issue every certificate."""
+    """The converge part. Each stack is converged both as ``@local`` and over ssh as
+    ``<its name>`` at 127.0.0.1, so it uses one CA of the run's (a CA lives beside its
+    inventory by default: pgsteady.ca_store) and lists both names as extra certificate
+    names (:func:`_stack`): otherwise every switch of inventory re-issues its certificates."""
     ca_dir = ROOT / f"bench-ca-{os.getpid()}"
     try:
         return _run_converge(config, log, {"postgres_tls_ca_dir": str(ca_dir)})
     finally:
         shutil.rmtree(ca_dir, ignore_errors=True)
+
+
+def _stack(role: str, data: dict[str, Any]) -> Stack:
+    """A bench stack whose certificate names are the same whichever inventory reaches it:
+    its ssh inventory name and address (server_names adds them over ssh only)."""
+    stack = new_stack(role, **data)
+    stack.data["postgres_tls_extra_names"] = [stack.name, "127.0.0.1"]
+    return stack
 
 
 def _run_converge(config: BenchConfig, log: Any, data: dict[str, Any]) -> dict[str, Any]:
@@ -127,7 +136,7 @@ def _run_converge(config: BenchConfig, log: Any, data: dict[str, Any]) -> dict[s
     stacks: list[Stack] = []
     present = image_present()
     for i in range(min(config.converge_first, total)):
-        stack = new_stack(f"c{i + 1:02d}", **data)
+        stack = _stack(f"c{i + 1:02d}", data)
         stacks.append(stack)
         first.append(_entry(deploy_or_fail(stack)))
         noop.append(_entry(no_op(deploy_or_fail(stack), f"no-op converge of {stack.name}")))
@@ -140,7 +149,7 @@ def _run_converge(config: BenchConfig, log: Any, data: dict[str, Any]) -> dict[s
         },
         "noop_converge": {"runs": noop, "seconds": stats.summary([r["seconds"] for r in noop])},
     }
-    rest = [new_stack(f"c{i + 1:02d}", **data) for i in range(len(stacks), total)]
+    rest = [_stack(f"c{i + 1:02d}", data) for i in range(len(stacks), total)]
     use_ssh = config.use_sshd and sshd.available()
     with _maybe_sshd(use_ssh) as daemon:
         if rest and daemon:
