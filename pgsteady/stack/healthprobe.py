@@ -52,6 +52,7 @@ while read -r _key id _perms _size cpid _rest; do
   [ "$id" = "$shmid" ] && owner=$cpid && break
 done < /proc/sysvipc/shm
 [ "$owner" = "$pid" ] || no "PID $pid did not create shared memory segment $shmid (stale file)"
+case $port in ''|*[!0-9]*) no "bad port '$port'" ;; esac
 hex=$(printf '%04X' "$port")
 grep -q "^ *[0-9]*: [0-9A-F]*:$hex [0-9A-F]*:[0-9A-F]* 0A " /proc/net/tcp /proc/net/tcp6 ||
   no "nothing listens on TCP port $port"

@@ -19,13 +19,13 @@ FACTS = HostFacts(ram_mb=4096, cpus=2)
 #: re-taken from main at each merge (its own single-host changes); a cluster change that
 #: leaks into a single host changes them.
 GOLDEN_COMPOSE = {
-    "default": ("7889707b6b0222032d2de7e2569c82f193f7d5c8c7b05194727c887c504221eb", {}),
+    "default": ("e805cf6aaafcf6f9577cfff0e9ae48a00a086b63416e8d9d91f09d358ee8e3d2", {}),
     "pg15": (
-        "ab617d4a252bcd4e9ab7ff4f9bc255bdf6b72c289c79ff249a224e9a76aa753e",
+        "193bac67de6fc8a55c7a0b7e7f1d885048cc0afd0049dc267e30b210ac191cf9",
         {"postgres_version": 15},
     ),
     "bare": (
-        "8873cec9cd8519ccdf4e27c8570ba908b6f384d970afe05194043cec7ac5de71",
+        "25d7df91ba0485b1607460a9901d96e4b060cbc0674bb10caf9a099270829446",
         {"pgbouncer_enabled": False, "metrics_enabled": False},
     ),
 }
