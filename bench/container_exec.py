@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
-DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
+from bench.stacks import DOCKER
 
 
 def sh(*args: str, timeout: float = 3600, stdin: str | None = None) -> str:

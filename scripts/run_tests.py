@@ -1,18 +1,15 @@
 """`make test`: three pytest sessions run side by side, each over its own directories.
 
-Much of the suite's time is spent waiting: on containers starting, Postgres recovering,
-deploys over SSH, the lab's host containers (their own dockerd and systemd). But on this
-2-core machine the sessions together are CPU-bound (1-min load 7-10): two sessions (the
-lab beside the rest) took 41-43 min, three took 45 min when e2e+chaos ran 17 min past
-the others. So the chaos subset (18 tests, a few minutes) moved from the e2e
-session (44 min with it) to the lab's (27 min), so that the sessions end closer together.
-It runs before the lab, not after: the lab's session-scoped cluster (three systemd hosts)
-lives until its session ends, and chaos's recovery figures should not share the CPUs
-with it. The split is by directory, so a test file never runs beside
-itself, and every test already keeps to its own names, ports and directories on the
-shared Docker engine (the suite's rule). No test restarts the shared dockerd (only
-`make chaos`'s full mode does). Every session must pass, and at least one must run a
-test.
+Much of the suite's time is spent waiting (containers starting, Postgres recovering,
+deploys over SSH, the lab's systemd hosts), yet on this 2-core machine the sessions
+together are CPU-bound, so they are balanced to end close together: 32, 37 and 28 min,
+38 min in all (2026-11-30). The chaos subset runs before the lab, not after: the lab's
+session-scoped cluster (three systemd hosts) lives until its session ends, and chaos's
+recovery figures should not share the CPUs with it. The split is by directory, so a
+test file never runs beside itself, and every test already keeps to its own names,
+ports and directories on the shared Docker engine (the suite's rule). No test restarts
+the shared dockerd (only `make chaos`'s full mode does). Every session must pass, and
+at least one must run a test.
 
 - ``unit+integration``: pure logic, then real engines (Postgres, etcd, Patroni, HAProxy,
   PgBouncer, Prometheus) as processes and containers;
