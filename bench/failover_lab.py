@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bench import env
+from bench import env, stats
 from bench.config import BenchConfig
 from bench.failover import GOAL_DEFAULT, GOAL_TIGHT, _cell, kind_summary
 from pgsteady.lab import failover as figures
@@ -151,6 +151,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> Results:
             for k in kinds
             if any(t["kind"] == k for t in trials)
         },
+        "etcd_leader_split": etcd_leader_split(trials),
         "trials": trials,
         **({"error": error} if error else {}),
     }
@@ -176,6 +177,25 @@ LAB_WORDING = {
 }
 #: The lab's kinds in which the primary is lost and the leader key must expire.
 LEASE_KINDS = ("primary_pause", "host_power_loss", "host_isolated")
+
+
+def etcd_leader_split(trials: list[Results]) -> Results:
+    """Per lost-primary kind: the gaps of the trials whose old primary's host also held
+    etcd's raft leadership, beside the others' (a new etcd leader renews every lease to
+    its full TTL). Trials that recorded no etcd leader are left out."""
+    out: Results = {}
+    for kind in LEASE_KINDS:
+        mine = [t for t in trials if t["kind"] == kind and t.get("etcd_leader_at_fault")
+                and t.get("seconds") is not None]  # fmt: skip
+        if not mine:
+            continue
+        same = [t["seconds"] for t in mine if t["etcd_leader_at_fault"] == t["leader_before"]]
+        other = [t["seconds"] for t in mine if t["etcd_leader_at_fault"] != t["leader_before"]]
+        out[kind] = {
+            "etcd_leader_on_old_primary": stats.summary(same) if same else None,
+            "etcd_leader_elsewhere": stats.summary(other) if other else None,
+        }
+    return out
 
 
 def verdict(fo: Mapping[str, Any]) -> str:
@@ -217,7 +237,14 @@ def section(fo: Mapping[str, Any]) -> list[str]:
                  str(k["split_brain_trials"]),
                  ", ".join(map(str, k["probe_lost_per_trial"]))]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"- {verdict(fo)}", ""]
+    lines += ["", f"- {verdict(fo)}"]
+    for kind, split in (fo.get("etcd_leader_split") or {}).items():
+        same, other = split["etcd_leader_on_old_primary"], split["etcd_leader_elsewhere"]
+        lines.append(
+            f"- `{kind}`, gap p50/p95/max (s) when etcd's raft leader was on the old "
+            f"primary's host: {_split_cell(same)}; when it was elsewhere: {_split_cell(other)}"
+        )
+    lines.append("")
     if fo.get("error"):
         lines += [f"- The run stopped early: {fo['error'].splitlines()[0][:300]}", ""]
     lines.append(
@@ -226,3 +253,7 @@ def section(fo: Mapping[str, Any]) -> list[str]:
         + ". The process cluster's `primary_kill` is staged here as `container_kill`."
     )
     return lines + [""]
+
+
+def _split_cell(s: Mapping[str, Any] | None) -> str:
+    return f"{_cell(s)} (n={s['n']})" if s else "no trial"

@@ -12,6 +12,7 @@ from pgsteady.cluster.topology import Cluster
 #: etcdctl's calls (after its connection flags), both answered as JSON.
 MEMBER_LIST = ("member", "list", "-w", "json")
 HEALTH = ("endpoint", "health", "--cluster", "-w", "json")
+STATUS = ("endpoint", "status", "--cluster", "-w", "json")
 
 
 def expected_peers(cluster: Cluster) -> dict[str, str]:
@@ -28,6 +29,17 @@ def members(member_list_json: str) -> dict[str, list[str]]:
 def healthy_endpoints(health_json: str) -> dict[str, bool]:
     """endpoint -> health of ``etcdctl endpoint health --cluster -w json``."""
     return {e.get("endpoint", "?"): bool(e.get("health")) for e in json.loads(health_json) or []}
+
+
+def leader_endpoint(status_json: str) -> str:
+    """The raft leader's endpoint in ``etcdctl endpoint status --cluster -w json`` (the one
+    whose member ID is the leader its own status names); '' when none is."""
+    for e in json.loads(status_json) or []:
+        status = e.get("Status") or {}
+        member = (status.get("header") or {}).get("member_id")
+        if member is not None and member == status.get("leader"):
+            return str(e.get("Endpoint", ""))
+    return ""
 
 
 def member_problems(actual: dict[str, list[str]], expected: dict[str, str]) -> list[str]:

@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pgsteady.cluster import etcd_health
 from pgsteady.cluster import etcd_service as svc
@@ -137,6 +138,9 @@ class LabCluster:
 
     def inject(self, kind: str, victim: str) -> float:
         pg = self.settings.container_name
+        # Where etcd's raft leader is when the fault strikes: a new etcd leader renews
+        # every lease to its full TTL, the Patroni leader key's too (docs/reliability.md).
+        etcd_leader = self.etcd_leader()
         if kind == "postmaster_kill":
             script = 'head -n 1 "$(psql -XAtqc "SHOW data_directory")/postmaster.pid"'
             pid = _host(victim, "docker", "exec", "-u", "postgres", pg, "sh", "-c", script).strip()
@@ -164,7 +168,7 @@ class LabCluster:
                 self.down.append(name)
         else:
             raise ValueError(f"the lab cannot stage fault kind {kind!r}")
-        self.observed, self._fault_at = {}, at
+        self.observed, self._fault_at = {"etcd_leader_at_fault": etcd_leader}, at
         return at
 
     def repair(self, kind: str, victim: str) -> None:
@@ -174,7 +178,7 @@ class LabCluster:
         self.paused = []
         for name in self.cut:
             if kind == "host_isolated":
-                self.observed = self._read_only_after(name)
+                self.observed.update(self._read_only_after(name))
                 faults.heal(name)
             else:
                 faults.power_on(name)
@@ -221,6 +225,22 @@ class LabCluster:
             voters = etcd_count(len(self.hosts))
             return "; ".join(etcd_health.health_problems(health, voters))
         return "; ".join(errors)
+
+    def etcd_leader(self) -> str:
+        """The host whose etcd member is the raft leader ('' when no answer names one)."""
+        argv = ["docker", "exec", svc.container_name(self.settings),
+                *svc.local_ctl(self.settings.etcd_client_port), *etcd_health.STATUS]  # fmt: skip
+        for host in self.hosts:
+            proc = docker("exec", host.name, *argv, check=False, timeout=30)
+            try:
+                endpoint = etcd_health.leader_endpoint(proc.stdout or "[]")
+            except ValueError:
+                continue
+            ip = urlsplit(endpoint).hostname if endpoint else None
+            name = next((h.name for h in self.hosts if h.ip == ip), "")
+            if name:
+                return name
+        return ""
 
     def members_problem(self) -> str:
         """What keeps the Patroni members from being whole ('' when they are)."""

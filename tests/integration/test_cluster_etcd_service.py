@@ -206,6 +206,11 @@ def test_verify_sees_health_quorum_and_the_inventory_member_list(lab: EtcdLab) -
     health = lab.ctl(*etcd_health.HEALTH)
     assert health.returncode == 0, health.stderr
     assert etcd_health.health_problems(etcd_health.healthy_endpoints(health.stdout), 3) == []
+    # the raft leader, as the lab's failover trials record it: one of the healthy endpoints
+    status = lab.ctl(*etcd_health.STATUS)
+    assert status.returncode == 0, status.stderr
+    endpoints = etcd_health.healthy_endpoints(health.stdout)
+    assert etcd_health.leader_endpoint(status.stdout) in endpoints
     lab.stop("e3")
     # When e3 led, the other two elect a leader first; until then every member answers
     # unhealthy (no linearizable read). Quorum is kept once the election ends.

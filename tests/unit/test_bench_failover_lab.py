@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench import config
-from bench.failover_lab import LAB_ORDER, lab_data, lab_kinds, section
+from bench.failover_lab import LAB_ORDER, etcd_leader_split, lab_data, lab_kinds, section
 from pgsteady.lab import failover
 from pgsteady.lab.cluster_backend import TIMINGS, _quote, from_inventory, read_inventory
 from pgsteady.lab.engine import LabError
@@ -106,3 +106,35 @@ def test_the_section_lists_each_kind_with_its_figures() -> None:
     assert "worst p95 25.0 s (`host_isolated`), goal ≤ 30 s: met" in text
     kind["seconds"]["p95"] = 31.5
     assert "goal ≤ 30 s: missed by 1.5 s" in "\n".join(section(fo))
+
+
+def test_lost_primary_gaps_are_split_by_where_etcd_led_at_the_fault() -> None:
+    def trial(kind: str, seconds: float | None, etcd_leader: str) -> dict[str, object]:
+        return {"kind": kind, "seconds": seconds, "leader_before": "lab-1",
+                "etcd_leader_at_fault": etcd_leader}  # fmt: skip
+
+    trials = [
+        trial("host_power_loss", 33.0, "lab-1"),
+        trial("host_power_loss", 32.0, "lab-1"),
+        trial("host_power_loss", 25.0, "lab-2"),
+        trial("host_power_loss", None, "lab-3"),  # writes never resumed: no gap to place
+        trial("host_isolated", 24.0, ""),  # no etcd leader recorded
+        trial("container_kill", 4.0, "lab-1"),  # not a lost-primary kind
+    ]
+    split = etcd_leader_split(trials)
+    assert set(split) == {"host_power_loss"}
+    same = split["host_power_loss"]["etcd_leader_on_old_primary"]
+    other = split["host_power_loss"]["etcd_leader_elsewhere"]
+    assert (same["n"], same["max"], other["n"], other["max"]) == (2, 33.0, 1, 25.0)
+    kind = {"trials": 4, "whole_again": 4, "seconds": {"p50": 30.0, "p95": 33.0, "max": 33.0},
+            "longest_gap_seconds": {"p50": 30.0, "p95": 33.0, "max": 33.0},
+            "lost_per_trial": [0] * 4, "split_brain_trials": 0,
+            "probe_lost_per_trial": [0] * 4}  # fmt: skip
+    fo = {"where": "lab", "versions": {"patroni": "patroni 4.0.7"},
+          "timings": {"ttl": 24, "loop_wait": 4, "retry_timeout": 10}, "synchronous_mode": True,
+          "trials_per_kind": 4, "load": {"start": [1, 1, 1], "end": [2, 2, 2]}, "cpus": 2,
+          "minutes": 30.0, "kinds": {"host_power_loss": kind},
+          "etcd_leader_split": split}  # fmt: skip
+    text = "\n".join(section(fo))
+    assert "was on the old primary's host: 32.5 / 33.0 / 33.0 (n=2)" in text
+    assert "when it was elsewhere: 25.0 / 25.0 / 25.0 (n=1)" in text
