@@ -32,6 +32,7 @@ from typing import Any
 from pgsteady import units
 from pgsteady.inventory import REPO, InventoryHost, connection_problems, load_inventory
 from pgsteady.settings import HostFacts, Settings, SettingsError, build_settings
+from pgsteady.stack import apt_candidate
 from pgsteady.stack.hostfacts import read_host_facts
 from pgsteady.stack.schedule_syntax import max_gap
 
@@ -96,6 +97,8 @@ class VerifyContext:
     etcd_peers: dict[str, str] = field(default_factory=dict)
     #: A cluster's members by the inventory (name -> private address); empty off clusters.
     cluster_members: dict[str, str] = field(default_factory=dict)
+    #: Where the driver's :class:`~pgsteady.stack.apt_candidate.Lookup` writes its answer.
+    apt_candidate_file: str = ""
 
     @property
     def settings(self) -> Settings:
@@ -120,6 +123,7 @@ class VerifyContext:
             prefix=tuple(body["prefix"]),
             etcd_peers=dict(body.get("etcd_peers") or {}),
             cluster_members=dict(body.get("cluster_members") or {}),
+            apt_candidate_file=str(body.get("apt_candidate_file") or ""),
         )
 
     def cluster(self) -> Any:
@@ -344,12 +348,15 @@ def verify_host(
 ) -> HostRun:
     """Run the suite against one host and collect its check results."""
     run = HostRun(h.name)
+    slug = "".join(c if c.isalnum() else "_" for c in h.name)
+    apt_file = workdir / f"{slug}.apt.json"
     try:
         facts = read_host_facts(runner_for(h))
         ctx = VerifyContext(
-            h.name, inventory, h.data, facts, fix_prefix(h), etcd_peers or {}, cluster_members or {}
-        )
-        ctx.settings  # noqa: B018 - validate before connecting pytest
+            h.name, inventory, h.data, facts, fix_prefix(h), etcd_peers or {},
+            cluster_members or {}, str(apt_file),
+        )  # fmt: skip
+        s = ctx.settings  # validated before connecting pytest
     except (ConnectionError, subprocess.TimeoutExpired) as exc:
         fix = f"check the SSH access the inventory describes: {shlex.join(h.command_prefix())} true"
         run.results.append(CheckResult(h.name, "host", "reachable", "failed", str(exc), fix))
@@ -360,7 +367,9 @@ def verify_host(
                 CheckResult(h.name, "host", "settings", "failed", error, f"edit {inventory}")
             )
         return run
-    slug = "".join(c if c.isalnum() else "_" for c in h.name)
+    # image/minor_version_current's apt download, overlapping the other checks
+    argv = h.shell_argv(apt_candidate.command(s.container_name, s.postgres_version))
+    lookup = apt_candidate.Lookup(argv, s.postgres_version, apt_file).start()
     context_file = workdir / f"{slug}.context.json"
     results_file = workdir / f"{slug}.results.json"
     context_file.write_text(ctx.dump())
@@ -371,6 +380,7 @@ def verify_host(
     proc = subprocess.run(
         pytest_command(h, str(config), junit), cwd=REPO, env=env, capture_output=True, text=True
     )
+    lookup.join()
     if not h.is_local:
         close_ssh_master(h, config)
     if results_file.exists():

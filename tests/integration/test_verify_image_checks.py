@@ -26,13 +26,15 @@ import testinfra
 from debian_images import debian_image_or_skip, engine_or_skip
 
 from pgsteady.settings import HostFacts, Settings, build_settings
-from pgsteady.verify import CheckFailed, Fixes
+from pgsteady.stack import apt_candidate
+from pgsteady.verify import CheckFailed, Fixes, VerifyContext
 
 pytestmark = pytest.mark.docker
 
 VERIFY = Path(__file__).resolve().parent.parent / "verify"
 VERSION = 15
 FAKE_MINOR = "15.99-0+deb12u1"
+FACTS = HostFacts(ram_mb=4096, cpus=2)
 
 
 def _load(name: str, path: Path) -> ModuleType:
@@ -98,11 +100,9 @@ def behind_image(client: docker.DockerClient, real_image: str) -> Iterator[str]:
 @pytest.fixture
 def stack(client: docker.DockerClient) -> Iterator[dict[str, Any]]:
     """Settings for a throwaway project; removes its container and alias tag."""
-    s = build_settings(
-        {"compose_project": f"h3vimg{secrets.token_hex(3)}", "postgres_version": VERSION},
-        HostFacts(ram_mb=4096, cpus=2),
-    )
-    state: dict[str, Any] = {"s": s}
+    data = {"compose_project": f"h3vimg{secrets.token_hex(3)}", "postgres_version": VERSION}
+    s = build_settings(data, FACTS)
+    state: dict[str, Any] = {"s": s, "data": data}
     yield state
     with contextlib.suppress(docker.errors.NotFound):
         client.containers.get(s.container_name).remove(force=True, v=True)
@@ -132,13 +132,25 @@ def _start(client: docker.DockerClient, s: Settings, image: str) -> dict[str, An
 FIXES = Fixes(inventory="inventory/h3.py")
 
 
+def _ctx(stack: dict[str, Any], answer: Path) -> VerifyContext:
+    """The suite's context, with the answer of the apt lookup the driver starts (run here
+    as the driver runs it: its command through a shell on the host, in a thread)."""
+    s = stack["s"]
+    argv = ["sh", "-c", apt_candidate.command(s.container_name, VERSION)]
+    apt_candidate.Lookup(argv, VERSION, answer).start()
+    return VerifyContext(
+        "local", FIXES.inventory, stack["data"], FACTS, apt_candidate_file=str(answer)
+    )
+
+
 def test_behind_is_reported_with_the_update_command(
-    client: docker.DockerClient, behind_image: str, stack: dict[str, Any]
+    client: docker.DockerClient, behind_image: str, stack: dict[str, Any], tmp_path: Path
 ) -> None:
     s = stack["s"]
     run = _start(client, s, behind_image)
+    ctx = _ctx(stack, tmp_path / "apt.json")
     with pytest.raises(CheckFailed) as failed:
-        verify_image.test_minor_version_current(run["on"], run["on"], run["container"], s, FIXES)
+        verify_image.test_minor_version_current(run["on"], run["on"], run["container"], ctx, FIXES)
     running = run["on"].value("SHOW server_version").split()[0]
     behind = 99 - int(running.split(".")[1])
     assert failed.value.what.startswith(f"Postgres {running} runs (package 15.")
@@ -147,11 +159,12 @@ def test_behind_is_reported_with_the_update_command(
 
 
 def test_current_server_passes(
-    client: docker.DockerClient, real_image: str, stack: dict[str, Any]
+    client: docker.DockerClient, real_image: str, stack: dict[str, Any], tmp_path: Path
 ) -> None:
     s = stack["s"]
     run = _start(client, s, real_image)
+    ctx = _ctx(stack, tmp_path / "apt.json")
     try:
-        verify_image.test_minor_version_current(run["on"], run["on"], run["container"], s, FIXES)
+        verify_image.test_minor_version_current(run["on"], run["on"], run["container"], ctx, FIXES)
     except pytest.skip.Exception as exc:
         pytest.skip(f"the Debian mirror is not reachable from a container here: {exc}")

@@ -1,0 +1,92 @@
+"""The newest postgresql-N that a running image's own apt sources offer, looked up beside
+the verify suite.
+
+``apt-get update`` in a throwaway container of the running image downloads the sources'
+package indexes (about 57 MB unpacked for Debian main and security, 4-10 s) on every
+``make verify``: most of its time when the check ran it in line. The verify driver
+(:mod:`pgsteady.verify`) starts :class:`Lookup` before the suite and the check
+(``tests/verify/test_image.py``) collects the answer, so the download overlaps the other
+checks. Translations are not fetched: the candidate version does not need them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+#: The throwaway container's bound on the host (``timeout``); the driver waits a little
+#: longer for the host's answer.
+TIMEOUT_S = 180
+_DOCKER = "$(test -x /usr/bin/docker && echo /usr/bin/docker || command -v docker)"
+
+
+def command(container: str, version: int) -> str:
+    """Shell command for the host: the candidate of ``postgresql-<version>`` in a throwaway
+    container of the image ``container`` runs, on stdout."""
+    script = (
+        "apt-get -qq -o Acquire::Languages=none update >/dev/null 2>&1 "
+        "|| { echo 'apt-get update failed' >&2; exit 3; }; "
+        f"apt-cache policy postgresql-{int(version)} | sed -n 's/^ *Candidate: //p'"
+    )
+    name = shlex.quote(container)
+    return (
+        f'd={_DOCKER}; img=$("$d" inspect -f "{{{{.Image}}}}" {name}) '
+        f"|| {{ echo no container {name} >&2; exit 4; }}; "
+        f'timeout {TIMEOUT_S} "$d" run --rm --user 0 --entrypoint /bin/sh "$img" '
+        f"-c {shlex.quote(script)}"
+    )
+
+
+def answer(returncode: int, stdout: str, stderr: str, version: int) -> dict[str, str]:
+    """``{"candidate": ..., "error": ...}``: one of them non-empty."""
+    candidate = stdout.strip()
+    if returncode != 0 or not candidate or candidate == "(none)":
+        error = stderr.strip() or f"no candidate for postgresql-{version}"
+        return {"candidate": "", "error": error[:160]}
+    return {"candidate": candidate, "error": ""}
+
+
+class Lookup:
+    """:func:`command` run on a host (``argv`` runs it) in a thread; the answer is written
+    to ``path`` as JSON once known (renamed into place, so a reader never sees half)."""
+
+    def __init__(self, argv: list[str], version: int, path: Path) -> None:
+        self.argv, self.version, self.path = argv, version, path
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Lookup:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            proc = subprocess.run(
+                self.argv, capture_output=True, text=True, timeout=TIMEOUT_S + 30, check=False
+            )
+            body = answer(proc.returncode, proc.stdout, proc.stderr, self.version)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            body = {"candidate": "", "error": f"{type(exc).__name__}: {exc}"[:160]}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(body))
+        os.replace(tmp, self.path)
+
+    def join(self) -> None:
+        """Until the answer is written (the host bounds the command)."""
+        self._thread.join(TIMEOUT_S + 60)
+
+
+def collect(path: str, timeout: float = TIMEOUT_S + 60) -> dict[str, str]:
+    """The answer a :class:`Lookup` writes to ``path``, waiting for it up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    file = Path(path)
+    while not file.exists():
+        if time.monotonic() > deadline:
+            return {"candidate": "", "error": f"no answer within {timeout:.0f} s"}
+        time.sleep(0.2)
+    body = json.loads(file.read_text())
+    return {"candidate": str(body.get("candidate", "")), "error": str(body.get("error", ""))}
