@@ -368,6 +368,7 @@ def verify_host(
             )
         return run
     # image/minor_version_current's apt download, overlapping the other checks
+    apt_file.unlink(missing_ok=True)  # never another host's answer (slugs can collide)
     argv = h.shell_argv(apt_candidate.command(s.container_name, s.postgres_version))
     lookup = apt_candidate.Lookup(argv, s.postgres_version, apt_file).start()
     context_file = workdir / f"{slug}.context.json"

@@ -28,6 +28,7 @@ The faults (the victim is the leader; :data:`pgsteady.lab.failover.KINDS` and
 from __future__ import annotations
 
 import ast
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,11 +232,11 @@ class LabCluster:
         argv = ["docker", "exec", svc.container_name(self.settings),
                 *svc.local_ctl(self.settings.etcd_client_port), *etcd_health.STATUS]  # fmt: skip
         for host in self.hosts:
-            proc = docker("exec", host.name, *argv, check=False, timeout=30)
             try:
+                proc = docker("exec", host.name, *argv, check=False, timeout=30)
                 endpoint = etcd_health.leader_endpoint(proc.stdout or "[]")
-            except ValueError:
-                continue
+            except (subprocess.TimeoutExpired, ValueError):
+                continue  # a diagnostic: the next host may answer
             ip = urlsplit(endpoint).hostname if endpoint else None
             name = next((h.name for h in self.hosts if h.ip == ip), "")
             if name:

@@ -26,29 +26,35 @@ _DOCKER = "$(test -x /usr/bin/docker && echo /usr/bin/docker || command -v docke
 
 
 def command(container: str, version: int) -> str:
-    """Shell command for the host: the candidate of ``postgresql-<version>`` in a throwaway
-    container of the image ``container`` runs, on stdout."""
+    """Shell command for the host: the image ID of container ``container`` on the first
+    line, then the candidate of ``postgresql-<version>`` in a throwaway container of it.
+
+    ``docker run`` passes SIGTERM to the container's PID 1, a shell that ignores it, so
+    the bound is inside the container too (``timeout`` is coreutils, in every Debian)."""
     script = (
-        "apt-get -qq -o Acquire::Languages=none update >/dev/null 2>&1 "
-        "|| { echo 'apt-get update failed' >&2; exit 3; }; "
+        f"timeout {TIMEOUT_S - 10} apt-get -qq -o Acquire::Languages=none update "
+        ">/dev/null 2>&1 || { echo 'apt-get update failed' >&2; exit 3; }; "
         f"apt-cache policy postgresql-{int(version)} | sed -n 's/^ *Candidate: //p'"
     )
     name = shlex.quote(container)
     return (
-        f'd={_DOCKER}; img=$("$d" inspect -f "{{{{.Image}}}}" {name}) '
+        f'd={_DOCKER}; img=$("$d" container inspect -f "{{{{.Image}}}}" {name}) '
         f"|| {{ echo no container {name} >&2; exit 4; }}; "
-        f'timeout {TIMEOUT_S} "$d" run --rm --user 0 --entrypoint /bin/sh "$img" '
+        'echo "$img"; '
+        f'timeout -k 10 {TIMEOUT_S} "$d" run --rm --user 0 --entrypoint /bin/sh "$img" '
         f"-c {shlex.quote(script)}"
     )
 
 
 def answer(returncode: int, stdout: str, stderr: str, version: int) -> dict[str, str]:
-    """``{"candidate": ..., "error": ...}``: one of them non-empty."""
-    candidate = stdout.strip()
+    """``{"image": ..., "candidate": ..., "error": ...}``: a candidate or an error, and
+    the image the answer is about when the container was found."""
+    image, _, rest = stdout.strip().partition("\n")
+    candidate = rest.strip()
     if returncode != 0 or not candidate or candidate == "(none)":
         error = stderr.strip() or f"no candidate for postgresql-{version}"
-        return {"candidate": "", "error": error[:160]}
-    return {"candidate": candidate, "error": ""}
+        return {"image": image, "candidate": "", "error": error[:160]}
+    return {"image": image, "candidate": candidate, "error": ""}
 
 
 class Lookup:
@@ -66,11 +72,12 @@ class Lookup:
     def _run(self) -> None:
         try:
             proc = subprocess.run(
-                self.argv, capture_output=True, text=True, timeout=TIMEOUT_S + 30, check=False
-            )
+                self.argv, capture_output=True, text=True, errors="replace",
+                stdin=subprocess.DEVNULL, timeout=TIMEOUT_S + 30, check=False,
+            )  # fmt: skip
             body = answer(proc.returncode, proc.stdout, proc.stderr, self.version)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            body = {"candidate": "", "error": f"{type(exc).__name__}: {exc}"[:160]}
+        except Exception as exc:  # noqa: BLE001 - the check reports it, never a silent wait
+            body = {"image": "", "candidate": "", "error": f"{type(exc).__name__}: {exc}"[:160]}
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps(body))
         os.replace(tmp, self.path)
@@ -82,11 +89,16 @@ class Lookup:
 
 def collect(path: str, timeout: float = TIMEOUT_S + 60) -> dict[str, str]:
     """The answer a :class:`Lookup` writes to ``path``, waiting for it up to ``timeout``."""
+    if not path:
+        return {"image": "", "candidate": "", "error": "the driver started no lookup"}
     deadline = time.monotonic() + timeout
     file = Path(path)
-    while not file.exists():
-        if time.monotonic() > deadline:
-            return {"candidate": "", "error": f"no answer within {timeout:.0f} s"}
-        time.sleep(0.2)
-    body = json.loads(file.read_text())
-    return {"candidate": str(body.get("candidate", "")), "error": str(body.get("error", ""))}
+    while True:
+        try:
+            body = json.loads(file.read_text())
+            break
+        except (FileNotFoundError, json.JSONDecodeError):
+            if time.monotonic() > deadline:
+                return {"image": "", "candidate": "", "error": f"no answer within {timeout:.0f} s"}
+            time.sleep(0.2)
+    return {k: str(body.get(k, "")) for k in ("image", "candidate", "error")}

@@ -29,6 +29,7 @@ from pgsteady.stack.layout import PGDATA
 
 #: The probe, a POSIX sh script; exit 0 = healthy.
 SCRIPT = f"""\
+set -f
 no() {{ echo "not accepting connections: $*" >&2; exit 1; }}
 f={PGDATA}/postmaster.pid
 [ -L "$f" ] && no "postmaster.pid is not a regular file"

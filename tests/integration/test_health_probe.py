@@ -183,7 +183,7 @@ def test_a_wall_clock_step_does_not_make_a_serving_postmaster_unhealthy(box: str
 def test_a_live_postmaster_whose_file_names_another_segment_is_unhealthy(box: str) -> None:
     """The file's PID is live, named postgres and listening, but line 7 names a segment it
     did not create (a copied or stale file): not healthy, and healthy again once the
-    server's own line is back."""
+    server's own line is back. A port that is not digits is refused the same way."""
     start_serving(box)
     try:
         line = sh(box, f"sed -n 7p {PGDATA}/postmaster.pid").rstrip("\n")
@@ -192,6 +192,13 @@ def test_a_live_postmaster_whose_file_names_another_segment_is_unhealthy(box: st
         rc, why = probe(box)
         assert rc == 1 and f"segment {int(shmid) + 1000} (stale file)" in why, why
         sh(box, f"sed -i '7s/.*/{line}/' {PGDATA}/postmaster.pid")
+        assert probe(box) == (0, "")
+        # the port (line 4) is used only as digits
+        port = sh(box, f"sed -n 4p {PGDATA}/postmaster.pid").strip()
+        sh(box, f"sed -i '4s/.*/{port}x/' {PGDATA}/postmaster.pid")
+        rc, why = probe(box)
+        assert rc == 1 and f"bad port '{port}x'" in why, why
+        sh(box, f"sed -i '4s/.*/{port}/' {PGDATA}/postmaster.pid")
         assert probe(box) == (0, "")
     finally:
         pg_ctl(box, "-w -m fast stop")

@@ -132,23 +132,36 @@ def _start(client: docker.DockerClient, s: Settings, image: str) -> dict[str, An
 FIXES = Fixes(inventory="inventory/h3.py")
 
 
-def _ctx(stack: dict[str, Any], answer: Path) -> VerifyContext:
+@pytest.fixture
+def lookups() -> Iterator[list[apt_candidate.Lookup]]:
+    """The lookups a test starts, each joined at teardown (its throwaway container gone)."""
+    started: list[apt_candidate.Lookup] = []
+    yield started
+    for lookup in started:
+        lookup.join()
+
+
+def _ctx(stack: dict[str, Any], answer: Path, lookups: list[apt_candidate.Lookup]) -> VerifyContext:
     """The suite's context, with the answer of the apt lookup the driver starts (run here
     as the driver runs it: its command through a shell on the host, in a thread)."""
     s = stack["s"]
     argv = ["sh", "-c", apt_candidate.command(s.container_name, VERSION)]
-    apt_candidate.Lookup(argv, VERSION, answer).start()
+    lookups.append(apt_candidate.Lookup(argv, VERSION, answer).start())
     return VerifyContext(
         "local", FIXES.inventory, stack["data"], FACTS, apt_candidate_file=str(answer)
     )
 
 
 def test_behind_is_reported_with_the_update_command(
-    client: docker.DockerClient, behind_image: str, stack: dict[str, Any], tmp_path: Path
+    client: docker.DockerClient,
+    behind_image: str,
+    stack: dict[str, Any],
+    tmp_path: Path,
+    lookups: list[apt_candidate.Lookup],
 ) -> None:
     s = stack["s"]
     run = _start(client, s, behind_image)
-    ctx = _ctx(stack, tmp_path / "apt.json")
+    ctx = _ctx(stack, tmp_path / "apt.json", lookups)
     with pytest.raises(CheckFailed) as failed:
         verify_image.test_minor_version_current(run["on"], run["on"], run["container"], ctx, FIXES)
     running = run["on"].value("SHOW server_version").split()[0]
@@ -159,11 +172,15 @@ def test_behind_is_reported_with_the_update_command(
 
 
 def test_current_server_passes(
-    client: docker.DockerClient, real_image: str, stack: dict[str, Any], tmp_path: Path
+    client: docker.DockerClient,
+    real_image: str,
+    stack: dict[str, Any],
+    tmp_path: Path,
+    lookups: list[apt_candidate.Lookup],
 ) -> None:
     s = stack["s"]
     run = _start(client, s, real_image)
-    ctx = _ctx(stack, tmp_path / "apt.json")
+    ctx = _ctx(stack, tmp_path / "apt.json", lookups)
     try:
         verify_image.test_minor_version_current(run["on"], run["on"], run["container"], ctx, FIXES)
     except pytest.skip.Exception as exc:

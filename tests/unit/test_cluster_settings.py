@@ -19,13 +19,13 @@ FACTS = HostFacts(ram_mb=4096, cpus=2)
 #: re-taken from main at each merge (its own single-host changes); a cluster change that
 #: leaks into a single host changes them.
 GOLDEN_COMPOSE = {
-    "default": ("e805cf6aaafcf6f9577cfff0e9ae48a00a086b63416e8d9d91f09d358ee8e3d2", {}),
+    "default": ("2d5ba83239327789819ff14c28af42a12f7946b7fa88379dbfd0d15aa770cc74", {}),
     "pg15": (
-        "193bac67de6fc8a55c7a0b7e7f1d885048cc0afd0049dc267e30b210ac191cf9",
+        "0d49949b8af0a428937a66f5b6ef3df49cb07d5db44de13d716cabd08f557bf9",
         {"postgres_version": 15},
     ),
     "bare": (
-        "25d7df91ba0485b1607460a9901d96e4b060cbc0674bb10caf9a099270829446",
+        "27c87505ea862416a8c6859eb0db07adfa4f4c439c13c00b4ba7ca8555a01b83",
         {"pgbouncer_enabled": False, "metrics_enabled": False},
     ),
 }
