@@ -19,10 +19,11 @@ import threading
 import time
 from pathlib import Path
 
+from pgsteady.stack.hostfacts import DOCKER_PATH_COMMAND
+
 #: The throwaway container's bound on the host (``timeout``); the driver waits a little
 #: longer for the host's answer.
 TIMEOUT_S = 180
-_DOCKER = "$(test -x /usr/bin/docker && echo /usr/bin/docker || command -v docker)"
 
 
 def command(container: str, version: int) -> str:
@@ -38,7 +39,7 @@ def command(container: str, version: int) -> str:
     )
     name = shlex.quote(container)
     return (
-        f'd={_DOCKER}; img=$("$d" container inspect -f "{{{{.Image}}}}" {name}) '
+        f'd=$({DOCKER_PATH_COMMAND}); img=$("$d" container inspect -f "{{{{.Image}}}}" {name}) '
         f"|| {{ echo no container {name} >&2; exit 4; }}; "
         'echo "$img"; '
         f'timeout -k 10 {TIMEOUT_S} "$d" run --rm --user 0 --entrypoint /bin/sh "$img" '

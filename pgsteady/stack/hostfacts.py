@@ -18,6 +18,9 @@ MEMORY_COMMAND = "LANG=C vmstat -s"
 CPUS_COMMAND = "getconf NPROCESSORS_ONLN 2> /dev/null || getconf _NPROCESSORS_ONLN"
 #: tasks.facts.HasSystemd
 SYSTEMD_COMMAND = "test -d /run/systemd/system && echo yes || echo no"
+#: The Docker client that verify and its lookups run on the host: the package's
+#: /usr/bin/docker before any other on PATH.
+DOCKER_PATH_COMMAND = "test -x /usr/bin/docker && echo /usr/bin/docker || command -v docker"
 
 _BSD_PAGE_KEYS = (
     "pages active",

@@ -23,6 +23,7 @@ import pytest
 
 from pgsteady.postgres.session import SUPERUSER_PGOPTIONS
 from pgsteady.settings import Settings
+from pgsteady.stack.hostfacts import DOCKER_PATH_COMMAND
 from pgsteady.verify import (
     CONTEXT_ENV,
     RESULTS_ENV,
@@ -135,7 +136,7 @@ class Host:
     def __init__(self, host: Any, s: Settings) -> None:
         self.ti = host
         self.s = s
-        found = host.run("test -x /usr/bin/docker && echo /usr/bin/docker || command -v docker")
+        found = host.run(DOCKER_PATH_COMMAND)
         self.docker = found.stdout.strip() or "docker"
 
     def run(self, command: str) -> Any:
