@@ -15,6 +15,8 @@ Results = dict[str, Any]
 
 #: Issue 19: a backup costs at most this much of a bare ``pg_dump -Fc`` (median ratio).
 BACKUP_GOAL = 1.15
+#: Issue 19: a no-op converge over SSH takes at most this long per host (seconds).
+SSH_NOOP_GOAL = 3.0
 
 
 METHOD_NOTES = (
@@ -486,6 +488,27 @@ def _upgrade(upg: Results) -> list[str]:
     ]
 
 
+def _ssh_goal(parallel: dict[str, Any]) -> list[str]:
+    """Issue 19's goal for a no-op converge over SSH, judged on the largest inventory, with
+    the control machine's CPU per host projected to a fleet."""
+    if not parallel:
+        return []
+    n = max(parallel, key=int)
+    per_host, cpu = parallel[n]["per_host_seconds"], parallel[n].get("per_host_cpu_seconds")
+    verdict = "met" if per_host <= SSH_NOOP_GOAL else f"missed by {fmt_s(per_host - SSH_NOOP_GOAL)}"
+    line = (
+        f"Goal ≤ {SSH_NOOP_GOAL:.0f} s per host for a no-op converge over SSH (issue 19): "
+        f"{verdict} ({fmt_s(per_host)} per host with {n} host{'' if n == '1' else 's'} in one "
+        "inventory)."
+    )
+    if cpu:
+        line += (
+            f" The control machine spent {fmt_s(cpu)} of CPU per host: one of its CPUs "
+            f"keeps up with about {60 / cpu:.0f} hosts' no-op converges a minute."
+        )
+    return [line, ""]
+
+
 def _converge(con: Results) -> list[str]:
     first, noop = con["first_converge"], con["noop_converge"]
     lines = ["## Converge", ""]
@@ -529,6 +552,7 @@ def _converge(con: Results) -> list[str]:
          "per host", "control-machine CPU per host", "changed"],
         rows,
     )  # fmt: skip
+    lines += _ssh_goal(parallel)
     ver = con.get("verify", {})
     if not ver.get("available"):
         lines.append(f"make verify: not measured ({ver.get('note', 'not run')}).")

@@ -274,3 +274,16 @@ def test_pooler_section_puts_both_paths_side_by_side_and_the_thousand_clients():
     assert f"at most {measured['peak_server_connections']} server connections" in section
     assert f"default_pool_size {measured['default_pool_size']}" in section
     assert "## Connection pooling" not in report.render(results(backups=BACKUPS))
+
+
+def test_converge_section_judges_the_ssh_goal_on_the_largest_inventory():
+    con = converge()
+    page = report.render(results(converge=con))
+    assert "(issue 19): missed by 1.00 s (4.00 s per host with 1 host in one inventory)" in page
+    con["parallel_noop"]["10"] = {
+        "seconds": stats.summary([13.0]), "changed": [0] * 10, "per_host_seconds": 1.3,
+        "per_host_cpu_seconds": 0.75,
+    }  # fmt: skip
+    page = report.render(results(converge=con))
+    assert "(issue 19): met (1.30 s per host with 10 hosts in one inventory)" in page
+    assert "0.75 s of CPU per host" in page and "about 80 hosts' no-op converges" in page
