@@ -8,7 +8,8 @@ repository, off-host in production, kept). The repository's newest backup and ar
 are restored into an empty volume and the server started: it replays to the end of the
 archive and promotes. The loss is the time from the newest row it holds to the last row the
 writer saw acknowledged; every row up to the newest must be there (no hole). The restored
-server archives on its own timeline and is the next trial's source, like a replaced host.
+server archives on its own timeline and is the next trial's source, like a replaced host;
+it checkpoints once out of recovery, as ``pgsteady-ctl`` does after every start.
 
 Bound: WAL is switched at the latest every ``archive_timeout`` and pushed asynchronously,
 so the loss is at most about ``archive_timeout`` plus the push's latency.
@@ -161,6 +162,9 @@ def measure(
         ws.start(restored, archiving=True)
         ws.promoted(restored)
         ready_s = time.monotonic() - started
+        # what pgsteady-ctl does once per start: the end-of-recovery checkpoint ran inside
+        # recovery, and without a later one archive_timeout would not switch WAL
+        psql(restored, "CHECKPOINT")
         found = [int(i) for i in psql(restored, f"SELECT id FROM {table} ORDER BY id").split()]
         lost = loss_seconds(acknowledged, found, baseline)
         done.append({

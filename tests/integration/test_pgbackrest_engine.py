@@ -34,6 +34,7 @@ pytestmark = pytest.mark.docker
 
 REPO = Path(__file__).resolve().parents[2]
 PITR = REPO / "files" / "bin" / "pgsteady-pitr"
+CTL = REPO / "files" / "bin" / "pgsteady-ctl"
 UID = 999
 
 
@@ -75,7 +76,9 @@ class Cluster:
         os.chown(self.repo, UID, UID)
         self.repo.chmod(0o750)
 
-    def start(self, *server_args: str, volume: str | None = None, **extra_env: str) -> None:
+    def start(
+        self, *server_args: str, volume: str | None = None, health: bool = False, **extra_env: str
+    ) -> None:
         env = {
             **pgbackrest.environment(self.s),
             "POSTGRES_PASSWORD_FILE": "/run/secrets/pw",
@@ -93,6 +96,8 @@ class Cluster:
             "-v", f"{self.secrets}:{pgbackrest.SECRETS_MOUNT}:ro",
             "-v", f"{self.repo}:{pgbackrest.repo_mount(1)}",
             "-p", "127.0.0.1::5432",
+            *(["--health-cmd", "pg_isready -q -h 127.0.0.1", "--health-interval", "1s"]
+              if health else []),
             self.image, "postgres", *args, *server_args,
         )  # fmt: skip
         deadline = time.monotonic() + 120
@@ -297,3 +302,63 @@ def test_verify_reports_a_corrupt_file_in_its_text_only_and_pgsteady_judges_it(
     assert corrupt.returncode != 0, corrupt.stdout  # ... the verdict does
     assert json.loads(verdict.read_text())["ok"] is False  # and make verify will read it
     assert victim.name in bare.stdout + corrupt.stdout or "status: invalid" in corrupt.stdout
+
+
+def _archived_while_writing(c: Cluster, seconds: float) -> bool:
+    """Whether a WAL segment is archived while a row is written every 0.5 s for ``seconds``
+    (no forced switch: only archive_timeout can end the segment)."""
+    before = c.psql("SELECT archived_count FROM pg_stat_archiver")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        c.psql("INSERT INTO w VALUES (1)")
+        if c.psql("SELECT archived_count FROM pg_stat_archiver") != before:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_after_crash_recovery_pgsteady_ctl_arms_archive_timeout_once(
+    make_cluster, tmp_path
+) -> None:
+    """The end-of-recovery checkpoint of a crash recovery (or a restore) runs inside
+    recovery, so Postgres forces no WAL switch for archive_timeout until a later checkpoint
+    (checkpoint_timeout): a host lost minutes after the restart would lose minutes of
+    writes. ``pgsteady-ctl wait-healthy`` checkpoints once per start, also when that
+    checkpoint came after the postmaster's start; then a write is archived within a few
+    archive_timeouts."""
+    c = make_cluster(pgbackrest_archive_timeout="3s")
+    c.start(health=True)
+    c.pgbackrest("stanza-create")
+    c.psql("CREATE TABLE w (id int)")
+    # WAL enough that replaying it takes seconds: the end-of-recovery checkpoint completes
+    # after the postmaster's start (the case the start-time comparison missed)
+    c.psql("CREATE TABLE bulk AS SELECT g FROM generate_series(1, 3000000) g")
+    docker("kill", "-s", "KILL", c.name)
+    docker("start", c.name)
+    deadline = time.monotonic() + 120
+    while c.psql("SELECT pg_is_in_recovery()", check=False) != "f":
+        assert time.monotonic() < deadline, c.logs()[-2000:]
+        time.sleep(0.5)
+    assert "database system was interrupted" in c.logs()  # it was a crash recovery
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    env = tmp_path / "ctl.env"
+    values = {"PGSTEADY_PROJECT": c.name, "PGSTEADY_CONTAINER": c.name,
+              "PGSTEADY_COMPOSE": "docker compose", "PGSTEADY_STATE_DIR": str(state),
+              "PGSTEADY_COMPOSE_FILE": str(tmp_path / "docker-compose.yml")}  # fmt: skip
+    env.write_text("".join(f"{k}='{v}'\n" for k, v in values.items()))
+    env.chmod(0o600)
+
+    def wait_healthy() -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            ["sh", str(CTL), "-e", str(env), "wait-healthy", "60"], capture_output=True,
+            text=True, timeout=120, env={"PATH": f"{Path(DOCKER_CLI).parent}:/usr/bin:/bin"},
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    assert "checkpoint after the start" in wait_healthy().stderr
+    pid_and_start = docker("exec", c.name, "sh", "-c", 'sed -n "1p;3p" "$PGDATA/postmaster.pid"')
+    assert (state / "archive-timeout-armed").read_text().split() == pid_and_start.split()
+    assert _archived_while_writing(c, 12), "no WAL archived within 4 x archive_timeout"
+    assert "checkpoint after the start" not in wait_healthy().stderr  # once per start
