@@ -162,8 +162,9 @@ def measure(
         ws.start(restored, archiving=True)
         ws.promoted(restored)
         ready_s = time.monotonic() - started
-        # what pgsteady-ctl does once per start: the end-of-recovery checkpoint ran inside
-        # recovery, and without a later one archive_timeout would not switch WAL
+        # what pgsteady-ctl does once per start (at once here; on a host within a minute):
+        # the end-of-recovery checkpoint ran inside recovery, and without a later one
+        # archive_timeout would not switch WAL
         psql(restored, "CHECKPOINT")
         found = [int(i) for i in psql(restored, f"SELECT id FROM {table} ORDER BY id").split()]
         lost = loss_seconds(acknowledged, found, baseline)

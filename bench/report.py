@@ -631,8 +631,9 @@ def _host_loss(loss: Results | None) -> list[str]:
         "archived WAL restored into an empty volume and started (replay to the end of the "
         "archive, promotion). Lost = from the newest restored row to the last row the "
         "writer saw acknowledged; every row up to the newest restored one was present. "
-        "The restored server checkpoints once out of recovery, as pgsteady-ctl does after "
-        "every start, and is the next trial's source. `archive_timeout` = "
+        "The restored server checkpoints as soon as it is out of recovery, as pgsteady-ctl "
+        "does after every start (on a host: at wait-healthy or the watchdog's next check, "
+        "within a minute), and is the next trial's source. `archive_timeout` = "
         f"{loss['archive_timeout_seconds']:.0f} s bounds the loss, plus the push's latency.",
         "",
     ]

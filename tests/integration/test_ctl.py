@@ -170,6 +170,13 @@ class CtlStack:
             assert time.monotonic() < deadline, f"{self.container} is {self.status()}, not {want}"
             time.sleep(0.2)
 
+    def wait_health(self, want: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        fmt = "{{if .State.Health}}{{.State.Health.Status}}{{end}}"
+        while docker("inspect", "-f", fmt, self.container).stdout.strip() != want:
+            assert time.monotonic() < deadline, f"{self.container} is not {want}"
+            time.sleep(0.2)
+
     def watchdog_state(self) -> dict:
         return json.loads((self.state / "watchdog.json").read_text())
 
@@ -379,6 +386,9 @@ def test_watching_watchdog_starts_a_killed_container_within_seconds(stack: CtlSt
     stack.write(["sleep", "600"])
     stack.compose("up", "-d")
     stack.wait_status("running")
+    # healthy, so that the check at the start runs what it runs for a healthy server
+    # (arm_archive_timeout once changed the watcher's own variables and ended the watch)
+    stack.wait_health("healthy")
     watcher = stack.popen_ctl("watchdog", "--watch", "40")
     try:
         _wait_watching(stack, watcher)

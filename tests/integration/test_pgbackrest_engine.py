@@ -305,13 +305,14 @@ def test_verify_reports_a_corrupt_file_in_its_text_only_and_pgsteady_judges_it(
 
 
 def _archived_while_writing(c: Cluster, seconds: float) -> bool:
-    """Whether a WAL segment is archived while a row is written every 0.5 s for ``seconds``
-    (no forced switch: only archive_timeout can end the segment)."""
-    before = c.psql("SELECT archived_count FROM pg_stat_archiver")
+    """Whether the WAL segment of a new row is archived while a row is written every 0.5 s
+    for ``seconds`` (no forced switch: only archive_timeout can end that segment)."""
+    c.psql("INSERT INTO w VALUES (1)")
+    segment = c.psql("SELECT pg_walfile_name(pg_current_wal_lsn())")
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         c.psql("INSERT INTO w VALUES (1)")
-        if c.psql("SELECT archived_count FROM pg_stat_archiver") != before:
+        if c.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= segment:
             return True
         time.sleep(0.5)
     return False
@@ -352,13 +353,15 @@ def test_after_crash_recovery_pgsteady_ctl_arms_archive_timeout_once(
     def wait_healthy() -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             ["sh", str(CTL), "-e", str(env), "wait-healthy", "60"], capture_output=True,
-            text=True, timeout=120, env={"PATH": f"{Path(DOCKER_CLI).parent}:/usr/bin:/bin"},
+            text=True, timeout=120,
+            env={**os.environ, "PATH": f"{Path(DOCKER_CLI).parent}:/usr/bin:/bin"},
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         return proc
 
     assert "checkpoint after the start" in wait_healthy().stderr
-    pid_and_start = docker("exec", c.name, "sh", "-c", 'sed -n "1p;3p" "$PGDATA/postmaster.pid"')
-    assert (state / "archive-timeout-armed").read_text().split() == pid_and_start.split()
-    assert _archived_while_writing(c, 12), "no WAL archived within 4 x archive_timeout"
+    key = docker("exec", c.name, "sh", "-c", 'sed -n "1p;3p;7p;8p" "$PGDATA/postmaster.pid"')
+    assert (state / "archive-timeout-armed").read_text().split() == key.split()
+    assert key.split()[-1] == "ready" and len(key.split()) == 5  # PID, start, shm IDs
+    assert _archived_while_writing(c, 40), "no WAL archived within 40 s, archive_timeout 3 s"
     assert "checkpoint after the start" not in wait_healthy().stderr  # once per start
