@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """Sizes of one run; the defaults are the documented full run (about 2 hours)."""
+    """Sizes of one run; the defaults are the documented full run (about 3 hours on 2 CPUs)."""
 
     parts: tuple[str, ...] = PARTS
     # the data-carrying stack (tuning, backups, recovery)

@@ -143,7 +143,7 @@ def headlines(res: Results) -> list[str]:
         )
         for key, r in bak["restore_speedup"].items():
             one, many = key.split("/")
-            out.append(f"Restore --jobs {many} is {fmt_ratio(r)} faster than --jobs {one}")
+            out.append(f"Restore --jobs {many} runs at {fmt_ratio(r)} the speed of --jobs {one}")
         out.append(f"Restore drill: {fmt_s(bak['drill_seconds']['p50'])} (median)")
     if con := res.get("converge"):
         out.append(
@@ -413,6 +413,13 @@ def _backups(bak: Results) -> list[str]:
     for key, r in bak["restore_speedup"].items():
         one, many = key.split("/")
         lines.append(f"Restore speed-up --jobs {many} over --jobs {one}: {fmt_ratio(r)}.")
+    if any(r["median"] < 1 for r in bak["restore_speedup"].values()):
+        lines.append(
+            "More jobs were slower here: pg_restore runs one job per table or index, and "
+            "pgbench's data is almost all one table (pgbench_accounts) and its primary key, "
+            "which load one after the other, so the extra jobs have little to overlap and "
+            "share the container's CPUs."
+        )
     return lines + [""]
 
 
@@ -777,7 +784,10 @@ def render(res: Results) -> str:
         "## Reproduce",
         "",
         "    make deploy            # once: venv, Docker, image",
-        "    make bench             # full run, about 2 hours (failover: 80 min)",
+        "    make bench             # full run, about 3 hours on 2 CPUs (failover: 80 min, "
+        "lab: 50 min)",
+        '    make bench BENCH_ARGS="--failover-trials 3 --failover-lab-minutes 18"  # every '
+        "part with fewer failover trials, about 95 minutes",
         '    make bench BENCH_ARGS="--quick"                 # a few minutes',
         '    make bench BENCH_ARGS="--only recovery,tuning"  # some parts; the others '
         "keep their figures",

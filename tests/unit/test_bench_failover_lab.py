@@ -138,3 +138,9 @@ def test_lost_primary_gaps_are_split_by_where_etcd_led_at_the_fault() -> None:
     text = "\n".join(section(fo))
     assert "was on the old primary's host: 32.5 / 33.0 / 33.0 (n=2)" in text
     assert "when it was elsewhere: 25.0 / 25.0 / 25.0 (n=1)" in text
+
+    assert "goal ≤ 30 s: missed by 3.0 s" in text
+    assert "Why missed: every trial whose old primary's host did not hold" in text
+    assert "(worst 25.0 s)" in text
+    fo["etcd_leader_split"]["host_power_loss"]["etcd_leader_elsewhere"]["max"] = 31.0
+    assert "Why missed" not in "\n".join(section(fo))  # a fast-mode trial missed it too

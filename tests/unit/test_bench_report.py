@@ -98,7 +98,8 @@ def test_full_page_has_every_section_and_the_headline_ratios():
         assert heading in page
     assert "p50 1.20 s" in page and "< 30 s" in page
     assert "1.39× (1.27–1.50)" in page  # B/A read-only, paired per round
-    assert "Restore --jobs 2 is 1.76× (1.65–1.88) faster than --jobs 1" in page
+    assert "Restore --jobs 2 runs at 1.76× (1.65–1.88) the speed of --jobs 1" in page
+    assert "More jobs were slower" not in page
     assert "Apply init_db.sql" in page  # a re-converge that changes something is named
     assert "make verify: not measured" in page
     assert "1.0 / 1.5 / 2.0" in page and "3.0 / 2.5 / 2.0" in page
@@ -287,3 +288,10 @@ def test_converge_section_judges_the_ssh_goal_on_the_largest_inventory():
     page = report.render(results(converge=con))
     assert "(issue 19): met (1.30 s per host with 10 hosts in one inventory)" in page
     assert "0.75 s of CPU per host" in page and "about 80 hosts' no-op converges" in page
+
+
+def test_backups_section_explains_a_restore_that_more_jobs_made_slower():
+    slow = {**BACKUPS, "restore_speedup": {"1/2": stats.ratio_summary([15.0, 14.0], [17.0, 16.5])}}
+    page = report.render(results(backups=slow))
+    assert "runs at 0.86× (0.85–0.88) the speed of --jobs 1" in page
+    assert "More jobs were slower here" in page and "pgbench_accounts" in page
