@@ -100,7 +100,7 @@ def restart_on_a_new_timeline(c: Cluster) -> None:
 def test_healthy_across_a_timeline_switch_then_a_deleted_segment_is_found(cluster) -> None:
     c = cluster
     c.start()
-    c.pgbackrest("stanza-create")
+    c.stanza()
     c.pgbackrest("backup", "--type=full")
     probe = Probe(c)
     switch(c, 3)
@@ -147,7 +147,7 @@ def test_healthy_across_a_timeline_switch_then_a_deleted_segment_is_found(cluste
 def test_wal_dropped_by_pgbackrest_is_found_and_a_full_backup_clears_the_check(cluster) -> None:
     c = cluster
     c.start()
-    c.pgbackrest("stanza-create")
+    c.stanza()
     c.pgbackrest("backup", "--type=full")
     probe = Probe(c)
     switch(c, 2)
